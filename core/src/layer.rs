@@ -1,0 +1,145 @@
+//! Attention weights, masks and the residual update rule shared by every attention kernel.
+//!
+//! A layer maps tokens `h_t` in R^E to `h_t + sum_heads P_h a_h(t)`, where `a_h(t)` is the head's attention output
+//! for token `t` (linear, kernelised or softmax). Keys and values come from the N context tokens only; queries come
+//! from all N context tokens and the query token, so context tokens are updated too (the reference convention).
+//! [`Update`] decides how the summed update is written back: a damping factor, the first coordinate written (to
+//! update only the `y` part), and optional clipping of the token after the update.
+
+use crate::{Error, Real};
+use nalgebra::SMatrix;
+
+/// One attention head: query/key projections to `DK`, a value projection to `DV`, and the output projection `P`.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Head<T: Real, const E: usize, const DK: usize, const DV: usize> {
+    /// Query projection, `DK x E`.
+    pub w_q: SMatrix<T, DK, E>,
+    /// Key projection, `DK x E`.
+    pub w_k: SMatrix<T, DK, E>,
+    /// Value projection, `DV x E`.
+    pub w_v: SMatrix<T, DV, E>,
+    /// Output projection, `E x DV` (the reference's `P`, which also carries the 1/N).
+    pub p: SMatrix<T, E, DV>,
+}
+
+impl<T: Real, const E: usize, const DK: usize, const DV: usize> Head<T, E, DK, DV> {
+    /// A head whose four matrices are zero (the layer is then the identity).
+    pub fn zeros() -> Self {
+        Self {
+            w_q: crate::linalg::zeros(),
+            w_k: crate::linalg::zeros(),
+            w_v: crate::linalg::zeros(),
+            p: crate::linalg::zeros(),
+        }
+    }
+}
+
+/// A multi-head attention layer with `H` heads; the heads' outputs are summed in head order.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Layer<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize> {
+    /// The heads, summed in this order.
+    pub heads: [Head<T, E, DK, DV>; H],
+}
+
+impl<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize> Layer<T, E, DK, DV, H> {
+    /// A layer of zero heads' weights (the identity map).
+    pub fn zeros() -> Self {
+        Self { heads: core::array::from_fn(|_| Head::zeros()) }
+    }
+}
+
+/// A single-head layer from one head.
+impl<T: Real, const E: usize, const DK: usize, const DV: usize> From<Head<T, E, DK, DV>> for Layer<T, E, DK, DV, 1> {
+    fn from(head: Head<T, E, DK, DV>) -> Self {
+        Self { heads: [head] }
+    }
+}
+
+/// Which context tokens each query sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mask {
+    /// Every query sees all N context tokens.
+    #[default]
+    Full,
+    /// Context token `t` sees context tokens `0..=t`; the query token (last) sees all N.
+    Causal,
+}
+
+/// How a layer's summed update `u` is written into a token `h`:
+/// `h[i] += scale * u[i]` for `i >= first`, then, if `clip` is set, every coordinate is clamped to `[-clip, clip]`.
+///
+/// With `scale = 1` the multiplication is skipped (it is exact anyway), so [`Update::residual`] is the plain
+/// residual `h += u` of the reference model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Update<T> {
+    /// Damping factor applied to the update (1 = none).
+    pub scale: T,
+    /// First coordinate that is written; `E - d_out` updates only the `y` part, 0 updates everything.
+    pub first: usize,
+    /// Clamp the whole token to `[-clip, clip]` after the update.
+    pub clip: Option<T>,
+}
+
+impl<T: Real> Default for Update<T> {
+    fn default() -> Self {
+        Self::residual()
+    }
+}
+
+impl<T: Real> Update<T> {
+    /// The plain residual update `h += u`.
+    pub fn residual() -> Self {
+        Self { scale: T::ONE, first: 0, clip: None }
+    }
+
+    /// Checks the rule against a token width `E`: `first <= E`, `scale` finite, `clip` finite and `>= 0`.
+    pub fn validate(&self, e: usize) -> Result<(), Error> {
+        if self.first > e {
+            return Err(Error::InvalidParameter("Update::first exceeds the token width"));
+        }
+        if !self.scale.is_finite() {
+            return Err(Error::InvalidParameter("Update::scale must be finite"));
+        }
+        if let Some(c) = self.clip {
+            if !c.is_finite() || c < T::ZERO {
+                return Err(Error::InvalidParameter("Update::clip must be finite and >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `u` into `h` by this rule. Call [`Update::validate`] once before a batch of calls.
+    #[inline(always)]
+    pub fn apply<const E: usize>(&self, h: &mut [T; E], u: &[T; E]) {
+        if self.scale == T::ONE {
+            for (hi, &ui) in h.iter_mut().zip(u.iter()).skip(self.first) {
+                *hi += ui;
+            }
+        } else {
+            for (hi, &ui) in h.iter_mut().zip(u.iter()).skip(self.first) {
+                *hi += self.scale * ui;
+            }
+        }
+        if let Some(c) = self.clip {
+            for hi in h.iter_mut() {
+                *hi = hi.max(-c).min(c);
+            }
+        }
+    }
+}
+
+/// The prediction read from a token: minus its last `DY` coordinates (the reference's `-h_query[last]`).
+/// `DY > E` is rejected at compile time.
+#[inline(always)]
+pub fn prediction<T: Real, const E: usize, const DY: usize>(token: &[T; E]) -> [T; DY] {
+    const { assert!(DY <= E, "prediction width DY must not exceed the token width E") };
+    let mut out = [T::ZERO; DY];
+    for (o, &h) in out.iter_mut().zip(token.iter().skip(E - DY)) {
+        *o = -h;
+    }
+    out
+}

@@ -1,0 +1,58 @@
+//! # dualform
+//!
+//! `no_std`, allocation-free attention kernels that compute gradient descent in context, with the same bits on a
+//! host and on a Cortex-M4F.
+//!
+//! One linear self-attention (LSA) layer with the right weights computes exactly one step of gradient descent on the
+//! least-squares problem whose `(x, y)` pairs sit in its context (von Oswald et al. 2022). This crate holds the
+//! layers (linear, kernelised and softmax attention; quadratic and associative evaluation orders; full and causal
+//! masks; stacks; a streaming context), written so that every reduction has one fixed order.
+//!
+//! Conventions (the reference code's): a token is `e = (x, y)` in R^E; the query token is `(x_q, 0)`; an LSA layer
+//! maps every token `h_t` to `h_t + P sum_j (W_Q h_t . W_K e_j) W_V e_j` over the N context tokens; the prediction
+//! is minus the query token's `y` part.
+//!
+//! ```
+//! use dualform::{lsa_associative, prediction, Layer, Mask, Update};
+//! // E = 2 (x in R, y in R), N = 2 context tokens, key and value size 2, one head.
+//! let mut layer = Layer::<f64, 2, 2, 2, 1>::zeros();
+//! let head = &mut layer.heads[0];
+//! head.w_q[(0, 0)] = 1.0; // query and key read x
+//! head.w_k[(0, 0)] = 1.0;
+//! head.w_v[(1, 1)] = -1.0; // value is -y
+//! head.p[(1, 1)] = 0.5; // P = eta / N with eta = 1, N = 2
+//! let mut ctx = [[1.0, 2.0], [2.0, 4.0]]; // y = 2 x
+//! let mut query = [3.0, 0.0];
+//! lsa_associative(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut query)?;
+//! // One GD step from w = 0 with rate 1 on L(w) = 1/(2N) sum (w x_i - y_i)^2 gives w = (1*2 + 2*4)/2 = 5.
+//! assert_eq!(prediction::<f64, 2, 1>(&query), [15.0]);
+//! # Ok::<(), dualform::Error>(())
+//! ```
+//!
+//! No function panics on bad input: errors are the small enum [`Error`]; shape mismatches are compile errors.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod attention;
+mod error;
+pub mod features;
+pub mod layer;
+pub mod linalg;
+pub mod rng;
+mod scalar;
+pub mod softmax;
+pub mod stack;
+pub mod stream;
+
+pub use attention::{
+    efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative, lsa_quadratic,
+    AssociativeState, LinearScratch, Normalise,
+};
+pub use error::Error;
+pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
+pub use layer::{prediction, Head, Layer, Mask, Update};
+pub use scalar::Real;
+pub use softmax::{attend_softmax, online_max_sum, softmax, softmax_attention};
+pub use stack::{run_stack, Block, SoftmaxBlock};
+pub use stream::{token_from, StreamingContext};

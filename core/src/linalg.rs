@@ -1,0 +1,107 @@
+//! Fixed-order small linear algebra on arrays and nalgebra static matrices.
+//!
+//! Numerical contract: every reduction has one accumulation order, written out here, so f32 results are identical
+//! on every target.
+//! - [`dot`]: four independent lanes, lane `l` summing the products of indices `i = l (mod 4)` in increasing `i`;
+//!   the result is `(lane0 + lane1) + (lane2 + lane3)`.
+//! - [`matvec`] (`y = A x`, `A` column-major): `y` starts at zero and takes `x[c] * A[:, c]` for `c = 0, 1, ...`
+//!   in order, so each output element is a sequential sum over columns. The loop runs along contiguous columns
+//!   and vectorises across output elements without reassociating any sum.
+//! - [`matvec_t`] (`y = A^T x`): one [`dot`] per column.
+//! - [`add_outer`] / [`sub_outer`] (`S +-= u v^T`): one `axpy` per column, no reduction.
+//!
+//! No function here allocates, indexes out of bounds or panics: shapes are const generics.
+
+use crate::Real;
+use nalgebra::SMatrix;
+
+/// `y += a * x`, element by element (two roundings per element; never fused).
+#[inline(always)]
+pub fn axpy<T: Real, const N: usize>(y: &mut [T; N], a: T, x: &[T; N]) {
+    for (yi, &xi) in y.iter_mut().zip(x.iter()) {
+        *yi += a * xi;
+    }
+}
+
+/// Dot product of two slices over their common length, in the four-lane order of the module contract.
+#[inline(always)]
+pub fn dot_slice<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::ZERO; 4];
+    let ca = a.chunks_exact(4);
+    let cb = b.chunks_exact(4);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((l, &xi), &yi) in lanes.iter_mut().zip(x).zip(y) {
+            *l += xi * yi;
+        }
+    }
+    for ((l, &xi), &yi) in lanes.iter_mut().zip(ra).zip(rb) {
+        *l += xi * yi;
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// Dot product of two arrays, in the four-lane order of the module contract.
+#[inline(always)]
+pub fn dot<T: Real, const N: usize>(a: &[T; N], b: &[T; N]) -> T {
+    dot_slice(a, b)
+}
+
+/// `y = A x` for a column-major static matrix, accumulating over columns in order.
+#[inline(always)]
+pub fn matvec<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x: &[T; C]) -> [T; R] {
+    let mut y = [T::ZERO; R];
+    matvec_acc(&mut y, a, x);
+    y
+}
+
+/// `y += A x`, accumulating over columns in order (see [`matvec`]).
+#[inline(always)]
+pub fn matvec_acc<T: Real, const R: usize, const C: usize>(y: &mut [T; R], a: &SMatrix<T, R, C>, x: &[T; C]) {
+    for (col, &xc) in a.data.0.iter().zip(x.iter()) {
+        axpy(y, xc, col);
+    }
+}
+
+/// `y = A^T x`: one four-lane [`dot`] per column of `A`.
+#[inline(always)]
+pub fn matvec_t<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x: &[T; R]) -> [T; C] {
+    let mut y = [T::ZERO; C];
+    for (yc, col) in y.iter_mut().zip(a.data.0.iter()) {
+        *yc = dot(col, x);
+    }
+    y
+}
+
+/// `S += u v^T` (rank-one update), one `axpy` per column.
+#[inline(always)]
+pub fn add_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, C>, u: &[T; R], v: &[T; C]) {
+    for (col, &vc) in s.data.0.iter_mut().zip(v.iter()) {
+        axpy(col, vc, u);
+    }
+}
+
+/// `S -= u v^T` (rank-one downdate), one `axpy` per column with `-v[c]`.
+#[inline(always)]
+pub fn sub_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, C>, u: &[T; R], v: &[T; C]) {
+    for (col, &vc) in s.data.0.iter_mut().zip(v.iter()) {
+        axpy(col, -vc, u);
+    }
+}
+
+/// An all-zero static matrix (no nalgebra arithmetic involved).
+#[inline(always)]
+pub fn zeros<T: Real, const R: usize, const C: usize>() -> SMatrix<T, R, C> {
+    SMatrix::from_array_storage(nalgebra::ArrayStorage([[T::ZERO; R]; C]))
+}
+
+/// A static matrix with ones on the main diagonal and zeros elsewhere (also for non-square shapes).
+pub fn eye<T: Real, const R: usize, const C: usize>() -> SMatrix<T, R, C> {
+    let mut m = zeros::<T, R, C>();
+    for (c, col) in m.data.0.iter_mut().enumerate() {
+        if let Some(x) = col.get_mut(c) {
+            *x = T::ONE;
+        }
+    }
+    m
+}

@@ -1,0 +1,109 @@
+//! The scalar type of every kernel: `f32` on the device, `f64` for reference checks.
+//!
+//! Numerical contract: the transcendental functions (`exp`, `ln`, `cos`, `sqrt`) are those of the pure-Rust `libm`
+//! crate on every target, never the platform's C library, so that the same inputs give the same bits on x86_64 and
+//! on thumbv7em. Arithmetic is plain IEEE 754 (`+ - * /`, no fused multiply-add), which Rust never reassociates.
+
+use core::fmt::Debug;
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A real floating-point scalar with the operations the kernels need.
+pub trait Real:
+    nalgebra::Scalar
+    + Copy
+    + Default
+    + Debug
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+{
+    /// Additive identity.
+    const ZERO: Self;
+    /// Multiplicative identity.
+    const ONE: Self;
+    /// Positive infinity.
+    const INFINITY: Self;
+    /// Machine epsilon (distance from 1 to the next representable value).
+    const EPSILON: Self;
+    /// Converts from `f64` with IEEE round-to-nearest (exact for `f64`).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to `f64` (exact for both implementations).
+    fn to_f64(self) -> f64;
+    /// `e^self`, by `libm`.
+    fn exp(self) -> Self;
+    /// Natural logarithm, by `libm`.
+    fn ln(self) -> Self;
+    /// Cosine, by `libm`.
+    fn cos(self) -> Self;
+    /// Square root (correctly rounded), by `libm`.
+    fn sqrt(self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// `true` unless NaN or infinite.
+    fn is_finite(self) -> bool;
+    /// The larger of two values; if one is NaN, the other is returned (IEEE `maxNum`, by `libm`).
+    fn max(self, other: Self) -> Self;
+    /// The smaller of two values; if one is NaN, the other is returned (IEEE `minNum`, by `libm`).
+    fn min(self, other: Self) -> Self;
+}
+
+macro_rules! impl_real {
+    ($t:ty, $exp:path, $ln:path, $cos:path, $sqrt:path, $abs:path, $max:path, $min:path) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const INFINITY: Self = <$t>::INFINITY;
+            const EPSILON: Self = <$t>::EPSILON;
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                $ln(self)
+            }
+            #[inline(always)]
+            fn cos(self) -> Self {
+                $cos(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                $sqrt(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                $abs(self)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                $max(self, other)
+            }
+            #[inline(always)]
+            fn min(self, other: Self) -> Self {
+                $min(self, other)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
+}
+
+impl_real!(f32, libm::expf, libm::logf, libm::cosf, libm::sqrtf, libm::fabsf, libm::fmaxf, libm::fminf);
+impl_real!(f64, libm::exp, libm::log, libm::cos, libm::sqrt, libm::fabs, libm::fmax, libm::fmin);

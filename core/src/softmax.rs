@@ -1,0 +1,129 @@
+//! Softmax and softmax attention by a one-pass online softmax (Milakov and Gimelshein 2018): a running maximum `m`
+//! and a running sum `l`, rescaled by `exp(m_old - m_new)` whenever the maximum grows; no N x N scratch.
+//!
+//! Numerical contract:
+//! - [`online_max_sum`] visits the logits once, in order. [`softmax`] then writes `exp(x_i - m) / l`; its result sums
+//!   to 1 within a few ulps and matches a two-pass (max, then sum) reference to a few ulps (tests: 8 ulps in f32).
+//! - [`attend_softmax`] fuses the weighted value sum into the same pass: the accumulator is rescaled with `l`.
+//! - Logits must be finite: any NaN or infinite logit (also one produced by `q . k` overflowing) returns
+//!   [`Error::NonFinite`]. Finite logits of any size (for example +-1e30) are handled exactly as moderate ones: the
+//!   largest gets weight `exp(0) = 1` and the rest underflow gracefully to 0.
+//! - An empty set of keys has no softmax: [`softmax`] returns [`Error::Empty`]; in a layer, a query with no visible
+//!   key (only possible for a context of N = 0) gets a zero update.
+
+use crate::attention::{project_context, visible, LinearScratch};
+use crate::features::Identity;
+use crate::layer::{Layer, Mask, Update};
+use crate::linalg::{axpy, dot, matvec, matvec_acc};
+use crate::{Error, Real};
+
+/// One pass over `logits`: their maximum `m` and `l = sum_i exp(x_i - m)`.
+pub fn online_max_sum<T: Real>(logits: &[T]) -> Result<(T, T), Error> {
+    if logits.is_empty() {
+        return Err(Error::Empty);
+    }
+    let mut m = -T::INFINITY;
+    let mut l = T::ZERO;
+    for &x in logits {
+        if !x.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        if x > m {
+            l = l * (m - x).exp() + T::ONE;
+            m = x;
+        } else {
+            l += (x - m).exp();
+        }
+    }
+    Ok((m, l))
+}
+
+/// `out_i = exp(x_i - m) / sum_j exp(x_j - m)` by [`online_max_sum`]. Errors: [`Error::Empty`],
+/// [`Error::LengthMismatch`] if `out` differs in length, [`Error::NonFinite`] for a NaN or infinite logit.
+pub fn softmax<T: Real>(logits: &[T], out: &mut [T]) -> Result<(), Error> {
+    if out.len() != logits.len() {
+        return Err(Error::LengthMismatch { expected: logits.len(), found: out.len() });
+    }
+    let (m, l) = online_max_sum(logits)?;
+    for (o, &x) in out.iter_mut().zip(logits) {
+        *o = (x - m).exp() / l;
+    }
+    Ok(())
+}
+
+/// Softmax attention of one query over `keys`/`values` (their common length), logits `scale * q . k_j`:
+/// `sum_j softmax_j v_j`, in one pass. An empty key set gives zeros. Errors: [`Error::NonFinite`].
+pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
+    q: &[T; DK],
+    keys: &[[T; DK]],
+    values: &[[T; DV]],
+    scale: T,
+) -> Result<[T; DV], Error> {
+    let mut m = -T::INFINITY;
+    let mut l = T::ZERO;
+    let mut acc = [T::ZERO; DV];
+    for (k, v) in keys.iter().zip(values.iter()) {
+        let s = dot(q, k) * scale;
+        if !s.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        if s > m {
+            let c = (m - s).exp();
+            for a in acc.iter_mut() {
+                *a *= c;
+            }
+            l *= c;
+            m = s;
+        }
+        let w = (s - m).exp();
+        l += w;
+        axpy(&mut acc, w, v);
+    }
+    if l > T::ZERO {
+        for a in acc.iter_mut() {
+            *a /= l;
+        }
+    }
+    Ok(acc)
+}
+
+/// The softmax-attention update of one token over the first `visible` projected context tokens.
+fn softmax_update<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    scratch: &LinearScratch<T, N, DK, DV, H>,
+    h: &[T; E],
+    visible: usize,
+    scale: T,
+) -> Result<[T; E], Error> {
+    let mut u = [T::ZERO; E];
+    for (head, (ks, vs)) in layer.heads.iter().zip(scratch.keys.iter().zip(scratch.values.iter())) {
+        let q = matvec(&head.w_q, h);
+        let (ks, vs) = (ks.get(..visible).unwrap_or(ks), vs.get(..visible).unwrap_or(vs));
+        let a = attend_softmax(&q, ks, vs, scale)?;
+        matvec_acc(&mut u, &head.p, &a);
+    }
+    Ok(u)
+}
+
+/// Softmax attention layer, `h_t += sum_heads P softmax_j(W_Q h_t . W_K e_j / sqrt(DK)) W_V e_j`, full or causal,
+/// over the context tokens; every token is updated from the layer's input (keys and values are taken into
+/// `scratch` first). Errors: [`Error::NonFinite`] for a non-finite logit; tokens before the failing one are updated.
+pub fn softmax_attention<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    mask: Mask,
+    upd: &Update<T>,
+    ctx: &mut [[T; E]; N],
+    query: &mut [T; E],
+    scratch: &mut LinearScratch<T, N, DK, DV, H>,
+) -> Result<(), Error> {
+    upd.validate(E)?;
+    project_context(layer, &Identity, ctx, scratch);
+    let scale = T::ONE / T::from_f64(DK as f64).sqrt();
+    for (t, h) in ctx.iter_mut().enumerate() {
+        let u = softmax_update(layer, scratch, h, visible(mask, t, N), scale)?;
+        upd.apply(h, &u);
+    }
+    let u = softmax_update(layer, scratch, query, N, scale)?;
+    upd.apply(query, &u);
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! A streaming context for one LSA layer: a fixed-capacity window (heapless) of tokens `e = (x, y)` whose running
+//! associative sums `S_h = sum_j W_V e_j (W_K e_j)^T` make each new pair O(H (E (DK + DV) + DK DV)), and evicting
+//! the oldest the same, independent of the window size.
+//!
+//! Numerical contract: [`StreamingContext::resync`] recomputes the sums from the window, oldest first, exactly as
+//! [`crate::lsa_associative`] sums its context; right after a resync, predictions are bit-identical to a full
+//! recompute over the same window. Between resyncs each eviction subtracts a rank-one term that was added with
+//! different neighbours, leaving a rounding residue; the drift grows roughly with the square root of the number of
+//! evictions. `resync_every = R > 0` recomputes after every R evictions (O(CAP) work amortised over R pushes), which
+//! bounds the drift; [`StreamingContext::drift`] measures it. The tests record the measured drift.
+
+use crate::attention::{AssociativeState, Normalise};
+use crate::features::Identity;
+use crate::layer::{prediction, Layer};
+use crate::{Error, Real};
+use heapless::Deque;
+
+/// A sliding window of at most `CAP` context tokens with the running sums of one LSA layer.
+#[derive(Clone, Debug)]
+pub struct StreamingContext<
+    'a,
+    T: Real,
+    const E: usize,
+    const DK: usize,
+    const DV: usize,
+    const H: usize,
+    const CAP: usize,
+> {
+    layer: &'a Layer<T, E, DK, DV, H>,
+    window: Deque<[T; E], CAP>,
+    state: AssociativeState<T, DK, DV, H>,
+    resync_every: usize,
+    evictions: usize,
+}
+
+impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const CAP: usize>
+    StreamingContext<'a, T, E, DK, DV, H, CAP>
+{
+    /// An empty window over `layer`; `resync_every = 0` never resyncs by itself.
+    pub fn new(layer: &'a Layer<T, E, DK, DV, H>, resync_every: usize) -> Self {
+        Self { layer, window: Deque::new(), state: AssociativeState::new(), resync_every, evictions: 0 }
+    }
+
+    /// Tokens in the window.
+    pub fn len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// `true` when the window holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+
+    /// The window, oldest first.
+    pub fn window(&self) -> impl Iterator<Item = &[T; E]> {
+        self.window.iter()
+    }
+
+    /// Adds a token, evicting (and returning) the oldest when the window is full.
+    /// Errors: [`Error::BufferTooSmall`] for a window of capacity 0.
+    pub fn push(&mut self, token: [T; E]) -> Result<Option<[T; E]>, Error> {
+        let mut evicted = None;
+        if self.window.is_full() {
+            if let Some(old) = self.window.pop_front() {
+                self.state.remove(self.layer, &Identity, Normalise::None, &old);
+                evicted = Some(old);
+            }
+        }
+        self.window.push_back(token).map_err(|_| Error::BufferTooSmall { needed: 1, found: CAP })?;
+        self.state.add(self.layer, &Identity, Normalise::None, &token);
+        if evicted.is_some() {
+            self.evictions += 1;
+            if self.resync_every > 0 && self.evictions >= self.resync_every {
+                self.resync();
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Adds the pair `(x, y)` as the token `[x, y]`; `D + DY != E` is rejected at compile time.
+    pub fn push_pair<const D: usize, const DY: usize>(
+        &mut self,
+        x: &[T; D],
+        y: &[T; DY],
+    ) -> Result<Option<[T; E]>, Error> {
+        self.push(token_from(x, y))
+    }
+
+    /// Recomputes the running sums from the window, oldest first.
+    pub fn resync(&mut self) {
+        let mut state = AssociativeState::new();
+        for e in self.window.iter() {
+            state.add(self.layer, &Identity, Normalise::None, e);
+        }
+        self.state = state;
+        self.evictions = 0;
+    }
+
+    /// The largest absolute difference between the running sums and a fresh recompute over the window.
+    pub fn drift(&self) -> T {
+        let mut fresh = AssociativeState::<T, DK, DV, H>::new();
+        for e in self.window.iter() {
+            fresh.add(self.layer, &Identity, Normalise::None, e);
+        }
+        let mut worst = T::ZERO;
+        for (a, b) in self.state.s.iter().zip(fresh.s.iter()) {
+            for (x, y) in a.iter().zip(b.iter()) {
+                worst = worst.max((*x - *y).abs());
+            }
+        }
+        worst
+    }
+
+    /// The query token `[x, 0]` after the layer: `h + sum_heads P S W_Q h` over the current window.
+    pub fn query<const D: usize, const DY: usize>(&self, x: &[T; D]) -> [T; E] {
+        let mut h = token_from(x, &[T::ZERO; DY]);
+        // Identity features and no normaliser: the update cannot fail.
+        if let Ok(u) = self.state.update(self.layer, &Identity, Normalise::None, &h) {
+            for (hi, ui) in h.iter_mut().zip(u.iter()) {
+                *hi += *ui;
+            }
+        }
+        h
+    }
+
+    /// The layer's prediction for `x`: minus the `y` part of [`StreamingContext::query`].
+    pub fn predict<const D: usize, const DY: usize>(&self, x: &[T; D]) -> [T; DY] {
+        prediction(&self.query::<D, DY>(x))
+    }
+}
+
+/// The token `[x, y]`; `D + DY != E` is rejected at compile time.
+pub fn token_from<T: Real, const D: usize, const DY: usize, const E: usize>(x: &[T; D], y: &[T; DY]) -> [T; E] {
+    const { assert!(D + DY == E, "token width E must equal D + DY") };
+    let mut e = [T::ZERO; E];
+    for (o, v) in e.iter_mut().zip(x.iter().chain(y.iter())) {
+        *o = *v;
+    }
+    e
+}

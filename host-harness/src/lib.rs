@@ -1,0 +1,1 @@
+//! The dualform host harness (placeholder; see the harness issue).
