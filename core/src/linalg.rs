@@ -105,3 +105,40 @@ pub fn eye<T: Real, const R: usize, const C: usize>() -> SMatrix<T, R, C> {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::SMatrix;
+
+    #[test]
+    fn dot_matches_plain_sum_and_its_documented_order() {
+        let a: [f64; 11] = core::array::from_fn(|i| (i as f64 * 0.37).sin());
+        let b: [f64; 11] = core::array::from_fn(|i| (i as f64 * 1.3).cos());
+        let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-15);
+        // The documented order, written out for f32: lanes i mod 4, then (l0 + l1) + (l2 + l3).
+        let a32 = a.map(|v| v as f32);
+        let b32 = b.map(|v| v as f32);
+        let mut l = [0.0f32; 4];
+        for i in 0..11 {
+            l[i % 4] += a32[i] * b32[i];
+        }
+        assert_eq!(dot(&a32, &b32).to_bits(), ((l[0] + l[1]) + (l[2] + l[3])).to_bits());
+    }
+
+    #[test]
+    fn matvec_kernels_match_nalgebra() {
+        let a = SMatrix::<f64, 3, 5>::from_fn(|i, j| (i * 5 + j) as f64 - 6.5);
+        let x = [0.5, -1.0, 2.0, 0.25, 3.0];
+        let y = [1.0, -2.0, 0.5];
+        assert_eq!(matvec(&a, &x).to_vec(), (a * nalgebra::SVector::from(x)).as_slice().to_vec());
+        assert_eq!(matvec_t(&a, &y).to_vec(), (a.transpose() * nalgebra::SVector::from(y)).as_slice().to_vec());
+        let mut s = zeros::<f64, 3, 5>();
+        add_outer(&mut s, &y, &x);
+        assert_eq!(s, nalgebra::SVector::from(y) * nalgebra::SVector::from(x).transpose());
+        sub_outer(&mut s, &y, &x);
+        assert_eq!(s, zeros::<f64, 3, 5>());
+        assert_eq!(eye::<f64, 2, 3>(), SMatrix::<f64, 2, 3>::identity());
+    }
+}

@@ -7,7 +7,9 @@
 //! recompute over the same window. Between resyncs each eviction subtracts a rank-one term that was added with
 //! different neighbours, leaving a rounding residue; the drift grows roughly with the square root of the number of
 //! evictions. `resync_every = R > 0` recomputes after every R evictions (O(CAP) work amortised over R pushes), which
-//! bounds the drift; [`StreamingContext::drift`] measures it. The tests record the measured drift.
+//! bounds the drift; [`StreamingContext::drift`] measures it. Measured (tests/stack_stream.rs, E = 11, window 10, random
+//! weights of order one, 10 000 add/evict cycles): f64 drift of `S` 3e-14; f32 1.8e-5 without resync (prediction
+//! difference 7.8e-6), 2.9e-6 with a resync every 64 evictions (prediction difference 1.2e-6).
 
 use crate::attention::{AssociativeState, Normalise};
 use crate::features::Identity;
@@ -56,8 +58,8 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
         self.window.iter()
     }
 
-    /// Adds a token, evicting (and returning) the oldest when the window is full.
-    /// Errors: [`Error::BufferTooSmall`] for a window of capacity 0.
+    /// Adds a token, evicting (and returning) the oldest when the window is full. (A capacity of 0 is rejected at
+    /// compile time by heapless, so the error branch is unreachable in practice; it is kept rather than unwrapped.)
     pub fn push(&mut self, token: [T; E]) -> Result<Option<[T; E]>, Error> {
         let mut evicted = None;
         if self.window.is_full() {
