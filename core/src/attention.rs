@@ -109,6 +109,24 @@ pub(crate) fn project_context<
     }
 }
 
+/// Unnormalised linear attention of one query over `keys`/`values` (their common length), quadratic order:
+/// returns `sum_j (q . k_j) v_j` and `sum_j q . k_j`, both accumulated in increasing `j`.
+#[inline(always)]
+pub fn attend_linear<T: Real, const F: usize, const DV: usize>(
+    q: &[T; F],
+    keys: &[[T; F]],
+    values: &[[T; DV]],
+) -> ([T; DV], T) {
+    let mut r = [T::ZERO; DV];
+    let mut den = T::ZERO;
+    for (k, v) in keys.iter().zip(values.iter()) {
+        let s = dot(q, k);
+        den += s;
+        axpy(&mut r, s, v);
+    }
+    (r, den)
+}
+
 /// Number of context tokens the `t`-th context token sees under `mask`.
 #[inline(always)]
 pub(crate) fn visible(mask: Mask, t: usize, n: usize) -> usize {
@@ -143,13 +161,8 @@ where
     let mut u = [T::ZERO; E];
     for (head, (ks, vs)) in layer.heads.iter().zip(scratch.keys.iter().zip(scratch.values.iter())) {
         let q = phi.map(&matvec(&head.w_q, h));
-        let mut r = [T::ZERO; DV];
-        let mut den = T::ZERO;
-        for (k, v) in ks.iter().zip(vs.iter()).take(visible) {
-            let s = dot(&q, k);
-            den += s;
-            axpy(&mut r, s, v);
-        }
+        let (ks, vs) = (ks.get(..visible).unwrap_or(ks), vs.get(..visible).unwrap_or(vs));
+        let (mut r, den) = attend_linear(&q, ks, vs);
         normalise(&mut r, den, norm, visible > 0)?;
         matvec_acc(&mut u, &head.p, &r);
     }

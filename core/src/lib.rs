@@ -34,11 +34,22 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub use nalgebra;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod attention;
+pub mod construct;
+pub mod dual_form;
 mod error;
 pub mod features;
+pub mod gd;
 pub mod layer;
 pub mod linalg;
+pub mod reader;
 pub mod rng;
 mod scalar;
 pub mod softmax;
@@ -46,13 +57,18 @@ pub mod stack;
 pub mod stream;
 
 pub use attention::{
-    efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative, lsa_quadratic,
-    AssociativeState, LinearScratch, Normalise,
+    attend_linear, efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative,
+    lsa_quadratic, AssociativeState, LinearScratch, Normalise,
+};
+pub use construct::{gd_layer, gd_stack, gdpp_layer};
+pub use dual_form::{
+    dai_split, error_signals, irie_dual, irie_primal, relaxed_attention, softmax_relaxation_error, DaiSplit,
 };
 pub use error::Error;
 pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
 pub use layer::{prediction, Head, Layer, Mask, Update};
+pub use reader::{merged, read_gd, GdFit};
 pub use scalar::Real;
-pub use softmax::{attend_softmax, online_max_sum, softmax, softmax_attention};
+pub use softmax::{attend_softmax, online_max_sum, softmax, softmax_attention, OnlineSoftmax};
 pub use stack::{run_stack, Block, SoftmaxBlock};
 pub use stream::{token_from, StreamingContext};

@@ -89,6 +89,35 @@ pub fn sub_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, 
     }
 }
 
+/// `A B` for static matrices: column `j` of the result is [`matvec`]`(A, B[:, j])`.
+pub fn matmul<T: Real, const R: usize, const K: usize, const C: usize>(
+    a: &SMatrix<T, R, K>,
+    b: &SMatrix<T, K, C>,
+) -> SMatrix<T, R, C> {
+    let mut out = zeros::<T, R, C>();
+    for (oc, bc) in out.data.0.iter_mut().zip(b.data.0.iter()) {
+        *oc = matvec(a, bc);
+    }
+    out
+}
+
+/// `A^T B` for static matrices: entry `(i, j)` is [`dot`]`(A[:, i], B[:, j])`.
+pub fn matmul_tn<T: Real, const R: usize, const C1: usize, const C2: usize>(
+    a: &SMatrix<T, R, C1>,
+    b: &SMatrix<T, R, C2>,
+) -> SMatrix<T, C1, C2> {
+    let mut out = zeros::<T, C1, C2>();
+    for (oc, bc) in out.data.0.iter_mut().zip(b.data.0.iter()) {
+        *oc = matvec_t(a, bc);
+    }
+    out
+}
+
+/// Squared Frobenius norm, summed column by column with [`dot`].
+pub fn frobenius_sq<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>) -> T {
+    a.data.0.iter().fold(T::ZERO, |acc, col| acc + dot(col, col))
+}
+
 /// An all-zero static matrix (no nalgebra arithmetic involved).
 #[inline(always)]
 pub fn zeros<T: Real, const R: usize, const C: usize>() -> SMatrix<T, R, C> {
@@ -137,6 +166,10 @@ mod tests {
         let mut s = zeros::<f64, 3, 5>();
         add_outer(&mut s, &y, &x);
         assert_eq!(s, nalgebra::SVector::from(y) * nalgebra::SVector::from(x).transpose());
+        let b = SMatrix::<f64, 5, 2>::from_fn(|i, j| (i as f64) - 2.0 * j as f64);
+        assert_eq!(matmul(&a, &b), a * b);
+        assert_eq!(matmul_tn(&a, &a), a.transpose() * a);
+        assert_eq!(frobenius_sq(&a), a.norm_squared());
         sub_outer(&mut s, &y, &x);
         assert_eq!(s, zeros::<f64, 3, 5>());
         assert_eq!(eye::<f64, 2, 3>(), SMatrix::<f64, 2, 3>::identity());

@@ -51,40 +51,73 @@ pub fn softmax<T: Real>(logits: &[T], out: &mut [T]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The running state of a one-pass softmax-weighted sum `sum_j softmax(s)_j v_j`: maximum `m`, normaliser `l`
+/// (relative to `m`) and accumulator, rescaled by `exp(m_old - m_new)` when the maximum grows.
+#[derive(Clone, Copy, Debug)]
+pub struct OnlineSoftmax<T, const DV: usize> {
+    m: T,
+    l: T,
+    acc: [T; DV],
+}
+
+impl<T: Real, const DV: usize> OnlineSoftmax<T, DV> {
+    /// No terms yet.
+    pub fn new() -> Self {
+        Self { m: -T::INFINITY, l: T::ZERO, acc: [T::ZERO; DV] }
+    }
+
+    /// Adds the term with logit `s` and value `v`. Errors: [`Error::NonFinite`] for a NaN or infinite logit.
+    #[inline(always)]
+    pub fn push(&mut self, s: T, v: &[T; DV]) -> Result<(), Error> {
+        if !s.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        if s > self.m {
+            let c = (self.m - s).exp();
+            for a in self.acc.iter_mut() {
+                *a *= c;
+            }
+            self.l *= c;
+            self.m = s;
+        }
+        let w = (s - self.m).exp();
+        self.l += w;
+        axpy(&mut self.acc, w, v);
+        Ok(())
+    }
+
+    /// `acc / l`, or zeros when no term was added.
+    pub fn finish(&self) -> [T; DV] {
+        let mut out = self.acc;
+        if self.l > T::ZERO {
+            for a in out.iter_mut() {
+                *a /= self.l;
+            }
+        }
+        out
+    }
+}
+
+impl<T: Real, const DV: usize> Default for OnlineSoftmax<T, DV> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Softmax attention of one query over `keys`/`values` (their common length), logits `scale * q . k_j`:
-/// `sum_j softmax_j v_j`, in one pass. An empty key set gives zeros. Errors: [`Error::NonFinite`].
+/// `sum_j softmax_j v_j`, in one pass ([`OnlineSoftmax`]). An empty key set gives zeros.
+/// Errors: [`Error::NonFinite`].
 pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     q: &[T; DK],
     keys: &[[T; DK]],
     values: &[[T; DV]],
     scale: T,
 ) -> Result<[T; DV], Error> {
-    let mut m = -T::INFINITY;
-    let mut l = T::ZERO;
-    let mut acc = [T::ZERO; DV];
+    let mut acc = OnlineSoftmax::new();
     for (k, v) in keys.iter().zip(values.iter()) {
-        let s = dot(q, k) * scale;
-        if !s.is_finite() {
-            return Err(Error::NonFinite);
-        }
-        if s > m {
-            let c = (m - s).exp();
-            for a in acc.iter_mut() {
-                *a *= c;
-            }
-            l *= c;
-            m = s;
-        }
-        let w = (s - m).exp();
-        l += w;
-        axpy(&mut acc, w, v);
+        acc.push(dot(q, k) * scale, v)?;
     }
-    if l > T::ZERO {
-        for a in acc.iter_mut() {
-            *a /= l;
-        }
-    }
-    Ok(acc)
+    Ok(acc.finish())
 }
 
 /// The softmax-attention update of one token over the first `visible` projected context tokens.

@@ -1,0 +1,98 @@
+//! Weight constructions: LSA layers that compute a step of gradient descent (von Oswald et al. 2022, Prop. 1) or
+//! of GD++, on tokens `e = (x, y)` with `x` in R^D, `y` in R^DY, `E = D + DY` (checked at compile time).
+//!
+//! GD from `W0` with rate `eta` over N context pairs:
+//! `W_Q = W_K = [[I_D, 0], [0, 0]]`, `W_V = [[0, 0], [W0, -I_DY]]`, `P = (eta / N) I_E`.
+//! The layer then adds `eta/N sum_j (x_j . x_t) (W0 x_j - y_j)` to the `y` part of every token `t` and nothing to
+//! its `x` part: exactly [`crate::gd::dual_step`]. The same layer applied K times (or K such layers with rates
+//! `eta_k`, all built from the same `W0`) is K steps of GD, because each layer has already moved the targets by
+//! `-(W_k - W0) x_j`.
+//!
+//! GD++ with `(eta, gamma)`: the same, but `W_V = [[-I_D, 0], [W0, -I_DY]]` and `P = diag(gamma I_D, eta/N I_DY)`,
+//! which also moves every input by `-gamma sum_j x_j (x_j . x_t)`: exactly [`crate::gd::gdpp_step`].
+//!
+//! The constructed matrices hold only 0, +-1, W0's entries and `eta/N` (rounded once): nothing is accumulated.
+
+use crate::layer::{Head, Layer};
+use crate::linalg::zeros;
+use crate::{Error, Real};
+use nalgebra::SMatrix;
+
+fn set<T: Real, const R: usize, const C: usize>(m: &mut SMatrix<T, R, C>, i: usize, j: usize, v: T) {
+    if let Some(x) = m.get_mut((i, j)) {
+        *x = v;
+    }
+}
+
+fn check_rate<T: Real>(v: T, name: &'static str) -> Result<(), Error> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(name))
+    }
+}
+
+/// The head shared by both constructions; `x_scale` is the `x` block of `W_V` (0 for GD, -1 for GD++) and
+/// `p_x` the `x` block of `P`.
+fn head<T: Real, const D: usize, const DY: usize, const E: usize>(
+    w0: &SMatrix<T, DY, D>,
+    x_scale: T,
+    p_x: T,
+    p_y: T,
+) -> Head<T, E, E, E> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
+    let mut h = Head { w_q: zeros(), w_k: zeros(), w_v: zeros(), p: zeros() };
+    for i in 0..D {
+        set(&mut h.w_q, i, i, T::ONE);
+        set(&mut h.w_k, i, i, T::ONE);
+        set(&mut h.w_v, i, i, x_scale);
+        set(&mut h.p, i, i, p_x);
+    }
+    for a in 0..DY {
+        for b in 0..D {
+            set(&mut h.w_v, D + a, b, w0.get((a, b)).copied().unwrap_or(T::ZERO));
+        }
+        set(&mut h.w_v, D + a, D + a, -T::ONE);
+        set(&mut h.p, D + a, D + a, p_y);
+    }
+    h
+}
+
+/// The LSA layer that computes one GD step from `w0` with rate `eta` over `n` context pairs.
+/// Errors: `n = 0` ([`Error::Empty`]) or a non-finite `eta` ([`Error::InvalidParameter`]).
+pub fn gd_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
+    w0: &SMatrix<T, DY, D>,
+    eta: T,
+    n: usize,
+) -> Result<Layer<T, E, E, E, 1>, Error> {
+    check_rate(eta, "eta must be finite")?;
+    let c = eta * crate::gd::inv_n::<T>(n)?;
+    Ok(head::<T, D, DY, E>(w0, T::ZERO, c, c).into())
+}
+
+/// The LSA layer that computes one GD++ step (targets: rate `eta` from `w0`; inputs: `(I - gamma X X^T)`).
+/// Errors as [`gd_layer`], and a non-finite `gamma`.
+pub fn gdpp_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
+    w0: &SMatrix<T, DY, D>,
+    eta: T,
+    gamma: T,
+    n: usize,
+) -> Result<Layer<T, E, E, E, 1>, Error> {
+    check_rate(eta, "eta must be finite")?;
+    check_rate(gamma, "gamma must be finite")?;
+    let c = eta * crate::gd::inv_n::<T>(n)?;
+    Ok(head::<T, D, DY, E>(w0, -T::ONE, gamma, c).into())
+}
+
+/// K distinct layers, layer `k` with rate `etas[k]`, all from `w0`: together K steps of GD.
+pub fn gd_stack<T: Real, const D: usize, const DY: usize, const E: usize, const K: usize>(
+    w0: &SMatrix<T, DY, D>,
+    etas: &[T; K],
+    n: usize,
+) -> Result<[Layer<T, E, E, E, 1>; K], Error> {
+    let mut out: [Layer<T, E, E, E, 1>; K] = core::array::from_fn(|_| Layer::zeros());
+    for (layer, &eta) in out.iter_mut().zip(etas.iter()) {
+        *layer = gd_layer::<T, D, DY, E>(w0, eta, n)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! The dual form of a linear layer trained by gradient descent (Irie, Csordas and Schmidhuber 2022), and the split
+//! of an attention output into a zero-shot and an in-context part (Dai et al. 2023).
+//!
+//! Irie: a linear layer `W = W0 + sum_t e_t x_t^T`, trained by GD from `W0` on inputs `x_t` with error signals
+//! `e_t` (for a GD step on `L(W) = 1/(2N) sum ||W x - y||^2`, `e_t = -eta/N (W x_t - y_t)`, see
+//! [`error_signals`]), satisfies `W x = W0 x + sum_t e_t (x_t . x)`: unnormalised linear attention over keys `x_t`
+//! and values `e_t` ([`irie_dual`]). [`irie_primal`] forms `W` and multiplies. Equal in real arithmetic; tests hold
+//! them to 1e-12 relative in f64.
+//!
+//! Dai: for a head and a query token `x` with `q = W_Q x`, over demonstration tokens `X'` and query-part tokens `X`,
+//! relaxed (linear, unnormalised) attention is `F(q) = W_V [X', X] (W_K [X', X])^T q = W_ZSL q + dW_ICL q` with
+//! `W_ZSL = W_V X (W_K X)^T` and `dW_ICL = sum_i (W_V x'_i) (W_K x'_i)^T` ([`dai_split`]; exact for linear
+//! attention). For softmax attention the relaxation replaces `exp(s)` by `1 + s` (its first-order term) in
+//! `sum_j exp(s_j) v_j / sum_j exp(s_j)`, `s_j = q . k_j / sqrt(DK)`; the numerator is then
+//! `sum_j v_j + (W_ZSL + dW_ICL) q / sqrt(DK)`. [`softmax_relaxation_error`] returns the relative error
+//! `||A_softmax - A_relaxed|| / ||A_softmax||`: positive for non-zero logits, O(s^2) as the logits shrink. This is
+//! the number behind "softmax attention is approximately a meta-gradient step".
+
+use crate::attention::attend_linear;
+use crate::layer::Head;
+use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, zeros};
+use crate::softmax::OnlineSoftmax;
+use crate::{Error, Real};
+use nalgebra::SMatrix;
+
+/// `e_t = -eta/N (W x_t - y_t)`: the error signals of one GD step on the in-context least-squares loss, so that
+/// `gd_step(W) = W + sum_t e_t x_t^T`.
+pub fn error_signals<T: Real, const D: usize, const DY: usize, const N: usize>(
+    w: &SMatrix<T, DY, D>,
+    xs: &[[T; D]; N],
+    ys: &[[T; DY]; N],
+    eta: T,
+) -> Result<[[T; DY]; N], Error> {
+    let c = -eta * crate::gd::inv_n::<T>(N)?;
+    let mut e = [[T::ZERO; DY]; N];
+    for ((et, x), y) in e.iter_mut().zip(xs.iter()).zip(ys.iter()) {
+        *et = matvec(w, x);
+        for (a, &b) in et.iter_mut().zip(y.iter()) {
+            *a = c * (*a - b);
+        }
+    }
+    Ok(e)
+}
+
+/// `(W0 + sum_t e_t x_t^T) x`: the primal side, forming the trained weights.
+pub fn irie_primal<T: Real, const D: usize, const DO: usize, const NT: usize>(
+    w0: &SMatrix<T, DO, D>,
+    xs: &[[T; D]; NT],
+    es: &[[T; DO]; NT],
+    x: &[T; D],
+) -> [T; DO] {
+    let mut w = *w0;
+    for (e, xt) in es.iter().zip(xs.iter()) {
+        add_outer(&mut w, e, xt);
+    }
+    matvec(&w, x)
+}
+
+/// `W0 x + sum_t e_t (x_t . x)`: the dual side, unnormalised linear attention with query `x`, keys `x_t`, values
+/// `e_t` (quadratic order, [`attend_linear`]).
+pub fn irie_dual<T: Real, const D: usize, const DO: usize, const NT: usize>(
+    w0: &SMatrix<T, DO, D>,
+    xs: &[[T; D]; NT],
+    es: &[[T; DO]; NT],
+    x: &[T; D],
+) -> [T; DO] {
+    let (attn, _) = attend_linear(x, xs, es);
+    let mut out = matvec(w0, x);
+    for (o, a) in out.iter_mut().zip(attn.iter()) {
+        *o += *a;
+    }
+    out
+}
+
+/// The two matrices of the Dai split of a head's relaxed attention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaiSplit<T: Real, const DK: usize, const DV: usize> {
+    /// `W_V X (W_K X)^T` over the query-part tokens: what the head does with no demonstrations.
+    pub w_zsl: SMatrix<T, DV, DK>,
+    /// `sum_i (W_V x'_i) (W_K x'_i)^T` over the demonstrations: the "meta-gradient" update.
+    pub dw_icl: SMatrix<T, DV, DK>,
+}
+
+impl<T: Real, const DK: usize, const DV: usize> DaiSplit<T, DK, DV> {
+    /// `W_ZSL q + dW_ICL q`.
+    pub fn apply(&self, q: &[T; DK]) -> [T; DV] {
+        let mut out = matvec(&self.w_zsl, q);
+        matvec_acc(&mut out, &self.dw_icl, q);
+        out
+    }
+}
+
+/// Splits `head`'s relaxed attention over demonstrations `demos` and query-part tokens `zs`.
+pub fn dai_split<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+    head: &Head<T, E, DK, DV>,
+    demos: &[[T; E]; ND],
+    zs: &[[T; E]; NZ],
+) -> DaiSplit<T, DK, DV> {
+    let outer_sum = |tokens: &[[T; E]]| {
+        let mut m = zeros::<T, DV, DK>();
+        for e in tokens {
+            add_outer(&mut m, &matvec(&head.w_v, e), &matvec(&head.w_k, e));
+        }
+        m
+    };
+    DaiSplit { w_zsl: outer_sum(zs), dw_icl: outer_sum(demos) }
+}
+
+/// Keys and values of all tokens `[demos, zs]` for one head.
+fn keys_values<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+    head: &Head<T, E, DK, DV>,
+    demos: &[[T; E]; ND],
+    zs: &[[T; E]; NZ],
+    mut f: impl FnMut([T; DK], [T; DV]),
+) {
+    for e in demos.iter().chain(zs.iter()) {
+        f(matvec(&head.w_k, e), matvec(&head.w_v, e));
+    }
+}
+
+/// Relaxed linear attention for the query token `x`, computed directly as `sum_j (q . k_j) v_j` over all tokens
+/// (the left-hand side of the Dai split).
+pub fn relaxed_attention<
+    T: Real,
+    const E: usize,
+    const DK: usize,
+    const DV: usize,
+    const ND: usize,
+    const NZ: usize,
+>(
+    head: &Head<T, E, DK, DV>,
+    demos: &[[T; E]; ND],
+    zs: &[[T; E]; NZ],
+    x: &[T; E],
+) -> [T; DV] {
+    let q = matvec(&head.w_q, x);
+    let mut out = [T::ZERO; DV];
+    keys_values(head, demos, zs, |k, v| axpy(&mut out, dot(&q, &k), &v));
+    out
+}
+
+/// Relative error `||A_softmax - A_relaxed|| / ||A_softmax||` of the first-order relaxation of softmax attention
+/// for the query token `x` (see the module docs). Errors: [`Error::Empty`] for no tokens, [`Error::NonFinite`]
+/// for a non-finite logit, [`Error::ZeroNormaliser`] if `||A_softmax||` or the relaxed normaliser is zero.
+pub fn softmax_relaxation_error<
+    T: Real,
+    const E: usize,
+    const DK: usize,
+    const DV: usize,
+    const ND: usize,
+    const NZ: usize,
+>(
+    head: &Head<T, E, DK, DV>,
+    demos: &[[T; E]; ND],
+    zs: &[[T; E]; NZ],
+    x: &[T; E],
+) -> Result<T, Error> {
+    if ND + NZ == 0 {
+        return Err(Error::Empty);
+    }
+    let q = matvec(&head.w_q, x);
+    let scale = T::ONE / T::from_f64(DK as f64).sqrt();
+    let mut soft = OnlineSoftmax::<T, DV>::new();
+    // Relaxed side: sum_j (1 + s_j) v_j and sum_j (1 + s_j).
+    let (mut num, mut den) = ([T::ZERO; DV], T::ZERO);
+    let mut status = Ok(());
+    keys_values(head, demos, zs, |k, v| {
+        let s = dot(&q, &k) * scale;
+        if status.is_ok() {
+            status = soft.push(s, &v);
+        }
+        axpy(&mut num, T::ONE + s, &v);
+        den += T::ONE + s;
+    });
+    status?;
+    if den == T::ZERO || !den.is_finite() {
+        return Err(Error::ZeroNormaliser);
+    }
+    let (mut diff, mut norm) = (T::ZERO, T::ZERO);
+    for (a, n) in soft.finish().iter().zip(num.iter()) {
+        let d = *a - *n / den;
+        diff += d * d;
+        norm += *a * *a;
+    }
+    if norm == T::ZERO {
+        return Err(Error::ZeroNormaliser);
+    }
+    Ok((diff / norm).sqrt())
+}

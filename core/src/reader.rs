@@ -1,0 +1,90 @@
+//! Reading weights back into the GD family: how close is an LSA head to a gradient-descent step?
+//!
+//! A head acts on the query only through the merged matrices `A = W_Q^T W_K` (`E x E`) and `B = P W_V` (`E x E`):
+//! `h <- h + B sum_j e_j e_j^T A^T h`. The pair is defined up to a scale (`A / a`, `a B` give the same layer), so
+//! the reader first fixes the scale by least squares of `A` onto `I_x = [[I_D, 0], [0, 0]]`:
+//! `a = trace(A_xx) / D`, `A' = A / a`, `B' = a B`. The GD construction has `A* = I_x` and
+//! `B* = c [[0, 0], [W0, -I_DY]]` with `c = eta / N`. The closest member (least squares in `B'`) has
+//! `c = -trace(B'_yy) / DY` and `W0 = B'_yx / c` (matched exactly, so W0 carries no evidence either way), and the
+//! relative residual is
+//! `sqrt(||A' - I_x||^2 + ||B' - B*||^2) / sqrt(||I_x||^2 + ||B*||^2)` (Frobenius norms).
+//! A head built by [`crate::construct::gd_layer`] reads back with residual 0 up to rounding; a random head reads back
+//! with a residual of order 1.
+//!
+//! Errors: [`Error::Empty`] for `n = 0`; [`Error::ZeroNormaliser`] when `trace(A_xx)` is zero or not finite (the
+//! head ignores `x` altogether, so no scale can be read).
+
+use crate::layer::Head;
+use crate::linalg::{frobenius_sq, matmul, matmul_tn, zeros};
+use crate::{Error, Real};
+use nalgebra::SMatrix;
+
+/// The closest GD step to a head, and how far it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GdFit<T: Real, const D: usize, const DY: usize> {
+    /// The learning rate on `L(W) = 1/(2N) sum ||W x_i - y_i||^2` (`c * N`).
+    pub eta: T,
+    /// The starting weights `W0`.
+    pub w0: SMatrix<T, DY, D>,
+    /// The scale `a` taken out of `W_Q^T W_K`.
+    pub scale: T,
+    /// The relative Frobenius residual (0 = exactly a GD step).
+    pub residual: T,
+}
+
+/// `(W_Q^T W_K, P W_V)`.
+pub fn merged<T: Real, const E: usize, const DK: usize, const DV: usize>(
+    head: &Head<T, E, DK, DV>,
+) -> (SMatrix<T, E, E>, SMatrix<T, E, E>) {
+    (matmul_tn(&head.w_q, &head.w_k), matmul(&head.p, &head.w_v))
+}
+
+/// The closest member of the GD family to `head`, for a context of `n` pairs (see the module docs).
+pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const D: usize, const DY: usize>(
+    head: &Head<T, E, DK, DV>,
+    n: usize,
+) -> Result<GdFit<T, D, DY>, Error> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
+    if n == 0 {
+        return Err(Error::Empty);
+    }
+    let (a, b) = merged(head);
+    let at = |m: &SMatrix<T, E, E>, i: usize, j: usize| m.get((i, j)).copied().unwrap_or(T::ZERO);
+    let trace_x = (0..D).fold(T::ZERO, |s, i| s + at(&a, i, i));
+    let scale = trace_x / T::from_f64(D as f64);
+    if scale == T::ZERO || !scale.is_finite() {
+        return Err(Error::ZeroNormaliser);
+    }
+    let a_n = a.map(|v| v / scale);
+    let b_n = b.map(|v| v * scale);
+    let trace_y = (0..DY).fold(T::ZERO, |s, i| s + at(&b_n, D + i, D + i));
+    let c = -trace_y / T::from_f64(DY as f64);
+    let mut w0 = zeros::<T, DY, D>();
+    if c != T::ZERO {
+        for (j, col) in w0.data.0.iter_mut().enumerate() {
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = at(&b_n, D + i, j) / c;
+            }
+        }
+    }
+    let mut a_star = zeros::<T, E, E>();
+    let mut b_star = zeros::<T, E, E>();
+    for i in 0..D {
+        if let Some(v) = a_star.get_mut((i, i)) {
+            *v = T::ONE;
+        }
+    }
+    for i in 0..DY {
+        for j in 0..D {
+            if let Some(v) = b_star.get_mut((D + i, j)) {
+                *v = c * w0.get((i, j)).copied().unwrap_or(T::ZERO);
+            }
+        }
+        if let Some(v) = b_star.get_mut((D + i, D + i)) {
+            *v = -c;
+        }
+    }
+    let diff = frobenius_sq(&(a_n - a_star)) + frobenius_sq(&(b_n - b_star));
+    let norm = frobenius_sq(&a_star) + frobenius_sq(&b_star);
+    Ok(GdFit { eta: c * T::from_f64(n as f64), w0, scale, residual: (diff / norm).sqrt() })
+}
