@@ -42,6 +42,7 @@ pub use nalgebra;
 pub struct ReadmeDoctests;
 
 pub mod attention;
+pub mod backward;
 pub mod construct;
 pub mod dual_form;
 mod error;

@@ -1,0 +1,144 @@
+//! Backward (vector-Jacobian) kernels of the LSA layer (full mask, residual update), so that training and inference
+//! share one forward: the harness runs the forward kernels of this crate and these VJPs, nothing else.
+//!
+//! Forward, per head: `k_j = W_K e_j`, `v_j = W_V e_j` over the context, `S = sum_j v_j k_j^T`, and for every token
+//! `q_t = W_Q h_t`, `r_t = S q_t`, `h'_t = h_t + sum_heads P r_t`. Given `G_t = dL/dh'_t`:
+//! `g_t = P^T G_t`, `dP += G_t r_t^T`, `dS = sum_t g_t q_t^T`, `dW_Q += (S^T g_t) h_t^T`,
+//! `dh_t += W_Q^T S^T g_t`, and through `S`: `dW_V += (dS k_j) e_j^T`, `dW_K += (dS^T v_j) e_j^T`,
+//! `de_j += W_V^T dS k_j + W_K^T dS^T v_j`.
+//!
+//! - [`lsa_backward`]: every token carries a gradient (layers of a stack); O(N E DK) per head.
+//! - [`lsa_query_backward`]: only the query carries one (a single layer whose loss reads the query). Then
+//!   `dS = g q^T` is rank one and, with `a = W_K^T q` and `b = W_V^T g`, `dW_V += g (sum_j (a . e_j) e_j)^T`,
+//!   `dW_K += q (sum_j (b . e_j) e_j)^T` and `de_j += b (a . e_j) + a (b . e_j)`: O(N E) per head beyond the
+//!   `E x DK` products. The context is a slice, so N need not be a compile-time constant.
+//!
+//! Gradients are accumulated (`+=`) into a [`Layer`]-shaped gradient in the fixed orders of [`crate::linalg`]
+//! (tokens in increasing index, heads in order). Only the plain residual update is differentiated (the harness
+//! trains with it). The tests check every formula against central finite differences in f64 (1e-7 relative).
+
+use crate::attention::{AssociativeState, Normalise};
+use crate::features::Identity;
+use crate::layer::Layer;
+use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
+use crate::Real;
+
+/// A gradient has the shape of the layer it belongs to.
+pub type LayerGrad<T, const E: usize, const DK: usize, const DV: usize, const H: usize> = Layer<T, E, DK, DV, H>;
+
+/// The running sums `S` of a layer's context given as a slice (N known at run time).
+pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]],
+) -> AssociativeState<T, DK, DV, H> {
+    let mut state = AssociativeState::new();
+    for e in ctx {
+        state.add(layer, &Identity, Normalise::None, e);
+    }
+    state
+}
+
+/// The query's output `h + sum_heads P S W_Q h` for a context state (the forward of [`lsa_query_backward`]).
+pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    state: &AssociativeState<T, DK, DV, H>,
+    h: &[T; E],
+) -> [T; E] {
+    let mut out = *h;
+    // Identity features and no normaliser: `update` cannot fail.
+    if let Ok(u) = state.update(layer, &Identity, Normalise::None, h) {
+        for (o, ui) in out.iter_mut().zip(u.iter()) {
+            *o += *ui;
+        }
+    }
+    out
+}
+
+/// VJP of the query's output with respect to the parameters, the query input and (optionally) the context inputs,
+/// when only the query's output carries the gradient `g = dL/dh'`. `state` must be [`context_state`] of `ctx`.
+/// Adds into `grad` and `g_ctx`; returns `dL/dh`.
+pub fn lsa_query_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]],
+    state: &AssociativeState<T, DK, DV, H>,
+    h: &[T; E],
+    g: &[T; E],
+    grad: &mut LayerGrad<T, E, DK, DV, H>,
+    mut g_ctx: Option<&mut [[T; E]]>,
+) -> [T; E] {
+    let mut dh = *g;
+    for ((head, s), gh) in layer.heads.iter().zip(state.s.iter()).zip(grad.heads.iter_mut()) {
+        let q = matvec(&head.w_q, h);
+        let r = matvec(s, &q);
+        let gr = matvec_t(&head.p, g);
+        add_outer(&mut gh.p, g, &r);
+        let gq = matvec_t(s, &gr);
+        add_outer(&mut gh.w_q, &gq, h);
+        let dq = matvec_t(&head.w_q, &gq);
+        for (d, x) in dh.iter_mut().zip(dq.iter()) {
+            *d += *x;
+        }
+        let a = matvec_t(&head.w_k, &q);
+        let b = matvec_t(&head.w_v, &gr);
+        let mut ca = [T::ZERO; E];
+        let mut cb = [T::ZERO; E];
+        for e in ctx {
+            axpy(&mut ca, dot(&a, e), e);
+            axpy(&mut cb, dot(&b, e), e);
+        }
+        add_outer(&mut gh.w_v, &gr, &ca);
+        add_outer(&mut gh.w_k, &q, &cb);
+        if let Some(gc) = g_ctx.as_deref_mut() {
+            for (gj, e) in gc.iter_mut().zip(ctx.iter()) {
+                axpy(gj, dot(&a, e), &b);
+                axpy(gj, dot(&b, e), &a);
+            }
+        }
+    }
+    dh
+}
+
+/// VJP of a full LSA layer (every token, residual update). `ctx`/`query` are the layer's inputs; `g_ctx`/`g_query`
+/// hold `dL/d(output)` on entry and `dL/d(input)` on return; parameter gradients are added into `grad`.
+pub fn lsa_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]; N],
+    query: &[T; E],
+    g_ctx: &mut [[T; E]; N],
+    g_query: &mut [T; E],
+    grad: &mut LayerGrad<T, E, DK, DV, H>,
+) {
+    let state = context_state(layer, ctx);
+    let g_out_ctx = *g_ctx;
+    let g_out_query = *g_query;
+    let tokens = || ctx.iter().zip(g_out_ctx.iter()).chain(core::iter::once((query, &g_out_query)));
+    for ((head, s), gh) in layer.heads.iter().zip(state.s.iter()).zip(grad.heads.iter_mut()) {
+        let mut ds = zeros::<T, DV, DK>();
+        let grads_in = g_ctx.iter_mut().chain(core::iter::once(&mut *g_query));
+        for ((h, g), gin) in tokens().zip(grads_in) {
+            let q = matvec(&head.w_q, h);
+            let gr = matvec_t(&head.p, g);
+            add_outer(&mut gh.p, g, &matvec(s, &q));
+            add_outer(&mut ds, &gr, &q);
+            let gq = matvec_t(s, &gr);
+            add_outer(&mut gh.w_q, &gq, h);
+            let dq = matvec_t(&head.w_q, &gq);
+            for (d, x) in gin.iter_mut().zip(dq.iter()) {
+                *d += *x;
+            }
+        }
+        for (e, gin) in ctx.iter().zip(g_ctx.iter_mut()) {
+            let k = matvec(&head.w_k, e);
+            let v = matvec(&head.w_v, e);
+            let gv = matvec(&ds, &k);
+            let gk = matvec_t(&ds, &v);
+            add_outer(&mut gh.w_v, &gv, e);
+            add_outer(&mut gh.w_k, &gk, e);
+            let dv = matvec_t(&head.w_v, &gv);
+            let dk = matvec_t(&head.w_k, &gk);
+            for ((d, x), y) in gin.iter_mut().zip(dv.iter()).zip(dk.iter()) {
+                *d += *x + *y;
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The backward kernels against central finite differences in f64, for every parameter and every input.
+
+mod common;
+use common::*;
+use dualform::backward::{context_state, lsa_backward, lsa_query_backward, query_forward, LayerGrad};
+use dualform::*;
+
+/// Relative tolerance of analytic vs central-difference gradients (step 1e-6, f64).
+const FD_REL: f64 = 1e-7;
+const STEP: f64 = 1e-6;
+
+/// `L = sum_t R_t . h'_t` after one LSA layer (a linear read-out, so dL/dh' = R).
+fn objective<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<f64, E, DK, DV, H>,
+    ctx: &[[f64; E]; N],
+    query: &[f64; E],
+    r_ctx: &[[f64; E]; N],
+    r_q: &[f64; E],
+) -> f64 {
+    let (mut c, mut q) = (*ctx, *query);
+    lsa_associative(layer, Mask::Full, &Update::residual(), &mut c, &mut q).unwrap();
+    let mut l: f64 = q.iter().zip(r_q).map(|(a, b)| a * b).sum();
+    for (t, r) in c.iter().zip(r_ctx) {
+        l += t.iter().zip(r).map(|(a, b)| a * b).sum::<f64>();
+    }
+    l
+}
+
+/// Every parameter's analytic gradient against its central difference.
+fn check_params<const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    label: &str,
+    layer: &Layer<f64, E, DK, DV, H>,
+    grad: &LayerGrad<f64, E, DK, DV, H>,
+    f: impl Fn(&Layer<f64, E, DK, DV, H>) -> f64,
+) {
+    let mut analytic = Vec::new();
+    let mut numeric = Vec::new();
+    for h in 0..H {
+        for which in 0..4 {
+            let len = match which {
+                0 | 1 => DK * E,
+                2 => DV * E,
+                _ => E * DV,
+            };
+            for i in 0..len {
+                let (mut lp, mut lm) = (layer.clone(), layer.clone());
+                *param(&mut lp, h, which, i) += STEP;
+                *param(&mut lm, h, which, i) -= STEP;
+                numeric.push((f(&lp) - f(&lm)) / (2.0 * STEP));
+                analytic.push(*param(&mut grad.clone(), h, which, i));
+            }
+        }
+    }
+    assert_close(&format!("{label}: parameter gradients"), &analytic, &numeric, FD_REL);
+}
+
+/// Entry `i` (column-major) of matrix `which` (0 W_Q, 1 W_K, 2 W_V, 3 P) of head `h`.
+fn param<const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    l: &mut Layer<f64, E, DK, DV, H>,
+    h: usize,
+    which: usize,
+    i: usize,
+) -> &mut f64 {
+    let hd = &mut l.heads[h];
+    match which {
+        0 => &mut hd.w_q.as_mut_slice()[i],
+        1 => &mut hd.w_k.as_mut_slice()[i],
+        2 => &mut hd.w_v.as_mut_slice()[i],
+        _ => &mut hd.p.as_mut_slice()[i],
+    }
+}
+
+fn check_full<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(seed: u64) {
+    let mut g = Gen::new(seed);
+    let layer = g.layer::<E, DK, DV, H>();
+    let ctx = g.tokens::<E, N>();
+    let query = g.array::<E>(-1.0, 1.0);
+    let r_ctx = g.tokens::<E, N>();
+    let r_q = g.array::<E>(-1.0, 1.0);
+    let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
+    let (mut g_ctx, mut g_q) = (r_ctx, r_q);
+    lsa_backward(&layer, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad);
+    let label = format!("full VJP E={E} DK={DK} DV={DV} H={H} N={N}");
+    check_params(&label, &layer, &grad, |l| objective(l, &ctx, &query, &r_ctx, &r_q));
+    // Input gradients.
+    let mut analytic = Vec::new();
+    let mut numeric = Vec::new();
+    for t in 0..=N {
+        for i in 0..E {
+            let (mut cp, mut qp, mut cm, mut qm) = (ctx, query, ctx, query);
+            if t < N {
+                cp[t][i] += STEP;
+                cm[t][i] -= STEP;
+                analytic.push(g_ctx[t][i]);
+            } else {
+                qp[i] += STEP;
+                qm[i] -= STEP;
+                analytic.push(g_q[i]);
+            }
+            let fp = objective(&layer, &cp, &qp, &r_ctx, &r_q);
+            let fm = objective(&layer, &cm, &qm, &r_ctx, &r_q);
+            numeric.push((fp - fm) / (2.0 * STEP));
+        }
+    }
+    assert_close(&format!("{label}: input gradients"), &analytic, &numeric, FD_REL);
+}
+
+fn check_query_only<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(seed: u64) {
+    let mut g = Gen::new(seed);
+    let layer = g.layer::<E, DK, DV, H>();
+    let ctx = g.tokens::<E, N>();
+    let query = g.array::<E>(-1.0, 1.0);
+    let r_q = g.array::<E>(-1.0, 1.0);
+    let zero = [[0.0; E]; N];
+    let state = context_state(&layer, &ctx);
+    // The forward of the query-only path is the layer's forward for the query.
+    let (mut c, mut q) = (ctx, query);
+    lsa_associative(&layer, Mask::Full, &Update::residual(), &mut c, &mut q).unwrap();
+    assert_eq!(query_forward(&layer, &state, &query), q);
+    let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
+    let mut g_ctx = [[0.0; E]; N];
+    let dq = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut grad, Some(&mut g_ctx));
+    let label = format!("query-only VJP E={E} DK={DK} DV={DV} H={H} N={N}");
+    check_params(&label, &layer, &grad, |l| objective(l, &ctx, &query, &zero, &r_q));
+    // Against the general VJP with zero context gradients.
+    let mut grad_full = LayerGrad::<f64, E, DK, DV, H>::zeros();
+    let (mut gc, mut gq) = (zero, r_q);
+    lsa_backward(&layer, &ctx, &query, &mut gc, &mut gq, &mut grad_full);
+    let flat_grad = |l: &LayerGrad<f64, E, DK, DV, H>| -> Vec<f64> {
+        l.heads
+            .iter()
+            .flat_map(|h| [h.w_q.as_slice(), h.w_k.as_slice(), h.w_v.as_slice(), h.p.as_slice()].concat())
+            .collect()
+    };
+    assert_close(&format!("{label}: vs full VJP (params)"), &flat_grad(&grad), &flat_grad(&grad_full), 1e-12);
+    assert_close(&format!("{label}: vs full VJP (query)"), &dq, &gq, 1e-12);
+    assert_close(&format!("{label}: vs full VJP (context)"), &g_ctx.concat(), &gc.concat(), 1e-12);
+}
+
+#[test]
+fn full_layer_vjp_matches_finite_differences() {
+    for seed in 0..4 {
+        check_full::<5, 4, 3, 2, 6>(seed);
+        check_full::<11, 11, 11, 1, 10>(seed);
+        check_full::<3, 3, 3, 1, 1>(seed);
+    }
+}
+
+#[test]
+fn query_only_vjp_matches_finite_differences_and_the_full_vjp() {
+    for seed in 0..4 {
+        check_query_only::<11, 11, 11, 1, 10>(seed);
+        check_query_only::<6, 5, 2, 3, 7>(seed);
+    }
+}
