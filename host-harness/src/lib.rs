@@ -1,1 +1,96 @@
-//! The dualform host harness (placeholder; see the harness issue).
+//! # dualform-harness
+//!
+//! Trains small LSA models on in-context linear regression with the `dualform` core's own forward and backward
+//! kernels, compares them with gradient descent and honest alternatives, and writes reports, curves, plots and
+//! weights. The binary `dualform` is a thin layer over [`single_layer::run`] and friends.
+
+pub mod eval;
+pub mod output;
+pub mod params;
+pub mod plot;
+pub mod single_layer;
+pub mod tasks;
+pub mod train;
+
+use std::fmt;
+
+/// Why a harness command failed; [`HarnessError::exit_code`] maps it to the process exit code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HarnessError {
+    /// A flag out of range (exit code 2).
+    Usage(String),
+    /// The output folder cannot be created or written (exit code 2).
+    BadOutput(String),
+    /// Reading or writing a file failed (exit code 1).
+    Io(String),
+    /// Training produced a NaN or infinite loss at this step (exit code 1).
+    NonFinite {
+        /// 1-based training step.
+        step: u64,
+    },
+    /// A core operation failed (exit code 1).
+    Core(dualform::Error),
+}
+
+impl HarnessError {
+    /// 2 for bad input, 1 for failures during the run.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            HarnessError::Usage(_) | HarnessError::BadOutput(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HarnessError::Usage(m) | HarnessError::BadOutput(m) | HarnessError::Io(m) => write!(f, "{m}"),
+            HarnessError::NonFinite { step } => {
+                write!(f, "training diverged: the loss is NaN or infinite at step {step} (try a smaller learning rate)")
+            }
+            HarnessError::Core(e) => write!(f, "core: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+impl From<dualform::Error> for HarnessError {
+    fn from(e: dualform::Error) -> Self {
+        HarnessError::Core(e)
+    }
+}
+
+/// Input dimensions the harness is compiled for (the core's sizes are compile-time constants).
+pub const SUPPORTED_D: std::ops::RangeInclusive<usize> = 1..=16;
+
+/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per supported d.
+#[macro_export]
+macro_rules! with_d {
+    ($d:expr, $f:ident ( $($args:expr),* )) => {
+        match $d {
+            1 => $f::<1, 2>($($args),*),
+            2 => $f::<2, 3>($($args),*),
+            3 => $f::<3, 4>($($args),*),
+            4 => $f::<4, 5>($($args),*),
+            5 => $f::<5, 6>($($args),*),
+            6 => $f::<6, 7>($($args),*),
+            7 => $f::<7, 8>($($args),*),
+            8 => $f::<8, 9>($($args),*),
+            9 => $f::<9, 10>($($args),*),
+            10 => $f::<10, 11>($($args),*),
+            11 => $f::<11, 12>($($args),*),
+            12 => $f::<12, 13>($($args),*),
+            13 => $f::<13, 14>($($args),*),
+            14 => $f::<14, 15>($($args),*),
+            15 => $f::<15, 16>($($args),*),
+            16 => $f::<16, 17>($($args),*),
+            other => Err($crate::HarnessError::Usage(format!(
+                "--d must be between {} and {} (got {other})",
+                $crate::SUPPORTED_D.start(),
+                $crate::SUPPORTED_D.end()
+            ))),
+        }
+    };
+}

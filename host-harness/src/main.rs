@@ -1,1 +1,124 @@
-fn main() {}
+//! The `dualform` command line: a thin layer over the `dualform_harness` library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dualform_harness::single_layer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "dualform", version, about = "In-context learning as gradient descent: train, verify, report")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reproduce an experiment of the reference work and write its report, curves, plot and weights.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Experiment {
+    /// One LSA layer trained on in-context regression, against one step of GD.
+    SingleLayer,
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    /// Which experiment.
+    #[arg(value_enum)]
+    experiment: Experiment,
+    /// Output folder (created if its parent exists); results go to OUT/<experiment>/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seed of the held-out evaluation tasks.
+    #[arg(long, default_value_t = 1_000_003)]
+    eval_seed: u64,
+    /// Input dimension d (1 to 16).
+    #[arg(long, default_value_t = 10)]
+    d: usize,
+    /// Context pairs per task N.
+    #[arg(long, default_value_t = 10)]
+    n: usize,
+    /// Inputs are uniform on (-r/2, r/2)^d.
+    #[arg(long, default_value_t = 1.0)]
+    input_range: f64,
+    /// Training steps [default: 5000, 600 with --quick].
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Tasks per training step.
+    #[arg(long, default_value_t = 2048)]
+    batch: usize,
+    /// Held-out evaluation tasks [default: 10000, 2000 with --quick].
+    #[arg(long)]
+    eval_tasks: Option<usize>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Skip the second model (seed + 1) used for seed-to-seed agreement.
+    #[arg(long)]
+    no_second_seed: bool,
+    /// Reduced run for CI (600 steps, 2000 evaluation tasks).
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let Command::Reproduce(args) = cli.command;
+    let Experiment::SingleLayer = args.experiment;
+    let mut cfg = single_layer::Config::default();
+    if args.quick {
+        cfg = cfg.quick();
+    }
+    cfg.seed = args.seed;
+    cfg.eval_seed = args.eval_seed;
+    cfg.d = args.d;
+    cfg.n = args.n;
+    cfg.input_range = args.input_range;
+    cfg.batch = args.batch;
+    cfg.threads = args.threads;
+    cfg.lr = args.lr;
+    cfg.second_seed = !args.no_second_seed;
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    if let Some(t) = args.eval_tasks {
+        cfg.eval_tasks = t;
+    }
+    let progress = indicatif::ProgressBar::new(cfg.steps);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] step {pos}/{len}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    match single_layer::run(&cfg, &args.out, &progress) {
+        Ok(outcome) => {
+            print!("{}", outcome.summary);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            progress.finish_and_clear();
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Seeded in-context regression tasks, and the closed-form optimum of one GD step on them.
+//!
+//! A task: `w ~ N(0, I_d)`, inputs `x ~ U(-r/2, r/2)^d` (r = `input_range`), targets `y = w . x` (no noise); N
+//! context tokens `(x_j, y_j)` and a query `(x_q, 0)` whose target is `y_q`.
+//!
+//! Determinism: tasks come in chunks of [`CHUNK`]; chunk `c` of a batch draws from its own Xoshiro256++ stream seeded
+//! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
+//! in chunk order.
+
+use dualform::linalg::dot;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Tasks per random stream and per parallel work unit.
+pub const CHUNK: usize = 64;
+
+/// The generator of stream `stream` under `seed` (seeds mixed by SplitMix64 so nearby seeds are unrelated).
+pub fn stream_rng(seed: u64, stream: u64) -> Xoshiro256PlusPlus {
+    let mut mix = dualform::rng::SplitMix64::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    Xoshiro256PlusPlus::seed_from_u64(mix.next_u64())
+}
+
+/// The task distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskSampler {
+    /// Input dimension d.
+    pub d: usize,
+    /// Context pairs N.
+    pub n: usize,
+    /// Width r of the input interval (-r/2, r/2).
+    pub input_range: f32,
+}
+
+impl TaskSampler {
+    /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
+    pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
+        let mut w = [0.0f32; E];
+        for wi in w.iter_mut().take(self.d) {
+            *wi = StandardNormal.sample(rng);
+        }
+        let mut draw = |token: &mut [f32; E]| {
+            for v in token.iter_mut().take(self.d) {
+                *v = (rng.random::<f32>() - 0.5) * self.input_range;
+            }
+            token[E - 1] = 0.0;
+            dot(&w, token)
+        };
+        for e in ctx.iter_mut() {
+            let y = draw(e);
+            e[E - 1] = y;
+        }
+        let mut query = [0.0f32; E];
+        let y = draw(&mut query);
+        (query, y)
+    }
+
+    /// Visits the `count` tasks of the stream family `(seed, first_stream + chunk)`, chunk by chunk in parallel,
+    /// calling `f(chunk_index, task_index_in_chunk, ctx, query, y)` and reducing the per-chunk results in order.
+    pub fn par_chunks<const E: usize, A: Send>(
+        &self,
+        seed: u64,
+        first_stream: u64,
+        count: usize,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &[[f32; E]], &[f32; E], f32) + Sync,
+    ) -> Vec<A> {
+        use rayon::prelude::*;
+        let chunks = count.div_ceil(CHUNK);
+        (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let mut rng = stream_rng(seed, first_stream + c as u64);
+                let mut ctx = vec![[0.0f32; E]; self.n];
+                let mut acc = init();
+                for _ in 0..CHUNK.min(count - c * CHUNK) {
+                    let (query, y) = self.sample(&mut rng, &mut ctx);
+                    f(&mut acc, &ctx, &query, y);
+                }
+                acc
+            })
+            .collect()
+    }
+}
+
+/// The closed-form expected loss of one GD step from `W0 = 0`, as a function of the rate, on this distribution:
+/// the optimal rate and its loss, and the loss of predicting zero. With `s2 = r^2/12`, `m4 = r^4/80`,
+/// `a = 1/N sum_j y_j (x_j . x_q)`: `E[a y] = d s2^2`,
+/// `E[a^2] = (N (N-1) d s2^3 + N d s2 ((d-1) s2^2 + m4)) / N^2`, `E[y^2] = d s2`;
+/// `eta* = E[a y] / E[a^2]`, `loss* = (E[y^2] - E[a y]^2 / E[a^2]) / 2`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ClosedForm {
+    /// Optimal rate.
+    pub eta: f64,
+    /// Expected loss at the optimal rate.
+    pub loss: f64,
+    /// Expected loss of predicting 0.
+    pub zero_loss: f64,
+}
+
+impl ClosedForm {
+    /// The closed form for `d`, `n`, `input_range`.
+    pub fn new(d: usize, n: usize, input_range: f64) -> Self {
+        let (d, n) = (d as f64, n as f64);
+        let s2 = input_range * input_range / 12.0;
+        let m4 = input_range.powi(4) / 80.0;
+        let ay = d * s2 * s2;
+        let aa = (n * (n - 1.0) * d * s2.powi(3) + n * d * s2 * ((d - 1.0) * s2 * s2 + m4)) / (n * n);
+        let yy = d * s2;
+        Self { eta: ay / aa, loss: 0.5 * (yy - ay * ay / aa), zero_loss: 0.5 * yy }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_form_matches_the_reference_anchors() {
+        let cf = ClosedForm::new(10, 10, 1.0);
+        assert!((cf.eta - 6.06).abs() < 0.01, "{cf:?}");
+        assert!((cf.loss - 0.2062).abs() < 1e-4, "{cf:?}");
+        assert!((cf.zero_loss - 0.4167).abs() < 1e-4, "{cf:?}");
+    }
+
+    #[test]
+    fn tasks_follow_the_distribution() {
+        let s = TaskSampler { d: 3, n: 4, input_range: 2.0 };
+        let mut rng = stream_rng(1, 0);
+        let mut ctx = [[0.0f32; 4]; 4];
+        let (mut sum_x2, mut count) = (0.0f64, 0);
+        for _ in 0..2000 {
+            let (q, _) = s.sample(&mut rng, &mut ctx);
+            assert_eq!(q[3], 0.0);
+            for e in &ctx {
+                for &x in &e[..3] {
+                    assert!(x.abs() <= 1.0);
+                    sum_x2 += (x as f64).powi(2);
+                    count += 1;
+                }
+            }
+        }
+        // Var of U(-1, 1) is 1/3.
+        assert!((sum_x2 / count as f64 - 1.0 / 3.0).abs() < 0.01);
+        // Same seed and stream, same tasks; another stream, other tasks.
+        let (q1, y1) = s.sample(&mut stream_rng(5, 7), &mut ctx);
+        let (q2, y2) = s.sample(&mut stream_rng(5, 7), &mut ctx);
+        let (q3, _) = s.sample(&mut stream_rng(5, 8), &mut ctx);
+        assert_eq!((q1, y1), (q2, y2));
+        assert_ne!(q1, q3);
+    }
+}
