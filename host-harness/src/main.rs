@@ -33,34 +33,34 @@ struct ReproduceArgs {
     #[arg(long)]
     out: PathBuf,
     /// Training seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Seed of the held-out evaluation tasks.
-    #[arg(long, default_value_t = 1_000_003)]
+    #[arg(long, default_value_t = 1_000_003, allow_negative_numbers = true)]
     eval_seed: u64,
     /// Input dimension d (1 to 16).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     d: usize,
     /// Context pairs per task N.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     n: usize,
     /// Inputs are uniform on (-r/2, r/2)^d.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     input_range: f64,
     /// Training steps [default: 5000, 600 with --quick].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     steps: Option<u64>,
     /// Tasks per training step.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, allow_negative_numbers = true)]
     batch: usize,
     /// Held-out evaluation tasks [default: 10000, 2000 with --quick].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     eval_tasks: Option<usize>,
     /// Worker threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     threads: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f64,
     /// Skip the second model (seed + 1) used for seed-to-seed agreement.
     #[arg(long)]

@@ -1,14 +1,16 @@
 //! The trained model's parameters: a single-head LSA layer with key and value size E (`W_Q`, `W_K`, `W_V`, `P`, each
 //! E x E), its initialisation, and its `.safetensors` form.
 //!
-//! File format: four f32 tensors named `w_q`, `w_k`, `w_v`, `p`, each of shape `[E, E]` in row-major order, plus
-//! string metadata (`format = dualform-lsa-v1`, `d`, `n`, and what the weights are).
+//! File format: four f32 tensors named `w_q`, `w_k`, `w_v`, `p`, each of shape `[E, E]` in row-major order, plus one
+//! metadata entry `dualform`, a JSON object with sorted keys (`format = dualform-lsa-v1`, `d`, `n`, what the weights
+//! are). One entry, because safetensors keeps metadata in a hash map whose order varies between processes: with
+//! a single key the file is the same byte for byte whenever the weights are.
 
 use crate::HarnessError;
 use dualform::{Head, Layer};
 use rand_distr::{Distribution, StandardNormal};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// The model: one LSA layer, one head, key and value size E.
@@ -69,8 +71,10 @@ pub fn save<const E: usize>(layer: &Lsa<E>, meta: &[(&str, String)], path: &Path
         .map(|(name, b)| Ok((*name, safetensors::tensor::TensorView::new(Dtype::F32, vec![E, E], b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| HarnessError::Io(format!("safetensors: {e}")))?;
-    let mut info: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    info.insert("format".into(), "dualform-lsa-v1".into());
+    let mut fields: BTreeMap<&str, String> = meta.iter().map(|(k, v)| (*k, v.clone())).collect();
+    fields.insert("format", "dualform-lsa-v1".into());
+    let json = serde_json::to_string(&fields).map_err(|e| HarnessError::Io(e.to_string()))?;
+    let info = HashMap::from([("dualform".to_string(), json)]);
     safetensors::serialize_to_file(views, Some(info), path)
         .map_err(|e| HarnessError::Io(format!("writing {}: {e}", path.display())))
 }

@@ -1,0 +1,196 @@
+//! The `dualform` command line: bad flags fail cleanly, a quick run writes a complete report, and runs are
+//! reproducible bit for bit (weights) across repetitions and thread counts.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dualform(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dualform")).args(args).output().expect("the dualform binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A bad invocation exits with 2, prints exactly one line starting with "error", no panic, and leaves nothing.
+fn assert_usage_error(args: &[&str], mentions: &str, out: &Path) {
+    let o = dualform(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected, got: {err}");
+    assert!(err.starts_with("error"), "{args:?}: {err}");
+    assert!(err.contains(mentions), "{args:?}: should mention {mentions:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(!out.join("single-layer").exists(), "{args:?}: results were written");
+    if out.exists() {
+        assert_eq!(std::fs::read_dir(out).unwrap().count(), 0, "{args:?}: something was left in --out");
+    }
+}
+
+#[test]
+fn bad_flags_give_one_line_errors_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let base = ["reproduce", "single-layer", "--out", o, "--steps", "2", "--eval-tasks", "4", "--no-second-seed"];
+    let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    assert_usage_error(&with(&["--d", "0"]), "--d", &out);
+    assert_usage_error(&with(&["--d", "17"]), "--d", &out);
+    assert_usage_error(&with(&["--n", "0"]), "--n", &out);
+    assert_usage_error(&with(&["--steps", "-5"]), "--steps", &out);
+    assert_usage_error(&with(&["--steps", "0"]), "--steps", &out);
+    assert_usage_error(&with(&["--batch", "0"]), "--batch", &out);
+    assert_usage_error(&with(&["--input-range", "nan"]), "--input-range", &out);
+    assert_usage_error(&with(&["--lr", "-1"]), "--lr", &out);
+    assert_usage_error(&["reproduce", "no-such-experiment", "--out", o], "no-such-experiment", &out);
+    // --out whose parent does not exist, --out that is a file, --out that cannot be created.
+    let missing = dir.path().join("missing/deeper");
+    assert_usage_error(
+        &["reproduce", "single-layer", "--out", missing.to_str().unwrap(), "--steps", "2"],
+        "does not exist",
+        &missing,
+    );
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let o = dualform(&["reproduce", "single-layer", "--out", file.to_str().unwrap(), "--steps", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
+    let o = dualform(&["reproduce", "single-layer", "--out", "/proc/dualform-cannot-exist", "--steps", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn diverging_training_stops_naming_the_step_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = dualform(&[
+        "reproduce",
+        "single-layer",
+        "--out",
+        out.to_str().unwrap(),
+        "--lr",
+        "1e30",
+        "--steps",
+        "50",
+        "--batch",
+        "64",
+        "--eval-tasks",
+        "64",
+        "--no-second-seed",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("NaN or infinite at step "), "{err}");
+    assert!(!out.exists(), "the output folder created for the run must be removed");
+}
+
+fn read_report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("single-layer/report.json")).unwrap()).unwrap()
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = &cur[key];
+    }
+    cur.as_f64().unwrap_or_else(|| panic!("report field {path} is not a number: {cur}"))
+}
+
+#[test]
+fn quick_run_writes_a_complete_report_that_matches_gd() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let o = dualform(&["reproduce", "single-layer", "--out", out.to_str().unwrap(), "--quick", "--no-second-seed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("verdict:"), "{stdout}");
+    let r = read_report(&out);
+    for f in [
+        "config.d",
+        "config.n",
+        "config.input_range",
+        "config.seed",
+        "config.steps",
+        "config.batch",
+        "config.eval_tasks",
+        "gd.eta",
+        "gd.loss",
+        "trained.loss",
+        "zero.loss",
+        "ols.loss",
+        "preds_diff",
+        "model_cos",
+        "model_diff",
+        "gd_family_residual",
+        "train_seconds",
+        "ms_per_step",
+    ] {
+        assert!(num(&r, f).is_finite(), "{f}");
+    }
+    assert_eq!((num(&r, "config.d"), num(&r, "config.n"), num(&r, "config.steps")), (10.0, 10.0, 600.0));
+    // The quick run already learns GD: these are the report's own numbers, checked against what GD must give.
+    let closed = num(&r, "closed_form.loss");
+    assert!((closed - 0.2062).abs() < 1e-4);
+    assert!((num(&r, "gd.eta") - 6.06).abs() < 0.3, "eta {}", num(&r, "gd.eta"));
+    assert!(num(&r, "trained.loss") < 0.6 * num(&r, "zero.loss"));
+    assert!(((num(&r, "trained.loss") - num(&r, "gd.loss")) / num(&r, "gd.loss")).abs() < 0.03);
+    assert!(num(&r, "model_cos") > 0.99);
+    assert!(num(&r, "gd_family_residual") < 0.1);
+    assert_eq!(r["verdict"]["matches_gd"], Value::Bool(true));
+    for f in ["curves.csv", "curves.png", "weights.safetensors", "gd_weights.safetensors"] {
+        assert!(out.join("single-layer").join(f).is_file(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("single-layer/curves.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 600 / 50, "header + one row per 50 steps");
+    // No partial folder is left beside the results.
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["single-layer"]);
+}
+
+#[test]
+fn same_seed_gives_identical_weights_and_numbers_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, threads: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let o = dualform(&[
+            "reproduce",
+            "single-layer",
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "120",
+            "--batch",
+            "512",
+            "--eval-tasks",
+            "500",
+            "--threads",
+            threads,
+            "--seed",
+            seed,
+            "--no-second-seed",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let a = run("a", "1", "7");
+    let b = run("b", "1", "7");
+    let c = run("c", "2", "7");
+    let other = run("d", "2", "8");
+    let weights = |d: &Path| std::fs::read(d.join("single-layer/weights.safetensors")).unwrap();
+    assert_eq!(weights(&a), weights(&b), "same seed, same threads");
+    assert_eq!(weights(&a), weights(&c), "same seed, 1 vs 2 threads");
+    assert_ne!(weights(&a), weights(&other), "another seed must give other weights");
+    let strip = |d: &Path| {
+        let mut r = read_report(d);
+        let o = r.as_object_mut().unwrap();
+        o.remove("train_seconds");
+        o.remove("ms_per_step");
+        o["config"].as_object_mut().unwrap().remove("threads");
+        r
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(strip(&a), strip(&c));
+}
