@@ -50,6 +50,7 @@ pub mod features;
 pub mod gd;
 pub mod layer;
 pub mod linalg;
+pub mod merged;
 pub mod reader;
 pub mod rng;
 mod scalar;
@@ -68,6 +69,7 @@ pub use dual_form::{
 pub use error::Error;
 pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
 pub use layer::{prediction, Head, Layer, Mask, Update};
+pub use merged::MergedHead;
 pub use reader::{merged, read_gd, GdFit};
 pub use scalar::Real;
 pub use softmax::{attend_softmax, online_max_sum, softmax, softmax_attention, OnlineSoftmax};

@@ -153,3 +153,48 @@ fn query_only_vjp_matches_finite_differences_and_the_full_vjp() {
         check_query_only::<6, 5, 2, 3, 7>(seed);
     }
 }
+
+/// The merged kernel: forward equal to the LSA layer's query output, backward (through the pullback) equal to the
+/// unmerged VJP, which is itself checked against finite differences above.
+fn check_merged<const E: usize, const DK: usize, const DV: usize, const N: usize>(seed: u64) {
+    let mut g = Gen::new(seed);
+    let layer = g.layer::<E, DK, DV, 1>();
+    let ctx = g.tokens::<E, N>();
+    let query = g.array::<E>(-1.0, 1.0);
+    let r_q = g.array::<E>(-1.0, 1.0);
+    let m = MergedHead::from_head(&layer.heads[0]);
+    let label = format!("merged E={E} DK={DK} DV={DV} N={N} seed={seed}");
+    let (mut c, mut q) = (ctx, query);
+    lsa_associative(&layer, Mask::Full, &Update::residual(), &mut c, &mut q).unwrap();
+    assert_close(&format!("{label}: forward"), &m.query_forward(&ctx, &query), &q, 1e-12);
+    assert_eq!(m.predict::<1>(&ctx, &query)[0], -m.query_forward(&ctx, &query)[E - 1]);
+
+    let mut dm = MergedHead::zeros();
+    let mut gc = [[0.0; E]; N];
+    let dh = m.query_backward(&ctx, &query, &r_q, &mut dm, Some(&mut gc));
+    let mut grad = LayerGrad::<f64, E, DK, DV, 1>::zeros();
+    MergedHead::pullback(&layer.heads[0], &dm, &mut grad.heads[0]);
+    let state = context_state(&layer, &ctx);
+    let mut want = LayerGrad::<f64, E, DK, DV, 1>::zeros();
+    let mut want_gc = [[0.0; E]; N];
+    let want_dh = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut want, Some(&mut want_gc));
+    let flat = |l: &LayerGrad<f64, E, DK, DV, 1>| -> Vec<f64> {
+        let h = &l.heads[0];
+        [h.w_q.as_slice(), h.w_k.as_slice(), h.w_v.as_slice(), h.p.as_slice()].concat()
+    };
+    assert_close(&format!("{label}: parameter gradients via pullback"), &flat(&grad), &flat(&want), 1e-12);
+    assert_close(&format!("{label}: query gradient"), &dh, &want_dh, 1e-12);
+    assert_close(&format!("{label}: context gradients"), &gc.concat(), &want_gc.concat(), 1e-12);
+}
+
+#[test]
+fn merged_head_equals_the_layer_and_its_vjp() {
+    for seed in 0..20 {
+        check_merged::<11, 11, 11, 10>(seed);
+        check_merged::<6, 4, 3, 9>(seed);
+        check_merged::<3, 5, 2, 1>(seed);
+    }
+    // An empty context gives a zero update.
+    let m = MergedHead::from_head(&Gen::new(1).layer::<4, 4, 4, 1>().heads[0]);
+    assert_eq!(m.query_update(&[], &[1.0, 2.0, 3.0, 4.0]), [0.0; 4]);
+}

@@ -5,8 +5,7 @@
 
 use crate::params::Lsa;
 use crate::tasks::TaskSampler;
-use dualform::backward::{context_state, lsa_query_backward, query_forward};
-use dualform::{gd_layer, Layer};
+use dualform::{gd_layer, MergedHead};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
@@ -46,14 +45,21 @@ pub struct Prediction<const E: usize> {
     pub grad: [f32; E],
 }
 
-/// Runs `layer` on a task with the core's forward kernel and its VJP.
-pub fn predict<const E: usize>(layer: &Lsa<E>, ctx: &[[f32; E]], query: &[f32; E]) -> Prediction<E> {
-    let state = context_state(layer, ctx);
-    let out = query_forward(layer, &state, query);
-    let mut g = [0.0f32; E];
-    g[E - 1] = -1.0;
-    let mut unused = Layer::zeros();
-    let grad = lsa_query_backward(layer, ctx, &state, query, &g, &mut unused, None);
+/// Runs a merged head on a task with the core's kernel and its VJP (the sensitivity is `dL/dh` for
+/// `L = y_hat`).
+pub fn predict<const E: usize>(m: &MergedHead<f32, E>, ctx: &[[f32; E]], query: &[f32; E]) -> Prediction<E> {
+    let mut unused = MergedHead::zeros();
+    let (out, grad) = m.query_forward_backward(
+        ctx,
+        query,
+        |_| {
+            let mut g = [0.0f32; E];
+            g[E - 1] = -1.0;
+            g
+        },
+        &mut unused,
+        None,
+    );
     Prediction { y_hat: -out[E - 1], grad }
 }
 
@@ -84,6 +90,7 @@ pub fn compare<const E: usize>(
     count: usize,
 ) -> Comparison {
     let d = sampler.d;
+    let (a, b) = (&MergedHead::from_head(&a.heads[0]), &MergedHead::from_head(&b.heads[0]));
     let rows: Vec<[f64; 6]> = sampler
         .par_chunks::<E, Vec<[f64; 6]>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
             let (pa, pb) = (predict(a, ctx, query), predict(b, ctx, query));
@@ -121,7 +128,7 @@ pub fn tune_gd_rate<const D: usize, const E: usize>(
     first_stream: u64,
     count: usize,
 ) -> Result<f64, dualform::Error> {
-    let unit = gd_model::<D, E>(1.0, sampler.n)?;
+    let unit = MergedHead::from_head(&gd_model::<D, E>(1.0, sampler.n)?.heads[0]);
     let sums = sampler.par_chunks::<E, (f64, f64)>(
         seed,
         first_stream,

@@ -8,12 +8,21 @@
 //! in chunk order.
 
 use dualform::linalg::dot;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Tasks per random stream and per parallel work unit.
 pub const CHUNK: usize = 64;
+
+/// Two uniform values in [-0.5, 0.5) from 64 random bits: 23 bits each, placed in the mantissa of a float in
+/// [1, 2) (exact, no rounding), minus 1.5.
+#[inline(always)]
+pub fn uniform_pair(bits: u64) -> (f32, f32) {
+    let lo = f32::from_bits(0x3F80_0000 | ((bits as u32) >> 9)) - 1.5;
+    let hi = f32::from_bits(0x3F80_0000 | ((bits >> 41) as u32)) - 1.5;
+    (lo, hi)
+}
 
 /// The generator of stream `stream` under `seed` (seeds mixed by SplitMix64 so nearby seeds are unrelated).
 pub fn stream_rng(seed: u64, stream: u64) -> Xoshiro256PlusPlus {
@@ -34,14 +43,23 @@ pub struct TaskSampler {
 
 impl TaskSampler {
     /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
+    /// `w` comes first (d standard normals, ziggurat), then the inputs token by token, two per 64 random bits
+    /// ([`uniform_pair`]).
     pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
         let mut w = [0.0f32; E];
         for wi in w.iter_mut().take(self.d) {
             *wi = StandardNormal.sample(rng);
         }
+        let range = self.input_range;
         let mut draw = |token: &mut [f32; E]| {
-            for v in token.iter_mut().take(self.d) {
-                *v = (rng.random::<f32>() - 0.5) * self.input_range;
+            let mut pairs = token[..self.d].chunks_exact_mut(2);
+            for pair in &mut pairs {
+                let (u, v) = uniform_pair(rng.next_u64());
+                pair[0] = u * range;
+                pair[1] = v * range;
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = uniform_pair(rng.next_u64()).0 * range;
             }
             token[E - 1] = 0.0;
             dot(&w, token)
@@ -141,6 +159,8 @@ mod tests {
             }
         }
         // Var of U(-1, 1) is 1/3.
+        assert_eq!(uniform_pair(0), (-0.5, -0.5));
+        assert_eq!(uniform_pair(u64::MAX), (0.5 - f32::EPSILON, 0.5 - f32::EPSILON));
         assert!((sum_x2 / count as f64 - 1.0 / 3.0).abs() < 0.01);
         // Same seed and stream, same tasks; another stream, other tasks.
         let (q1, y1) = s.sample(&mut stream_rng(5, 7), &mut ctx);

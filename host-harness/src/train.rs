@@ -1,6 +1,11 @@
 //! Training one LSA layer on fresh tasks with the core's forward and backward kernels, Adam(W) with global-norm
 //! clipping, parallel over the batch.
 //!
+//! The loss reads only the query's prediction, which depends on the weights through `A = W_K^T W_Q` and
+//! `B = P W_V` alone; so each step merges the head once, runs the core's merged query kernel forward and backward per
+//! task ([`dualform::MergedHead::query_forward_backward`], O(N E + E^2)), sums `(dA, dB)` over the batch and maps
+//! the sum back to `W_Q, W_K, W_V, P` once ([`dualform::MergedHead::pullback`]).
+//!
 //! Determinism: the batch of step `s` is chunks `s * chunks + c` of the training seed ([`crate::tasks`]); each chunk
 //! sums its tasks' gradients in task order, chunks are summed in chunk order, so the weights after any step are a
 //! function of the seed alone, whatever the number of threads.
@@ -8,8 +13,7 @@
 use crate::params::{slices, slices_mut, Lsa};
 use crate::tasks::{TaskSampler, CHUNK};
 use crate::HarnessError;
-use dualform::backward::{context_state, lsa_query_backward, query_forward};
-use dualform::Layer;
+use dualform::{Layer, MergedHead};
 use std::time::{Duration, Instant};
 
 /// Optimiser and schedule.
@@ -75,31 +79,37 @@ pub fn batch_gradient<const E: usize>(
     batch: usize,
 ) -> (Lsa<E>, f64) {
     let chunks = batch.div_ceil(CHUNK) as u64;
-    let parts = sampler.par_chunks::<E, (Lsa<E>, f64)>(
+    let merged = MergedHead::from_head(&layer.heads[0]);
+    let parts = sampler.par_chunks::<E, (MergedHead<f32, E>, f64)>(
         seed,
         step * chunks,
         batch,
-        || (Layer::zeros(), 0.0),
-        |(grad, loss), ctx, query, y| {
-            let state = context_state(layer, ctx);
-            let out = query_forward(layer, &state, query);
-            let err = -out[E - 1] - y;
-            *loss += 0.5 * (err as f64).powi(2);
-            let mut g = [0.0f32; E];
-            g[E - 1] = -err;
-            lsa_query_backward(layer, ctx, &state, query, &g, grad, None);
+        || (MergedHead::zeros(), 0.0),
+        |(dm, loss), ctx, query, y| {
+            merged.query_forward_backward(
+                ctx,
+                query,
+                |out| {
+                    let err = -out[E - 1] - y;
+                    *loss += 0.5 * (err as f64).powi(2);
+                    let mut g = [0.0f32; E];
+                    g[E - 1] = -err;
+                    g
+                },
+                dm,
+                None,
+            );
         },
     );
-    let mut grad = Lsa::<E>::zeros();
+    let mut dm = MergedHead::<f32, E>::zeros();
     let mut loss = 0.0f64;
-    for (g, l) in &parts {
-        for (acc, part) in slices_mut(&mut grad).into_iter().zip(slices(g)) {
-            for (a, b) in acc.iter_mut().zip(part) {
-                *a += *b;
-            }
-        }
+    for (part, l) in &parts {
+        dm.a += part.a;
+        dm.b += part.b;
         loss += l;
     }
+    let mut grad = Lsa::<E>::zeros();
+    MergedHead::pullback(&layer.heads[0], &dm, &mut grad.heads[0]);
     let inv = 1.0 / batch as f32;
     for s in slices_mut(&mut grad) {
         for v in s.iter_mut() {

@@ -194,3 +194,28 @@ fn same_seed_gives_identical_weights_and_numbers_whatever_the_thread_count() {
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(strip(&a), strip(&c));
 }
+
+#[test]
+fn an_undertrained_model_gets_a_negative_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = dualform(&[
+        "reproduce",
+        "single-layer",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--batch",
+        "64",
+        "--eval-tasks",
+        "500",
+        "--no-second-seed",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("verdict: DOES NOT match one step of GD"), "{stdout}");
+    let r = read_report(&out);
+    assert_eq!(r["verdict"]["matches_gd"], Value::Bool(false));
+    assert!(num(&r, "model_cos") < 0.99);
+}

@@ -1,0 +1,136 @@
+//! The merged form of one LSA head for a single query: the query's update depends on the weights only through
+//! `A = W_K^T W_Q` and `B = P W_V` (both E x E), as
+//! `u = P S W_Q h = B z` with `z = sum_j e_j (e_j . A h)`.
+//! That is O(N E + E^2) per query instead of O(N E DK) for building `S`, and it is what von Oswald et al. analyse
+//! (the products `W_KQ` and `P W_V`).
+//!
+//! Numerical contract: `a = A h` by [`matvec`] (columns in order), `alpha_j = e_j . a` by [`dot`] (four lanes),
+//! `z` accumulated over `j` in increasing order, `u = B z` by [`matvec`]. Equal to the associative and quadratic
+//! LSA kernels in real arithmetic (tests: 1e-12 relative in f64); in f32 the results differ from those kernels by
+//! rounding, so a host and a device that must agree bit for bit must both use this kernel or both the other.
+//!
+//! Backward ([`MergedHead::query_backward`]), for `G = dL/dh'` with `h' = h + u`:
+//! `dB += G z^T`, `g_z = B^T G`, `g_a = sum_j e_j (e_j . g_z)`, `dA += g_a h^T`, `dh = G + A^T g_a`,
+//! `de_j += (e_j . a) g_z + (e_j . g_z) a`. [`MergedHead::pullback`] maps `(dA, dB)` to the head's weights:
+//! `dW_Q = W_K dA`, `dW_K = W_Q dA^T`, `dP = dB W_V^T`, `dW_V = P^T dB`.
+
+use crate::layer::{prediction, Head};
+use crate::linalg::{add_outer, axpy, dot, matmul, matmul_tn, matvec, matvec_t, zeros};
+use crate::Real;
+use nalgebra::SMatrix;
+
+/// `A = W_K^T W_Q` and `B = P W_V` of one head (or their gradients).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MergedHead<T: Real, const E: usize> {
+    /// `W_K^T W_Q`: the score of key token `e` for query token `h` is `e . A h`.
+    pub a: SMatrix<T, E, E>,
+    /// `P W_V`.
+    pub b: SMatrix<T, E, E>,
+}
+
+impl<T: Real, const E: usize> MergedHead<T, E> {
+    /// Zero matrices (an identity layer; also an empty gradient).
+    pub fn zeros() -> Self {
+        Self { a: zeros(), b: zeros() }
+    }
+
+    /// Merges a head: `A = W_K^T W_Q` by [`matmul_tn`], `B = P W_V` by [`matmul`].
+    pub fn from_head<const DK: usize, const DV: usize>(head: &Head<T, E, DK, DV>) -> Self {
+        Self { a: matmul_tn(&head.w_k, &head.w_q), b: matmul(&head.p, &head.w_v) }
+    }
+
+    /// `z = sum_j e_j (e_j . a)` over the context, in order.
+    #[inline(always)]
+    fn gather(ctx: &[[T; E]], a: &[T; E]) -> [T; E] {
+        let mut z = [T::ZERO; E];
+        for e in ctx {
+            axpy(&mut z, dot(e, a), e);
+        }
+        z
+    }
+
+    /// The query's update `u = B sum_j e_j (e_j . A h)` over the context tokens `ctx` (any number, 0 gives 0).
+    pub fn query_update(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
+        matvec(&self.b, &Self::gather(ctx, &matvec(&self.a, h)))
+    }
+
+    /// The query token after the layer, `h + u`.
+    pub fn query_forward(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
+        let mut out = *h;
+        for (o, u) in out.iter_mut().zip(self.query_update(ctx, h).iter()) {
+            *o += *u;
+        }
+        out
+    }
+
+    /// The prediction for the query token `h`: minus the last `DY` coordinates of [`MergedHead::query_forward`].
+    pub fn predict<const DY: usize>(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; DY] {
+        prediction(&self.query_forward(ctx, h))
+    }
+
+    /// VJP of [`MergedHead::query_forward`] for `g = dL/dh'`: adds `(dA, dB)` into `grad` and the context inputs'
+    /// gradients into `g_ctx` (when given); returns `dL/dh`.
+    pub fn query_backward(
+        &self,
+        ctx: &[[T; E]],
+        h: &[T; E],
+        g: &[T; E],
+        grad: &mut MergedHead<T, E>,
+        g_ctx: Option<&mut [[T; E]]>,
+    ) -> [T; E] {
+        self.query_forward_backward(ctx, h, |_| *g, grad, g_ctx).1
+    }
+
+    /// Forward and VJP in one pass over the context: computes `h' = h + u`, asks `loss_grad(h')` for `dL/dh'`,
+    /// and accumulates as [`MergedHead::query_backward`]. Returns `(h', dL/dh)`.
+    pub fn query_forward_backward(
+        &self,
+        ctx: &[[T; E]],
+        h: &[T; E],
+        loss_grad: impl FnOnce(&[T; E]) -> [T; E],
+        grad: &mut MergedHead<T, E>,
+        g_ctx: Option<&mut [[T; E]]>,
+    ) -> ([T; E], [T; E]) {
+        let a = matvec(&self.a, h);
+        let z = Self::gather(ctx, &a);
+        let mut out = *h;
+        for (o, u) in out.iter_mut().zip(matvec(&self.b, &z).iter()) {
+            *o += *u;
+        }
+        let g = loss_grad(&out);
+        add_outer(&mut grad.b, &g, &z);
+        let gz = matvec_t(&self.b, &g);
+        let ga = Self::gather(ctx, &gz);
+        add_outer(&mut grad.a, &ga, h);
+        if let Some(gc) = g_ctx {
+            for (gj, e) in gc.iter_mut().zip(ctx.iter()) {
+                axpy(gj, dot(e, &a), &gz);
+                axpy(gj, dot(e, &gz), &a);
+            }
+        }
+        let mut dh = g;
+        for (d, x) in dh.iter_mut().zip(matvec_t(&self.a, &ga).iter()) {
+            *d += *x;
+        }
+        (out, dh)
+    }
+
+    /// Adds into `grad` the gradient of `head`'s weights implied by the merged gradient `dm` (the chain rule through
+    /// `A = W_K^T W_Q` and `B = P W_V`).
+    pub fn pullback<const DK: usize, const DV: usize>(
+        head: &Head<T, E, DK, DV>,
+        dm: &MergedHead<T, E>,
+        grad: &mut Head<T, E, DK, DV>,
+    ) {
+        let add = |dst: &mut [T], src: &[T]| {
+            for (d, s) in dst.iter_mut().zip(src.iter()) {
+                *d += *s;
+            }
+        };
+        add(grad.w_q.as_mut_slice(), matmul(&head.w_k, &dm.a).as_slice());
+        add(grad.w_k.as_mut_slice(), matmul(&head.w_q, &dm.a.transpose()).as_slice());
+        add(grad.p.as_mut_slice(), matmul(&dm.b, &head.w_v.transpose()).as_slice());
+        add(grad.w_v.as_mut_slice(), matmul_tn(&head.p, &dm.b).as_slice());
+    }
+}
