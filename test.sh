@@ -22,6 +22,24 @@ need_target thumbv7em-none-eabihf
 need_component rustfmt
 need_component clippy
 
+# The firmware links with flip-link and runs under QEMU.
+if ! command -v flip-link >/dev/null; then
+  echo "== cargo install flip-link --locked"
+  cargo install flip-link --locked --version 0.1.12 ||
+    { echo "error: could not install flip-link; run: cargo install flip-link --locked" >&2; exit 1; }
+fi
+if ! command -v qemu-system-arm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install qemu-system-arm"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null; } ||
+      { echo "error: could not install qemu-system-arm; install it (Debian: apt-get install qemu-system-arm)" >&2; exit 1; }
+  else
+    echo "error: qemu-system-arm not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)" >&2
+    exit 1
+  fi
+fi
+# The training plot needs a TrueType font (Debian: fonts-dejavu-core); without one the run only notes it.
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -29,5 +47,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== core for thumbv7em-none-eabihf (with and without defmt)"
 cargo build -p dualform --release --locked --target thumbv7em-none-eabihf
 cargo build -p dualform --release --locked --target thumbv7em-none-eabihf --features defmt
-echo "== cargo test"
+echo "== firmware: fmt, clippy, QEMU build and the board build"
+(cd firmware-example && cargo fmt -- --check && cargo clippy --release --locked --all-targets -- -D warnings &&
+  cargo build --release --locked --no-default-features --features board --target-dir target/board)
+echo "== cargo test (core, harness, firmware under QEMU against the host)"
 cargo test --workspace --locked
+echo "== benches compile"
+cargo bench --workspace --locked --no-run

@@ -5,6 +5,8 @@
 //! weights. The binary `dualform` is a thin layer over [`single_layer::run`] and friends.
 
 pub mod eval;
+pub mod firmware;
+pub mod golden;
 pub mod output;
 pub mod params;
 pub mod plot;

@@ -16,6 +16,43 @@ struct Cli {
 enum Command {
     /// Reproduce an experiment of the reference work and write its report, curves, plot and weights.
     Reproduce(ReproduceArgs),
+    /// Write golden tasks for the firmware and copy a single-layer run's weights beside them.
+    Golden(GoldenArgs),
+    /// Build the firmware, check it under QEMU against the host bit for bit, and measure it (instructions, cycles
+    /// estimate, flash, RAM, stack).
+    FirmwareReport(FirmwareArgs),
+}
+
+#[derive(clap::Args)]
+struct FirmwareArgs {
+    /// The firmware crate.
+    #[arg(long, default_value = "firmware-example")]
+    dir: PathBuf,
+    /// Output folder; the report goes to OUT/firmware/report.json.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct GoldenArgs {
+    /// A single-layer results folder (with weights.safetensors and gd_weights.safetensors).
+    #[arg(long, default_value = "results/single-layer")]
+    from: PathBuf,
+    /// Folder to write golden.safetensors, trained.safetensors and gd.safetensors into.
+    #[arg(long, default_value = "firmware-example/data")]
+    out: PathBuf,
+    /// Number of golden tasks.
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    tasks: usize,
+    /// Seed of the golden tasks.
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
+    seed: u64,
+    /// Input dimension d of the weights.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    d: usize,
+    /// Context pairs N per task.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    n: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,7 +120,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Command::Reproduce(args) = cli.command;
+    let args = match cli.command {
+        Command::Reproduce(args) => args,
+        Command::FirmwareReport(f) => {
+            return match dualform_harness::firmware::report::<11>(&f.dir, &f.out) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            };
+        }
+        Command::Golden(g) => {
+            return match dualform_harness::golden::export(&g.from, &g.out, g.d, g.n, g.tasks, g.seed) {
+                Ok(()) => {
+                    println!("wrote {} golden tasks and the weights to {}", g.tasks, g.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            };
+        }
+    };
     let Experiment::SingleLayer = args.experiment;
     let mut cfg = single_layer::Config::default();
     if args.quick {

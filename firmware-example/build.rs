@@ -1,0 +1,164 @@
+//! Puts `memory.x` and the link arguments in place, and embeds the weights and golden tasks as constants in flash.
+//!
+//! Inputs (each a `.safetensors` file; paths from environment variables, committed defaults in `data/`):
+//! - `DUALFORM_WEIGHTS` (default `data/trained.safetensors`): the trained single-layer LSA, tensors `w_q`, `w_k`,
+//!   `w_v`, `p`, F32 `[E, E]`, row-major;
+//! - `DUALFORM_GD_WEIGHTS` (default `data/gd.safetensors`): the GD construction, same layout;
+//! - `DUALFORM_GOLDEN` (default `data/golden.safetensors`): tensors `ctx` `[T, N, E]`, `query` `[T, E]`, `y` `[T]`.
+//!
+//! Names, dtypes and shapes are checked (a clear build error otherwise). The generated `data.rs` holds every value
+//! as `f32::from_bits` (exact), the sizes E, N, T, and the SHA-256 of each weight file. It also merges each layer's
+//! head into `A = W_K^T W_Q`, `B = P W_V` with the core's own `MergedHead::from_head`, run here on the host: the
+//! core's arithmetic is the same bits on every target, so the device reads the merged matrices from flash instead
+//! of computing them into RAM.
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+fn fail(msg: String) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}
+
+fn input(var: &str, default: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={var}");
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let path = env::var(var).map(PathBuf::from).unwrap_or_else(|_| manifest.join(default));
+    println!("cargo:rerun-if-changed={}", path.display());
+    path
+}
+
+/// A tensor's shape and values, checked to be F32.
+fn tensor(st: &SafeTensors, path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(name).unwrap_or_else(|e| fail(format!("{}: tensor `{name}`: {e}", path.display())));
+    if t.dtype() != Dtype::F32 {
+        fail(format!("{}: tensor `{name}` is {:?}, expected F32", path.display(), t.dtype()));
+    }
+    let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    (t.shape().to_vec(), v)
+}
+
+fn f32s(v: &[f32]) -> String {
+    let mut s = String::from("[");
+    for x in v {
+        let _ = write!(s, "f32::from_bits({:#010x}),", x.to_bits());
+    }
+    s.push(']');
+    s
+}
+
+fn matrix(cols: &[&[f32]]) -> String {
+    format!("m([{}])", cols.iter().map(|c| f32s(c)).collect::<Vec<_>>().join(","))
+}
+
+/// The merged head's Rust expression, computed by the core for width E.
+fn merged<const E: usize>(mats: &[Vec<f32>]) -> String {
+    use dualform::nalgebra::SMatrix;
+    let from_row_major = |v: &Vec<f32>| SMatrix::<f32, E, E>::from_fn(|i, j| v[i * E + j]);
+    let head = dualform::Head {
+        w_q: from_row_major(&mats[0]),
+        w_k: from_row_major(&mats[1]),
+        w_v: from_row_major(&mats[2]),
+        p: from_row_major(&mats[3]),
+    };
+    let m = dualform::MergedHead::from_head(&head);
+    let cols = |x: &SMatrix<f32, E, E>| matrix(&x.as_slice().chunks_exact(E).collect::<Vec<_>>());
+    format!("MergedHead {{ a: {}, b: {} }}", cols(&m.a), cols(&m.b))
+}
+
+/// A layer's Rust expression, plus E and the file's SHA-256, and its row-major matrices.
+fn layer(path: &Path) -> (String, usize, String, Vec<Vec<f32>>) {
+    let bytes = fs::read(path).unwrap_or_else(|e| fail(format!("cannot read weights {}: {e}", path.display())));
+    let st =
+        SafeTensors::deserialize(&bytes).unwrap_or_else(|e| fail(format!("{}: not safetensors: {e}", path.display())));
+    let mut e_seen = None;
+    let mut mats = Vec::new();
+    let mut raw = Vec::new();
+    for name in ["w_q", "w_k", "w_v", "p"] {
+        let (shape, v) = tensor(&st, path, name);
+        let e = match shape[..] {
+            [r, c] if r == c && r >= 2 => r,
+            _ => fail(format!("{}: tensor `{name}` has shape {shape:?}, expected [E, E]", path.display())),
+        };
+        if *e_seen.get_or_insert(e) != e {
+            fail(format!("{}: tensor `{name}` is {e} x {e}, the others are not", path.display()));
+        }
+        // Row-major on disk; nalgebra stores columns.
+        let cols: Vec<String> = (0..e).map(|j| f32s(&(0..e).map(|i| v[i * e + j]).collect::<Vec<_>>())).collect();
+        mats.push(format!("m([{}])", cols.join(",")));
+        raw.push(v);
+    }
+    let e = e_seen.unwrap_or(0);
+    let expr =
+        format!("Layer {{ heads: [Head {{ w_q: {}, w_k: {}, w_v: {}, p: {} }}] }}", mats[0], mats[1], mats[2], mats[3]);
+    let hash = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    (expr, e, hash, raw)
+}
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
+    let memory = if env::var_os("CARGO_FEATURE_BOARD").is_some() { "memory-board.x" } else { "memory-qemu.x" };
+    println!("cargo:rerun-if-changed={memory}");
+    let text = fs::read_to_string(memory).unwrap_or_else(|e| fail(format!("cannot read {memory}: {e}")));
+    fs::write(out.join("memory.x"), text).unwrap_or_else(|e| fail(format!("cannot write memory.x: {e}")));
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rustc-link-arg=--nmagic");
+    println!("cargo:rustc-link-arg=-Tlink.x");
+    println!("cargo:rustc-link-arg=-Tdefmt.x");
+
+    let (trained, e1, h1, raw_trained) = layer(&input("DUALFORM_WEIGHTS", "data/trained.safetensors"));
+    let (gd, e2, h2, raw_gd) = layer(&input("DUALFORM_GD_WEIGHTS", "data/gd.safetensors"));
+    if e1 != e2 {
+        fail(format!("the trained weights have E = {e1} but the GD weights E = {e2}"));
+    }
+    let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
+    let bytes = fs::read(&golden).unwrap_or_else(|e| fail(format!("cannot read {}: {e}", golden.display())));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| fail(format!("{}: {e}", golden.display())));
+    let (cs, ctx) = tensor(&st, &golden, "ctx");
+    let (qs, query) = tensor(&st, &golden, "query");
+    let (ys, y) = tensor(&st, &golden, "y");
+    let [t, n, e] = cs[..] else { fail(format!("{}: `ctx` has shape {cs:?}, expected [T, N, E]", golden.display())) };
+    if e != e1 || qs != [t, e] || ys != [t] || t == 0 || n == 0 {
+        fail(format!(
+            "{}: golden shapes ctx {cs:?}, query {qs:?}, y {ys:?} do not fit the weights' E = {e1}",
+            golden.display()
+        ));
+    }
+    let tokens = |v: &[f32]| v.chunks_exact(e).map(f32s).collect::<Vec<_>>().join(",");
+    let mut code = String::new();
+    let _ = writeln!(code, "/// Token width (d + 1).\npub const E: usize = {e};");
+    let _ = writeln!(code, "/// Context pairs per task.\npub const N: usize = {n};");
+    let _ = writeln!(code, "/// Golden tasks.\npub const TASKS: usize = {t};");
+    let _ = writeln!(code, "/// SHA-256 of the trained weight file.\npub const TRAINED_SHA256: &str = \"{h1}\";");
+    let _ = writeln!(code, "/// SHA-256 of the GD weight file.\npub const GD_SHA256: &str = \"{h2}\";");
+    let _ = writeln!(code, "/// The trained LSA layer.\npub static TRAINED: Model = {trained};");
+    let _ = writeln!(code, "/// The GD construction.\npub static GD: Model = {gd};");
+    let merge = |raw: &[Vec<f32>]| match e {
+        11 => merged::<11>(raw),
+        _ => fail(format!("build.rs merges heads for E = 11 only (the weights have E = {e}); add E to `merged`")),
+    };
+    let _ = writeln!(
+        code,
+        "/// The trained head merged at build time.\npub static MERGED_TRAINED: MergedHead<f32, E> = {};",
+        merge(&raw_trained)
+    );
+    let _ = writeln!(
+        code,
+        "/// The GD head merged at build time.\npub static MERGED_GD: MergedHead<f32, E> = {};",
+        merge(&raw_gd)
+    );
+    let ctxs: Vec<String> = ctx.chunks_exact(n * e).map(|task| format!("[{}]", tokens(task))).collect();
+    let _ = writeln!(
+        code,
+        "/// Context tokens of each task.\npub static CTX: [[[f32; E]; N]; TASKS] = [{}];",
+        ctxs.join(",")
+    );
+    let _ = writeln!(code, "/// The first task's context alone (so a binary that needs one task embeds one).\npub static CTX0: [[f32; E]; N] = [{}];", tokens(&ctx[..n * e]));
+    let _ = writeln!(code, "/// The first task's query alone.\npub static QUERY0: [f32; E] = {};", f32s(&query[..e]));
+    let _ = writeln!(code, "/// Query tokens.\npub static QUERY: [[f32; E]; TASKS] = [{}];", tokens(&query));
+    let _ = writeln!(code, "/// Query targets.\npub static Y: [f32; TASKS] = {};", f32s(&y));
+    fs::write(out.join("data.rs"), code).unwrap_or_else(|e| fail(format!("cannot write data.rs: {e}")));
+}

@@ -1,0 +1,116 @@
+//! Measurement runs: each workload runs once between two marker functions, so that the host can count the executed
+//! instructions between them under QEMU (`-singlestep -d exec,nochain`), and prints the peak stack it used.
+//! Workload 0 is empty (the markers' own cost, subtracted by the host).
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+use cortex_m_rt::entry;
+use dualform::linalg::matvec;
+use dualform::{lsa_associative, prediction, Mask, MergedHead, StreamingContext, Update};
+use dualform_firmware::{exit, paint_stack, stack_depth, stack_peak, CTX0, E, MERGED_TRAINED, N, QUERY0, TRAINED};
+
+// The markers must survive optimisation: `black_box` keeps the calls (they would otherwise be side-effect free
+// and removed), and the two bodies differ (`id` vs `id | 1 << 31`) so the linker cannot fold them into one address.
+
+/// Called right before a workload; the host counts from its first instruction.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dualform_mark_begin(id: u32) {
+    black_box(id);
+}
+
+/// Called right after a workload; the host counts up to its first instruction.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dualform_mark_end(id: u32) {
+    black_box(id | 0x8000_0000);
+}
+
+/// Runs `f` between the markers and prints the workload's own stack use (the peak below the depth at which it was
+/// called) and the program's total peak depth.
+#[inline(never)]
+fn measure<R>(id: u32, name: &str, f: impl FnOnce() -> R) -> R {
+    let floor = paint_stack();
+    let depth = stack_depth();
+    dualform_mark_begin(id);
+    let r = black_box(f());
+    dualform_mark_end(id);
+    let peak = stack_peak(floor);
+    defmt::println!("measure {=u32} {=str} stack {=usize} total {=usize}", id, name, peak.saturating_sub(depth), peak);
+    r
+}
+
+#[inline(never)]
+fn lsa_forward() -> Result<f32, dualform::Error> {
+    let mut ctx = black_box(CTX0);
+    let mut query = black_box(QUERY0);
+    measure(1, "lsa_forward", || lsa_associative(&TRAINED, Mask::Full, &Update::residual(), &mut ctx, &mut query))?;
+    Ok(prediction::<f32, E, 1>(&query)[0])
+}
+
+#[inline(never)]
+fn merge() -> f32 {
+    let m = measure(2, "merge", || MergedHead::from_head(&TRAINED.heads[0]));
+    m.a[(0, 0)]
+}
+
+#[inline(never)]
+fn merged_predict() -> f32 {
+    // Context and merged head are read in place from flash.
+    measure(3, "merged_predict", || MERGED_TRAINED.predict::<1>(black_box(&CTX0), black_box(&QUERY0)))[0]
+}
+
+/// A streaming window over the trained layer, filled with the first task's pairs (in reverse order).
+fn full_stream() -> Result<StreamingContext<'static, f32, E, E, E, 1, N>, dualform::Error> {
+    let mut stream = StreamingContext::new(&TRAINED, 0);
+    for token in CTX0.iter().rev() {
+        stream.push(*token)?;
+    }
+    Ok(stream)
+}
+
+#[inline(never)]
+fn stream_push() -> Result<usize, dualform::Error> {
+    let mut stream = full_stream()?;
+    // The window is full: this push evicts the oldest pair and adds the new one.
+    measure(4, "stream_push", || stream.push(black_box(CTX0[0])))?;
+    Ok(stream.len())
+}
+
+#[inline(never)]
+fn stream_predict() -> Result<f32, dualform::Error> {
+    let stream = full_stream()?;
+    let mut x = [0.0f32; { E - 1 }];
+    x.copy_from_slice(&QUERY0[..E - 1]);
+    Ok(measure(5, "stream_predict", || stream.predict::<{ E - 1 }, 1>(black_box(&x)))[0])
+}
+
+#[inline(never)]
+fn plain_matvec() -> f32 {
+    measure(6, "matvec", || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
+}
+
+fn run() -> Result<(), dualform::Error> {
+    defmt::println!("config {=usize} {=usize}", E, N);
+    measure(0, "empty", || ());
+    black_box(lsa_forward()?);
+    black_box(merge());
+    black_box(merged_predict());
+    black_box(stream_push()?);
+    black_box(stream_predict()?);
+    black_box(plain_matvec());
+    defmt::println!("done");
+    Ok(())
+}
+
+#[entry]
+fn main() -> ! {
+    match run() {
+        Ok(()) => exit(0),
+        Err(e) => {
+            defmt::error!("core error: {}", e);
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared by the firmware binaries: the embedded weights and golden tasks, the exit path, fault handlers, and stack
+//! painting for the peak-stack measurement.
+#![no_std]
+
+#[cfg(all(feature = "qemu", feature = "board"))]
+compile_error!("choose one of the features `qemu` (default) and `board` (use --no-default-features)");
+
+#[cfg(feature = "qemu")]
+use defmt_semihosting as _;
+
+#[cfg(feature = "board")]
+use defmt_rtt as _;
+
+use cortex_m_rt::{exception, ExceptionFrame};
+use dualform::nalgebra::{ArrayStorage, SMatrix};
+use dualform::{Head, Layer, MergedHead};
+
+/// The model type: one LSA head with key and value size E.
+pub type Model = Layer<f32, E, E, E, 1>;
+
+const fn m(cols: [[f32; E]; E]) -> SMatrix<f32, E, E> {
+    SMatrix::from_array_storage(ArrayStorage(cols))
+}
+
+include!(concat!(env!("OUT_DIR"), "/data.rs"));
+
+/// The golden program's per-task work (see `main.rs`); in the library so the measurement binary can call it too.
+pub mod golden {
+    use super::{CTX, E, GD, MERGED_GD, MERGED_TRAINED, N, QUERY, TRAINED, Y};
+    use dualform::{lsa_associative, prediction, Mask, StreamingContext, Update};
+
+    fn report(task: usize, kind: &str, v: f32) {
+        defmt::println!("pred {=usize} {=str} {=f32} {=u32}", task, kind, v, v.to_bits());
+    }
+
+    /// The full layer's prediction for the query (all tokens updated, as the layer defines).
+    #[inline(never)]
+    fn full(model: &super::Model, task: usize) -> Result<f32, dualform::Error> {
+        let mut ctx = CTX[task];
+        let mut query = QUERY[task];
+        lsa_associative(model, Mask::Full, &Update::residual(), &mut ctx, &mut query)?;
+        Ok(prediction::<f32, E, 1>(&query)[0])
+    }
+
+    /// The streaming learner (the GD layer over a window of N pairs) fed one pair at a time.
+    #[inline(never)]
+    fn stream(task: usize) -> Result<(), dualform::Error> {
+        let mut stream = StreamingContext::<f32, E, E, E, 1, N>::new(&GD, 0);
+        let mut x = [0.0f32; { E - 1 }];
+        x.copy_from_slice(&QUERY[task][..E - 1]);
+        for (k, token) in CTX[task].iter().enumerate() {
+            stream.push(*token)?;
+            let p = stream.predict::<{ E - 1 }, 1>(&x)[0];
+            defmt::println!("stream {=usize} {=usize} {=f32} {=u32}", task, k + 1, p, p.to_bits());
+        }
+        Ok(())
+    }
+
+    /// Runs one golden task, prints its predictions, and returns the full layers' squared errors / 2.
+    #[inline(never)]
+    pub fn task(task: usize) -> Result<(f32, f32), dualform::Error> {
+        let (t, g) = (full(&TRAINED, task)?, full(&GD, task)?);
+        report(task, "trained_full", t);
+        report(task, "gd_full", g);
+        report(task, "trained_merged", MERGED_TRAINED.predict::<1>(&CTX[task], &QUERY[task])[0]);
+        report(task, "gd_merged", MERGED_GD.predict::<1>(&CTX[task], &QUERY[task])[0]);
+        stream(task)?;
+        Ok((0.5 * (t - Y[task]) * (t - Y[task]), 0.5 * (g - Y[task]) * (g - Y[task])))
+    }
+}
+
+/// Ends the program with `code` (QEMU: through semihosting; a board: a breakpoint, then a halt).
+pub fn exit(code: i32) -> ! {
+    #[cfg(feature = "qemu")]
+    semihosting::process::exit(code);
+    #[cfg(not(feature = "qemu"))]
+    {
+        let _ = code;
+        loop {
+            cortex_m::asm::bkpt();
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // The location only: formatting the message would pull `core::fmt` (several KiB) into flash.
+    match info.location() {
+        Some(l) => defmt::error!("panic at {=str}:{=u32}", l.file(), l.line()),
+        None => defmt::error!("panic"),
+    }
+    exit(101)
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    defmt::error!("hard fault at pc {=u32:#x} (a stack overflow with flip-link lands here)", frame.pc());
+    exit(102)
+}
+
+#[exception]
+unsafe fn DefaultHandler(irq: i16) {
+    defmt::error!("unexpected exception {=i16}", irq);
+    exit(103)
+}
+
+const PAINT: u32 = 0x5AA5_C33C;
+const RAM_ORIGIN: usize = 0x2000_0000;
+
+unsafe extern "C" {
+    /// Top of the stack (cortex-m-rt's symbol; with flip-link the stack runs from here down to the RAM origin).
+    static _stack_start: u32;
+}
+
+fn stack_top() -> usize {
+    // Only the address of the linker symbol is taken, never its contents.
+    core::ptr::addr_of!(_stack_start) as usize
+}
+
+/// How far below the stack pointer [`paint_stack`] paints: far more than any workload here uses.
+const PAINT_SPAN: usize = 16 * 1024;
+
+/// Fills the 16 KiB of unused stack below the current stack pointer (less a 256-byte margin for the current frame)
+/// with a pattern and returns the lowest painted address; [`stack_peak`] later finds how far down the stack reached.
+#[inline(never)]
+pub fn paint_stack() -> usize {
+    let sp = cortex_m::register::msp::read() as usize;
+    let floor = sp.saturating_sub(PAINT_SPAN).max(RAM_ORIGIN);
+    let mut p = floor;
+    while p + 4 <= sp.saturating_sub(256) {
+        // SAFETY: [floor, sp - 256) is stack memory below every live frame (flip-link places the stack at the bottom
+        // of RAM, so nothing but the stack lives between the RAM origin and the stack pointer), word aligned, unused.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+    floor
+}
+
+/// The current depth of the stack (top of the stack minus the stack pointer), in bytes.
+pub fn stack_depth() -> usize {
+    stack_top() - cortex_m::register::msp::read() as usize
+}
+
+/// The deepest stack use, in bytes from the top of the stack, since [`paint_stack`] returned `floor`.
+pub fn stack_peak(floor: usize) -> usize {
+    let mut p = floor;
+    // SAFETY: reads words of the region painted by `paint_stack`, word aligned, below the current frame.
+    while p < stack_top() && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    stack_top() - p
+}

@@ -1,0 +1,41 @@
+//! The golden run: for every golden task, the trained LSA layer and the GD construction predict the query from its
+//! context (the full layer, and the merged query kernel with heads merged at build time), the streaming learner
+//! predicts it after each new pair, and every prediction is printed with its raw f32 bits for the host to compare;
+//! then the mean losses, the peak stack and exit code 0.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use dualform_firmware::{exit, golden, paint_stack, stack_peak, E, GD_SHA256, N, TASKS, TRAINED_SHA256};
+
+fn run() -> Result<(), dualform::Error> {
+    defmt::println!("dualform firmware: E {=usize} N {=usize} tasks {=usize}", E, N, TASKS);
+    defmt::println!("weights trained {=str} gd {=str}", TRAINED_SHA256, GD_SHA256);
+    let (mut loss_trained, mut loss_gd) = (0.0f32, 0.0f32);
+    for task in 0..TASKS {
+        let (t, g) = golden::task(task)?;
+        loss_trained += t;
+        loss_gd += g;
+    }
+    for (kind, loss) in [("trained", loss_trained), ("gd", loss_gd)] {
+        let mean = loss / TASKS as f32;
+        defmt::println!("loss {=str} {=f32} {=u32}", kind, mean, mean.to_bits());
+    }
+    Ok(())
+}
+
+#[entry]
+fn main() -> ! {
+    let floor = paint_stack();
+    match run() {
+        Ok(()) => {
+            defmt::println!("stack {=usize}", stack_peak(floor));
+            defmt::println!("done");
+            exit(0)
+        }
+        Err(e) => {
+            defmt::error!("core error: {}", e);
+            exit(1)
+        }
+    }
+}
