@@ -205,6 +205,15 @@ where
     Ok(())
 }
 
+/// The per-head projections of one context token: features of its key and its value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Projection<T, const F: usize, const DV: usize, const H: usize> {
+    /// `phi(W_K e)` per head.
+    pub k: [[T; F]; H],
+    /// `W_V e` per head.
+    pub v: [[T; DV]; H],
+}
+
 /// Running sums of the associative order, one per head: `S = sum_j v_j k_j^T` (`DV x F`) and `z = sum_j k_j`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AssociativeState<T: Real, const F: usize, const DV: usize, const H: usize> {
@@ -267,6 +276,56 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
             }
         }
         self.count = self.count.saturating_sub(1);
+    }
+
+    /// The projections `(phi(W_K e), W_V e)` of a token, per head: what [`AssociativeState::add`] sums.
+    pub fn project<M, const E: usize, const DK: usize>(
+        layer: &Layer<T, E, DK, DV, H>,
+        phi: &M,
+        e: &[T; E],
+    ) -> Projection<T, F, DV, H>
+    where
+        M: FeatureMap<T, DK, F>,
+    {
+        let mut p = Projection { k: [[T::ZERO; F]; H], v: [[T::ZERO; DV]; H] };
+        for ((head, k), v) in layer.heads.iter().zip(p.k.iter_mut()).zip(p.v.iter_mut()) {
+            *k = phi.map(&matvec(&head.w_k, e));
+            *v = matvec(&head.w_v, e);
+        }
+        p
+    }
+
+    /// Replaces a summed token whose projections are `old` by one whose projections are `new`, in one pass over `S`:
+    /// per column `c`, `S[:, c] -= k_old[c] v_old`, then `S[:, c] += k_new[c] v_new`. Element by element these are
+    /// the operations of [`AssociativeState::remove`] followed by [`AssociativeState::add`], in the same order, so
+    /// the result is the same bits; `S` is swept once, and the old token is not projected again.
+    pub fn replace(&mut self, old: &Projection<T, F, DV, H>, new: &Projection<T, F, DV, H>, norm: Normalise) {
+        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
+            let (k_old, v_old, k_new, v_new) = (&old.k[h], &old.v[h], &new.k[h], &new.v[h]);
+            for ((col, &ko), &kn) in s.data.0.iter_mut().zip(k_old.iter()).zip(k_new.iter()) {
+                axpy(col, -ko, v_old);
+                axpy(col, kn, v_new);
+            }
+            if norm == Normalise::Sum {
+                for ((zi, &ko), &kn) in z.iter_mut().zip(k_old.iter()).zip(k_new.iter()) {
+                    *zi -= ko;
+                    *zi += kn;
+                }
+            }
+        }
+    }
+
+    /// Adds a token by its projections (the same operations as [`AssociativeState::add`]).
+    pub fn add_projection(&mut self, p: &Projection<T, F, DV, H>, norm: Normalise) {
+        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
+            add_outer(s, &p.v[h], &p.k[h]);
+            if norm == Normalise::Sum {
+                for (zi, &ki) in z.iter_mut().zip(p.k[h].iter()) {
+                    *zi += ki;
+                }
+            }
+        }
+        self.count += 1;
     }
 
     /// The layer's update for token `h` from the current sums: `sum_heads P (S q) [/ (z . q)]`.

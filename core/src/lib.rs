@@ -60,7 +60,7 @@ pub mod stream;
 
 pub use attention::{
     attend_linear, efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative,
-    lsa_quadratic, AssociativeState, LinearScratch, Normalise,
+    lsa_quadratic, AssociativeState, LinearScratch, Normalise, Projection,
 };
 pub use construct::{gd_layer, gd_stack, gdpp_layer};
 pub use dual_form::{

@@ -1,6 +1,8 @@
 //! A streaming context for one LSA layer: a fixed-capacity window (heapless) of tokens `e = (x, y)` whose running
-//! associative sums `S_h = sum_j W_V e_j (W_K e_j)^T` make each new pair O(H (E (DK + DV) + DK DV)), and evicting
-//! the oldest the same, independent of the window size.
+//! associative sums `S_h = sum_j W_V e_j (W_K e_j)^T` make each new pair O(H (E (DK + DV) + DK DV)), independent of
+//! the window size. The window keeps each token's projections `(W_K e, W_V e)` beside it (`CAP * H * (DK + DV)`
+//! scalars), so evicting the oldest pair costs one sweep of `S` and no projection: a push into a full window
+//! projects the new token and replaces the old one's terms in one pass ([`AssociativeState::replace`]).
 //!
 //! Numerical contract: [`StreamingContext::resync`] recomputes the sums from the window, oldest first, exactly as
 //! [`crate::lsa_associative`] sums its context; right after a resync, predictions are bit-identical to a full
@@ -11,7 +13,7 @@
 //! weights of order one, 10 000 add/evict cycles): f64 drift of `S` 3e-14; f32 1.8e-5 without resync (prediction
 //! difference 7.8e-6), 2.9e-6 with a resync every 64 evictions (prediction difference 1.2e-6).
 
-use crate::attention::{AssociativeState, Normalise};
+use crate::attention::{AssociativeState, Normalise, Projection};
 use crate::features::Identity;
 use crate::layer::{prediction, Layer};
 use crate::{Error, Real};
@@ -29,7 +31,7 @@ pub struct StreamingContext<
     const CAP: usize,
 > {
     layer: &'a Layer<T, E, DK, DV, H>,
-    window: Deque<[T; E], CAP>,
+    window: Deque<([T; E], Projection<T, DK, DV, H>), CAP>,
     state: AssociativeState<T, DK, DV, H>,
     resync_every: usize,
     evictions: usize,
@@ -55,21 +57,23 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
 
     /// The window, oldest first.
     pub fn window(&self) -> impl Iterator<Item = &[T; E]> {
-        self.window.iter()
+        self.window.iter().map(|(e, _)| e)
     }
 
     /// Adds a token, evicting (and returning) the oldest when the window is full. (A capacity of 0 is rejected at
     /// compile time by heapless, so the error branch is unreachable in practice; it is kept rather than unwrapped.)
     pub fn push(&mut self, token: [T; E]) -> Result<Option<[T; E]>, Error> {
         let mut evicted = None;
+        let projection = AssociativeState::<T, DK, DV, H>::project(self.layer, &Identity, &token);
         if self.window.is_full() {
-            if let Some(old) = self.window.pop_front() {
-                self.state.remove(self.layer, &Identity, Normalise::None, &old);
+            if let Some((old, old_projection)) = self.window.pop_front() {
+                self.state.replace(&old_projection, &projection, Normalise::None);
                 evicted = Some(old);
             }
+        } else {
+            self.state.add_projection(&projection, Normalise::None);
         }
-        self.window.push_back(token).map_err(|_| Error::BufferTooSmall { needed: 1, found: CAP })?;
-        self.state.add(self.layer, &Identity, Normalise::None, &token);
+        self.window.push_back((token, projection)).map_err(|_| Error::BufferTooSmall { needed: 1, found: CAP })?;
         if evicted.is_some() {
             self.evictions += 1;
             if self.resync_every > 0 && self.evictions >= self.resync_every {
@@ -91,7 +95,7 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
     /// Recomputes the running sums from the window, oldest first.
     pub fn resync(&mut self) {
         let mut state = AssociativeState::new();
-        for e in self.window.iter() {
+        for (e, _) in self.window.iter() {
             state.add(self.layer, &Identity, Normalise::None, e);
         }
         self.state = state;
@@ -101,7 +105,7 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
     /// The largest absolute difference between the running sums and a fresh recompute over the window.
     pub fn drift(&self) -> T {
         let mut fresh = AssociativeState::<T, DK, DV, H>::new();
-        for e in self.window.iter() {
+        for (e, _) in self.window.iter() {
             fresh.add(self.layer, &Identity, Normalise::None, e);
         }
         let mut worst = T::ZERO;

@@ -140,3 +140,30 @@ fn streaming_is_bit_identical_to_recompute_right_after_resync() {
     lsa_associative(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut q).unwrap();
     assert_eq!(stream.predict::<3, 2>(&xq), prediction::<f32, E, 2>(&q));
 }
+
+#[test]
+fn replace_is_remove_then_add_bit_for_bit() {
+    const E: usize = 7;
+    let mut g = Gen::new(14);
+    let layer = cast_layer::<f32, E, E, E, 2>(&g.layer::<E, E, E, 2>());
+    let tokens: Vec<[f32; E]> = (0..6).map(|_| cast(&g.array::<E>(-1.0, 1.0))).collect();
+    for norm in [Normalise::None, Normalise::Sum] {
+        let mut a = AssociativeState::<f32, E, E, 2>::new();
+        for t in &tokens[..4] {
+            a.add(&layer, &EluPlusOne, norm, t);
+        }
+        let mut b = a.clone();
+        a.remove(&layer, &EluPlusOne, norm, &tokens[0]);
+        a.add(&layer, &EluPlusOne, norm, &tokens[5]);
+        let old = AssociativeState::<f32, E, E, 2>::project(&layer, &EluPlusOne, &tokens[0]);
+        let new = AssociativeState::<f32, E, E, 2>::project(&layer, &EluPlusOne, &tokens[5]);
+        b.replace(&old, &new, norm);
+        assert_eq!(a, b, "{norm:?}");
+        // Adding by projection is adding.
+        let mut c = AssociativeState::<f32, E, E, 2>::new();
+        let mut d = c.clone();
+        c.add(&layer, &EluPlusOne, norm, &tokens[1]);
+        d.add_projection(&AssociativeState::<f32, E, E, 2>::project(&layer, &EluPlusOne, &tokens[1]), norm);
+        assert_eq!(c, d);
+    }
+}
