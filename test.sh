@@ -50,7 +50,7 @@ cargo build -p dualform --release --locked --target thumbv7em-none-eabihf --feat
 echo "== firmware: fmt, clippy, QEMU build and the board build"
 (cd firmware-example && cargo fmt -- --check && cargo clippy --release --locked --all-targets -- -D warnings &&
   cargo build --release --locked --no-default-features --features board --target-dir target/board)
+echo "== benches compile (they are timed by hand: cargo bench -p dualform-benches)"
+cargo bench -p dualform-benches --locked --no-run
 echo "== cargo test (core, harness, firmware under QEMU against the host)"
 cargo test --workspace --locked
-echo "== benches compile"
-cargo bench --workspace --locked --no-run

@@ -241,17 +241,7 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     ) where
         M: FeatureMap<T, DK, F>,
     {
-        for (head, (s, z)) in layer.heads.iter().zip(self.s.iter_mut().zip(self.z.iter_mut())) {
-            let k = phi.map(&matvec(&head.w_k, e));
-            let v = matvec(&head.w_v, e);
-            add_outer(s, &v, &k);
-            if norm == Normalise::Sum {
-                for (zi, &ki) in z.iter_mut().zip(k.iter()) {
-                    *zi += ki;
-                }
-            }
-        }
-        self.count += 1;
+        self.add_projection(&Self::project(layer, phi, e), norm);
     }
 
     /// Removes context token `e` from the sums: the exact reverse of [`AssociativeState::add`] in real arithmetic
@@ -265,12 +255,11 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     ) where
         M: FeatureMap<T, DK, F>,
     {
-        for (head, (s, z)) in layer.heads.iter().zip(self.s.iter_mut().zip(self.z.iter_mut())) {
-            let k = phi.map(&matvec(&head.w_k, e));
-            let v = matvec(&head.w_v, e);
-            sub_outer(s, &v, &k);
+        let p = Self::project(layer, phi, e);
+        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
+            sub_outer(s, &p.v[h], &p.k[h]);
             if norm == Normalise::Sum {
-                for (zi, &ki) in z.iter_mut().zip(k.iter()) {
+                for (zi, &ki) in z.iter_mut().zip(p.k[h].iter()) {
                     *zi -= ki;
                 }
             }
