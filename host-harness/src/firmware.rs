@@ -619,3 +619,56 @@ pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessE
     t.push_str(&format!("report: {}\n", dest.join("report.json").display()));
     Ok(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycle_table_follows_the_cortex_m4_trm() {
+        assert_eq!(cycles("vmla.f32", "s0, s1, s2", false, false), ("fp_mac", 3));
+        assert_eq!(cycles("vmul.f32", "s0, s1, s2", false, false), ("fp_mul", 1));
+        assert_eq!(cycles("vadd.f32", "s0, s1, s2", false, false), ("fp_add", 1));
+        assert_eq!(cycles("vdiv.f32", "s0, s1, s2", false, false), ("fp_div_sqrt", 14));
+        // Loads cost 2, or 1 right after another load or store.
+        assert_eq!(cycles("vldr", "s0, [r0, #4]", false, false), ("fp_load", 2));
+        assert_eq!(cycles("vldr", "s0, [r0, #4]", true, false), ("fp_load", 1));
+        assert_eq!(cycles("ldr.w", "r1, [r0]", false, false), ("load", 2));
+        // Multiple transfers: 1 + registers (ranges counted), popping pc adds the refill.
+        assert_eq!(cycles("push", "{r4, r5, r6, r7, lr}", false, false), ("load_store_multiple", 6));
+        assert_eq!(cycles("pop.w", "{r4-r11, pc}", false, false), ("load_store_multiple", 1 + 9 + 2));
+        assert_eq!(cycles("vpush", "{d8, d9}", false, false), ("fp_store_multiple", 3));
+        // Branches: taken 3, not taken 1; `bic` is not a branch.
+        assert_eq!(cycles("bne", "#0x40", false, true), ("branch", 3));
+        assert_eq!(cycles("bne", "#0x40", false, false), ("branch", 1));
+        assert_eq!(cycles("bic", "r0, r0, #1", false, false), ("int_other", 1));
+        assert_eq!(cycles("mla", "r0, r1, r2, r3", false, false), ("int_mul", 2));
+    }
+
+    #[test]
+    fn device_lines_parse_and_differences_name_the_task_and_bits() {
+        let lines = [
+            "weights trained aa gd bb",
+            "pred 3 trained_full 0.5 1056964608",
+            "stream 3 2 0.25 1048576000",
+            "loss gd 0.1 1036831949",
+            "stack 2048",
+            "done",
+        ];
+        let run = parse(lines.iter().map(|s| s.to_string()).collect()).unwrap();
+        assert_eq!(run.weights_sha256, ("aa".to_string(), "bb".to_string()));
+        assert_eq!(run.results.preds[&(3, "trained_full".to_string())], 0.5f32.to_bits());
+        assert_eq!(run.stack, Some(2048));
+        assert!(run.done);
+        let mut host = run.results.clone();
+        assert_eq!(compare(&run.results, &host), Ok(3));
+        host.preds.insert((3, "trained_full".into()), 0.5f32.to_bits() + 1);
+        let err = compare(&run.results, &host).unwrap_err();
+        assert!(
+            err.contains("task 3 trained_full") && err.contains("0x3f000000") && err.contains("0x3f000001"),
+            "{err}"
+        );
+        assert!(parse(vec!["ERROR panic at x.rs:1".into()]).is_err());
+        assert!(parse(vec!["pred x trained_full 1 2".into()]).is_err());
+    }
+}

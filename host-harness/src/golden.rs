@@ -78,7 +78,7 @@ impl<const E: usize> Golden<E> {
             if t.dtype() != Dtype::F32 {
                 return Err(HarnessError::Io(format!("{}: tensor {name} is not F32", path.display())));
             }
-            let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v = crate::params::f32_le(t.data());
             Ok((t.shape().to_vec(), v))
         };
         let (cs, cv) = get("ctx")?;

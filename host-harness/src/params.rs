@@ -62,6 +62,11 @@ fn row_major_bytes<const E: usize>(col_major: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Little-endian f32 values of a tensor's bytes (a trailing partial value is ignored).
+pub fn f32_le(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
 /// Writes `layer` to `path` with the given metadata (plus `format`).
 pub fn save<const E: usize>(layer: &Lsa<E>, meta: &[(&str, String)], path: &Path) -> Result<(), HarnessError> {
     let bytes: Vec<Vec<u8>> = slices(layer).iter().map(|s| row_major_bytes::<E>(s)).collect();
@@ -94,9 +99,9 @@ pub fn load<const E: usize>(path: &Path) -> Result<Lsa<E>, HarnessError> {
                 t.shape()
             )));
         }
-        for (k, chunk) in t.data().chunks_exact(4).enumerate() {
+        for (k, v) in f32_le(t.data()).into_iter().enumerate() {
             let (i, j) = (k / E, k % E);
-            dst[j * E + i] = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            dst[j * E + i] = v;
         }
     }
     Ok(layer)

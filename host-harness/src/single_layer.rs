@@ -275,7 +275,7 @@ fn run_d<const D: usize, const E: usize>(
         Ok(()) => None,
         Err(e) => Some(format!("curves.png not written: {e}")),
     };
-    let summary = summary_table::<E>(
+    let summary = summary_table(
         cfg,
         &closed,
         eta,
@@ -390,7 +390,7 @@ fn report_json<const D: usize>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn summary_table<const E: usize>(
+fn summary_table(
     cfg: &Config,
     closed: &ClosedForm,
     eta: f64,
@@ -438,6 +438,5 @@ fn summary_table<const E: usize>(
         t.push_str(&format!("  note: {note}\n"));
     }
     t.push_str(&format!("verdict: {}\n", verdict.text));
-    let _ = E;
     t
 }
