@@ -38,7 +38,17 @@ if ! command -v qemu-system-arm >/dev/null; then
     exit 1
   fi
 fi
-# The training plot needs a TrueType font (Debian: fonts-dejavu-core); without one the run only notes it.
+# The training plot needs a TrueType font (the tests check that curves.png is written).
+if [ -z "${DUALFORM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install fonts-dejavu-core"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; } ||
+      { echo "error: could not install fonts-dejavu-core; install it or set DUALFORM_FONT to a .ttf file" >&2; exit 1; }
+  else
+    echo "error: no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file" >&2
+    exit 1
+  fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
