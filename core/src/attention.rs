@@ -232,6 +232,10 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     }
 
     /// Adds context token `e` to the sums (in head order; `z` only under [`Normalise::Sum`]).
+    ///
+    /// Written out rather than as `add_projection(&project(..))`: the same operations, but building the
+    /// intermediate [`Projection`] cost 1% more instructions for the full layer and 7% for a streaming push on the
+    /// Cortex-M4 (measured with `dualform firmware-report`).
     pub fn add<M, const E: usize, const DK: usize>(
         &mut self,
         layer: &Layer<T, E, DK, DV, H>,
@@ -241,7 +245,17 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     ) where
         M: FeatureMap<T, DK, F>,
     {
-        self.add_projection(&Self::project(layer, phi, e), norm);
+        for (head, (s, z)) in layer.heads.iter().zip(self.s.iter_mut().zip(self.z.iter_mut())) {
+            let k = phi.map(&matvec(&head.w_k, e));
+            let v = matvec(&head.w_v, e);
+            add_outer(s, &v, &k);
+            if norm == Normalise::Sum {
+                for (zi, &ki) in z.iter_mut().zip(k.iter()) {
+                    *zi += ki;
+                }
+            }
+        }
+        self.count += 1;
     }
 
     /// Removes context token `e` from the sums: the exact reverse of [`AssociativeState::add`] in real arithmetic
@@ -255,11 +269,12 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     ) where
         M: FeatureMap<T, DK, F>,
     {
-        let p = Self::project(layer, phi, e);
-        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
-            sub_outer(s, &p.v[h], &p.k[h]);
+        for (head, (s, z)) in layer.heads.iter().zip(self.s.iter_mut().zip(self.z.iter_mut())) {
+            let k = phi.map(&matvec(&head.w_k, e));
+            let v = matvec(&head.w_v, e);
+            sub_outer(s, &v, &k);
             if norm == Normalise::Sum {
-                for (zi, &ki) in z.iter_mut().zip(p.k[h].iter()) {
+                for (zi, &ki) in z.iter_mut().zip(k.iter()) {
                     *zi -= ki;
                 }
             }
