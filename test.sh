@@ -28,26 +28,22 @@ if ! command -v flip-link >/dev/null; then
   cargo install flip-link --locked --version 0.1.12 ||
     { echo "error: could not install flip-link; run: cargo install flip-link --locked" >&2; exit 1; }
 fi
-if ! command -v qemu-system-arm >/dev/null; then
+# Installs a Debian package when run as root, or stops with one line saying what to install.
+need_apt() { # need_apt PACKAGE MESSAGE
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== apt-get install qemu-system-arm"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null; } ||
-      { echo "error: could not install qemu-system-arm; install it (Debian: apt-get install qemu-system-arm)" >&2; exit 1; }
+    echo "== apt-get install $1"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; } ||
+      { echo "error: could not install $1; $2" >&2; exit 1; }
   else
-    echo "error: qemu-system-arm not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)" >&2
+    echo "error: $2" >&2
     exit 1
   fi
-fi
+}
+command -v qemu-system-arm >/dev/null ||
+  need_apt qemu-system-arm "qemu-system-arm not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)"
 # The training plot needs a TrueType font (the tests check that curves.png is written).
 if [ -z "${DUALFORM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== apt-get install fonts-dejavu-core"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; } ||
-      { echo "error: could not install fonts-dejavu-core; install it or set DUALFORM_FONT to a .ttf file" >&2; exit 1; }
-  else
-    echo "error: no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file" >&2
-    exit 1
-  fi
+  need_apt fonts-dejavu-core "no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file"
 fi
 
 echo "== cargo fmt --check"

@@ -43,31 +43,28 @@ pub fn dynamic<const E: usize>(l: &Layer<f32, E, E, E, 1>) -> [DMatrix<f32>; 4] 
     [d(&h.w_q), d(&h.w_k), d(&h.w_v), d(&h.p)]
 }
 
-/// Naive LSA layer (all tokens, full mask) with dynamic matrices: `H + P V (Q^T K)^T` computed as written,
-/// the N x (N + 1) score matrix included.
-pub fn naive_lsa(w: &[DMatrix<f32>; 4], ctx: &[f32], query: &[f32], e: usize) -> DMatrix<f32> {
+/// All tokens `H` (context then query, as columns), and `Q = W_Q H`, `K = W_K C`, `V = W_V C` over the context `C`.
+fn naive_qkv(w: &[DMatrix<f32>; 4], ctx: &[f32], query: &[f32], e: usize) -> [DMatrix<f32>; 4] {
     let n = ctx.len() / e;
     let c = DMatrix::from_column_slice(e, n, ctx);
     let mut h = DMatrix::zeros(e, n + 1);
     h.columns_mut(0, n).copy_from(&c);
     h.column_mut(n).copy_from_slice(query);
     let q = &w[0] * &h;
-    let k = &w[1] * &c;
-    let v = &w[2] * &c;
+    [h, q, &w[1] * &c, &w[2] * &c]
+}
+
+/// Naive LSA layer (all tokens, full mask) with dynamic matrices: `H + P V (K^T Q)` computed as written,
+/// the N x (N + 1) score matrix included.
+pub fn naive_lsa(w: &[DMatrix<f32>; 4], ctx: &[f32], query: &[f32], e: usize) -> DMatrix<f32> {
+    let [h, q, k, v] = naive_qkv(w, ctx, query, e);
     let scores = k.transpose() * q; // N x (N + 1)
     h + &w[3] * (v * scores)
 }
 
 /// Naive softmax attention for all tokens with an N x (N + 1) score buffer and a two-pass softmax per column.
 pub fn naive_softmax(w: &[DMatrix<f32>; 4], ctx: &[f32], query: &[f32], e: usize) -> DMatrix<f32> {
-    let n = ctx.len() / e;
-    let c = DMatrix::from_column_slice(e, n, ctx);
-    let mut h = DMatrix::zeros(e, n + 1);
-    h.columns_mut(0, n).copy_from(&c);
-    h.column_mut(n).copy_from_slice(query);
-    let q = &w[0] * &h;
-    let k = &w[1] * &c;
-    let v = &w[2] * &c;
+    let [h, q, k, v] = naive_qkv(w, ctx, query, e);
     let mut scores = (k.transpose() * q) / (e as f32).sqrt();
     for mut col in scores.column_iter_mut() {
         let m = col.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -79,4 +76,34 @@ pub fn naive_softmax(w: &[DMatrix<f32>; 4], ctx: &[f32], query: &[f32], e: usize
         col /= sum;
     }
     h + &w[3] * (v * scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dualform::{lsa_associative, softmax_attention, LinearScratch, Mask, Update};
+
+    /// The baselines compute the same layers as the kernels they are compared with.
+    #[test]
+    fn naive_baselines_compute_the_kernels_layers() {
+        let mut inp = Inputs::new(9);
+        let layer = inp.layer::<6>();
+        let ctx = inp.tokens::<6, 5>();
+        let q = inp.tokens::<6, 1>()[0];
+        let w = dynamic(&layer);
+        let flat: Vec<f32> = ctx.iter().flatten().copied().collect();
+        let close = |naive: &DMatrix<f32>, c: &[[f32; 6]; 5], q: &[f32; 6]| {
+            let got: Vec<f32> = c.iter().flatten().chain(q.iter()).copied().collect();
+            for (a, b) in naive.as_slice().iter().zip(&got) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        };
+        let (mut c, mut qq) = (*ctx, q);
+        lsa_associative(&layer, Mask::Full, &Update::residual(), &mut c, &mut qq).unwrap();
+        close(&naive_lsa(&w, &flat, &q, 6), &c, &qq);
+        let (mut c, mut qq) = (*ctx, q);
+        let mut scratch = LinearScratch::<f32, 5, 6, 6, 1>::new();
+        softmax_attention(&layer, Mask::Full, &Update::residual(), &mut c, &mut qq, &mut scratch).unwrap();
+        close(&naive_softmax(&w, &flat, &q, 6), &c, &qq);
+    }
 }
