@@ -9,6 +9,8 @@
 //!   and vectorises across output elements without reassociating any sum.
 //! - [`matvec_t`] (`y = A^T x`): one [`dot`] per column.
 //! - [`add_outer`] / [`sub_outer`] (`S +-= u v^T`): one `axpy` per column, no reduction.
+//! - [`matmul`] (`A B`): one [`matvec`] per column of `B`; [`matmul_tn`] (`A^T B`): one [`dot`] per entry;
+//!   [`matmul_nt`] (`A B^T`): the rank-one updates `A[:, k] B[:, k]^T` added for `k = 0, 1, ...` in order.
 //!
 //! No function here allocates, indexes out of bounds or panics: shapes are const generics.
 
@@ -113,6 +115,18 @@ pub fn matmul_tn<T: Real, const R: usize, const C1: usize, const C2: usize>(
     out
 }
 
+/// `A B^T` for static matrices: `sum_k A[:, k] B[:, k]^T` by [`add_outer`], `k` in increasing order.
+pub fn matmul_nt<T: Real, const R: usize, const K: usize, const C: usize>(
+    a: &SMatrix<T, R, K>,
+    b: &SMatrix<T, C, K>,
+) -> SMatrix<T, R, C> {
+    let mut out = zeros::<T, R, C>();
+    for (ac, bc) in a.data.0.iter().zip(b.data.0.iter()) {
+        add_outer(&mut out, ac, bc);
+    }
+    out
+}
+
 /// Squared Frobenius norm, summed column by column with [`dot`].
 pub fn frobenius_sq<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>) -> T {
     a.data.0.iter().fold(T::ZERO, |acc, col| acc + dot(col, col))
@@ -169,6 +183,8 @@ mod tests {
         let b = SMatrix::<f64, 5, 2>::from_fn(|i, j| (i as f64) - 2.0 * j as f64);
         assert_eq!(matmul(&a, &b), a * b);
         assert_eq!(matmul_tn(&a, &a), a.transpose() * a);
+        let c = SMatrix::<f64, 4, 5>::from_fn(|i, j| (i as f64 + 1.0) * 0.5 - j as f64);
+        assert_eq!(matmul_nt(&a, &c), a * c.transpose());
         assert_eq!(frobenius_sq(&a), a.norm_squared());
         sub_outer(&mut s, &y, &x);
         assert_eq!(s, zeros::<f64, 3, 5>());

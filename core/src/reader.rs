@@ -1,7 +1,7 @@
 //! Reading weights back into the GD family: how close is an LSA head to a gradient-descent step?
 //!
-//! A head acts on the query only through the merged matrices `A = W_Q^T W_K` (`E x E`) and `B = P W_V` (`E x E`):
-//! `h <- h + B sum_j e_j e_j^T A^T h`. The pair is defined up to a scale (`A / a`, `a B` give the same layer), so
+//! A head acts on every token only through its merged matrices `A = W_K^T W_Q` and `B = P W_V` (both `E x E`,
+//! [`MergedHead`]): `h <- h + B sum_j e_j e_j^T A h`. The pair is defined up to a scale (`A / a`, `a B` give the same layer), so
 //! the reader first fixes the scale by least squares of `A` onto `I_x = [[I_D, 0], [0, 0]]`:
 //! `a = trace(A_xx) / D`, `A' = A / a`, `B' = a B`. The GD construction has `A* = I_x` and
 //! `B* = c [[0, 0], [W0, -I_DY]]` with `c = eta / N`. The closest member (least squares in `B'`) has
@@ -15,7 +15,8 @@
 //! head ignores `x` altogether, so no scale can be read).
 
 use crate::layer::Head;
-use crate::linalg::{frobenius_sq, matmul, matmul_tn, zeros};
+use crate::linalg::{frobenius_sq, zeros};
+use crate::merged::MergedHead;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -32,25 +33,26 @@ pub struct GdFit<T: Real, const D: usize, const DY: usize> {
     pub residual: T,
 }
 
-/// `(W_Q^T W_K, P W_V)`.
-pub fn merged<T: Real, const E: usize, const DK: usize, const DV: usize>(
-    head: &Head<T, E, DK, DV>,
-) -> (SMatrix<T, E, E>, SMatrix<T, E, E>) {
-    (matmul_tn(&head.w_q, &head.w_k), matmul(&head.p, &head.w_v))
-}
-
 /// The closest member of the GD family to `head`, for a context of `n` pairs (see the module docs).
 pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const D: usize, const DY: usize>(
     head: &Head<T, E, DK, DV>,
+    n: usize,
+) -> Result<GdFit<T, D, DY>, Error> {
+    read_gd_merged(&MergedHead::from_head(head), n)
+}
+
+/// [`read_gd`] for a head given by its merged matrices.
+pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
+    head: &MergedHead<T, E>,
     n: usize,
 ) -> Result<GdFit<T, D, DY>, Error> {
     const { assert!(D + DY == E, "the token width E must equal D + DY") };
     if n == 0 {
         return Err(Error::Empty);
     }
-    let (a, b) = merged(head);
+    let (a, b) = (&head.a, &head.b);
     let at = |m: &SMatrix<T, E, E>, i: usize, j: usize| m.get((i, j)).copied().unwrap_or(T::ZERO);
-    let trace_x = (0..D).fold(T::ZERO, |s, i| s + at(&a, i, i));
+    let trace_x = (0..D).fold(T::ZERO, |s, i| s + at(a, i, i));
     let scale = trace_x / T::from_f64(D as f64);
     if scale == T::ZERO || !scale.is_finite() {
         return Err(Error::ZeroNormaliser);

@@ -1,0 +1,145 @@
+//! The merged form of one LSA head applied to every token of a layer, forward and backward: what deep and
+//! recurrent stacks train with.
+//!
+//! Keys and values come from the N context tokens only, so with the context Gram matrix
+//! `G = sum_j e_j e_j^T` every token's update is `u_t = B G A h_t = C h_t` with `C = B (G A)`
+//! (`A = W_K^T W_Q`, `B = P W_V`, see [`crate::merged`]): one E x E matrix per layer and task, applied to the N
+//! context tokens and the query alike. The token is then written by the layer's [`Update`] rule (damping, "update
+//! only y", clipping). Cost: `N E^2` for `G`, `2 E^3` for `C`, `(N + 1) E^2` to apply it, against
+//! `N E (DK + DV) + (N + 1) (E DK + DK DV + DV E)` for [`crate::lsa_associative`] (equal at N = 10, E = 11; the
+//! merged form wins as soon as the key and value sizes exceed E or the layer is differentiated).
+//!
+//! Numerical contract: `G` by [`add_outer`] over `j` in increasing order; `F = G A` and `C = B F` by [`matmul`];
+//! `u_t = C h_t` by [`matvec`]; context tokens in order, then the query, each by [`Update::apply`], all from the
+//! layer's input (the Gram matrix is taken before any token changes). Equal to [`crate::lsa_associative`] in real
+//! arithmetic (tests: 1e-12 relative in f64); the f32 bits differ from that kernel, so a host and a device that must
+//! agree bit for bit both use this kernel or both the other.
+//!
+//! Backward, for `G_t = dL/dh'_t` on every token: where the rule clips, the gradient of a clipped coordinate is 0
+//! (`Gp_t`); `Gu_t = scale * Gp_t` on the written coordinates (0 below `first`); `dh_t = Gp_t + C^T Gu_t`;
+//! `dC = sum_t Gu_t h_t^T`; `dB += dC F^T`; `dF = B^T dC`; `dA += G dF` (`G` is symmetric); `dG = dF A^T`; and
+//! every context token also takes `(dG + dG^T) e_j`. The tests check it against central finite differences in f64.
+
+use crate::layer::Update;
+use crate::linalg::{add_outer, matmul, matmul_nt, matmul_tn, matvec, matvec_t, zeros};
+use crate::merged::MergedHead;
+use crate::{Error, Real};
+use nalgebra::SMatrix;
+
+/// What a layer's forward keeps for its backward: the context Gram matrix `G`, `F = G A` and `C = B F`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerCache<T: Real, const E: usize> {
+    /// `G = sum_j e_j e_j^T` over the layer's input context.
+    pub gram: SMatrix<T, E, E>,
+    /// `F = G A`.
+    pub ga: SMatrix<T, E, E>,
+    /// `C = B G A`: every token's update is `C h_t`.
+    pub c: SMatrix<T, E, E>,
+}
+
+impl<T: Real, const E: usize> LayerCache<T, E> {
+    /// Zero matrices.
+    pub fn zeros() -> Self {
+        Self { gram: zeros(), ga: zeros(), c: zeros() }
+    }
+}
+
+impl<T: Real, const E: usize> Default for LayerCache<T, E> {
+    fn default() -> Self {
+        Self::zeros()
+    }
+}
+
+impl<T: Real, const E: usize> MergedHead<T, E> {
+    /// Fills `cache` with `G`, `F = G A` and `C = B F` for the context `ctx` (any length; 0 gives `C = 0`).
+    pub fn layer_matrix(&self, ctx: &[[T; E]], cache: &mut LayerCache<T, E>) {
+        let mut gram = zeros::<T, E, E>();
+        for e in ctx {
+            add_outer(&mut gram, e, e);
+        }
+        cache.ga = matmul(&gram, &self.a);
+        cache.c = matmul(&self.b, &cache.ga);
+        cache.gram = gram;
+    }
+
+    /// The layer on every token: `h_t <- rule(h_t, C h_t)` for the context tokens in order and then the query, with
+    /// `C` from the layer's input context (see the module docs). `cache` receives `G`, `F`, `C` for
+    /// [`MergedHead::layer_backward`]. Errors: an invalid [`Update`] rule (checked before any token changes).
+    pub fn layer_forward(
+        &self,
+        upd: &Update<T>,
+        ctx: &mut [[T; E]],
+        query: &mut [T; E],
+        cache: &mut LayerCache<T, E>,
+    ) -> Result<(), Error> {
+        upd.validate(E)?;
+        self.layer_matrix(ctx, cache);
+        for h in ctx.iter_mut().chain(core::iter::once(query)) {
+            let u = matvec(&cache.c, h);
+            upd.apply(h, &u);
+        }
+        Ok(())
+    }
+
+    /// VJP of [`MergedHead::layer_forward`]. `ctx_in` / `query_in` are the layer's inputs and `cache` its forward
+    /// cache; `g_ctx` / `g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; `(dA, dB)` are added into
+    /// `grad`. `g_ctx` must have the length of `ctx_in` (extra entries are left alone, missing ones ignored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_backward(
+        &self,
+        upd: &Update<T>,
+        cache: &LayerCache<T, E>,
+        ctx_in: &[[T; E]],
+        query_in: &[T; E],
+        g_ctx: &mut [[T; E]],
+        g_query: &mut [T; E],
+        grad: &mut MergedHead<T, E>,
+    ) {
+        let mut dc = zeros::<T, E, E>();
+        let tokens = ctx_in.iter().chain(core::iter::once(query_in));
+        let grads = g_ctx.iter_mut().chain(core::iter::once(&mut *g_query));
+        for (h, g) in tokens.zip(grads) {
+            if let Some(c) = upd.clip {
+                // The coordinates the rule clamped pass no gradient.
+                let u = matvec(&cache.c, h);
+                let mut pre = *h;
+                let unclipped = Update { clip: None, ..*upd };
+                unclipped.apply(&mut pre, &u);
+                for (gi, p) in g.iter_mut().zip(pre.iter()) {
+                    // A NaN coordinate passes no gradient either.
+                    let inside = p.abs() <= c;
+                    if !inside {
+                        *gi = T::ZERO;
+                    }
+                }
+            }
+            let mut gu = [T::ZERO; E];
+            for (o, &gi) in gu.iter_mut().zip(g.iter()).skip(upd.first) {
+                *o = if upd.scale == T::ONE { gi } else { upd.scale * gi };
+            }
+            add_outer(&mut dc, &gu, h);
+            let back = matvec_t(&cache.c, &gu);
+            for (gi, b) in g.iter_mut().zip(back.iter()) {
+                *gi += *b;
+            }
+        }
+        // C = B F, F = G A.
+        let db = matmul_nt(&dc, &cache.ga);
+        let df = matmul_tn(&self.b, &dc);
+        let da = matmul(&cache.gram, &df);
+        let dg = matmul_nt(&df, &self.a);
+        for (acc, d) in grad.b.iter_mut().zip(db.iter()) {
+            *acc += *d;
+        }
+        for (acc, d) in grad.a.iter_mut().zip(da.iter()) {
+            *acc += *d;
+        }
+        // G = sum_j e_j e_j^T: de_j = (dG + dG^T) e_j.
+        let sym = dg + dg.transpose();
+        for (gj, e) in g_ctx.iter_mut().zip(ctx_in.iter()) {
+            for (gi, v) in gj.iter_mut().zip(matvec(&sym, e).iter()) {
+                *gi += *v;
+            }
+        }
+    }
+}
