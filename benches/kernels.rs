@@ -173,27 +173,34 @@ fn gd(c: &mut Criterion) {
 }
 
 fn train(c: &mut Criterion) {
-    use dualform_harness::tasks::TaskSampler;
-    use dualform_harness::train::{train, TrainConfig};
+    use dualform::Update;
+    use dualform_harness::model::Lsa;
+    use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
+    use dualform_harness::train::{reference, train, TrainSpec};
     let mut group = c.benchmark_group("train");
-    group.sample_size(30);
-    let sampler = TaskSampler { d: 10, n: 10, input_range: 1.0 };
-    let init = dualform_harness::params::init::<11>(&mut dualform_harness::tasks::stream_rng(0, u64::MAX), 1);
-    let cfg = TrainConfig {
-        steps: 1,
-        batch: 2048,
-        lr: 1e-3,
-        b1: 0.9,
-        b2: 0.98,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        clip: 1e-3,
-        seed: 0,
-    };
+    group.sample_size(20);
+    let sampler = TaskSampler::new(10, 10, 1.0);
     group.throughput(Throughput::Elements(2048));
-    group.bench_function("step_batch_2048_d10_n10", |b| {
-        b.iter(|| black_box(train(init.clone(), &sampler, &cfg, |_, _, _| Ok(())).ok()))
-    });
+    // One training step (tasks, forward, backward, Adam) at batch 2048, d = N = 10, on the rayon pool (all cores).
+    // K = 1 is the single layer (query-only kernel); K >= 2 distinct layers update every token (full-layer kernel).
+    for layers in 1..=5usize {
+        let update = Update { clip: reference::token_clip(layers), ..Update::residual() };
+        let init = Lsa::<11>::init(&mut stream_rng(0, streams::INIT), layers, (0..layers).collect(), update)
+            .expect("a valid model");
+        let spec = TrainSpec {
+            steps: 1,
+            batch: 2048,
+            seed: 0,
+            adam: dualform_harness::optim::AdamW::reference(reference::lr(layers)),
+            clip: reference::grad_clip(layers),
+        };
+        group.bench_function(format!("step_batch_2048_d10_n10_layers_{layers}"), |b| {
+            b.iter(|| {
+                let mut m = init.clone();
+                black_box(train(&mut m, &sampler, &spec, |_, _, _| Ok(())).ok())
+            })
+        });
+    }
     group.finish();
 }
 

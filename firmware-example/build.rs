@@ -6,14 +6,15 @@
 //! - `DUALFORM_GD_WEIGHTS` (default `data/gd.safetensors`): the GD construction, same layout;
 //! - `DUALFORM_GOLDEN` (default `data/golden.safetensors`): tensors `ctx` `[T, N, E]`, `query` `[T, E]`, `y` `[T]`.
 //!
-//! Names, dtypes and shapes are checked (a clear build error otherwise). The generated `data.rs` holds every value
+//! Every file goes through the shared loader (`dualform-tensors`: header, offsets, dtypes, finite values,
+//! metadata), then names, shapes and formats are checked here (a build error naming the file and tensor otherwise).
+//! The generated `data.rs` holds every value
 //! as `f32::from_bits` (exact), the sizes E, N, T, and the SHA-256 of each weight file. It also merges each layer's
 //! head into `A = W_K^T W_Q`, `B = P W_V` with the core's own `MergedHead::from_head`, run here on the host: the
 //! core's arithmetic is the same bits on every target, so the device reads the merged matrices from flash instead
 //! of computing them into RAM.
 
-use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
+use dualform_tensors::TensorFile;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
@@ -31,14 +32,9 @@ fn input(var: &str, default: &str) -> PathBuf {
     path
 }
 
-/// A tensor's shape and values, checked to be F32.
-fn tensor(st: &SafeTensors, path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap_or_else(|e| fail(format!("{}: tensor `{name}`: {e}", path.display())));
-    if t.dtype() != Dtype::F32 {
-        fail(format!("{}: tensor `{name}` is {:?}, expected F32", path.display(), t.dtype()));
-    }
-    let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    (t.shape().to_vec(), v)
+/// The validated file at `path`, or a build error naming the problem.
+fn read(path: &Path) -> TensorFile {
+    TensorFile::read(path).unwrap_or_else(|e| fail(e.to_string()))
 }
 
 fn f32s(v: &[f32]) -> String {
@@ -71,31 +67,30 @@ fn merged<const E: usize>(mats: &[Vec<f32>]) -> String {
 
 /// A layer's Rust expression, plus E and the file's SHA-256, and its row-major matrices.
 fn layer(path: &Path) -> (String, usize, String, Vec<Vec<f32>>) {
-    let bytes = fs::read(path).unwrap_or_else(|e| fail(format!("cannot read weights {}: {e}", path.display())));
-    let st =
-        SafeTensors::deserialize(&bytes).unwrap_or_else(|e| fail(format!("{}: not safetensors: {e}", path.display())));
-    let mut e_seen = None;
+    let f = read(path);
+    f.expect_format("dualform-lsa-v1").unwrap_or_else(|e| fail(e.to_string()));
+    if f.meta("layers").is_ok_and(|l| l != "1") || f.meta("applications").is_ok_and(|a| a != "1") {
+        fail(format!("{}: the golden run embeds one layer applied once", path.display()));
+    }
+    let e = match f.tensor("w_q").map(|t| t.shape.clone()) {
+        Ok(shape) => match shape[..] {
+            [r, c] if r == c && r >= 2 => r,
+            _ => fail(format!("{}: w_q: shape {shape:?}, expected [E, E]", path.display())),
+        },
+        Err(err) => fail(err.to_string()),
+    };
     let mut mats = Vec::new();
     let mut raw = Vec::new();
     for name in ["w_q", "w_k", "w_v", "p"] {
-        let (shape, v) = tensor(&st, path, name);
-        let e = match shape[..] {
-            [r, c] if r == c && r >= 2 => r,
-            _ => fail(format!("{}: tensor `{name}` has shape {shape:?}, expected [E, E]", path.display())),
-        };
-        if *e_seen.get_or_insert(e) != e {
-            fail(format!("{}: tensor `{name}` is {e} x {e}, the others are not", path.display()));
-        }
+        let v = f.values(name, &[e, e]).unwrap_or_else(|err| fail(err.to_string())).to_vec();
         // Row-major on disk; nalgebra stores columns.
         let cols: Vec<String> = (0..e).map(|j| f32s(&(0..e).map(|i| v[i * e + j]).collect::<Vec<_>>())).collect();
         mats.push(format!("m([{}])", cols.join(",")));
         raw.push(v);
     }
-    let e = e_seen.unwrap_or(0);
     let expr =
         format!("Layer {{ heads: [Head {{ w_q: {}, w_k: {}, w_v: {}, p: {} }}] }}", mats[0], mats[1], mats[2], mats[3]);
-    let hash = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
-    (expr, e, hash, raw)
+    (expr, e, f.sha256.clone(), raw)
 }
 
 fn main() {
@@ -115,18 +110,15 @@ fn main() {
         fail(format!("the trained weights have E = {e1} but the GD weights E = {e2}"));
     }
     let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
-    let bytes = fs::read(&golden).unwrap_or_else(|e| fail(format!("cannot read {}: {e}", golden.display())));
-    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| fail(format!("{}: {e}", golden.display())));
-    let (cs, ctx) = tensor(&st, &golden, "ctx");
-    let (qs, query) = tensor(&st, &golden, "query");
-    let (ys, y) = tensor(&st, &golden, "y");
-    let [t, n, e] = cs[..] else { fail(format!("{}: `ctx` has shape {cs:?}, expected [T, N, E]", golden.display())) };
-    if e != e1 || qs != [t, e] || ys != [t] || t == 0 || n == 0 {
-        fail(format!(
-            "{}: golden shapes ctx {cs:?}, query {qs:?}, y {ys:?} do not fit the weights' E = {e1}",
-            golden.display()
-        ));
+    let g = read(&golden);
+    g.expect_format("dualform-golden-v1").unwrap_or_else(|e| fail(e.to_string()));
+    let cs = g.tensor("ctx").unwrap_or_else(|e| fail(e.to_string())).shape.clone();
+    let [t, n, e] = cs[..] else { fail(format!("{}: ctx: shape {cs:?}, expected [T, N, E]", golden.display())) };
+    if e != e1 || t == 0 || n == 0 {
+        fail(format!("{}: ctx: shape {cs:?} does not fit the weights' E = {e1}", golden.display()));
     }
+    let get = |name: &str, shape: &[usize]| g.values(name, shape).unwrap_or_else(|err| fail(err.to_string())).to_vec();
+    let (ctx, query, y) = (get("ctx", &[t, n, e]), get("query", &[t, e]), get("y", &[t]));
     let tokens = |v: &[f32]| v.chunks_exact(e).map(f32s).collect::<Vec<_>>().join(",");
     let mut code = String::new();
     let _ = writeln!(code, "/// Token width (d + 1).\npub const E: usize = {e};");

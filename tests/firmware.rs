@@ -2,7 +2,8 @@
 //! the same f32 bits on the Cortex-M4F (emulated) as on the host; and a build with a changed weight must fail the
 //! check. Both tests build the firmware (release, fat LTO) and need `qemu-system-arm` (../test.sh installs both).
 
-use dualform_harness::firmware::{check_golden, compare, host_golden, run_golden};
+use dualform_harness::firmware::golden_check::{check_golden, compare_bits, host_golden, run_golden};
+use dualform_harness::model::{save, Lsa};
 use dualform_tests::firmware_dir;
 
 /// Token width of the committed golden data (d = 10).
@@ -27,18 +28,20 @@ fn a_changed_weight_fails_the_check() {
     std::fs::create_dir_all(&tmp).unwrap();
     // One entry of W_V changed by 1e-4 relative: far below any tolerance a float comparison would use, visible in
     // the bits. (A change of one ulp in this weight is absorbed by rounding and reaches no output.)
-    let mut layer = dualform_harness::params::load::<E>(&data.join("trained.safetensors")).unwrap();
-    layer.heads[0].w_v[(E - 1, 3)] *= 1.0 + 1e-4;
+    let file = dualform_tensors::TensorFile::read(&data.join("trained.safetensors")).unwrap();
+    let model = Lsa::<E>::from_file(&file).unwrap();
+    let mut head = model.layers()[0].clone();
+    head.w_v[(E - 1, 3)] *= 1.0 + 1e-4;
     let changed = tmp.join("trained.safetensors");
-    dualform_harness::params::save(&layer, &[("model", "changed".into())], &changed).unwrap();
+    save(&Lsa::single(head), &[("model", "changed".into())], &changed).unwrap();
     let env = [("DUALFORM_WEIGHTS", changed.to_str().unwrap())];
     // The hash check names the weights...
     let err = check_golden::<E>(&dir, &data, &env).unwrap_err().to_string();
     assert!(err.contains("other weights"), "{err}");
     // ...and the bit comparison alone also catches the change.
     let device = run_golden(&dir, &env).unwrap();
-    let host = host_golden::<E>(&data).unwrap();
-    let mismatch = compare(&device.results, &host).unwrap_err();
+    let (host, _) = host_golden::<E>(&data).unwrap();
+    let mismatch = compare_bits(&device.results, &host).unwrap_err();
     assert!(mismatch.contains("trained") && mismatch.contains("device 0x"), "{mismatch}");
     eprintln!("changed weight detected: {mismatch}");
     // Leave the default build in place for whoever runs next.

@@ -28,9 +28,10 @@ include!(concat!(env!("OUT_DIR"), "/data.rs"));
 pub mod golden {
     use super::{CTX, E, GD, MERGED_GD, MERGED_TRAINED, N, QUERY, TRAINED, Y};
     use dualform::{lsa_associative, prediction, Mask, StreamingContext, Update};
+    use dualform_protocol::{Kind, Line};
 
-    fn report(task: usize, kind: &str, v: f32) {
-        defmt::println!("pred {=usize} {=str} {=f32} {=u32}", task, kind, v, v.to_bits());
+    fn report(task: usize, kind: Kind, v: f32) {
+        Line::Pred { task, kind, bits: v.to_bits() }.emit();
     }
 
     /// The full layer's prediction for the query (all tokens updated, as the layer defines).
@@ -51,7 +52,7 @@ pub mod golden {
         for (k, token) in CTX[task].iter().enumerate() {
             stream.push(*token)?;
             let p = stream.predict::<{ E - 1 }, 1>(&x)[0];
-            defmt::println!("stream {=usize} {=usize} {=f32} {=u32}", task, k + 1, p, p.to_bits());
+            Line::Stream { task, pairs: k + 1, bits: p.to_bits() }.emit();
         }
         Ok(())
     }
@@ -60,10 +61,10 @@ pub mod golden {
     #[inline(never)]
     pub fn task(task: usize) -> Result<(f32, f32), dualform::Error> {
         let (t, g) = (full(&TRAINED, task)?, full(&GD, task)?);
-        report(task, "trained_full", t);
-        report(task, "gd_full", g);
-        report(task, "trained_merged", MERGED_TRAINED.predict::<1>(&CTX[task], &QUERY[task])[0]);
-        report(task, "gd_merged", MERGED_GD.predict::<1>(&CTX[task], &QUERY[task])[0]);
+        report(task, Kind::TrainedFull, t);
+        report(task, Kind::GdFull, g);
+        report(task, Kind::TrainedMerged, MERGED_TRAINED.predict::<1>(&CTX[task], &QUERY[task])[0]);
+        report(task, Kind::GdMerged, MERGED_GD.predict::<1>(&CTX[task], &QUERY[task])[0]);
         stream(task)?;
         Ok((0.5 * (t - Y[task]) * (t - Y[task]), 0.5 * (g - Y[task]) * (g - Y[task])))
     }

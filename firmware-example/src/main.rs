@@ -7,19 +7,20 @@
 
 use cortex_m_rt::entry;
 use dualform_firmware::{exit, golden, paint_stack, stack_peak, E, GD_SHA256, N, TASKS, TRAINED_SHA256};
+use dualform_protocol::{Line, Model};
 
 fn run() -> Result<(), dualform::Error> {
-    defmt::println!("dualform firmware: E {=usize} N {=usize} tasks {=usize}", E, N, TASKS);
-    defmt::println!("weights trained {=str} gd {=str}", TRAINED_SHA256, GD_SHA256);
+    Line::Header { e: E, n: N, tasks: TASKS }.emit();
+    Line::Weights { trained: TRAINED_SHA256, gd: GD_SHA256 }.emit();
     let (mut loss_trained, mut loss_gd) = (0.0f32, 0.0f32);
     for task in 0..TASKS {
         let (t, g) = golden::task(task)?;
         loss_trained += t;
         loss_gd += g;
     }
-    for (kind, loss) in [("trained", loss_trained), ("gd", loss_gd)] {
+    for (model, loss) in [(Model::Trained, loss_trained), (Model::Gd, loss_gd)] {
         let mean = loss / TASKS as f32;
-        defmt::println!("loss {=str} {=f32} {=u32}", kind, mean, mean.to_bits());
+        Line::Loss { model, bits: mean.to_bits() }.emit();
     }
     Ok(())
 }
@@ -29,8 +30,8 @@ fn main() -> ! {
     let floor = paint_stack();
     match run() {
         Ok(()) => {
-            defmt::println!("stack {=usize}", stack_peak(floor));
-            defmt::println!("done");
+            Line::Stack { bytes: stack_peak(floor) }.emit();
+            Line::Done.emit();
             exit(0)
         }
         Err(e) => {

@@ -7,8 +7,8 @@
 
 use crate::tasks::TaskSampler;
 use crate::HarnessError;
-use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use dualform_tensors::{Tensor, TensorFile};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A set of golden tasks with token width E.
@@ -41,21 +41,13 @@ impl<const E: usize> Golden<E> {
     /// Writes the file described in the module docs.
     pub fn save(&self, d: usize, seed: u64, path: &Path) -> Result<(), HarnessError> {
         let n = self.ctx.first().map_or(0, |c| c.len());
-        let le = |v: &mut Vec<u8>, x: f32| v.extend_from_slice(&x.to_le_bytes());
-        let mut ctx = Vec::new();
-        self.ctx.iter().flatten().flatten().for_each(|&x| le(&mut ctx, x));
-        let mut query = Vec::new();
-        self.query.iter().flatten().for_each(|&x| le(&mut query, x));
-        let mut y = Vec::new();
-        self.y.iter().for_each(|&x| le(&mut y, x));
         let t = self.y.len();
-        let err = |e: safetensors::SafeTensorError| HarnessError::Io(format!("golden tasks: {e}"));
-        let views = vec![
-            ("ctx", safetensors::tensor::TensorView::new(Dtype::F32, vec![t, n, E], &ctx).map_err(err)?),
-            ("query", safetensors::tensor::TensorView::new(Dtype::F32, vec![t, E], &query).map_err(err)?),
-            ("y", safetensors::tensor::TensorView::new(Dtype::F32, vec![t], &y).map_err(err)?),
+        let tensors = [
+            Tensor::new("ctx", vec![t, n, E], self.ctx.iter().flatten().flatten().copied().collect()),
+            Tensor::new("query", vec![t, E], self.query.iter().flatten().copied().collect()),
+            Tensor::new("y", vec![t], self.y.clone()),
         ];
-        let meta: BTreeMap<&str, String> = [
+        let meta: BTreeMap<String, String> = [
             ("format", "dualform-golden-v1".to_string()),
             ("d", d.to_string()),
             ("n", n.to_string()),
@@ -63,37 +55,25 @@ impl<const E: usize> Golden<E> {
             ("tasks", t.to_string()),
         ]
         .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let info = HashMap::from([("dualform".to_string(), serde_json::to_string(&meta).unwrap_or_default())]);
-        safetensors::serialize_to_file(views, Some(info), path)
-            .map_err(|e| HarnessError::Io(format!("writing {}: {e}", path.display())))
+        TensorFile::write(path, &tensors, &meta)?;
+        Ok(())
     }
 
-    /// Reads a file written by [`Golden::save`], checking names, dtypes and shapes against E.
+    /// Reads and validates a file written by [`Golden::save`] for token width E.
     pub fn load(path: &Path) -> Result<Self, HarnessError> {
-        let bytes = std::fs::read(path).map_err(|e| HarnessError::Io(format!("reading {}: {e}", path.display())))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| HarnessError::Io(format!("{}: {e}", path.display())))?;
-        let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), HarnessError> {
-            let t = st.tensor(name).map_err(|e| HarnessError::Io(format!("{}: tensor {name}: {e}", path.display())))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(HarnessError::Io(format!("{}: tensor {name} is not F32", path.display())));
-            }
-            let v = crate::params::f32_le(t.data());
-            Ok((t.shape().to_vec(), v))
-        };
-        let (cs, cv) = get("ctx")?;
-        let (qs, qv) = get("query")?;
-        let (ys, yv) = get("y")?;
-        let shape_err = || HarnessError::Io(format!("{}: golden tensors do not fit token width {E}", path.display()));
-        let [t, n, e] = cs[..] else { return Err(shape_err()) };
-        if e != E || qs != [t, E] || ys != [t] {
-            return Err(shape_err());
-        }
+        let f = TensorFile::read(path)?;
+        f.expect_format("dualform-golden-v1")?;
+        let (t, n): (usize, usize) = (f.meta_parse("tasks")?, f.meta_parse("n")?);
+        let ctx = f.values("ctx", &[t, n, E])?;
+        let query = f.values("query", &[t, E])?;
+        let y = f.values("y", &[t])?;
         let token = |s: &[f32]| -> [f32; E] { core::array::from_fn(|i| s[i]) };
         Ok(Golden {
-            ctx: cv.chunks_exact(n * E).map(|task| task.chunks_exact(E).map(token).collect()).collect(),
-            query: qv.chunks_exact(E).map(token).collect(),
-            y: yv,
+            ctx: ctx.chunks_exact(n * E).map(|task| task.chunks_exact(E).map(token).collect()).collect(),
+            query: query.chunks_exact(E).map(token).collect(),
+            y: y.to_vec(),
         })
     }
 }
@@ -107,18 +87,24 @@ pub fn export(from: &Path, out: &Path, d: usize, n: usize, tasks: usize, seed: u
     if !out.is_dir() {
         return Err(HarnessError::BadOutput(format!("--out {} is not a folder", out.display())));
     }
-    for (src, dst) in [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")] {
-        std::fs::copy(from.join(src), out.join(dst))
-            .map_err(|e| HarnessError::Io(format!("copying {}: {e}", from.join(src).display())))?;
-    }
-    let sampler = TaskSampler { d, n, input_range: 1.0 };
+    let sampler = TaskSampler::new(d, n, 1.0);
     fn write<const D: usize, const E: usize>(
         s: &TaskSampler,
+        from: &Path,
         seed: u64,
         tasks: usize,
         out: &Path,
     ) -> Result<(), HarnessError> {
+        // Every weight file is validated by the shared loader before anything is written.
+        let files = [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")];
+        for (src, _) in files {
+            crate::firmware::golden_check::load_head::<E>(&from.join(src))?;
+        }
+        for (src, dst) in files {
+            std::fs::copy(from.join(src), out.join(dst))
+                .map_err(|e| HarnessError::Io(format!("copying {}: {e}", from.join(src).display())))?;
+        }
         Golden::<E>::generate(s, seed, tasks).save(D, seed, &out.join("golden.safetensors"))
     }
-    crate::with_d!(d, write(&sampler, seed, tasks, out))
+    crate::with_d!(d, write(&sampler, from, seed, tasks, out))
 }

@@ -2,15 +2,26 @@
 //!
 //! Trains small LSA models on in-context linear regression with the `dualform` core's own forward and backward
 //! kernels, compares them with gradient descent and honest alternatives, and writes reports, curves, plots and
-//! weights. The binary `dualform` is a thin layer over [`single_layer::run`] and friends.
+//! weights. The binary `dualform` is a thin layer over [`experiments::reproduce`] and the firmware commands.
+//!
+//! Where things are: [`experiments`] (one file per experiment, the registry and the runner), [`net`] (the forward
+//! and backward every model runs), [`model`] (parameterisations: trained LSA weights, the GD references),
+//! [`train`] and [`optim`] (training and fitting), [`eval`] (metrics), [`report`] (typed reports), [`settings`]
+//! (argument groups), [`tasks`] (seeded tasks and random streams), [`plot`], [`output`], [`golden`] and
+//! [`firmware`] (the device side).
 
 pub mod eval;
+pub mod experiments;
 pub mod firmware;
 pub mod golden;
+pub mod model;
+pub mod net;
+pub mod optim;
 pub mod output;
-pub mod params;
 pub mod plot;
-pub mod single_layer;
+pub mod report;
+pub mod settings;
+pub mod stats;
 pub mod tasks;
 pub mod train;
 
@@ -19,8 +30,12 @@ use std::fmt;
 /// Why a harness command failed; [`HarnessError::exit_code`] maps it to the process exit code.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HarnessError {
+    /// Help or version text was asked for (printed to stdout, exit code 0).
+    Help(String),
     /// A flag out of range (exit code 2).
     Usage(String),
+    /// An input file that cannot be used (exit code 2): the message names the file and the tensor or key.
+    BadInput(String),
     /// The output folder cannot be created or written (exit code 2).
     BadOutput(String),
     /// Reading or writing a file failed (exit code 1).
@@ -38,7 +53,8 @@ impl HarnessError {
     /// 2 for bad input, 1 for failures during the run.
     pub fn exit_code(&self) -> i32 {
         match self {
-            HarnessError::Usage(_) | HarnessError::BadOutput(_) => 2,
+            HarnessError::Help(_) => 0,
+            HarnessError::Usage(_) | HarnessError::BadOutput(_) | HarnessError::BadInput(_) => 2,
             _ => 1,
         }
     }
@@ -47,7 +63,11 @@ impl HarnessError {
 impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HarnessError::Usage(m) | HarnessError::BadOutput(m) | HarnessError::Io(m) => write!(f, "{m}"),
+            HarnessError::Help(m)
+            | HarnessError::Usage(m)
+            | HarnessError::BadOutput(m)
+            | HarnessError::BadInput(m)
+            | HarnessError::Io(m) => write!(f, "{m}"),
             HarnessError::NonFinite { step } => {
                 write!(f, "training diverged: the loss is NaN or infinite at step {step} (try a smaller learning rate)")
             }
@@ -57,6 +77,12 @@ impl fmt::Display for HarnessError {
 }
 
 impl std::error::Error for HarnessError {}
+
+impl From<dualform_tensors::TensorError> for HarnessError {
+    fn from(e: dualform_tensors::TensorError) -> Self {
+        HarnessError::BadInput(e.to_string())
+    }
+}
 
 impl From<dualform::Error> for HarnessError {
     fn from(e: dualform::Error) -> Self {

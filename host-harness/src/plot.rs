@@ -1,5 +1,5 @@
-//! Training curves as a PNG in the style of the reference figure: losses of the trained model and of GD, the
-//! cosine between their sensitivities, and the mean prediction difference, over training steps.
+//! Line charts as PNG: one or more panels side by side, each with labelled series, written once for every
+//! experiment's pictures.
 //!
 //! Text needs a TrueType font: `DUALFORM_FONT` if set, else DejaVu Sans or Liberation Sans from the usual system
 //! folders (Debian's `fonts-dejavu-core`). Without one, plotting returns an error and the run notes it.
@@ -9,21 +9,69 @@ use plotters::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// One logged point of a training run.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct CurvePoint {
-    /// Training step (1-based).
-    pub step: u64,
-    /// Mean loss of that step's training batch.
-    pub train_loss: f64,
-    /// Loss of the model on the probe tasks.
-    pub probe_loss: f64,
-    /// Loss of the tuned GD step on the probe tasks.
-    pub gd_probe_loss: f64,
-    /// Model cos against GD on the probe tasks.
-    pub model_cos: f64,
-    /// Preds diff against GD on the probe tasks.
-    pub preds_diff: f64,
+/// One line of a panel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Points `(x, y)`; non-finite points are left out.
+    pub points: Vec<(f64, f64)>,
+    /// Draw dashed (references) rather than solid (trained models).
+    pub dashed: bool,
+    /// Also mark each point.
+    pub markers: bool,
+}
+
+impl Series {
+    /// A solid line.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self { label: label.into(), points, dashed: false, markers: false }
+    }
+
+    /// A dashed line (a reference).
+    pub fn dashed(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self { label: label.into(), points, dashed: true, markers: false }
+    }
+
+    /// With a marker on every point.
+    pub fn with_markers(mut self) -> Self {
+        self.markers = true;
+        self
+    }
+}
+
+/// One chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    /// Caption.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Logarithmic y axis.
+    pub log_y: bool,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+impl Panel {
+    /// A panel with linear axes.
+    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>) -> Self {
+        Self { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), log_y: false, series: vec![] }
+    }
+
+    /// With a logarithmic y axis.
+    pub fn log_y(mut self) -> Self {
+        self.log_y = true;
+        self
+    }
+
+    /// Adds a series.
+    pub fn with(mut self, s: Series) -> Self {
+        self.series.push(s);
+        self
+    }
 }
 
 const FONT_PATHS: [&str; 4] = [
@@ -54,78 +102,117 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> HarnessError {
     HarnessError::Io(format!("plot: {e:?}"))
 }
 
-/// Draws the three panels into `path` (PNG, 1500 x 460).
-pub fn curves_png(points: &[CurvePoint], zero_loss: f64, path: &Path) -> Result<(), HarnessError> {
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(80, 80, 80),
+];
+
+/// Draws `panels` side by side into `path` (PNG, 500 x 460 pixels per panel).
+pub fn draw(path: &Path, panels: &[Panel]) -> Result<(), HarnessError> {
     register_font().map_err(HarnessError::Io)?;
-    if points.is_empty() {
-        return Err(HarnessError::Io("plot: no curve points".into()));
+    if panels.is_empty() {
+        return Err(HarnessError::Io("plot: no panels".into()));
     }
-    let root = BitMapBackend::new(path, (1500, 460)).into_drawing_area();
+    let root = BitMapBackend::new(path, (500 * panels.len() as u32, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
-    let panels = root.split_evenly((1, 3));
-    let last = points.last().map(|p| p.step).unwrap_or(1).max(1);
-    let steps = 0u64..last;
-    let font = ("sans-serif", 18);
-
-    // Losses.
-    let top = points.iter().map(|p| p.probe_loss.max(p.gd_probe_loss)).fold(zero_loss, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&panels[0])
-        .caption("Loss", font)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(steps.clone(), 0.0..top)
-        .map_err(draw_err)?;
-    chart.configure_mesh().x_desc("training step").y_desc("loss").draw().map_err(draw_err)?;
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.step, p.probe_loss)), BLUE.stroke_width(2)))
-        .map_err(draw_err)?
-        .label("trained LSA")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.step, p.gd_probe_loss)), RED.stroke_width(2)))
-        .map_err(draw_err)?
-        .label("one step of GD")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new([(0, zero_loss), (last, zero_loss)], BLACK.mix(0.4)))
-        .map_err(draw_err)?
-        .label("predict 0")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.4)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err)?;
-
-    // Model cos.
-    let mut chart = ChartBuilder::on(&panels[1])
-        .caption("Model cos (trained vs GD)", font)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(steps.clone(), 0.0..1.02)
-        .map_err(draw_err)?;
-    chart.configure_mesh().x_desc("training step").draw().map_err(draw_err)?;
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.step, p.model_cos)), BLUE.stroke_width(2)))
-        .map_err(draw_err)?;
-
-    // Preds diff.
-    let top = points.iter().map(|p| p.preds_diff).fold(1e-6, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(&panels[2])
-        .caption("Preds diff (trained vs GD)", font)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(steps, 0.0..top)
-        .map_err(draw_err)?;
-    chart.configure_mesh().x_desc("training step").draw().map_err(draw_err)?;
-    chart
-        .draw_series(LineSeries::new(points.iter().map(|p| (p.step, p.preds_diff)), BLUE.stroke_width(2)))
-        .map_err(draw_err)?;
+    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
     root.present().map_err(draw_err)?;
     Ok(())
+}
+
+fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: &Panel) -> Result<(), HarnessError> {
+    let pts = || p.series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
+    let (mut y0, mut y1) = pts()
+        .filter(|(_, y)| !p.log_y || *y > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, y)| (a.min(*y), b.max(*y)));
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (if p.log_y { 0.1 } else { 0.0 }, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let font = ("sans-serif", 18);
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(&p.title, font).margin(12).x_label_area_size(36).y_label_area_size(64);
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart.configure_mesh().x_desc(&p.x_label).y_desc(&p.y_label).draw().map_err(draw_err)?;
+            for (i, s) in p.series.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                let style = color.stroke_width(if s.dashed { 1 } else { 2 });
+                let data: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!p.log_y || *y > 0.0))
+                    .collect();
+                let anno = if s.dashed {
+                    chart.draw_series(DashedLineSeries::new(data.clone(), 6, 4, style)).map_err(draw_err)?
+                } else {
+                    chart.draw_series(LineSeries::new(data.clone(), style)).map_err(draw_err)?
+                };
+                anno.label(s.label.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                if s.markers {
+                    chart
+                        .draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
+                        .map_err(draw_err)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(draw_err)?;
+        }};
+    }
+    if p.log_y {
+        let (lo, hi) = (y0 * 0.8, y1 * 1.25);
+        finish!(builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(draw_err)?);
+    } else {
+        let pad = (y1 - y0).abs().max(1e-9) * 0.05;
+        finish!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(draw_err)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_panel_chart_is_a_png_of_the_expected_size() {
+        if register_font().is_err() {
+            eprintln!("no font on this machine; the CLI test covers the missing-font note");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.png");
+        let a = Panel::new("loss", "step", "loss").with(Series::line("a", vec![(0.0, 1.0), (1.0, 0.5)]));
+        let b = Panel::new("log", "x", "y")
+            .log_y()
+            .with(Series::dashed("b", vec![(0.0, 1.0), (1.0, 0.01), (2.0, f64::NAN)]).with_markers());
+        draw(&p, &[a, b]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        // Width and height from the IHDR chunk.
+        let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert_eq!((w, h), (1000, 460));
+    }
 }

@@ -1,11 +1,12 @@
 //! Seeded in-context regression tasks, and the closed-form optimum of one GD step on them.
 //!
-//! A task: `w ~ N(0, I_d)`, inputs `x ~ U(-r/2, r/2)^d` (r = `input_range`), targets `y = w . x` (no noise); N
-//! context tokens `(x_j, y_j)` and a query `(x_q, 0)` whose target is `y_q`.
+//! A task: `w ~ N(0, s^2 I_d)` (s = `weight_scale`, 1 in the reference), inputs `x ~ U(-r/2, r/2)^d`
+//! (r = `input_range`), targets `y = w . x` (no noise); N context tokens `(x_j, y_j)` and a query `(x_q, 0)` whose
+//! target is `y_q`.
 //!
 //! Determinism: tasks come in chunks of [`CHUNK`]; chunk `c` of a batch draws from its own Xoshiro256++ stream seeded
 //! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
-//! in chunk order.
+//! in chunk order. Which stream ids a run uses for what is decided in one place, [`streams`].
 
 use dualform::linalg::dot;
 use rand::{Rng, SeedableRng};
@@ -14,6 +15,26 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Tasks per random stream and per parallel work unit.
 pub const CHUNK: usize = 64;
+
+/// The stream ids of a run. Two seeds: the training seed (initial weights, training batches) and the evaluation seed
+/// (held-out tasks, tuning tasks, curve probes), with disjoint stream ranges inside each.
+pub mod streams {
+    use super::CHUNK;
+
+    /// Evaluation seed: the held-out tasks every reported figure is measured on.
+    pub const EVAL: u64 = 0;
+    /// Evaluation seed: the tasks references are tuned or fitted on (never the held-out ones).
+    pub const TUNE: u64 = 1 << 40;
+    /// Evaluation seed: the tasks the training curves are logged on.
+    pub const PROBE: u64 = 2 << 40;
+    /// Training seed: the initial weights (training batches never reach it).
+    pub const INIT: u64 = u64::MAX;
+
+    /// Training seed: the first stream of the batch of `step` (0-based) when batches hold `batch` tasks.
+    pub fn batch(step: u64, batch: usize) -> u64 {
+        step * batch.div_ceil(CHUNK) as u64
+    }
+}
 
 /// Two uniform values in [-0.5, 0.5) from 64 random bits: 23 bits each, placed in the mantissa of a float in
 /// [1, 2) (exact, no rounding), minus 1.5.
@@ -39,6 +60,15 @@ pub struct TaskSampler {
     pub n: usize,
     /// Width r of the input interval (-r/2, r/2).
     pub input_range: f32,
+    /// Standard deviation of the task weights `w`.
+    pub weight_scale: f32,
+}
+
+impl TaskSampler {
+    /// The reference distribution with `d` inputs, `n` pairs and input range `input_range` (weight scale 1).
+    pub fn new(d: usize, n: usize, input_range: f32) -> Self {
+        Self { d, n, input_range, weight_scale: 1.0 }
+    }
 }
 
 impl TaskSampler {
@@ -48,7 +78,8 @@ impl TaskSampler {
     pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
         let mut w = [0.0f32; E];
         for wi in w.iter_mut().take(self.d) {
-            *wi = StandardNormal.sample(rng);
+            let z: f32 = StandardNormal.sample(rng);
+            *wi = if self.weight_scale == 1.0 { z } else { z * self.weight_scale };
         }
         let range = self.input_range;
         let mut draw = |token: &mut [f32; E]| {
@@ -106,7 +137,7 @@ impl TaskSampler {
 /// `a = 1/N sum_j y_j (x_j . x_q)`: `E[a y] = d s2^2`,
 /// `E[a^2] = (N (N-1) d s2^3 + N d s2 ((d-1) s2^2 + m4)) / N^2`, `E[y^2] = d s2`;
 /// `eta* = E[a y] / E[a^2]`, `loss* = (E[y^2] - E[a y]^2 / E[a^2]) / 2`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClosedForm {
     /// Optimal rate.
     pub eta: f64,
@@ -143,7 +174,7 @@ mod tests {
 
     #[test]
     fn tasks_follow_the_distribution() {
-        let s = TaskSampler { d: 3, n: 4, input_range: 2.0 };
+        let s = TaskSampler::new(3, 4, 2.0);
         let mut rng = stream_rng(1, 0);
         let mut ctx = [[0.0f32; 4]; 4];
         let (mut sum_x2, mut count) = (0.0f64, 0);

@@ -1,6 +1,8 @@
-//! The `dualform` command line: bad flags fail cleanly, a quick run writes a complete report, and runs are
-//! reproducible bit for bit (weights) across repetitions and thread counts.
+//! The `dualform` command line: bad flags fail cleanly, a quick run writes a complete report (read back through the
+//! typed report), and runs are reproducible bit for bit (weights) across repetitions and thread counts.
 
+use dualform_harness::experiments::single_layer::{Results, Settings};
+use dualform_harness::report::{read, Report};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -86,16 +88,8 @@ fn diverging_training_stops_naming_the_step_and_leaves_nothing() {
     assert!(!out.exists(), "the output folder created for the run must be removed");
 }
 
-fn read_report(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("single-layer/report.json")).unwrap()).unwrap()
-}
-
-fn num(v: &Value, path: &str) -> f64 {
-    let mut cur = v;
-    for key in path.split('.') {
-        cur = &cur[key];
-    }
-    cur.as_f64().unwrap_or_else(|| panic!("report field {path} is not a number: {cur}"))
+fn read_report(dir: &Path) -> Report<Settings, Results> {
+    read(&dir.join("single-layer/report.json")).unwrap()
 }
 
 #[test]
@@ -107,47 +101,51 @@ fn quick_run_writes_a_complete_report_that_matches_gd() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("verdict:"), "{stdout}");
     let r = read_report(&out);
-    for f in [
-        "config.d",
-        "config.n",
-        "config.input_range",
-        "config.seed",
-        "config.steps",
-        "config.batch",
-        "config.eval_tasks",
-        "gd.eta",
-        "gd.loss",
-        "trained.loss",
-        "zero.loss",
-        "ols.loss",
-        "preds_diff",
-        "model_cos",
-        "model_diff",
-        "gd_family_residual",
-        "train_seconds",
-        "ms_per_step",
-    ] {
-        assert!(num(&r, f).is_finite(), "{f}");
-    }
-    assert_eq!((num(&r, "config.d"), num(&r, "config.n"), num(&r, "config.steps")), (10.0, 10.0, 600.0));
+    assert_eq!((r.config.task.d, r.config.task.n, r.config.train.steps), (10, 10, 600));
+    assert!(r.config.common.quick);
     // The quick run already learns GD: these are the report's own numbers, checked against what GD must give.
-    let closed = num(&r, "closed_form.loss");
-    assert!((closed - 0.2062).abs() < 1e-4);
-    assert!((num(&r, "gd.eta") - 6.06).abs() < 0.3, "eta {}", num(&r, "gd.eta"));
-    assert!(num(&r, "trained.loss") < 0.6 * num(&r, "zero.loss"));
-    assert!(((num(&r, "trained.loss") - num(&r, "gd.loss")) / num(&r, "gd.loss")).abs() < 0.03);
-    assert!(num(&r, "model_cos") > 0.99);
-    assert!(num(&r, "gd_family_residual") < 0.1);
-    assert_eq!(r["verdict"]["matches_gd"], Value::Bool(true));
-    for f in ["curves.csv", "curves.png", "weights.safetensors", "gd_weights.safetensors"] {
+    let res = &r.results;
+    assert!((res.closed_form.loss - 0.2062).abs() < 1e-4);
+    assert!((res.gd_eta - 6.06).abs() < 0.3, "eta {}", res.gd_eta);
+    let c = &res.vs_gd;
+    assert!(c.loss_a.mean < 0.6 * res.zero.mean);
+    assert!(((c.loss_a.mean - c.loss_b.mean) / c.loss_b.mean).abs() < 0.03);
+    assert!(c.model_cos.mean > 0.99);
+    assert!(res.gd_family.residual < 0.1);
+    assert!(res.timing.ms_per_step > 0.0 && res.seed_to_seed.is_none());
+    assert!(r.verdict.passed);
+    assert_eq!(
+        r.checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["loss_vs_gd", "model_cos_lower", "gd_family_residual"]
+    );
+    assert!(r.checks.iter().all(|c| c.passed && c.value.is_finite()));
+    for f in ["report.json", "curves.csv", "curves.png", "weights.safetensors", "gd_weights.safetensors"] {
         assert!(out.join("single-layer").join(f).is_file(), "{f}");
+        assert!(r.files.iter().any(|x| x == f), "{f} listed in the report");
     }
     let csv = std::fs::read_to_string(out.join("single-layer/curves.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 600 / 50, "header + one row per 50 steps");
+    assert_eq!(res.curves.len(), 600 / 50);
     // No partial folder is left beside the results.
     let names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["single-layer"]);
+}
+
+/// The report as JSON without anything that measures time, and without the thread count.
+pub fn without_timings(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !k.contains("seconds") && k != "ms_per_step" && k != "threads");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
 }
 
 #[test]
@@ -184,12 +182,8 @@ fn same_seed_gives_identical_weights_and_numbers_whatever_the_thread_count() {
     assert_eq!(weights(&a), weights(&c), "same seed, 1 vs 2 threads");
     assert_ne!(weights(&a), weights(&other), "another seed must give other weights");
     let strip = |d: &Path| {
-        let mut r = read_report(d);
-        let o = r.as_object_mut().unwrap();
-        o.remove("train_seconds");
-        o.remove("ms_per_step");
-        o["config"].as_object_mut().unwrap().remove("threads");
-        r
+        let text = std::fs::read_to_string(d.join("single-layer/report.json")).unwrap();
+        without_timings(serde_json::from_str(&text).unwrap())
     };
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(strip(&a), strip(&c));
@@ -216,6 +210,7 @@ fn an_undertrained_model_gets_a_negative_verdict() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("verdict: DOES NOT match one step of GD"), "{stdout}");
     let r = read_report(&out);
-    assert_eq!(r["verdict"]["matches_gd"], Value::Bool(false));
-    assert!(num(&r, "model_cos") < 0.99);
+    assert!(!r.verdict.passed);
+    assert!(r.results.vs_gd.model_cos.mean < 0.99);
+    assert!(r.checks.iter().any(|c| c.name == "model_cos_lower" && !c.passed));
 }

@@ -9,6 +9,7 @@ use cortex_m_rt::entry;
 use dualform::linalg::matvec;
 use dualform::{lsa_associative, prediction, Mask, MergedHead, StreamingContext, Update};
 use dualform_firmware::{exit, paint_stack, stack_depth, stack_peak, CTX0, E, MERGED_TRAINED, N, QUERY0, TRAINED};
+use dualform_protocol::Line;
 
 // The markers must survive optimisation: `black_box` keeps the calls (they would otherwise be side-effect free
 // and removed), and the two bodies differ (`id` vs `id | 1 << 31`) so the linker cannot fold them into one address.
@@ -37,7 +38,7 @@ fn measure<R>(id: u32, name: &str, f: impl FnOnce() -> R) -> R {
     let r = black_box(f());
     dualform_mark_end(id);
     let peak = stack_peak(floor);
-    defmt::println!("measure {=u32} {=str} stack {=usize} total {=usize}", id, name, peak.saturating_sub(depth), peak);
+    Line::Measure { id, name, stack: peak.saturating_sub(depth), total: peak }.emit();
     r
 }
 
@@ -93,7 +94,7 @@ fn plain_matvec() -> f32 {
 }
 
 fn run() -> Result<(), dualform::Error> {
-    defmt::println!("config {=usize} {=usize}", E, N);
+    Line::Config { e: E, n: N }.emit();
     measure(0, "empty", || ());
     black_box(lsa_forward()?);
     black_box(merge());
@@ -101,7 +102,7 @@ fn run() -> Result<(), dualform::Error> {
     black_box(stream_push()?);
     black_box(stream_predict()?);
     black_box(plain_matvec());
-    defmt::println!("done");
+    Line::Done.emit();
     Ok(())
 }
 

@@ -1,0 +1,297 @@
+//! # dualform-protocol
+//!
+//! The lines the firmware example prints over defmt, defined once for both sides: the device emits a [`Line`]
+//! with [`Line::emit`] (feature `defmt`), the host parses the decoded text back with [`Line::parse`]. Each
+//! variant's defmt format string sits beside the words the parser reads, in this file only.
+//!
+//! Every value that the host compares with its own computation travels as raw f32 bits (`u32`); the decimal beside
+//! it is for people reading the log. Lines that are not records (free text) parse to `None`.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+/// Which model and which kernel produced a golden prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// The trained layer, full LSA layer kernel.
+    TrainedFull,
+    /// The GD construction, full LSA layer kernel.
+    GdFull,
+    /// The trained head, merged query kernel.
+    TrainedMerged,
+    /// The GD head, merged query kernel.
+    GdMerged,
+}
+
+impl Kind {
+    /// Every kind, in the order the device reports them.
+    pub const ALL: [Kind; 4] = [Kind::TrainedFull, Kind::GdFull, Kind::TrainedMerged, Kind::GdMerged];
+
+    /// The word on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::TrainedFull => "trained_full",
+            Kind::GdFull => "gd_full",
+            Kind::TrainedMerged => "trained_merged",
+            Kind::GdMerged => "gd_merged",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+}
+
+/// The model a mean loss belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Model {
+    /// The trained layer.
+    Trained,
+    /// The GD construction.
+    Gd,
+}
+
+impl Model {
+    /// The word on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Model::Trained => "trained",
+            Model::Gd => "gd",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        [Model::Trained, Model::Gd].into_iter().find(|m| m.as_str() == word)
+    }
+}
+
+/// One record the firmware prints.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Line<'a> {
+    /// Sizes of the golden run: token width, context pairs, tasks.
+    Header {
+        /// Token width E.
+        e: usize,
+        /// Context pairs N.
+        n: usize,
+        /// Golden tasks.
+        tasks: usize,
+    },
+    /// SHA-256 of the weight files the firmware embeds.
+    Weights {
+        /// Trained weights.
+        trained: &'a str,
+        /// GD weights.
+        gd: &'a str,
+    },
+    /// A golden prediction.
+    Pred {
+        /// Task index.
+        task: usize,
+        /// Model and kernel.
+        kind: Kind,
+        /// The prediction's f32 bits.
+        bits: u32,
+    },
+    /// The streaming learner's prediction after `pairs` pairs.
+    Stream {
+        /// Task index.
+        task: usize,
+        /// Pairs seen so far.
+        pairs: usize,
+        /// The prediction's f32 bits.
+        bits: u32,
+    },
+    /// A mean loss over the golden tasks.
+    Loss {
+        /// Which model.
+        model: Model,
+        /// The loss's f32 bits.
+        bits: u32,
+    },
+    /// Peak stack of the run in bytes.
+    Stack {
+        /// Bytes.
+        bytes: usize,
+    },
+    /// The run finished.
+    Done,
+    /// Sizes of the measurement program.
+    Config {
+        /// Token width E.
+        e: usize,
+        /// Context pairs N.
+        n: usize,
+    },
+    /// One measured workload of the measurement program.
+    Measure {
+        /// Workload number (0 is the empty calibration run).
+        id: u32,
+        /// Workload name.
+        name: &'a str,
+        /// Stack the workload itself used, in bytes.
+        stack: usize,
+        /// Peak stack depth during the workload, in bytes.
+        total: usize,
+    },
+}
+
+/// A line that starts like a record but does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError;
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed firmware record")
+    }
+}
+
+impl<'a> Line<'a> {
+    /// Prints the record over defmt, in the layout [`Line::parse`] reads.
+    #[cfg(feature = "defmt")]
+    pub fn emit(&self) {
+        match *self {
+            Line::Header { e, n, tasks } => {
+                defmt::println!("dualform firmware: E {=usize} N {=usize} tasks {=usize}", e, n, tasks)
+            }
+            Line::Weights { trained, gd } => defmt::println!("weights trained {=str} gd {=str}", trained, gd),
+            Line::Pred { task, kind, bits } => {
+                defmt::println!("pred {=usize} {=str} {=f32} {=u32}", task, kind.as_str(), f32::from_bits(bits), bits)
+            }
+            Line::Stream { task, pairs, bits } => {
+                defmt::println!("stream {=usize} {=usize} {=f32} {=u32}", task, pairs, f32::from_bits(bits), bits)
+            }
+            Line::Loss { model, bits } => {
+                defmt::println!("loss {=str} {=f32} {=u32}", model.as_str(), f32::from_bits(bits), bits)
+            }
+            Line::Stack { bytes } => defmt::println!("stack {=usize}", bytes),
+            Line::Done => defmt::println!("done"),
+            Line::Config { e, n } => defmt::println!("config {=usize} {=usize}", e, n),
+            Line::Measure { id, name, stack, total } => {
+                defmt::println!("measure {=u32} {=str} stack {=usize} total {=usize}", id, name, stack, total)
+            }
+        }
+    }
+
+    /// Parses one decoded line: `Ok(None)` for free text, `Err` for a line that names a record but is malformed.
+    pub fn parse(text: &'a str) -> Result<Option<Line<'a>>, ParseError> {
+        let mut w = text.split_ascii_whitespace();
+        let Some(first) = w.next() else { return Ok(None) };
+        let mut word = || w.next().ok_or(ParseError);
+        fn num<V: core::str::FromStr>(s: &str) -> Result<V, ParseError> {
+            s.parse().map_err(|_| ParseError)
+        }
+        fn literal(s: &str, want: &str) -> Result<(), ParseError> {
+            if s == want {
+                Ok(())
+            } else {
+                Err(ParseError)
+            }
+        }
+        let line = match first {
+            "dualform" => {
+                // `dualform firmware: E {e} N {n} tasks {tasks}`; other lines starting with the word are free text.
+                if word()? != "firmware:" {
+                    return Ok(None);
+                }
+                literal(word()?, "E")?;
+                let e = num(word()?)?;
+                literal(word()?, "N")?;
+                let n = num(word()?)?;
+                literal(word()?, "tasks")?;
+                Line::Header { e, n, tasks: num(word()?)? }
+            }
+            "weights" => {
+                literal(word()?, "trained")?;
+                let trained = word()?;
+                literal(word()?, "gd")?;
+                Line::Weights { trained, gd: word()? }
+            }
+            "pred" => {
+                let task = num(word()?)?;
+                let kind = Kind::parse(word()?).ok_or(ParseError)?;
+                let _decimal = word()?;
+                Line::Pred { task, kind, bits: num(word()?)? }
+            }
+            "stream" => {
+                let (task, pairs) = (num(word()?)?, num(word()?)?);
+                let _decimal = word()?;
+                Line::Stream { task, pairs, bits: num(word()?)? }
+            }
+            "loss" => {
+                let model = Model::parse(word()?).ok_or(ParseError)?;
+                let _decimal = word()?;
+                Line::Loss { model, bits: num(word()?)? }
+            }
+            "stack" => Line::Stack { bytes: num(word()?)? },
+            "done" => Line::Done,
+            "config" => Line::Config { e: num(word()?)?, n: num(word()?)? },
+            "measure" => {
+                let (id, name) = (num(word()?)?, word()?);
+                literal(word()?, "stack")?;
+                let stack = num(word()?)?;
+                literal(word()?, "total")?;
+                Line::Measure { id, name, stack, total: num(word()?)? }
+            }
+            _ => return Ok(None),
+        };
+        if w.next().is_some() {
+            return Err(ParseError);
+        }
+        Ok(Some(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_parses_from_the_layout_the_device_prints() {
+        let cases: [(&str, Line<'_>); 10] = [
+            ("dualform firmware: E 11 N 10 tasks 16", Line::Header { e: 11, n: 10, tasks: 16 }),
+            ("weights trained ab12 gd cd34", Line::Weights { trained: "ab12", gd: "cd34" }),
+            ("pred 3 trained_full 0.5 1056964608", Line::Pred { task: 3, kind: Kind::TrainedFull, bits: 1056964608 }),
+            ("pred 0 gd_merged -1.25 3214934016", Line::Pred { task: 0, kind: Kind::GdMerged, bits: 3214934016 }),
+            ("stream 2 7 0.25 1048576000", Line::Stream { task: 2, pairs: 7, bits: 1048576000 }),
+            ("loss gd 0.1 1036831949", Line::Loss { model: Model::Gd, bits: 1036831949 }),
+            ("stack 3080", Line::Stack { bytes: 3080 }),
+            ("done", Line::Done),
+            ("config 11 10", Line::Config { e: 11, n: 10 }),
+            (
+                "measure 2 merged_predict stack 256 total 3084",
+                Line::Measure { id: 2, name: "merged_predict", stack: 256, total: 3084 },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Line::parse(text), Ok(Some(want)), "{text}");
+        }
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn free_text_is_skipped_and_malformed_records_are_errors() {
+        assert_eq!(Line::parse(""), Ok(None));
+        assert_eq!(Line::parse("hello from the device"), Ok(None));
+        assert_eq!(Line::parse("dualform says hi"), Ok(None));
+        for bad in [
+            "pred x trained_full 1 2",
+            "pred 1 no_such_kind 1 2",
+            "pred 1 trained_full 1",
+            "pred 1 trained_full 1 2 extra",
+            "stream 1 2 0.5 -3",
+            "loss someone 0.1 5",
+            "weights trained a gd",
+            "weights gd a trained b",
+            "measure 1 x stack 2 totl 3",
+            "stack",
+            "dualform firmware: E 11 N 10 tasks",
+        ] {
+            assert_eq!(Line::parse(bad), Err(ParseError), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The golden run checked against the host bit for bit: parse what the device printed (the `dualform-protocol`
+//! lines), recompute every value with the core on the host, and compare the f32 bits.
+//!
+//! The host mirrors the device's computation operation for operation: the full layer's query output is
+//! `AssociativeState::add` over the context in order and then `update` (what `lsa_associative` does for the query),
+//! the merged prediction is `MergedHead::predict`, and a streaming prediction after `k` pairs (the window never
+//! evicts in the golden run) is the same sums over the first `k` pairs.
+
+use super::cargo::build;
+use super::qemu::{decode, run_qemu};
+use crate::golden::Golden;
+use crate::model::{Lsa, LsaHead};
+use crate::HarnessError;
+use dualform::backward::{context_state, query_forward};
+use dualform::{Layer, MergedHead};
+use dualform_protocol::{Kind, Line, Model};
+use dualform_tensors::TensorFile;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Every number the golden run reports, as raw f32 bits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GoldenResults {
+    /// `(task, kind)` -> prediction bits.
+    pub preds: BTreeMap<(usize, Kind), u32>,
+    /// `(task, pairs seen)` -> streaming prediction bits.
+    pub stream: BTreeMap<(usize, usize), u32>,
+    /// Model -> mean loss bits.
+    pub losses: BTreeMap<Model, u32>,
+}
+
+/// What the device printed.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceRun {
+    /// The results.
+    pub results: GoldenResults,
+    /// SHA-256 of the trained and GD weight files it embeds.
+    pub weights_sha256: (String, String),
+    /// Peak stack in bytes.
+    pub stack: Option<usize>,
+    /// Whether it printed `done`.
+    pub done: bool,
+    /// All decoded lines.
+    pub lines: Vec<String>,
+}
+
+/// Parses the golden run's decoded lines ([`Line::parse`]); an error-level line or a malformed record is an error.
+pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
+    let mut run = DeviceRun::default();
+    for line in &lines {
+        if line.starts_with("ERROR") {
+            return Err(HarnessError::Io(format!("the firmware reported: {line}")));
+        }
+        let record =
+            Line::parse(line).map_err(|_| HarnessError::Io(format!("unexpected firmware output line: {line}")))?;
+        match record {
+            Some(Line::Pred { task, kind, bits }) => {
+                run.results.preds.insert((task, kind), bits);
+            }
+            Some(Line::Stream { task, pairs, bits }) => {
+                run.results.stream.insert((task, pairs), bits);
+            }
+            Some(Line::Loss { model, bits }) => {
+                run.results.losses.insert(model, bits);
+            }
+            Some(Line::Weights { trained, gd }) => run.weights_sha256 = (trained.to_string(), gd.to_string()),
+            Some(Line::Stack { bytes }) => run.stack = Some(bytes),
+            Some(Line::Done) => run.done = true,
+            _ => {}
+        }
+    }
+    run.lines = lines;
+    Ok(run)
+}
+
+/// The golden results computed on the host with the core (see the module docs).
+pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd: &LsaHead<E>) -> GoldenResults {
+    let mut r = GoldenResults::default();
+    let (lt_layer, lg_layer) = (Layer::from(trained.clone()), Layer::from(gd.clone()));
+    let full = |m: &Layer<f32, E, E, E, 1>, ctx: &[[f32; E]], q: &[f32; E]| {
+        -query_forward(m, &context_state(m, ctx), q)[E - 1]
+    };
+    let (mt, mg) = (MergedHead::from_head(trained), MergedHead::from_head(gd));
+    let (mut lt, mut lg) = (0.0f32, 0.0f32);
+    for (task, ((ctx, q), &y)) in golden.ctx.iter().zip(&golden.query).zip(&golden.y).enumerate() {
+        let (t, g) = (full(&lt_layer, ctx, q), full(&lg_layer, ctx, q));
+        r.preds.insert((task, Kind::TrainedFull), t.to_bits());
+        r.preds.insert((task, Kind::GdFull), g.to_bits());
+        r.preds.insert((task, Kind::TrainedMerged), mt.predict::<1>(ctx, q)[0].to_bits());
+        r.preds.insert((task, Kind::GdMerged), mg.predict::<1>(ctx, q)[0].to_bits());
+        lt += 0.5 * (t - y) * (t - y);
+        lg += 0.5 * (g - y) * (g - y);
+        for k in 1..=ctx.len() {
+            r.stream.insert((task, k), full(&lg_layer, &ctx[..k], q).to_bits());
+        }
+    }
+    let n = golden.y.len() as f32;
+    r.losses.insert(Model::Trained, (lt / n).to_bits());
+    r.losses.insert(Model::Gd, (lg / n).to_bits());
+    r
+}
+
+/// `Ok(values compared)` if device and host agree on every value; otherwise the first difference with both bit
+/// patterns.
+pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usize, String> {
+    let show = |b: u32| format!("{:#010x} ({})", b, f32::from_bits(b));
+    let mut checked = 0;
+    for (key, h) in &host.preds {
+        match device.preds.get(key) {
+            Some(d) if d == h => checked += 1,
+            Some(d) => {
+                return Err(format!("task {} {}: device {} vs host {}", key.0, key.1.as_str(), show(*d), show(*h)))
+            }
+            None => return Err(format!("task {} {}: missing from the device output", key.0, key.1.as_str())),
+        }
+    }
+    for (key, h) in &host.stream {
+        match device.stream.get(key) {
+            Some(d) if d == h => checked += 1,
+            Some(d) => {
+                return Err(format!(
+                    "task {} streaming after {} pairs: device {} vs host {}",
+                    key.0,
+                    key.1,
+                    show(*d),
+                    show(*h)
+                ))
+            }
+            None => {
+                return Err(format!("task {} streaming after {} pairs: missing from the device output", key.0, key.1))
+            }
+        }
+    }
+    for (key, h) in &host.losses {
+        match device.losses.get(key) {
+            Some(d) if d == h => checked += 1,
+            Some(d) => return Err(format!("mean loss {}: device {} vs host {}", key.as_str(), show(*d), show(*h))),
+            None => return Err(format!("mean loss {}: missing from the device output", key.as_str())),
+        }
+    }
+    if device.preds.len() != host.preds.len() || device.stream.len() != host.stream.len() {
+        return Err("the device reported a different number of values than the host computed".into());
+    }
+    Ok(checked)
+}
+
+/// Builds and runs the golden firmware in `dir` under QEMU and parses what it printed; an exit code other than 0 or
+/// a missing `done` is an error.
+pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, HarnessError> {
+    let elf = build(dir, "dualform-firmware", env)?;
+    let (bytes, code) = run_qemu(&elf, 120, &[])?;
+    let device = parse(decode(&elf, &bytes)?)?;
+    if code != 0 || !device.done {
+        return Err(HarnessError::Io(format!("the firmware exited with code {code} (done: {})", device.done)));
+    }
+    Ok(device)
+}
+
+/// A single-layer weight file's one head, validated by the shared loader.
+pub fn load_head<const E: usize>(path: &Path) -> Result<(LsaHead<E>, String), HarnessError> {
+    let f = TensorFile::read(path)?;
+    let model = Lsa::<E>::from_file(&f)?;
+    match model.layers() {
+        [head] => Ok((head.clone(), f.sha256.clone())),
+        layers => Err(HarnessError::BadInput(format!(
+            "{}: {} layers, the golden run takes one",
+            path.display(),
+            layers.len()
+        ))),
+    }
+}
+
+/// The golden results the host computes from the files in `data`, and the SHA-256 of the two weight files.
+pub fn host_golden<const E: usize>(data: &Path) -> Result<(GoldenResults, (String, String)), HarnessError> {
+    let golden = Golden::<E>::load(&data.join("golden.safetensors"))?;
+    let (trained, h1) = load_head::<E>(&data.join("trained.safetensors"))?;
+    let (gd, h2) = load_head::<E>(&data.join("gd.safetensors"))?;
+    Ok((host_results(&golden, &trained, &gd), (h1, h2)))
+}
+
+/// The outcome of [`check_golden`].
+#[derive(Clone, Debug)]
+pub struct GoldenCheck {
+    /// What the device printed.
+    pub device: DeviceRun,
+    /// Values compared (all equal).
+    pub values: usize,
+}
+
+/// Builds and runs the golden firmware in `dir` with the weight and golden files in `data`, and compares every
+/// value with the host's; `env` is passed to the firmware build (for example a different `DUALFORM_WEIGHTS`).
+pub fn check_golden<const E: usize>(
+    dir: &Path,
+    data: &Path,
+    env: &[(&str, &str)],
+) -> Result<GoldenCheck, HarnessError> {
+    let device = run_golden(dir, env)?;
+    let (host, want) = host_golden::<E>(data)?;
+    if device.weights_sha256 != want {
+        return Err(HarnessError::Io(format!(
+            "the firmware embeds other weights than the host uses: device sha256 trained {} gd {}, host {} {}",
+            device.weights_sha256.0, device.weights_sha256.1, want.0, want.1
+        )));
+    }
+    let values = compare_bits(&device.results, &host).map_err(|e| HarnessError::Io(format!("bit mismatch: {e}")))?;
+    Ok(GoldenCheck { device, values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lines_parse_and_differences_name_the_task_and_bits() {
+        let lines = [
+            "dualform firmware: E 11 N 10 tasks 16",
+            "weights trained aa gd bb",
+            "pred 3 trained_full 0.5 1056964608",
+            "stream 3 2 0.25 1048576000",
+            "loss gd 0.1 1036831949",
+            "stack 2048",
+            "done",
+        ];
+        let run = parse(lines.iter().map(|s| s.to_string()).collect()).unwrap();
+        assert_eq!(run.weights_sha256, ("aa".to_string(), "bb".to_string()));
+        assert_eq!(run.results.preds[&(3, Kind::TrainedFull)], 0.5f32.to_bits());
+        assert_eq!(run.stack, Some(2048));
+        assert!(run.done);
+        let mut host = run.results.clone();
+        assert_eq!(compare_bits(&run.results, &host), Ok(3));
+        host.preds.insert((3, Kind::TrainedFull), 0.5f32.to_bits() + 1);
+        let err = compare_bits(&run.results, &host).unwrap_err();
+        assert!(
+            err.contains("task 3 trained_full") && err.contains("0x3f000000") && err.contains("0x3f000001"),
+            "{err}"
+        );
+        assert!(parse(vec!["ERROR panic at x.rs:1".into()]).is_err());
+        assert!(parse(vec!["pred x trained_full 1 2".into()]).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Exact executed-instruction counts of the `measure` binary under QEMU (`-singlestep -d exec,nochain,in_asm`,
+//! between two marker functions, less the markers' own), with an instruction mix weighted by the Cortex-M4 TRM
+//! cycle tables for an estimate of cycles, and ELF sizes.
+
+use super::qemu::{decode, run_qemu};
+use crate::HarnessError;
+use dualform_protocol::Line;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One measured workload of the `measure` binary.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Measurement {
+    /// Workload number (0 is the empty calibration run).
+    pub id: u32,
+    /// Workload name.
+    pub name: String,
+    /// Executed instructions between the markers, less the empty run's.
+    pub instructions: u64,
+    /// Estimated Cortex-M4 cycles of those instructions (see [`cycles`]), less the empty run's.
+    pub est_cycles: u64,
+    /// Multiply-accumulates the workload performs (from E and N).
+    pub macs: u64,
+    /// Executed instructions by class.
+    pub mix: BTreeMap<String, u64>,
+    /// Stack the workload itself used, in bytes (below the depth at which it was called).
+    pub stack: usize,
+    /// The program's peak stack depth during the workload (including its callers' frames).
+    pub stack_total: usize,
+}
+
+/// The class and the estimated Cortex-M4 cycles of one executed instruction, from the cycle tables of the
+/// Cortex-M4 Technical Reference Manual (3-1, and 7-1 for the FPU): most integer and FPU arithmetic 1;
+/// `mla`/`mls` 2; `vmla`/`vmls`/`vfma`/`vfms` (and negated forms) 3; `vdiv`/`vsqrt` 14; `sdiv`/`udiv` 7 (2 to 12);
+/// single loads and stores 2, or 1 right after another load or store (they pipeline); `ldrd`/`strd` 3;
+/// `ldm`/`stm`/`push`/`pop`/`vldm`/`vstm`/`vpush`/`vpop` 1 + registers; a taken branch 3 (1 + a refill of 1 to 3,
+/// taken as 2), an untaken one 1. An estimate: wait states, bus contention and folding are not modelled.
+pub fn cycles(mnemonic: &str, operands: &str, prev_was_ldst: bool, taken: bool) -> (&'static str, u64) {
+    let m = mnemonic.trim_end_matches(".w").trim_end_matches(".n");
+    let m = m.split('.').next().unwrap_or(m);
+    let regs = || {
+        let inner = operands.split('{').nth(1).and_then(|s| s.split('}').next()).unwrap_or("");
+        inner
+            .split(',')
+            .map(|r| {
+                let r = r.trim();
+                match r.split_once('-') {
+                    Some((a, b)) => {
+                        let n = |s: &str| s.trim_start_matches(|c: char| c.is_alphabetic()).parse::<u64>().unwrap_or(0);
+                        n(b).saturating_sub(n(a)) + 1
+                    }
+                    None => u64::from(!r.is_empty()),
+                }
+            })
+            .sum::<u64>()
+    };
+    let ldst = |base: u64| if prev_was_ldst { 1 } else { base };
+    let fp_mac = ["vmla", "vmls", "vfma", "vfms", "vnmla", "vnmls", "vfnma", "vfnms"];
+    if fp_mac.contains(&m) {
+        ("fp_mac", 3)
+    } else if m == "vdiv" || m == "vsqrt" {
+        ("fp_div_sqrt", 14)
+    } else if m == "vldr" {
+        ("fp_load", ldst(2))
+    } else if m == "vstr" {
+        ("fp_store", ldst(2))
+    } else if matches!(m, "vldmia" | "vldmdb" | "vldm" | "vpop") {
+        ("fp_load_multiple", 1 + regs())
+    } else if matches!(m, "vstmia" | "vstmdb" | "vstm" | "vpush") {
+        ("fp_store_multiple", 1 + regs())
+    } else if m == "vmul" || m == "vnmul" {
+        ("fp_mul", 1)
+    } else if m == "vadd" || m == "vsub" {
+        ("fp_add", 1)
+    } else if m.starts_with('v') {
+        ("fp_other", 1)
+    } else if matches!(m, "ldrd" | "strd") {
+        ("load_store", 3)
+    } else if m.starts_with("ldr") {
+        ("load", ldst(2))
+    } else if m.starts_with("str") {
+        ("store", ldst(2))
+    } else if m.starts_with("ldm") || m.starts_with("stm") || m == "push" || m == "pop" {
+        let extra = if m == "pop" && operands.contains("pc") { 2 } else { 0 };
+        ("load_store_multiple", 1 + regs() + extra)
+    } else if matches!(m, "mla" | "mls") {
+        ("int_mul", 2)
+    } else if m.starts_with("mul") || m.ends_with("mull") || m.ends_with("mlal") {
+        ("int_mul", 1)
+    } else if m == "sdiv" || m == "udiv" {
+        ("int_div", 7)
+    } else if m.starts_with('b') && !m.starts_with("bic") && !m.starts_with("bfi") && !m.starts_with("bfc")
+        || m.starts_with("cbz")
+        || m.starts_with("cbnz")
+    {
+        ("branch", if taken { 3 } else { 1 })
+    } else {
+        ("int_other", 1)
+    }
+}
+
+/// Address of a function symbol in an ELF (Thumb bit cleared).
+fn symbol_address(elf: &[u8], name: &str) -> Result<u64, HarnessError> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).map_err(|e| HarnessError::Io(format!("ELF: {e}")))?;
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address() & !1)
+        .ok_or_else(|| HarnessError::Io(format!("the ELF has no symbol {name}")))
+}
+
+/// Flash (code, read-only data, initialised data) and static RAM (initialised and zeroed data) of an ELF, in bytes,
+/// from its allocated sections.
+pub fn elf_sizes(elf: &Path) -> Result<(u64, u64), HarnessError> {
+    use object::{Object, ObjectSection, SectionKind};
+    let bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
+    let file = object::File::parse(&*bytes).map_err(|e| HarnessError::Io(format!("ELF: {e}")))?;
+    let (mut flash, mut ram) = (0, 0);
+    for s in file.sections() {
+        match s.kind() {
+            SectionKind::Text | SectionKind::ReadOnlyData | SectionKind::ReadOnlyString => flash += s.size(),
+            SectionKind::Data => {
+                flash += s.size();
+                ram += s.size();
+            }
+            SectionKind::UninitializedData => ram += s.size(),
+            _ => {}
+        }
+    }
+    Ok((flash, ram))
+}
+
+/// Runs the `measure` binary under QEMU with one log line per executed instruction and returns every workload's
+/// counts (calibrated by workload 0) and peak stack.
+pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
+    let elf_bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
+    let begin = symbol_address(&elf_bytes, "dualform_mark_begin")?;
+    let end = symbol_address(&elf_bytes, "dualform_mark_end")?;
+    let log = std::env::temp_dir().join(format!("dualform-qemu-{}.log", std::process::id()));
+    let log_arg = log.to_string_lossy().into_owned();
+    let (bytes, code) = run_qemu(elf, 600, &["-singlestep", "-d", "exec,nochain,in_asm", "-D", &log_arg])?;
+    let lines = decode(elf, &bytes)?;
+    if code != 0 {
+        let _ = std::fs::remove_file(&log);
+        return Err(HarnessError::Io(format!("the measure firmware exited with code {code}")));
+    }
+    let text = std::fs::read_to_string(&log).map_err(|e| HarnessError::Io(format!("reading the QEMU log: {e}")));
+    let _ = std::fs::remove_file(&log);
+    let text = text?;
+
+    // Address -> (mnemonic, operands, size in bytes), from the in_asm blocks.
+    let mut asm: BTreeMap<u64, (String, String, u64)> = BTreeMap::new();
+    let mut pcs: Vec<u64> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Trace ") {
+            if let Some(pc) = rest.split('/').nth(1).and_then(|s| u64::from_str_radix(s, 16).ok()) {
+                pcs.push(pc);
+            }
+        } else if let Some((addr, rest)) = line.strip_prefix("0x").and_then(|l| l.split_once(":")) {
+            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let mut words = rest.split_whitespace();
+            let mut size = 0;
+            let mut mnemonic = String::new();
+            for w in words.by_ref() {
+                if w.len() == 4 && w.chars().all(|c| c.is_ascii_hexdigit()) {
+                    size += 2;
+                } else {
+                    mnemonic = w.to_string();
+                    break;
+                }
+            }
+            let operands = words.collect::<Vec<_>>().join(" ");
+            asm.insert(addr, (mnemonic, operands, size));
+        }
+    }
+
+    // Walk the executed PCs: from each entry of the begin marker to the next entry of the end marker.
+    let mut raw: Vec<(u64, u64, BTreeMap<String, u64>)> = Vec::new();
+    let mut current: Option<(u64, u64, BTreeMap<String, u64>)> = None;
+    let mut prev_ldst = false;
+    for (i, &pc) in pcs.iter().enumerate() {
+        if pc == begin && current.is_none() {
+            current = Some((0, 0, BTreeMap::new()));
+        } else if pc == end {
+            if let Some(c) = current.take() {
+                raw.push(c);
+            }
+        }
+        if let Some((n, cyc, mix)) = current.as_mut() {
+            let (mnemonic, operands, size) = asm.get(&pc).cloned().unwrap_or_default();
+            let next = pcs.get(i + 1).copied().unwrap_or(0);
+            let taken = next != pc + size;
+            let (class, c) = cycles(&mnemonic, &operands, prev_ldst, taken);
+            prev_ldst = matches!(class, "load" | "store" | "fp_load" | "fp_store");
+            *n += 1;
+            *cyc += c;
+            *mix.entry(class.to_string()).or_insert(0) += 1;
+        }
+    }
+    let mut config = (0u64, 0u64);
+    let mut meta: Vec<(u32, String, usize, usize)> = Vec::new();
+    for l in &lines {
+        if l.starts_with("ERROR") {
+            return Err(HarnessError::Io(format!("the firmware reported: {l}")));
+        }
+        match Line::parse(l) {
+            Ok(Some(Line::Config { e, n })) => config = (e as u64, n as u64),
+            Ok(Some(Line::Measure { id, name, stack, total })) => meta.push((id, name.to_string(), stack, total)),
+            Ok(_) => {}
+            Err(_) => return Err(HarnessError::Io(format!("unexpected firmware output line: {l}"))),
+        }
+    }
+    if raw.len() != meta.len() || raw.is_empty() {
+        return Err(HarnessError::Io(format!(
+            "found {} marked regions in the QEMU log but {} workloads in the firmware output",
+            raw.len(),
+            meta.len()
+        )));
+    }
+    let (e, n) = config;
+    let macs = |name: &str| match name {
+        "lsa_forward" => 3 * n * e * e + 3 * (n + 1) * e * e,
+        "merge" => 2 * e * e * e,
+        "merged_predict" => 2 * e * e + 2 * n * e,
+        // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
+        "stream_push" => 4 * e * e,
+        "stream_predict" => 3 * e * e,
+        "matvec" => e * e,
+        _ => 0,
+    };
+    let (base_n, base_c, base_mix) = raw[0].clone();
+    Ok(raw
+        .into_iter()
+        .zip(meta)
+        .map(|((n_instr, cyc, mut mix), (id, name, stack, stack_total))| {
+            for (k, v) in &base_mix {
+                if let Some(x) = mix.get_mut(k) {
+                    *x = x.saturating_sub(*v);
+                }
+            }
+            mix.retain(|_, v| *v > 0);
+            Measurement {
+                id,
+                macs: macs(&name),
+                name,
+                instructions: n_instr.saturating_sub(base_n),
+                est_cycles: cyc.saturating_sub(base_c),
+                mix,
+                stack,
+                stack_total,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycle_table_follows_the_cortex_m4_trm() {
+        assert_eq!(cycles("vmla.f32", "s0, s1, s2", false, false), ("fp_mac", 3));
+        assert_eq!(cycles("vmul.f32", "s0, s1, s2", false, false), ("fp_mul", 1));
+        assert_eq!(cycles("vadd.f32", "s0, s1, s2", false, false), ("fp_add", 1));
+        assert_eq!(cycles("vdiv.f32", "s0, s1, s2", false, false), ("fp_div_sqrt", 14));
+        // Loads cost 2, or 1 right after another load or store.
+        assert_eq!(cycles("vldr", "s0, [r0, #4]", false, false), ("fp_load", 2));
+        assert_eq!(cycles("vldr", "s0, [r0, #4]", true, false), ("fp_load", 1));
+        assert_eq!(cycles("ldr.w", "r1, [r0]", false, false), ("load", 2));
+        // Multiple transfers: 1 + registers (ranges counted), popping pc adds the refill.
+        assert_eq!(cycles("push", "{r4, r5, r6, r7, lr}", false, false), ("load_store_multiple", 6));
+        assert_eq!(cycles("pop.w", "{r4-r11, pc}", false, false), ("load_store_multiple", 1 + 9 + 2));
+        assert_eq!(cycles("vpush", "{d8, d9}", false, false), ("fp_store_multiple", 3));
+        // Branches: taken 3, not taken 1; `bic` is not a branch.
+        assert_eq!(cycles("bne", "#0x40", false, true), ("branch", 3));
+        assert_eq!(cycles("bne", "#0x40", false, false), ("branch", 1));
+        assert_eq!(cycles("bic", "r0, r0, #1", false, false), ("int_other", 1));
+        assert_eq!(cycles("mla", "r0, r1, r2, r3", false, false), ("int_mul", 2));
+    }
+}

@@ -1,0 +1,275 @@
+//! Optimisers over a model's flat parameters, written once: AdamW with global-norm gradient clipping (training),
+//! and damped Gauss-Newton (Levenberg-Marquardt) least squares for models with a few parameters (fitting the GD
+//! references on tuning tasks).
+
+use crate::model::Model;
+use crate::tasks::TaskSampler;
+use dualform::MergedHead;
+use serde::{Deserialize, Serialize};
+
+/// AdamW settings. [`AdamW::reference`] holds the reference constants (shared/DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamW {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub b1: f64,
+    /// Second-moment decay.
+    pub b2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl AdamW {
+    /// The reference optimiser with learning rate `lr`: b1 0.9, b2 0.98, eps 1e-8, no weight decay.
+    pub fn reference(lr: f64) -> Self {
+        Self { lr, b1: 0.9, b2: 0.98, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// Adam's moments over a flat parameter vector.
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl AdamState {
+    /// Zero moments for `len` parameters.
+    pub fn new(len: usize) -> Self {
+        Self { m: vec![0.0; len], v: vec![0.0; len], t: 0 }
+    }
+
+    /// One AdamW step of `params` along `grad`, element by element in f32 (the bias corrections in f64, rounded
+    /// once).
+    pub fn step(&mut self, params: &mut [f32], grad: &[f32], cfg: &AdamW) {
+        self.t += 1;
+        let c1 = (1.0 - cfg.b1.powi(self.t)) as f32;
+        let c2 = (1.0 - cfg.b2.powi(self.t)) as f32;
+        let (b1, b2, lr, eps, wd) =
+            (cfg.b1 as f32, cfg.b2 as f32, cfg.lr as f32, cfg.eps as f32, cfg.weight_decay as f32);
+        for (((p, &g), m), v) in params.iter_mut().zip(grad).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let update = (*m / c1) / ((*v / c2).sqrt() + eps) + wd * *p;
+            *p -= lr * update;
+        }
+    }
+}
+
+/// Scales `grad` so that its Euclidean norm (summed in f64, in order) is at most `clip`; returns the norm before.
+pub fn clip_global_norm(grad: &mut [f32], clip: f64) -> f64 {
+    let norm = grad.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    if norm > clip {
+        let scale = (clip / norm) as f32;
+        for v in grad.iter_mut() {
+            *v *= scale;
+        }
+    }
+    norm
+}
+
+/// What a least-squares fit did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitReport {
+    /// Mean loss `0.5 (y_hat - y)^2` on the fitting tasks before the fit.
+    pub initial_loss: f64,
+    /// Mean loss after.
+    pub final_loss: f64,
+    /// Gauss-Newton iterations (each one pass over the tasks for the normal equations, and one per tried step).
+    pub iterations: usize,
+    /// The relative loss change of the last accepted step was below the tolerance.
+    pub converged: bool,
+}
+
+/// Mean loss of `model` on the tasks `(seed, stream..)`, `count` of them.
+pub fn mean_loss<const E: usize, M: Model<E>>(
+    model: &M,
+    sampler: &TaskSampler,
+    seed: u64,
+    stream: u64,
+    count: usize,
+) -> f64 {
+    let net = model.net();
+    let parts = sampler.par_chunks::<E, (f64, crate::net::Workspace<E>)>(
+        seed,
+        stream,
+        count,
+        || (0.0, net.workspace(sampler.n)),
+        |(l, ws), c, q, y| *l += 0.5 * ((net.predict(c, q, ws, None) - y) as f64).powi(2),
+    );
+    parts.iter().map(|p| p.0).sum::<f64>() / count as f64
+}
+
+/// Fits `model`'s parameters by least squares of its predictions on `count` tasks of `(seed, stream..)`:
+/// Levenberg-Marquardt on the normal equations `(J^T J + lambda diag(J^T J)) delta = -J^T r`, where the row of `J`
+/// for a task is `d y_hat / d params` from one backward pass. Meant for a few parameters (the GD references);
+/// sums run in chunk order, so the result does not depend on the thread count. Stops after `max_iter` passes or when
+/// an accepted step changes the loss by less than 1e-9 relative.
+pub fn fit_least_squares<const E: usize, M: Model<E>>(
+    model: &mut M,
+    sampler: &TaskSampler,
+    seed: u64,
+    stream: u64,
+    count: usize,
+    max_iter: usize,
+) -> FitReport {
+    let p = model.params().len();
+    let heads = model.net().heads().len();
+    let initial_loss = mean_loss(model, sampler, seed, stream, count);
+    let mut loss = initial_loss;
+    let mut lambda = 1e-3f64;
+    let mut iterations = 0;
+    let mut converged = false;
+    for _ in 0..max_iter {
+        iterations += 1;
+        // Normal equations in f64, per chunk, summed in chunk order.
+        let net = model.net();
+        let m = &*model;
+        let parts = sampler.par_chunks::<E, (Vec<f64>, Vec<f64>, crate::net::Workspace<E>)>(
+            seed,
+            stream,
+            count,
+            || (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n)),
+            |(jtj, jtr, ws), c, q, y| {
+                let mut merged = vec![MergedHead::zeros(); heads];
+                let (y_hat, _) = net.forward_backward(c, q, ws, |_| 1.0, Some(&mut merged));
+                let mut row = vec![0.0f32; p];
+                m.pullback(&merged, &mut row);
+                let r = (y_hat - y) as f64;
+                for i in 0..p {
+                    let ri = row[i] as f64;
+                    jtr[i] += ri * r;
+                    for j in 0..p {
+                        jtj[i * p + j] += ri * row[j] as f64;
+                    }
+                }
+            },
+        );
+        let (mut jtj, mut jtr) = (vec![0.0; p * p], vec![0.0; p]);
+        for (a, b, _) in &parts {
+            jtj.iter_mut().zip(a).for_each(|(x, y)| *x += y);
+            jtr.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        let start = model.params();
+        // Try steps with growing damping until one lowers the loss.
+        let mut accepted = None;
+        for _ in 0..16 {
+            let mut a = jtj.clone();
+            for i in 0..p {
+                a[i * p + i] += lambda * jtj[i * p + i].max(1e-12);
+            }
+            let rhs: Vec<f64> = jtr.iter().map(|v| -v).collect();
+            if let Some(delta) = solve(&a, &rhs, p) {
+                let trial: Vec<f32> = start.iter().zip(&delta).map(|(x, d)| (*x as f64 + d) as f32).collect();
+                model.set_params(&trial);
+                let trial_loss = mean_loss(model, sampler, seed, stream, count);
+                if trial_loss.is_finite() && trial_loss <= loss {
+                    accepted = Some(trial_loss);
+                    lambda = (lambda / 10.0).max(1e-12);
+                    break;
+                }
+                model.set_params(&start);
+            }
+            lambda *= 10.0;
+        }
+        match accepted {
+            Some(new_loss) => {
+                let rel = (loss - new_loss) / loss.max(f64::MIN_POSITIVE);
+                loss = new_loss;
+                if rel < 1e-9 {
+                    converged = true;
+                    break;
+                }
+            }
+            None => {
+                // No step lowers the loss: the fit sits at a minimum, to the precision of the f32 model.
+                converged = true;
+                break;
+            }
+        }
+    }
+    FitReport { initial_loss, final_loss: loss, iterations, converged }
+}
+
+/// Solves the symmetric system `a x = b` (`p x p`, row-major) by Gaussian elimination with partial pivoting; `None`
+/// when it is singular.
+fn solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
+    let mut m: Vec<Vec<f64>> = (0..p).map(|i| a[i * p..(i + 1) * p].iter().copied().chain([b[i]]).collect()).collect();
+    for col in 0..p {
+        let pivot = (col..p).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
+        if m[pivot][col].abs() < 1e-300 || !m[pivot][col].is_finite() {
+            return None;
+        }
+        m.swap(col, pivot);
+        let (top, below) = m.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for row in below.iter_mut() {
+            let f = row[col] / pivot_row[col];
+            for (r, pv) in row.iter_mut().zip(pivot_row.iter()).skip(col) {
+                *r -= f * pv;
+            }
+        }
+    }
+    let mut x = vec![0.0; p];
+    for i in (0..p).rev() {
+        let s: f64 = (i + 1..p).map(|k| m[i][k] * x[k]).sum();
+        x[i] = (m[i][p] - s) / m[i][i];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{GdFamily, GdKind};
+    use crate::tasks::streams;
+
+    #[test]
+    fn adam_and_clipping_follow_their_definitions() {
+        let mut p = vec![1.0f32, -2.0];
+        let mut s = AdamState::new(2);
+        s.step(&mut p, &[0.5, -0.25], &AdamW::reference(0.1));
+        // First step: m / c1 = g, v / c2 = g^2, so each parameter moves by lr * g / (|g| + eps) = lr * sign(g).
+        assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6, "{p:?}");
+        let mut g = vec![3.0f32, 4.0];
+        assert_eq!(clip_global_norm(&mut g, 1.0), 5.0);
+        assert!((g[0] - 0.6).abs() < 1e-7 && (g[1] - 0.8).abs() < 1e-7);
+        let mut small = vec![0.3f32, 0.4];
+        clip_global_norm(&mut small, 1.0);
+        assert_eq!(small, vec![0.3, 0.4]);
+    }
+
+    #[test]
+    fn the_solver_solves_and_refuses_singular_systems() {
+        let x = solve(&[4.0, 1.0, 1.0, 3.0], &[1.0, 2.0], 2).unwrap();
+        assert!((4.0 * x[0] + x[1] - 1.0).abs() < 1e-12 && (x[0] + 3.0 * x[1] - 2.0).abs() < 1e-12);
+        assert!(solve(&[1.0, 2.0, 2.0, 4.0], &[1.0, 1.0], 2).is_none());
+    }
+
+    #[test]
+    fn fitting_one_gd_step_finds_the_exact_optimum() {
+        // One step from W0 = 0 is linear in eta: the optimum is sum(a y) / sum(a^2) with a the prediction at rate 1.
+        let sampler = TaskSampler::new(10, 10, 1.0);
+        let mut m = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
+        let report = fit_least_squares(&mut m, &sampler, 5, streams::TUNE, 4000, 20);
+        let unit = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
+        let sums = sampler.par_chunks::<11, (f64, f64)>(
+            5,
+            streams::TUNE,
+            4000,
+            || (0.0, 0.0),
+            |acc, c, q, y| {
+                let a = unit.net().predict(c, q, &mut unit.net().workspace(10), None) as f64;
+                acc.0 += a * y as f64;
+                acc.1 += a * a;
+            },
+        );
+        let (ay, aa) = sums.iter().fold((0.0, 0.0), |s, c| (s.0 + c.0, s.1 + c.1));
+        assert!(((m.params()[0] as f64) / (ay / aa) - 1.0).abs() < 1e-4, "{} vs {}", m.params()[0], ay / aa);
+        assert!(report.final_loss < report.initial_loss && report.converged, "{report:?}");
+    }
+}

@@ -1,0 +1,182 @@
+//! Settings groups shared by experiments. Each experiment's settings struct is at once its command-line arguments
+//! (clap derive; the `#[arg]` defaults are the defaults), its defaults in code ([`defaults`]), and the `config` of
+//! its report (serde). Groups here are flattened into those structs.
+
+use crate::tasks::TaskSampler;
+use crate::{HarnessError, SUPPORTED_D};
+use serde::{Deserialize, Serialize};
+
+/// Arguments every experiment takes.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Common {
+    /// Training seed (tasks and initialisation).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub seed: u64,
+    /// Seed of the held-out evaluation, tuning and probe tasks.
+    #[arg(long, default_value_t = 1_000_003, allow_negative_numbers = true)]
+    pub eval_seed: u64,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub threads: usize,
+    /// Reduced run for CI: fewer steps and tasks (each experiment's help lists what changes).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+impl Common {
+    /// Checks the thread count.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if self.threads > 1024 {
+            return Err(HarnessError::Usage(format!("--threads must be at most 1024 (got {})", self.threads)));
+        }
+        Ok(())
+    }
+}
+
+/// The task distribution: `w ~ N(0, I_d)`, `x ~ U(-r/2, r/2)^d`, N context pairs.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskArgs {
+    /// Input dimension d (1 to 16).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub d: usize,
+    /// Context pairs per task N.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub n: usize,
+    /// Inputs are uniform on (-r/2, r/2)^d.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub input_range: f64,
+}
+
+impl TaskArgs {
+    /// Checks every field; the message names the flag.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if !SUPPORTED_D.contains(&self.d) {
+            return Err(HarnessError::Usage(format!(
+                "--d must be between {} and {} (got {})",
+                SUPPORTED_D.start(),
+                SUPPORTED_D.end(),
+                self.d
+            )));
+        }
+        if !(1..=4096).contains(&self.n) {
+            return Err(HarnessError::Usage(format!("--n must be between 1 and 4096 (got {})", self.n)));
+        }
+        if !(self.input_range.is_finite() && self.input_range > 0.0 && self.input_range <= 1e6) {
+            return Err(HarnessError::Usage(format!(
+                "--input-range must be a positive number up to 1e6 (got {})",
+                self.input_range
+            )));
+        }
+        Ok(())
+    }
+
+    /// The sampler of this distribution (weight scale 1).
+    pub fn sampler(&self) -> TaskSampler {
+        TaskSampler::new(self.d, self.n, self.input_range as f32)
+    }
+}
+
+/// The training budget and optimiser overrides.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// Training steps per model.
+    #[arg(long, default_value_t = 5000, allow_negative_numbers = true)]
+    pub steps: u64,
+    /// Tasks per training step.
+    #[arg(long, default_value_t = 2048, allow_negative_numbers = true)]
+    pub batch: usize,
+    /// Adam learning rate [default: the reference rule, 1e-3 up to 3 layers and 5e-4 beyond].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Global-norm gradient clip [default: the reference rule, 1e-3 up to 2 layers and 10 beyond].
+    #[arg(long, allow_negative_numbers = true)]
+    pub clip: Option<f64>,
+}
+
+impl TrainArgs {
+    /// Checks every field; the message names the flag.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if !(1..=10_000_000).contains(&self.steps) {
+            return Err(HarnessError::Usage(format!("--steps must be between 1 and 10000000 (got {})", self.steps)));
+        }
+        if !(1..=1 << 20).contains(&self.batch) {
+            return Err(HarnessError::Usage(format!("--batch must be between 1 and 1048576 (got {})", self.batch)));
+        }
+        for (flag, v) in [("--lr", self.lr), ("--clip", self.clip)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(HarnessError::Usage(format!("{flag} must be a positive number (got {v})")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The training spec for a model applied `depth` times, by the reference rules unless overridden.
+    pub fn spec(&self, depth: usize, seed: u64) -> crate::train::TrainSpec {
+        use crate::train::reference;
+        crate::train::TrainSpec {
+            steps: self.steps,
+            batch: self.batch,
+            seed,
+            adam: crate::optim::AdamW::reference(self.lr.unwrap_or(reference::lr(depth))),
+            clip: self.clip.unwrap_or(reference::grad_clip(depth)),
+        }
+    }
+}
+
+/// The evaluation budget.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalArgs {
+    /// Held-out evaluation tasks (also the number of tuning tasks for the references).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    pub eval_tasks: usize,
+}
+
+impl EvalArgs {
+    /// Checks the count.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if !(2..=10_000_000).contains(&self.eval_tasks) {
+            return Err(HarnessError::Usage(format!(
+                "--eval-tasks must be between 2 and 10000000 (got {})",
+                self.eval_tasks
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The settings `S` would have from the command line `args` (without the program and experiment names), with
+/// `quick` applied when `--quick` is among them: `quick` lists `(argument id, value)` defaults that `--quick`
+/// replaces; a value given on the command line still wins.
+pub fn parse<S: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    extra: impl Fn(clap::Command) -> clap::Command,
+    quick: &[(&str, &str)],
+    args: &[String],
+) -> Result<(S, clap::ArgMatches), clap::Error> {
+    let command = || extra(S::augment_args(clap::Command::new(name))).no_binary_name(true).args_override_self(true);
+    let matches = command().try_get_matches_from(args)?;
+    let matches = if matches.get_flag("quick") && !quick.is_empty() {
+        let mut cmd = command();
+        for (id, value) in quick {
+            let value: &'static str = Box::leak(value.to_string().into_boxed_str());
+            cmd = cmd.mut_arg(*id, |a| a.default_value(value));
+        }
+        cmd.try_get_matches_from(args)?
+    } else {
+        matches
+    };
+    Ok((S::from_arg_matches(&matches)?, matches))
+}
+
+/// The default settings of `S` (`quick`: with `--quick`).
+pub fn defaults<S: clap::Args + clap::FromArgMatches>(
+    quick_defaults: &[(&str, &str)],
+    quick: bool,
+) -> Result<S, HarnessError> {
+    let args: Vec<String> = if quick { vec!["--quick".into()] } else { vec![] };
+    parse::<S>("defaults", |c| c, quick_defaults, &args).map(|(s, _)| s).map_err(|e| {
+        HarnessError::Usage(format!("invalid default settings: {}", e.to_string().lines().next().unwrap_or("")))
+    })
+}

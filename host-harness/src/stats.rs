@@ -1,0 +1,62 @@
+//! Means with 95% confidence intervals (normal approximation, `1.96 sd / sqrt(n)`).
+
+use serde::{Deserialize, Serialize};
+
+/// A mean with its 95% confidence half-width over `n` samples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Sample mean.
+    pub mean: f64,
+    /// Half-width of the 95% interval of the mean.
+    pub ci95: f64,
+    /// Samples.
+    pub n: usize,
+}
+
+impl Stat {
+    /// Mean and 95% half-width of `values` (NaN for no values; half-width 0 for one).
+    pub fn of(values: impl Iterator<Item = f64> + Clone) -> Stat {
+        let (mut n, mut sum) = (0usize, 0.0f64);
+        for v in values.clone() {
+            n += 1;
+            sum += v;
+        }
+        if n == 0 {
+            return Stat { mean: f64::NAN, ci95: f64::NAN, n };
+        }
+        let mean = sum / n as f64;
+        let var = if n > 1 { values.map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        Stat { mean, ci95: 1.96 * (var / n as f64).sqrt(), n }
+    }
+
+    /// The lower end of the interval.
+    pub fn lo(&self) -> f64 {
+        self.mean - self.ci95
+    }
+
+    /// The upper end of the interval.
+    pub fn hi(&self) -> f64 {
+        self.mean + self.ci95
+    }
+
+    /// `mean ± ci95` with four decimals.
+    pub fn show(&self) -> String {
+        format!("{:.4} ± {:.4}", self.mean, self.ci95)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_interval_of_a_known_sample() {
+        let s = Stat::of([1.0, 2.0, 3.0, 4.0].into_iter());
+        assert_eq!(s.mean, 2.5);
+        // sd = sqrt(5/3); half-width = 1.96 sd / 2.
+        assert!((s.ci95 - 1.96 * (5.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-12);
+        assert_eq!((s.lo() + s.hi()) / 2.0, 2.5);
+        assert!(Stat::of(std::iter::empty()).mean.is_nan());
+        assert_eq!(Stat::of([7.0].into_iter()).ci95, 0.0);
+    }
+}
