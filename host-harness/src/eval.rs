@@ -12,8 +12,6 @@ use crate::tasks::TaskSampler;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-pub use crate::stats::Stat as Statistic;
-
 /// Model `a` against model `b` on the same tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
@@ -27,6 +25,12 @@ pub struct Comparison {
     pub model_cos: Stat,
     /// Euclidean norm of the difference of the sensitivities.
     pub model_diff: Stat,
+}
+
+/// Whether model `a` matches model `b`: losses within 3% of `b`'s and the lower 95% bound of Model cos at least
+/// 0.99 (the single-layer verdict's criteria, used for every "matches" in the reports).
+pub fn matches(c: &Comparison) -> bool {
+    ((c.loss_a.mean - c.loss_b.mean) / c.loss_b.mean).abs() <= 0.03 && c.model_cos.lo() >= 0.99
 }
 
 /// A prediction and its sensitivity to the query's inputs.

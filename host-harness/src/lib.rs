@@ -19,6 +19,7 @@ pub mod net;
 pub mod optim;
 pub mod output;
 pub mod plot;
+pub mod references;
 pub mod report;
 pub mod settings;
 pub mod stats;
@@ -81,6 +82,12 @@ impl std::error::Error for HarnessError {}
 impl From<dualform_tensors::TensorError> for HarnessError {
     fn from(e: dualform_tensors::TensorError) -> Self {
         HarnessError::BadInput(e.to_string())
+    }
+}
+
+impl From<net::NetError> for HarnessError {
+    fn from(e: net::NetError) -> Self {
+        HarnessError::Usage(format!("model: {e}"))
     }
 }
 

@@ -65,7 +65,7 @@ impl<const E: usize> Lsa<E> {
     /// `layers` applied in `schedule` order with `update`.
     pub fn new(layers: Vec<LsaHead<E>>, schedule: Vec<usize>, update: Update<f32>) -> Result<Self, HarnessError> {
         let heads = layers.iter().map(MergedHead::from_head).collect();
-        let net = Net::new(heads, schedule, update).map_err(|e| HarnessError::Usage(format!("model: {e}")))?;
+        let net = Net::new(heads, schedule, update)?;
         Ok(Self { layers, net })
     }
 
@@ -262,7 +262,7 @@ impl<const D: usize, const E: usize> GdFamily<D, E> {
             _ => vec![],
         };
         let heads = vec![MergedHead::zeros(); distinct];
-        let net = Net::new(heads, schedule, Update::residual()).map_err(|e| HarnessError::Usage(e.to_string()))?;
+        let net = Net::new(heads, schedule, Update::residual())?;
         let mut m = Self { kind, n, etas: vec![eta; distinct], gammas, net };
         m.rebuild()?;
         Ok(m)

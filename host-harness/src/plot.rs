@@ -20,17 +20,24 @@ pub struct Series {
     pub dashed: bool,
     /// Also mark each point.
     pub markers: bool,
+    /// Draw the line (false: points only, for sparse reference figures).
+    pub line: bool,
 }
 
 impl Series {
     /// A solid line.
     pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self { label: label.into(), points, dashed: false, markers: false }
+        Self { label: label.into(), points, dashed: false, markers: false, line: true }
     }
 
     /// A dashed line (a reference).
     pub fn dashed(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self { label: label.into(), points, dashed: true, markers: false }
+        Self { label: label.into(), points, dashed: true, markers: false, line: true }
+    }
+
+    /// Points only, no line (sparse reference figures).
+    pub fn points(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self { label: label.into(), points, dashed: false, markers: true, line: false }
     }
 
     /// With a marker on every point.
@@ -143,13 +150,22 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
+    // A log axis only where the data span more than a factor of 20 (a narrower log axis gets no tick labels).
+    let log_y = p.log_y && y0 > 0.0 && y1 / y0 > 20.0;
     let font = ("sans-serif", 18);
     let mut builder = ChartBuilder::on(area);
     builder.caption(&p.title, font).margin(12).x_label_area_size(36).y_label_area_size(64);
     macro_rules! finish {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart.configure_mesh().x_desc(&p.x_label).y_desc(&p.y_label).draw().map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .x_desc(&p.x_label)
+                .y_desc(&p.y_label)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
+                .draw()
+                .map_err(draw_err)?;
             for (i, s) in p.series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
                 let style = color.stroke_width(if s.dashed { 1 } else { 2 });
@@ -157,16 +173,20 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
                     .points
                     .iter()
                     .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!p.log_y || *y > 0.0))
+                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
                     .collect();
-                let anno = if s.dashed {
+                let anno = if !s.line {
+                    chart
+                        .draw_series(data.iter().map(|&(x, y)| Cross::new((x, y), 6, color.stroke_width(2))))
+                        .map_err(draw_err)?
+                } else if s.dashed {
                     chart.draw_series(DashedLineSeries::new(data.clone(), 6, 4, style)).map_err(draw_err)?
                 } else {
                     chart.draw_series(LineSeries::new(data.clone(), style)).map_err(draw_err)?
                 };
                 anno.label(s.label.clone())
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-                if s.markers {
+                if s.markers && s.line {
                     chart
                         .draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))
                         .map_err(draw_err)?;
@@ -181,7 +201,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
                 .map_err(draw_err)?;
         }};
     }
-    if p.log_y {
+    if log_y {
         let (lo, hi) = (y0 * 0.8, y1 * 1.25);
         finish!(builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(draw_err)?);
     } else {
@@ -189,6 +209,18 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
         finish!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(draw_err)?);
     }
     Ok(())
+}
+
+/// A compact tick label: up to four significant decimals, no trailing zeros, scientific when tiny or huge.
+fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() >= 1e5 || v.abs() < 1e-3 {
+        return format!("{v:.1e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -214,5 +246,9 @@ mod tests {
         let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
         let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
         assert_eq!((w, h), (1000, 460));
+        assert_eq!(
+            (tick(0.30000000000000004), tick(100.0), tick(2.5), tick(1e-5)),
+            ("0.3".into(), "100".into(), "2.5".into(), "1.0e-5".into())
+        );
     }
 }

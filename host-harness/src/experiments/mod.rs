@@ -13,7 +13,12 @@
 //! several experiments train with the same settings (the single layer, the deep stacks) are trained once per
 //! `reproduce all` and shared through [`Run::cached`].
 
+pub mod gd_plus_plus;
 mod index;
+pub mod interpolate;
+pub mod multi_layer;
+pub mod ood;
+pub mod recurrent;
 pub mod single_layer;
 
 use crate::output::Staged;
@@ -29,7 +34,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Every experiment, in the order `reproduce all` runs them. Adding an experiment: one line here.
-pub static REGISTRY: &[&dyn Entry] = &[&Registered::<single_layer::SingleLayer>(PhantomData)];
+#[rustfmt::skip]
+pub static REGISTRY: &[&dyn Entry] = &[
+    &Registered::<single_layer::SingleLayer>(PhantomData),
+    &Registered::<multi_layer::MultiLayer>(PhantomData),
+    &Registered::<recurrent::Recurrent>(PhantomData),
+    &Registered::<gd_plus_plus::GdPlusPlus>(PhantomData),
+    &Registered::<interpolate::Interpolate>(PhantomData),
+    &Registered::<ood::Ood>(PhantomData),
+];
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.
 pub trait Settings:
@@ -402,6 +415,12 @@ mod tests {
             }
         }
         check::<single_layer::SingleLayer>();
+        check::<multi_layer::MultiLayer>();
+        check::<recurrent::Recurrent>();
+        check::<gd_plus_plus::GdPlusPlus>();
+        check::<interpolate::Interpolate>();
+        check::<ood::Ood>();
+        assert_eq!(REGISTRY.len(), 6);
 
         let mut names = names();
         names.sort();

@@ -222,13 +222,26 @@ pub struct LayerSpec<'a> {
     pub probe_tasks: usize,
 }
 
+/// A trained single layer and how it was trained.
+#[derive(Clone, Debug)]
+pub struct TrainedLayer<const E: usize> {
+    /// The model.
+    pub model: Lsa<E>,
+    /// The training run.
+    pub training: TrainSpec,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// The training curves against the tuned GD step.
+    pub curves: Vec<CurvePoint>,
+}
+
 /// The trained single layer of `spec` from seed `seed`, with its training curves against the tuned GD step;
 /// trained once per command and shared by the experiments that use it (`recurrent`, `interpolate`, `ood`).
 pub fn trained_layer<const D: usize, const E: usize>(
     run: &mut Run<'_>,
     spec: LayerSpec<'_>,
     seed: u64,
-) -> Result<(Lsa<E>, TrainSpec, TrainTiming, Vec<CurvePoint>), HarnessError> {
+) -> Result<TrainedLayer<E>, HarnessError> {
     let LayerSpec { task, train: train_args, eval_seed, eval_tasks, log_every, probe_tasks } = spec;
     let spec = train_args.spec(1, seed);
     let key = format!("single-layer|{task:?}|{spec:?}|{eval_seed} {eval_tasks} {log_every} {probe_tasks}");
@@ -255,7 +268,7 @@ pub fn trained_layer<const D: usize, const E: usize>(
             Ok(())
         })?;
         progress.finish();
-        Ok((model, spec, timing, curves))
+        Ok(TrainedLayer { model, training: spec, timing, curves })
     })
 }
 
@@ -278,7 +291,7 @@ fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Res
     let closed = ClosedForm::new(s.task.d, s.task.n, s.task.input_range);
     let gd_eta = tune_gd_rate::<D, E>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
     let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
-    let (model, training, timing, curves) = trained_layer::<D, E>(run, s.layer_spec(), s.common.seed)?;
+    let TrainedLayer { model, training, timing, curves } = trained_layer::<D, E>(run, s.layer_spec(), s.common.seed)?;
     let (net, smp, seed, stream, count) = (model.net(), &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
     let vs_gd = compare(net, &gd, smp, seed, stream, count);
     let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&model.layers()[0], s.task.n)?;
@@ -286,7 +299,7 @@ fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Res
         None
     } else {
         let second = s.common.seed.wrapping_add(1);
-        let (m2, ..) = trained_layer::<D, E>(run, s.layer_spec(), second)?;
+        let m2 = trained_layer::<D, E>(run, s.layer_spec(), second)?.model;
         Some(SeedToSeed {
             second_seed: second,
             vs_first: compare(net, m2.net(), smp, seed, stream, count),

@@ -1,0 +1,320 @@
+//! `dualform reproduce gd-plus-plus`: how much of a trained deep model's advantage over plain gradient descent the
+//! GD++ construction explains.
+//!
+//! GD++ (von Oswald et al.) is the GD construction whose layers also transform the inputs,
+//! `x <- (I - gamma X X^T) x`; the reference fits it by training only the diagonal scalars of `W_V` and `P` (a scale
+//! for the `x` block and one for `y`, per layer). Those enter the layer only as the products `gamma` and
+//! `eta / N`, so dualform fits the same function class with one `(eta, gamma)` per layer, by least squares on tuning
+//! tasks ([`crate::references`]). For each depth K: the trained K-layer model of `multi-layer` (trained once per
+//! `reproduce all`), the fitted plain-GD and GD++ references, the fraction of the trained model's advantage over
+//! plain GD (with a tuned rate per step) that GD++ achieves, `(L_GD - L_GD++) / (L_GD - L_trained)`, and whether the
+//! trained model is closer to GD++ than to plain GD.
+//!
+//! Files: `report.json`, `gd-plus-plus.csv`, `gd-plus-plus.png`.
+
+use super::multi_layer::{references, trained_stack, StackSpec};
+use super::{Experiment, Outcome, Run};
+use crate::eval::{compare_many, matches, Comparison};
+use crate::model::Model;
+use crate::plot::{Panel, Series};
+use crate::references::{FitSpec, FittedParams};
+use crate::report::{Check, Table, Tables};
+use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::stats::Stat;
+use crate::tasks::streams;
+use crate::{with_d, HarnessError};
+use serde::{Deserialize, Serialize};
+
+/// The experiment.
+pub struct GdPlusPlus;
+
+/// Settings of `reproduce gd-plus-plus` (the deep models' settings are those of `multi-layer`).
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Depths K, comma-separated (each 2 to 8).
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
+    pub layers: Vec<usize>,
+    /// Gauss-Newton iterations per reference fit.
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+    pub fit_iters: usize,
+    /// Log the deep models' probe loss every this many steps (shared with `multi-layer`).
+    #[arg(long, default_value_t = 250, allow_negative_numbers = true)]
+    pub log_every: u64,
+    /// Tasks of the curve probe (shared with `multi-layer`).
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
+    pub probe_tasks: usize,
+}
+
+impl super::Settings for Settings {
+    const QUICK: &'static [(&'static str, &'static str)] = &[
+        ("layers", "2,3"),
+        ("steps", "300"),
+        ("batch", "1024"),
+        ("eval_tasks", "2000"),
+        ("fit_iters", "10"),
+        ("log_every", "100"),
+        ("probe_tasks", "512"),
+    ];
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn validate(&self) -> Result<(), HarnessError> {
+        self.task.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
+        if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
+            return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
+        }
+        if !(1..=1000).contains(&self.fit_iters) {
+            return Err(HarnessError::Usage(format!(
+                "--fit-iters must be between 1 and 1000 (got {})",
+                self.fit_iters
+            )));
+        }
+        if self.log_every == 0 || self.probe_tasks < 2 {
+            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One depth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Depth {
+    /// K.
+    pub layers: usize,
+    /// Shared-rate GD, per-step GD and GD++, fitted.
+    pub references: Vec<FittedParams>,
+    /// The trained model (a) against each reference (b) on the held-out tasks.
+    pub vs_trained: Vec<Comparison>,
+}
+
+impl Depth {
+    /// Held-out losses: trained, shared-rate GD, per-step GD, GD++.
+    pub fn losses(&self) -> (Stat, Vec<Stat>) {
+        let trained = self.vs_trained.first().map_or(Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }, |c| c.loss_a);
+        (trained, self.vs_trained.iter().map(|c| c.loss_b).collect())
+    }
+
+    /// `(L_GD - L_GD++) / (L_GD - L_trained)` with `GD` the per-step references (`None` when the trained model does
+    /// not beat plain GD: then there is no advantage to explain).
+    pub fn explained(&self) -> Option<f64> {
+        let (t, r) = self.losses();
+        let (gd, pp) = (r.get(1)?.mean, r.get(2)?.mean);
+        (gd - t.mean > 0.0).then(|| (gd - pp) / (gd - t.mean))
+    }
+}
+
+/// What `reproduce gd-plus-plus` found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Every depth.
+    pub depths: Vec<Depth>,
+}
+
+impl Tables for Results {
+    fn tables(&self) -> Vec<Table> {
+        let mut t = Table::new(
+            "held-out loss and how much of the trained model's advantage over plain GD (rate per step) GD++ explains",
+            &["K", "trained", "GD (rate per step)", "GD++", "explained by GD++", "GD (shared rate)"],
+        );
+        let mut a = Table::new(
+            "the trained model against plain GD and GD++: preds diff / model cos",
+            &["K", "GD (rate per step)", "GD++", "closer to"],
+        );
+        let mut p = Table::new("fitted GD++ scalars per layer", &["K", "eta", "gamma", "tuning loss"]);
+        for d in &self.depths {
+            let (tr, r) = d.losses();
+            t.row(vec![
+                d.layers.to_string(),
+                tr.show(),
+                r.get(1).map_or("-".into(), Stat::show),
+                r.get(2).map_or("-".into(), Stat::show),
+                d.explained().map_or("no advantage".into(), |e| format!("{:.0}%", 100.0 * e)),
+                r.first().map_or("-".into(), Stat::show),
+            ]);
+            if let [_, gd, pp] = &d.vs_trained[..] {
+                let cell = |c: &Comparison| {
+                    format!(
+                        "{:.4} / {:.4}{}",
+                        c.preds_diff.mean,
+                        c.model_cos.mean,
+                        if matches(c) { " (match)" } else { "" }
+                    )
+                };
+                let closer = if pp.preds_diff.mean <= gd.preds_diff.mean { "GD++" } else { "GD" };
+                a.row(vec![d.layers.to_string(), cell(gd), cell(pp), closer.into()]);
+            }
+            if let Some(pp) = d.references.get(2) {
+                let list = |v: &[f32]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+                p.row(vec![
+                    d.layers.to_string(),
+                    list(&pp.etas),
+                    list(&pp.gammas),
+                    format!("{:.4}", pp.fit.final_loss),
+                ]);
+            }
+        }
+        vec![t, a, p]
+    }
+}
+
+/// Per depth: the trained model is closer to GD++ than to plain GD by Preds diff (the reference's claim about deep
+/// models).
+pub fn checks(r: &Results) -> Vec<Check> {
+    r.depths
+        .iter()
+        .filter_map(|d| match &d.vs_trained[..] {
+            [_, gd, pp] => Some(Check::at_most(
+                &format!("k{}_closer_to_gdpp", d.layers),
+                &format!("K = {}: preds diff to GD++ / preds diff to plain GD (rate per step)", d.layers),
+                pp.preds_diff.mean / gd.preds_diff.mean,
+                1.0,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The verdict sentence.
+pub fn verdict(r: &Results) -> String {
+    r.depths
+        .iter()
+        .map(|d| {
+            let (t, refs) = d.losses();
+            format!(
+                "K = {}: trained {:.4}, plain GD {:.4}, GD++ {:.4}: {}",
+                d.layers,
+                t.mean,
+                refs.get(1).map_or(f64::NAN, |s| s.mean),
+                refs.get(2).map_or(f64::NAN, |s| s.mean),
+                d.explained().map_or("the trained model has no advantage over plain GD".into(), |e| format!(
+                    "GD++ achieves {:.0}% of the trained model's advantage",
+                    100.0 * e
+                ))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    let sampler = s.task.sampler();
+    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+    let stack = StackSpec {
+        task: &s.task,
+        train: &s.train,
+        seed: s.common.seed,
+        eval_seed: seed,
+        log_every: s.log_every,
+        probe_tasks: s.probe_tasks,
+    };
+    let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+    let mut depths = Vec::new();
+    for &k in &s.layers {
+        let model = trained_stack::<E>(run, k, stack)?.model;
+        let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
+        depths.push(Depth {
+            layers: k,
+            references: refs.iter().map(FittedParams::from).collect(),
+            vs_trained: compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count),
+        });
+    }
+    let results = Results { depths };
+    let mut csv = String::from("layers,trained,gd_shared,gd_per_step,gdpp,explained\n");
+    for d in &results.depths {
+        let (t, r) = d.losses();
+        let l = |i: usize| r.get(i).map_or(f64::NAN, |s| s.mean);
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            d.layers,
+            t.mean,
+            l(0),
+            l(1),
+            l(2),
+            d.explained().unwrap_or(f64::NAN)
+        ));
+    }
+    crate::output::write(&run.file("gd-plus-plus.csv"), &csv)?;
+    let series = |i: Option<usize>| {
+        results
+            .depths
+            .iter()
+            .map(|d| {
+                let (t, r) = d.losses();
+                (d.layers as f64, i.map_or(t.mean, |i| r.get(i).map_or(f64::NAN, |s| s.mean)))
+            })
+            .collect::<Vec<_>>()
+    };
+    run.plot(
+        "gd-plus-plus.png",
+        "Held-out loss by depth: the trained model, plain GD (shared rate, rate per step) and fitted GD++",
+        &[Panel::new("Trained deep models against GD and GD++", "layers / steps K", "loss")
+            .with(Series::line("trained", series(None)).with_markers())
+            .with(Series::dashed("GD, shared rate", series(Some(0))).with_markers())
+            .with(Series::dashed("GD, rate per step", series(Some(1))).with_markers())
+            .with(Series::dashed("GD++", series(Some(2))).with_markers())],
+    );
+    let checks = checks(&results);
+    let verdict = verdict(&results);
+    Ok(Outcome { results, checks, verdict })
+}
+
+impl Experiment for GdPlusPlus {
+    const NAME: &'static str = "gd-plus-plus";
+    const ABOUT: &'static str =
+        "GD++ fitted per layer: how much of a trained deep model's advantage over plain GD it explains";
+    type Settings = Settings;
+    type Results = Results;
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+        with_d!(s.task.d, run_d(s, run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::references::{fit_all, FitSpec};
+    use crate::tasks::TaskSampler;
+
+    /// A model that is GD++ is explained fully and found closer to GD++; with the GD++ reference's rates doubled the
+    /// closeness check fails.
+    #[test]
+    fn a_gdpp_reference_with_its_rates_off_by_two_is_detected() {
+        let sampler = TaskSampler::new(10, 10, 1.0);
+        let spec = FitSpec { sampler: &sampler, eval_seed: 5, tasks: 1500, iters: 15 };
+        let refs = fit_all::<10, 11>(2, spec).unwrap();
+        let model = refs[2].model.clone();
+        let depth = |pp_net: &crate::net::Net<11>| {
+            let nets = [refs[0].model.net(), refs[1].model.net(), pp_net];
+            Results {
+                depths: vec![Depth {
+                    layers: 2,
+                    references: refs.iter().map(FittedParams::from).collect(),
+                    vs_trained: compare_many(model.net(), &nets, &sampler, 5, streams::EVAL, 1500),
+                }],
+            }
+        };
+        let right = depth(refs[2].model.net());
+        assert!(checks(&right)[0].passed, "{:?}", checks(&right));
+        let explained = right.depths[0].explained();
+        assert!(explained.is_some_and(|e| (e - 1.0).abs() < 1e-9), "{explained:?}: {:?}", right.depths[0].losses());
+        let mut wrong = refs[2].model.clone();
+        let p: Vec<f32> = wrong.params().iter().enumerate().map(|(i, v)| if i < 2 { 2.0 * v } else { *v }).collect();
+        wrong.set_params(&p);
+        let bad = depth(wrong.net());
+        assert!(!checks(&bad)[0].passed, "{:?}", checks(&bad));
+    }
+}

@@ -1,0 +1,524 @@
+//! `dualform reproduce multi-layer`: K = 2..5 distinct LSA layers (every token updated in every layer), each trained
+//! on in-context regression, against K steps of GD with one tuned rate, K steps with a tuned rate per step, and K
+//! layers of GD++ with tuned (eta, gamma) per layer; losses, Preds diff and Model cos against each, and the
+//! per-layer readout (the query's prediction after each layer) beside the loss after each GD / GD++ step.
+//!
+//! Training follows the reference rules by depth (shared/DESIGN.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
+//! norm clip 1e-3 up to 2 layers and 10 beyond, tokens clipped to +-10 after every layer beyond 3 layers,
+//! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::references`]).
+//!
+//! Files: `report.json`, `depths.csv` (one row per depth and model), `readout.csv` (loss after each layer),
+//! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
+//! `references-K.safetensors` (fitted scalars).
+
+use super::{Experiment, Outcome, Run};
+use crate::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss, Comparison};
+use crate::model::{save, Lsa, Model};
+use crate::plot::{Panel, Series};
+use crate::references::{fit_all, FitSpec, Fitted, FittedParams};
+use crate::report::{Check, Table, Tables};
+use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::stats::Stat;
+use crate::tasks::{stream_rng, streams};
+use crate::train::{reference, train, TrainSpec, TrainTiming};
+use crate::{with_d, HarnessError};
+use dualform::Update;
+use serde::{Deserialize, Serialize};
+
+/// The experiment.
+pub struct MultiLayer;
+
+/// Settings of `reproduce multi-layer`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Depths K to train, comma-separated (each 2 to 8).
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
+    pub layers: Vec<usize>,
+    /// Gauss-Newton iterations per reference fit.
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+    pub fit_iters: usize,
+    /// Log the probe loss every this many training steps.
+    #[arg(long, default_value_t = 250, allow_negative_numbers = true)]
+    pub log_every: u64,
+    /// Tasks of the curve probe.
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
+    pub probe_tasks: usize,
+}
+
+impl super::Settings for Settings {
+    const QUICK: &'static [(&'static str, &'static str)] = &[
+        ("layers", "2,3"),
+        ("steps", "300"),
+        ("batch", "1024"),
+        ("eval_tasks", "2000"),
+        ("fit_iters", "10"),
+        ("log_every", "100"),
+        ("probe_tasks", "512"),
+    ];
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn validate(&self) -> Result<(), HarnessError> {
+        self.task.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
+        if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
+            return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
+        }
+        if !(1..=1000).contains(&self.fit_iters) {
+            return Err(HarnessError::Usage(format!(
+                "--fit-iters must be between 1 and 1000 (got {})",
+                self.fit_iters
+            )));
+        }
+        if self.log_every == 0 || self.probe_tasks < 2 {
+            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The authors' figures on this distribution (their released code: K-step GD with one tuned rate, and GD++),
+/// for comparison in the tables: `(K, GD low, GD high, GD++)`.
+pub const AUTHORS: [(usize, f64, f64, Option<f64>); 4] =
+    [(2, 0.157, 0.160, Some(0.110)), (3, 0.132, 0.138, None), (4, 0.122, 0.122, None), (5, 0.113, 0.113, None)];
+
+/// A reference at one depth, fitted, against the trained model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceResult {
+    /// The fitted scalars.
+    pub params: FittedParams,
+    /// The trained model (a) against this reference (b) on the held-out tasks.
+    pub vs_trained: Comparison,
+    /// Loss after each step.
+    pub readout: Vec<Stat>,
+    /// Whether the trained model matches it ([`matches`]).
+    pub matched: bool,
+}
+
+/// One depth.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Depth {
+    /// K.
+    pub layers: usize,
+    /// The training run.
+    pub training: TrainSpec,
+    /// Token clipping after every layer.
+    pub token_clip: Option<f32>,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// Loss of the trained model after each layer.
+    pub readout: Vec<Stat>,
+    /// The references, in the order shared-rate GD, per-step GD, GD++.
+    pub references: Vec<ReferenceResult>,
+    /// `(step, batch loss, probe loss)` during training.
+    pub curve: Vec<(u64, f64, f64)>,
+}
+
+impl Depth {
+    /// The trained model's loss on the held-out tasks.
+    pub fn trained_loss(&self) -> Stat {
+        self.references.first().map_or(Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }, |r| r.vs_trained.loss_a)
+    }
+}
+
+/// What `reproduce multi-layer` found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Every depth.
+    pub depths: Vec<Depth>,
+    /// Loss of predicting zero.
+    pub zero: Stat,
+    /// Loss of least squares on the context.
+    pub ols: Stat,
+}
+
+impl Tables for Results {
+    fn tables(&self) -> Vec<Table> {
+        let mut losses = Table::new(
+            "held-out loss by depth (95% CI); authors' figures from their released code",
+            &["K", "trained", "GD (shared rate)", "GD (rate per step)", "GD++", "authors: GD", "authors: GD++"],
+        );
+        let mut agree = Table::new(
+            "trained model against each reference: preds diff / model cos",
+            &["K", "GD (shared rate)", "GD (rate per step)", "GD++"],
+        );
+        let mut params =
+            Table::new("fitted references", &["K", "reference", "eta per step", "gamma per step", "tuning loss"]);
+        for d in &self.depths {
+            let authors = AUTHORS.iter().find(|a| a.0 == d.layers);
+            let mut row = vec![d.layers.to_string(), d.trained_loss().show()];
+            row.extend(d.references.iter().map(|r| r.vs_trained.loss_b.show()));
+            row.push(authors.map_or("-".into(), |a| {
+                if a.1 == a.2 {
+                    format!("{:.3}", a.1)
+                } else {
+                    format!("{:.3}-{:.3}", a.1, a.2)
+                }
+            }));
+            row.push(authors.and_then(|a| a.3).map_or("-".into(), |v| format!("{v:.3}")));
+            losses.row(row);
+            let mut row = vec![d.layers.to_string()];
+            row.extend(d.references.iter().map(|r| {
+                format!(
+                    "{:.4} / {:.4}{}",
+                    r.vs_trained.preds_diff.mean,
+                    r.vs_trained.model_cos.mean,
+                    if r.matched { " (match)" } else { "" }
+                )
+            }));
+            agree.row(row);
+            for r in &d.references {
+                let list = |v: &[f32]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ");
+                params.row(vec![
+                    d.layers.to_string(),
+                    r.params.name.clone(),
+                    list(&r.params.etas),
+                    if r.params.gammas.is_empty() { "-".into() } else { list(&r.params.gammas) },
+                    format!("{:.4}", r.params.fit.final_loss),
+                ]);
+            }
+        }
+        let mut readout = Table::new(
+            "loss after each layer (trained) and after each step (per-step GD, GD++)",
+            &["K", "model", "after layer 1, 2, ..."],
+        );
+        for d in &self.depths {
+            let list = |v: &[Stat]| v.iter().map(|s| format!("{:.4}", s.mean)).collect::<Vec<_>>().join("  ");
+            readout.row(vec![d.layers.to_string(), "trained".into(), list(&d.readout)]);
+            for r in d.references.iter().skip(1) {
+                readout.row(vec![d.layers.to_string(), r.params.name.clone(), list(&r.readout)]);
+            }
+        }
+        let mut time =
+            Table::new("training", &["K", "steps x batch", "lr", "grad clip", "token clip", "ms/step", "seconds"]);
+        for d in &self.depths {
+            time.row(vec![
+                d.layers.to_string(),
+                format!("{} x {}", d.training.steps, d.training.batch),
+                format!("{}", d.training.adam.lr),
+                format!("{}", d.training.clip),
+                d.token_clip.map_or("none".into(), |c| c.to_string()),
+                format!("{:.2}", d.timing.ms_per_step),
+                format!("{:.1}", d.timing.step_seconds),
+            ]);
+        }
+        let mut base = Table::new("baselines on the same held-out tasks", &["model", "loss"]);
+        base.row(vec!["predict 0".into(), self.zero.show()]);
+        base.row(vec!["least squares on the context".into(), self.ols.show()]);
+        vec![losses, agree, readout, params, time, base]
+    }
+}
+
+/// Per depth: the fitted references are consistent on the held-out tasks (GD++ no worse than per-step GD, which is
+/// no worse than shared-rate GD, within 1% of the shared-rate loss), and the trained model does at least as well
+/// as K steps of GD with a shared rate.
+pub fn checks(r: &Results) -> Vec<Check> {
+    let mut out = Vec::new();
+    for d in &r.depths {
+        let l: Vec<f64> = d.references.iter().map(|x| x.vs_trained.loss_b.mean).collect();
+        if let [shared, per_step, pp] = l[..] {
+            let worst = ((per_step - shared).max(pp - per_step)) / shared;
+            out.push(Check::at_most(
+                &format!("k{}_references_ordered", d.layers),
+                &format!("K = {}: largest loss increase from GD to per-step GD to GD++, relative", d.layers),
+                worst,
+                0.01,
+            ));
+            out.push(Check::at_most(
+                &format!("k{}_trained_vs_gd", d.layers),
+                &format!("K = {}: trained loss / shared-rate GD loss", d.layers),
+                d.trained_loss().mean / shared,
+                1.0,
+            ));
+        }
+    }
+    out
+}
+
+/// The verdict sentence: per depth, which references the trained model matches.
+pub fn verdict(r: &Results, checks: &[Check]) -> String {
+    let parts: Vec<String> = r
+        .depths
+        .iter()
+        .map(|d| {
+            let matched: Vec<&str> =
+                d.references.iter().filter(|x| x.matched).map(|x| x.params.name.as_str()).collect();
+            let best = d
+                .references
+                .iter()
+                .min_by(|a, b| a.vs_trained.preds_diff.mean.total_cmp(&b.vs_trained.preds_diff.mean))
+                .map_or("-", |x| x.params.name.as_str());
+            format!(
+                "K = {}: trained {:.4}, {}; closest by preds diff: {best}",
+                d.layers,
+                d.trained_loss().mean,
+                if matched.is_empty() {
+                    "matches no reference".to_string()
+                } else {
+                    format!("matches {}", matched.join(" and "))
+                }
+            )
+        })
+        .collect();
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    if failed.is_empty() {
+        parts.join("; ")
+    } else {
+        format!("{} (failed: {})", parts.join("; "), failed.join(", "))
+    }
+}
+
+/// How a deep model is trained: what [`trained_stack`] depends on besides the depth.
+#[derive(Clone, Copy, Debug)]
+pub struct StackSpec<'a> {
+    /// The task distribution.
+    pub task: &'a TaskArgs,
+    /// The training budget.
+    pub train: &'a TrainArgs,
+    /// The training seed.
+    pub seed: u64,
+    /// The evaluation seed (probe tasks).
+    pub eval_seed: u64,
+    /// Curve logging interval.
+    pub log_every: u64,
+    /// Probe tasks.
+    pub probe_tasks: usize,
+}
+
+/// A trained deep model and how it was trained.
+#[derive(Clone, Debug)]
+pub struct TrainedStack<const E: usize> {
+    /// The model.
+    pub model: Lsa<E>,
+    /// The training run.
+    pub training: TrainSpec,
+    /// Token clipping after every layer.
+    pub token_clip: Option<f32>,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// `(step, batch loss, probe loss)` during training.
+    pub curve: Vec<(u64, f64, f64)>,
+}
+
+/// The K-layer model of `spec`, trained once per command (shared with `gd-plus-plus`).
+pub fn trained_stack<const E: usize>(
+    run: &mut Run<'_>,
+    layers: usize,
+    spec: StackSpec<'_>,
+) -> Result<TrainedStack<E>, HarnessError> {
+    let train_spec = spec.train.spec(layers, spec.seed);
+    let clip = reference::token_clip(layers);
+    let key = format!(
+        "stack|{layers}|{:?}|{train_spec:?}|{clip:?}|{} {} {}",
+        spec.task, spec.eval_seed, spec.log_every, spec.probe_tasks
+    );
+    run.cached(&key, |run| {
+        let sampler = spec.task.sampler();
+        let update = Update { clip, ..Update::residual() };
+        let mut model =
+            Lsa::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers, (0..layers).collect(), update)?;
+        let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
+        let mut curve = Vec::new();
+        let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
+            if step % spec.log_every == 0 || step == train_spec.steps {
+                let probe = crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.probe_tasks);
+                curve.push((step, loss, probe.mean));
+            }
+            progress.step(step, || format!("loss {loss:.4}"));
+            Ok(())
+        })?;
+        progress.finish();
+        Ok(TrainedStack { model, training: train_spec, token_clip: clip, timing, curve })
+    })
+}
+
+/// The references of depth `k`, fitted once per command (shared with `gd-plus-plus`).
+pub fn references<const D: usize, const E: usize>(
+    run: &mut Run<'_>,
+    k: usize,
+    task: &TaskArgs,
+    spec: FitSpec<'_>,
+) -> Result<Vec<Fitted<D, E>>, HarnessError> {
+    let key = format!("references|{k}|{task:?}|{} {} {}", spec.eval_seed, spec.tasks, spec.iters);
+    run.cached(&key, |_| fit_all::<D, E>(k, spec))
+}
+
+impl Settings {
+    fn stack_spec(&self) -> StackSpec<'_> {
+        StackSpec {
+            task: &self.task,
+            train: &self.train,
+            seed: self.common.seed,
+            eval_seed: self.common.eval_seed,
+            log_every: self.log_every,
+            probe_tasks: self.probe_tasks,
+        }
+    }
+}
+
+fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    let sampler = s.task.sampler();
+    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+    let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+    let mut depths = Vec::new();
+    for &k in &s.layers {
+        let TrainedStack { model, training, token_clip, timing, curve } = trained_stack::<E>(run, k, s.stack_spec())?;
+        let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
+        let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
+        let references = refs
+            .iter()
+            .zip(comparisons)
+            .map(|(r, c)| ReferenceResult {
+                params: FittedParams::from(r),
+                matched: matches(&c),
+                vs_trained: c,
+                readout: readout_losses(r.model.net(), &sampler, seed, streams::EVAL, count),
+            })
+            .collect();
+        let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
+        save(
+            &model,
+            &meta(format!("{k} trained LSA layers, seed {}", s.common.seed)),
+            &run.file(&format!("stack-{k}.safetensors")),
+        )?;
+        for (i, r) in refs.iter().enumerate() {
+            save(
+                &r.model,
+                &meta(format!("{}, {k} steps, fitted", r.name)),
+                &run.file(&format!("reference-{k}-{i}.safetensors")),
+            )?;
+        }
+        depths.push(Depth {
+            layers: k,
+            training,
+            token_clip,
+            timing,
+            readout: readout_losses(model.net(), &sampler, seed, streams::EVAL, count),
+            references,
+            curve,
+        });
+    }
+    let results = Results {
+        depths,
+        zero: zero_loss::<E>(&sampler, seed, streams::EVAL, count),
+        ols: ols_loss::<E>(&sampler, seed, streams::EVAL, count),
+    };
+    write_files(run, &results)?;
+    let checks = checks(&results);
+    let verdict = verdict(&results, &checks);
+    Ok(Outcome { results, checks, verdict })
+}
+
+fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
+    let mut csv = String::from("layers,model,loss,loss_ci95,preds_diff,model_cos,model_diff\n");
+    let mut readout = String::from("layers,model,after_layer,loss\n");
+    let mut curves = String::from("layers,step,batch_loss,probe_loss\n");
+    for d in &r.depths {
+        let t = d.trained_loss();
+        csv.push_str(&format!("{},trained,{},{},,,\n", d.layers, t.mean, t.ci95));
+        for x in &d.references {
+            let c = &x.vs_trained;
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                d.layers,
+                x.params.name,
+                c.loss_b.mean,
+                c.loss_b.ci95,
+                c.preds_diff.mean,
+                c.model_cos.mean,
+                c.model_diff.mean
+            ));
+        }
+        for (i, s) in d.readout.iter().enumerate() {
+            readout.push_str(&format!("{},trained,{},{}\n", d.layers, i + 1, s.mean));
+        }
+        for x in &d.references {
+            for (i, s) in x.readout.iter().enumerate() {
+                readout.push_str(&format!("{},{},{},{}\n", d.layers, x.params.name, i + 1, s.mean));
+            }
+        }
+        for (step, b, p) in &d.curve {
+            curves.push_str(&format!("{},{step},{b},{p}\n", d.layers));
+        }
+    }
+    crate::output::write(&run.file("depths.csv"), &csv)?;
+    crate::output::write(&run.file("readout.csv"), &readout)?;
+    crate::output::write(&run.file("curves.csv"), &curves)?;
+    let by_k = |f: &dyn Fn(&Depth) -> f64| r.depths.iter().map(|d| (d.layers as f64, f(d))).collect::<Vec<_>>();
+    let reference = |i: usize| by_k(&|d| d.references.get(i).map_or(f64::NAN, |x| x.vs_trained.loss_b.mean));
+    let mut losses = Panel::new("Held-out loss by depth", "layers / steps K", "loss")
+        .with(Series::line("trained", by_k(&|d| d.trained_loss().mean)).with_markers())
+        .with(Series::dashed("GD, shared rate", reference(0)).with_markers())
+        .with(Series::dashed("GD, rate per step", reference(1)).with_markers())
+        .with(Series::dashed("GD++", reference(2)).with_markers());
+    losses =
+        losses.with(Series::points("authors: GD", AUTHORS.iter().map(|a| (a.0 as f64, (a.1 + a.2) / 2.0)).collect()));
+    losses = losses
+        .with(Series::points("authors: GD++", AUTHORS.iter().filter_map(|a| a.3.map(|v| (a.0 as f64, v))).collect()));
+    let mut readout_panel = Panel::new("Loss after each layer / step", "layer", "loss").log_y();
+    for d in &r.depths {
+        let pts = |v: &[Stat]| v.iter().enumerate().map(|(i, s)| ((i + 1) as f64, s.mean)).collect::<Vec<_>>();
+        readout_panel =
+            readout_panel.with(Series::line(format!("trained, K = {}", d.layers), pts(&d.readout)).with_markers());
+        if let Some(pp) = d.references.get(2) {
+            readout_panel = readout_panel.with(Series::dashed(format!("GD++, K = {}", d.layers), pts(&pp.readout)));
+        }
+    }
+    let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
+    for d in &r.depths {
+        training = training
+            .with(Series::line(format!("K = {}", d.layers), d.curve.iter().map(|c| (c.0 as f64, c.2)).collect()));
+    }
+    run.plot(
+        "multi-layer.png",
+        "Deep models: held-out loss by depth against the fitted GD references, the loss after each layer, and training",
+        &[losses, readout_panel, training],
+    );
+    Ok(())
+}
+
+impl Experiment for MultiLayer {
+    const NAME: &'static str = "multi-layer";
+    const ABOUT: &'static str =
+        "K = 2..5 distinct LSA layers, against K steps of GD (shared rate, rate per step) and K layers of GD++";
+    type Settings = Settings;
+    type Results = Results;
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+        with_d!(s.task.d, run_d(s, run))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::compare;
+    use crate::model::{GdFamily, GdKind};
+    use crate::tasks::TaskSampler;
+
+    /// A model that is per-step GD matches per-step GD, and the comparison catches the same reference with its rates
+    /// doubled.
+    #[test]
+    fn a_reference_with_its_rates_off_by_two_is_detected() {
+        let sampler = TaskSampler::new(10, 10, 1.0);
+        let right = GdFamily::<10, 11>::new(GdKind::PerStep, 2, 10, 1.0).unwrap().with_etas(&[3.0, 4.0]).unwrap();
+        let wrong = right.clone().with_etas(&[6.0, 8.0]).unwrap();
+        let model = right.clone();
+        let ok = compare(model.net(), right.net(), &sampler, 4, streams::EVAL, 2000);
+        let bad = compare(model.net(), wrong.net(), &sampler, 4, streams::EVAL, 2000);
+        assert!(matches(&ok), "{ok:?}");
+        assert!(!matches(&bad), "{bad:?}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Every experiment's quick variant, run once through `dualform reproduce all --quick` (as CI and a user would run
+//! it), each report read back through its typed report and checked against what must hold; and the index page.
+
+use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer};
+use dualform_harness::report::{read, Report};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The output folder of one `reproduce all --quick`, shared by every test of this file.
+fn quick_all() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = dir.join("results");
+        let o = Command::new(env!("CARGO_BIN_EXE_dualform"))
+            .args(["reproduce", "all", "--quick", "--out", out.to_str().unwrap()])
+            .output()
+            .expect("the dualform binary runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.contains("all experiments") && stdout.contains("index.html"), "{stdout}");
+        out
+    })
+}
+
+fn report<S: DeserializeOwned, R: DeserializeOwned>(name: &str) -> Report<S, R> {
+    let dir = quick_all().join(name);
+    let r: Report<S, R> = read(&dir.join("report.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for f in &r.files {
+        assert!(dir.join(f).is_file(), "{name}: listed file {f} is missing");
+    }
+    r
+}
+
+#[test]
+fn quick_single_layer() {
+    let r: Report<single_layer::Settings, single_layer::Results> = report("single-layer");
+    assert!(r.config.common.quick);
+    assert!(r.verdict.passed, "{}", r.verdict.text);
+    assert!(r.results.seed_to_seed.is_some(), "reproduce all keeps the second seed");
+}
+
+#[test]
+fn quick_multi_layer() {
+    let r: Report<multi_layer::Settings, multi_layer::Results> = report("multi-layer");
+    assert_eq!(r.config.layers, [2, 3]);
+    assert_eq!(r.results.depths.iter().map(|d| d.layers).collect::<Vec<_>>(), [2, 3]);
+    for d in &r.results.depths {
+        let names: Vec<&str> = d.references.iter().map(|x| x.params.name.as_str()).collect();
+        assert_eq!(names, ["GD", "GD, rate per step", "GD++"]);
+        // Fitted on tuning tasks, each richer reference at least as good there.
+        let tune: Vec<f64> = d.references.iter().map(|x| x.params.fit.final_loss).collect();
+        assert!(tune[1] <= tune[0] && tune[2] <= tune[1], "K = {}: {tune:?}", d.layers);
+        // The K-step shared rate sits near the one-step optimum (about 6 on this distribution).
+        assert!((3.0..9.0).contains(&d.references[0].params.etas[0]), "{:?}", d.references[0].params);
+        // GD++ is far better than plain GD here (it approaches least squares).
+        assert!(d.references[2].vs_trained.loss_b.mean < 0.8 * d.references[0].vs_trained.loss_b.mean);
+        assert_eq!(d.readout.len(), d.layers);
+        assert!(d.references.iter().all(|x| x.readout.len() == d.layers));
+        // The loss after the last layer is the model's loss.
+        assert!((d.readout[d.layers - 1].mean - d.trained_loss().mean).abs() < 1e-9);
+        assert!(d.trained_loss().mean < r.results.zero.mean);
+        assert_eq!(d.token_clip, None, "no token clipping up to 3 layers");
+    }
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["k2_references_ordered", "k2_trained_vs_gd", "k3_references_ordered", "k3_trained_vs_gd"]);
+}
+
+#[test]
+fn quick_recurrent() {
+    let r: Report<recurrent::Settings, recurrent::Results> = report("recurrent");
+    let it = &r.results.iterated;
+    assert_eq!((it.trained.len(), it.gd.len()), (50, 50));
+    // GD at 0.75 x the tuned rate on this distribution: the authors' code gives 0.221 after one step and 0.088 after
+    // ten; ours must agree up to sampling noise (2000 quick tasks).
+    assert!((it.gd[0].mean - 0.221).abs() < 0.02, "{:?}", it.gd[0]);
+    assert!((it.gd[9].mean - 0.088).abs() < 0.012, "{:?}", it.gd[9]);
+    assert!(it.gd.windows(2).all(|w| w[1].mean < w[0].mean), "damped GD decreases the loss at every step");
+    assert!(it.trained[49].mean < 0.5 * it.trained[0].mean);
+    let lp = &r.results.looped;
+    assert_eq!(lp.applications, 3);
+    assert_eq!(lp.readout.len(), 6);
+    assert_eq!(lp.references.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["repeated GD", "repeated GD++"]);
+    assert_eq!(lp.vs_references.len(), 2);
+}
+
+#[test]
+fn quick_gd_plus_plus() {
+    let r: Report<gd_plus_plus::Settings, gd_plus_plus::Results> = report("gd-plus-plus");
+    let m: Report<multi_layer::Settings, multi_layer::Results> = report("multi-layer");
+    for (d, md) in r.results.depths.iter().zip(&m.results.depths) {
+        // The same trained models and fits as multi-layer (shared within one `reproduce all`).
+        assert_eq!(d.losses().0, md.trained_loss());
+        assert_eq!(d.references[2], md.references[2].params);
+        assert_eq!(d.references[2].gammas.len(), d.layers);
+        assert_eq!(d.references[2].gammas[d.layers - 1], 0.0, "the last gamma never reaches the prediction");
+    }
+}
+
+#[test]
+fn quick_interpolate() {
+    let r: Report<interpolate::Settings, interpolate::Results> = report("interpolate");
+    let p = &r.results.path;
+    assert_eq!(p.len(), 11);
+    assert_eq!((p[0].alpha, p[10].alpha), (0.0, 1.0));
+    // The end of the path is the GD construction itself.
+    assert!(p[10].vs_gd.preds_diff.mean < 1e-6 && (p[10].vs_gd.model_cos.mean - 1.0).abs() < 1e-6);
+    assert!(r.results.midpoint().is_some());
+    assert!(r.results.scale.abs() > 0.0);
+}
+
+#[test]
+fn quick_ood() {
+    let r: Report<ood::Settings, ood::Results> = report("ood");
+    let (ranges, scales) = ood::grids();
+    assert_eq!(r.results.input_range.len(), ranges.len());
+    assert_eq!(r.results.weight_scale.len(), scales.len());
+    // The same tasks with weights scaled by s have targets scaled by s: GD's loss scales by s^2 (up to f32 rounding).
+    let at = |x: f64| r.results.weight_scale.iter().find(|p| (p.x - x).abs() < 1e-9).unwrap().vs_gd.loss_b.mean;
+    assert!((at(2.0) / at(1.0) - 4.0).abs() < 1e-4, "{} / {}", at(2.0), at(1.0));
+    assert!((at(5.0) / at(1.0) - 25.0).abs() < 1e-3);
+    // Wider inputs than trained on make both fail.
+    let last = r.results.input_range.last().unwrap();
+    assert!(last.vs_gd.loss_b.mean > 5.0 * at(1.0));
+}
+
+#[test]
+fn the_index_page_shows_every_experiment_and_plot() {
+    let html = std::fs::read_to_string(quick_all().join("index.html")).unwrap();
+    for name in ["single-layer", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood"] {
+        assert!(html.contains(&format!("id=\"{name}\"")), "section {name}");
+        assert!(html.contains(&format!("href=\"{name}/report.json\"")), "link to {name}/report.json");
+    }
+    for img in [
+        "single-layer/curves.png",
+        "multi-layer/multi-layer.png",
+        "recurrent/recurrent.png",
+        "gd-plus-plus/gd-plus-plus.png",
+        "interpolate/interpolate.png",
+        "ood/ood.png",
+    ] {
+        assert!(html.contains(&format!("src=\"{img}\"")), "{img}");
+        assert!(quick_all().join(img).is_file(), "{img}");
+    }
+    assert!(html.contains("Quick run"));
+}
