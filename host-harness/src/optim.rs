@@ -77,8 +77,15 @@ pub fn clip_global_norm(grad: &mut [f32], clip: f64) -> f64 {
 pub struct FitReport {
     /// Mean loss `0.5 (y_hat - y)^2` on the fitting tasks before the fit.
     pub initial_loss: f64,
-    /// Mean loss after.
+    /// Mean loss on the fitting tasks at the parameters kept.
     pub final_loss: f64,
+    /// Mean loss on the validation tasks at the parameters kept (when validated).
+    pub validation_loss: Option<f64>,
+    /// Accepted steps taken; the parameters kept are those after `kept_step` of them (fewer when validation stopped
+    /// the fit early).
+    pub accepted_steps: usize,
+    /// See `accepted_steps`.
+    pub kept_step: usize,
     /// Gauss-Newton iterations (each one pass over the tasks for the normal equations, and one per tried step).
     pub iterations: usize,
     /// The relative loss change of the last accepted step was below the tolerance.
@@ -104,11 +111,24 @@ pub fn mean_loss<const E: usize, M: Model<E>>(
     parts.iter().map(|p| p.0).sum::<f64>() / count as f64
 }
 
+/// Validation of a fit: `count` tasks from stream `stream` of the same seed, disjoint from the fitting tasks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// First stream.
+    pub stream: u64,
+    /// Tasks.
+    pub count: usize,
+}
+
 /// Fits `model`'s parameters by least squares of its predictions on `count` tasks of `(seed, stream..)`:
 /// Levenberg-Marquardt on the normal equations `(J^T J + lambda diag(J^T J)) delta = -J^T r`, where the row of `J`
 /// for a task is `d y_hat / d params` from one backward pass. Meant for a few parameters (the GD references);
 /// sums run in chunk order, so the result does not depend on the thread count. Stops after `max_iter` passes or when
 /// an accepted step changes the loss by less than 1e-9 relative.
+///
+/// With `validation`, every accepted point of the trajectory (the start included) is evaluated on the validation
+/// tasks afterwards and the one with the lowest validation loss is kept: early stopping that protects against fits
+/// whose fitting loss keeps falling while rare tasks blow up (deep GD++ with geometrically growing rates does).
 pub fn fit_least_squares<const E: usize, M: Model<E>>(
     model: &mut M,
     sampler: &TaskSampler,
@@ -116,11 +136,13 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
     stream: u64,
     count: usize,
     max_iter: usize,
+    validation: Option<Validation>,
 ) -> FitReport {
     let p = model.params().len();
     let heads = model.net().heads().len();
     let initial_loss = mean_loss(model, sampler, seed, stream, count);
     let mut loss = initial_loss;
+    let mut trajectory = vec![(model.params(), loss)];
     let mut lambda = 1e-3f64;
     let mut iterations = 0;
     let mut converged = false;
@@ -180,6 +202,7 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
             Some(new_loss) => {
                 let rel = (loss - new_loss) / loss.max(f64::MIN_POSITIVE);
                 loss = new_loss;
+                trajectory.push((model.params(), loss));
                 if rel < 1e-9 {
                     converged = true;
                     break;
@@ -192,7 +215,33 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
             }
         }
     }
-    FitReport { initial_loss, final_loss: loss, iterations, converged }
+    let accepted_steps = trajectory.len() - 1;
+    let (kept_step, validation_loss) = match validation {
+        None => (accepted_steps, None),
+        Some(v) => {
+            let mut best = (accepted_steps, f64::INFINITY);
+            for (i, (p, _)) in trajectory.iter().enumerate() {
+                model.set_params(p);
+                let l = mean_loss(model, sampler, seed, v.stream, v.count);
+                // Ties (and NaN) keep the earlier, smaller step.
+                if l < best.1 {
+                    best = (i, l);
+                }
+            }
+            (best.0, Some(best.1))
+        }
+    };
+    let (params, final_loss) = &trajectory[kept_step];
+    model.set_params(params);
+    FitReport {
+        initial_loss,
+        final_loss: *final_loss,
+        validation_loss,
+        accepted_steps,
+        kept_step,
+        iterations,
+        converged,
+    }
 }
 
 /// Solves the symmetric system `a x = b` (`p x p`, row-major) by Gaussian elimination with partial pivoting; `None`
@@ -255,7 +304,7 @@ mod tests {
         // One step from W0 = 0 is linear in eta: the optimum is sum(a y) / sum(a^2) with a the prediction at rate 1.
         let sampler = TaskSampler::new(10, 10, 1.0);
         let mut m = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
-        let report = fit_least_squares(&mut m, &sampler, 5, streams::TUNE, 4000, 20);
+        let report = fit_least_squares(&mut m, &sampler, 5, streams::TUNE, 4000, 20, None);
         let unit = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
         let sums = sampler.par_chunks::<11, (f64, f64)>(
             5,

@@ -27,6 +27,8 @@ pub mod streams {
     pub const TUNE: u64 = 1 << 40;
     /// Evaluation seed: the tasks the training curves are logged on.
     pub const PROBE: u64 = 2 << 40;
+    /// Evaluation seed: the tasks a fitted reference is validated on (early stopping, choice among starts).
+    pub const VALIDATE: u64 = 3 << 40;
     /// Training seed: the initial weights (training batches never reach it).
     pub const INIT: u64 = u64::MAX;
 

@@ -19,7 +19,6 @@ use crate::model::Model;
 use crate::plot::{Panel, Series};
 use crate::references::{FitSpec, FittedParams};
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::streams;
 use crate::{with_d, HarnessError};
@@ -28,65 +27,9 @@ use serde::{Deserialize, Serialize};
 /// The experiment.
 pub struct GdPlusPlus;
 
-/// Settings of `reproduce gd-plus-plus` (the deep models' settings are those of `multi-layer`).
-#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
-    /// Depths K, comma-separated (each 2 to 8).
-    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
-    pub layers: Vec<usize>,
-    /// Gauss-Newton iterations per reference fit.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
-    pub fit_iters: usize,
-    /// Log the deep models' probe loss every this many steps (shared with `multi-layer`).
-    #[arg(long, default_value_t = 250, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe (shared with `multi-layer`).
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
-}
-
-impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
-        ("layers", "2,3"),
-        ("steps", "300"),
-        ("batch", "1024"),
-        ("eval_tasks", "2000"),
-        ("fit_iters", "10"),
-        ("log_every", "100"),
-        ("probe_tasks", "512"),
-    ];
-
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
-            return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
-        }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return Err(HarnessError::Usage(format!(
-                "--fit-iters must be between 1 and 1000 (got {})",
-                self.fit_iters
-            )));
-        }
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
-        Ok(())
-    }
-}
+/// Settings of `reproduce gd-plus-plus`: those of `multi-layer`, whose deep models and fits it uses (within one
+/// `reproduce all` they are trained and fitted once).
+pub type Settings = super::multi_layer::Settings;
 
 /// One depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,14 +154,7 @@ pub fn verdict(r: &Results) -> String {
 fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
     let sampler = s.task.sampler();
     let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    let stack = StackSpec {
-        task: &s.task,
-        train: &s.train,
-        seed: s.common.seed,
-        eval_seed: seed,
-        log_every: s.log_every,
-        probe_tasks: s.probe_tasks,
-    };
+    let stack: StackSpec<'_> = s.stack_spec();
     let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
     let mut depths = Vec::new();
     for &k in &s.layers {

@@ -417,7 +417,7 @@ mod tests {
         check::<single_layer::SingleLayer>();
         check::<multi_layer::MultiLayer>();
         check::<recurrent::Recurrent>();
-        check::<gd_plus_plus::GdPlusPlus>();
+        check::<gd_plus_plus::GdPlusPlus>(); // the settings of multi-layer
         check::<interpolate::Interpolate>();
         check::<ood::Ood>();
         assert_eq!(REGISTRY.len(), 6);

@@ -186,6 +186,8 @@ impl Tables for Results {
                     list(&r.params.etas),
                     if r.params.gammas.is_empty() { "-".into() } else { list(&r.params.gammas) },
                     format!("{:.4}", r.params.fit.final_loss),
+                    r.params.fit.validation_loss.map_or("-".into(), |v| format!("{v:.4}")),
+                    format!("{} of {}", r.params.fit.kept_step, r.params.fit.accepted_steps),
                 ]);
             }
         }
@@ -355,7 +357,8 @@ pub fn references<const D: usize, const E: usize>(
 }
 
 impl Settings {
-    fn stack_spec(&self) -> StackSpec<'_> {
+    /// How this run trains its deep models.
+    pub fn stack_spec(&self) -> StackSpec<'_> {
         StackSpec {
             task: &self.task,
             train: &self.train,

@@ -14,9 +14,8 @@ use super::single_layer::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate, Comparison};
 use crate::model::{save, GdFamily, GdKind, Lsa, Model};
-use crate::optim::fit_least_squares;
 use crate::plot::{Panel, Series};
-use crate::references::{shared_rate, FitSpec, Fitted, FittedParams};
+use crate::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::report::{fmt_num, Check, Table, Tables};
 use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
@@ -277,7 +276,13 @@ pub fn verdict(r: &Results) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         if matched.is_empty() {
-            "; it matches neither: it learned something other than repeated GD".to_string()
+            let closest = lp
+                .references
+                .iter()
+                .zip(&lp.vs_references)
+                .min_by(|a, b| a.1.preds_diff.mean.total_cmp(&b.1.preds_diff.mean))
+                .map_or("-", |(p, _)| p.name.as_str());
+            format!("; it matches neither, and is closest to {closest} by preds diff")
         } else {
             format!("; it matches {}", matched.join(" and "))
         }
@@ -331,8 +336,8 @@ fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Res
     for gamma in [0.0f32, 0.2] {
         let mut m = GdFamily::<D, E>::new(GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
         m.set_params(&[eta_k, gamma]);
-        let fit = fit_least_squares(&mut m, &sampler, seed, streams::TUNE, count, s.fit_iters);
-        if best.as_ref().is_none_or(|b| fit.final_loss < b.fit.final_loss) {
+        let fit = fit_spec.fit(&mut m);
+        if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
             best = Some(Fitted { name: "repeated GD++", model: m, fit });
         }
     }
