@@ -160,6 +160,8 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .light_line_style(TRANSPARENT)
+                .bold_line_style(BLACK.mix(0.15))
                 .x_desc(&p.x_label)
                 .y_desc(&p.y_label)
                 .x_label_formatter(&|v| tick(*v))

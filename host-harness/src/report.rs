@@ -103,7 +103,7 @@ impl Table {
         Self { title: title.into(), columns: columns.iter().map(|c| c.to_string()).collect(), rows: Vec::new() }
     }
 
-    /// Adds a row.
+    /// Adds a row (as many cells as columns; the experiments' tests check that every table is rectangular).
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }

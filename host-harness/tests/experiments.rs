@@ -2,7 +2,7 @@
 //! it), each report read back through its typed report and checked against what must hold; and the index page.
 
 use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer};
-use dualform_harness::report::{read, Report};
+use dualform_harness::report::{read, Report, Tables};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,11 +25,17 @@ fn quick_all() -> &'static Path {
     })
 }
 
-fn report<S: DeserializeOwned, R: DeserializeOwned>(name: &str) -> Report<S, R> {
+fn report<S: DeserializeOwned, R: DeserializeOwned + Tables>(name: &str) -> Report<S, R> {
     let dir = quick_all().join(name);
     let r: Report<S, R> = read(&dir.join("report.json")).unwrap_or_else(|e| panic!("{name}: {e}"));
     for f in &r.files {
         assert!(dir.join(f).is_file(), "{name}: listed file {f} is missing");
+    }
+    // Every table is rectangular: as many cells in each row as there are columns.
+    for t in r.results.tables() {
+        for row in &t.rows {
+            assert_eq!(row.len(), t.columns.len(), "{name}: table {:?}: row {row:?}", t.title);
+        }
     }
     r
 }

@@ -153,8 +153,10 @@ impl Tables for Results {
             "trained model against each reference: preds diff / model cos",
             &["K", "GD (shared rate)", "GD (rate per step)", "GD++"],
         );
-        let mut params =
-            Table::new("fitted references", &["K", "reference", "eta per step", "gamma per step", "tuning loss"]);
+        let mut params = Table::new(
+            "fitted references (fitted on tuning tasks; the trajectory point kept by validation on separate tasks)",
+            &["K", "reference", "eta per step", "gamma per step", "tuning loss", "validation loss", "steps kept"],
+        );
         for d in &self.depths {
             let authors = AUTHORS.iter().find(|a| a.0 == d.layers);
             let mut row = vec![d.layers.to_string(), d.trained_loss().show()];
