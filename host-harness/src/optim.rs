@@ -151,16 +151,26 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
         // Normal equations in f64, per chunk, summed in chunk order.
         let net = model.net();
         let m = &*model;
-        let parts = sampler.par_chunks::<E, (Vec<f64>, Vec<f64>, crate::net::Workspace<E>)>(
+        // Per chunk: J^T J, J^T r, and the per-task buffers (no allocation per task).
+        type Acc<const E: usize> = (Vec<f64>, Vec<f64>, crate::net::Workspace<E>, Vec<MergedHead<f32, E>>, Vec<f32>);
+        let parts = sampler.par_chunks::<E, Acc<E>>(
             seed,
             stream,
             count,
-            || (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n)),
-            |(jtj, jtr, ws), c, q, y| {
-                let mut merged = vec![MergedHead::zeros(); heads];
-                let (y_hat, _) = net.forward_backward(c, q, ws, |_| 1.0, Some(&mut merged));
-                let mut row = vec![0.0f32; p];
-                m.pullback(&merged, &mut row);
+            || {
+                (
+                    vec![0.0; p * p],
+                    vec![0.0; p],
+                    net.workspace(sampler.n),
+                    vec![MergedHead::zeros(); heads],
+                    vec![0.0; p],
+                )
+            },
+            |(jtj, jtr, ws, merged, row), c, q, y| {
+                merged.iter_mut().for_each(|g| *g = MergedHead::zeros());
+                row.fill(0.0);
+                let (y_hat, _) = net.forward_backward(c, q, ws, |_| 1.0, Some(merged));
+                m.pullback(merged, row);
                 let r = (y_hat - y) as f64;
                 for i in 0..p {
                     let ri = row[i] as f64;
@@ -172,7 +182,7 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
             },
         );
         let (mut jtj, mut jtr) = (vec![0.0; p * p], vec![0.0; p]);
-        for (a, b, _) in &parts {
+        for (a, b, ..) in &parts {
             jtj.iter_mut().zip(a).for_each(|(x, y)| *x += y);
             jtr.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
