@@ -68,11 +68,15 @@ fn run(command: Command) -> Result<(), HarnessError> {
     match command {
         Command::Reproduce { experiment, args } => {
             let all = experiment == "all";
+            // `--out DIR` or `--out=DIR`, for the overview's path to the index page.
             let out = args
                 .iter()
-                .position(|a| a == "--out")
-                .and_then(|i| args.get(i + 1))
-                .map(PathBuf::from)
+                .enumerate()
+                .find_map(|(i, a)| match a.strip_prefix("--out=") {
+                    Some(v) => Some(PathBuf::from(v)),
+                    None if a == "--out" => args.get(i + 1).map(PathBuf::from),
+                    None => None,
+                })
                 .unwrap_or_default();
             let summaries = experiments::reproduce(&experiment, &args, |s| print!("{}", s.text))?;
             if all {
