@@ -98,7 +98,7 @@ pub fn export(from: &Path, out: &Path, d: usize, n: usize, tasks: usize, seed: u
         // Every weight file is validated by the shared loader before anything is written.
         let files = [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")];
         for (src, _) in files {
-            crate::firmware::golden_check::load_head::<E>(&from.join(src))?;
+            crate::model::load_head::<E>(&from.join(src))?;
         }
         for (src, dst) in files {
             std::fs::copy(from.join(src), out.join(dst))

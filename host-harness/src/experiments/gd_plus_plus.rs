@@ -12,7 +12,7 @@
 //!
 //! Files: `report.json`, `gd-plus-plus.csv`, `gd-plus-plus.png`.
 
-use super::multi_layer::{references, trained_stack, StackSpec};
+use super::trained::{references, trained_stack, StackSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, matches, Comparison};
 use crate::model::Model;

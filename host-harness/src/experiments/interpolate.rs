@@ -10,7 +10,7 @@
 //!
 //! Files: `report.json`, `interpolate.csv`, `interpolate.png`.
 
-use super::single_layer::{trained_layer, LayerSpec};
+use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::model::Model;

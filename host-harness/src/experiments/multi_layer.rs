@@ -11,18 +11,18 @@
 //! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
 //! `references-K.safetensors` (fitted scalars).
 
+use super::trained::{references, trained_stack, StackSpec, TrainedStack};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss, Comparison};
-use crate::model::{save, Lsa, Model};
+use crate::model::{save, Model};
 use crate::plot::{Panel, Series};
-use crate::references::{fit_all, FitSpec, Fitted, FittedParams};
+use crate::references::{FitSpec, FittedParams};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
-use crate::tasks::{stream_rng, streams};
-use crate::train::{reference, train, TrainSpec, TrainTiming};
+use crate::tasks::streams;
+use crate::train::{TrainSpec, TrainTiming};
 use crate::{with_d, HarnessError};
-use dualform::Update;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -281,81 +281,6 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     } else {
         format!("{} (failed: {})", parts.join("; "), failed.join(", "))
     }
-}
-
-/// How a deep model is trained: what [`trained_stack`] depends on besides the depth.
-#[derive(Clone, Copy, Debug)]
-pub struct StackSpec<'a> {
-    /// The task distribution.
-    pub task: &'a TaskArgs,
-    /// The training budget.
-    pub train: &'a TrainArgs,
-    /// The training seed.
-    pub seed: u64,
-    /// The evaluation seed (probe tasks).
-    pub eval_seed: u64,
-    /// Curve logging interval.
-    pub log_every: u64,
-    /// Probe tasks.
-    pub probe_tasks: usize,
-}
-
-/// A trained deep model and how it was trained.
-#[derive(Clone, Debug)]
-pub struct TrainedStack<const E: usize> {
-    /// The model.
-    pub model: Lsa<E>,
-    /// The training run.
-    pub training: TrainSpec,
-    /// Token clipping after every layer.
-    pub token_clip: Option<f32>,
-    /// Training time.
-    pub timing: TrainTiming,
-    /// `(step, batch loss, probe loss)` during training.
-    pub curve: Vec<(u64, f64, f64)>,
-}
-
-/// The K-layer model of `spec`, trained once per command (shared with `gd-plus-plus`).
-pub fn trained_stack<const E: usize>(
-    run: &mut Run<'_>,
-    layers: usize,
-    spec: StackSpec<'_>,
-) -> Result<TrainedStack<E>, HarnessError> {
-    let train_spec = spec.train.spec(layers, spec.seed);
-    let clip = reference::token_clip(layers);
-    let key = format!(
-        "stack|{layers}|{:?}|{train_spec:?}|{clip:?}|{} {} {}",
-        spec.task, spec.eval_seed, spec.log_every, spec.probe_tasks
-    );
-    run.cached(&key, |run| {
-        let sampler = spec.task.sampler();
-        let update = Update { clip, ..Update::residual() };
-        let mut model =
-            Lsa::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers, (0..layers).collect(), update)?;
-        let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
-        let mut curve = Vec::new();
-        let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
-            if step % spec.log_every == 0 || step == train_spec.steps {
-                let probe = crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.probe_tasks);
-                curve.push((step, loss, probe.mean));
-            }
-            progress.step(step, || format!("loss {loss:.4}"));
-            Ok(())
-        })?;
-        progress.finish();
-        Ok(TrainedStack { model, training: train_spec, token_clip: clip, timing, curve })
-    })
-}
-
-/// The references of depth `k`, fitted once per command (shared with `gd-plus-plus`).
-pub fn references<const D: usize, const E: usize>(
-    run: &mut Run<'_>,
-    k: usize,
-    task: &TaskArgs,
-    spec: FitSpec<'_>,
-) -> Result<Vec<Fitted<D, E>>, HarnessError> {
-    let key = format!("references|{k}|{task:?}|{} {} {}", spec.eval_seed, spec.tasks, spec.iters);
-    run.cached(&key, |_| fit_all::<D, E>(k, spec))
 }
 
 impl Settings {

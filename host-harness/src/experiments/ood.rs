@@ -5,7 +5,7 @@
 //!
 //! Files: `report.json`, `ood.csv`, `ood.png`.
 
-use super::single_layer::{trained_layer, LayerSpec};
+use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::model::Model;

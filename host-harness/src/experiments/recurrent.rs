@@ -10,7 +10,7 @@
 //!
 //! Files: `report.json`, `iterated.csv`, `looped.csv`, `recurrent.png`, `looped.safetensors`.
 
-use super::single_layer::{trained_layer, LayerSpec};
+use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate, Comparison};
 use crate::model::{save, GdFamily, GdKind, Lsa, Model};

@@ -4,6 +4,7 @@
 //! Files: `report.json`, `curves.csv` (every `--log-every` steps on the probe tasks), `curves.png`,
 //! `weights.safetensors` (the trained layer), `gd_weights.safetensors` (the GD construction).
 
+use super::trained::{trained_layer, CurvePoint, LayerSpec, TrainedLayer};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare, gd_net, ols_loss, tune_gd_rate, zero_loss, Comparison};
 use crate::model::{save, Lsa, LsaHead, Model};
@@ -11,10 +12,10 @@ use crate::plot::{Panel, Series};
 use crate::report::{fmt_num, Check, Table, Tables};
 use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
-use crate::tasks::{stream_rng, streams, ClosedForm, TaskSampler};
-use crate::train::{train, TrainSpec, TrainTiming};
+use crate::tasks::{streams, ClosedForm, TaskSampler};
+use crate::train::{TrainSpec, TrainTiming};
 use crate::{with_d, HarnessError};
-use dualform::{GdFit, Update};
+use dualform::GdFit;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -59,23 +60,6 @@ impl super::Settings for Settings {
         }
         Ok(())
     }
-}
-
-/// One logged point of training.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CurvePoint {
-    /// Training step (1-based).
-    pub step: u64,
-    /// Mean loss of that step's batch.
-    pub train_loss: f64,
-    /// Loss of the model on the probe tasks.
-    pub probe_loss: f64,
-    /// Loss of the tuned GD step on the probe tasks.
-    pub gd_probe_loss: f64,
-    /// Model cos against GD on the probe tasks.
-    pub model_cos: f64,
-    /// Preds diff against GD on the probe tasks.
-    pub preds_diff: f64,
 }
 
 /// The closest GD step to the trained weights ([`dualform::read_gd`]).
@@ -203,73 +187,6 @@ pub fn verdict(checks: &[Check]) -> String {
     } else {
         format!("DOES NOT match one step of GD: {}", failed.join("; "))
     }
-}
-
-/// How the single layer is trained and logged: what [`trained_layer`] depends on besides the seed.
-#[derive(Clone, Copy, Debug)]
-pub struct LayerSpec<'a> {
-    /// The task distribution.
-    pub task: &'a TaskArgs,
-    /// The training budget.
-    pub train: &'a TrainArgs,
-    /// The evaluation seed (tuning and probe tasks).
-    pub eval_seed: u64,
-    /// Tuning tasks for the curves' GD reference.
-    pub eval_tasks: usize,
-    /// Curve logging interval.
-    pub log_every: u64,
-    /// Probe tasks of the curves.
-    pub probe_tasks: usize,
-}
-
-/// A trained single layer and how it was trained.
-#[derive(Clone, Debug)]
-pub struct TrainedLayer<const E: usize> {
-    /// The model.
-    pub model: Lsa<E>,
-    /// The training run.
-    pub training: TrainSpec,
-    /// Training time.
-    pub timing: TrainTiming,
-    /// The training curves against the tuned GD step.
-    pub curves: Vec<CurvePoint>,
-}
-
-/// The trained single layer of `spec` from seed `seed`, with its training curves against the tuned GD step;
-/// trained once per command and shared by the experiments that use it (`recurrent`, `interpolate`, `ood`).
-pub fn trained_layer<const D: usize, const E: usize>(
-    run: &mut Run<'_>,
-    spec: LayerSpec<'_>,
-    seed: u64,
-) -> Result<TrainedLayer<E>, HarnessError> {
-    let LayerSpec { task, train: train_args, eval_seed, eval_tasks, log_every, probe_tasks } = spec;
-    let spec = train_args.spec(1, seed);
-    let key = format!("single-layer|{task:?}|{spec:?}|{eval_seed} {eval_tasks} {log_every} {probe_tasks}");
-    run.cached(&key, |run| {
-        let sampler = task.sampler();
-        let eta = tune_gd_rate::<D, E>(&sampler, eval_seed, streams::TUNE, eval_tasks)?;
-        let gd = gd_net::<D, E>(eta as f32, task.n)?;
-        let mut model = Lsa::<E>::init(&mut stream_rng(seed, streams::INIT), 1, vec![0], Update::residual())?;
-        let progress = run.progress(spec.steps, &format!("single layer, seed {seed}"));
-        let mut curves = Vec::new();
-        let timing = train(&mut model, &sampler, &spec, |step, m, loss| {
-            if step % log_every == 0 || step == spec.steps {
-                let c = compare(m.net(), &gd, &sampler, eval_seed, streams::PROBE, probe_tasks);
-                curves.push(CurvePoint {
-                    step,
-                    train_loss: loss,
-                    probe_loss: c.loss_a.mean,
-                    gd_probe_loss: c.loss_b.mean,
-                    model_cos: c.model_cos.mean,
-                    preds_diff: c.preds_diff.mean,
-                });
-            }
-            progress.step(step, || format!("loss {loss:.4}"));
-            Ok(())
-        })?;
-        progress.finish();
-        Ok(TrainedLayer { model, training: spec, timing, curves })
-    })
 }
 
 impl Settings {

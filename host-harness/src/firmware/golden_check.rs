@@ -9,12 +9,11 @@
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
 use crate::golden::Golden;
-use crate::model::{Lsa, LsaHead};
+use crate::model::{load_head, LsaHead};
 use crate::HarnessError;
 use dualform::backward::{context_state, query_forward};
 use dualform::{Layer, MergedHead};
 use dualform_protocol::{Kind, Line, Model};
-use dualform_tensors::TensorFile;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -154,20 +153,6 @@ pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, Harness
         return Err(HarnessError::Io(format!("the firmware exited with code {code} (done: {})", device.done)));
     }
     Ok(device)
-}
-
-/// A single-layer weight file's one head, validated by the shared loader.
-pub fn load_head<const E: usize>(path: &Path) -> Result<(LsaHead<E>, String), HarnessError> {
-    let f = TensorFile::read(path)?;
-    let model = Lsa::<E>::from_file(&f)?;
-    match model.layers() {
-        [head] => Ok((head.clone(), f.sha256.clone())),
-        layers => Err(HarnessError::BadInput(format!(
-            "{}: {} layers, the golden run takes one",
-            path.display(),
-            layers.len()
-        ))),
-    }
 }
 
 /// The golden results the host computes from the files in `data`, and the SHA-256 of the two weight files.

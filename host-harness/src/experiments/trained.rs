@@ -1,0 +1,174 @@
+//! The trained models several experiments share, each trained (or fitted) once per command through
+//! [`Run::cached`]: the single layer (`single-layer`, `recurrent`, `interpolate`, `ood`), the deep stacks and their
+//! fitted GD references (`multi-layer`, `gd-plus-plus`). The cache key spells everything a model depends on, so an
+//! experiment run with other settings trains its own.
+
+use super::Run;
+use crate::eval::{compare, gd_net, tune_gd_rate};
+use crate::model::{Lsa, Model};
+use crate::references::{fit_all, FitSpec, Fitted};
+use crate::settings::{TaskArgs, TrainArgs};
+use crate::tasks::{stream_rng, streams};
+use crate::train::{reference, train, TrainSpec, TrainTiming};
+use crate::HarnessError;
+use dualform::Update;
+use serde::{Deserialize, Serialize};
+
+/// One logged point of training.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Training step (1-based).
+    pub step: u64,
+    /// Mean loss of that step's batch.
+    pub train_loss: f64,
+    /// Loss of the model on the probe tasks.
+    pub probe_loss: f64,
+    /// Loss of the tuned GD step on the probe tasks.
+    pub gd_probe_loss: f64,
+    /// Model cos against GD on the probe tasks.
+    pub model_cos: f64,
+    /// Preds diff against GD on the probe tasks.
+    pub preds_diff: f64,
+}
+
+/// How the single layer is trained and logged: what [`trained_layer`] depends on besides the seed.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerSpec<'a> {
+    /// The task distribution.
+    pub task: &'a TaskArgs,
+    /// The training budget.
+    pub train: &'a TrainArgs,
+    /// The evaluation seed (tuning and probe tasks).
+    pub eval_seed: u64,
+    /// Tuning tasks for the curves' GD reference.
+    pub eval_tasks: usize,
+    /// Curve logging interval.
+    pub log_every: u64,
+    /// Probe tasks of the curves.
+    pub probe_tasks: usize,
+}
+
+/// A trained single layer and how it was trained.
+#[derive(Clone, Debug)]
+pub struct TrainedLayer<const E: usize> {
+    /// The model.
+    pub model: Lsa<E>,
+    /// The training run.
+    pub training: TrainSpec,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// The training curves against the tuned GD step.
+    pub curves: Vec<CurvePoint>,
+}
+
+/// The trained single layer of `spec` from seed `seed`, with its training curves against the tuned GD step;
+/// trained once per command and shared by the experiments that use it (`recurrent`, `interpolate`, `ood`).
+pub fn trained_layer<const D: usize, const E: usize>(
+    run: &mut Run<'_>,
+    spec: LayerSpec<'_>,
+    seed: u64,
+) -> Result<TrainedLayer<E>, HarnessError> {
+    let LayerSpec { task, train: train_args, eval_seed, eval_tasks, log_every, probe_tasks } = spec;
+    let spec = train_args.spec(1, seed);
+    let key = format!("single-layer|{task:?}|{spec:?}|{eval_seed} {eval_tasks} {log_every} {probe_tasks}");
+    run.cached(&key, |run| {
+        let sampler = task.sampler();
+        let eta = tune_gd_rate::<D, E>(&sampler, eval_seed, streams::TUNE, eval_tasks)?;
+        let gd = gd_net::<D, E>(eta as f32, task.n)?;
+        let mut model = Lsa::<E>::init(&mut stream_rng(seed, streams::INIT), 1, vec![0], Update::residual())?;
+        let progress = run.progress(spec.steps, &format!("single layer, seed {seed}"));
+        let mut curves = Vec::new();
+        let timing = train(&mut model, &sampler, &spec, |step, m, loss| {
+            if step % log_every == 0 || step == spec.steps {
+                let c = compare(m.net(), &gd, &sampler, eval_seed, streams::PROBE, probe_tasks);
+                curves.push(CurvePoint {
+                    step,
+                    train_loss: loss,
+                    probe_loss: c.loss_a.mean,
+                    gd_probe_loss: c.loss_b.mean,
+                    model_cos: c.model_cos.mean,
+                    preds_diff: c.preds_diff.mean,
+                });
+            }
+            progress.step(step, || format!("loss {loss:.4}"));
+            Ok(())
+        })?;
+        progress.finish();
+        Ok(TrainedLayer { model, training: spec, timing, curves })
+    })
+}
+
+/// How a deep model is trained: what [`trained_stack`] depends on besides the depth.
+#[derive(Clone, Copy, Debug)]
+pub struct StackSpec<'a> {
+    /// The task distribution.
+    pub task: &'a TaskArgs,
+    /// The training budget.
+    pub train: &'a TrainArgs,
+    /// The training seed.
+    pub seed: u64,
+    /// The evaluation seed (probe tasks).
+    pub eval_seed: u64,
+    /// Curve logging interval.
+    pub log_every: u64,
+    /// Probe tasks.
+    pub probe_tasks: usize,
+}
+
+/// A trained deep model and how it was trained.
+#[derive(Clone, Debug)]
+pub struct TrainedStack<const E: usize> {
+    /// The model.
+    pub model: Lsa<E>,
+    /// The training run.
+    pub training: TrainSpec,
+    /// Token clipping after every layer.
+    pub token_clip: Option<f32>,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// `(step, batch loss, probe loss)` during training.
+    pub curve: Vec<(u64, f64, f64)>,
+}
+
+/// The K-layer model of `spec`, trained once per command (shared with `gd-plus-plus`).
+pub fn trained_stack<const E: usize>(
+    run: &mut Run<'_>,
+    layers: usize,
+    spec: StackSpec<'_>,
+) -> Result<TrainedStack<E>, HarnessError> {
+    let train_spec = spec.train.spec(layers, spec.seed);
+    let clip = reference::token_clip(layers);
+    let key = format!(
+        "stack|{layers}|{:?}|{train_spec:?}|{clip:?}|{} {} {}",
+        spec.task, spec.eval_seed, spec.log_every, spec.probe_tasks
+    );
+    run.cached(&key, |run| {
+        let sampler = spec.task.sampler();
+        let update = Update { clip, ..Update::residual() };
+        let mut model =
+            Lsa::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers, (0..layers).collect(), update)?;
+        let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
+        let mut curve = Vec::new();
+        let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
+            if step % spec.log_every == 0 || step == train_spec.steps {
+                let probe = crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.probe_tasks);
+                curve.push((step, loss, probe.mean));
+            }
+            progress.step(step, || format!("loss {loss:.4}"));
+            Ok(())
+        })?;
+        progress.finish();
+        Ok(TrainedStack { model, training: train_spec, token_clip: clip, timing, curve })
+    })
+}
+
+/// The references of depth `k`, fitted once per command (shared with `gd-plus-plus`).
+pub fn references<const D: usize, const E: usize>(
+    run: &mut Run<'_>,
+    k: usize,
+    task: &TaskArgs,
+    spec: FitSpec<'_>,
+) -> Result<Vec<Fitted<D, E>>, HarnessError> {
+    let key = format!("references|{k}|{task:?}|{} {} {}", spec.eval_seed, spec.tasks, spec.iters);
+    run.cached(&key, |_| fit_all::<D, E>(k, spec))
+}

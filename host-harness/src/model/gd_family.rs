@@ -1,0 +1,193 @@
+//! [`GdFamily`]: the core's GD and GD++ constructions with a few free scalars (one shared rate, a rate per step, or a
+//! rate and an input transformation per step): the references the trained models are compared with.
+
+use super::Model;
+use crate::net::Net;
+use crate::HarnessError;
+use dualform::nalgebra::SMatrix;
+use dualform::{gd_layer, gdpp_layer, MergedHead, Update};
+use dualform_tensors::Tensor;
+use std::collections::BTreeMap;
+
+/// Which scalars of the GD construction are free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GdKind {
+    /// K steps of plain GD with one shared rate.
+    SharedRate,
+    /// K steps of plain GD, a rate per step.
+    PerStep,
+    /// K steps of GD++ (von Oswald et al.): a rate and an input transformation `gamma` per step.
+    PlusPlus,
+    /// One GD++ step applied K times: a shared rate and a shared `gamma`.
+    PlusPlusShared,
+}
+
+/// The GD / GD++ constructions of the core (from `W0 = 0`, over N context pairs) with free rates `eta` and, for
+/// GD++, free `gamma`: the few-parameter references. In merged form each step's head is
+/// `A = [[I, 0], [0, 0]]`, `B = [[-gamma I, 0], [0, -eta / N]]` (gamma = 0 for plain GD).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GdFamily<const D: usize, const E: usize> {
+    kind: GdKind,
+    n: usize,
+    etas: Vec<f32>,
+    gammas: Vec<f32>,
+    net: Net<E>,
+}
+
+impl<const D: usize, const E: usize> GdFamily<D, E> {
+    /// `steps` steps of kind `kind` over `n` pairs, every rate `eta` and every `gamma` 0.
+    pub fn new(kind: GdKind, steps: usize, n: usize, eta: f32) -> Result<Self, HarnessError> {
+        if steps == 0 || n == 0 {
+            return Err(HarnessError::Usage("a GD reference needs at least one step and one context pair".into()));
+        }
+        let distinct = match kind {
+            GdKind::SharedRate | GdKind::PlusPlusShared => 1,
+            GdKind::PerStep | GdKind::PlusPlus => steps,
+        };
+        let schedule = (0..steps).map(|k| k % distinct).collect();
+        let gammas = match kind {
+            GdKind::PlusPlus | GdKind::PlusPlusShared => vec![0.0; distinct],
+            _ => vec![],
+        };
+        let heads = vec![MergedHead::zeros(); distinct];
+        let net = Net::new(heads, schedule, Update::residual())?;
+        let mut m = Self { kind, n, etas: vec![eta; distinct], gammas, net };
+        m.rebuild()?;
+        Ok(m)
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> GdKind {
+        self.kind
+    }
+
+    /// The rate of each distinct step.
+    pub fn etas(&self) -> &[f32] {
+        &self.etas
+    }
+
+    /// The `gamma` of each distinct step (empty for plain GD).
+    pub fn gammas(&self) -> &[f32] {
+        &self.gammas
+    }
+
+    /// Sets the rates (and gammas) from a template: all rates `eta`, gammas kept.
+    pub fn with_etas(mut self, etas: &[f32]) -> Result<Self, HarnessError> {
+        for (d, s) in self.etas.iter_mut().zip(etas) {
+            *d = *s;
+        }
+        self.rebuild()?;
+        Ok(self)
+    }
+
+    fn rebuild(&mut self) -> Result<(), HarnessError> {
+        let w0 = SMatrix::<f32, 1, D>::zeros();
+        for (k, m) in self.net.heads_mut().iter_mut().enumerate() {
+            let eta = self.etas[k];
+            let layer = match self.gammas.get(k) {
+                Some(&gamma) => gdpp_layer::<f32, D, 1, E>(&w0, eta, gamma, self.n)?,
+                None => gd_layer::<f32, D, 1, E>(&w0, eta, self.n)?,
+            };
+            *m = MergedHead::from_head(&layer.heads[0]);
+        }
+        Ok(())
+    }
+}
+
+impl<const D: usize, const E: usize> Model<E> for GdFamily<D, E> {
+    fn net(&self) -> &Net<E> {
+        &self.net
+    }
+
+    fn params(&self) -> Vec<f32> {
+        self.etas.iter().chain(self.gammas.iter()).copied().collect()
+    }
+
+    fn set_params(&mut self, p: &[f32]) {
+        let k = self.etas.len();
+        for (d, s) in self.etas.iter_mut().zip(p) {
+            *d = *s;
+        }
+        for (d, s) in self.gammas.iter_mut().zip(p.iter().skip(k)) {
+            *d = *s;
+        }
+        // Non-finite parameters give non-finite heads (and losses) rather than an error here.
+        if self.rebuild().is_err() {
+            for m in self.net.heads_mut() {
+                m.b = m.b.map(|_| f32::NAN);
+            }
+        }
+    }
+
+    /// `B[(D, D)] = -eta / N` and `B[(i, i)] = -gamma` for `i < D`: `dL/deta = -dB[(D, D)] / N`,
+    /// `dL/dgamma = -sum_i dB[(i, i)]`.
+    fn pullback(&self, merged: &[MergedHead<f32, E>], out: &mut [f32]) {
+        let k = self.etas.len();
+        let inv_n = 1.0 / self.n as f32;
+        for (i, dm) in merged.iter().enumerate().take(k) {
+            if let Some(o) = out.get_mut(i) {
+                *o -= dm.b[(D, D)] * inv_n;
+            }
+            if !self.gammas.is_empty() {
+                if let Some(o) = out.get_mut(k + i) {
+                    *o -= (0..D).map(|j| dm.b[(j, j)]).sum::<f32>();
+                }
+            }
+        }
+    }
+
+    fn tensors(&self) -> Vec<Tensor> {
+        let mut t = vec![Tensor::new("eta", vec![self.etas.len()], self.etas.clone())];
+        if !self.gammas.is_empty() {
+            t.push(Tensor::new("gamma", vec![self.gammas.len()], self.gammas.clone()));
+        }
+        t
+    }
+
+    fn meta(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("format".to_string(), "dualform-gd-v1".to_string()),
+            ("kind".to_string(), format!("{:?}", self.kind)),
+            ("steps".to_string(), self.net.applications().to_string()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::TaskSampler;
+
+    #[test]
+    fn gd_references_predict_what_the_core_primal_gd_predicts() {
+        // The merged constructions against the core's primal GD / GD++ on W and x, an independent implementation.
+        let sampler = TaskSampler::new(4, 6, 1.0);
+        let mut m = GdFamily::<4, 5>::new(GdKind::PlusPlus, 3, 6, 1.0).unwrap();
+        m.set_params(&[2.0, 3.0, 1.5, 0.4, -0.2, 0.1]);
+        let per = GdFamily::<4, 5>::new(GdKind::PerStep, 3, 6, 1.0).unwrap().with_etas(&[2.0, 3.0, 1.5]).unwrap();
+        let rows = sampler.par_chunks::<5, Vec<(f32, f32, f32, f32)>>(11, 0, 20, Vec::new, |acc, c, q, _| {
+            let xs: [[f32; 4]; 6] = core::array::from_fn(|j| core::array::from_fn(|i| c[j][i]));
+            let ys: [[f32; 1]; 6] = core::array::from_fn(|j| [c[j][4]]);
+            let mut xq: [f32; 4] = core::array::from_fn(|i| q[i]);
+            // Plain GD with a rate per step: W_{k+1} = W_k - eta_k grad, then W_3 x_q.
+            let mut w = SMatrix::<f32, 1, 4>::zeros();
+            for eta in [2.0, 3.0, 1.5] {
+                w = dualform::gd::gd_step(&w, &xs, &ys, eta).unwrap();
+            }
+            let gd = dualform::gd::predict(&w, &xq)[0];
+            // GD++: the dual step on the targets and the input transformation, per step.
+            let (mut xs2, mut ys2, mut yq) = (xs, ys, [0.0f32]);
+            for (eta, gamma) in [(2.0, 0.4), (3.0, -0.2), (1.5, 0.1)] {
+                dualform::gd::gdpp_step(&SMatrix::zeros(), &mut xs2, &mut ys2, &mut xq, &mut yq, eta, gamma).unwrap();
+            }
+            let mut ws = m.net().workspace(6);
+            let mut ws2 = per.net().workspace(6);
+            acc.push((per.net().predict(c, q, &mut ws2, None), gd, m.net().predict(c, q, &mut ws, None), -yq[0]));
+        });
+        for (per_step, gd, pp, gdpp) in rows.into_iter().flatten() {
+            assert!((per_step - gd).abs() < 1e-4 * (1.0 + gd.abs()), "GD: {per_step} vs {gd}");
+            assert!((pp - gdpp).abs() < 1e-4 * (1.0 + gdpp.abs()), "GD++: {pp} vs {gdpp}");
+        }
+    }
+}
