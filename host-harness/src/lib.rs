@@ -100,27 +100,28 @@ impl From<dualform::Error> for HarnessError {
 /// Input dimensions the harness is compiled for (the core's sizes are compile-time constants).
 pub const SUPPORTED_D: std::ops::RangeInclusive<usize> = 1..=16;
 
-/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per supported d.
+/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per supported d;
+/// `$f` is a function or a path to one (`X::run_d`).
 #[macro_export]
 macro_rules! with_d {
-    ($d:expr, $f:ident ( $($args:expr),* )) => {
+    ($d:expr, $($f:ident)::+ ( $($args:expr),* )) => {
         match $d {
-            1 => $f::<1, 2>($($args),*),
-            2 => $f::<2, 3>($($args),*),
-            3 => $f::<3, 4>($($args),*),
-            4 => $f::<4, 5>($($args),*),
-            5 => $f::<5, 6>($($args),*),
-            6 => $f::<6, 7>($($args),*),
-            7 => $f::<7, 8>($($args),*),
-            8 => $f::<8, 9>($($args),*),
-            9 => $f::<9, 10>($($args),*),
-            10 => $f::<10, 11>($($args),*),
-            11 => $f::<11, 12>($($args),*),
-            12 => $f::<12, 13>($($args),*),
-            13 => $f::<13, 14>($($args),*),
-            14 => $f::<14, 15>($($args),*),
-            15 => $f::<15, 16>($($args),*),
-            16 => $f::<16, 17>($($args),*),
+            1 => $($f)::+::<1, 2>($($args),*),
+            2 => $($f)::+::<2, 3>($($args),*),
+            3 => $($f)::+::<3, 4>($($args),*),
+            4 => $($f)::+::<4, 5>($($args),*),
+            5 => $($f)::+::<5, 6>($($args),*),
+            6 => $($f)::+::<6, 7>($($args),*),
+            7 => $($f)::+::<7, 8>($($args),*),
+            8 => $($f)::+::<8, 9>($($args),*),
+            9 => $($f)::+::<9, 10>($($args),*),
+            10 => $($f)::+::<10, 11>($($args),*),
+            11 => $($f)::+::<11, 12>($($args),*),
+            12 => $($f)::+::<12, 13>($($args),*),
+            13 => $($f)::+::<13, 14>($($args),*),
+            14 => $($f)::+::<14, 15>($($args),*),
+            15 => $($f)::+::<15, 16>($($args),*),
+            16 => $($f)::+::<16, 17>($($args),*),
             other => Err($crate::HarnessError::Usage(format!(
                 "--d must be between {} and {} (got {other})",
                 $crate::SUPPORTED_D.start(),

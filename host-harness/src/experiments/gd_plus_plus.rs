@@ -21,7 +21,7 @@ use crate::references::{FitSpec, FittedParams};
 use crate::report::{Check, Table, Tables};
 use crate::stats::Stat;
 use crate::tasks::streams;
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -151,62 +151,6 @@ pub fn verdict(r: &Results) -> String {
         .join("; ")
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    let stack: StackSpec<'_> = s.stack_spec();
-    let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-    let mut depths = Vec::new();
-    for &k in &s.layers {
-        let model = trained_stack::<E>(run, k, stack)?.model;
-        let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
-        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-        depths.push(Depth {
-            layers: k,
-            references: refs.iter().map(FittedParams::from).collect(),
-            vs_trained: compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count),
-        });
-    }
-    let results = Results { depths };
-    let mut csv = String::from("layers,trained,gd_shared,gd_per_step,gdpp,explained\n");
-    for d in &results.depths {
-        let (t, r) = d.losses();
-        let l = |i: usize| r.get(i).map_or(f64::NAN, |s| s.mean);
-        csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            d.layers,
-            t.mean,
-            l(0),
-            l(1),
-            l(2),
-            d.explained().unwrap_or(f64::NAN)
-        ));
-    }
-    crate::output::write(&run.file("gd-plus-plus.csv"), &csv)?;
-    let series = |i: Option<usize>| {
-        results
-            .depths
-            .iter()
-            .map(|d| {
-                let (t, r) = d.losses();
-                (d.layers as f64, i.map_or(t.mean, |i| r.get(i).map_or(f64::NAN, |s| s.mean)))
-            })
-            .collect::<Vec<_>>()
-    };
-    run.plot(
-        "gd-plus-plus.png",
-        "Held-out loss by depth: the trained model, plain GD (shared rate, rate per step) and fitted GD++",
-        &[Panel::new("Trained deep models against GD and GD++", "layers / steps K", "loss")
-            .with(Series::line("trained", series(None)).with_markers())
-            .with(Series::dashed("GD, shared rate", series(Some(0))).with_markers())
-            .with(Series::dashed("GD, rate per step", series(Some(1))).with_markers())
-            .with(Series::dashed("GD++", series(Some(2))).with_markers())],
-    );
-    let checks = checks(&results);
-    let verdict = verdict(&results);
-    Ok(Outcome { results, checks, verdict })
-}
-
 impl Experiment for GdPlusPlus {
     const NAME: &'static str = "gd-plus-plus";
     const ABOUT: &'static str =
@@ -214,8 +158,63 @@ impl Experiment for GdPlusPlus {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler = s.task.sampler();
+        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let stack: StackSpec<'_> = s.stack_spec();
+        let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+        let mut depths = Vec::new();
+        for &k in &s.layers {
+            let model = trained_stack::<E>(run, k, stack)?.model;
+            let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+            let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
+            depths.push(Depth {
+                layers: k,
+                references: refs.iter().map(FittedParams::from).collect(),
+                vs_trained: compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count),
+            });
+        }
+        let results = Results { depths };
+        let mut csv = String::from("layers,trained,gd_shared,gd_per_step,gdpp,explained\n");
+        for d in &results.depths {
+            let (t, r) = d.losses();
+            let l = |i: usize| r.get(i).map_or(f64::NAN, |s| s.mean);
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                d.layers,
+                t.mean,
+                l(0),
+                l(1),
+                l(2),
+                d.explained().unwrap_or(f64::NAN)
+            ));
+        }
+        crate::output::write(&run.file("gd-plus-plus.csv"), &csv)?;
+        let series = |i: Option<usize>| {
+            results
+                .depths
+                .iter()
+                .map(|d| {
+                    let (t, r) = d.losses();
+                    (d.layers as f64, i.map_or(t.mean, |i| r.get(i).map_or(f64::NAN, |s| s.mean)))
+                })
+                .collect::<Vec<_>>()
+        };
+        run.plot(
+            "gd-plus-plus.png",
+            "Held-out loss by depth: the trained model, plain GD (shared rate, rate per step) and fitted GD++",
+            &[Panel::new("Trained deep models against GD and GD++", "layers / steps K", "loss")
+                .with(Series::line("trained", series(None)).with_markers())
+                .with(Series::dashed("GD, shared rate", series(Some(0))).with_markers())
+                .with(Series::dashed("GD, rate per step", series(Some(1))).with_markers())
+                .with(Series::dashed("GD++", series(Some(2))).with_markers())],
+        );
+        let checks = checks(&results);
+        let verdict = verdict(&results);
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

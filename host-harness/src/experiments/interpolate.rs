@@ -19,7 +19,7 @@ use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::streams;
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use dualform::MergedHead;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,10 @@ impl super::Settings for Settings {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
@@ -200,49 +204,6 @@ pub fn path<const E: usize>(
     (scale, nets)
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    let spec = LayerSpec {
-        task: &s.task,
-        train: &s.train,
-        eval_seed: seed,
-        eval_tasks: count,
-        log_every: s.log_every,
-        probe_tasks: s.probe_tasks,
-    };
-    let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-    let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
-    let gd = gd_net::<D, E>(eta as f32, s.task.n)?;
-    let results = evaluate(&layer.net().heads()[0], &gd, eta, s.points, &sampler, seed, count);
-    let mut csv = String::from("alpha,loss,gd_loss,preds_diff,model_cos,model_diff\n");
-    for p in &results.path {
-        let c = &p.vs_gd;
-        csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            p.alpha, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean
-        ));
-    }
-    crate::output::write(&run.file("interpolate.csv"), &csv)?;
-    let pts = |f: fn(&Comparison) -> f64| results.path.iter().map(|p| (p.alpha, f(&p.vs_gd))).collect::<Vec<_>>();
-    run.plot(
-        "interpolate.png",
-        "The straight path in merged weights from the trained layer (alpha 0) to one GD step (alpha 1): loss, and \
-         agreement with GD",
-        &[
-            Panel::new("Loss along the path", "alpha (0 = trained, 1 = GD)", "loss")
-                .with(Series::line("interpolated layer", pts(|c| c.loss_a.mean)).with_markers())
-                .with(Series::dashed("one GD step", pts(|c| c.loss_b.mean))),
-            Panel::new("Agreement with GD", "alpha", "")
-                .with(Series::line("model cos", pts(|c| c.model_cos.mean)).with_markers())
-                .with(Series::line("preds diff", pts(|c| c.preds_diff.mean)).with_markers()),
-        ],
-    );
-    let checks = checks(&results);
-    let verdict = verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
-}
-
 /// The path from `trained` to the end `gd_end`, every point compared with `gd_end` on `count` held-out tasks.
 pub fn evaluate<const E: usize>(
     trained: &MergedHead<f32, E>,
@@ -271,8 +232,50 @@ impl Experiment for Interpolate {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler = s.task.sampler();
+        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let spec = LayerSpec {
+            task: &s.task,
+            train: &s.train,
+            eval_seed: seed,
+            eval_tasks: count,
+            log_every: s.log_every,
+            probe_tasks: s.probe_tasks,
+        };
+        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
+        let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
+        let gd = gd_net::<D, E>(eta as f32, s.task.n)?;
+        let results = evaluate(&layer.net().heads()[0], &gd, eta, s.points, &sampler, seed, count);
+        let mut csv = String::from("alpha,loss,gd_loss,preds_diff,model_cos,model_diff\n");
+        for p in &results.path {
+            let c = &p.vs_gd;
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                p.alpha, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean
+            ));
+        }
+        crate::output::write(&run.file("interpolate.csv"), &csv)?;
+        let pts = |f: fn(&Comparison) -> f64| results.path.iter().map(|p| (p.alpha, f(&p.vs_gd))).collect::<Vec<_>>();
+        run.plot(
+            "interpolate.png",
+            "The straight path in merged weights from the trained layer (alpha 0) to one GD step (alpha 1): loss, and \
+             agreement with GD",
+            &[
+                Panel::new("Loss along the path", "alpha (0 = trained, 1 = GD)", "loss")
+                    .with(Series::line("interpolated layer", pts(|c| c.loss_a.mean)).with_markers())
+                    .with(Series::dashed("one GD step", pts(|c| c.loss_b.mean))),
+                Panel::new("Agreement with GD", "alpha", "")
+                    .with(Series::line("model cos", pts(|c| c.model_cos.mean)).with_markers())
+                    .with(Series::line("preds diff", pts(|c| c.preds_diff.mean)).with_markers()),
+            ],
+        );
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

@@ -22,7 +22,7 @@ use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::streams;
 use crate::train::{TrainSpec, TrainTiming};
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -66,6 +66,10 @@ impl super::Settings for Settings {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
@@ -297,60 +301,6 @@ impl Settings {
     }
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-    let mut depths = Vec::new();
-    for &k in &s.layers {
-        let TrainedStack { model, training, token_clip, timing, curve } = trained_stack::<E>(run, k, s.stack_spec())?;
-        let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
-        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-        let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
-        let references = refs
-            .iter()
-            .zip(comparisons)
-            .map(|(r, c)| ReferenceResult {
-                params: FittedParams::from(r),
-                matched: matches(&c),
-                vs_trained: c,
-                readout: readout_losses(r.model.net(), &sampler, seed, streams::EVAL, count),
-            })
-            .collect();
-        let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
-        save(
-            &model,
-            &meta(format!("{k} trained LSA layers, seed {}", s.common.seed)),
-            &run.file(&format!("stack-{k}.safetensors")),
-        )?;
-        for (i, r) in refs.iter().enumerate() {
-            save(
-                &r.model,
-                &meta(format!("{}, {k} steps, fitted", r.name)),
-                &run.file(&format!("reference-{k}-{i}.safetensors")),
-            )?;
-        }
-        depths.push(Depth {
-            layers: k,
-            training,
-            token_clip,
-            timing,
-            readout: readout_losses(model.net(), &sampler, seed, streams::EVAL, count),
-            references,
-            curve,
-        });
-    }
-    let results = Results {
-        depths,
-        zero: zero_loss::<E>(&sampler, seed, streams::EVAL, count),
-        ols: ols_loss::<E>(&sampler, seed, streams::EVAL, count),
-    };
-    write_files(run, &results)?;
-    let checks = checks(&results);
-    let verdict = verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
-}
-
 fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
     let mut csv = String::from("layers,model,loss,loss_ci95,preds_diff,model_cos,model_diff\n");
     let mut readout = String::from("layers,model,after_layer,loss\n");
@@ -426,8 +376,62 @@ impl Experiment for MultiLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler = s.task.sampler();
+        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+        let mut depths = Vec::new();
+        for &k in &s.layers {
+            let TrainedStack { model, training, token_clip, timing, curve } =
+                trained_stack::<E>(run, k, s.stack_spec())?;
+            let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+            let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
+            let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
+            let references = refs
+                .iter()
+                .zip(comparisons)
+                .map(|(r, c)| ReferenceResult {
+                    params: FittedParams::from(r),
+                    matched: matches(&c),
+                    vs_trained: c,
+                    readout: readout_losses(r.model.net(), &sampler, seed, streams::EVAL, count),
+                })
+                .collect();
+            let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
+            save(
+                &model,
+                &meta(format!("{k} trained LSA layers, seed {}", s.common.seed)),
+                &run.file(&format!("stack-{k}.safetensors")),
+            )?;
+            for (i, r) in refs.iter().enumerate() {
+                save(
+                    &r.model,
+                    &meta(format!("{}, {k} steps, fitted", r.name)),
+                    &run.file(&format!("reference-{k}-{i}.safetensors")),
+                )?;
+            }
+            depths.push(Depth {
+                layers: k,
+                training,
+                token_clip,
+                timing,
+                readout: readout_losses(model.net(), &sampler, seed, streams::EVAL, count),
+                references,
+                curve,
+            });
+        }
+        let results = Results {
+            depths,
+            zero: zero_loss::<E>(&sampler, seed, streams::EVAL, count),
+            ols: ols_loss::<E>(&sampler, seed, streams::EVAL, count),
+        };
+        write_files(run, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

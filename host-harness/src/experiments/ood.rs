@@ -14,7 +14,7 @@ use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{streams, TaskSampler};
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -48,6 +48,10 @@ impl super::Settings for Settings {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
@@ -153,66 +157,6 @@ pub fn curves<const E: usize>(
     )
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let seed = s.common.eval_seed;
-    let spec = LayerSpec {
-        task: &s.task,
-        train: &s.train,
-        eval_seed: seed,
-        eval_tasks: s.eval.eval_tasks,
-        log_every: s.log_every,
-        probe_tasks: s.probe_tasks,
-    };
-    let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-    let gd_eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
-    let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
-    let (input_range, weight_scale) = curves(layer.net(), &gd, &sampler, seed, s.ood_tasks);
-    let results = Results { gd_eta, input_range, weight_scale };
-    let mut csv = String::from("curve,x,trained_loss,gd_loss,preds_diff,model_cos\n");
-    for (name, pts) in [("input_range", &results.input_range), ("weight_scale", &results.weight_scale)] {
-        for p in pts.iter() {
-            let c = &p.vs_gd;
-            csv.push_str(&format!(
-                "{name},{},{},{},{},{}\n",
-                p.x, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean
-            ));
-        }
-    }
-    crate::output::write(&run.file("ood.csv"), &csv)?;
-    let pts = |v: &[OodPoint], f: fn(&Comparison) -> f64| v.iter().map(|p| (p.x, f(&p.vs_gd))).collect::<Vec<_>>();
-    run.plot(
-        "ood.png",
-        "Out of the training distribution: the trained layer and GD (tuned at the training distribution) as the input \
-         range and the task weights are scaled",
-        &[
-            Panel::new("Inputs from a scaled range", "input-range factor (training: 1)", "loss")
-                .log_y()
-                .with(Series::line("trained layer", pts(&results.input_range, |c| c.loss_a.mean)).with_markers())
-                .with(Series::dashed("GD", pts(&results.input_range, |c| c.loss_b.mean)).with_markers()),
-            Panel::new("Task weights scaled", "weight scale (training: 1)", "loss")
-                .log_y()
-                .with(Series::line("trained layer", pts(&results.weight_scale, |c| c.loss_a.mean)).with_markers())
-                .with(Series::dashed("GD", pts(&results.weight_scale, |c| c.loss_b.mean)).with_markers()),
-        ],
-    );
-    let checks = checks(&results);
-    let worst = results.input_range.iter().chain(&results.weight_scale).max_by(|a, b| a.gap().total_cmp(&b.gap()));
-    let verdict = format!(
-        "out of distribution the trained layer {} GD: the largest loss gap is {:.1}%{}",
-        if checks.iter().all(|c| c.passed) { "fails as" } else { "does NOT behave as" },
-        100.0 * worst.map_or(f64::NAN, OodPoint::gap),
-        worst.map_or(String::new(), |p| format!(
-            " (at {} {:.2}: {:.4} against {:.4})",
-            if results.input_range.iter().any(|q| std::ptr::eq(q, p)) { "input-range factor" } else { "weight scale" },
-            p.x,
-            p.vs_gd.loss_a.mean,
-            p.vs_gd.loss_b.mean
-        ))
-    );
-    Ok(Outcome { results, checks, verdict })
-}
-
 impl Experiment for Ood {
     const NAME: &'static str = "ood";
     const ABOUT: &'static str =
@@ -220,8 +164,71 @@ impl Experiment for Ood {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler = s.task.sampler();
+        let seed = s.common.eval_seed;
+        let spec = LayerSpec {
+            task: &s.task,
+            train: &s.train,
+            eval_seed: seed,
+            eval_tasks: s.eval.eval_tasks,
+            log_every: s.log_every,
+            probe_tasks: s.probe_tasks,
+        };
+        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
+        let gd_eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
+        let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
+        let (input_range, weight_scale) = curves(layer.net(), &gd, &sampler, seed, s.ood_tasks);
+        let results = Results { gd_eta, input_range, weight_scale };
+        let mut csv = String::from("curve,x,trained_loss,gd_loss,preds_diff,model_cos\n");
+        for (name, pts) in [("input_range", &results.input_range), ("weight_scale", &results.weight_scale)] {
+            for p in pts.iter() {
+                let c = &p.vs_gd;
+                csv.push_str(&format!(
+                    "{name},{},{},{},{},{}\n",
+                    p.x, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean
+                ));
+            }
+        }
+        crate::output::write(&run.file("ood.csv"), &csv)?;
+        let pts = |v: &[OodPoint], f: fn(&Comparison) -> f64| v.iter().map(|p| (p.x, f(&p.vs_gd))).collect::<Vec<_>>();
+        run.plot(
+            "ood.png",
+            "Out of the training distribution: the trained layer and GD (tuned at the training distribution) as the input \
+             range and the task weights are scaled",
+            &[
+                Panel::new("Inputs from a scaled range", "input-range factor (training: 1)", "loss")
+                    .log_y()
+                    .with(Series::line("trained layer", pts(&results.input_range, |c| c.loss_a.mean)).with_markers())
+                    .with(Series::dashed("GD", pts(&results.input_range, |c| c.loss_b.mean)).with_markers()),
+                Panel::new("Task weights scaled", "weight scale (training: 1)", "loss")
+                    .log_y()
+                    .with(Series::line("trained layer", pts(&results.weight_scale, |c| c.loss_a.mean)).with_markers())
+                    .with(Series::dashed("GD", pts(&results.weight_scale, |c| c.loss_b.mean)).with_markers()),
+            ],
+        );
+        let checks = checks(&results);
+        let worst = results.input_range.iter().chain(&results.weight_scale).max_by(|a, b| a.gap().total_cmp(&b.gap()));
+        let verdict = format!(
+            "out of distribution the trained layer {} GD: the largest loss gap is {:.1}%{}",
+            if checks.iter().all(|c| c.passed) { "fails as" } else { "does NOT behave as" },
+            100.0 * worst.map_or(f64::NAN, OodPoint::gap),
+            worst.map_or(String::new(), |p| format!(
+                " (at {} {:.2}: {:.4} against {:.4})",
+                if results.input_range.iter().any(|q| std::ptr::eq(q, p)) {
+                    "input-range factor"
+                } else {
+                    "weight scale"
+                },
+                p.x,
+                p.vs_gd.loss_a.mean,
+                p.vs_gd.loss_b.mean
+            ))
+        );
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

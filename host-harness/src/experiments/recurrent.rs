@@ -21,7 +21,7 @@ use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams};
 use crate::train::{reference, train, TrainSpec, TrainTiming};
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use dualform::Update;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,10 @@ impl super::Settings for Settings {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
@@ -289,86 +293,6 @@ pub fn verdict(r: &Results) -> String {
     )
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    // Part 1.
-    let spec = LayerSpec {
-        task: &s.task,
-        train: &s.train,
-        eval_seed: seed,
-        eval_tasks: count,
-        log_every: s.log_every,
-        probe_tasks: s.probe_tasks,
-    };
-    let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-    let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
-    let y_only = Update { scale: 1.0, first: E - 1, clip: None };
-    let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
-    let gd = gd_net::<D, E>(s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
-    let iterated = Iterated {
-        eta,
-        damping: s.damping,
-        trained: readout_losses(&iterated, &sampler, seed, streams::EVAL, count),
-        gd: readout_losses(&gd, &sampler, seed, streams::EVAL, count),
-        final_vs_gd: crate::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
-    };
-    // Part 2.
-    let k = s.loop_applications;
-    let training = s.train.spec(k, s.common.seed);
-    let token_clip = reference::token_clip(k);
-    let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
-    let (looped, timing) = run.cached(&key, |run| {
-        let update = Update { clip: token_clip, ..Update::residual() };
-        let mut m = Lsa::<E>::init(&mut stream_rng(s.common.seed, streams::INIT), 1, vec![0; k], update)?;
-        let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
-        let timing = train(&mut m, &sampler, &training, |step, _, loss| {
-            progress.step(step, || format!("loss {loss:.4}"));
-            Ok(())
-        })?;
-        progress.finish();
-        Ok((m, timing))
-    })?;
-    let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-    let gd_rep: Fitted<D, E> = shared_rate::<D, E>(k, fit_spec)?;
-    let eta_k = gd_rep.model.etas()[0];
-    let mut best: Option<Fitted<D, E>> = None;
-    for gamma in [0.0f32, 0.2] {
-        let mut m = GdFamily::<D, E>::new(GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
-        m.set_params(&[eta_k, gamma]);
-        let fit = fit_spec.fit(&mut m);
-        if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
-            best = Some(Fitted { name: "repeated GD++", model: m, fit });
-        }
-    }
-    let pp_rep = best.ok_or_else(|| HarnessError::Usage("no GD++ fit".into()))?;
-    let gd_rep = Fitted { name: "repeated GD", ..gd_rep };
-    let refs = [gd_rep, pp_rep];
-    let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-    let vs_references = compare_many(looped.net(), &nets, &sampler, seed, streams::EVAL, count);
-    let long = |net: &crate::net::Net<E>| -> Result<Vec<Stat>, HarnessError> {
-        Ok(readout_losses(&net.repeated(2 * k, *net.update())?, &sampler, seed, streams::EVAL, count))
-    };
-    let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&looped.layers()[0], s.task.n)?;
-    let looped_result = Looped {
-        applications: k,
-        training,
-        token_clip,
-        timing,
-        readout: long(looped.net())?,
-        references: refs.iter().map(FittedParams::from).collect(),
-        reference_readouts: refs.iter().map(|r| long(r.model.net())).collect::<Result<_, _>>()?,
-        matched: vs_references.iter().map(matches).collect(),
-        vs_references,
-        gd_family_residual: fit.residual as f64,
-    };
-    let results = Results { iterated, looped: looped_result };
-    write_files::<E>(s, run, &looped, &results)?;
-    let checks = checks(&results);
-    let verdict = verdict(&results);
-    Ok(Outcome { results, checks, verdict })
-}
-
 fn write_files<const E: usize>(
     s: &Settings,
     run: &mut Run<'_>,
@@ -437,8 +361,87 @@ impl Experiment for Recurrent {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler = s.task.sampler();
+        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        // Part 1.
+        let spec = LayerSpec {
+            task: &s.task,
+            train: &s.train,
+            eval_seed: seed,
+            eval_tasks: count,
+            log_every: s.log_every,
+            probe_tasks: s.probe_tasks,
+        };
+        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
+        let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
+        let y_only = Update { scale: 1.0, first: E - 1, clip: None };
+        let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
+        let gd = gd_net::<D, E>(s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
+        let iterated = Iterated {
+            eta,
+            damping: s.damping,
+            trained: readout_losses(&iterated, &sampler, seed, streams::EVAL, count),
+            gd: readout_losses(&gd, &sampler, seed, streams::EVAL, count),
+            final_vs_gd: crate::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
+        };
+        // Part 2.
+        let k = s.loop_applications;
+        let training = s.train.spec(k, s.common.seed);
+        let token_clip = reference::token_clip(k);
+        let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
+        let (looped, timing) = run.cached(&key, |run| {
+            let update = Update { clip: token_clip, ..Update::residual() };
+            let mut m = Lsa::<E>::init(&mut stream_rng(s.common.seed, streams::INIT), 1, vec![0; k], update)?;
+            let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
+            let timing = train(&mut m, &sampler, &training, |step, _, loss| {
+                progress.step(step, || format!("loss {loss:.4}"));
+                Ok(())
+            })?;
+            progress.finish();
+            Ok((m, timing))
+        })?;
+        let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+        let gd_rep: Fitted<D, E> = shared_rate::<D, E>(k, fit_spec)?;
+        let eta_k = gd_rep.model.etas()[0];
+        let mut best: Option<Fitted<D, E>> = None;
+        for gamma in [0.0f32, 0.2] {
+            let mut m = GdFamily::<D, E>::new(GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
+            m.set_params(&[eta_k, gamma]);
+            let fit = fit_spec.fit(&mut m);
+            if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
+                best = Some(Fitted { name: "repeated GD++", model: m, fit });
+            }
+        }
+        let pp_rep = best.ok_or_else(|| HarnessError::Usage("no GD++ fit".into()))?;
+        let gd_rep = Fitted { name: "repeated GD", ..gd_rep };
+        let refs = [gd_rep, pp_rep];
+        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
+        let vs_references = compare_many(looped.net(), &nets, &sampler, seed, streams::EVAL, count);
+        let long = |net: &crate::net::Net<E>| -> Result<Vec<Stat>, HarnessError> {
+            Ok(readout_losses(&net.repeated(2 * k, *net.update())?, &sampler, seed, streams::EVAL, count))
+        };
+        let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&looped.layers()[0], s.task.n)?;
+        let looped_result = Looped {
+            applications: k,
+            training,
+            token_clip,
+            timing,
+            readout: long(looped.net())?,
+            references: refs.iter().map(FittedParams::from).collect(),
+            reference_readouts: refs.iter().map(|r| long(r.model.net())).collect::<Result<_, _>>()?,
+            matched: vs_references.iter().map(matches).collect(),
+            vs_references,
+            gd_family_residual: fit.residual as f64,
+        };
+        let results = Results { iterated, looped: looped_result };
+        write_files::<E>(s, run, &looped, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results);
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

@@ -14,7 +14,7 @@ use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::train::{TrainSpec, TrainTiming};
-use crate::{with_d, HarnessError};
+use crate::HarnessError;
 use dualform::GdFit;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,10 @@ impl super::Settings for Settings {
 
     fn common(&self) -> &Common {
         &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
@@ -203,44 +207,6 @@ impl Settings {
     }
 }
 
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler: TaskSampler = s.task.sampler();
-    let closed = ClosedForm::new(s.task.d, s.task.n, s.task.input_range);
-    let gd_eta = tune_gd_rate::<D, E>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
-    let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
-    let TrainedLayer { model, training, timing, curves } = trained_layer::<D, E>(run, s.layer_spec(), s.common.seed)?;
-    let (net, smp, seed, stream, count) = (model.net(), &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
-    let vs_gd = compare(net, &gd, smp, seed, stream, count);
-    let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&model.layers()[0], s.task.n)?;
-    let seed_to_seed = if s.no_second_seed {
-        None
-    } else {
-        let second = s.common.seed.wrapping_add(1);
-        let m2 = trained_layer::<D, E>(run, s.layer_spec(), second)?.model;
-        Some(SeedToSeed {
-            second_seed: second,
-            vs_first: compare(net, m2.net(), smp, seed, stream, count),
-            second_vs_gd: compare(m2.net(), &gd, smp, seed, stream, count),
-        })
-    };
-    let results = Results {
-        closed_form: closed,
-        gd_eta,
-        vs_gd,
-        zero: zero_loss::<E>(smp, seed, stream, count),
-        ols: ols_loss::<E>(smp, seed, stream, count),
-        gd_family: FamilyFit::from(&fit),
-        seed_to_seed,
-        training,
-        timing,
-        curves,
-    };
-    write_files::<D, E>(s, run, &model, gd_eta, &results)?;
-    let checks = checks(&results);
-    let verdict = verdict(&checks);
-    Ok(Outcome { results, checks, verdict })
-}
-
 fn write_files<const D: usize, const E: usize>(
     s: &Settings,
     run: &mut Run<'_>,
@@ -297,8 +263,47 @@ impl Experiment for SingleLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        with_d!(s.task.d, run_d(s, run))
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let sampler: TaskSampler = s.task.sampler();
+        let closed = ClosedForm::new(s.task.d, s.task.n, s.task.input_range);
+        let gd_eta = tune_gd_rate::<D, E>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+        let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
+        let TrainedLayer { model, training, timing, curves } =
+            trained_layer::<D, E>(run, s.layer_spec(), s.common.seed)?;
+        let (net, smp, seed, stream, count) =
+            (model.net(), &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
+        let vs_gd = compare(net, &gd, smp, seed, stream, count);
+        let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&model.layers()[0], s.task.n)?;
+        let seed_to_seed = if s.no_second_seed {
+            None
+        } else {
+            let second = s.common.seed.wrapping_add(1);
+            let m2 = trained_layer::<D, E>(run, s.layer_spec(), second)?.model;
+            Some(SeedToSeed {
+                second_seed: second,
+                vs_first: compare(net, m2.net(), smp, seed, stream, count),
+                second_vs_gd: compare(m2.net(), &gd, smp, seed, stream, count),
+            })
+        };
+        let results = Results {
+            closed_form: closed,
+            gd_eta,
+            vs_gd,
+            zero: zero_loss::<E>(smp, seed, stream, count),
+            ols: ols_loss::<E>(smp, seed, stream, count),
+            gd_family: FamilyFit::from(&fit),
+            seed_to_seed,
+            training,
+            timing,
+            curves,
+        };
+        write_files::<D, E>(s, run, &model, gd_eta, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&checks);
+        Ok(Outcome { results, checks, verdict })
     }
 }
 
