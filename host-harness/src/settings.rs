@@ -125,6 +125,28 @@ impl TrainArgs {
     }
 }
 
+/// Training curves: how often, and on how many probe tasks, the loss is logged while a model trains. Experiments
+/// that share a trained model share these too (they are part of what the model's cache key spells).
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurveArgs {
+    /// Log training curves every this many steps.
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub log_every: u64,
+    /// Tasks of the curve probe.
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
+    pub probe_tasks: usize,
+}
+
+impl CurveArgs {
+    /// Checks both; the message names the flags.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if self.log_every == 0 || self.probe_tasks < 2 {
+            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
+        }
+        Ok(())
+    }
+}
+
 /// The evaluation budget.
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalArgs {

@@ -17,7 +17,7 @@ use crate::model::Model;
 use crate::net::Net;
 use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::streams;
 use crate::HarnessError;
 use dualform::MergedHead;
@@ -40,12 +40,8 @@ pub struct Settings {
     /// Points on the path from the trained layer (0) to GD (1), both ends included.
     #[arg(long, default_value_t = 21, allow_negative_numbers = true)]
     pub points: usize,
-    /// Log the single layer's training curves every this many steps (shared with `single-layer`).
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe (shared with `single-layer`).
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -70,9 +66,7 @@ impl super::Settings for Settings {
                 self.points
             )));
         }
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
+        self.curves.validate()?;
         Ok(())
     }
 }
@@ -238,14 +232,7 @@ impl Experiment for Interpolate {
     ) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-        let spec = LayerSpec {
-            task: &s.task,
-            train: &s.train,
-            eval_seed: seed,
-            eval_tasks: count,
-            log_every: s.log_every,
-            probe_tasks: s.probe_tasks,
-        };
+        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
         let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
         let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
         let gd = gd_net::<D, E>(eta as f32, s.task.n)?;

@@ -18,7 +18,7 @@ use crate::model::{save, Model};
 use crate::plot::{Panel, Series};
 use crate::references::{FitSpec, FittedParams};
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::streams;
 use crate::train::{TrainSpec, TrainTiming};
@@ -45,12 +45,8 @@ pub struct Settings {
     /// Gauss-Newton iterations per reference fit.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub fit_iters: usize,
-    /// Log the probe loss every this many training steps.
-    #[arg(long, default_value_t = 250, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe.
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -85,9 +81,7 @@ impl super::Settings for Settings {
                 self.fit_iters
             )));
         }
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
+        self.curves.validate()?;
         Ok(())
     }
 }
@@ -290,14 +284,7 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
 impl Settings {
     /// How this run trains its deep models.
     pub fn stack_spec(&self) -> StackSpec<'_> {
-        StackSpec {
-            task: &self.task,
-            train: &self.train,
-            seed: self.common.seed,
-            eval_seed: self.common.eval_seed,
-            log_every: self.log_every,
-            probe_tasks: self.probe_tasks,
-        }
+        StackSpec::of(&self.common, &self.task, &self.train, &self.curves)
     }
 }
 

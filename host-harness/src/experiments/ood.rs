@@ -12,7 +12,7 @@ use crate::model::Model;
 use crate::net::Net;
 use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -34,12 +34,8 @@ pub struct Settings {
     /// Held-out tasks at each point of the curves.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     pub ood_tasks: usize,
-    /// Log the single layer's training curves every this many steps (shared with `single-layer`).
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe (shared with `single-layer`).
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -64,9 +60,7 @@ impl super::Settings for Settings {
                 self.ood_tasks
             )));
         }
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
+        self.curves.validate()?;
         Ok(())
     }
 }
@@ -170,14 +164,7 @@ impl Experiment for Ood {
     ) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let seed = s.common.eval_seed;
-        let spec = LayerSpec {
-            task: &s.task,
-            train: &s.train,
-            eval_seed: seed,
-            eval_tasks: s.eval.eval_tasks,
-            log_every: s.log_every,
-            probe_tasks: s.probe_tasks,
-        };
+        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
         let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
         let gd_eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
         let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;

@@ -17,7 +17,7 @@ use crate::model::{save, GdFamily, GdKind, Lsa, Model};
 use crate::plot::{Panel, Series};
 use crate::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::report::{fmt_num, Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams};
 use crate::train::{reference, train, TrainSpec, TrainTiming};
@@ -51,12 +51,8 @@ pub struct Settings {
     /// Gauss-Newton iterations per reference fit.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub fit_iters: usize,
-    /// Log the single layer's training curves every this many steps (shared with `single-layer`).
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe (shared with `single-layer`).
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -102,9 +98,7 @@ impl super::Settings for Settings {
                 self.fit_iters
             )));
         }
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
+        self.curves.validate()?;
         Ok(())
     }
 }
@@ -368,14 +362,7 @@ impl Experiment for Recurrent {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
         // Part 1.
-        let spec = LayerSpec {
-            task: &s.task,
-            train: &s.train,
-            eval_seed: seed,
-            eval_tasks: count,
-            log_every: s.log_every,
-            probe_tasks: s.probe_tasks,
-        };
+        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
         let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
         let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
         let y_only = Update { scale: 1.0, first: E - 1, clip: None };

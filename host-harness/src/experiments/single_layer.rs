@@ -10,7 +10,7 @@ use crate::eval::{compare, gd_net, ols_loss, tune_gd_rate, zero_loss, Comparison
 use crate::model::{save, Lsa, LsaHead, Model};
 use crate::plot::{Panel, Series};
 use crate::report::{fmt_num, Check, Table, Tables};
-use crate::settings::{Common, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::train::{TrainSpec, TrainTiming};
@@ -35,12 +35,8 @@ pub struct Settings {
     /// Skip the second model (seed + 1) used for seed-to-seed agreement.
     #[arg(long)]
     pub no_second_seed: bool,
-    /// Log training curves every this many steps.
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
-    pub log_every: u64,
-    /// Tasks of the curve probe.
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
-    pub probe_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -59,9 +55,7 @@ impl super::Settings for Settings {
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
+        self.curves.validate()?;
         Ok(())
     }
 }
@@ -196,14 +190,7 @@ pub fn verdict(checks: &[Check]) -> String {
 impl Settings {
     /// How this run trains its layer.
     pub fn layer_spec(&self) -> LayerSpec<'_> {
-        LayerSpec {
-            task: &self.task,
-            train: &self.train,
-            eval_seed: self.common.eval_seed,
-            eval_tasks: self.eval.eval_tasks,
-            log_every: self.log_every,
-            probe_tasks: self.probe_tasks,
-        }
+        LayerSpec::of(&self.common, &self.task, &self.train, &self.eval, &self.curves)
     }
 }
 

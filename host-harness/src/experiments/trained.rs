@@ -7,7 +7,7 @@ use super::Run;
 use crate::eval::{compare, gd_net, tune_gd_rate};
 use crate::model::{Lsa, Model};
 use crate::references::{fit_all, FitSpec, Fitted};
-use crate::settings::{TaskArgs, TrainArgs};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{stream_rng, streams};
 use crate::train::{reference, train, TrainSpec, TrainTiming};
 use crate::HarnessError;
@@ -42,10 +42,21 @@ pub struct LayerSpec<'a> {
     pub eval_seed: u64,
     /// Tuning tasks for the curves' GD reference.
     pub eval_tasks: usize,
-    /// Curve logging interval.
-    pub log_every: u64,
-    /// Probe tasks of the curves.
-    pub probe_tasks: usize,
+    /// Curve logging.
+    pub curves: &'a CurveArgs,
+}
+
+impl<'a> LayerSpec<'a> {
+    /// The spec of an experiment's settings groups.
+    pub fn of(
+        common: &Common,
+        task: &'a TaskArgs,
+        train: &'a TrainArgs,
+        eval: &EvalArgs,
+        curves: &'a CurveArgs,
+    ) -> Self {
+        Self { task, train, eval_seed: common.eval_seed, eval_tasks: eval.eval_tasks, curves }
+    }
 }
 
 /// A trained single layer and how it was trained.
@@ -68,7 +79,8 @@ pub fn trained_layer<const D: usize, const E: usize>(
     spec: LayerSpec<'_>,
     seed: u64,
 ) -> Result<TrainedLayer<E>, HarnessError> {
-    let LayerSpec { task, train: train_args, eval_seed, eval_tasks, log_every, probe_tasks } = spec;
+    let LayerSpec { task, train: train_args, eval_seed, eval_tasks, curves } = spec;
+    let CurveArgs { log_every, probe_tasks } = *curves;
     let spec = train_args.spec(1, seed);
     let key = format!("single-layer|{task:?}|{spec:?}|{eval_seed} {eval_tasks} {log_every} {probe_tasks}");
     run.cached(&key, |run| {
@@ -109,10 +121,15 @@ pub struct StackSpec<'a> {
     pub seed: u64,
     /// The evaluation seed (probe tasks).
     pub eval_seed: u64,
-    /// Curve logging interval.
-    pub log_every: u64,
-    /// Probe tasks.
-    pub probe_tasks: usize,
+    /// Curve logging.
+    pub curves: &'a CurveArgs,
+}
+
+impl<'a> StackSpec<'a> {
+    /// The spec of an experiment's settings groups.
+    pub fn of(common: &Common, task: &'a TaskArgs, train: &'a TrainArgs, curves: &'a CurveArgs) -> Self {
+        Self { task, train, seed: common.seed, eval_seed: common.eval_seed, curves }
+    }
 }
 
 /// A trained deep model and how it was trained.
@@ -140,7 +157,7 @@ pub fn trained_stack<const E: usize>(
     let clip = reference::token_clip(layers);
     let key = format!(
         "stack|{layers}|{:?}|{train_spec:?}|{clip:?}|{} {} {}",
-        spec.task, spec.eval_seed, spec.log_every, spec.probe_tasks
+        spec.task, spec.eval_seed, spec.curves.log_every, spec.curves.probe_tasks
     );
     run.cached(&key, |run| {
         let sampler = spec.task.sampler();
@@ -150,8 +167,9 @@ pub fn trained_stack<const E: usize>(
         let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
         let mut curve = Vec::new();
         let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
-            if step % spec.log_every == 0 || step == train_spec.steps {
-                let probe = crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.probe_tasks);
+            if step % spec.curves.log_every == 0 || step == train_spec.steps {
+                let probe =
+                    crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.curves.probe_tasks);
                 curve.push((step, loss, probe.mean));
             }
             progress.step(step, || format!("loss {loss:.4}"));
