@@ -11,6 +11,14 @@
 //! A head built by [`crate::construct::gd_layer`] reads back with residual 0 up to rounding; a random head reads back
 //! with a residual of order 1.
 //!
+//! **Functional and dead blocks.** For the prediction at the query (whose `y` entries are 0) only some blocks
+//! matter: the columns of `A` that multiply the query's `x` (`A[:, ..D]`) and the rows of `B` that write `y`
+//! (`B[D.., :]`). The rest (`A[:, D..]`, `B[..D, :]`) never reach that prediction, and a model trained on it gets no
+//! gradient for them: they keep whatever the initialisation put there. [`GdFit::functional`] is the residual over
+//! the functional blocks alone (same scale, same closest member, normalised by the construction's functional
+//! blocks); [`GdFit::dead`] is the Frobenius norm of the dead blocks relative to the same normaliser (0 for the
+//! construction). `residual^2 * (|A*|^2 + |B*|^2) = functional^2 * F + dead^2 * F` with `F` the functional norm.
+//!
 //! Errors: [`Error::Empty`] for `n = 0`; [`Error::ZeroNormaliser`] when `trace(A_xx)` is zero or not finite (the
 //! head ignores `x` altogether, so no scale can be read).
 
@@ -31,6 +39,10 @@ pub struct GdFit<T: Real, const D: usize, const DY: usize> {
     pub scale: T,
     /// The relative Frobenius residual (0 = exactly a GD step).
     pub residual: T,
+    /// The relative residual over the blocks that reach the query's prediction (see the module docs).
+    pub functional: T,
+    /// The norm of the blocks that never reach the query's prediction, relative to the functional normaliser.
+    pub dead: T,
 }
 
 /// The closest member of the GD family to `head`, for a context of `n` pairs (see the module docs).
@@ -86,7 +98,35 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
             *v = -c;
         }
     }
-    let diff = frobenius_sq(&(a_n - a_star)) + frobenius_sq(&(b_n - b_star));
+    let da = a_n - a_star;
+    let db = b_n - b_star;
+    let diff = frobenius_sq(&da) + frobenius_sq(&db);
     let norm = frobenius_sq(&a_star) + frobenius_sq(&b_star);
-    Ok(GdFit { eta: c * T::from_f64(n as f64), w0, scale, residual: (diff / norm).sqrt() })
+    // Sums in a fixed order: A's columns 0..D, then B's rows D..E (functional); the rest (dead).
+    let mut functional_diff = T::ZERO;
+    let mut dead_sq = T::ZERO;
+    for j in 0..E {
+        for i in 0..E {
+            let (va, vb) = (at(&da, i, j), at(&db, i, j));
+            if j < D {
+                functional_diff += va * va;
+            } else {
+                dead_sq += va * va;
+            }
+            if i >= D {
+                functional_diff += vb * vb;
+            } else {
+                dead_sq += vb * vb;
+            }
+        }
+    }
+    // The construction's dead blocks are zero, so its whole norm is functional.
+    Ok(GdFit {
+        eta: c * T::from_f64(n as f64),
+        w0,
+        scale,
+        residual: (diff / norm).sqrt(),
+        functional: (functional_diff / norm).sqrt(),
+        dead: (dead_sq / norm).sqrt(),
+    })
 }

@@ -298,6 +298,31 @@ fn reader_recovers_constructions_and_rejects_random_weights() {
     assert!(r_rand > 0.5, "random: {r_rand}");
 }
 
+/// The functional residual ignores the blocks that never reach the query's prediction, and the two parts add up
+/// to the whole residual.
+#[test]
+fn functional_residual_ignores_dead_blocks() {
+    const D: usize = 4;
+    const E: usize = 5;
+    const N: usize = 8;
+    let layer = gd_layer::<f64, D, 1, E>(&SMatrix::zeros(), 2.0, N).unwrap();
+    let mut m = MergedHead::from_head(&layer.heads[0]);
+    // Dead: A's y column and B's x rows.
+    m.a[(1, D)] = 3.0;
+    m.b[(0, 2)] = -4.0;
+    let fit: GdFit<f64, D, 1> = read_gd_merged(&m, N).unwrap();
+    assert!(fit.functional < 1e-15, "dead blocks leaked into the functional residual: {}", fit.functional);
+    assert!(fit.dead > 1.0 && fit.residual > 1.0, "{fit:?}");
+    assert!((fit.residual.powi(2) - fit.functional.powi(2) - fit.dead.powi(2)).abs() < 1e-12);
+    // Functional: an entry of A's x columns (the key's y against the query's x) and of B's y row.
+    let mut f = MergedHead::from_head(&layer.heads[0]);
+    f.a[(D, 1)] = 0.5;
+    f.b[(D, 3)] = 0.01;
+    let fit: GdFit<f64, D, 1> = read_gd_merged(&f, N).unwrap();
+    assert!(fit.dead < 1e-15 && fit.functional > 0.1, "{fit:?}");
+    assert!((fit.residual - fit.functional).abs() < 1e-15);
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let w0 = SMatrix::<f64, 1, 2>::zeros();

@@ -10,6 +10,7 @@
 //! (argument groups), [`tasks`] (seeded tasks and random streams), [`plot`], [`output`], [`golden`] and
 //! [`firmware`] (the device side).
 
+pub mod baselines;
 pub mod eval;
 pub mod experiments;
 pub mod firmware;

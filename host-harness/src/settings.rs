@@ -33,7 +33,8 @@ impl Common {
     }
 }
 
-/// The task distribution: `w ~ N(0, I_d)`, `x ~ U(-r/2, r/2)^d`, N context pairs.
+/// The task distribution: `w ~ N(0, I_d)`, inputs with independent coordinates `x_i = mu + c_i U(-r/2, r/2)`,
+/// `y = w . x + sigma z`, N context pairs (the reference: `c_i = 1`, `mu = 0`, `sigma = 0`, N = d = 10, r = 1).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskArgs {
     /// Input dimension d (1 to 16).
@@ -45,6 +46,19 @@ pub struct TaskArgs {
     /// Inputs are uniform on (-r/2, r/2)^d.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub input_range: f64,
+    /// Anisotropic inputs: coordinate variances falling geometrically from the largest to the smallest by this
+    /// ratio (1, 4, 10, 100 ...), mean variance unchanged.
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "input_scales")]
+    pub variance_ratio: Option<f64>,
+    /// Anisotropic inputs: the scale c_i of each coordinate, d comma-separated positive numbers.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub input_scales: Option<Vec<f64>>,
+    /// Mean mu of every input coordinate.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub input_mean: f64,
+    /// Standard deviation sigma of the label noise (context and query targets).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub noise: f64,
 }
 
 impl TaskArgs {
@@ -67,12 +81,71 @@ impl TaskArgs {
                 self.input_range
             )));
         }
+        if let Some(r) = self.variance_ratio {
+            if !(r.is_finite() && (1.0..=1e6).contains(&r)) {
+                return Err(HarnessError::Usage(format!("--variance-ratio must be between 1 and 1e6 (got {r})")));
+            }
+        }
+        if let Some(c) = &self.input_scales {
+            if c.len() != self.d {
+                return Err(HarnessError::Usage(format!(
+                    "--input-scales needs one scale per input coordinate: {} given for d = {}",
+                    c.len(),
+                    self.d
+                )));
+            }
+            if let Some(bad) = c.iter().find(|v| !(v.is_finite() && **v > 0.0 && **v <= 1e3)) {
+                return Err(HarnessError::Usage(format!(
+                    "--input-scales must be positive numbers up to 1e3 (got {bad})"
+                )));
+            }
+        }
+        for (flag, v, max) in [("--input-mean", self.input_mean, 1e3), ("--noise", self.noise, 1e3)] {
+            if !(v.is_finite() && v.abs() <= max) || (flag == "--noise" && v < 0.0) {
+                return Err(HarnessError::Usage(format!("{flag} must be a finite number in range (got {v})")));
+            }
+        }
         Ok(())
+    }
+
+    /// The per-coordinate input scales `c_i` these arguments name (all 1 unless anisotropic).
+    pub fn scales(&self) -> Vec<f64> {
+        match (&self.input_scales, self.variance_ratio) {
+            (Some(c), _) => c.clone(),
+            (None, Some(r)) => crate::tasks::geometric_scales(self.d, r),
+            (None, None) => vec![1.0; self.d],
+        }
     }
 
     /// The sampler of this distribution (weight scale 1).
     pub fn sampler(&self) -> TaskSampler {
-        TaskSampler::new(self.d, self.n, self.input_range as f32)
+        let mut s = TaskSampler::new(self.d, self.n, self.input_range as f32);
+        for (c, v) in s.scales.iter_mut().zip(self.scales()) {
+            *c = v as f32;
+        }
+        s.mean = self.input_mean as f32;
+        s.noise = self.noise as f32;
+        s
+    }
+
+    /// One line naming the distribution, for tables and plots.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("d = {}, N = {}", self.d, self.n)];
+        if self.input_range != 1.0 {
+            parts.push(format!("input range {}", self.input_range));
+        }
+        match (&self.input_scales, self.variance_ratio) {
+            (Some(_), _) => parts.push("input scales given".into()),
+            (None, Some(r)) if r != 1.0 => parts.push(format!("variance ratio {r}")),
+            _ => parts.push("isotropic".into()),
+        }
+        if self.input_mean != 0.0 {
+            parts.push(format!("input mean {}", self.input_mean));
+        }
+        if self.noise != 0.0 {
+            parts.push(format!("label noise {}", self.noise));
+        }
+        parts.join(", ")
     }
 }
 

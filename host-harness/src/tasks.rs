@@ -1,8 +1,9 @@
 //! Seeded in-context regression tasks, and the closed-form optimum of one GD step on them.
 //!
-//! A task: `w ~ N(0, s^2 I_d)` (s = `weight_scale`, 1 in the reference), inputs `x ~ U(-r/2, r/2)^d`
-//! (r = `input_range`), targets `y = w . x` (no noise); N context tokens `(x_j, y_j)` and a query `(x_q, 0)` whose
-//! target is `y_q`.
+//! A task: `w ~ N(0, s^2 I_d)` (s = `weight_scale`, 1 in the reference), inputs with independent coordinates
+//! `x_i = mu + c_i u_i`, `u_i ~ U(-r/2, r/2)` (r = `input_range`; the scales `c_i` are 1 and the mean `mu` 0 in the
+//! reference), targets `y = w . x + sigma z`, `z ~ N(0, 1)` (label noise `sigma`, 0 in the reference); N context
+//! tokens `(x_j, y_j)` and a query `(x_q, 0)` whose target is `y_q` (noisy like the context's).
 //!
 //! Determinism: tasks come in chunks of [`CHUNK`]; chunk `c` of a batch draws from its own Xoshiro256++ stream seeded
 //! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
@@ -64,13 +65,45 @@ pub struct TaskSampler {
     pub input_range: f32,
     /// Standard deviation of the task weights `w`.
     pub weight_scale: f32,
+    /// Per-coordinate scale `c_i` of the inputs (standard deviation relative to the isotropic one; the first `d`
+    /// entries are used).
+    pub scales: [f32; MAX_D],
+    /// Mean `mu` of every input coordinate.
+    pub mean: f32,
+    /// Standard deviation `sigma` of the label noise.
+    pub noise: f32,
 }
 
+/// The largest input dimension a sampler supports.
+pub const MAX_D: usize = 16;
+
 impl TaskSampler {
-    /// The reference distribution with `d` inputs, `n` pairs and input range `input_range` (weight scale 1).
+    /// The reference distribution with `d` inputs, `n` pairs and input range `input_range` (weight scale 1,
+    /// isotropic, zero mean, noiseless).
     pub fn new(d: usize, n: usize, input_range: f32) -> Self {
-        Self { d, n, input_range, weight_scale: 1.0 }
+        Self { d, n, input_range, weight_scale: 1.0, scales: [1.0; MAX_D], mean: 0.0, noise: 0.0 }
     }
+
+    /// Whether every input coordinate has the same scale.
+    pub fn isotropic(&self) -> bool {
+        self.scales[..self.d].iter().all(|&c| c == 1.0)
+    }
+
+    /// The variance of input coordinate `i` about its mean: `(r c_i)^2 / 12`.
+    pub fn variance(&self, i: usize) -> f64 {
+        (self.input_range as f64 * self.scales[i] as f64).powi(2) / 12.0
+    }
+}
+
+/// Input scales whose variances fall geometrically from the largest to the smallest by `ratio`, normalised so that
+/// the mean variance is the isotropic one (the trace of the covariance is unchanged): `c_i^2 ∝ ratio^(-i/(d-1))`.
+pub fn geometric_scales(d: usize, ratio: f64) -> Vec<f64> {
+    if d <= 1 {
+        return vec![1.0; d];
+    }
+    let v: Vec<f64> = (0..d).map(|i| ratio.powf(-(i as f64) / (d as f64 - 1.0))).collect();
+    let mean = v.iter().sum::<f64>() / d as f64;
+    v.iter().map(|x| (x / mean).sqrt()).collect()
 }
 
 impl TaskSampler {
@@ -84,6 +117,7 @@ impl TaskSampler {
             *wi = if self.weight_scale == 1.0 { z } else { z * self.weight_scale };
         }
         let range = self.input_range;
+        let shaped = !self.isotropic() || self.mean != 0.0;
         let mut draw = |token: &mut [f32; E]| {
             let mut pairs = token[..self.d].chunks_exact_mut(2);
             for pair in &mut pairs {
@@ -94,8 +128,19 @@ impl TaskSampler {
             if let [last] = pairs.into_remainder() {
                 *last = uniform_pair(rng.next_u64()).0 * range;
             }
+            if shaped {
+                for (x, c) in token[..self.d].iter_mut().zip(&self.scales) {
+                    *x = *x * c + self.mean;
+                }
+            }
             token[E - 1] = 0.0;
-            dot(&w, token)
+            let y = dot(&w, token);
+            if self.noise == 0.0 {
+                y
+            } else {
+                let z: f32 = StandardNormal.sample(rng);
+                y + self.noise * z
+            }
         };
         for e in ctx.iter_mut() {
             let y = draw(e);
@@ -134,31 +179,70 @@ impl TaskSampler {
     }
 }
 
-/// The closed-form expected loss of one GD step from `W0 = 0`, as a function of the rate, on this distribution:
-/// the optimal rate and its loss, and the loss of predicting zero. With `s2 = r^2/12`, `m4 = r^4/80`,
-/// `a = 1/N sum_j y_j (x_j . x_q)`: `E[a y] = d s2^2`,
-/// `E[a^2] = (N (N-1) d s2^3 + N d s2 ((d-1) s2^2 + m4)) / N^2`, `E[y^2] = d s2`;
-/// `eta* = E[a y] / E[a^2]`, `loss* = (E[y^2] - E[a y]^2 / E[a^2]) / 2`.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The closed-form expected loss of one step from `W0 = 0`, plain and preconditioned, on a zero-mean distribution
+/// ([`ClosedForm::of`]).
+///
+/// With independent zero-mean coordinates of variances `v_i` and fourth moments `m_i` (uniform: `m_i = 9 v_i^2 / 5`),
+/// task weights of variance `s^2` and label noise `sigma^2`, write `g = 1/N sum_j y_j x_j` (the negative gradient at
+/// 0). Its second moments are diagonal:
+/// `G_i = E[g_i^2] = (N-1)/N s^2 v_i^2 + (s^2 (m_i + v_i (tr Sigma - v_i)) + sigma^2 v_i) / N`.
+/// A preconditioned step predicts `y_hat = sum_i gamma_i g_i x_{q,i}`, with expected loss
+/// `1/2 (s^2 tr Sigma + sigma^2) - sum_i gamma_i s^2 v_i^2 + 1/2 sum_i gamma_i^2 v_i G_i`, minimised by
+/// `gamma_i = s^2 v_i / G_i`; plain GD is `gamma_i = eta`, minimised by
+/// `eta* = s^2 sum_i v_i^2 / sum_i v_i G_i`. The off-diagonal moments vanish (odd in some coordinate), so the
+/// best matrix `M` in `y_hat = g^T M x_q`, the whole one-layer class on these tasks, is the diagonal `gamma`: the
+/// preconditioned step is the class optimum, and equals plain GD exactly when the coordinates are identically
+/// distributed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClosedForm {
-    /// Optimal rate.
+    /// Optimal rate of plain GD.
     pub eta: f64,
     /// Expected loss at the optimal rate.
     pub loss: f64,
     /// Expected loss of predicting 0.
     pub zero_loss: f64,
+    /// The optimal diagonal preconditioner `gamma_i` (the rate per coordinate).
+    pub preconditioner: Vec<f64>,
+    /// Expected loss of the optimal preconditioned step (the one-layer class optimum).
+    pub preconditioned_loss: f64,
 }
 
 impl ClosedForm {
-    /// The closed form for `d`, `n`, `input_range`.
+    /// The closed form for the reference distribution with `d`, `n`, `input_range`.
     pub fn new(d: usize, n: usize, input_range: f64) -> Self {
-        let (d, n) = (d as f64, n as f64);
-        let s2 = input_range * input_range / 12.0;
-        let m4 = input_range.powi(4) / 80.0;
-        let ay = d * s2 * s2;
-        let aa = (n * (n - 1.0) * d * s2.powi(3) + n * d * s2 * ((d - 1.0) * s2 * s2 + m4)) / (n * n);
-        let yy = d * s2;
-        Self { eta: ay / aa, loss: 0.5 * (yy - ay * ay / aa), zero_loss: 0.5 * yy }
+        Self::of(&TaskSampler::new(d, n, input_range as f32)).unwrap_or_else(|| unreachable!("zero mean"))
+    }
+
+    /// The closed form for `sampler`, or `None` when its inputs have a non-zero mean (the moments above assume
+    /// zero-mean coordinates; the fitted references cover that case).
+    pub fn of(sampler: &TaskSampler) -> Option<Self> {
+        if sampler.mean != 0.0 {
+            return None;
+        }
+        let (d, n) = (sampler.d, sampler.n as f64);
+        let s2 = (sampler.weight_scale as f64).powi(2);
+        let noise2 = (sampler.noise as f64).powi(2);
+        let v: Vec<f64> = (0..d).map(|i| sampler.variance(i)).collect();
+        let trace: f64 = v.iter().sum();
+        let g: Vec<f64> = v
+            .iter()
+            .map(|&vi| {
+                let m4 = 9.0 * vi * vi / 5.0;
+                (n - 1.0) / n * s2 * vi * vi + (s2 * (m4 + vi * (trace - vi)) + noise2 * vi) / n
+            })
+            .collect();
+        let yy = s2 * trace + noise2;
+        let ay: f64 = v.iter().map(|vi| s2 * vi * vi).sum();
+        let aa: f64 = v.iter().zip(&g).map(|(vi, gi)| vi * gi).sum();
+        let preconditioner: Vec<f64> = v.iter().zip(&g).map(|(vi, gi)| s2 * vi / gi).collect();
+        let gain: f64 = v.iter().zip(&g).map(|(vi, gi)| (s2 * vi * vi).powi(2) / (vi * gi)).sum();
+        Some(Self {
+            eta: ay / aa,
+            loss: 0.5 * (yy - ay * ay / aa),
+            zero_loss: 0.5 * yy,
+            preconditioner,
+            preconditioned_loss: 0.5 * (yy - gain),
+        })
     }
 }
 
