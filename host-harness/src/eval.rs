@@ -6,10 +6,10 @@
 //! inputs and the backward is its exact derivative); Model cos `<g_a/|g_a|, g_b/|g_b|>` (0 where one is zero); Model
 //! diff `|g_a - g_b|`. Each with a 95% interval over tasks ([`Stat`]).
 
+use crate::baselines::Predictor;
 use crate::net::{Net, Workspace};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
-use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 /// Model `a` against model `b` on the same tasks.
@@ -25,23 +25,14 @@ pub struct Comparison {
     pub model_cos: Stat,
     /// Euclidean norm of the difference of the sensitivities.
     pub model_diff: Stat,
+    /// Model diff relative to `b`'s sensitivity, `|g_a - g_b| / |g_b|` (NaN where `g_b = 0`).
+    pub model_diff_rel: Stat,
 }
 
 /// Whether model `a` matches model `b`: losses within 3% of `b`'s and the lower 95% bound of Model cos at least
 /// 0.99 (the single-layer verdict's criteria, used for every "matches" in the reports).
 pub fn matches(c: &Comparison) -> bool {
     ((c.loss_a.mean - c.loss_b.mean) / c.loss_b.mean).abs() <= 0.03 && c.model_cos.lo() >= 0.99
-}
-
-/// A prediction and its sensitivity to the query's inputs.
-fn predict_with_sensitivity<const E: usize>(
-    net: &Net<E>,
-    ctx: &[[f32; E]],
-    query: &[f32; E],
-    ws: &mut Workspace<E>,
-) -> (f64, Vec<f64>) {
-    let (y, g) = net.forward_backward(ctx, query, ws, |_| 1.0, None);
-    (y as f64, g[..E - 1].iter().map(|v| *v as f64).collect())
 }
 
 /// `a` against each of `refs` on `count` tasks of the streams `(seed, first_stream + chunk)`.
@@ -53,26 +44,41 @@ pub fn compare_many<const E: usize>(
     first_stream: u64,
     count: usize,
 ) -> Vec<Comparison> {
+    let refs: Vec<Predictor<'_, E>> = refs.iter().map(|r| Predictor::Net(r)).collect();
+    compare_predictors(Predictor::Net(a), &refs, sampler, seed, first_stream, count)
+}
+
+/// [`compare_many`] for any predictors (nets, or ridge regression on the context).
+pub fn compare_predictors<const E: usize>(
+    a: Predictor<'_, E>,
+    refs: &[Predictor<'_, E>],
+    sampler: &TaskSampler,
+    seed: u64,
+    first_stream: u64,
+    count: usize,
+) -> Vec<Comparison> {
     let r = refs.len();
-    // Per task: loss_a, then per reference (loss_b, preds diff, cos, diff).
+    type Spaces<const E: usize> = (Vec<Vec<f64>>, Option<Workspace<E>>, Vec<Option<Workspace<E>>>);
+    // Per task: loss_a, then per reference (loss_b, preds diff, cos, diff, relative diff).
     let rows: Vec<Vec<f64>> = sampler
-        .par_chunks::<E, (Vec<Vec<f64>>, Workspace<E>, Vec<Workspace<E>>)>(
+        .par_chunks::<E, Spaces<E>>(
             seed,
             first_stream,
             count,
             || (Vec::new(), a.workspace(sampler.n), refs.iter().map(|b| b.workspace(sampler.n)).collect()),
             |(acc, wa, wb), ctx, query, y| {
                 let y = y as f64;
-                let (ya, ga) = predict_with_sensitivity(a, ctx, query, wa);
+                let (ya, ga) = a.predict_with_sensitivity(ctx, query, wa);
                 let na = ga.iter().map(|x| x * x).sum::<f64>().sqrt();
                 let mut row = vec![0.5 * (ya - y).powi(2)];
                 for (b, ws) in refs.iter().zip(wb.iter_mut()) {
-                    let (yb, gb) = predict_with_sensitivity(b, ctx, query, ws);
+                    let (yb, gb) = b.predict_with_sensitivity(ctx, query, ws);
                     let nb = gb.iter().map(|x| x * x).sum::<f64>().sqrt();
                     let dot: f64 = ga.iter().zip(&gb).map(|(x, z)| x * z).sum();
                     let cos = if na > 0.0 && nb > 0.0 { dot / (na * nb) } else { 0.0 };
                     let diff = ga.iter().zip(&gb).map(|(x, z)| (x - z).powi(2)).sum::<f64>().sqrt();
-                    row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff]);
+                    let rel = if nb > 0.0 { diff / nb } else { f64::NAN };
+                    row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel]);
                 }
                 acc.push(row);
             },
@@ -84,10 +90,11 @@ pub fn compare_many<const E: usize>(
     (0..r)
         .map(|i| Comparison {
             loss_a: col(0),
-            loss_b: col(1 + 4 * i),
-            preds_diff: col(2 + 4 * i),
-            model_cos: col(3 + 4 * i),
-            model_diff: col(4 + 4 * i),
+            loss_b: col(1 + 5 * i),
+            preds_diff: col(2 + 5 * i),
+            model_cos: col(3 + 5 * i),
+            model_diff: col(4 + 5 * i),
+            model_diff_rel: col(5 + 5 * i),
         })
         .collect()
 }
@@ -162,9 +169,7 @@ pub fn ols_loss<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: 
     let d = sampler.d;
     let rows = sampler
         .par_chunks::<E, Vec<f64>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
-            let x = DMatrix::from_fn(ctx.len(), d, |i, j| ctx[i][j] as f64);
-            let t = DVector::from_iterator(ctx.len(), ctx.iter().map(|e| e[E - 1] as f64));
-            let w = x.svd(true, true).solve(&t, 1e-12).unwrap_or_else(|_| DVector::zeros(d));
+            let w = crate::baselines::ridge_weights(ctx, d, 0.0);
             let pred: f64 = (0..d).map(|j| w[j] * query[j] as f64).sum();
             acc.push(0.5 * (pred - y as f64).powi(2));
         })

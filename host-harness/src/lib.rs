@@ -10,6 +10,7 @@
 //! (argument groups), [`tasks`] (seeded tasks and random streams), [`plot`], [`output`], [`golden`] and
 //! [`firmware`] (the device side).
 
+pub mod assess;
 pub mod baselines;
 pub mod eval;
 pub mod experiments;
@@ -26,6 +27,7 @@ pub mod settings;
 pub mod stats;
 pub mod tasks;
 pub mod train;
+pub mod verdict;
 
 use std::fmt;
 

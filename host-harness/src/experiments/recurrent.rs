@@ -462,6 +462,6 @@ mod tests {
 
     fn dummy() -> Comparison {
         let s = Stat { mean: 0.0, ci95: 0.0, n: 1 };
-        Comparison { loss_a: s, loss_b: s, preds_diff: s, model_cos: s, model_diff: s }
+        Comparison { loss_a: s, loss_b: s, preds_diff: s, model_cos: s, model_diff: s, model_diff_rel: s }
     }
 }

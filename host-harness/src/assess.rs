@@ -1,0 +1,319 @@
+//! One-layer models against every reference the verdict rules need ([`crate::verdict`]): plain GD (tuned rate),
+//! preconditioned GD (closed form where the inputs have zero mean, else the fitted diagonal), the class optimum
+//! (fitted), least squares and ridge on the context, two GD steps; with the functional GD-family residual. Used by
+//! `reproduce single-layer` (trained models, one per seed) and by `dualform inspect` (any model's weights).
+
+use crate::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
+use crate::eval::{compare_predictors, gd_net, tune_gd_rate, Comparison};
+use crate::model::Model;
+use crate::net::Net;
+use crate::references::{shared_rate, FitSpec};
+use crate::stats::Stat;
+use crate::tasks::{streams, ClosedForm, TaskSampler};
+use crate::verdict::{over_seeds, rule, Agreement, Role, Ruling};
+use crate::HarnessError;
+use dualform::{read_gd_merged, MergedHead};
+use serde::{Deserialize, Serialize};
+
+/// The references, built on the evaluation seed's tuning tasks.
+pub struct References<const E: usize> {
+    /// What the references are (for the report).
+    pub summary: ReferenceSummary,
+    gd: Net<E>,
+    preconditioned: Net<E>,
+    optimum: Net<E>,
+    two_step: Net<E>,
+}
+
+/// The references' parameters, as the report shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceSummary {
+    /// The closed form on this distribution (`None` with a non-zero input mean).
+    pub closed_form: Option<ClosedForm>,
+    /// Rate of the tuned GD step.
+    pub gd_eta: f64,
+    /// The preconditioner the candidate uses (closed form, or fitted when there is none).
+    pub preconditioner: Vec<f64>,
+    /// Whether that preconditioner is the closed form.
+    pub preconditioner_closed_form: bool,
+    /// The fitted diagonal preconditioner (the closed form's check).
+    pub preconditioner_fitted: Vec<f64>,
+    /// The fitted class optimum `M` (row-major `d x d`).
+    pub optimum: Vec<f64>,
+    /// Its functional GD-family residual (the yardstick of how far the best one-layer model is from plain GD).
+    pub optimum_residual: f64,
+    /// The functional GD-family residual of the preconditioned step.
+    pub preconditioned_residual: f64,
+    /// The tuned ridge penalty.
+    pub ridge_lambda: f64,
+    /// The tuned shared rate of two GD steps.
+    pub two_step_eta: f64,
+}
+
+impl<const E: usize> References<E> {
+    /// Builds every reference for `sampler` on `tasks` tuning tasks of `eval_seed` (the two-step rate on a fifth of
+    /// them, validated).
+    pub fn build<const D: usize>(sampler: &TaskSampler, eval_seed: u64, tasks: usize) -> Result<Self, HarnessError> {
+        let n = sampler.n;
+        let gd_eta = tune_gd_rate::<D, E>(sampler, eval_seed, streams::TUNE, tasks)?;
+        let closed_form = ClosedForm::of(sampler);
+        let fitted = fit_m::<E>(sampler, Class::Diagonal, eval_seed, streams::TUNE, tasks);
+        let preconditioner_fitted: Vec<f64> = (0..sampler.d).map(|i| fitted[(i, i)]).collect();
+        let (preconditioner, closed) = match &closed_form {
+            Some(cf) => (cf.preconditioner.clone(), true),
+            None => (preconditioner_fitted.clone(), false),
+        };
+        let m = fit_m::<E>(sampler, Class::Full, eval_seed, streams::TUNE, tasks);
+        let preconditioned = m_net::<E>(&diagonal(&preconditioner), n);
+        let optimum = m_net::<E>(&m, n);
+        let spec = FitSpec { sampler, eval_seed, tasks: (tasks / 5).max(200), iters: 20 };
+        let two = shared_rate::<D, E>(2, spec)?;
+        let two_step_eta = two.model.etas()[0] as f64;
+        let residual = |net: &Net<E>| functional_residual::<D, E>(&net.heads()[0], n).unwrap_or(f64::NAN);
+        let summary = ReferenceSummary {
+            closed_form,
+            gd_eta,
+            preconditioner_closed_form: closed,
+            preconditioner_fitted,
+            optimum: m.transpose().as_slice().to_vec(),
+            optimum_residual: residual(&optimum),
+            preconditioned_residual: residual(&preconditioned),
+            preconditioner,
+            ridge_lambda: tune_ridge::<E>(sampler, eval_seed, streams::TUNE, tasks.min(4000)),
+            two_step_eta,
+        };
+        Ok(Self {
+            summary,
+            gd: gd_net::<D, E>(gd_eta as f32, n)?,
+            preconditioned,
+            optimum,
+            two_step: two.model.net().clone(),
+        })
+    }
+
+    /// The GD reference.
+    pub fn gd(&self) -> &Net<E> {
+        &self.gd
+    }
+
+    /// The preconditioned-GD reference.
+    pub fn preconditioned(&self) -> &Net<E> {
+        &self.preconditioned
+    }
+
+    /// The fitted class optimum.
+    pub fn optimum(&self) -> &Net<E> {
+        &self.optimum
+    }
+
+    /// Every reference with its name and role, in the order of the report's table.
+    fn list(&self) -> Vec<(String, Role, Predictor<'_, E>)> {
+        let pgd = if self.summary.preconditioner_closed_form {
+            "preconditioned GD (closed form)"
+        } else {
+            "preconditioned GD (fitted)"
+        };
+        vec![
+            ("GD".into(), Role::Gd, Predictor::Net(&self.gd)),
+            (pgd.into(), Role::Preconditioned, Predictor::Net(&self.preconditioned)),
+            ("class optimum (fitted)".into(), Role::Optimum, Predictor::Net(&self.optimum)),
+            ("least squares".into(), Role::LeastSquares, Predictor::Ridge(0.0)),
+            (
+                format!("ridge (lambda {:.3})", self.summary.ridge_lambda),
+                Role::Ridge,
+                Predictor::Ridge(self.summary.ridge_lambda),
+            ),
+            ("two GD steps".into(), Role::TwoStepGd, Predictor::Net(&self.two_step)),
+        ]
+    }
+}
+
+/// The relative residual of `head` against the GD family over the blocks that reach the prediction.
+pub fn functional_residual<const D: usize, const E: usize>(
+    head: &MergedHead<f32, E>,
+    n: usize,
+) -> Result<f64, dualform::Error> {
+    let h64 = MergedHead::<f64, E> { a: head.a.map(|v| v as f64), b: head.b.map(|v| v as f64) };
+    Ok(read_gd_merged::<f64, E, D, 1>(&h64, n)?.functional)
+}
+
+/// Where the assessment is measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Held<'a> {
+    /// The task distribution.
+    pub sampler: &'a TaskSampler,
+    /// The evaluation seed.
+    pub seed: u64,
+    /// Held-out tasks.
+    pub count: usize,
+}
+
+/// One or more models (one per training seed) against every reference, with the rules' ruling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// The models' loss (interval over seeds and tasks).
+    pub loss: Stat,
+    /// Each model's loss.
+    pub loss_per_seed: Vec<Stat>,
+    /// Agreement with every reference.
+    pub agreements: Vec<Agreement>,
+    /// Functional GD-family residual of each model.
+    pub residual_per_seed: Vec<f64>,
+    /// Norm of the dead blocks of each model, relative like the residual.
+    pub dead_per_seed: Vec<f64>,
+    /// The functional residual, mean over seeds.
+    pub residual: f64,
+    /// The rules' answer.
+    pub ruling: Ruling,
+}
+
+/// Assesses `models` (one-layer nets, one per seed) against `refs` on held-out tasks.
+pub fn assess<const D: usize, const E: usize>(
+    models: &[&Net<E>],
+    refs: &References<E>,
+    held: Held<'_>,
+) -> Result<Assessment, HarnessError> {
+    let Held { sampler, seed, count } = held;
+    let list = refs.list();
+    let preds: Vec<Predictor<'_, E>> = list.iter().map(|(_, _, p)| *p).collect();
+    let compare = |a: Predictor<'_, E>| compare_predictors(a, &preds, sampler, seed, streams::EVAL, count);
+    let per_seed: Vec<Vec<Comparison>> = models.iter().map(|m| compare(Predictor::Net(m))).collect();
+    let to_gd = compare(Predictor::Net(&refs.gd));
+    let to_pgd = compare(Predictor::Net(&refs.preconditioned));
+    let agreements = list
+        .iter()
+        .enumerate()
+        .map(|(i, (name, role, _))| {
+            let over = |f: fn(&Comparison) -> Stat| over_seeds(&per_seed.iter().map(|c| f(&c[i])).collect::<Vec<_>>());
+            Agreement {
+                reference: name.clone(),
+                role: *role,
+                loss: to_gd[i].loss_b,
+                preds_diff: over(|c| c.preds_diff),
+                model_cos: over(|c| c.model_cos),
+                model_diff: over(|c| c.model_diff),
+                model_diff_rel: over(|c| c.model_diff_rel),
+                ref_to_gd: to_gd[i].preds_diff,
+                ref_to_preconditioned: to_pgd[i].preds_diff,
+            }
+        })
+        .collect::<Vec<_>>();
+    let loss_per_seed: Vec<Stat> = per_seed.iter().map(|c| c[0].loss_a).collect();
+    let mut residual_per_seed = Vec::new();
+    let mut dead_per_seed = Vec::new();
+    for m in models {
+        let h = &m.heads()[0];
+        let h64 = MergedHead::<f64, E> { a: h.a.map(|v| v as f64), b: h.b.map(|v| v as f64) };
+        match read_gd_merged::<f64, E, D, 1>(&h64, sampler.n) {
+            Ok(fit) => {
+                residual_per_seed.push(fit.functional);
+                dead_per_seed.push(fit.dead);
+            }
+            Err(_) => {
+                residual_per_seed.push(f64::NAN);
+                dead_per_seed.push(f64::NAN);
+            }
+        }
+    }
+    let residual = residual_per_seed.iter().sum::<f64>() / residual_per_seed.len().max(1) as f64;
+    let loss = over_seeds(&loss_per_seed);
+    let ruling = rule(&loss, &agreements, residual);
+    Ok(Assessment { loss, loss_per_seed, agreements, residual_per_seed, dead_per_seed, residual, ruling })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::TaskArgs;
+    use crate::verdict::Outcome;
+    use nalgebra::DMatrix;
+
+    fn sampler(ratio: f64) -> TaskSampler {
+        TaskArgs {
+            d: 6,
+            n: 6,
+            input_range: 1.0,
+            variance_ratio: Some(ratio),
+            input_scales: None,
+            input_mean: 0.0,
+            noise: 0.0,
+        }
+        .sampler()
+    }
+
+    /// The rules give the known answer on constructed models: the GD construction implements GD, the
+    /// preconditioned construction implements preconditioned GD, a least-squares-like model (one Newton step with
+    /// the population covariance) is not identified, random weights do not match; and on isotropic tasks the GD
+    /// construction implements GD with the optimum set aside as indistinguishable.
+    #[test]
+    fn constructed_models_get_the_verdict_their_construction_implies() {
+        let s = sampler(10.0);
+        let refs = References::<7>::build::<6>(&s, 11, 20_000).unwrap();
+        let held = Held { sampler: &s, seed: 11, count: 4000 };
+        let outcome = |net: &Net<7>| assess::<6, 7>(&[net], &refs, held).unwrap().ruling;
+        let gd = outcome(refs.gd());
+        eprintln!("GD construction: {}", gd.sentence);
+        assert_eq!(gd.outcome, Outcome::ImplementsGd, "{gd:?}");
+        let pgd = outcome(refs.preconditioned());
+        assert_eq!(pgd.outcome, Outcome::ImplementsPreconditionedGd, "{pgd:?}");
+        // One Newton step with the population covariance, at the rate that minimises its loss.
+        let inv: Vec<f64> = (0..6).map(|i| 1.0 / s.variance(i)).collect();
+        let newton = tuned_scale(&s, &inv);
+        let ls = outcome(&m_net::<7>(&diagonal(&newton), 6));
+        eprintln!("preconditioned construction: {}\nNewton step: {}", pgd.sentence, ls.sentence);
+        assert!(
+            matches!(ls.outcome, Outcome::MatchesLossOnly | Outcome::DoesNotMatch),
+            "a least-squares-like model must not be identified as GD or preconditioned GD: {ls:?}"
+        );
+        // Half-way between GD and the preconditioned step: as close to one as to the other, loss between theirs.
+        let mid: Vec<f64> = refs.summary.preconditioner.iter().map(|g| 0.5 * (g + refs.summary.gd_eta)).collect();
+        let m = outcome(&m_net::<7>(&diagonal(&mid), 6));
+        eprintln!("midpoint: {}", m.sentence);
+        assert_eq!(m.outcome, Outcome::MatchesLossOnly, "{m:?}");
+        let mut rng = crate::tasks::stream_rng(5, 0);
+        let random = DMatrix::from_fn(6, 6, |_, _| {
+            use rand_distr::Distribution;
+            rand_distr::StandardNormal.sample(&mut rng)
+        });
+        let r = outcome(&m_net::<7>(&random, 6));
+        eprintln!("random: {}", r.sentence);
+        assert_eq!(r.outcome, Outcome::DoesNotMatch, "{r:?}");
+
+        // At variance ratio 2 the preconditioned step gains about 1% over GD, so the loss alone cannot tell them apart
+        // and the separation rule must.
+        let mild = sampler(2.0);
+        let refs = References::<7>::build::<6>(&mild, 11, 20_000).unwrap();
+        let held = Held { sampler: &mild, seed: 11, count: 4000 };
+        let a = assess::<6, 7>(&[refs.preconditioned()], &refs, held).unwrap();
+        let gd_loss = a.agreements[0].loss.mean;
+        assert!((a.loss.mean - gd_loss).abs() / gd_loss < 0.03, "the loss gap must be within the tolerance here");
+        assert_eq!(a.ruling.outcome, Outcome::ImplementsPreconditionedGd, "{:?}", a.ruling);
+        let b = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        assert_eq!(b.ruling.outcome, Outcome::ImplementsGd, "{:?}", b.ruling);
+
+        let iso = sampler(1.0);
+        let refs = References::<7>::build::<6>(&iso, 11, 20_000).unwrap();
+        let held = Held { sampler: &iso, seed: 11, count: 4000 };
+        let a = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{:?}", a.ruling);
+        assert!(a.ruling.sentence.contains("optimum of its class"), "{}", a.ruling.sentence);
+    }
+
+    /// `gamma` scaled by the factor that minimises the loss on tuning tasks (exact: the loss is quadratic in it).
+    fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
+        let unit = m_net::<7>(&diagonal(gamma), s.n);
+        let sums = s.par_chunks::<7, (f64, f64, crate::net::Workspace<7>)>(
+            11,
+            streams::TUNE,
+            20_000,
+            || (0.0, 0.0, unit.workspace(s.n)),
+            |acc, ctx, q, y| {
+                let a = unit.predict(ctx, q, &mut acc.2, None) as f64;
+                acc.0 += a * y as f64;
+                acc.1 += a * a;
+            },
+        );
+        let (ay, aa) = sums.iter().fold((0.0, 0.0), |t, c| (t.0 + c.0, t.1 + c.1));
+        gamma.iter().map(|g| g * ay / aa).collect()
+    }
+}
