@@ -40,6 +40,18 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         Self { a: matmul_tn(&head.w_k, &head.w_q), b: matmul(&head.p, &head.w_v) }
     }
 
+    /// A head with these merged matrices: `W_K = W_V = I`, `W_Q = A`, `P = B` (one of the many factorisations;
+    /// [`MergedHead::from_head`] of it gives back `A` and `B` exactly).
+    pub fn to_head(&self) -> Head<T, E, E, E> {
+        let mut eye = zeros::<T, E, E>();
+        for i in 0..E {
+            if let Some(v) = eye.get_mut((i, i)) {
+                *v = T::ONE;
+            }
+        }
+        Head { w_q: self.a, w_k: eye, w_v: eye, p: self.b }
+    }
+
     /// `z = sum_j e_j (e_j . a)` over the context, in order.
     #[inline(always)]
     fn gather(ctx: &[[T; E]], a: &[T; E]) -> [T; E] {

@@ -336,3 +336,13 @@ fn bad_inputs_are_errors() {
     assert_eq!(read_gd::<f64, 3, 3, 3, 2, 1>(&Head::zeros(), 5), Err(Error::ZeroNormaliser));
     assert_eq!(read_gd::<f64, 3, 3, 3, 2, 1>(&Head::zeros(), 0), Err(Error::Empty));
 }
+
+/// `to_head` is a factorisation of the merged matrices: merging it gives them back bit for bit.
+#[test]
+fn merged_head_round_trips_through_to_head() {
+    let m = MergedHead::from_head(&Gen::new(7).layer::<5, 5, 5, 1>().heads[0]);
+    let back = MergedHead::from_head(&m.to_head());
+    assert_eq!(back, m);
+    let m32 = MergedHead::<f32, 5> { a: m.a.map(|v| v as f32), b: m.b.map(|v| v as f32) };
+    assert_eq!(MergedHead::from_head(&m32.to_head()), m32);
+}

@@ -23,6 +23,7 @@ pub struct References<const E: usize> {
     preconditioned: Net<E>,
     optimum: Net<E>,
     two_step: Net<E>,
+    n: usize,
 }
 
 /// The references' parameters, as the report shows them.
@@ -51,19 +52,21 @@ pub struct ReferenceSummary {
 }
 
 impl<const E: usize> References<E> {
-    /// Builds every reference for `sampler` on `tasks` tuning tasks of `eval_seed` (the two-step rate on a fifth of
-    /// them, validated).
+    /// Builds every reference for `sampler` on `tasks` tuning tasks of `eval_seed` (the class optimum and the
+    /// fitted preconditioner, which have d^2 and d free numbers, on ten times as many; the two-step rate on a fifth,
+    /// validated).
     pub fn build<const D: usize>(sampler: &TaskSampler, eval_seed: u64, tasks: usize) -> Result<Self, HarnessError> {
         let n = sampler.n;
         let gd_eta = tune_gd_rate::<D, E>(sampler, eval_seed, streams::TUNE, tasks)?;
         let closed_form = ClosedForm::of(sampler);
-        let fitted = fit_m::<E>(sampler, Class::Diagonal, eval_seed, streams::TUNE, tasks);
+        let many = tasks.saturating_mul(10).min(1 << 20);
+        let fitted = fit_m::<E>(sampler, Class::Diagonal, eval_seed, streams::TUNE, many);
         let preconditioner_fitted: Vec<f64> = (0..sampler.d).map(|i| fitted[(i, i)]).collect();
         let (preconditioner, closed) = match &closed_form {
             Some(cf) => (cf.preconditioner.clone(), true),
             None => (preconditioner_fitted.clone(), false),
         };
-        let m = fit_m::<E>(sampler, Class::Full, eval_seed, streams::TUNE, tasks);
+        let m = fit_m::<E>(sampler, Class::Full, eval_seed, streams::TUNE, many);
         let preconditioned = m_net::<E>(&diagonal(&preconditioner), n);
         let optimum = m_net::<E>(&m, n);
         let spec = FitSpec { sampler, eval_seed, tasks: (tasks / 5).max(200), iters: 20 };
@@ -88,7 +91,15 @@ impl<const E: usize> References<E> {
             preconditioned,
             optimum,
             two_step: two.model.net().clone(),
+            n,
         })
+    }
+
+    /// The same references with plain GD at rate `eta` instead of the tuned one (a wrong reference, for tests that
+    /// the comparison detects it).
+    pub fn with_gd_eta<const D: usize>(mut self, eta: f64) -> Result<Self, HarnessError> {
+        self.gd = gd_net::<D, E>(eta as f32, self.n)?;
+        Ok(self)
     }
 
     /// The GD reference.

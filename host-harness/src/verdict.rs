@@ -74,7 +74,7 @@ pub enum Outcome {
 }
 
 /// The rules' answer: the outcome, its sentence, and the checks behind it (those of the identified candidate, or
-/// of plain GD when none was identified).
+/// of both candidates when none was identified).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ruling {
     /// The outcome.
@@ -197,7 +197,9 @@ pub fn rule(model_loss: &Stat, agreements: &[Agreement], functional_residual: f6
             checks: c.0.clone(),
         };
     }
-    let checks = gd.map(|c| c.0).unwrap_or_default();
+    // Neither candidate: the checks of both, and the sentence names what failed for each.
+    let mut checks = gd.map(|c| c.0).unwrap_or_default();
+    checks.extend(pgd.map(|c| c.0).unwrap_or_default());
     let failed: Vec<String> = checks.iter().filter(|c| !c.passed).map(Check::line).collect();
     match gd_loss {
         Some(l) if model_loss.mean <= l * (1.0 + LOSS_TOLERANCE) => Ruling {

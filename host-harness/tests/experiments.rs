@@ -3,6 +3,7 @@
 
 use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer};
 use dualform_harness::report::{read, Report, Tables};
+use dualform_harness::verdict::{Outcome, Role};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,42 @@ fn quick_single_layer() {
     assert!(r.config.common.quick);
     assert!(r.verdict.passed, "{}", r.verdict.text);
     assert!(r.results.seed_to_seed.is_some(), "reproduce all keeps the second seed");
+    let a = &r.results.assessment;
+    assert_eq!((r.results.seeds.len(), a.loss_per_seed.len(), a.residual_per_seed.len()), (2, 2, 2));
+    assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{}", r.verdict.text);
+    // On isotropic tasks the closed-form preconditioner is plain GD's rate in every coordinate.
+    let cf = r.results.closed_form.as_ref().unwrap();
+    assert!(cf.preconditioner.iter().all(|g| (g - cf.eta).abs() < 1e-9 * cf.eta));
+    let roles: Vec<Role> = a.agreements.iter().map(|g| g.role).collect();
+    assert_eq!(
+        roles,
+        [Role::Gd, Role::Preconditioned, Role::Optimum, Role::LeastSquares, Role::Ridge, Role::TwoStepGd]
+    );
+    // Agreement with GD beats agreement with least squares and two GD steps by far.
+    assert!(a.agreements[0].preds_diff.hi() < a.agreements[3].preds_diff.lo());
+    assert!(a.agreements[0].preds_diff.hi() < a.agreements[5].preds_diff.lo());
+}
+
+#[test]
+fn quick_preconditioned() {
+    let r: Report<single_layer::Settings, single_layer::Results> = report("preconditioned");
+    assert_eq!(r.config.task.variance_ratio, Some(10.0), "the experiment's own default");
+    let res = &r.results;
+    let cf = res.closed_form.as_ref().unwrap();
+    // The closed form: preconditioning gains about 7% at ratio 10, with rates rising as the variance falls.
+    assert!(cf.preconditioned_loss < 0.95 * cf.loss, "{cf:?}");
+    assert!(cf.preconditioner.windows(2).all(|w| w[1] > w[0]), "{:?}", cf.preconditioner);
+    let a = &res.assessment;
+    let (gd, pgd, opt) = (&a.agreements[0], &a.agreements[1], &a.agreements[2]);
+    // Held out, the closed-form preconditioned step and the fitted class optimum agree with the closed form's
+    // loss, and both beat plain GD.
+    assert!((pgd.loss.mean - cf.preconditioned_loss).abs() < 0.05 * cf.preconditioned_loss);
+    assert!(pgd.loss.mean < 0.97 * gd.loss.mean && opt.loss.mean < 0.97 * gd.loss.mean);
+    assert!((gd.loss.mean - cf.loss).abs() < 0.05 * cf.loss);
+    // Even the quick model is closer to the preconditioned step than to GD, and below GD's loss.
+    assert!(pgd.preds_diff.mean < gd.preds_diff.mean, "{pgd:?} vs {gd:?}");
+    assert!(a.loss.mean < gd.loss.mean);
+    assert!(a.ruling.outcome != Outcome::ImplementsGd, "{}", r.verdict.text);
 }
 
 #[test]
@@ -135,12 +172,13 @@ fn quick_ood() {
 #[test]
 fn the_index_page_shows_every_experiment_and_plot() {
     let html = std::fs::read_to_string(quick_all().join("index.html")).unwrap();
-    for name in ["single-layer", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood"] {
+    for name in ["single-layer", "preconditioned", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood"] {
         assert!(html.contains(&format!("id=\"{name}\"")), "section {name}");
         assert!(html.contains(&format!("href=\"{name}/report.json\"")), "link to {name}/report.json");
     }
     for img in [
         "single-layer/curves.png",
+        "preconditioned/curves.png",
         "multi-layer/multi-layer.png",
         "recurrent/recurrent.png",
         "gd-plus-plus/gd-plus-plus.png",

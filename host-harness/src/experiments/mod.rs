@@ -19,6 +19,7 @@ mod index;
 pub mod interpolate;
 pub mod multi_layer;
 pub mod ood;
+pub mod preconditioned;
 pub mod recurrent;
 mod runner;
 pub mod single_layer;
@@ -37,6 +38,7 @@ use std::marker::PhantomData;
 #[rustfmt::skip]
 pub static REGISTRY: &[&dyn Entry] = &[
     &Registered::<single_layer::SingleLayer>(PhantomData),
+    &Registered::<preconditioned::Preconditioned>(PhantomData),
     &Registered::<multi_layer::MultiLayer>(PhantomData),
     &Registered::<recurrent::Recurrent>(PhantomData),
     &Registered::<gd_plus_plus::GdPlusPlus>(PhantomData),
@@ -64,6 +66,9 @@ pub trait Experiment: 'static {
     const NAME: &'static str;
     /// One line for `--help` and the index page.
     const ABOUT: &'static str;
+    /// Argument defaults this experiment sets over its settings type's own: `(argument id, value)` (for an
+    /// experiment that reuses another's settings and code on other defaults, like `preconditioned`).
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[];
     /// Its settings.
     type Settings: Settings;
     /// Its results.
@@ -156,12 +161,13 @@ mod tests {
             }
         }
         check::<single_layer::SingleLayer>();
+        check::<preconditioned::Preconditioned>(); // the settings of single-layer
         check::<multi_layer::MultiLayer>();
         check::<recurrent::Recurrent>();
         check::<gd_plus_plus::GdPlusPlus>(); // the settings of multi-layer
         check::<interpolate::Interpolate>();
         check::<ood::Ood>();
-        assert_eq!(REGISTRY.len(), 6);
+        assert_eq!(REGISTRY.len(), 7);
 
         let mut names = names();
         names.sort();

@@ -165,6 +165,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
                 .iter()
                 .map(|(id, v)| format!("--{} {v}", id.replace('_', "-")))
                 .collect();
+            let c = X::DEFAULTS.iter().fold(c, |c, (id, v)| c.mut_arg(*id, |a| a.default_value(*v)));
             c.about(X::ABOUT).bin_name(format!("dualform reproduce {}", X::NAME)).arg(out_arg()).after_help(format!(
                 "--quick sets the defaults {} (flags given explicitly still win).",
                 quick.join(", ")

@@ -1,15 +1,21 @@
-//! `dualform reproduce single-layer`: train one LSA layer on in-context regression and verify it against one step
-//! of gradient descent, with the baselines needed to read the match (predict zero, least squares, a second seed).
+//! `dualform reproduce single-layer`: train one LSA layer on in-context regression (one model per seed) and ask
+//! which algorithm it implements: one step of GD, one step of preconditioned GD, or neither, by the written rules of
+//! [`crate::verdict`] against every alternative ([`crate::assess`]: the class optimum, least squares, ridge, two GD
+//! steps), with intervals over seeds and tasks. On the reference distribution (isotropic) GD is itself the optimum
+//! of its class and the verdict says so; `--variance-ratio` (or `reproduce preconditioned`) gives tasks where it is
+//! not.
 //!
-//! Files: `report.json`, `curves.csv` (every `--log-every` steps on the probe tasks), `curves.png`,
-//! `weights.safetensors` (the trained layer), `gd_weights.safetensors` (the GD construction).
+//! Files: `report.json`, `curves.csv` (first seed, every `--log-every` steps on the probe tasks), `curves.png`,
+//! `weights.safetensors` (the first seed's trained layer), `gd_weights.safetensors` (the GD construction),
+//! `optimum_weights.safetensors` (the fitted class optimum as an LSA layer).
 
 use super::trained::{trained_layer, CurvePoint, LayerSpec, TrainedLayer};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare, gd_net, ols_loss, tune_gd_rate, zero_loss, Comparison};
+use crate::assess::{assess, Assessment, Held, ReferenceSummary, References};
+use crate::eval::{compare, ols_loss, zero_loss, Comparison};
 use crate::model::{save, Lsa, LsaHead, Model};
 use crate::plot::{Panel, Series};
-use crate::report::{fmt_num, Check, Table, Tables};
+use crate::report::{fmt_num, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
@@ -32,16 +38,17 @@ pub struct Settings {
     pub train: TrainArgs,
     #[command(flatten)]
     pub eval: EvalArgs,
-    /// Skip the second model (seed + 1) used for seed-to-seed agreement.
-    #[arg(long)]
-    pub no_second_seed: bool,
+    /// Models trained from seeds seed, seed + 1, ...: intervals over seeds and seed-to-seed agreement (at least 3
+    /// for a verdict over seeds; 1 skips both).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub seeds: usize,
     #[command(flatten)]
     pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] =
-        &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50")];
+        &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("seeds", "2")];
 
     fn common(&self) -> &Common {
         &self.common
@@ -52,6 +59,9 @@ impl super::Settings for Settings {
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
+        if !(1..=64).contains(&self.seeds) {
+            return Err(HarnessError::Usage(format!("--seeds must be between 1 and 64 (got {})", self.seeds)));
+        }
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
@@ -69,6 +79,10 @@ pub struct FamilyFit {
     pub scale: f64,
     /// Relative Frobenius residual of the merged weights against the construction.
     pub residual: f64,
+    /// The residual over the blocks that reach the prediction.
+    pub functional: f64,
+    /// The norm of the blocks that never reach it (relative like the residual).
+    pub dead: f64,
     /// The closest `W0`.
     pub w0: Vec<f64>,
 }
@@ -79,6 +93,8 @@ impl<const D: usize> From<&GdFit<f32, D, 1>> for FamilyFit {
             eta: f.eta as f64,
             scale: f.scale as f64,
             residual: f.residual as f64,
+            functional: f.functional as f64,
+            dead: f.dead as f64,
             w0: f.w0.iter().map(|v| *v as f64).collect(),
         }
     }
@@ -98,92 +114,121 @@ pub struct SeedToSeed {
 /// What `reproduce single-layer` found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Results {
-    /// Closed-form optimum of one GD step on this distribution.
-    pub closed_form: ClosedForm,
+    /// The task distribution in words.
+    pub distribution: String,
+    /// The training seeds.
+    pub seeds: Vec<u64>,
+    /// Closed-form optimum of one GD step and of one preconditioned step on this distribution (`None` with a
+    /// non-zero input mean).
+    pub closed_form: Option<ClosedForm>,
     /// Rate of the tuned GD step (exact, on separate tuning tasks).
     pub gd_eta: f64,
-    /// The trained layer against the tuned GD step on the held-out tasks (losses, preds diff, model cos/diff).
+    /// The first seed's layer against the tuned GD step on the held-out tasks (losses, preds diff, model cos/diff).
     pub vs_gd: Comparison,
+    /// Every model against every reference, with the rules' ruling.
+    pub assessment: Assessment,
+    /// The references' parameters.
+    pub references: ReferenceSummary,
     /// Loss of predicting zero.
     pub zero: Stat,
     /// Loss of least squares on each task's context.
     pub ols: Stat,
-    /// The closest GD step to the weights.
+    /// The closest GD step to the first seed's weights.
     pub gd_family: FamilyFit,
-    /// Seed-to-seed agreement (unless `--no-second-seed`).
+    /// Seed-to-seed agreement (the first two seeds, when `--seeds` is at least 2).
     pub seed_to_seed: Option<SeedToSeed>,
-    /// The optimiser and budget the model was trained with.
+    /// The optimiser and budget the models were trained with.
     pub training: TrainSpec,
-    /// Training time.
+    /// The first seed's training time.
     pub timing: TrainTiming,
-    /// The training curves.
+    /// The first seed's training curves.
     pub curves: Vec<CurvePoint>,
 }
 
 impl Tables for Results {
     fn tables(&self) -> Vec<Table> {
+        let a = &self.assessment;
         let mut t = Table::new(
-            format!("single-layer LSA against one tuned GD step, {} held-out tasks (95% CI)", self.vs_gd.loss_a.n),
-            &["quantity", "value", "note"],
-        );
-        let c = &self.vs_gd;
-        t.row(vec!["loss, trained LSA".into(), c.loss_a.show(), String::new()]);
-        t.row(vec![
-            "loss, one GD step (tuned)".into(),
-            c.loss_b.show(),
             format!(
-                "eta = {:.3}; closed form {:.4} at eta = {:.3}",
-                self.gd_eta, self.closed_form.loss, self.closed_form.eta
+                "single-layer LSA ({} seeds) against every reference, {} held-out tasks, {} (95% intervals over \
+                 seeds and tasks)",
+                self.seeds.len(),
+                self.vs_gd.loss_a.n,
+                self.distribution
             ),
-        ]);
-        t.row(vec!["loss, predict 0".into(), self.zero.show(), String::new()]);
-        t.row(vec!["loss, least squares on the context".into(), self.ols.show(), String::new()]);
-        t.row(vec!["preds diff (trained vs GD)".into(), c.preds_diff.show(), String::new()]);
-        t.row(vec!["model cos (trained vs GD)".into(), c.model_cos.show(), String::new()]);
-        t.row(vec!["model diff (trained vs GD)".into(), c.model_diff.show(), String::new()]);
-        t.row(vec![
-            "GD-family residual of the weights".into(),
-            fmt_num(self.gd_family.residual),
-            format!("closest eta {:.3}", self.gd_family.eta),
-        ]);
-        if let Some(s) = &self.seed_to_seed {
+            &["model", "loss", "preds diff", "model cos", "model diff / |g_ref|", "ref vs GD (preds diff)"],
+        );
+        t.row(vec!["trained LSA".into(), a.loss.show(), String::new(), String::new(), String::new(), String::new()]);
+        for g in &a.agreements {
             t.row(vec![
-                "model cos (seed vs seed + 1)".into(),
-                s.vs_first.model_cos.show(),
-                format!("second model vs GD: {:.4}", s.second_vs_gd.model_cos.mean),
+                g.reference.clone(),
+                g.loss.show(),
+                g.preds_diff.show(),
+                g.model_cos.show(),
+                g.model_diff_rel.show(),
+                fmt_num(g.ref_to_gd.mean),
             ]);
         }
-        t.row(vec![
+        t.row(vec!["predict 0".into(), self.zero.show(), String::new(), String::new(), String::new(), String::new()]);
+        let mut w = Table::new(
+            "the weights against the GD family (functional: the blocks that reach the prediction)",
+            &["weights", "functional residual", "dead blocks", "note"],
+        );
+        let seeds = |v: &[f64]| v.iter().map(|x| fmt_num(*x)).collect::<Vec<_>>().join(", ");
+        w.row(vec![
+            "trained, per seed".into(),
+            seeds(&a.residual_per_seed),
+            seeds(&a.dead_per_seed),
+            format!("closest eta {:.3} (first seed)", self.gd_family.eta),
+        ]);
+        w.row(vec![
+            "class optimum (fitted)".into(),
+            fmt_num(self.references.optimum_residual),
+            "0".into(),
+            "yardstick: the best one-layer model".into(),
+        ]);
+        w.row(vec![
+            "preconditioned GD".into(),
+            fmt_num(self.references.preconditioned_residual),
+            "0".into(),
+            format!(
+                "gamma {} .. {}",
+                fmt_num(self.references.preconditioner.iter().cloned().fold(f64::INFINITY, f64::min)),
+                fmt_num(self.references.preconditioner.iter().cloned().fold(0.0, f64::max))
+            ),
+        ]);
+        let mut r = Table::new("training and reference details", &["quantity", "value", "note"]);
+        r.row(vec![
+            "GD rate".into(),
+            format!("{:.3}", self.gd_eta),
+            match &self.closed_form {
+                Some(cf) => format!(
+                    "closed form {:.3} (loss {:.4}); preconditioned loss {:.4}",
+                    cf.eta, cf.loss, cf.preconditioned_loss
+                ),
+                None => "no closed form (non-zero input mean)".into(),
+            },
+        ]);
+        r.row(vec!["least squares on the context".into(), self.ols.show(), String::new()]);
+        if let Some(s) = &self.seed_to_seed {
+            r.row(vec![
+                "model cos (seed vs seed + 1)".into(),
+                s.vs_first.model_cos.show(),
+                format!(
+                    "preds diff {:.4}; second model vs GD: cos {:.4}",
+                    s.vs_first.preds_diff.mean, s.second_vs_gd.model_cos.mean
+                ),
+            ]);
+        }
+        r.row(vec![
             "training".into(),
             format!("{:.1} s", self.timing.step_seconds),
             format!(
-                "{:.3} ms/step, {} steps x {} tasks",
+                "{:.3} ms/step, {} steps x {} tasks per seed",
                 self.timing.ms_per_step, self.training.steps, self.training.batch
             ),
         ]);
-        vec![t]
-    }
-}
-
-/// The verdict's criteria: the loss within 3% of GD's, the lower 95% bound of model cos at least 0.99, the weights
-/// within 0.1 of the GD family.
-pub fn checks(r: &Results) -> Vec<Check> {
-    let c = &r.vs_gd;
-    let rel = (c.loss_a.mean - c.loss_b.mean) / c.loss_b.mean;
-    vec![
-        Check::at_most("loss_vs_gd", "|loss - GD loss| / GD loss", rel.abs(), 0.03),
-        Check::at_least("model_cos_lower", "model cos vs GD, lower 95% bound", c.model_cos.lo(), 0.99),
-        Check::at_most("gd_family_residual", "GD-family residual of the weights", r.gd_family.residual, 0.1),
-    ]
-}
-
-/// The verdict sentence from the checks.
-pub fn verdict(checks: &[Check]) -> String {
-    let failed: Vec<String> = checks.iter().filter(|c| !c.passed).map(Check::line).collect();
-    if failed.is_empty() {
-        format!("MATCHES one step of GD: {}", checks.iter().map(Check::line).collect::<Vec<_>>().join("; "))
-    } else {
-        format!("DOES NOT match one step of GD: {}", failed.join("; "))
+        vec![t, w, r]
     }
 }
 
@@ -198,9 +243,10 @@ fn write_files<const D: usize, const E: usize>(
     s: &Settings,
     run: &mut Run<'_>,
     model: &Lsa<E>,
-    gd_eta: f64,
+    refs: &References<E>,
     r: &Results,
 ) -> Result<(), HarnessError> {
+    let gd_eta = refs.summary.gd_eta;
     let mut csv = String::from("step,train_loss,probe_loss,gd_probe_loss,model_cos,preds_diff\n");
     for p in &r.curves {
         csv.push_str(&format!(
@@ -225,8 +271,13 @@ fn write_files<const D: usize, const E: usize>(
         &meta(format!("one GD step from W0 = 0, eta = {gd_eta}")),
         &run.file("gd_weights.safetensors"),
     )?;
+    save(
+        &Lsa::single(refs.optimum().heads()[0].to_head()),
+        &meta("the fitted one-layer class optimum (W_K = I, W_Q = M, P W_V = the y row)".into()),
+        &run.file("optimum_weights.safetensors"),
+    )?;
     let steps = |f: fn(&CurvePoint) -> f64| r.curves.iter().map(|p| (p.step as f64, f(p))).collect::<Vec<_>>();
-    let zero = r.closed_form.zero_loss;
+    let zero = r.zero.mean;
     let last = r.curves.last().map_or(1.0, |p| p.step as f64);
     run.plot(
         "curves.png",
@@ -246,7 +297,8 @@ fn write_files<const D: usize, const E: usize>(
 
 impl Experiment for SingleLayer {
     const NAME: &'static str = "single-layer";
-    const ABOUT: &'static str = "One LSA layer trained on in-context regression, against one tuned step of GD";
+    const ABOUT: &'static str =
+        "One LSA layer trained on in-context regression: does it implement GD, preconditioned GD, or neither?";
     type Settings = Settings;
     type Results = Results;
 
@@ -255,30 +307,33 @@ impl Experiment for SingleLayer {
         run: &mut Run<'_>,
     ) -> Result<Outcome<Results>, HarnessError> {
         let sampler: TaskSampler = s.task.sampler();
-        let closed = ClosedForm::new(s.task.d, s.task.n, s.task.input_range);
-        let gd_eta = tune_gd_rate::<D, E>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
-        let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
-        let TrainedLayer { model, training, timing, curves } =
-            trained_layer::<D, E>(run, s.layer_spec(), s.common.seed)?;
-        let (net, smp, seed, stream, count) =
-            (model.net(), &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
-        let vs_gd = compare(net, &gd, smp, seed, stream, count);
+        let refs = References::<E>::build::<D>(&sampler, s.common.eval_seed, s.eval.eval_tasks)?;
+        let gd_eta = refs.summary.gd_eta;
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let mut layers = Vec::with_capacity(seeds.len());
+        for &seed in &seeds {
+            layers.push(trained_layer::<D, E>(run, s.layer_spec(), seed)?);
+        }
+        let TrainedLayer { model, training, timing, curves } = layers[0].clone();
+        let (smp, seed, stream, count) = (&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
+        let nets: Vec<&crate::net::Net<E>> = layers.iter().map(|l| l.model.net()).collect();
+        let assessment = assess::<D, E>(&nets, &refs, Held { sampler: smp, seed, count })?;
+        let vs_gd = compare(nets[0], refs.gd(), smp, seed, stream, count);
         let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&model.layers()[0], s.task.n)?;
-        let seed_to_seed = if s.no_second_seed {
-            None
-        } else {
-            let second = s.common.seed.wrapping_add(1);
-            let m2 = trained_layer::<D, E>(run, s.layer_spec(), second)?.model;
-            Some(SeedToSeed {
-                second_seed: second,
-                vs_first: compare(net, m2.net(), smp, seed, stream, count),
-                second_vs_gd: compare(m2.net(), &gd, smp, seed, stream, count),
-            })
-        };
+        let seed_to_seed = (nets.len() > 1).then(|| SeedToSeed {
+            second_seed: seeds[1],
+            vs_first: compare(nets[0], nets[1], smp, seed, stream, count),
+            second_vs_gd: compare(nets[1], refs.gd(), smp, seed, stream, count),
+        });
+        let ruling = assessment.ruling.clone();
         let results = Results {
-            closed_form: closed,
+            distribution: s.task.describe(),
+            seeds,
+            closed_form: refs.summary.closed_form.clone(),
             gd_eta,
             vs_gd,
+            assessment,
+            references: refs.summary.clone(),
             zero: zero_loss::<E>(smp, seed, stream, count),
             ols: ols_loss::<E>(smp, seed, stream, count),
             gd_family: FamilyFit::from(&fit),
@@ -287,49 +342,37 @@ impl Experiment for SingleLayer {
             timing,
             curves,
         };
-        write_files::<D, E>(s, run, &model, gd_eta, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&checks);
-        Ok(Outcome { results, checks, verdict })
+        write_files::<D, E>(s, run, &model, &refs, &results)?;
+        Ok(Outcome { results, checks: ruling.checks, verdict: ruling.sentence })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::compare;
+    use crate::eval::gd_net;
+    use crate::verdict::Outcome as Verdict;
 
-    /// The comparison must catch a wrong reference: the GD construction itself checked against GD with its rate
-    /// doubled fails the loss criterion (model cos alone would not notice: the direction is the same).
+    /// The comparison must catch a wrong reference: the GD construction assessed against references whose GD rate
+    /// is off by 2x is not identified as GD (its loss is far from the wrong reference's, its predictions too), while
+    /// against the right references it is.
     #[test]
     fn a_reference_with_the_rate_off_by_two_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let eta = tune_gd_rate::<10, 11>(&sampler, 3, streams::TUNE, 4000).unwrap();
-        let model = gd_net::<10, 11>(eta as f32, 10).unwrap();
-        let layer = dualform::gd_layer::<f32, 10, 1, 11>(&nalgebra::SMatrix::zeros(), eta as f32, 10).unwrap();
-        let fit = FamilyFit::from(&dualform::read_gd::<f32, 11, 11, 11, 10, 1>(&layer.heads[0], 10).unwrap());
-        let results_against = |reference_eta: f64| {
-            let reference = gd_net::<10, 11>(reference_eta as f32, 10).unwrap();
-            Results {
-                closed_form: ClosedForm::new(10, 10, 1.0),
-                gd_eta: reference_eta,
-                vs_gd: compare(&model, &reference, &sampler, 3, streams::EVAL, 2000),
-                zero: Stat { mean: 0.4, ci95: 0.0, n: 1 },
-                ols: Stat { mean: 0.0, ci95: 0.0, n: 1 },
-                gd_family: fit.clone(),
-                seed_to_seed: None,
-                training: TrainArgs { steps: 1, batch: 1, lr: None, clip: None }.spec(1, 0),
-                timing: TrainTiming::default(),
-                curves: vec![],
-            }
-        };
-        let right = checks(&results_against(eta));
-        assert!(right.iter().all(|c| c.passed), "{right:?}");
-        let wrong = results_against(2.0 * eta);
-        let c = checks(&wrong);
-        assert!(!c[0].passed, "the loss criterion must fail: {c:?}");
-        assert!(c[1].passed, "model cos is blind to the rate: {c:?}");
-        assert!(wrong.vs_gd.preds_diff.mean > 0.3, "preds diff sees it: {:?}", wrong.vs_gd.preds_diff);
-        assert!(verdict(&c).starts_with("DOES NOT"));
+        let refs = References::<11>::build::<10>(&sampler, 3, 4000).unwrap();
+        let model = gd_net::<10, 11>(refs.summary.gd_eta as f32, 10).unwrap();
+        let held = Held { sampler: &sampler, seed: 3, count: 2000 };
+        let right = assess::<10, 11>(&[&model], &refs, held).unwrap();
+        assert_eq!(right.ruling.outcome, Verdict::ImplementsGd, "{:?}", right.ruling);
+        let doubled = 2.0 * refs.summary.gd_eta;
+        let wrong_refs = refs.with_gd_eta::<10>(doubled).unwrap();
+        let wrong = assess::<10, 11>(&[&model], &wrong_refs, held).unwrap();
+        assert_ne!(wrong.ruling.outcome, Verdict::ImplementsGd, "{:?}", wrong.ruling);
+        // The rules find the model closer to the preconditioned step (on isotropic tasks, the right GD step).
+        assert_eq!(wrong.ruling.outcome, Verdict::ImplementsPreconditionedGd, "{:?}", wrong.ruling);
+        let gap = (wrong.loss.mean - wrong.agreements[0].loss.mean).abs() / wrong.agreements[0].loss.mean;
+        assert!(gap > 0.03, "the loss criterion must fail: {gap}");
+        assert!(wrong.agreements[0].preds_diff.mean > 0.3, "preds diff sees it: {:?}", wrong.agreements[0]);
+        assert!(wrong.agreements[0].model_cos.mean > 0.999, "model cos is blind to the rate");
     }
 }
