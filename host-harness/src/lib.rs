@@ -16,6 +16,7 @@ pub mod eval;
 pub mod experiments;
 pub mod firmware;
 pub mod golden;
+pub mod inspect;
 pub mod model;
 pub mod net;
 pub mod optim;

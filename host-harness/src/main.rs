@@ -25,6 +25,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Read any one-layer LSA's weights (a dualform weight file, or W_Q, W_K, W_V, P as [E, E] f32 tensors) and say
+    /// whether it implements GD, preconditioned GD, or neither, against every reference with intervals.
+    Inspect(dualform_harness::inspect::InspectArgs),
     /// Write golden tasks for the firmware and copy a single-layer run's weights beside them.
     Golden(GoldenArgs),
     /// Build the firmware, check it under QEMU against the host bit for bit, and measure it (instructions, cycles
@@ -82,6 +85,10 @@ fn run(command: Command) -> Result<(), HarnessError> {
             if all {
                 print!("{}", experiments::overview(&summaries, &out));
             }
+            Ok(())
+        }
+        Command::Inspect(a) => {
+            print!("{}", dualform_harness::inspect::inspect(&a)?.text);
             Ok(())
         }
         Command::FirmwareReport(f) => {

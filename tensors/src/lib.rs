@@ -96,8 +96,19 @@ impl TensorFile {
         Self::parse(path, &bytes)
     }
 
+    /// Reads and validates a file written by other tools (PyTorch's or NumPy's `save_file`): the same checks as
+    /// [`TensorFile::read`], but the `dualform` metadata entry is optional (an empty map without it).
+    pub fn read_foreign(path: &Path) -> Result<Self, TensorError> {
+        let bytes = std::fs::read(path).map_err(|e| TensorError::new(path, None, format!("cannot read it: {e}")))?;
+        Self::parse_with(path, &bytes, false)
+    }
+
     /// Validates the bytes of a file; `path` is only used in errors.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, TensorError> {
+        Self::parse_with(path, bytes, true)
+    }
+
+    fn parse_with(path: &Path, bytes: &[u8], need_meta: bool) -> Result<Self, TensorError> {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| TensorError::new(path, None, format!("not a valid safetensors file ({e})")))?;
         let st = SafeTensors::deserialize(bytes)
@@ -114,12 +125,14 @@ impl TensorFile {
             }
             tensors.insert(name.to_string(), Tensor::new(name, view.shape().to_vec(), data));
         }
-        let text =
-            header.metadata().as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| {
-                TensorError::new(path, Some(META_KEY), "metadata entry missing (not a dualform file)")
-            })?;
-        let meta: BTreeMap<String, String> = serde_json::from_str(text)
-            .map_err(|e| TensorError::new(path, Some(META_KEY), format!("not a JSON object of strings ({e})")))?;
+        let meta: BTreeMap<String, String> = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| TensorError::new(path, Some(META_KEY), format!("not a JSON object of strings ({e})")))?,
+            None if need_meta => {
+                return Err(TensorError::new(path, Some(META_KEY), "metadata entry missing (not a dualform file)"))
+            }
+            None => BTreeMap::new(),
+        };
         Ok(Self { path: path.to_path_buf(), tensors, meta, sha256: sha256_hex(bytes) })
     }
 

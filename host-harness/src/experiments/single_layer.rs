@@ -260,6 +260,7 @@ fn write_files<const D: usize, const E: usize>(
             ("d", s.task.d.to_string()),
             ("n", s.task.n.to_string()),
             ("input_range", s.task.input_range.to_string()),
+            ("distribution", s.task.describe()),
             ("model", what),
         ]
     };
