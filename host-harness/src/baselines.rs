@@ -56,40 +56,46 @@ pub fn fit_m<const E: usize>(
 ) -> DMatrix<f64> {
     let d = sampler.d;
     let p = if class == Class::Full { d * d } else { d };
-    let chunks = sampler.par_chunks::<E, (DMatrix<f64>, DVector<f64>, Vec<f64>)>(
-        seed,
-        first_stream,
-        count,
-        || (DMatrix::zeros(p, p), DVector::zeros(p), vec![0.0; p]),
-        |(ff, fy, phi), ctx, query, y| {
-            let g = gradient_at_zero(ctx, d);
-            match class {
-                Class::Full => {
-                    for a in 0..d {
-                        for b in 0..d {
-                            phi[a * d + b] = g[a] * query[b] as f64;
+    // Blocks of chunks, each block's chunks in parallel and every chunk added in order: the memory of one block
+    // of accumulators (not one per chunk of the whole fit), the same sums as one pass.
+    const CHUNKS_PER_BLOCK: usize = 64;
+    let (mut ff, mut fy) = (DMatrix::zeros(p, p), DVector::zeros(p));
+    let block = CHUNKS_PER_BLOCK * crate::tasks::CHUNK;
+    for b in 0..count.div_ceil(block) {
+        let chunks = sampler.par_chunks::<E, (DMatrix<f64>, DVector<f64>, Vec<f64>)>(
+            seed,
+            first_stream + (b * CHUNKS_PER_BLOCK) as u64,
+            block.min(count - b * block),
+            || (DMatrix::zeros(p, p), DVector::zeros(p), vec![0.0; p]),
+            |(ff, fy, phi), ctx, query, y| {
+                let g = gradient_at_zero(ctx, d);
+                match class {
+                    Class::Full => {
+                        for a in 0..d {
+                            for b in 0..d {
+                                phi[a * d + b] = g[a] * query[b] as f64;
+                            }
+                        }
+                    }
+                    Class::Diagonal => {
+                        for a in 0..d {
+                            phi[a] = g[a] * query[a] as f64;
                         }
                     }
                 }
-                Class::Diagonal => {
-                    for a in 0..d {
-                        phi[a] = g[a] * query[a] as f64;
+                let y = y as f64;
+                for (j, pj) in phi.iter().enumerate() {
+                    fy[j] += pj * y;
+                    for (i, pi) in phi.iter().enumerate().skip(j) {
+                        ff[(i, j)] += pi * pj;
                     }
                 }
-            }
-            let y = y as f64;
-            for (j, pj) in phi.iter().enumerate() {
-                fy[j] += pj * y;
-                for (i, pi) in phi.iter().enumerate().skip(j) {
-                    ff[(i, j)] += pi * pj;
-                }
-            }
-        },
-    );
-    let (mut ff, mut fy) = (DMatrix::zeros(p, p), DVector::zeros(p));
-    for (cf, cy, _) in &chunks {
-        ff += cf;
-        fy += cy;
+            },
+        );
+        for (cf, cy, _) in &chunks {
+            ff += cf;
+            fy += cy;
+        }
     }
     for j in 0..p {
         for i in 0..j {

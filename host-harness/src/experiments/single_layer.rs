@@ -15,7 +15,7 @@ use crate::assess::{assess, Assessment, Held, ReferenceSummary, References};
 use crate::eval::{compare, ols_loss, zero_loss, Comparison};
 use crate::model::{save, Lsa, LsaHead, Model};
 use crate::plot::{Panel, Series};
-use crate::report::{fmt_num, Table, Tables};
+use crate::report::{fmt_num, Check, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
@@ -344,7 +344,16 @@ impl Experiment for SingleLayer {
             curves,
         };
         write_files::<D, E>(s, run, &model, &refs, &results)?;
-        Ok(Outcome { results, checks: ruling.checks, verdict: ruling.sentence })
+        let (mut checks, mut verdict) = (ruling.checks, ruling.sentence);
+        // A verdict over seeds needs at least three of them; a quick run says it has fewer.
+        if s.common.quick {
+            if s.seeds < 3 {
+                verdict.push_str(&format!(" (quick run: {} seed(s), intervals are not a verdict)", s.seeds));
+            }
+        } else {
+            checks.push(Check::at_least("training_seeds", "training seeds", s.seeds as f64, 3.0));
+        }
+        Ok(Outcome { results, checks, verdict })
     }
 }
 

@@ -1,6 +1,12 @@
-//! `dualform inspect` on weight files in the reference layout (four [E, E] tensors W_Q, W_K, W_V, P and no
-//! metadata, as PyTorch's `save_file` writes them): constructed models get the verdict their construction implies,
-//! and bad files get one-line errors naming the file and the tensor, with exit code 2.
+//! The one-layer verdicts end to end: trained layers (three seeds) get "implements GD" on isotropic tasks and
+//! "implements preconditioned GD" at variance ratio 10; `dualform inspect` on weight files in the reference layout
+//! (four [E, E] tensors W_Q, W_K, W_V, P and no metadata, as PyTorch's `save_file` writes them) gives constructed
+//! models the verdict their construction implies, and bad files one-line errors naming the file and the tensor,
+//! with exit code 2.
+
+use dualform_harness::experiments::single_layer::{Results, Settings};
+use dualform_harness::report::{read, Report};
+use dualform_harness::verdict::Outcome;
 
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -176,4 +182,30 @@ fn bad_model_files_give_one_line_errors_naming_file_and_tensor() {
     write_plain(&ok, &good, false);
     assert_bad(&["inspect", ok.to_str().unwrap(), "--against", "nowhere.safetensors"], &["--against"]);
     assert_bad(&["inspect", p("absent.safetensors").to_str().unwrap()], &["absent.safetensors"]);
+}
+
+/// Trains three layers at d = N = 4 (2000 steps, enough there) on the given distribution and returns the report.
+fn trained(experiment: &str, extra: &[&str]) -> Report<Settings, Results> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let mut args = vec!["reproduce", experiment, "--out", out.to_str().unwrap(), "--quick", "--d", "4", "--n", "4"];
+    args.extend(["--steps", "2000", "--seeds", "3", "--eval-tasks", "4000"]);
+    args.extend(extra);
+    let o = dualform(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    read(&out.join(experiment).join("report.json")).unwrap()
+}
+
+#[test]
+fn trained_layers_implement_gd_on_isotropic_tasks_and_preconditioned_gd_at_ratio_10() {
+    let iso = trained("single-layer", &[]);
+    assert_eq!(iso.results.assessment.ruling.outcome, Outcome::ImplementsGd, "{}", iso.verdict.text);
+    let aniso = trained("preconditioned", &[]);
+    let a = &aniso.results.assessment;
+    assert_eq!(a.ruling.outcome, Outcome::ImplementsPreconditionedGd, "{}", aniso.verdict.text);
+    // Plain GD is measurably worse there, and the trained layers are far closer to the preconditioned step.
+    let (gd, pgd) = (&a.agreements[0], &a.agreements[1]);
+    assert!(a.loss.mean < 0.97 * gd.loss.mean, "{} vs {}", a.loss.mean, gd.loss.mean);
+    assert!(pgd.preds_diff.hi() < 0.5 * gd.preds_diff.lo(), "{pgd:?} vs {gd:?}");
+    assert_eq!(a.residual_per_seed.len(), 3);
 }
