@@ -100,10 +100,14 @@ impl TaskArgs {
                 )));
             }
         }
-        for (flag, v, max) in [("--input-mean", self.input_mean, 1e3), ("--noise", self.noise, 1e3)] {
-            if !(v.is_finite() && v.abs() <= max) || (flag == "--noise" && v < 0.0) {
-                return Err(HarnessError::Usage(format!("{flag} must be a finite number in range (got {v})")));
-            }
+        if !(self.input_mean.is_finite() && self.input_mean.abs() <= 1e3) {
+            return Err(HarnessError::Usage(format!(
+                "--input-mean must be a number between -1000 and 1000 (got {})",
+                self.input_mean
+            )));
+        }
+        if !(self.noise.is_finite() && (0.0..=1e3).contains(&self.noise)) {
+            return Err(HarnessError::Usage(format!("--noise must be between 0 and 1000 (got {})", self.noise)));
         }
         Ok(())
     }

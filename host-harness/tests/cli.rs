@@ -39,6 +39,13 @@ fn bad_flags_give_one_line_errors_and_exit_code_2() {
     let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
     assert_usage_error(&with(&["--d", "0"]), "--d", &out);
     assert_usage_error(&with(&["--d", "17"]), "--d", &out);
+    assert_usage_error(&with(&["--variance-ratio", "0.5"]), "--variance-ratio", &out);
+    assert_usage_error(&with(&["--input-scales", "1,2"]), "--input-scales", &out);
+    assert_usage_error(&with(&["--input-scales", "1,1,1,1,1,1,1,1,1,-1"]), "--input-scales", &out);
+    assert_usage_error(&with(&["--variance-ratio", "4", "--input-scales", "1"]), "--variance-ratio", &out);
+    assert_usage_error(&with(&["--noise", "-1"]), "--noise", &out);
+    assert_usage_error(&with(&["--input-mean", "nan"]), "--input-mean", &out);
+    assert_usage_error(&with(&["--seeds", "0"]), "--seeds", &out);
     assert_usage_error(&with(&["--n", "0"]), "--n", &out);
     assert_usage_error(&with(&["--steps", "-5"]), "--steps", &out);
     assert_usage_error(&with(&["--steps", "0"]), "--steps", &out);
