@@ -240,16 +240,7 @@ mod tests {
     use nalgebra::DMatrix;
 
     fn sampler(ratio: f64) -> TaskSampler {
-        TaskArgs {
-            d: 6,
-            n: 6,
-            input_range: 1.0,
-            variance_ratio: Some(ratio),
-            input_scales: None,
-            input_mean: 0.0,
-            noise: 0.0,
-        }
-        .sampler()
+        TaskArgs::anisotropic(6, 6, ratio).sampler()
     }
 
     /// The rules give the known answer on constructed models: the GD construction implements GD, the
@@ -312,19 +303,7 @@ mod tests {
 
     /// `gamma` scaled by the factor that minimises the loss on tuning tasks (exact: the loss is quadratic in it).
     fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
-        let unit = m_net::<7>(&diagonal(gamma), s.n);
-        let sums = s.par_chunks::<7, (f64, f64, crate::net::Workspace<7>)>(
-            11,
-            streams::TUNE,
-            20_000,
-            || (0.0, 0.0, unit.workspace(s.n)),
-            |acc, ctx, q, y| {
-                let a = unit.predict(ctx, q, &mut acc.2, None) as f64;
-                acc.0 += a * y as f64;
-                acc.1 += a * a;
-            },
-        );
-        let (ay, aa) = sums.iter().fold((0.0, 0.0), |t, c| (t.0 + c.0, t.1 + c.1));
-        gamma.iter().map(|g| g * ay / aa).collect()
+        let c = crate::eval::best_scale(&m_net::<7>(&diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
+        gamma.iter().map(|g| g * c).collect()
     }
 }

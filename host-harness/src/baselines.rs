@@ -216,16 +216,7 @@ mod tests {
     use crate::tasks::{streams, ClosedForm};
 
     fn anisotropic(ratio: f64) -> TaskSampler {
-        TaskArgs {
-            d: 10,
-            n: 10,
-            input_range: 1.0,
-            variance_ratio: Some(ratio),
-            input_scales: None,
-            input_mean: 0.0,
-            noise: 0.0,
-        }
-        .sampler()
+        TaskArgs::anisotropic(10, 10, ratio).sampler()
     }
 
     /// The closed-form preconditioner is checked against the fitted one (its derivation in `tasks::ClosedForm`),

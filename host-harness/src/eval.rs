@@ -177,15 +177,25 @@ pub fn ols_loss<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: 
     Stat::of(rows.iter().copied())
 }
 
-/// The rate of one GD step from 0 that minimises the mean loss over the given tasks, exactly: the prediction is
-/// `eta * a` with `a` the prediction at rate 1, so the optimum is `sum a y / sum a^2`.
+/// The rate of one GD step from 0 that minimises the mean loss over the given tasks, exactly (see [`best_scale`]).
 pub fn tune_gd_rate<const D: usize, const E: usize>(
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,
     count: usize,
 ) -> Result<f64, dualform::Error> {
-    let unit = gd_net::<D, E>(1.0, sampler.n)?;
+    Ok(best_scale(&gd_net::<D, E>(1.0, sampler.n)?, sampler, seed, first_stream, count))
+}
+
+/// The factor `c` that minimises the mean loss of `c * unit`'s prediction over the given tasks, exactly: the
+/// prediction is `c * a` with `a` the unit net's, so the optimum is `sum a y / sum a^2` (chunk sums in order).
+pub fn best_scale<const E: usize>(
+    unit: &Net<E>,
+    sampler: &TaskSampler,
+    seed: u64,
+    first_stream: u64,
+    count: usize,
+) -> f64 {
     let sums = sampler.par_chunks::<E, (f64, f64, Workspace<E>)>(
         seed,
         first_stream,
@@ -198,7 +208,7 @@ pub fn tune_gd_rate<const D: usize, const E: usize>(
         },
     );
     let (ay, aa) = sums.iter().fold((0.0, 0.0), |s, c| (s.0 + c.0, s.1 + c.1));
-    Ok(ay / aa)
+    ay / aa
 }
 
 /// The core's one-step GD construction from `W0 = 0` with rate `eta` over `n` pairs, as a net.

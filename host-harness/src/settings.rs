@@ -112,6 +112,11 @@ impl TaskArgs {
         Ok(())
     }
 
+    /// The reference distribution with `d` inputs and `n` pairs at variance ratio `ratio` (1: isotropic).
+    pub fn anisotropic(d: usize, n: usize, ratio: f64) -> Self {
+        Self { d, n, input_range: 1.0, variance_ratio: Some(ratio), input_scales: None, input_mean: 0.0, noise: 0.0 }
+    }
+
     /// The per-coordinate input scales `c_i` these arguments name (all 1 unless anisotropic).
     pub fn scales(&self) -> Vec<f64> {
         match (&self.input_scales, self.variance_ratio) {

@@ -69,16 +69,7 @@ fn stdout(o: &Output) -> String {
 /// The closed form at variance ratio 10 (d = N = 10): plain GD's best rate and the preconditioner.
 fn closed_form_at_ratio_10() -> dualform_harness::tasks::ClosedForm {
     use dualform_harness::settings::TaskArgs;
-    let s = TaskArgs {
-        d: 10,
-        n: 10,
-        input_range: 1.0,
-        variance_ratio: Some(10.0),
-        input_scales: None,
-        input_mean: 0.0,
-        noise: 0.0,
-    }
-    .sampler();
+    let s = TaskArgs::anisotropic(10, 10, 10.0).sampler();
     dualform_harness::tasks::ClosedForm::of(&s).unwrap()
 }
 
