@@ -28,6 +28,12 @@ if ! command -v flip-link >/dev/null; then
   cargo install flip-link --locked --version 0.1.12 ||
     { echo "error: could not install flip-link; run: cargo install flip-link --locked" >&2; exit 1; }
 fi
+# `cargo run` in firmware-example decodes the firmware's defmt output with defmt-print (its runner, qemu-run).
+if ! command -v defmt-print >/dev/null; then
+  echo "== cargo install defmt-print --locked"
+  cargo install defmt-print --locked --version 1.2.0 ||
+    { echo "error: could not install defmt-print; run: cargo install defmt-print --locked" >&2; exit 1; }
+fi
 # Installs a Debian package when run as root, or stops with one line saying what to install.
 need_apt() { # need_apt PACKAGE MESSAGE
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

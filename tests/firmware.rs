@@ -47,3 +47,68 @@ fn a_changed_weight_fails_the_check() {
     // Leave the default build in place for whoever runs next.
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// Golden tasks follow the run they belong to: a layer trained with `--input-range 2` is exported with golden tasks
+/// of input range 2 (recorded in the golden file), and the device's mean losses on those tasks are the host's bits.
+#[test]
+fn golden_tasks_follow_the_run_distribution() {
+    let dir = firmware_dir();
+    let tmp = std::env::temp_dir().join(format!("dualform-golden-range-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (results, data) = (tmp.join("results"), tmp.join("data"));
+    std::fs::create_dir_all(&data).unwrap();
+    let args: Vec<String> = ["--out", results.to_str().unwrap(), "--quick", "--seeds", "1", "--input-range", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    dualform_harness::experiments::reproduce("single-layer", &args, |_| {}).unwrap();
+    let run = results.join("single-layer");
+    // A size that contradicts the run is refused; leaving it out takes the run's.
+    let err = dualform_harness::golden::export(&run, &data, Some(12), None, 8, 42).unwrap_err().to_string();
+    assert!(err.contains("--d 12") && err.contains("d = 10"), "{err}");
+    let task = dualform_harness::golden::export(&run, &data, None, None, 8, 42).unwrap();
+    assert_eq!(task.input_range, 2.0);
+    let golden = dualform_tensors::TensorFile::read(&data.join("golden.safetensors")).unwrap();
+    assert_eq!(golden.meta["input_range"], "2");
+    assert!(golden.meta["task"].contains("\"input_range\":2.0"), "{}", golden.meta["task"]);
+    // The inputs really come from (-1, 1): some coordinate is beyond the default range's 0.5.
+    let x_max = golden.tensors["query"].data.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    assert!(x_max > 0.5, "largest query input {x_max}");
+
+    let path = |f: &str| data.join(f).to_str().unwrap().to_string();
+    let (w, g, t) = (path("trained.safetensors"), path("gd.safetensors"), path("golden.safetensors"));
+    let env = [("DUALFORM_WEIGHTS", w.as_str()), ("DUALFORM_GD_WEIGHTS", g.as_str()), ("DUALFORM_GOLDEN", t.as_str())];
+    let check = check_golden::<E>(&dir, &data, &env).unwrap_or_else(|e| panic!("{e}"));
+    let (host, _) = host_golden::<E>(&data).unwrap();
+    assert_eq!(check.device.results.losses, host.losses, "mean losses, bit for bit");
+    let summary = check.device.lines.iter().find(|l| l.starts_with("summary:")).unwrap();
+    assert!(summary.starts_with("summary: 8 golden tasks, mean loss trained"), "{summary}");
+    eprintln!("{summary}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// `cargo run --release` in the firmware crate (what its README suggests) runs it under QEMU through the crate's
+/// runner, prints decoded lines a person can read, and exits with the firmware's exit code; a firmware that cannot
+/// run gives a non-zero code.
+#[test]
+fn cargo_run_prints_decoded_lines_and_the_firmware_exit_code() {
+    let dir = std::path::absolute(firmware_dir()).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["run", "--release", "--bin", "dualform-firmware"]).current_dir(&dir);
+    cmd.env("CARGO_TARGET_DIR", dir.join("target"));
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first().copied(), Some("dualform firmware: E 11 N 10 tasks 16"), "{stdout}");
+    assert!(lines.iter().any(|l| l.starts_with("summary: 16 golden tasks, mean loss trained")), "{stdout}");
+    assert_eq!(lines.last().copied(), Some("done"));
+    assert!(lines.iter().all(|l| l.is_ascii() && !l.contains('\u{fffd}')), "decoded text only");
+
+    let bad = std::process::Command::new(dir.join("qemu-run")).arg(dir.join("Cargo.toml")).output().unwrap();
+    assert_ne!(bad.status.code(), Some(0), "a file QEMU cannot run must not exit 0");
+}

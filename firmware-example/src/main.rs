@@ -1,7 +1,7 @@
 //! The golden run: for every golden task, the trained LSA layer and the GD construction predict the query from its
 //! context (the full layer, and the merged query kernel with heads merged at build time), the streaming learner
 //! predicts it after each new pair, and every prediction is printed with its raw f32 bits for the host to compare;
-//! then the mean losses, the peak stack and exit code 0.
+//! then the mean losses, one summary line for people, the peak stack and exit code 0.
 #![no_std]
 #![no_main]
 
@@ -18,10 +18,12 @@ fn run() -> Result<(), dualform::Error> {
         loss_trained += t;
         loss_gd += g;
     }
-    for (model, loss) in [(Model::Trained, loss_trained), (Model::Gd, loss_gd)] {
-        let mean = loss / TASKS as f32;
+    let (mean_trained, mean_gd) = (loss_trained / TASKS as f32, loss_gd / TASKS as f32);
+    for (model, mean) in [(Model::Trained, mean_trained), (Model::Gd, mean_gd)] {
         Line::Loss { model, bits: mean.to_bits() }.emit();
     }
+    let weights = TRAINED_SHA256.get(..12).unwrap_or(TRAINED_SHA256);
+    Line::Summary { tasks: TASKS, trained: mean_trained.to_bits(), gd: mean_gd.to_bits(), weights }.emit();
     Ok(())
 }
 

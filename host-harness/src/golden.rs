@@ -3,8 +3,12 @@
 //!
 //! File format (`golden.safetensors`): f32 tensors `ctx` `[T, N, E]`, `query` `[T, E]` (query tokens `(x_q, 0)`),
 //! `y` `[T]` (targets), and one metadata entry `dualform` = `{"format": "dualform-golden-v1", "d", "n", "seed",
-//! "tasks"}`.
+//! "tasks", "input_range", "task"}` (`task`: the run's task distribution as JSON, the `config.task` of its report).
+//!
+//! The tasks follow the distribution of the run the weights come from: `dualform golden --from DIR` reads it from
+//! `DIR/report.json`, so a model trained with `--input-range 2` is checked on tasks with that input range.
 
+use crate::settings::TaskArgs;
 use crate::tasks::TaskSampler;
 use crate::HarnessError;
 use dualform_tensors::{Tensor, TensorFile};
@@ -38,8 +42,9 @@ impl<const E: usize> Golden<E> {
         g
     }
 
-    /// Writes the file described in the module docs.
-    pub fn save(&self, d: usize, seed: u64, path: &Path) -> Result<(), HarnessError> {
+    /// Writes the file described in the module docs, for tasks of the distribution `task`.
+    pub fn save(&self, task: &TaskArgs, seed: u64, path: &Path) -> Result<(), HarnessError> {
+        let d = task.d;
         let n = self.ctx.first().map_or(0, |c| c.len());
         let t = self.y.len();
         let tensors = [
@@ -53,6 +58,8 @@ impl<const E: usize> Golden<E> {
             ("n", n.to_string()),
             ("seed", seed.to_string()),
             ("tasks", t.to_string()),
+            ("input_range", task.input_range.to_string()),
+            ("task", serde_json::to_string(task).map_err(|e| HarnessError::Io(format!("task metadata: {e}")))?),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -78,18 +85,56 @@ impl<const E: usize> Golden<E> {
     }
 }
 
-/// `dualform golden`: writes `golden.safetensors` and copies the trained and GD weights of a single-layer run
-/// (`weights.safetensors`, `gd_weights.safetensors` in `from`) to `trained.safetensors` and `gd.safetensors` in `out`.
-pub fn export(from: &Path, out: &Path, d: usize, n: usize, tasks: usize, seed: u64) -> Result<(), HarnessError> {
+/// The task distribution of the single-layer run in `from` (its `report.json`'s `config.task`).
+pub fn run_distribution(from: &Path) -> Result<TaskArgs, HarnessError> {
+    let path = from.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        HarnessError::BadInput(format!(
+            "{}: cannot read it ({e}); --from must be a single-layer results folder (the golden tasks follow its \
+             distribution)",
+            path.display()
+        ))
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| HarnessError::BadInput(format!("{}: not a report ({e})", path.display())))?;
+    let task = value.get("config").and_then(|c| c.get("task")).cloned().ok_or_else(|| {
+        HarnessError::BadInput(format!("{}: config.task: missing (not a single-layer report)", path.display()))
+    })?;
+    let task: TaskArgs = serde_json::from_value(task)
+        .map_err(|e| HarnessError::BadInput(format!("{}: config.task: {e}", path.display())))?;
+    task.validate().map_err(|e| HarnessError::BadInput(format!("{}: config.task: {e}", path.display())))?;
+    Ok(task)
+}
+
+/// `dualform golden`: writes `golden.safetensors` with tasks of the run's distribution ([`run_distribution`]) and
+/// copies the trained and GD weights of a single-layer run (`weights.safetensors`, `gd_weights.safetensors` in
+/// `from`) to `trained.safetensors` and `gd.safetensors` in `out`. `d` and `n`, when given, must agree with the run.
+pub fn export(
+    from: &Path,
+    out: &Path,
+    d: Option<usize>,
+    n: Option<usize>,
+    tasks: usize,
+    seed: u64,
+) -> Result<TaskArgs, HarnessError> {
     if !(1..=4096).contains(&tasks) {
         return Err(HarnessError::Usage(format!("--tasks must be between 1 and 4096 (got {tasks})")));
     }
     if !out.is_dir() {
         return Err(HarnessError::BadOutput(format!("--out {} is not a folder", out.display())));
     }
-    let sampler = TaskSampler::new(d, n, 1.0);
+    let task = run_distribution(from)?;
+    for (flag, given, run) in [("--d", d, task.d), ("--n", n, task.n)] {
+        if let Some(v) = given.filter(|v| *v != run) {
+            return Err(HarnessError::Usage(format!(
+                "{flag} {v} contradicts the run in {} ({} = {run}); leave it out to use the run's",
+                from.display(),
+                &flag[2..]
+            )));
+        }
+    }
     fn write<const D: usize, const E: usize>(
-        s: &TaskSampler,
+        task: &TaskArgs,
         from: &Path,
         seed: u64,
         tasks: usize,
@@ -104,7 +149,8 @@ pub fn export(from: &Path, out: &Path, d: usize, n: usize, tasks: usize, seed: u
             std::fs::copy(from.join(src), out.join(dst))
                 .map_err(|e| HarnessError::Io(format!("copying {}: {e}", from.join(src).display())))?;
         }
-        Golden::<E>::generate(s, seed, tasks).save(D, seed, &out.join("golden.safetensors"))
+        Golden::<E>::generate(&task.sampler(), seed, tasks).save(task, seed, &out.join("golden.safetensors"))
     }
-    crate::with_d!(d, write(&sampler, from, seed, tasks, out))
+    crate::with_d!(task.d, write(&task, from, seed, tasks, out))?;
+    Ok(task)
 }

@@ -28,7 +28,8 @@ enum Command {
     /// Read any one-layer LSA's weights (a dualform weight file, or W_Q, W_K, W_V, P as [E, E] f32 tensors) and say
     /// whether it implements GD, preconditioned GD, or neither, against every reference with intervals.
     Inspect(dualform_harness::inspect::InspectArgs),
-    /// Write golden tasks for the firmware and copy a single-layer run's weights beside them.
+    /// Write golden tasks for the firmware, from the distribution of a single-layer run, and copy the run's weights
+    /// beside them.
     Golden(GoldenArgs),
     /// Build the firmware, check it under QEMU against the host bit for bit, and measure it (instructions, cycles
     /// estimate, flash, RAM, stack).
@@ -59,12 +60,12 @@ struct GoldenArgs {
     /// Seed of the golden tasks.
     #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     seed: u64,
-    /// Input dimension d of the weights.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
-    d: usize,
-    /// Context pairs N per task.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
-    n: usize,
+    /// Input dimension d [default: the run's; a different value is refused].
+    #[arg(long, allow_negative_numbers = true)]
+    d: Option<usize>,
+    /// Context pairs N per task [default: the run's; a different value is refused].
+    #[arg(long, allow_negative_numbers = true)]
+    n: Option<usize>,
 }
 
 fn run(command: Command) -> Result<(), HarnessError> {
@@ -96,8 +97,13 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::Golden(g) => {
-            dualform_harness::golden::export(&g.from, &g.out, g.d, g.n, g.tasks, g.seed)?;
-            println!("wrote {} golden tasks and the weights to {}", g.tasks, g.out.display());
+            let task = dualform_harness::golden::export(&g.from, &g.out, g.d, g.n, g.tasks, g.seed)?;
+            println!(
+                "wrote {} golden tasks ({}, the run's distribution) and the weights to {}",
+                g.tasks,
+                task.describe(),
+                g.out.display()
+            );
             Ok(())
         }
     }

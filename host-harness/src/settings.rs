@@ -55,9 +55,11 @@ pub struct TaskArgs {
     pub input_scales: Option<Vec<f64>>,
     /// Mean mu of every input coordinate.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[serde(default)]
     pub input_mean: f64,
     /// Standard deviation sigma of the label noise (context and query targets).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[serde(default)]
     pub noise: f64,
 }
 

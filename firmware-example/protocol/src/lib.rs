@@ -111,6 +111,18 @@ pub enum Line<'a> {
         /// The loss's f32 bits.
         bits: u32,
     },
+    /// The golden run in one line a person can read: tasks, both mean losses (decimals that parse back to the same
+    /// f32 bits as the `loss` records) and the first 12 hex digits of the trained weights' SHA-256.
+    Summary {
+        /// Golden tasks.
+        tasks: usize,
+        /// Mean loss of the trained layer, f32 bits.
+        trained: u32,
+        /// Mean loss of the GD construction, f32 bits.
+        gd: u32,
+        /// Start of the trained weights' SHA-256.
+        weights: &'a str,
+    },
     /// Peak stack of the run in bytes.
     Stack {
         /// Bytes.
@@ -166,6 +178,13 @@ impl<'a> Line<'a> {
             Line::Loss { model, bits } => {
                 defmt::println!("loss {=str} {=f32} {=u32}", model.as_str(), f32::from_bits(bits), bits)
             }
+            Line::Summary { tasks, trained, gd, weights } => defmt::println!(
+                "summary: {=usize} golden tasks, mean loss trained {=f32} gd {=f32}, weights {=str}",
+                tasks,
+                f32::from_bits(trained),
+                f32::from_bits(gd),
+                weights
+            ),
             Line::Stack { bytes } => defmt::println!("stack {=usize}", bytes),
             Line::Done => defmt::println!("done"),
             Line::Config { e, n } => defmt::println!("config {=usize} {=usize}", e, n),
@@ -225,6 +244,18 @@ impl<'a> Line<'a> {
                 let _decimal = word()?;
                 Line::Loss { model, bits: num(word()?)? }
             }
+            "summary:" => {
+                // `summary: {tasks} golden tasks, mean loss trained {f32} gd {f32}, weights {hex}`
+                let tasks = num(word()?)?;
+                for want in ["golden", "tasks,", "mean", "loss", "trained"] {
+                    literal(word()?, want)?;
+                }
+                let trained = num::<f32>(word()?)?.to_bits();
+                literal(word()?, "gd")?;
+                let gd = num::<f32>(word()?.strip_suffix(',').ok_or(ParseError)?)?.to_bits();
+                literal(word()?, "weights")?;
+                Line::Summary { tasks, trained, gd, weights: word()? }
+            }
             "stack" => Line::Stack { bytes: num(word()?)? },
             "done" => Line::Done,
             "config" => Line::Config { e: num(word()?)?, n: num(word()?)? },
@@ -250,7 +281,16 @@ mod tests {
 
     #[test]
     fn every_record_parses_from_the_layout_the_device_prints() {
-        let cases: [(&str, Line<'_>); 10] = [
+        let cases: [(&str, Line<'_>); 11] = [
+            (
+                "summary: 16 golden tasks, mean loss trained 0.2078 gd 0.1, weights 0a1b2c3d4e5f",
+                Line::Summary {
+                    tasks: 16,
+                    trained: 0.2078f32.to_bits(),
+                    gd: 0.1f32.to_bits(),
+                    weights: "0a1b2c3d4e5f",
+                },
+            ),
             ("dualform firmware: E 11 N 10 tasks 16", Line::Header { e: 11, n: 10, tasks: 16 }),
             ("weights trained ab12 gd cd34", Line::Weights { trained: "ab12", gd: "cd34" }),
             ("pred 3 trained_full 0.5 1056964608", Line::Pred { task: 3, kind: Kind::TrainedFull, bits: 1056964608 }),

@@ -37,6 +37,8 @@ pub struct DeviceRun {
     pub weights_sha256: (String, String),
     /// Peak stack in bytes.
     pub stack: Option<usize>,
+    /// Its summary line: tasks, mean loss bits of the trained layer and of GD, start of the trained weights' hash.
+    pub summary: Option<(usize, u32, u32, String)>,
     /// Whether it printed `done`.
     pub done: bool,
     /// All decoded lines.
@@ -63,6 +65,9 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
                 run.results.losses.insert(model, bits);
             }
             Some(Line::Weights { trained, gd }) => run.weights_sha256 = (trained.to_string(), gd.to_string()),
+            Some(Line::Summary { tasks, trained, gd, weights }) => {
+                run.summary = Some((tasks, trained, gd, weights.to_string()))
+            }
             Some(Line::Stack { bytes }) => run.stack = Some(bytes),
             Some(Line::Done) => run.done = true,
             _ => {}
@@ -188,6 +193,23 @@ pub fn check_golden<const E: usize>(
         )));
     }
     let values = compare_bits(&device.results, &host).map_err(|e| HarnessError::Io(format!("bit mismatch: {e}")))?;
+    // The summary a person reads says the same as the records the host checked.
+    let tasks = host.preds.keys().map(|k| k.0 + 1).max().unwrap_or(0);
+    let loss = |m: Model| device.results.losses.get(&m).copied();
+    match &device.summary {
+        Some((t, tr, g, w))
+            if *t == tasks
+                && Some(*tr) == loss(Model::Trained)
+                && Some(*g) == loss(Model::Gd)
+                && !w.is_empty()
+                && want.0.starts_with(w.as_str()) => {}
+        other => {
+            return Err(HarnessError::Io(format!(
+                "the firmware's summary line does not match its records: {other:?} ({tasks} tasks, weights {})",
+                want.0
+            )))
+        }
+    }
     Ok(GoldenCheck { device, values })
 }
 
