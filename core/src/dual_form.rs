@@ -155,11 +155,11 @@ pub fn softmax_relaxation_error<
     zs: &[[T; E]; NZ],
     x: &[T; E],
 ) -> Result<T, Error> {
-    if ND + NZ == 0 {
+    if ND == 0 && NZ == 0 {
         return Err(Error::Empty);
     }
     let q = matvec(&head.w_q, x);
-    let scale = T::ONE / T::from_f64(DK as f64).sqrt();
+    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
     let mut soft = OnlineSoftmax::<T, DV>::new();
     // Relaxed side: sum_j (1 + s_j) v_j and sum_j (1 + s_j).
     let (mut num, mut den) = ([T::ZERO; DV], T::ZERO);

@@ -125,8 +125,13 @@ impl<T: Real> Update<T> {
             }
         }
         if let Some(c) = self.clip {
+            // Comparisons, not `max`/`min`: a NaN stays NaN (IEEE `maxNum` would replace it by the bound).
             for hi in h.iter_mut() {
-                *hi = hi.max(-c).min(c);
+                if *hi > c {
+                    *hi = c;
+                } else if *hi < -c {
+                    *hi = -c;
+                }
             }
         }
     }

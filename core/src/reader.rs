@@ -19,8 +19,9 @@
 //! blocks); [`GdFit::dead`] is the Frobenius norm of the dead blocks relative to the same normaliser (0 for the
 //! construction). `residual^2 * (|A*|^2 + |B*|^2) = functional^2 * F + dead^2 * F` with `F` the functional norm.
 //!
-//! Errors: [`Error::Empty`] for `n = 0`; [`Error::ZeroNormaliser`] when `trace(A_xx)` is zero or not finite (the
-//! head ignores `x` altogether, so no scale can be read).
+//! Errors: [`Error::Empty`] for `n = 0`; [`Error::InvalidParameter`] for `DY = 0`; [`Error::ZeroNormaliser`] when
+//! `trace(A_xx)` is zero or not finite (the head ignores `x` altogether, so no scale can be read). A rate `c` so small
+//! that `W0 = B'_yx / c` overflows gives an infinite `W0` but a finite residual (the residual does not depend on W0).
 
 use crate::layer::Head;
 use crate::linalg::{frobenius_sq, zeros};
@@ -62,6 +63,9 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
     if n == 0 {
         return Err(Error::Empty);
     }
+    if DY == 0 {
+        return Err(Error::InvalidParameter("DY: a GD step needs at least one target coordinate"));
+    }
     let (a, b) = (&head.a, &head.b);
     let at = |m: &SMatrix<T, E, E>, i: usize, j: usize| m.get((i, j)).copied().unwrap_or(T::ZERO);
     let trace_x = (0..D).fold(T::ZERO, |s, i| s + at(a, i, i));
@@ -89,9 +93,11 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
         }
     }
     for i in 0..DY {
+        // The W0 block is matched exactly: copied, not rebuilt as c * (B'_yx / c), which overflows when c is tiny
+        // and would make the residual depend on W0.
         for j in 0..D {
             if let Some(v) = b_star.get_mut((D + i, j)) {
-                *v = c * w0.get((i, j)).copied().unwrap_or(T::ZERO);
+                *v = at(&b_n, D + i, j);
             }
         }
         if let Some(v) = b_star.get_mut((D + i, D + i)) {

@@ -151,7 +151,8 @@ pub fn softmax_attention<T: Real, const E: usize, const DK: usize, const DV: usi
 ) -> Result<(), Error> {
     upd.validate(E)?;
     project_context(layer, &Identity, ctx, scratch);
-    let scale = T::ONE / T::from_f64(DK as f64).sqrt();
+    // Key width 0: every logit is the empty dot product 0, so the weights are uniform (not 0 / sqrt(0)).
+    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
     for (t, h) in ctx.iter_mut().enumerate() {
         let u = softmax_update(layer, scratch, h, visible(mask, t, N), scale)?;
         upd.apply(h, &u);

@@ -102,7 +102,8 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
         self.evictions = 0;
     }
 
-    /// The largest absolute difference between the running sums and a fresh recompute over the window.
+    /// The largest absolute difference between the running sums and a fresh recompute over the window; NaN or
+    /// infinity when a difference is not finite (for example a NaN token in the window), never a silent 0.
     pub fn drift(&self) -> T {
         let mut fresh = AssociativeState::<T, DK, DV, H>::new();
         for (e, _) in self.window.iter() {
@@ -111,7 +112,13 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
         let mut worst = T::ZERO;
         for (a, b) in self.state.s.iter().zip(fresh.s.iter()) {
             for (x, y) in a.iter().zip(b.iter()) {
-                worst = worst.max((*x - *y).abs());
+                let d = (*x - *y).abs();
+                // NaN propagates (a NaN difference never compares greater, and `max` would drop it).
+                if d.is_finite() {
+                    worst = if d > worst { d } else { worst };
+                } else {
+                    return d;
+                }
             }
         }
         worst

@@ -64,7 +64,7 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
                 }
             }
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
     }
 
     /// Removes context token `e` from the sums: the exact reverse of [`AssociativeState::add`] in real arithmetic
@@ -138,7 +138,7 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
                 }
             }
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
     }
 
     /// The layer's update for token `h` from the current sums: `sum_heads P (S q) [/ (z . q)]`.

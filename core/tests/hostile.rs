@@ -1,0 +1,81 @@
+//! Hostile inputs (the probe of the core's promises): counts that would overflow, NaN through clipping and the
+//! streaming drift. Each test failed before its fix.
+
+mod common;
+use common::*;
+use dualform::*;
+
+/// A state whose count is at its largest takes one more token without an overflow panic (debug) or a wrap to 0
+/// that would make `Normalise::Sum` skip its division (release); `remove` and `add` agree (both saturate).
+#[test]
+fn token_counts_saturate_instead_of_overflowing() {
+    let mut g = Gen::new(31);
+    let layer = g.layer::<4, 4, 4, 1>();
+    let e = g.array::<4>(-1.0, 1.0);
+    let mut state = AssociativeState::<f64, 4, 4, 1>::new();
+    state.count = usize::MAX;
+    state.add(&layer, &Identity, Normalise::None, &e);
+    assert_eq!(state.count, usize::MAX);
+    let p = AssociativeState::<f64, 4, 4, 1>::project(&layer, &Identity, &e);
+    state.add_projection(&p, Normalise::None);
+    assert_eq!(state.count, usize::MAX);
+    state.remove(&layer, &Identity, Normalise::None, &e);
+    assert_eq!(state.count, usize::MAX - 1);
+}
+
+/// Clipping keeps NaN as NaN (the docs: non-finite inputs propagate) and clips infinities to the bound, also at
+/// a bound of 0.
+#[test]
+fn clipping_propagates_nan_and_bounds_infinities() {
+    let rule = Update { scale: 1.0, first: 0, clip: Some(5.0f32) };
+    let mut h = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0, -7.0];
+    rule.apply(&mut h, &[0.0; 5]);
+    assert!(h[0].is_nan(), "{h:?}");
+    assert_eq!(&h[1..], &[5.0, -5.0, 3.0, -5.0]);
+    let zero = Update { scale: 1.0, first: 0, clip: Some(0.0f32) };
+    let mut q = [f32::NAN, 2.0];
+    zero.apply(&mut q, &[0.0; 2]);
+    assert!(q[0].is_nan() && q[1] == 0.0, "{q:?}");
+}
+
+/// A window holding a NaN token reports a NaN drift, not 0.
+#[test]
+fn drift_of_a_window_with_a_nan_token_is_nan() {
+    let mut g = Gen::new(32);
+    let layer = cast_layer::<f32, 4, 4, 4, 1>(&g.layer::<4, 4, 4, 1>());
+    let mut stream = StreamingContext::<f32, 4, 4, 4, 1, 3>::new(&layer, 0);
+    stream.push([0.1, 0.2, 0.3, 0.4]).unwrap();
+    stream.push([f32::NAN, 0.0, 0.0, 1.0]).unwrap();
+    assert!(stream.drift().is_nan(), "drift {}", stream.drift());
+}
+
+/// Key width 0: every logit is 0, so softmax attention averages the values uniformly instead of failing.
+#[test]
+fn softmax_attention_with_key_width_zero_is_a_uniform_average() {
+    let mut g = Gen::new(33);
+    let mut layer = g.layer::<3, 0, 3, 1>();
+    layer.heads[0].w_v = nalgebra::SMatrix::identity();
+    layer.heads[0].p = nalgebra::SMatrix::identity();
+    let ctx0 = g.tokens::<3, 4>();
+    let (mut ctx, mut q) = (ctx0, [0.0f64; 3]);
+    let mut scratch = LinearScratch::new();
+    softmax_attention(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut q, &mut scratch).unwrap();
+    for i in 0..3 {
+        let mean = ctx0.iter().map(|e| e[i]).sum::<f64>() / 4.0;
+        assert!((q[i] - mean).abs() < 1e-15, "{q:?}");
+    }
+}
+
+/// The reader refuses `DY = 0`, and a head whose rate is tiny reads back with an infinite `W0` but a finite
+/// residual (the residual does not depend on `W0`).
+#[test]
+fn reader_refuses_no_targets_and_keeps_the_residual_finite_for_tiny_rates() {
+    let m = MergedHead::<f64, 3>::zeros();
+    assert!(matches!(read_gd_merged::<f64, 3, 3, 0>(&m, 4), Err(Error::InvalidParameter(_))));
+    let layer = gd_layer::<f64, 2, 1, 3>(&nalgebra::SMatrix::zeros(), 1e-308, 4).unwrap();
+    let mut h = MergedHead::from_head(&layer.heads[0]);
+    h.b[(2, 0)] = 1.0; // a W0 entry far larger than c
+    let fit: GdFit<f64, 2, 1> = read_gd_merged(&h, 4).unwrap();
+    assert!(fit.residual.is_finite() && fit.residual < 1e-12, "{fit:?}");
+    assert!(fit.w0[(0, 0)].is_infinite());
+}
