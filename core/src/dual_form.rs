@@ -64,7 +64,8 @@ pub fn irie_dual<T: Real, const D: usize, const DO: usize, const NT: usize>(
     es: &[[T; DO]; NT],
     x: &[T; D],
 ) -> [T; DO] {
-    let (attn, _) = attend_linear(x, xs, es);
+    // `xs` and `es` have the same length by type, so the length check cannot fail.
+    let attn = attend_linear(x, xs, es).map_or([T::ZERO; DO], |(a, _)| a);
     let mut out = matvec(w0, x);
     for (o, a) in out.iter_mut().zip(attn.iter()) {
         *o += *a;

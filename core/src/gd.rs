@@ -81,13 +81,24 @@ pub fn gradient<T: Real, const D: usize, const DY: usize, const N: usize>(
     Ok(g)
 }
 
-/// One step `W - eta dL/dW`.
+/// A rate or step parameter must be finite (a negative rate is allowed: it is gradient ascent).
+fn finite<T: Real>(v: T, name: &'static str) -> Result<(), Error> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(name))
+    }
+}
+
+/// One step `W - eta dL/dW`. Errors: [`Error::Empty`] for `N = 0`, [`Error::InvalidParameter`] for a non-finite
+/// `eta`.
 pub fn gd_step<T: Real, const D: usize, const DY: usize, const N: usize>(
     w: &SMatrix<T, DY, D>,
     xs: &[[T; D]; N],
     ys: &[[T; DY]; N],
     eta: T,
 ) -> Result<SMatrix<T, DY, D>, Error> {
+    finite(eta, "eta must be finite")?;
     let g = gradient(w, xs, ys)?;
     let mut out = *w;
     for (o, &gi) in out.iter_mut().zip(g.iter()) {
@@ -112,7 +123,7 @@ pub fn gd_steps<T: Real, const D: usize, const DY: usize, const N: usize>(
 }
 
 /// The dual step: `y_t += eta/N sum_i (W0 x_i - y_i) (x_i . x_t)` for every context target `ys[t]` and for the
-/// query target `yq` (inputs `xq`), all from the step's input targets.
+/// query target `yq` (inputs `xq`), all from the step's input targets. Errors as [`gd_step`].
 pub fn dual_step<T: Real, const D: usize, const DY: usize, const N: usize>(
     w0: &SMatrix<T, DY, D>,
     xs: &[[T; D]; N],
@@ -121,6 +132,7 @@ pub fn dual_step<T: Real, const D: usize, const DY: usize, const N: usize>(
     yq: &mut [T; DY],
     eta: T,
 ) -> Result<(), Error> {
+    finite(eta, "eta must be finite")?;
     let c = eta * inv_n::<T>(N)?;
     let r = residuals(w0, xs, ys);
     let delta = |xt: &[T; D]| {
@@ -157,6 +169,7 @@ pub fn dual_steps<T: Real, const D: usize, const DY: usize, const N: usize>(
 
 /// One GD++ step on all tokens: the dual step of the targets (rate `eta`, from `W0`) and
 /// `x_t <- x_t - gamma sum_i x_i (x_i . x_t)` for context and query inputs, all from the step's input values.
+/// Errors as [`gd_step`], and [`Error::InvalidParameter`] for a non-finite `gamma` (nothing is changed then).
 #[allow(clippy::too_many_arguments)]
 pub fn gdpp_step<T: Real, const D: usize, const DY: usize, const N: usize>(
     w0: &SMatrix<T, DY, D>,
@@ -167,6 +180,7 @@ pub fn gdpp_step<T: Real, const D: usize, const DY: usize, const N: usize>(
     eta: T,
     gamma: T,
 ) -> Result<(), Error> {
+    finite(gamma, "gamma must be finite")?;
     let old = *xs;
     let xq_old = *xq;
     dual_step(w0, &old, ys, &xq_old, yq, eta)?;

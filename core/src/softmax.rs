@@ -41,6 +41,9 @@ pub fn online_max_sum<T: Real>(logits: &[T]) -> Result<(T, T), Error> {
 /// `out_i = exp(x_i - m) / sum_j exp(x_j - m)` by [`online_max_sum`]. Errors: [`Error::Empty`],
 /// [`Error::LengthMismatch`] if `out` differs in length, [`Error::NonFinite`] for a NaN or infinite logit.
 pub fn softmax<T: Real>(logits: &[T], out: &mut [T]) -> Result<(), Error> {
+    if logits.is_empty() {
+        return Err(Error::Empty);
+    }
     if out.len() != logits.len() {
         return Err(Error::LengthMismatch { expected: logits.len(), found: out.len() });
     }
@@ -104,15 +107,18 @@ impl<T: Real, const DV: usize> Default for OnlineSoftmax<T, DV> {
     }
 }
 
-/// Softmax attention of one query over `keys`/`values` (their common length), logits `scale * q . k_j`:
+/// Softmax attention of one query over `keys`/`values` (one value per key), logits `scale * q . k_j`:
 /// `sum_j softmax_j v_j`, in one pass ([`OnlineSoftmax`]). An empty key set gives zeros.
-/// Errors: [`Error::NonFinite`].
+/// Errors: [`Error::LengthMismatch`] when `values` and `keys` differ in length, [`Error::NonFinite`].
 pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     q: &[T; DK],
     keys: &[[T; DK]],
     values: &[[T; DV]],
     scale: T,
 ) -> Result<[T; DV], Error> {
+    if values.len() != keys.len() {
+        return Err(Error::LengthMismatch { expected: keys.len(), found: values.len() });
+    }
     let mut acc = OnlineSoftmax::new();
     for (k, v) in keys.iter().zip(values.iter()) {
         acc.push(dot(q, k) * scale, v)?;

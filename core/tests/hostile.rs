@@ -79,3 +79,32 @@ fn reader_refuses_no_targets_and_keeps_the_residual_finite_for_tiny_rates() {
     assert!(fit.residual.is_finite() && fit.residual < 1e-12, "{fit:?}");
     assert!(fit.w0[(0, 0)].is_infinite());
 }
+
+/// Slices of different lengths are refused, not truncated; an empty softmax is `Empty` whatever `out` is; GD
+/// refuses non-finite rates and gammas.
+#[test]
+fn mismatched_lengths_empty_inputs_and_non_finite_rates_are_errors() {
+    let q = [1.0f64, 0.5];
+    let keys = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]];
+    let values = [[2.0], [3.0]];
+    let mismatch = Err(Error::LengthMismatch { expected: 3, found: 2 });
+    assert_eq!(attend_softmax(&q, &keys, &values, 1.0), mismatch);
+    assert_eq!(attend_linear(&q, &keys, &values).map(|_| ()), mismatch.map(|_: [f64; 1]| ()));
+    assert!(attend_linear(&q, &keys[..2], &values).is_ok());
+    let mut out = [0.0f64; 2];
+    assert_eq!(softmax(&[], &mut out), Err(Error::Empty));
+
+    let w = nalgebra::SMatrix::<f64, 1, 2>::zeros();
+    let xs = [[0.1, 0.2], [0.3, -0.1]];
+    let ys = [[0.5], [0.2]];
+    for bad in [f64::NAN, f64::INFINITY] {
+        assert!(matches!(gd::gd_step(&w, &xs, &ys, bad), Err(Error::InvalidParameter(_))));
+        let (mut y2, mut yq) = (ys, [0.0]);
+        assert!(matches!(gd::dual_step(&w, &xs, &mut y2, &[0.1, 0.1], &mut yq, bad), Err(Error::InvalidParameter(_))));
+        let (mut x2, mut xq) = (xs, [0.1, 0.1]);
+        let r = gd::gdpp_step(&w, &mut x2, &mut y2, &mut xq, &mut yq, 1.0, bad);
+        assert!(matches!(r, Err(Error::InvalidParameter(_))) && x2 == xs, "nothing changes on error");
+    }
+    // A negative rate is gradient ascent, not an error.
+    assert!(gd::gd_step(&w, &xs, &ys, -1.0).is_ok());
+}

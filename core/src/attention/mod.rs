@@ -124,14 +124,18 @@ pub(crate) fn project_context<
     }
 }
 
-/// Unnormalised linear attention of one query over `keys`/`values` (their common length), quadratic order:
+/// Unnormalised linear attention of one query over `keys`/`values` (one value per key), quadratic order:
 /// returns `sum_j (q . k_j) v_j` and `sum_j q . k_j`, both accumulated in increasing `j`.
+/// Errors: [`Error::LengthMismatch`] when `values` and `keys` differ in length.
 #[inline(always)]
 pub fn attend_linear<T: Real, const F: usize, const DV: usize>(
     q: &[T; F],
     keys: &[[T; F]],
     values: &[[T; DV]],
-) -> ([T; DV], T) {
+) -> Result<([T; DV], T), Error> {
+    if values.len() != keys.len() {
+        return Err(Error::LengthMismatch { expected: keys.len(), found: values.len() });
+    }
     let mut r = [T::ZERO; DV];
     let mut den = T::ZERO;
     for (k, v) in keys.iter().zip(values.iter()) {
@@ -139,7 +143,7 @@ pub fn attend_linear<T: Real, const F: usize, const DV: usize>(
         den += s;
         axpy(&mut r, s, v);
     }
-    (r, den)
+    Ok((r, den))
 }
 
 /// Number of context tokens the `t`-th context token sees under `mask`.

@@ -38,7 +38,7 @@ where
     for (head, (ks, vs)) in layer.heads.iter().zip(scratch.keys.iter().zip(scratch.values.iter())) {
         let q = phi.map(&matvec(&head.w_q, h));
         let (ks, vs) = (ks.get(..visible).unwrap_or(ks), vs.get(..visible).unwrap_or(vs));
-        let (mut r, den) = attend_linear(&q, ks, vs);
+        let (mut r, den) = attend_linear(&q, ks, vs)?;
         normalise(&mut r, den, norm, visible > 0)?;
         matvec_acc(&mut u, &head.p, &r);
     }
