@@ -177,11 +177,24 @@ pub fn softmax_relaxation_error<
     if den == T::ZERO || !den.is_finite() {
         return Err(Error::ZeroNormaliser);
     }
-    let (mut diff, mut norm) = (T::ZERO, T::ZERO);
-    for (a, n) in soft.finish().iter().zip(num.iter()) {
-        let d = *a - *n / den;
-        diff += d * d;
-        norm += *a * *a;
+    let soft = soft.finish();
+    let relaxed = num.map(|n| n / den);
+    let sums = |scale: T| {
+        let (mut diff, mut norm) = (T::ZERO, T::ZERO);
+        for (a, r) in soft.iter().zip(relaxed.iter()) {
+            let d = (*a - *r) / scale;
+            diff += d * d;
+            norm += (*a / scale) * (*a / scale);
+        }
+        (diff, norm)
+    };
+    let (mut diff, mut norm) = sums(T::ONE);
+    if !(diff.is_finite() && norm.is_finite()) {
+        // Squares overflowed for large values: the ratio again with everything divided by the largest |a|.
+        let s = soft.iter().fold(T::ZERO, |m, v| if v.abs() > m { v.abs() } else { m });
+        if s.is_finite() && s > T::ZERO {
+            (diff, norm) = sums(s);
+        }
     }
     if norm == T::ZERO {
         return Err(Error::ZeroNormaliser);

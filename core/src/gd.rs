@@ -60,8 +60,19 @@ pub fn loss<T: Real, const D: usize, const DY: usize, const N: usize>(
     ys: &[[T; DY]; N],
 ) -> Result<T, Error> {
     let inv = inv_n::<T>(N)?;
-    let sum = residuals(w, xs, ys).iter().fold(T::ZERO, |acc, r| acc + dot(r, r));
-    Ok(sum * inv / T::from_f64(2.0))
+    let r = residuals(w, xs, ys);
+    let sum = r.iter().fold(T::ZERO, |acc, r| acc + dot(r, r));
+    if sum.is_finite() {
+        return Ok(sum * inv / T::from_f64(2.0));
+    }
+    // The squares overflowed (or an input is not finite): again with every residual divided by the largest |r|, so
+    // a loss that is representable is returned as such; non-finite residuals still give a non-finite loss.
+    let s = r.iter().flat_map(|ri| ri.iter()).fold(T::ZERO, |m, v| if v.abs() > m { v.abs() } else { m });
+    if !s.is_finite() || s == T::ZERO {
+        return Ok(sum * inv / T::from_f64(2.0));
+    }
+    let scaled = r.iter().fold(T::ZERO, |acc, ri| acc + dot(&ri.map(|v| v / s), &ri.map(|v| v / s)));
+    Ok(s * (scaled * inv / T::from_f64(2.0) * s))
 }
 
 /// `dL/dW = 1/N sum_i (W x_i - y_i) x_i^T`.

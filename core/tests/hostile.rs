@@ -108,3 +108,42 @@ fn mismatched_lengths_empty_inputs_and_non_finite_rates_are_errors() {
     // A negative rate is gradient ascent, not an error.
     assert!(gd::gd_step(&w, &xs, &ys, -1.0).is_ok());
 }
+
+/// A loss whose squared residual overflows but whose value is representable comes back finite; so does the
+/// relaxation error of values whose squares overflow.
+#[test]
+fn sums_of_squares_do_not_overflow_representable_results() {
+    let w = nalgebra::SMatrix::<f64, 1, 1>::zeros();
+    let xs = [[1.0], [1.0]];
+    let ys = [[1.5e154], [0.0]];
+    // True loss: (1.5e154)^2 / (2 * 2) = 5.6e307, representable; the plain sum of squares is 2.25e308 = inf.
+    let l = gd::loss(&w, &xs, &ys).unwrap();
+    assert!(l.is_finite() && (l / 5.625e307 - 1.0).abs() < 1e-12, "{l}");
+    assert_eq!(gd::loss(&w, &[[1.0]], &[[3.0]]).unwrap(), 4.5, "ordinary losses unchanged");
+
+    let mut g = Gen::new(35);
+    let mut head = g.layer::<3, 3, 3, 1>().heads[0].clone();
+    let small = softmax_relaxation_error(&head, &g.tokens::<3, 4>(), &[[0.0; 3]; 0], &[0.1, 0.2, 0.3]).unwrap();
+    head.w_v *= 1e200;
+    let demos = g.tokens::<3, 4>();
+    let big = softmax_relaxation_error(&head, &demos, &[[0.0; 3]; 0], &[0.1, 0.2, 0.3]).unwrap();
+    assert!(big.is_finite() && small.is_finite(), "{big} {small}");
+    head.w_v /= 1e200;
+    let same = softmax_relaxation_error(&head, &demos, &[[0.0; 3]; 0], &[0.1, 0.2, 0.3]).unwrap();
+    assert!((big - same).abs() <= 1e-12 * same, "the error is scale-free: {big} vs {same}");
+}
+
+/// The documented bound on the sum of softmax weights: within `n` epsilons for `n` logits.
+#[test]
+fn softmax_sum_error_grows_with_length_within_the_bound() {
+    let mut g = Gen::new(36);
+    for n in [1_000usize, 10_000, 100_000] {
+        let logits: Vec<f32> = (0..n).map(|_| g.uniform(-10.0, 10.0) as f32).collect();
+        let mut out = vec![0.0f32; n];
+        softmax(&logits, &mut out).unwrap();
+        let sum: f64 = out.iter().map(|v| *v as f64).sum();
+        let ulps = (sum - 1.0).abs() / f32::EPSILON as f64;
+        eprintln!("softmax over {n} logits: sum within {ulps:.0} ulps of 1");
+        assert!(ulps <= n as f64, "{n}: {ulps}");
+    }
+}
