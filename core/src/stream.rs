@@ -12,6 +12,14 @@
 //! bounds the drift; [`StreamingContext::drift`] measures it. Measured (tests/stack_stream.rs, E = 11, window 10, random
 //! weights of order one, 10 000 add/evict cycles): f64 drift of `S` 3e-14; f32 1.8e-5 without resync (prediction
 //! difference 7.8e-6), 2.9e-6 with a resync every 64 evictions (prediction difference 1.2e-6).
+//!
+//! The residue of an eviction is relative to the evicted term, not to the window: a pair much larger than the rest
+//! (an outlier) leaves, once evicted, an error of about `epsilon * |W_V e| |W_K e|` of that pair in the sums, which
+//! stays until the next resync (with `resync_every = 0`, until [`StreamingContext::resync`] is called). So the
+//! drift is bounded in terms of the largest token seen since the last resync, not the tokens in the window: a
+//! caller that can see outliers calls `resync` after one leaves the window, or sets `resync_every` (measured: one
+//! pair of size 1e4 among pairs of size 1, f32, leaves a drift of 1.5 in `S`, as large as the ordinary terms
+//! themselves, after its eviction, and 0 after a resync; test `an_evicted_outlier_leaves_a_residue_until_the_next_resync`).
 
 use crate::attention::{AssociativeState, Normalise, Projection};
 use crate::features::Identity;

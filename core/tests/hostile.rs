@@ -147,3 +147,26 @@ fn softmax_sum_error_grows_with_length_within_the_bound() {
         assert!(ulps <= n as f64, "{n}: {ulps}");
     }
 }
+
+/// The documented bound on the streaming drift is in terms of the largest token seen since the last resync: an
+/// outlier's residue outlives its eviction until `resync` clears it.
+#[test]
+fn an_evicted_outlier_leaves_a_residue_until_the_next_resync() {
+    let mut g = Gen::new(37);
+    let layer = cast_layer::<f32, 4, 4, 4, 1>(&g.layer::<4, 4, 4, 1>());
+    let mut stream = StreamingContext::<f32, 4, 4, 4, 1, 4>::new(&layer, 0);
+    let mut ordinary = || -> [f32; 4] { cast(&g.array::<4>(-1.0, 1.0)) };
+    for _ in 0..4 {
+        stream.push(ordinary()).unwrap();
+    }
+    let before = stream.drift();
+    stream.push([1e4, -1e4, 1e4, 1e4]).unwrap();
+    for _ in 0..4 {
+        stream.push(ordinary()).unwrap(); // the outlier leaves the window
+    }
+    let after = stream.drift();
+    eprintln!("drift: {before:e} before the outlier, {after:e} after its eviction");
+    assert!(after > 100.0 * before.max(f32::EPSILON), "the outlier's residue stays: {after} vs {before}");
+    stream.resync();
+    assert_eq!(stream.drift(), 0.0);
+}
