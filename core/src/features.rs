@@ -2,7 +2,7 @@
 //!
 //! - [`Identity`]: `phi(x) = x` (plain linear attention; with no normaliser this is the LSA layer).
 //! - [`EluPlusOne`]: `phi(x)_i = elu(x_i) + 1` = `x_i + 1` for `x_i > 0`, else `exp(x_i)` (Katharopoulos et al. 2020).
-//!   Strictly positive for finite input.
+//!   Positive for finite input down to where `exp` underflows (about -87 in f32, -745 in f64), and 0 below it.
 //! - [`PositiveRandomFeatures`]: `phi(x)_i = exp(w_i . (s x) - |s x|^2 / 2) / sqrt(F)` with a fixed projection
 //!   `w_i ~ N(0, I)` drawn from a seed (FAVOR+, Choromanski et al. 2021); `E[phi(q).phi(k)] = exp(s^2 q.k)`, so with
 //!   `s = DK^(-1/4)` it estimates the softmax kernel `exp(q.k / sqrt(DK))`. Overflows to infinity for very large

@@ -28,6 +28,10 @@ pub fn axpy<T: Real, const N: usize>(y: &mut [T; N], a: T, x: &[T; N]) {
 /// Dot product of two slices over their common length, in the four-lane order of the module contract.
 #[inline(always)]
 pub fn dot_slice<T: Real>(a: &[T], b: &[T]) -> T {
+    // Cut both to the common length first: chunking them separately would pair the longer one's tail with the
+    // shorter one's remainder.
+    let n = a.len().min(b.len());
+    let (a, b) = (a.get(..n).unwrap_or(a), b.get(..n).unwrap_or(b));
     let mut lanes = [T::ZERO; 4];
     let ca = a.chunks_exact(4);
     let cb = b.chunks_exact(4);

@@ -27,9 +27,20 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// Uniform in the open interval (0, 1), from the top 53 bits.
+    /// Uniform in the open interval (0, 1), from the top 53 bits ([`SplitMix64::open01`]).
     pub fn next_open01(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+        Self::open01(self.next_u64())
+    }
+
+    /// `(top 53 bits + 1/2) / 2^53`, in the open interval (0, 1): the largest input would round to exactly 1 (2^53 -
+    /// 1/2 is not a double), so it maps to the largest double below 1 instead.
+    pub fn open01(bits: u64) -> f64 {
+        let u = ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+        if u < 1.0 {
+            u
+        } else {
+            1.0 - f64::EPSILON / 2.0
+        }
     }
 
     /// A standard normal sample (Box-Muller, cosine branch).

@@ -170,3 +170,25 @@ fn an_evicted_outlier_leaves_a_residue_until_the_next_resync() {
     stream.resync();
     assert_eq!(stream.drift(), 0.0);
 }
+
+/// Small helpers at the edges of their documented ranges: `open01` never returns 0 or 1; the dot product runs
+/// over the common length; elu+1 is positive down to `exp`'s underflow and 0 below (as documented).
+#[test]
+fn helper_contracts_hold_at_their_edges() {
+    use dualform::rng::SplitMix64;
+    for bits in [0u64, 1, u64::MAX, u64::MAX - 1, 1 << 11, u64::MAX >> 1] {
+        let u = SplitMix64::open01(bits);
+        assert!(u > 0.0 && u < 1.0, "{bits:#x} -> {u}");
+    }
+    use dualform::linalg::dot_slice;
+    assert_eq!(dot_slice(&[1.0f64, 2.0, 3.0], &[1.0, 1.0]), 3.0);
+    assert_eq!(dot_slice::<f64>(&[], &[1.0]), 0.0);
+    // Lengths 9 and 5: the common length is 5, so the result is 1 + 2 + 3 + 4 + 5 (not ... + 9 * 1).
+    let long: Vec<f64> = (1..=9).map(f64::from).collect();
+    assert_eq!(dot_slice(&long, &[1.0; 5]), 15.0);
+    assert_eq!(dot_slice(&[1.0; 5], &long), 15.0);
+    let phi = <EluPlusOne as FeatureMap<f32, 3, 3>>::map(&EluPlusOne, &[-80.0, -104.0, 1e30]);
+    assert!(phi[0] > 0.0 && phi[1] == 0.0 && phi[2] == 1e30, "{phi:?}");
+    let phi = <EluPlusOne as FeatureMap<f64, 2, 2>>::map(&EluPlusOne, &[-700.0, -800.0]);
+    assert!(phi[0] > 0.0 && phi[1] == 0.0, "{phi:?}");
+}
