@@ -10,7 +10,8 @@ use crate::layer::{prediction, Layer, Mask, Update};
 use crate::softmax::softmax_attention;
 use crate::{Error, Real};
 
-/// One layer of a stack: updates the context and the query token in place.
+/// One layer of a stack: updates the context and the query token in place. Contract: the new tokens depend only on
+/// the tokens and the rule passed in (no hidden state carried from one call to the next), as for every block here.
 pub trait Block<T: Real, const E: usize, const N: usize> {
     /// Applies the layer with update rule `upd`.
     fn forward(&mut self, upd: &Update<T>, ctx: &mut [[T; E]; N], query: &mut [T; E]) -> Result<(), Error>;
@@ -70,6 +71,10 @@ impl<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, 
 /// Errors: [`Error::BufferTooSmall`] if the readout has fewer than `blocks.len() * repeats` rows (checked before any
 /// work), [`Error::InvalidParameter`] if that product overflows, and any error of a block (tokens are then left as
 /// that block left them).
+///
+/// With an empty context (`N = 0`) the query is the whole state: once a full pass over the blocks leaves it
+/// unchanged bit for bit, every further pass would too (the [`Block`] contract), so the remaining readout rows get
+/// the same prediction and the call returns at once, whatever `repeats` is.
 pub fn run_stack<T: Real, B: Block<T, E, N>, const E: usize, const N: usize, const DY: usize>(
     blocks: &mut [B],
     repeats: usize,
@@ -86,11 +91,22 @@ pub fn run_stack<T: Real, B: Block<T, E, N>, const E: usize, const N: usize, con
     }
     let mut slots = readout.map(|r| r.iter_mut());
     for _ in 0..repeats {
+        let before = *query;
         for block in blocks.iter_mut() {
             block.forward(upd, ctx, query)?;
             if let Some(slot) = slots.as_mut().and_then(|s| s.next()) {
                 *slot = prediction(query);
             }
+        }
+        let unchanged = before.iter().zip(query.iter()).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+        if N == 0 && unchanged {
+            // A fixed point: the readout rows left all hold this prediction.
+            if let Some(rest) = slots.as_mut() {
+                for slot in rest {
+                    *slot = prediction(query);
+                }
+            }
+            break;
         }
     }
     Ok(prediction(query))

@@ -192,3 +192,20 @@ fn helper_contracts_hold_at_their_edges() {
     let phi = <EluPlusOne as FeatureMap<f64, 2, 2>>::map(&EluPlusOne, &[-700.0, -800.0]);
     assert!(phi[0] > 0.0 && phi[1] == 0.0, "{phi:?}");
 }
+
+/// A stack over an empty context returns at once at a fixed point, whatever the number of repeats, with every
+/// readout row filled; a non-empty context still runs every application.
+#[test]
+fn a_stack_over_an_empty_context_returns_at_a_fixed_point() {
+    let mut g = Gen::new(38);
+    let layer = g.layer::<3, 3, 3, 1>();
+    let mut ctx: [[f64; 3]; 0] = [];
+    let mut q = [0.5, -0.25, 0.0];
+    let clip = Update { scale: 1.0, first: 0, clip: Some(0.3) };
+    let last = run_stack::<_, _, 3, 0, 1>(&mut [&layer], usize::MAX, &clip, &mut ctx, &mut q, None).unwrap();
+    assert_eq!((last, q), ([-0.0], [0.3, -0.25, 0.0]));
+    let mut readout = [[9.0; 1]; 5];
+    let mut q = [0.5, -0.25, 1.0];
+    run_stack::<_, _, 3, 0, 1>(&mut [&layer], 5, &clip, &mut ctx, &mut q, Some(&mut readout)).unwrap();
+    assert_eq!(readout, [[-0.3]; 5]);
+}
