@@ -209,3 +209,23 @@ fn a_stack_over_an_empty_context_returns_at_a_fixed_point() {
     run_stack::<_, _, 3, 0, 1>(&mut [&layer], 5, &clip, &mut ctx, &mut q, Some(&mut readout)).unwrap();
     assert_eq!(readout, [[-0.3]; 5]);
 }
+
+/// Efficient Attention reports a non-finite key like softmax attention does (before touching any token), instead
+/// of returning NaN with Ok.
+#[test]
+fn efficient_attention_reports_non_finite_keys_like_softmax_attention() {
+    let mut g = Gen::new(39);
+    let layer = g.layer::<3, 3, 3, 1>();
+    let mut ctx = g.tokens::<3, 4>();
+    ctx[2][0] = f64::INFINITY;
+    let (c0, q0) = (ctx, [0.1, 0.2, 0.3]);
+    let mut q = q0;
+    assert_eq!(efficient_attention(&layer, &Update::residual(), &mut ctx, &mut q), Err(Error::NonFinite));
+    assert_eq!((ctx, q), (c0, q0), "nothing changed");
+    let mut scratch = LinearScratch::new();
+    let (mut c2, mut q2) = (c0, q0);
+    assert_eq!(
+        softmax_attention(&layer, Mask::Full, &Update::residual(), &mut c2, &mut q2, &mut scratch),
+        Err(Error::NonFinite)
+    );
+}

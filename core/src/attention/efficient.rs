@@ -14,7 +14,9 @@ use nalgebra::SMatrix;
 /// Efficient Attention (Shen et al. 2020), full mask: queries take a softmax over their own `DK` features, keys a
 /// softmax over the N positions for each feature, and the head output is `S rho_q(q)` with
 /// `S = sum_j v_j rho_k(k)_j^T`. Two passes over the context per head (running max and sum per key feature, then
-/// the weighted sum), so no scratch. A context of N = 0 gives a zero update; NaN propagates.
+/// the weighted sum), so no scratch. A context of N = 0 gives a zero update. Errors, as for
+/// [`crate::softmax_attention`]: [`Error::NonFinite`] for a NaN or infinite key feature (found before any token
+/// changes) or query feature (tokens before the failing one are updated).
 pub fn efficient_attention<
     T: Real,
     const E: usize,
@@ -37,6 +39,9 @@ pub fn efficient_attention<
         for e in ctx.iter() {
             let k = matvec(&head.w_k, e);
             for ((mf, lf), &kf) in m.iter_mut().zip(l.iter_mut()).zip(k.iter()) {
+                if !kf.is_finite() {
+                    return Err(Error::NonFinite);
+                }
                 if kf > *mf {
                     *lf = *lf * (*mf - kf).exp() + T::ONE;
                     *mf = kf;
@@ -54,19 +59,23 @@ pub fn efficient_attention<
             add_outer(s, &matvec(&head.w_v, e), &k);
         }
     }
-    let token_update = |h: &[T; E]| {
+    let token_update = |h: &[T; E]| -> Result<[T; E], Error> {
         let mut u = [T::ZERO; E];
         for (head, s) in layer.heads.iter().zip(sums.iter()) {
-            let q = SoftmaxFeatures.map(&matvec(&head.w_q, h));
+            let logits = matvec(&head.w_q, h);
+            if logits.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite);
+            }
+            let q = SoftmaxFeatures.map(&logits);
             matvec_acc(&mut u, &head.p, &matvec(s, &q));
         }
-        u
+        Ok(u)
     };
     for h in ctx.iter_mut() {
-        let u = token_update(h);
+        let u = token_update(h)?;
         upd.apply(h, &u);
     }
-    let u = token_update(query);
+    let u = token_update(query)?;
     upd.apply(query, &u);
     Ok(())
 }
