@@ -21,7 +21,7 @@ use crate::attention::{AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
-use crate::Real;
+use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
 pub type LayerGrad<T, const E: usize, const DK: usize, const DV: usize, const H: usize> = Layer<T, E, DK, DV, H>;
@@ -56,7 +56,8 @@ pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, 
 
 /// VJP of the query's output with respect to the parameters, the query input and (optionally) the context inputs,
 /// when only the query's output carries the gradient `g = dL/dh'`. `state` must be [`context_state`] of `ctx`.
-/// Adds into `grad` and `g_ctx`; returns `dL/dh`.
+/// Adds into `grad` and `g_ctx`; returns `dL/dh`. Errors: [`Error::LengthMismatch`] when `g_ctx` (if given) or
+/// `state.count` differs from the number of context tokens (checked before anything is accumulated).
 pub fn lsa_query_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     ctx: &[[T; E]],
@@ -65,7 +66,15 @@ pub fn lsa_query_backward<T: Real, const E: usize, const DK: usize, const DV: us
     g: &[T; E],
     grad: &mut LayerGrad<T, E, DK, DV, H>,
     mut g_ctx: Option<&mut [[T; E]]>,
-) -> [T; E] {
+) -> Result<[T; E], Error> {
+    if state.count != ctx.len() {
+        return Err(Error::LengthMismatch { expected: ctx.len(), found: state.count });
+    }
+    if let Some(gc) = g_ctx.as_deref() {
+        if gc.len() != ctx.len() {
+            return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
+        }
+    }
     let mut dh = *g;
     for ((head, s), gh) in layer.heads.iter().zip(state.s.iter()).zip(grad.heads.iter_mut()) {
         let q = matvec(&head.w_q, h);
@@ -95,7 +104,7 @@ pub fn lsa_query_backward<T: Real, const E: usize, const DK: usize, const DV: us
             }
         }
     }
-    dh
+    Ok(dh)
 }
 
 /// VJP of a full LSA layer (every token, residual update). `ctx`/`query` are the layer's inputs; `g_ctx`/`g_query`

@@ -16,7 +16,7 @@
 
 use crate::layer::{prediction, Head};
 use crate::linalg::{add_outer, axpy, dot, matmul, matmul_tn, matvec, matvec_t, zeros};
-use crate::Real;
+use crate::{Error, Real};
 use nalgebra::SMatrix;
 
 /// `A = W_K^T W_Q` and `B = P W_V` of one head (or their gradients).
@@ -82,7 +82,8 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
     }
 
     /// VJP of [`MergedHead::query_forward`] for `g = dL/dh'`: adds `(dA, dB)` into `grad` and the context inputs'
-    /// gradients into `g_ctx` (when given); returns `dL/dh`.
+    /// gradients into `g_ctx` (when given); returns `dL/dh`. Errors: [`Error::LengthMismatch`] when `g_ctx` is given
+    /// with another length than `ctx` (nothing is accumulated then).
     pub fn query_backward(
         &self,
         ctx: &[[T; E]],
@@ -90,12 +91,13 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         g: &[T; E],
         grad: &mut MergedHead<T, E>,
         g_ctx: Option<&mut [[T; E]]>,
-    ) -> [T; E] {
-        self.query_forward_backward(ctx, h, |_| *g, grad, g_ctx).1
+    ) -> Result<[T; E], Error> {
+        Ok(self.query_forward_backward(ctx, h, |_| *g, grad, g_ctx)?.1)
     }
 
     /// Forward and VJP in one pass over the context: computes `h' = h + u`, asks `loss_grad(h')` for `dL/dh'`,
-    /// and accumulates as [`MergedHead::query_backward`]. Returns `(h', dL/dh)`.
+    /// and accumulates as [`MergedHead::query_backward`]. Returns `(h', dL/dh)`; errors as
+    /// [`MergedHead::query_backward`].
     pub fn query_forward_backward(
         &self,
         ctx: &[[T; E]],
@@ -103,7 +105,12 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         loss_grad: impl FnOnce(&[T; E]) -> [T; E],
         grad: &mut MergedHead<T, E>,
         g_ctx: Option<&mut [[T; E]]>,
-    ) -> ([T; E], [T; E]) {
+    ) -> Result<([T; E], [T; E]), Error> {
+        if let Some(gc) = g_ctx.as_deref() {
+            if gc.len() != ctx.len() {
+                return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
+            }
+        }
         let a = matvec(&self.a, h);
         let z = Self::gather(ctx, &a);
         let mut out = *h;
@@ -125,7 +132,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         for (d, x) in dh.iter_mut().zip(matvec_t(&self.a, &ga).iter()) {
             *d += *x;
         }
-        (out, dh)
+        Ok((out, dh))
     }
 
     /// Adds into `grad` the gradient of `head`'s weights implied by the merged gradient `dm` (the chain rule through

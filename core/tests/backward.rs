@@ -119,7 +119,7 @@ fn check_query_only<const E: usize, const DK: usize, const DV: usize, const H: u
     assert_eq!(query_forward(&layer, &state, &query), q);
     let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
     let mut g_ctx = [[0.0; E]; N];
-    let dq = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut grad, Some(&mut g_ctx));
+    let dq = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut grad, Some(&mut g_ctx)).unwrap();
     let label = format!("query-only VJP E={E} DK={DK} DV={DV} H={H} N={N}");
     check_params(&label, &layer, &grad, |l| objective(l, &ctx, &query, &zero, &r_q));
     // Against the general VJP with zero context gradients.
@@ -171,13 +171,13 @@ fn check_merged<const E: usize, const DK: usize, const DV: usize, const N: usize
 
     let mut dm = MergedHead::zeros();
     let mut gc = [[0.0; E]; N];
-    let dh = m.query_backward(&ctx, &query, &r_q, &mut dm, Some(&mut gc));
+    let dh = m.query_backward(&ctx, &query, &r_q, &mut dm, Some(&mut gc)).unwrap();
     let mut grad = LayerGrad::<f64, E, DK, DV, 1>::zeros();
     MergedHead::pullback(&layer.heads[0], &dm, &mut grad.heads[0]);
     let state = context_state(&layer, &ctx);
     let mut want = LayerGrad::<f64, E, DK, DV, 1>::zeros();
     let mut want_gc = [[0.0; E]; N];
-    let want_dh = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut want, Some(&mut want_gc));
+    let want_dh = lsa_query_backward(&layer, &ctx, &state, &query, &r_q, &mut want, Some(&mut want_gc)).unwrap();
     let flat = |l: &LayerGrad<f64, E, DK, DV, 1>| -> Vec<f64> {
         let h = &l.heads[0];
         [h.w_q.as_slice(), h.w_k.as_slice(), h.w_v.as_slice(), h.p.as_slice()].concat()

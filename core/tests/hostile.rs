@@ -229,3 +229,29 @@ fn efficient_attention_reports_non_finite_keys_like_softmax_attention() {
         Err(Error::NonFinite)
     );
 }
+
+/// The backward kernels refuse gradient slices and states that do not match the context, instead of truncating.
+#[test]
+fn backward_kernels_refuse_mismatched_gradients_and_states() {
+    use dualform::backward::{context_state, lsa_query_backward, LayerGrad};
+    let mut g = Gen::new(40);
+    let layer = g.layer::<3, 3, 3, 1>();
+    let ctx = g.tokens::<3, 4>();
+    let (h, gr) = ([0.1, 0.2, 0.0], [0.0, 0.0, 1.0]);
+    let state = context_state(&layer, &ctx);
+    let mut grad = LayerGrad::zeros();
+    let mut short = [[0.0; 3]; 3];
+    let r = lsa_query_backward(&layer, &ctx, &state, &h, &gr, &mut grad, Some(&mut short));
+    assert_eq!(r, Err(Error::LengthMismatch { expected: 4, found: 3 }));
+    let stale = context_state(&layer, &ctx[..2]);
+    let r = lsa_query_backward(&layer, &ctx, &stale, &h, &gr, &mut grad, None);
+    assert_eq!(r, Err(Error::LengthMismatch { expected: 4, found: 2 }));
+    assert_eq!(grad, LayerGrad::zeros(), "nothing accumulated");
+    let m = MergedHead::from_head(&layer.heads[0]);
+    let mut dm = MergedHead::zeros();
+    assert_eq!(
+        m.query_backward(&ctx, &h, &gr, &mut dm, Some(&mut short)),
+        Err(Error::LengthMismatch { expected: 4, found: 3 })
+    );
+    assert_eq!(dm, MergedHead::zeros());
+}

@@ -188,7 +188,8 @@ impl<const E: usize> Net<E> {
                 Some(g) => g.first_mut(),
                 None => None,
             };
-            let (_, dh) = self.heads[0].query_forward_backward(
+            // No context gradients are asked for, so the length check cannot fail.
+            let Ok((_, dh)) = self.heads[0].query_forward_backward(
                 ctx,
                 query,
                 |out| {
@@ -199,7 +200,9 @@ impl<const E: usize> Net<E> {
                 },
                 into.unwrap_or(&mut scratch),
                 None,
-            );
+            ) else {
+                return (f32::NAN, [f32::NAN; E]);
+            };
             return (y_hat, dh);
         }
         if !self.run_all(ctx, query, ws) {
