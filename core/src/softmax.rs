@@ -111,7 +111,9 @@ impl<T: Real, const DV: usize> Default for OnlineSoftmax<T, DV> {
 }
 
 /// Softmax attention of one query over `keys`/`values` (one value per key), logits `scale * q . k_j`:
-/// `sum_j softmax_j v_j`, in one pass ([`OnlineSoftmax`]). An empty key set gives zeros.
+/// `sum_j softmax_j v_j`, in one pass ([`OnlineSoftmax`]). An empty key set gives zeros. Results that are
+/// representable stay so near the overflow threshold: a logit whose unscaled dot product overflows is recomputed
+/// with `q` scaled first, and a weighted sum that overflows is recomputed with the values scaled down.
 /// Errors: [`Error::LengthMismatch`] when `values` and `keys` differ in length, [`Error::NonFinite`].
 pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     q: &[T; DK],
@@ -122,11 +124,35 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     if values.len() != keys.len() {
         return Err(Error::LengthMismatch { expected: keys.len(), found: values.len() });
     }
+    // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
+    // first (only then, so ordinary logits keep their bits).
+    let logit = |k: &[T; DK]| {
+        let l = dot(q, k) * scale;
+        if l.is_finite() {
+            l
+        } else {
+            dot(&q.map(|x| x * scale), k)
+        }
+    };
     let mut acc = OnlineSoftmax::new();
     for (k, v) in keys.iter().zip(values.iter()) {
-        acc.push(dot(q, k) * scale, v)?;
+        acc.push(logit(k), v)?;
     }
-    Ok(acc.finish())
+    let out = acc.finish();
+    if out.iter().all(|v| v.is_finite()) {
+        return Ok(out);
+    }
+    // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
+    // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
+    let s = values.iter().flat_map(|v| v.iter()).fold(T::ZERO, |m, x| if x.abs() > m { x.abs() } else { m });
+    if !s.is_finite() || s == T::ZERO {
+        return Ok(out);
+    }
+    let mut acc = OnlineSoftmax::new();
+    for (k, v) in keys.iter().zip(values.iter()) {
+        acc.push(logit(k), &v.map(|x| x / s))?;
+    }
+    Ok(acc.finish().map(|x| x * s))
 }
 
 /// The softmax-attention update of one token over the first `visible` projected context tokens.

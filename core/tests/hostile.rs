@@ -255,3 +255,28 @@ fn backward_kernels_refuse_mismatched_gradients_and_states() {
     );
     assert_eq!(dm, MergedHead::zeros());
 }
+
+/// Softmax attention near the overflow threshold: values of 3e38 (f32) average to 3e38, and a dot product that
+/// overflows before scaling gives its finite scaled logit.
+#[test]
+fn attend_softmax_keeps_representable_results_near_overflow() {
+    let q = [1.0f32, 1.0];
+    let keys = [[0.0f32, 0.0], [0.0, 0.0], [0.0, 0.0]];
+    let values = [[3e38f32], [3e38], [3e38]];
+    let out = attend_softmax(&q, &keys, &values, 1.0).unwrap();
+    assert!((out[0] / 3e38 - 1.0).abs() < 1e-6, "{out:?}");
+    // f64: q . k = 2e308 overflows; scaled by 1/4 it is 5e307. Two keys with that logit and one at 0: the weights
+    // are (1/2, 1/2, ~0).
+    let q = [1e154f64, 1e154];
+    let keys = [[1e154, 1e154], [1e154, 1e154], [0.0, 0.0]];
+    let values = [[1.0], [3.0], [100.0]];
+    let out = attend_softmax(&q, &keys, &values, 0.25).unwrap();
+    assert!((out[0] - 2.0).abs() < 1e-12, "{out:?}");
+    // Ordinary inputs: the same bits as the plain one-pass result.
+    let (q, k, v) = ([0.3f32, -0.2], [[0.1f32, 0.4], [-0.5, 0.2]], [[1.0f32], [2.0]]);
+    let mut acc = OnlineSoftmax::new();
+    for (ki, vi) in k.iter().zip(&v) {
+        acc.push(dualform::linalg::dot(&q, ki) * 0.7, vi).unwrap();
+    }
+    assert_eq!(attend_softmax(&q, &k, &v, 0.7).unwrap(), acc.finish());
+}
