@@ -144,8 +144,16 @@ pub fn functional_residual<const D: usize, const E: usize>(
     head: &MergedHead<f32, E>,
     n: usize,
 ) -> Result<f64, dualform::Error> {
+    Ok(read_gd_f64::<D, E>(head, n)?.functional)
+}
+
+/// The closest GD step to an f32 head, read in f64 ([`read_gd_merged`]).
+pub fn read_gd_f64<const D: usize, const E: usize>(
+    head: &MergedHead<f32, E>,
+    n: usize,
+) -> Result<dualform::GdFit<f64, D, 1>, dualform::Error> {
     let h64 = MergedHead::<f64, E> { a: head.a.map(|v| v as f64), b: head.b.map(|v| v as f64) };
-    Ok(read_gd_merged::<f64, E, D, 1>(&h64, n)?.functional)
+    read_gd_merged::<f64, E, D, 1>(&h64, n)
 }
 
 /// Where the assessment is measured.
@@ -213,9 +221,7 @@ pub fn assess<const D: usize, const E: usize>(
     let mut residual_per_seed = Vec::new();
     let mut dead_per_seed = Vec::new();
     for m in models {
-        let h = &m.heads()[0];
-        let h64 = MergedHead::<f64, E> { a: h.a.map(|v| v as f64), b: h.b.map(|v| v as f64) };
-        match read_gd_merged::<f64, E, D, 1>(&h64, sampler.n) {
+        match read_gd_f64::<D, E>(&m.heads()[0], sampler.n) {
             Ok(fit) => {
                 residual_per_seed.push(fit.functional);
                 dead_per_seed.push(fit.dead);

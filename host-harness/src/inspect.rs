@@ -6,7 +6,7 @@
 //! layer `h <- h + P sum_j (W_Q h . W_K e_j) W_V e_j`, prediction `-h_query[last]`: PyTorch's `Linear.weight`
 //! layout. A matrix used as `x @ w` (haiku, flax) is exported transposed. The README shows a three-line export.
 
-use crate::assess::{assess, Assessment, Held, References};
+use crate::assess::{assess, read_gd_f64, Assessment, Held, References};
 use crate::baselines::Predictor;
 use crate::eval::{compare_predictors, Comparison};
 use crate::model::{Lsa, Model};
@@ -169,11 +169,7 @@ pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<I
         );
         c[0]
     });
-    let fit = {
-        let h64 = MergedHead::<f64, E> { a: model.head.a.map(|v| v as f64), b: model.head.b.map(|v| v as f64) };
-        dualform::read_gd_merged::<f64, E, D, 1>(&h64, args.task.n).ok()
-    };
-    let eta = fit.as_ref().map_or(f64::NAN, |f| f.eta);
+    let eta = read_gd_f64::<D, E>(&model.head, args.task.n).map_or(f64::NAN, |f| f.eta);
 
     let mut head = Table::new(
         format!("{} ({}, sha256 {}…)", args.model.display(), model.layout, &model.sha256[..12]),
