@@ -19,6 +19,10 @@
 //! blocks); [`GdFit::dead`] is the Frobenius norm of the dead blocks relative to the same normaliser (0 for the
 //! construction). `residual^2 * (|A*|^2 + |B*|^2) = functional^2 * F + dead^2 * F` with `F` the functional norm.
 //!
+//! The sums of squares are taken relative to the largest entry, so a head whose normalised entries (`A / a`,
+//! `a B`) are finite reads back with a finite residual even where their squares would overflow; an infinite
+//! normalised entry gives an infinite residual, a NaN one a NaN residual.
+//!
 //! Errors: [`Error::Empty`] for `n = 0`; [`Error::InvalidParameter`] for `DY = 0`; [`Error::ZeroNormaliser`] when
 //! `trace(A_xx)` is zero or not finite (the head ignores `x` altogether, so no scale can be read). A rate `c` so small
 //! that `W0 = B'_yx / c` overflows gives an infinite `W0` but a finite residual (the residual does not depend on W0).
@@ -52,6 +56,17 @@ pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const 
     n: usize,
 ) -> Result<GdFit<T, D, DY>, Error> {
     read_gd_merged(&MergedHead::from_head(head), n)
+}
+
+/// The largest magnitude in `values` (NaN if any value is NaN; in any order, since the maximum does not depend on
+/// it).
+fn max_abs<'a, T: Real + 'a>(values: impl Iterator<Item = &'a T>) -> T {
+    #[allow(clippy::eq_op)] // `x != x` is the NaN test (the scalar trait has no `is_nan`)
+    values.fold(T::ZERO, |m, &v| match () {
+        _ if m != m => m,
+        _ if v != v || v.abs() > m => v.abs(),
+        _ => m,
+    })
 }
 
 /// [`read_gd`] for a head given by its merged matrices.
@@ -106,33 +121,51 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
     }
     let da = a_n - a_star;
     let db = b_n - b_star;
-    let diff = frobenius_sq(&da) + frobenius_sq(&db);
-    let norm = frobenius_sq(&a_star) + frobenius_sq(&b_star);
-    // Sums in a fixed order: A's columns 0..D, then B's rows D..E (functional); the rest (dead).
-    let mut functional_diff = T::ZERO;
-    let mut dead_sq = T::ZERO;
+    // Sums of squares taken relative to the largest magnitude (so entries up to the type's maximum square without
+    // overflow), in a fixed order: A's columns 0..D, then B's rows D..E (functional); the rest (dead).
+    let big = max_abs(da.iter().chain(db.iter()));
+    let norm_big = max_abs(a_star.iter().chain(b_star.iter()));
+    let infinite = big == T::INFINITY;
+    let sq = |v: T| {
+        // Relative to an infinite largest entry, infinite entries count 1 and finite ones 0 (the residual is then
+        // infinite), instead of the NaN of inf / inf.
+        let r = if infinite { if v.abs() == T::INFINITY { T::ONE } else { T::ZERO } } else { v / big };
+        r * r
+    };
+    let norm = (frobenius_sq(&a_star.map(|v| v / norm_big)) + frobenius_sq(&b_star.map(|v| v / norm_big))).sqrt();
+    let (mut diff, mut functional_diff, mut dead_sq) = (T::ZERO, T::ZERO, T::ZERO);
     for j in 0..E {
         for i in 0..E {
-            let (va, vb) = (at(&da, i, j), at(&db, i, j));
+            let (va, vb) = (sq(at(&da, i, j)), sq(at(&db, i, j)));
             if j < D {
-                functional_diff += va * va;
+                functional_diff += va;
             } else {
-                dead_sq += va * va;
+                dead_sq += va;
             }
             if i >= D {
-                functional_diff += vb * vb;
+                functional_diff += vb;
             } else {
-                dead_sq += vb * vb;
+                dead_sq += vb;
             }
         }
     }
+    for col in da.data.0.iter().chain(db.data.0.iter()) {
+        diff += col.iter().fold(T::ZERO, |s, &v| s + sq(v));
+    }
+    // `relative(s)` = sqrt(s * big^2) / (norm * norm_big), with the magnitudes kept apart; an all-zero difference
+    // (big = 0) is an exact match.
+    let relative = |s: T| match () {
+        _ if big == T::ZERO || s == T::ZERO => T::ZERO,
+        _ if infinite => T::INFINITY,
+        _ => s.sqrt() / norm * (big / norm_big),
+    };
     // The construction's dead blocks are zero, so its whole norm is functional.
     Ok(GdFit {
         eta: c * T::from_f64(n as f64),
         w0,
         scale,
-        residual: (diff / norm).sqrt(),
-        functional: (functional_diff / norm).sqrt(),
-        dead: (dead_sq / norm).sqrt(),
+        residual: relative(diff),
+        functional: relative(functional_diff),
+        dead: relative(dead_sq),
     })
 }

@@ -5,23 +5,7 @@ mod common;
 use common::*;
 use dualform::*;
 
-/// A state whose count is at its largest takes one more token without an overflow panic (debug) or a wrap to 0
-/// that would make `Normalise::Sum` skip its division (release); `remove` and `add` agree (both saturate).
-#[test]
-fn token_counts_saturate_instead_of_overflowing() {
-    let mut g = Gen::new(31);
-    let layer = g.layer::<4, 4, 4, 1>();
-    let e = g.array::<4>(-1.0, 1.0);
-    let mut state = AssociativeState::<f64, 4, 4, 1>::new();
-    state.count = usize::MAX;
-    state.add(&layer, &Identity, Normalise::None, &e);
-    assert_eq!(state.count, usize::MAX);
-    let p = AssociativeState::<f64, 4, 4, 1>::project(&layer, &Identity, &e);
-    state.add_projection(&p, Normalise::None);
-    assert_eq!(state.count, usize::MAX);
-    state.remove(&layer, &Identity, Normalise::None, &e);
-    assert_eq!(state.count, usize::MAX - 1);
-}
+// Saturating token counts: a unit test in `attention/associative.rs` (the count is private).
 
 /// Clipping keeps NaN as NaN (the docs: non-finite inputs propagate) and clips infinities to the bound, also at
 /// a bound of 0.
@@ -78,6 +62,26 @@ fn reader_refuses_no_targets_and_keeps_the_residual_finite_for_tiny_rates() {
     let fit: GdFit<f64, 2, 1> = read_gd_merged(&h, 4).unwrap();
     assert!(fit.residual.is_finite() && fit.residual < 1e-12, "{fit:?}");
     assert!(fit.w0[(0, 0)].is_infinite());
+}
+
+/// The reader's norms do not overflow: a dead entry of 1e200 (whose square is beyond f64) reads back as a residual
+/// 1e200 times that of the same head with the entry 1, not as infinity.
+#[test]
+fn reader_norms_survive_entries_whose_squares_overflow() {
+    let layer = gd_layer::<f64, 2, 1, 3>(&nalgebra::SMatrix::zeros(), 0.5, 4).unwrap();
+    let fit_with = |v: f64| {
+        let mut h = MergedHead::from_head(&layer.heads[0]);
+        h.b[(0, 1)] = v; // a dead block: never reaches the prediction
+        read_gd_merged::<f64, 3, 2, 1>(&h, 4).unwrap()
+    };
+    let (one, huge) = (fit_with(1.0), fit_with(1e200));
+    assert!(huge.residual.is_finite() && huge.dead.is_finite(), "{huge:?}");
+    assert!((huge.residual / one.residual / 1e200 - 1.0).abs() < 1e-12, "{huge:?} vs {one:?}");
+    assert!((huge.dead / one.dead / 1e200 - 1.0).abs() < 1e-12);
+    assert!(huge.functional < 1e-15);
+    let inf = fit_with(f64::INFINITY);
+    assert_eq!((inf.residual, inf.dead, inf.functional), (f64::INFINITY, f64::INFINITY, 0.0));
+    assert!(fit_with(f64::NAN).residual.is_nan());
 }
 
 /// Slices of different lengths are refused, not truncated; an empty softmax is `Empty` whatever `out` is; GD

@@ -24,20 +24,40 @@ pub struct Projection<T, const F: usize, const DV: usize, const H: usize> {
 }
 
 /// Running sums of the associative order, one per head: `S = sum_j v_j k_j^T` (`DV x F`) and `z = sum_j k_j`.
+///
+/// The fields are private so that the sums and the count always describe the same tokens: they change only through
+/// [`add`](Self::add), [`remove`](Self::remove), [`add_projection`](Self::add_projection) and
+/// [`replace`](Self::replace), and are read through [`sums`](Self::sums), [`normalisers`](Self::normalisers) and
+/// [`count`](Self::count).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AssociativeState<T: Real, const F: usize, const DV: usize, const H: usize> {
     /// `S` per head.
-    pub s: [SMatrix<T, DV, F>; H],
+    pub(crate) s: [SMatrix<T, DV, F>; H],
     /// `z` per head (kept only when normalising).
-    pub z: [[T; F]; H],
-    /// Number of keys summed.
-    pub count: usize,
+    pub(crate) z: [[T; F]; H],
+    /// Number of keys summed (saturating at `usize::MAX`).
+    pub(crate) count: usize,
 }
 
 impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<T, F, DV, H> {
     /// Empty sums.
     pub fn new() -> Self {
         Self { s: core::array::from_fn(|_| zeros()), z: [[T::ZERO; F]; H], count: 0 }
+    }
+
+    /// `S = sum_j v_j k_j^T` per head (`DV x F`).
+    pub fn sums(&self) -> &[SMatrix<T, DV, F>; H] {
+        &self.s
+    }
+
+    /// `z = sum_j k_j` per head (all zero unless the tokens were added under [`Normalise::Sum`]).
+    pub fn normalisers(&self) -> &[[T; F]; H] {
+        &self.z
+    }
+
+    /// The number of tokens summed: adds minus removes, saturating at 0 and at `usize::MAX`.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// Adds context token `e` to the sums (in head order; `z` only under [`Normalise::Sum`]).
@@ -228,4 +248,35 @@ pub fn lsa_associative<T: Real, const E: usize, const DK: usize, const DV: usize
     query: &mut [T; E],
 ) -> Result<(), Error> {
     linear_attention_associative(layer, &Identity, Normalise::None, mask, upd, ctx, query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state whose count is at (or just below) its largest takes more tokens, NaN and infinite ones included,
+    /// without an overflow panic (debug) or a wrap to 0 that would make `Normalise::Sum` skip its division
+    /// (release); `remove` and `add` agree (both saturate).
+    #[test]
+    fn token_counts_saturate_instead_of_overflowing() {
+        let mut layer = Layer::<f32, 3, 3, 3, 1>::zeros();
+        layer.heads[0].w_k = SMatrix::identity();
+        for e in [[0.5f32, -1.0, 2.0], [f32::NAN, f32::INFINITY, f32::MAX]] {
+            for below_max in 0..4 {
+                let mut state = AssociativeState::<f32, 3, 3, 1>::new();
+                state.count = usize::MAX - below_max;
+                for _ in 0..4 {
+                    state.add(&layer, &Identity, Normalise::Sum, &e);
+                }
+                assert_eq!(state.count(), usize::MAX);
+                state.add_projection(&AssociativeState::project(&layer, &Identity, &e), Normalise::Sum);
+                assert_eq!(state.count(), usize::MAX);
+                state.remove(&layer, &Identity, Normalise::Sum, &e);
+                assert_eq!(state.count(), usize::MAX - 1);
+            }
+        }
+        let mut empty = AssociativeState::<f32, 3, 3, 1>::new();
+        empty.remove(&layer, &Identity, Normalise::Sum, &[1.0, 2.0, 3.0]);
+        assert_eq!(empty.count(), 0);
+    }
 }
