@@ -33,6 +33,23 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// The library cannot panic: no unwrap, expect, panic or indexing (every index is an iterator, `get` or a checked
+// `Option`); tests may. `clippy::arithmetic_side_effects` is not denied: it flags every operator on the generic
+// scalar `T` (about 120 float operations, which cannot panic), so it cannot tell the integer arithmetic apart; that
+// is on const sizes (`D + i` with `D + DY == E` asserted at compile time, `t + 1` with `t < N`) or saturating
+// (token counts, tested in `attention/associative.rs`).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub use nalgebra;
 

@@ -129,7 +129,15 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
     let sq = |v: T| {
         // Relative to an infinite largest entry, infinite entries count 1 and finite ones 0 (the residual is then
         // infinite), instead of the NaN of inf / inf.
-        let r = if infinite { if v.abs() == T::INFINITY { T::ONE } else { T::ZERO } } else { v / big };
+        let r = if infinite {
+            if v.abs() == T::INFINITY {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        } else {
+            v / big
+        };
         r * r
     };
     let norm = (frobenius_sq(&a_star.map(|v| v / norm_big)) + frobenius_sq(&b_star.map(|v| v / norm_big))).sqrt();

@@ -133,8 +133,8 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     /// the operations of [`AssociativeState::remove`] followed by [`AssociativeState::add`], in the same order, so
     /// the result is the same bits; `S` is swept once, and the old token is not projected again.
     pub fn replace(&mut self, old: &Projection<T, F, DV, H>, new: &Projection<T, F, DV, H>, norm: Normalise) {
-        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
-            let (k_old, v_old, k_new, v_new) = (&old.k[h], &old.v[h], &new.k[h], &new.v[h]);
+        let projections = old.k.iter().zip(old.v.iter()).zip(new.k.iter().zip(new.v.iter()));
+        for ((s, z), ((k_old, v_old), (k_new, v_new))) in self.s.iter_mut().zip(self.z.iter_mut()).zip(projections) {
             for ((col, &ko), &kn) in s.data.0.iter_mut().zip(k_old.iter()).zip(k_new.iter()) {
                 axpy(col, -ko, v_old);
                 axpy(col, kn, v_new);
@@ -150,10 +150,10 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
 
     /// Adds a token by its projections (the same operations as [`AssociativeState::add`]).
     pub fn add_projection(&mut self, p: &Projection<T, F, DV, H>, norm: Normalise) {
-        for (h, (s, z)) in self.s.iter_mut().zip(self.z.iter_mut()).enumerate() {
-            add_outer(s, &p.v[h], &p.k[h]);
+        for ((s, z), (k, v)) in self.s.iter_mut().zip(self.z.iter_mut()).zip(p.k.iter().zip(p.v.iter())) {
+            add_outer(s, v, k);
             if norm == Normalise::Sum {
-                for (zi, &ki) in z.iter_mut().zip(p.k[h].iter()) {
+                for (zi, &ki) in z.iter_mut().zip(k.iter()) {
                     *zi += ki;
                 }
             }
