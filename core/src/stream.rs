@@ -83,7 +83,9 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
         }
         self.window.push_back((token, projection)).map_err(|_| Error::BufferTooSmall { needed: 1, found: CAP })?;
         if evicted.is_some() {
-            self.evictions += 1;
+            // Saturating: with `resync_every = 0` the count is never reset, and a 32-bit target reaches 2^32
+            // evictions in 50 days at 1 kHz.
+            self.evictions = self.evictions.saturating_add(1);
             if self.resync_every > 0 && self.evictions >= self.resync_every {
                 self.resync();
             }
@@ -158,4 +160,24 @@ pub fn token_from<T: Real, const D: usize, const DY: usize, const E: usize>(x: &
         *o = *v;
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::construct::gd_layer;
+
+    /// A learner that never resyncs counts evictions without an overflow panic (debug) or a wrap (release), and
+    /// keeps predicting.
+    #[test]
+    fn eviction_counts_saturate() {
+        let layer = gd_layer::<f32, 1, 1, 2>(&nalgebra::SMatrix::zeros(), 0.5, 2).unwrap();
+        let mut stream = StreamingContext::<f32, 2, 2, 2, 1, 2>::new(&layer, 0);
+        stream.evictions = usize::MAX - 1;
+        for k in 0..4 {
+            stream.push_pair::<1, 1>(&[k as f32], &[2.0 * k as f32]).unwrap();
+        }
+        assert_eq!(stream.evictions, usize::MAX);
+        assert!(stream.predict::<1, 1>(&[1.0])[0].is_finite());
+    }
 }

@@ -10,10 +10,12 @@ use dualform::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
+/// Cases per property in a test run; `DUALFORM_FUZZ_CASES` overrides it (for a long campaign).
 const CASES: u32 = 1000;
 
 fn runner() -> TestRunner {
-    let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
+    let cases = std::env::var("DUALFORM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES);
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]))
 }
 
@@ -32,6 +34,8 @@ fn hostile() -> impl Strategy<Value = f32> {
         -10.0f32..10.0,
         -10.0f32..10.0,
         -10.0f32..10.0,
+        any::<u32>().prop_map(f32::from_bits),
+        any::<u32>().prop_map(f32::from_bits),
     ]
 }
 
@@ -233,6 +237,32 @@ fn open01_stays_inside_the_open_interval() {
             prop_assert!(u > 0.0 && u < 1.0);
             // The edges too, every case.
             prop_assert!(SplitMix64::open01(u64::MAX) < 1.0 && SplitMix64::open01(0) > 0.0);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The streaming learner over any sequence of pairs (any bit patterns, window capacity 4, resync every 0..3
+/// evictions): no panic; a window of finite, moderate tokens keeps finite sums, drift and predictions; a NaN that
+/// has left the window no longer affects the prediction once the sums are recomputed.
+#[test]
+fn the_streaming_learner_never_panics_and_recovers_after_resync() {
+    let case = (prop::collection::vec(token(), 0..12), 0usize..3, token());
+    runner()
+        .run(&case, |(pairs, resync_every, q)| {
+            let layer = gd_layer::<f32, 2, 1, 3>(&nalgebra::SMatrix::zeros(), 0.5, 4).unwrap();
+            let mut stream = StreamingContext::<f32, 3, 3, 3, 1, 4>::new(&layer, resync_every);
+            for p in &pairs {
+                let _ = stream.push_pair::<2, 1>(&[p[0], p[1]], &[p[2]]);
+            }
+            prop_assert_eq!(stream.len(), pairs.len().min(4));
+            let moderate = |t: &[f32; 3]| t.iter().all(|v| v.is_finite() && v.abs() < 1e6);
+            let x = [q[0], q[1]];
+            stream.resync();
+            if stream.window().all(moderate) && moderate(&q) {
+                prop_assert!(stream.drift() == 0.0, "a fresh resync has no drift: {}", stream.drift());
+                prop_assert!(stream.predict::<2, 1>(&x)[0].is_finite());
+            }
             Ok(())
         })
         .unwrap();
