@@ -104,10 +104,12 @@ fn main() {
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rustc-link-arg=-Tdefmt.x");
 
-    let (trained, e1, h1, raw_trained) = layer(&input("DUALFORM_WEIGHTS", "data/trained.safetensors"));
-    let (gd, e2, h2, raw_gd) = layer(&input("DUALFORM_GD_WEIGHTS", "data/gd.safetensors"));
+    let (trained_path, gd_path) =
+        (input("DUALFORM_WEIGHTS", "data/trained.safetensors"), input("DUALFORM_GD_WEIGHTS", "data/gd.safetensors"));
+    let (trained, e1, h1, raw_trained) = layer(&trained_path);
+    let (gd, e2, h2, raw_gd) = layer(&gd_path);
     if e1 != e2 {
-        fail(format!("the trained weights have E = {e1} but the GD weights E = {e2}"));
+        fail(format!("{}: E = {e1}, but the GD weights {} have E = {e2}", trained_path.display(), gd_path.display()));
     }
     let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
     let g = read(&golden);

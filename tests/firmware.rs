@@ -112,3 +112,77 @@ fn cargo_run_prints_decoded_lines_and_the_firmware_exit_code() {
     let bad = std::process::Command::new(dir.join("qemu-run")).arg(dir.join("Cargo.toml")).output().unwrap();
     assert_ne!(bad.status.code(), Some(0), "a file QEMU cannot run must not exit 0");
 }
+
+/// The fault paths: an index out of range panics with its location (exit 101), and a stack overflow (flip-link's
+/// layout plus the MPU guard below the RAM origin) is a hard fault reported as a stack overflow (exit 102), not
+/// corrupted memory or a hang.
+#[test]
+fn a_panic_and_a_stack_overflow_report_their_cause_and_exit_non_zero() {
+    use dualform_harness::firmware::{cargo, qemu};
+    let dir = firmware_dir();
+    for (bin, code, first, last) in [
+        ("fault-index", 101, "indexing out of range", "ERROR panic at src/bin/fault-index.rs:16"),
+        ("fault-stack", 102, "overflowing the stack", "ERROR hard fault: stack overflow (stack pointer 0x1ff"),
+    ] {
+        let elf = cargo::build(&dir, bin, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let (bytes, exit) = qemu::run_qemu(&elf, 60, &[]).unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let lines = qemu::decode(&elf, &bytes).unwrap();
+        assert_eq!(exit, code, "{bin}: {lines:?}");
+        assert_eq!(lines.first().map(String::as_str), Some(first), "{bin}: {lines:?}");
+        assert!(lines.last().is_some_and(|l| l.starts_with(last)), "{bin}: {lines:?}");
+        assert_eq!(lines.len(), 2, "{bin}: nothing runs after the fault: {lines:?}");
+    }
+}
+
+/// The firmware's build script reads weights through the shared loader: a broken or non-finite weight file, or one
+/// of another width E, stops `cargo build` with an error naming the file, and nothing is embedded.
+#[test]
+fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
+    let dir = std::path::absolute(firmware_dir()).unwrap();
+    let tmp = tempfile_dir("bad-weights");
+    let meta: std::collections::BTreeMap<String, String> =
+        [("format".to_string(), "dualform-lsa-v1".to_string())].into_iter().collect();
+    let lsa = |e: usize, bad: f32| -> Vec<dualform_tensors::Tensor> {
+        ["w_q", "w_k", "w_v", "p"]
+            .iter()
+            .map(|n| {
+                let mut v = vec![0.25f32; e * e];
+                if *n == "w_v" {
+                    v[3] = bad;
+                }
+                dualform_tensors::Tensor::new(*n, vec![e, e], v)
+            })
+            .collect()
+    };
+    let random = tmp.join("random.safetensors");
+    std::fs::write(&random, (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect::<Vec<_>>())
+        .unwrap();
+    let nan = tmp.join("nan.safetensors");
+    dualform_tensors::TensorFile::write(&nan, &lsa(E, f32::NAN), &meta).unwrap();
+    let narrow = tmp.join("narrow.safetensors");
+    dualform_tensors::TensorFile::write(&narrow, &lsa(4, 0.5), &meta).unwrap();
+    for (file, mentions) in
+        [(&random, "not a valid safetensors file"), (&nan, "w_v: value 3 is NaN"), (&narrow, "E = 4")]
+    {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--release", "--bin", "dualform-firmware"]).current_dir(&dir);
+        cmd.env("CARGO_TARGET_DIR", dir.join("target")).env("DUALFORM_WEIGHTS", file);
+        for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+            cmd.env_remove(var);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: the build must fail", file.display());
+        let line = err.lines().find(|l| l.trim_start().starts_with("error: /")).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains(file.to_str().unwrap()) && line.contains(mentions), "{mentions}: {line}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let tmp = std::env::temp_dir().join(format!("dualform-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    tmp
+}

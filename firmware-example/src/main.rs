@@ -29,6 +29,7 @@ fn run() -> Result<(), dualform::Error> {
 
 #[entry]
 fn main() -> ! {
+    dualform_firmware::guard_stack();
     let floor = paint_stack();
     match run() {
         Ok(()) => {

@@ -108,6 +108,7 @@ fn run() -> Result<(), dualform::Error> {
 
 #[entry]
 fn main() -> ! {
+    dualform_firmware::guard_stack();
     match run() {
         Ok(()) => exit(0),
         Err(e) => {
