@@ -3,7 +3,8 @@
 
 use dualform_harness::experiments::single_layer::{Results, Settings};
 use dualform_harness::report::{read, Report};
-use serde_json::Value;
+mod common;
+use common::without_timings;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -145,22 +146,6 @@ fn quick_run_writes_a_complete_report_that_matches_gd() {
     let names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["single-layer"]);
-}
-
-/// The report as JSON without anything that measures time, and without the thread count.
-pub fn without_timings(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.retain(|k, _| !k.contains("seconds") && k != "ms_per_step" && k != "threads");
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut v);
-    v
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Every experiment's quick variant, run once through `dualform reproduce all --quick` (as CI and a user would run
 //! it), each report read back through its typed report and checked against what must hold; and the index page.
 
+mod common;
+
 use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer};
 use dualform_harness::report::{read, Report, Tables};
 use dualform_harness::verdict::{Outcome, Role};
@@ -189,4 +191,53 @@ fn the_index_page_shows_every_experiment_and_plot() {
         assert!(quick_all().join(img).is_file(), "{img}");
     }
     assert!(html.contains("Quick run"));
+}
+
+/// Every file under `dir` (relative path, bytes), sorted.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Determinism: `reproduce all --quick` again, with one thread instead of one per core, writes byte-identical weight
+/// files and tables, and identical reports once timings and the thread count are taken out, for every experiment.
+#[test]
+fn every_experiment_is_identical_across_runs_and_thread_counts() {
+    let first = quick_all();
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("results");
+    let o = Command::new(env!("CARGO_BIN_EXE_dualform"))
+        .args(["reproduce", "all", "--quick", "--threads", "1", "--out", again.to_str().unwrap()])
+        .output()
+        .expect("the dualform binary runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (files(first), files(&again));
+    let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "the same files");
+    let mut compared = 0;
+    for ((path, x), (_, y)) in a.iter().zip(b.iter()) {
+        let name = path.to_string_lossy();
+        if name.ends_with(".safetensors") || name.ends_with(".csv") {
+            assert!(x == y, "{name} differs between the runs");
+            compared += 1;
+        } else if name.ends_with("report.json") {
+            let json = |b: &[u8]| common::without_timings(serde_json::from_slice(b).unwrap());
+            assert_eq!(json(x), json(y), "{name} differs beyond timings");
+            compared += 1;
+        }
+    }
+    let experiments = dualform_harness::experiments::names().len() - 1;
+    assert!(compared >= 2 * experiments, "only {compared} files compared for {experiments} experiments");
 }
