@@ -136,7 +136,8 @@ const STACK_GUARD: usize = 1 << 20;
 /// overflow leaves RAM instead of overwriting data; on a microcontroller the addresses below RAM fault, but QEMU's
 /// MPS2 board maps them to a reserved region that ignores writes. One MPU region (no access, never executed) over
 /// the 1 MiB below the RAM origin turns that into a fault on every target; the rest of memory keeps its
-/// default map (PRIVDEFENA).
+/// default map (PRIVDEFENA). (On the STM32F411 that range holds the system memory and option bytes, which this
+/// program never reads.)
 pub fn guard_stack() {
     // SAFETY: only this function configures the MPU, once at start-up, before anything relies on the memory map.
     let mpu = unsafe { &*cortex_m::peripheral::MPU::PTR };
