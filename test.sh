@@ -62,6 +62,17 @@ cargo build -p dualform --release --locked --target thumbv7em-none-eabihf --feat
 echo "== firmware: fmt, clippy, QEMU build and the board build"
 (cd firmware-example && cargo fmt -- --check && cargo clippy --release --locked --all-targets -- -D warnings &&
   cargo build --release --locked --no-default-features --features board --target-dir target/board)
+echo "== docs (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+echo "== the core with its declared minimum Rust version, for the Cortex-M4F"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+if ! rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
+  ! rustup target list --toolchain "$msrv" --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
+  echo "== rustup toolchain install $msrv --profile minimal --target thumbv7em-none-eabihf"
+  rustup toolchain install "$msrv" --profile minimal --target thumbv7em-none-eabihf ||
+    { echo "error: could not install Rust $msrv; run: rustup toolchain install $msrv --profile minimal --target thumbv7em-none-eabihf" >&2; exit 1; }
+fi
+cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --features defmt --target-dir target/msrv
 echo "== benches compile (they are timed by hand: cargo bench -p dualform-benches)"
 cargo bench -p dualform-benches --locked --no-run
 echo "== cargo test (core, harness, firmware under QEMU against the host)"

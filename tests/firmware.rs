@@ -186,3 +186,72 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&tmp).unwrap();
     tmp
 }
+
+/// The files of the README's "Use it in your firmware" section: each code block that follows a line "`PATH`:".
+fn readme_firmware_files() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(dualform_tests::workspace().join("README.md")).unwrap();
+    let start = readme.find("## Use it in your firmware").expect("the README has the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut files = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        let Some(path) = line.strip_prefix('`').and_then(|l| l.strip_suffix("`:")) else { continue };
+        assert_eq!(lines.next(), Some(""), "{path}: a blank line, then the code block");
+        assert!(lines.next().is_some_and(|l| l.starts_with("```")), "{path}: a code block");
+        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        files.push((path.to_string(), body.join("\n") + "\n"));
+    }
+    files
+}
+
+/// The README's firmware section, copied into a fresh crate (with `dualform` at this checkout and the firmware's
+/// lockfile, so no version moves), builds for the Cortex-M4F and runs under QEMU through its own runner: it prints
+/// the streaming learner's prediction, whose bits are the host's, and exits 0.
+#[test]
+fn the_readme_firmware_section_runs_under_qemu() {
+    let files = readme_firmware_files();
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["Cargo.toml", ".cargo/config.toml", "memory.x", "src/main.rs"]);
+    let krate = tempfile_dir("readme-learner");
+    let core = dualform_tests::workspace().join("core");
+    for (path, body) in &files {
+        let body = body.replace("path = \"../dualform/core\"", &format!("path = {:?}", core.to_str().unwrap()));
+        let p = krate.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+    }
+    std::fs::copy(firmware_dir().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    // Its own target folder under the firmware's, kept between runs.
+    let target = std::path::absolute(firmware_dir()).unwrap().join("target").join("readme-learner");
+    cmd.args(["run", "--release"]).current_dir(&krate).env("CARGO_TARGET_DIR", target);
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    // The same learner on the host.
+    use dualform::nalgebra::SMatrix;
+    let pairs: [([f32; 2], f32); 8] = [
+        ([0.5, 0.1], 0.9),
+        ([-0.3, 0.4], -1.0),
+        ([0.2, -0.6], 1.0),
+        ([0.7, 0.7], 0.7),
+        ([-0.5, -0.2], -0.8),
+        ([0.1, 0.9], -0.7),
+        ([-0.8, 0.3], -1.9),
+        ([0.4, -0.4], 1.2),
+    ];
+    let layer = dualform::gd_layer::<f32, 2, 1, 3>(&SMatrix::zeros(), 3.0, 8).unwrap();
+    let mut learner = dualform::LsaStream::<f32, 3, 8>::new(&layer, 64);
+    for (x, y) in &pairs {
+        learner.push_scalar(x, *y).unwrap();
+    }
+    let bits = learner.predict_scalar(&[0.5, 0.25]).to_bits();
+    let line = stdout.lines().find(|l| l.starts_with("prediction ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.ends_with(&format!("(bits {bits:#x})")), "device: {line}; host bits {bits:#x}");
+    std::fs::remove_dir_all(&krate).unwrap();
+}

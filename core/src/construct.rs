@@ -60,6 +60,30 @@ fn head<T: Real, const D: usize, const DY: usize, const E: usize>(
 
 /// The LSA layer that computes one GD step from `w0` with rate `eta` over `n` context pairs.
 /// Errors: `n = 0` ([`Error::Empty`]) or a non-finite `eta` ([`Error::InvalidParameter`]).
+///
+/// `n` is folded into the output projection (`P = eta / n`), so the layer is the GD step for contexts of exactly
+/// `n` pairs; with fewer pairs `m` it is a step at rate `eta * m / n`. For a streaming window pass its capacity
+/// ([`crate::stream`] explains the warm-up). `D + DY` must equal `E`: a build error (`cargo build`; `cargo check`
+/// does not evaluate it).
+///
+/// ```
+/// use dualform::gd::{gd_step, predict};
+/// use dualform::nalgebra::SMatrix;
+/// use dualform::{gd_layer, lsa_associative, prediction, token_from, Mask, Update};
+///
+/// // Three pairs from y = x1 - 2 x2, and a query: the layer's prediction is one GD step's.
+/// let xs = [[1.0, 0.5], [-0.5, 1.0], [0.25, -1.0]];
+/// let ys = xs.map(|x| [x[0] - 2.0 * x[1]]);
+/// let w0 = SMatrix::<f64, 1, 2>::zeros();
+/// let layer = gd_layer::<f64, 2, 1, 3>(&w0, 0.5, 3)?;
+/// let mut ctx: [[f64; 3]; 3] = core::array::from_fn(|i| token_from(&xs[i], &ys[i]));
+/// let mut query = token_from(&[0.3, 0.7], &[0.0]); // (x_q, -W0 x_q) with W0 = 0
+/// lsa_associative(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut query)?;
+/// let w1 = gd_step(&w0, &xs, &ys, 0.5)?;
+/// let [lsa] = prediction::<f64, 3, 1>(&query);
+/// assert!((lsa - predict(&w1, &[0.3, 0.7])[0]).abs() < 1e-12);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn gd_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
     w0: &SMatrix<T, DY, D>,
     eta: T,
@@ -84,7 +108,17 @@ pub fn gdpp_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
     Ok(head::<T, D, DY, E>(w0, -T::ONE, gamma, c).into())
 }
 
-/// K distinct layers, layer `k` with rate `etas[k]`, all from `w0`: together K steps of GD.
+/// K distinct layers, layer `k` with rate `etas[k]`, all from `w0`: together K steps of GD (run them with
+/// [`crate::stack::run_stack`]; the tests check K layers against K steps of [`crate::gd::gd_steps`]).
+///
+/// ```
+/// use dualform::gd_stack;
+/// use dualform::nalgebra::SMatrix;
+/// // Two steps at rates 0.5 and 0.25 for contexts of 10 pairs with d = 3, a scalar target (E = 4).
+/// let layers = gd_stack::<f32, 3, 1, 4, 2>(&SMatrix::zeros(), &[0.5, 0.25], 10)?;
+/// assert_eq!(layers[1].heads[0].p[(3, 3)], 0.25 / 10.0);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn gd_stack<T: Real, const D: usize, const DY: usize, const E: usize, const K: usize>(
     w0: &SMatrix<T, DY, D>,
     etas: &[T; K],

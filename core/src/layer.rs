@@ -23,7 +23,45 @@ pub struct Head<T: Real, const E: usize, const DK: usize, const DV: usize> {
     pub p: SMatrix<T, E, DV>,
 }
 
+/// A column-major static matrix from row-major rows, in a `const fn` (so weights can be written in a `static`).
+pub(crate) const fn from_rows<T: Real, const R: usize, const C: usize>(rows: &[[T; C]; R]) -> SMatrix<T, R, C> {
+    let mut cols = [[T::ZERO; R]; C];
+    let mut r = 0;
+    while r < R {
+        let mut c = 0;
+        while c < C {
+            // Indexing is the only way to copy in a `const fn` (no iterators there); `r < R` and `c < C` keep every
+            // index inside the fixed-size arrays.
+            #[allow(clippy::indexing_slicing)]
+            {
+                cols[c][r] = rows[r][c];
+            }
+            c += 1;
+        }
+        r += 1;
+    }
+    SMatrix::from_array_storage(nalgebra::ArrayStorage(cols))
+}
+
 impl<T: Real, const E: usize, const DK: usize, const DV: usize> Head<T, E, DK, DV> {
+    /// A head from its four matrices written row by row (as they are printed, and as a weight file stores them), in
+    /// a `const fn`, so that weights can live in a `static` (in flash) without a build script.
+    ///
+    /// ```
+    /// use dualform::{Head, LsaLayer};
+    /// // E = 2 (x and y in R): the GD construction with W0 = 0 and eta / N = 0.25.
+    /// static LAYER: LsaLayer<f32, 2> = LsaLayer::single(Head::from_rows(
+    ///     [[1.0, 0.0], [0.0, 0.0]],   // W_Q: reads x
+    ///     [[1.0, 0.0], [0.0, 0.0]],   // W_K: reads x
+    ///     [[0.0, 0.0], [0.0, -1.0]],  // W_V: -y
+    ///     [[0.0, 0.0], [0.0, 0.25]],  // P = (eta / N) on the y row
+    /// ));
+    /// assert_eq!(LAYER.heads[0].w_v[(1, 1)], -1.0); // (row, column)
+    /// ```
+    pub const fn from_rows(w_q: [[T; E]; DK], w_k: [[T; E]; DK], w_v: [[T; E]; DV], p: [[T; DV]; E]) -> Self {
+        Self { w_q: from_rows(&w_q), w_k: from_rows(&w_k), w_v: from_rows(&w_v), p: from_rows(&p) }
+    }
+
     /// A head whose four matrices are zero (the layer is then the identity).
     pub fn zeros() -> Self {
         Self {
@@ -49,6 +87,17 @@ impl<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize> 
         Self { heads: core::array::from_fn(|_| Head::zeros()) }
     }
 }
+
+impl<T: Real, const E: usize, const DK: usize, const DV: usize> Layer<T, E, DK, DV, 1> {
+    /// A layer of one head, in a `const fn` (see [`Head::from_rows`]).
+    pub const fn single(head: Head<T, E, DK, DV>) -> Self {
+        Self { heads: [head] }
+    }
+}
+
+/// The common case: one LSA head whose key and value width is the token width E (the shape of the GD construction
+/// [`crate::gd_layer`] and of the reference's trained layers).
+pub type LsaLayer<T, const E: usize> = Layer<T, E, E, E, 1>;
 
 /// A single-head layer from one head.
 impl<T: Real, const E: usize, const DK: usize, const DV: usize> From<Head<T, E, DK, DV>> for Layer<T, E, DK, DV, 1> {

@@ -29,7 +29,8 @@
 //! # Ok::<(), dualform::Error>(())
 //! ```
 //!
-//! No function panics on bad input: errors are the small enum [`Error`]; shape mismatches are compile errors.
+//! No function panics on bad input: errors are the small enum [`Error`]; shape mismatches (`D + DY != E`, a zero
+//! capacity) are build errors, reported by `cargo build` when a generic function is instantiated (not by `cargo check`).
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -86,11 +87,11 @@ pub use dual_form::{
 };
 pub use error::Error;
 pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
-pub use layer::{prediction, Head, Layer, Mask, Update};
+pub use layer::{prediction, Head, Layer, LsaLayer, Mask, Update};
 pub use merged::MergedHead;
 pub use merged_layer::LayerCache;
 pub use reader::{read_gd, read_gd_merged, GdFit};
 pub use scalar::Real;
 pub use softmax::{attend_softmax, online_max_sum, softmax, softmax_attention, OnlineSoftmax};
 pub use stack::{run_stack, Block, SoftmaxBlock};
-pub use stream::{token_from, StreamingContext};
+pub use stream::{token_from, LsaStream, StreamingContext};

@@ -35,6 +35,20 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         Self { a: zeros(), b: zeros() }
     }
 
+    /// A merged head from `A` and `B` written row by row, in a `const fn` (so it can live in a `static`).
+    ///
+    /// ```
+    /// use dualform::MergedHead;
+    /// // E = 2: one GD step from W0 = 0 at eta / N = 0.5: A = I_x, B = -0.5 on the y diagonal.
+    /// static HEAD: MergedHead<f32, 2> = MergedHead::from_rows([[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, -0.5]]);
+    /// let ctx = [[1.0, 2.0], [2.0, 4.0]]; // y = 2 x
+    /// // w = 0.5 * (1 * 2 + 2 * 4) = 5, so the prediction at x = 3 is 15.
+    /// assert_eq!(HEAD.predict_scalar(&ctx, &[3.0, 0.0]), 15.0);
+    /// ```
+    pub const fn from_rows(a: [[T; E]; E], b: [[T; E]; E]) -> Self {
+        Self { a: crate::layer::from_rows(&a), b: crate::layer::from_rows(&b) }
+    }
+
     /// Merges a head: `A = W_K^T W_Q` by [`matmul_tn`], `B = P W_V` by [`matmul`].
     pub fn from_head<const DK: usize, const DV: usize>(head: &Head<T, E, DK, DV>) -> Self {
         Self { a: matmul_tn(&head.w_k, &head.w_q), b: matmul(&head.p, &head.w_v) }
@@ -79,6 +93,13 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
     /// The prediction for the query token `h`: minus the last `DY` coordinates of [`MergedHead::query_forward`].
     pub fn predict<const DY: usize>(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; DY] {
         prediction(&self.query_forward(ctx, h))
+    }
+
+    /// [`MergedHead::predict`] for a scalar target (`DY = 1`): minus the query token's last coordinate after the
+    /// layer.
+    pub fn predict_scalar(&self, ctx: &[[T; E]], h: &[T; E]) -> T {
+        let [y] = self.predict::<1>(ctx, h);
+        y
     }
 
     /// VJP of [`MergedHead::query_forward`] for `g = dL/dh'`: adds `(dA, dB)` into `grad` and the context inputs'

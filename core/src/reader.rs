@@ -51,6 +51,17 @@ pub struct GdFit<T: Real, const D: usize, const DY: usize> {
 }
 
 /// The closest member of the GD family to `head`, for a context of `n` pairs (see the module docs).
+///
+/// ```
+/// use dualform::nalgebra::SMatrix;
+/// use dualform::{gd_layer, read_gd, GdFit};
+/// // A constructed layer reads back as itself: rate 0.7, W0, residual 0 (up to rounding).
+/// let w0 = SMatrix::<f64, 1, 2>::new(0.5, -1.0);
+/// let layer = gd_layer::<f64, 2, 1, 3>(&w0, 0.7, 10)?;
+/// let fit: GdFit<f64, 2, 1> = read_gd(&layer.heads[0], 10)?;
+/// assert!((fit.eta - 0.7).abs() < 1e-12 && (fit.w0 - w0).norm() < 1e-12 && fit.residual < 1e-12);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const D: usize, const DY: usize>(
     head: &Head<T, E, DK, DV>,
     n: usize,

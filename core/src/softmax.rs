@@ -176,6 +176,21 @@ fn softmax_update<T: Real, const E: usize, const DK: usize, const DV: usize, con
 /// Softmax attention layer, `h_t += sum_heads P softmax_j(W_Q h_t . W_K e_j / sqrt(DK)) W_V e_j`, full or causal,
 /// over the context tokens; every token is updated from the layer's input (keys and values are taken into
 /// `scratch` first). Errors: [`Error::NonFinite`] for a non-finite logit; tokens before the failing one are updated.
+///
+/// ```
+/// use dualform::{softmax_attention, Layer, LinearScratch, Mask, Update};
+/// use dualform::nalgebra::SMatrix;
+/// // Keys all zero: uniform weights, so each token moves by P times the mean of the values (here, the tokens).
+/// let mut layer = Layer::<f64, 2, 2, 2, 1>::zeros();
+/// layer.heads[0].w_v = SMatrix::identity();
+/// layer.heads[0].p = SMatrix::identity() * 0.5;
+/// let mut ctx = [[1.0, 2.0], [3.0, 4.0]];
+/// let mut query = [0.0, 0.0];
+/// let mut scratch = LinearScratch::new();
+/// softmax_attention(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut query, &mut scratch)?;
+/// assert_eq!(query, [1.0, 1.5]); // 0.5 * mean([1, 2], [3, 4])
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn softmax_attention<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     mask: Mask,

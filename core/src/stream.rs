@@ -20,6 +20,72 @@
 //! caller that can see outliers calls `resync` after one leaves the window, or sets `resync_every` (measured: one
 //! pair of size 1e4 among pairs of size 1, f32, leaves a drift of 1.5 in `S`, as large as the ordinary terms
 //! themselves, after its eviction, and 0 after a resync; test `an_evicted_outlier_leaves_a_residue_until_the_next_resync`).
+//!
+//! # A learner
+//!
+//! With the GD construction ([`crate::gd_layer`]) the window is an online least-squares learner: each prediction is
+//! one GD step from `W0` on the pairs in the window. Build the layer with `n = CAP`: `P` carries `eta / n`, so a
+//! full window gets exactly rate `eta`, and while the window is filling (`m < CAP` pairs) each prediction is a GD
+//! step at rate `eta * m / CAP` on those `m` pairs (a warm-up that starts cautious). `resync_every` trades work for
+//! drift (above): 0 never recomputes, which is fine for bounded inputs; 64 bounds f32 drift near 3e-6.
+//!
+//! ```
+//! use dualform::gd::{gd_step, predict};
+//! use dualform::nalgebra::SMatrix;
+//! use dualform::{gd_layer, LsaStream};
+//!
+//! const CAP: usize = 4;
+//! let w0 = SMatrix::<f64, 1, 2>::zeros();
+//! let layer = gd_layer::<f64, 2, 1, 3>(&w0, 1.0, CAP)?; // n = CAP
+//! let mut learner = LsaStream::<f64, 3, CAP>::new(&layer, 64);
+//! let pairs = [([1.0, 0.0], 2.0), ([0.0, 1.0], -1.0), ([1.0, 1.0], 1.0), ([0.5, -1.0], 2.0), ([2.0, 0.5], 3.5)];
+//! for (x, y) in &pairs[..2] {
+//!     learner.push_scalar(x, *y)?;
+//! }
+//! // Two pairs of four: one GD step at rate 1 * 2 / 4 on those two.
+//! let xs = [[1.0, 0.0], [0.0, 1.0]];
+//! let w = gd_step(&w0, &xs, &[[2.0], [-1.0]], 0.5)?;
+//! assert!((learner.predict_scalar(&[0.3, 0.2]) - predict(&w, &[0.3, 0.2])[0]).abs() < 1e-12);
+//! // Five pushes into a window of four: the first pair has been evicted.
+//! for (x, y) in &pairs[2..] {
+//!     learner.push_scalar(x, *y)?;
+//! }
+//! assert_eq!(learner.len(), CAP);
+//! let xs = [[0.0, 1.0], [1.0, 1.0], [0.5, -1.0], [2.0, 0.5]];
+//! let w = gd_step(&w0, &xs, &[[-1.0], [1.0], [2.0], [3.5]], 1.0)?;
+//! assert!((learner.predict_scalar(&[0.3, 0.6]) - predict(&w, &[0.3, 0.6])[0]).abs() < 1e-12);
+//! # Ok::<(), dualform::Error>(())
+//! ```
+//!
+//! # A learner in a `static`
+//!
+//! The learner borrows its layer; with the layer in a `static` (written with the `const fn`
+//! [`crate::Head::from_rows`], or computed offline) the learner is `'static` and, since [`StreamingContext::new`]
+//! is a `const fn`, can itself be a `static` behind a mutex, fed from an interrupt and read from the main loop. On a
+//! microcontroller the mutex is `critical_section::Mutex<RefCell<_>>` (or `cortex_m::interrupt::Mutex`); the host
+//! example below uses `std`'s, whose constructor is also `const`:
+//!
+//! ```
+//! use dualform::{Head, LsaLayer, LsaStream};
+//! use std::sync::Mutex;
+//!
+//! const CAP: usize = 8;
+//! // The GD construction for d = 2, a scalar target, W0 = 0 and eta = 1 over CAP pairs, written out.
+//! static LAYER: LsaLayer<f32, 3> = LsaLayer::single(Head::from_rows(
+//!     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]],
+//!     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]],
+//!     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, -1.0]],
+//!     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0 / CAP as f32]],
+//! ));
+//! static LEARNER: Mutex<LsaStream<'static, f32, 3, CAP>> = Mutex::new(LsaStream::new(&LAYER, 64));
+//!
+//! // In the interrupt handler: a new sample.
+//! LEARNER.lock().unwrap().push_scalar(&[0.5, -0.25], 1.0)?;
+//! // In the main loop: a prediction.
+//! let y = LEARNER.lock().unwrap().predict_scalar(&[0.5, -0.25]);
+//! assert!(y > 0.0);
+//! # Ok::<(), dualform::Error>(())
+//! ```
 
 use crate::attention::{AssociativeState, Normalise, Projection};
 use crate::features::Identity;
@@ -48,8 +114,9 @@ pub struct StreamingContext<
 impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const CAP: usize>
     StreamingContext<'a, T, E, DK, DV, H, CAP>
 {
-    /// An empty window over `layer`; `resync_every = 0` never resyncs by itself.
-    pub fn new(layer: &'a Layer<T, E, DK, DV, H>, resync_every: usize) -> Self {
+    /// An empty window over `layer`; `resync_every = 0` never resyncs by itself. A `const fn`: with a layer in a
+    /// `static`, the learner itself can be a `static` (see the module docs).
+    pub const fn new(layer: &'a Layer<T, E, DK, DV, H>, resync_every: usize) -> Self {
         Self { layer, window: Deque::new(), state: AssociativeState::new(), resync_every, evictions: 0 }
     }
 
@@ -150,7 +217,22 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
     pub fn predict<const D: usize, const DY: usize>(&self, x: &[T; D]) -> [T; DY] {
         prediction(&self.query::<D, DY>(x))
     }
+
+    /// [`StreamingContext::push_pair`] for a scalar target: adds the token `[x, y]` (`D + 1 != E` is a build error).
+    pub fn push_scalar<const D: usize>(&mut self, x: &[T; D], y: T) -> Result<Option<[T; E]>, Error> {
+        self.push_pair(x, &[y])
+    }
+
+    /// [`StreamingContext::predict`] for a scalar target: no widths to annotate, `D` comes from `x`.
+    pub fn predict_scalar<const D: usize>(&self, x: &[T; D]) -> T {
+        let [y] = self.predict::<D, 1>(x);
+        y
+    }
 }
+
+/// The common case: a streaming learner over one LSA head of key and value width E ([`crate::LsaLayer`], the shape
+/// of [`crate::gd_layer`]), with a window of `CAP` pairs.
+pub type LsaStream<'a, T, const E: usize, const CAP: usize> = StreamingContext<'a, T, E, E, E, 1, CAP>;
 
 /// The token `[x, y]`; `D + DY != E` is rejected at compile time.
 pub fn token_from<T: Real, const D: usize, const DY: usize, const E: usize>(x: &[T; D], y: &[T; DY]) -> [T; E] {

@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Reproduce an experiment (or `all`) and write its report, tables, plots and weights to OUT/<experiment>/.
+    /// Reproduce an experiment (or `all`) and write its report, tables, plots and weights to `OUT/EXPERIMENT/`.
     /// `dualform reproduce EXPERIMENT --help` lists its flags.
     Reproduce {
         /// Which experiment.

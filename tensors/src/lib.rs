@@ -13,7 +13,7 @@
 //! the header (its size against the file's, its JSON, offsets inside the data and not overlapping, sizes that match
 //! dtype and shape: the safetensors parser's own checks), that every tensor is F32 and every value finite, and that
 //! the metadata entry is there and is a JSON object of strings. What a command needs beyond that (which tensors,
-//! which shapes, which metadata) it asks for with [`TensorFile::tensor`], [`TensorFile::matrix`] and
+//! which shapes, which metadata) it asks for with [`TensorFile::tensor`], [`TensorFile::values`] and
 //! [`TensorFile::meta`], which fail with the same kind of one-line error.
 
 use safetensors::{Dtype, SafeTensors};

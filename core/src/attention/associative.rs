@@ -10,7 +10,7 @@
 use super::{normalise, Normalise};
 use crate::features::{FeatureMap, Identity};
 use crate::layer::{Layer, Mask, Update};
-use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, sub_outer, zeros};
+use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, sub_outer};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -40,9 +40,10 @@ pub struct AssociativeState<T: Real, const F: usize, const DV: usize, const H: u
 }
 
 impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<T, F, DV, H> {
-    /// Empty sums.
-    pub fn new() -> Self {
-        Self { s: core::array::from_fn(|_| zeros()), z: [[T::ZERO; F]; H], count: 0 }
+    /// Empty sums (a `const fn`, so a state can live in a `static`).
+    pub const fn new() -> Self {
+        let zero = SMatrix::from_array_storage(nalgebra::ArrayStorage([[T::ZERO; DV]; F]));
+        Self { s: [zero; H], z: [[T::ZERO; F]; H], count: 0 }
     }
 
     /// `S = sum_j v_j k_j^T` per head (`DV x F`).
@@ -240,6 +241,22 @@ where
 }
 
 /// The LSA layer of the reference work, associative order: `h_t += sum_heads P S W_Q h_t`, `S = sum_j W_V e_j (W_K e_j)^T`.
+/// Every context token and the query are updated in place (`Mask::Causal`: context token `t` sees tokens `0..=t`).
+/// The context is a fixed-size array `[[T; E]; N]`: the layer kernels take their context that way, while the
+/// query-only kernels ([`crate::MergedHead::predict`]) take a slice of any length.
+///
+/// ```
+/// use dualform::{gd_layer, lsa_associative, Mask, Update};
+/// use dualform::nalgebra::SMatrix;
+/// // The GD layer for d = 1 (E = 2): context y = 3 x, query x = 2; one step from 0 at rate 1.
+/// let layer = gd_layer::<f32, 1, 1, 2>(&SMatrix::zeros(), 1.0, 2)?;
+/// let mut ctx = [[1.0, 3.0], [-1.0, -3.0]];
+/// let mut query = [2.0, 0.0];
+/// lsa_associative(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut query)?;
+/// // W1 = 1 * (1/2) (1 * 3 + 1 * 3) = 3; the query's y slot holds -W1 x_q.
+/// assert_eq!(query, [2.0, -6.0]);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn lsa_associative<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     mask: Mask,

@@ -1,7 +1,7 @@
 //! # dualform-protocol
 //!
 //! The lines the firmware example prints over defmt, defined once for both sides: the device emits a [`Line`]
-//! with [`Line::emit`] (feature `defmt`), the host parses the decoded text back with [`Line::parse`]. Each
+//! with `Line::emit` (feature `defmt`), the host parses the decoded text back with [`Line::parse`]. Each
 //! variant's defmt format string sits beside the words the parser reads, in this file only.
 //!
 //! Every value that the host compares with its own computation travels as raw f32 bits (`u32`); the decimal beside

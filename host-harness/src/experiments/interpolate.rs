@@ -60,7 +60,7 @@ impl super::Settings for Settings {
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
-        if !(3..=1001).contains(&self.points) || self.points % 2 == 0 {
+        if !(3..=1001).contains(&self.points) || self.points.is_multiple_of(2) {
             return Err(HarnessError::Usage(format!(
                 "--points must be odd (so the midpoint is on the path) and between 3 and 1001 (got {})",
                 self.points

@@ -6,7 +6,7 @@
 //! and evaluates with the core's kernels (`run_d`, for the input dimension its settings name), writes its files
 //! through [`Run`] and returns its results and named checks.
 //! The runner does the rest for every experiment alike: parses and validates the settings (`--quick` included),
-//! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`]), prints the
+//! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::report::Report)), prints the
 //! tables and the verdict, and commits the folder.
 //!
 //! **Adding an experiment** is adding its file beside the others and one line to [`REGISTRY`]. `reproduce all`

@@ -100,7 +100,7 @@ pub struct ReferenceResult {
     pub vs_trained: Comparison,
     /// Loss after each step.
     pub readout: Vec<Stat>,
-    /// Whether the trained model matches it ([`matches`]).
+    /// Whether the trained model matches it ([`matches()`]).
     pub matched: bool,
 }
 

@@ -92,10 +92,10 @@ impl Progress {
         self.bar.set_position(step);
         let every = (self.len / 10).max(1);
         if self.bar.is_hidden() {
-            if step % every == 0 || step == self.len {
+            if step.is_multiple_of(every) || step == self.len {
                 eprintln!("{} {step}/{}: {}", self.label, self.len, msg());
             }
-        } else if step % 20 == 0 || step == self.len {
+        } else if step.is_multiple_of(20) || step == self.len {
             self.bar.set_message(msg());
         }
     }
