@@ -89,6 +89,7 @@ pub fn gd_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
     eta: T,
     n: usize,
 ) -> Result<Layer<T, E, E, E, 1>, Error> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
     check_rate(eta, "eta must be finite")?;
     let c = eta * crate::gd::inv_n::<T>(n)?;
     Ok(head::<T, D, DY, E>(w0, T::ZERO, c, c).into())
@@ -102,6 +103,7 @@ pub fn gdpp_layer<T: Real, const D: usize, const DY: usize, const E: usize>(
     gamma: T,
     n: usize,
 ) -> Result<Layer<T, E, E, E, 1>, Error> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
     check_rate(eta, "eta must be finite")?;
     check_rate(gamma, "gamma must be finite")?;
     let c = eta * crate::gd::inv_n::<T>(n)?;
@@ -124,6 +126,7 @@ pub fn gd_stack<T: Real, const D: usize, const DY: usize, const E: usize, const 
     etas: &[T; K],
     n: usize,
 ) -> Result<[Layer<T, E, E, E, 1>; K], Error> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
     let mut out: [Layer<T, E, E, E, 1>; K] = core::array::from_fn(|_| Layer::zeros());
     for (layer, &eta) in out.iter_mut().zip(etas.iter()) {
         *layer = gd_layer::<T, D, DY, E>(w0, eta, n)?;

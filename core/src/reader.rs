@@ -66,6 +66,7 @@ pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const 
     head: &Head<T, E, DK, DV>,
     n: usize,
 ) -> Result<GdFit<T, D, DY>, Error> {
+    const { assert!(D + DY == E, "the token width E must equal D + DY") };
     read_gd_merged(&MergedHead::from_head(head), n)
 }
 

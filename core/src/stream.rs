@@ -166,6 +166,7 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
         x: &[T; D],
         y: &[T; DY],
     ) -> Result<Option<[T; E]>, Error> {
+        const { assert!(D + DY == E, "the pair's widths D + DY must equal the token width E") };
         self.push(token_from(x, y))
     }
 
@@ -203,6 +204,7 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
 
     /// The query token `[x, 0]` after the layer: `h + sum_heads P S W_Q h` over the current window.
     pub fn query<const D: usize, const DY: usize>(&self, x: &[T; D]) -> [T; E] {
+        const { assert!(D + DY == E, "the pair's widths D + DY must equal the token width E") };
         let mut h = token_from(x, &[T::ZERO; DY]);
         // Identity features and no normaliser: the update cannot fail.
         if let Ok(u) = self.state.update(self.layer, &Identity, Normalise::None, &h) {
@@ -215,16 +217,21 @@ impl<'a, T: Real, const E: usize, const DK: usize, const DV: usize, const H: usi
 
     /// The layer's prediction for `x`: minus the `y` part of [`StreamingContext::query`].
     pub fn predict<const D: usize, const DY: usize>(&self, x: &[T; D]) -> [T; DY] {
+        const { assert!(D + DY == E, "the pair's widths D + DY must equal the token width E") };
         prediction(&self.query::<D, DY>(x))
     }
 
     /// [`StreamingContext::push_pair`] for a scalar target: adds the token `[x, y]` (`D + 1 != E` is a build error).
     pub fn push_scalar<const D: usize>(&mut self, x: &[T; D], y: T) -> Result<Option<[T; E]>, Error> {
+        // Asserted here, not only inside `push_pair`, so that the build error's "while instantiating" note points at
+        // the caller's line.
+        const { assert!(D + 1 == E, "x has D entries and the target one: D + 1 must equal the token width E") };
         self.push_pair(x, &[y])
     }
 
     /// [`StreamingContext::predict`] for a scalar target: no widths to annotate, `D` comes from `x`.
     pub fn predict_scalar<const D: usize>(&self, x: &[T; D]) -> T {
+        const { assert!(D + 1 == E, "x has D entries and the target one: D + 1 must equal the token width E") };
         let [y] = self.predict::<D, 1>(x);
         y
     }
