@@ -29,6 +29,12 @@
 //! # Ok::<(), dualform::Error>(())
 //! ```
 //!
+//! Conventions for arguments: kernels that update the context in place (the layer kernels) take it as a fixed-size
+//! array `&mut [[T; E]; N]`; kernels that only read it (the merged query kernel [`MergedHead::predict`], the slice
+//! attention functions) take a slice `&[[T; E]]`, which an array coerces to. For the common case of one head with
+//! key and value width E, [`LsaLayer`] and [`LsaStream`] spell the shapes, and the `*_scalar` methods need no output
+//! width.
+//!
 //! No function panics on bad input: errors are the small enum [`Error`]; shape mismatches (`D + DY != E`, a zero
 //! capacity) are build errors, reported by `cargo build` when a generic function is instantiated (not by `cargo check`).
 #![cfg_attr(not(test), no_std)]
