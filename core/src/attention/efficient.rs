@@ -17,6 +17,20 @@ use nalgebra::SMatrix;
 /// the weighted sum), so no scratch. A context of N = 0 gives a zero update. Errors, as for
 /// [`crate::softmax_attention`]: [`Error::NonFinite`] for a NaN or infinite key feature (found before any token
 /// changes) or query feature (tokens before the failing one are updated).
+///
+/// ```
+/// use dualform::{efficient_attention, Layer, Update};
+/// use dualform::nalgebra::SMatrix;
+/// // Zero key and query projections: every softmax is uniform, so each token moves by P times the mean value.
+/// let mut layer = Layer::<f64, 2, 2, 2, 1>::zeros();
+/// layer.heads[0].w_v = SMatrix::identity();
+/// layer.heads[0].p = SMatrix::identity();
+/// let (mut ctx, mut query) = ([[1.0, 2.0], [3.0, 4.0]], [0.0, 0.0]);
+/// efficient_attention(&layer, &Update::residual(), &mut ctx, &mut query)?;
+/// // rho_q is uniform over the 2 features and rho_k over the 2 positions: S rho_q = mean of the values.
+/// assert_eq!(query, [2.0, 3.0]);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn efficient_attention<
     T: Real,
     const E: usize,

@@ -46,6 +46,26 @@ where
 }
 
 /// Kernelised linear attention layer, quadratic order (scores, then weighted sums). See the module docs.
+///
+/// ```
+/// use dualform::{linear_attention_associative, linear_attention_quadratic, EluPlusOne, Layer, LinearScratch};
+/// use dualform::{Mask, Normalise, Update};
+/// use dualform::nalgebra::SMatrix;
+/// // elu+1 features with the sum normaliser ("Transformers are RNNs"): both orders give the same layer.
+/// let mut layer = Layer::<f64, 2, 2, 2, 1>::zeros();
+/// layer.heads[0].w_q = SMatrix::identity();
+/// layer.heads[0].w_k = SMatrix::identity();
+/// layer.heads[0].w_v = SMatrix::identity();
+/// layer.heads[0].p = SMatrix::identity();
+/// let (ctx0, q0) = ([[0.5, -1.0], [1.0, 0.25], [-0.5, 0.5]], [0.3, 0.1]);
+/// let (mut c1, mut q1, mut c2, mut q2) = (ctx0, q0, ctx0, q0);
+/// let mut scratch = LinearScratch::new();
+/// let upd = Update::residual();
+/// linear_attention_quadratic(&layer, &EluPlusOne, Normalise::Sum, Mask::Causal, &upd, &mut c1, &mut q1, &mut scratch)?;
+/// linear_attention_associative(&layer, &EluPlusOne, Normalise::Sum, Mask::Causal, &upd, &mut c2, &mut q2)?;
+/// assert!((q1[0] - q2[0]).abs() < 1e-12 && (c1[2][1] - c2[2][1]).abs() < 1e-12);
+/// # Ok::<(), dualform::Error>(())
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn linear_attention_quadratic<
     T,
@@ -82,6 +102,18 @@ where
 }
 
 /// The LSA layer of the reference work, quadratic order: `h_t += sum_heads P sum_j (W_Q h_t . W_K e_j) W_V e_j`.
+/// The same layer as [`crate::lsa_associative`] (equal in real arithmetic, not bit for bit in f32), with an
+/// `N x N` score scratch.
+///
+/// ```
+/// use dualform::{gd_layer, lsa_quadratic, LinearScratch, Mask, Update};
+/// use dualform::nalgebra::SMatrix;
+/// let layer = gd_layer::<f32, 1, 1, 2>(&SMatrix::zeros(), 1.0, 2)?;
+/// let (mut ctx, mut query) = ([[1.0, 3.0], [-1.0, -3.0]], [2.0, 0.0]);
+/// lsa_quadratic(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut query, &mut LinearScratch::new())?;
+/// assert_eq!(query, [2.0, -6.0]); // one GD step: W1 = 3
+/// # Ok::<(), dualform::Error>(())
+/// ```
 pub fn lsa_quadratic<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     mask: Mask,
