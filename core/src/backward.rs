@@ -13,11 +13,19 @@
 //!   `dW_K += q (sum_j (b . e_j) e_j)^T` and `de_j += b (a . e_j) + a (b . e_j)`: O(N E) per head beyond the
 //!   `E x DK` products. The context is a slice, so N need not be a compile-time constant.
 //!
+//! Softmax attention ([`crate::softmax_attention`]), per head and token `h` over its visible context: `q = W_Q h`,
+//! logits `s_j = c q . k_j` with `c = 1/sqrt(DK)`, weights `a = softmax(s)`, `o = sum_j a_j v_j`, `h' = h + P o`.
+//! Given `G = dL/dh'`: `dP += G o^T`, `g_o = P^T G`, `g_s_j = a_j (g_o . v_j - g_o . o)`, `g_q = c sum_j g_s_j k_j`,
+//! `dW_Q += g_q h^T`, `dh += W_Q^T g_q`, and for each context token `dW_K += c g_s_j q e_j^T`,
+//! `dW_V += a_j g_o e_j^T`, `de_j += W_K^T (c g_s_j q) + W_V^T (a_j g_o)`. The weights are recomputed from the
+//! logits' running maximum and sum ([`softmax_token_backward`] keeps no buffer of length N):
+//! [`softmax_backward`] applies it to every token of a layer, causal or full.
+//!
 //! Gradients are accumulated (`+=`) into a [`Layer`]-shaped gradient in the fixed orders of [`crate::linalg`]
 //! (tokens in increasing index, heads in order). Only the plain residual update is differentiated (the harness
 //! trains with it). The tests check every formula against central finite differences in f64 (1e-7 relative).
 
-use crate::attention::{AssociativeState, Normalise};
+use crate::attention::{visible, AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
@@ -150,4 +158,123 @@ pub fn lsa_backward<T: Real, const E: usize, const DK: usize, const DV: usize, c
             }
         }
     }
+}
+
+/// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (uniform weights), as
+/// in [`crate::softmax_attention`].
+fn softmax_scale<T: Real>(dk: usize) -> T {
+    if dk == 0 {
+        T::ZERO
+    } else {
+        T::ONE / T::from_f64(dk as f64).sqrt()
+    }
+}
+
+/// VJP of softmax attention for one token `h` attending over all of `ctx` (residual update), when its output
+/// carries `g = dL/dh'`: adds into `grad` and (when given) the context tokens' gradients `g_ctx` through keys and
+/// values; returns `dL/dh` (`g` plus the path through the query). An empty context gives `g` and adds nothing.
+/// Errors: [`Error::LengthMismatch`] when `g_ctx` has another length than `ctx`, [`Error::NonFinite`] for a
+/// non-finite logit (checked before anything is accumulated).
+pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]],
+    h: &[T; E],
+    g: &[T; E],
+    grad: &mut LayerGrad<T, E, DK, DV, H>,
+    mut g_ctx: Option<&mut [[T; E]]>,
+) -> Result<[T; E], Error> {
+    if let Some(gc) = g_ctx.as_deref() {
+        if gc.len() != ctx.len() {
+            return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
+        }
+    }
+    let c = softmax_scale::<T>(DK);
+    let logit = |q: &[T; DK], head: &crate::layer::Head<T, E, DK, DV>, e: &[T; E]| dot(q, &matvec(&head.w_k, e)) * c;
+    // First pass, every head: the logits' running maximum and sum (and the errors, before anything is written).
+    let mut stats = [(T::ZERO, T::ZERO); H];
+    for (head, st) in layer.heads.iter().zip(stats.iter_mut()) {
+        let q = matvec(&head.w_q, h);
+        let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+        for e in ctx {
+            let s = logit(&q, head, e);
+            if !s.is_finite() {
+                return Err(Error::NonFinite);
+            }
+            if s > m {
+                l = l * (m - s).exp() + T::ONE;
+                m = s;
+            } else {
+                l += (s - m).exp();
+            }
+        }
+        *st = (m, l);
+    }
+    let mut dh = *g;
+    if ctx.is_empty() {
+        return Ok(dh);
+    }
+    for ((head, gh), &(m, l)) in layer.heads.iter().zip(grad.heads.iter_mut()).zip(stats.iter()) {
+        let q = matvec(&head.w_q, h);
+        let weight = |e: &[T; E]| (logit(&q, head, e) - m).exp() / l;
+        // o = sum_j a_j v_j, in context order.
+        let mut o = [T::ZERO; DV];
+        for e in ctx {
+            axpy(&mut o, weight(e), &matvec(&head.w_v, e));
+        }
+        add_outer(&mut gh.p, g, &o);
+        let g_o = matvec_t(&head.p, g);
+        let g_dot_o = dot(&g_o, &o);
+        let mut g_q = [T::ZERO; DK];
+        for (j, e) in ctx.iter().enumerate() {
+            let (k, v, a) = (matvec(&head.w_k, e), matvec(&head.w_v, e), weight(e));
+            let g_s = a * (dot(&g_o, &v) - g_dot_o);
+            axpy(&mut g_q, g_s * c, &k);
+            let g_k = q.map(|x| x * (g_s * c));
+            let g_v = g_o.map(|x| x * a);
+            add_outer(&mut gh.w_k, &g_k, e);
+            add_outer(&mut gh.w_v, &g_v, e);
+            if let Some(gj) = g_ctx.as_deref_mut().and_then(|gc| gc.get_mut(j)) {
+                let (dk, dv) = (matvec_t(&head.w_k, &g_k), matvec_t(&head.w_v, &g_v));
+                for ((d, x), y) in gj.iter_mut().zip(dk.iter()).zip(dv.iter()) {
+                    *d += *x + *y;
+                }
+            }
+        }
+        add_outer(&mut gh.w_q, &g_q, h);
+        for (d, x) in dh.iter_mut().zip(matvec_t(&head.w_q, &g_q).iter()) {
+            *d += *x;
+        }
+    }
+    Ok(dh)
+}
+
+/// VJP of a full softmax attention layer (every token, residual update, `mask` as in the forward). `ctx`/`query`
+/// are the layer's inputs; `g_ctx`/`g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; parameter
+/// gradients are added into `grad`. Tokens in order, then the query, each by [`softmax_token_backward`] over the
+/// context it sees. Errors: [`Error::NonFinite`] for a non-finite logit (then `g_ctx`, `g_query` and `grad` may be
+/// partly updated).
+pub fn softmax_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    mask: crate::layer::Mask,
+    ctx: &[[T; E]; N],
+    query: &[T; E],
+    g_ctx: &mut [[T; E]; N],
+    g_query: &mut [T; E],
+    grad: &mut LayerGrad<T, E, DK, DV, H>,
+) -> Result<(), Error> {
+    let g_out = *g_ctx;
+    let mut g_in = [[T::ZERO; E]; N];
+    for (t, (h, g)) in ctx.iter().zip(g_out.iter()).enumerate() {
+        let seen = visible(mask, t, N).min(N);
+        let (Some(keys), Some(g_keys)) = (ctx.get(..seen), g_in.get_mut(..seen)) else { continue };
+        let dh = softmax_token_backward(layer, keys, h, g, grad, Some(g_keys))?;
+        if let Some(gt) = g_in.get_mut(t) {
+            for (d, x) in gt.iter_mut().zip(dh.iter()) {
+                *d += *x;
+            }
+        }
+    }
+    *g_query = softmax_token_backward(layer, ctx, query, g_query, grad, Some(&mut g_in))?;
+    *g_ctx = g_in;
+    Ok(())
 }

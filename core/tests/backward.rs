@@ -2,7 +2,9 @@
 
 mod common;
 use common::*;
-use dualform::backward::{context_state, lsa_backward, lsa_query_backward, query_forward, LayerGrad};
+use dualform::backward::{
+    context_state, lsa_backward, lsa_query_backward, query_forward, softmax_backward, softmax_token_backward, LayerGrad,
+};
 use dualform::*;
 
 /// Relative tolerance of analytic vs central-difference gradients (step 1e-6, f64).
@@ -197,4 +199,88 @@ fn merged_head_equals_the_layer_and_its_vjp() {
     // An empty context gives a zero update.
     let m = MergedHead::from_head(&Gen::new(1).layer::<4, 4, 4, 1>().heads[0]);
     assert_eq!(m.query_update(&[], &[1.0, 2.0, 3.0, 4.0]), [0.0; 4]);
+}
+
+/// `L = sum_t R_t . h'_t` after one softmax attention layer with `mask`.
+fn softmax_objective<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    layer: &Layer<f64, E, DK, DV, H>,
+    mask: Mask,
+    ctx: &[[f64; E]; N],
+    query: &[f64; E],
+    r_ctx: &[[f64; E]; N],
+    r_q: &[f64; E],
+) -> f64 {
+    let (mut c, mut q) = (*ctx, *query);
+    let mut scratch = LinearScratch::new();
+    softmax_attention(layer, mask, &Update::residual(), &mut c, &mut q, &mut scratch).unwrap();
+    let mut l: f64 = q.iter().zip(r_q).map(|(a, b)| a * b).sum();
+    for (t, r) in c.iter().zip(r_ctx) {
+        l += t.iter().zip(r).map(|(a, b)| a * b).sum::<f64>();
+    }
+    l
+}
+
+fn check_softmax<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    seed: u64,
+    mask: Mask,
+) {
+    let mut g = Gen::new(seed);
+    let layer = g.layer::<E, DK, DV, H>();
+    let ctx = g.tokens::<E, N>();
+    let query = g.array::<E>(-1.0, 1.0);
+    let r_ctx = g.tokens::<E, N>();
+    let r_q = g.array::<E>(-1.0, 1.0);
+    let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
+    let (mut g_ctx, mut g_q) = (r_ctx, r_q);
+    softmax_backward(&layer, mask, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad).unwrap();
+    let label = format!("softmax VJP {mask:?} E={E} DK={DK} DV={DV} H={H} N={N}");
+    let f =
+        |l: &Layer<f64, E, DK, DV, H>, c: &[[f64; E]; N], q: &[f64; E]| softmax_objective(l, mask, c, q, &r_ctx, &r_q);
+    check_params(&label, &layer, &grad, |l| f(l, &ctx, &query));
+    let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
+    for t in 0..=N {
+        for i in 0..E {
+            let (mut cp, mut qp, mut cm, mut qm) = (ctx, query, ctx, query);
+            if t < N {
+                cp[t][i] += STEP;
+                cm[t][i] -= STEP;
+                analytic.push(g_ctx[t][i]);
+            } else {
+                qp[i] += STEP;
+                qm[i] -= STEP;
+                analytic.push(g_q[i]);
+            }
+            numeric.push((f(&layer, &cp, &qp) - f(&layer, &cm, &qm)) / (2.0 * STEP));
+        }
+    }
+    assert_close(&format!("{label}: input gradients"), &analytic, &numeric, FD_REL);
+}
+
+#[test]
+fn softmax_layer_vjp_matches_finite_differences() {
+    for seed in 0..4 {
+        for mask in [Mask::Full, Mask::Causal] {
+            check_softmax::<5, 4, 3, 2, 6>(seed, mask);
+            check_softmax::<11, 11, 11, 1, 10>(seed, mask);
+            check_softmax::<3, 3, 3, 1, 1>(seed, mask);
+            check_softmax::<4, 0, 2, 1, 3>(seed, mask); // key width 0: uniform weights
+        }
+    }
+}
+
+/// The one-token VJP refuses a context-gradient slice of another length, and an empty context passes the
+/// gradient through unchanged and adds nothing.
+#[test]
+fn softmax_token_vjp_checks_lengths_and_handles_an_empty_context() {
+    let mut g = Gen::new(3);
+    let layer = g.layer::<4, 3, 3, 2>();
+    let ctx = g.tokens::<4, 3>();
+    let (h, r) = (g.array::<4>(-1.0, 1.0), g.array::<4>(-1.0, 1.0));
+    let mut grad = LayerGrad::<f64, 4, 3, 3, 2>::zeros();
+    let mut short = [[0.0; 4]; 2];
+    let err = softmax_token_backward(&layer, &ctx, &h, &r, &mut grad, Some(&mut short));
+    assert_eq!(err, Err(Error::LengthMismatch { expected: 3, found: 2 }));
+    assert_eq!(grad, LayerGrad::zeros(), "nothing accumulated before the check");
+    assert_eq!(softmax_token_backward(&layer, &[], &h, &r, &mut grad, None), Ok(r));
+    assert_eq!(grad, LayerGrad::zeros());
 }
