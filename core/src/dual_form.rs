@@ -15,6 +15,12 @@
 //! `sum_j v_j + (W_ZSL + dW_ICL) q / sqrt(DK)`. [`softmax_relaxation_error`] returns the relative error
 //! `||A_softmax - A_relaxed|| / ||A_softmax||`: positive for non-zero logits, O(s^2) as the logits shrink. This is
 //! the number behind "softmax attention is approximately a meta-gradient step".
+//!
+//! Measured as Dai wrote it: the change the demonstrations cause in the head's softmax attention output (in value
+//! space, before `P`), `Attn([X', X]; q) - Attn(X; q)`, against `dW_ICL q` (unnormalised: no denominator, no
+//! `1/sqrt(DK)`): [`dai_demo_effect`] returns their cosine and the relative residual after the best scalar fit.
+//! For linear attention the change is `dW_ICL q` itself; for softmax the normaliser mixes in a shift toward the
+//! demonstrations' mean value that `dW_ICL q` does not have.
 
 use crate::attention::attend_linear;
 use crate::layer::Head;
@@ -200,4 +206,66 @@ pub fn softmax_relaxation_error<
         return Err(Error::ZeroNormaliser);
     }
     Ok((diff / norm).sqrt())
+}
+
+/// The change the demonstrations cause in a head's attention output, against Dai's `dW_ICL q`
+/// ([`dai_demo_effect`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DemoEffect<T, const DV: usize> {
+    /// The change, `Attn([demos, zs]; q) - Attn(zs; q)`.
+    pub change: [T; DV],
+    /// `dW_ICL q`.
+    pub predicted: [T; DV],
+    /// `cos(change, dW_ICL q)`.
+    pub cosine: T,
+    /// The best scalar fit `c` of `dW_ICL q` to the change (least squares).
+    pub scale: T,
+    /// `||change - c dW_ICL q|| / ||change||`: 0 when the change is a multiple of `dW_ICL q`, at most 1.
+    pub residual: T,
+}
+
+/// Softmax attention's change from the demonstrations, `Attn([demos, zs]; q) - Attn(zs; q)` with `q = W_Q x`,
+/// logits `q . k / sqrt(DK)` (as in [`crate::softmax_attention`]; with no `zs` tokens `Attn(zs; q)` is 0), against
+/// `dW_ICL q` of [`dai_split`]. Errors: [`Error::NonFinite`] for a
+/// non-finite logit, [`Error::ZeroNormaliser`] when the change or `dW_ICL q` is zero (no direction to compare).
+pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+    head: &Head<T, E, DK, DV>,
+    demos: &[[T; E]; ND],
+    zs: &[[T; E]; NZ],
+    x: &[T; E],
+) -> Result<DemoEffect<T, DV>, Error> {
+    let q = matvec(&head.w_q, x);
+    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
+    let (mut all, mut zero_shot) = (OnlineSoftmax::<T, DV>::new(), OnlineSoftmax::<T, DV>::new());
+    let mut status = Ok(());
+    let mut seen = 0;
+    keys_values(head, demos, zs, |k, v| {
+        let s = dot(&q, &k) * scale;
+        if status.is_ok() {
+            status = all.push(s, &v);
+        }
+        if status.is_ok() && seen >= ND {
+            status = zero_shot.push(s, &v);
+        }
+        seen += 1;
+    });
+    status?;
+    let (with, without) = (all.finish(), zero_shot.finish());
+    let mut change = [T::ZERO; DV];
+    for ((c, a), b) in change.iter_mut().zip(with.iter()).zip(without.iter()) {
+        *c = *a - *b;
+    }
+    // The fixed-order kernel, not nalgebra's product.
+    let predicted = matvec(&dai_split(head, demos, zs).dw_icl, &q);
+    let (cp, cc, pp) = (dot(&change, &predicted), dot(&change, &change), dot(&predicted, &predicted));
+    if cc == T::ZERO || pp == T::ZERO || !(cc.is_finite() && pp.is_finite()) {
+        return Err(Error::ZeroNormaliser);
+    }
+    let c = cp / pp;
+    let mut rest = T::ZERO;
+    for (a, p) in change.iter().zip(predicted.iter()) {
+        let d = *a - c * *p;
+        rest += d * d;
+    }
+    Ok(DemoEffect { change, predicted, cosine: cp / (cc.sqrt() * pp.sqrt()), scale: c, residual: (rest / cc).sqrt() })
 }

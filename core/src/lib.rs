@@ -89,7 +89,8 @@ pub use attention::{
 };
 pub use construct::{gd_layer, gd_stack, gdpp_layer};
 pub use dual_form::{
-    dai_split, error_signals, irie_dual, irie_primal, relaxed_attention, softmax_relaxation_error, DaiSplit,
+    dai_demo_effect, dai_split, error_signals, irie_dual, irie_primal, relaxed_attention, softmax_relaxation_error,
+    DaiSplit, DemoEffect,
 };
 pub use error::Error;
 pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
