@@ -53,6 +53,26 @@ pub fn dot<T: Real, const N: usize>(a: &[T; N], b: &[T; N]) -> T {
     dot_slice(a, b)
 }
 
+/// `(e . a, e . b)` in one pass over `e`: each is the four-lane [`dot`] exactly (same products, same order, same
+/// bits), with `e` read once.
+#[inline(always)]
+pub fn dot2<T: Real, const N: usize>(e: &[T; N], a: &[T; N], b: &[T; N]) -> (T, T) {
+    let (mut la, mut lb) = ([T::ZERO; 4], [T::ZERO; 4]);
+    let (ce, ca, cb) = (e.chunks_exact(4), a.chunks_exact(4), b.chunks_exact(4));
+    let (re, ra, rb) = (ce.remainder(), ca.remainder(), cb.remainder());
+    for ((x, y), z) in ce.zip(ca).zip(cb) {
+        for ((((l, m), &xi), &yi), &zi) in la.iter_mut().zip(lb.iter_mut()).zip(x).zip(y).zip(z) {
+            *l += xi * yi;
+            *m += xi * zi;
+        }
+    }
+    for ((((l, m), &xi), &yi), &zi) in la.iter_mut().zip(lb.iter_mut()).zip(re).zip(ra).zip(rb) {
+        *l += xi * yi;
+        *m += xi * zi;
+    }
+    ((la[0] + la[1]) + (la[2] + la[3]), (lb[0] + lb[1]) + (lb[2] + lb[3]))
+}
+
 /// `y = A x` for a column-major static matrix, accumulating over columns in order.
 #[inline(always)]
 pub fn matvec<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x: &[T; C]) -> [T; R] {

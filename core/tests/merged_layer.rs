@@ -201,3 +201,33 @@ fn pulled_back_merged_gradients_equal_the_unmerged_backward() {
         assert_close(&format!("seed {seed}: token gradients"), &flat(&gc1, &gq1), &flat(&gc2, &gq2), F64_REL * 10.0);
     }
 }
+
+/// The scalar prediction kernel computes only the prediction's row: equal to `predict::<1>` in f64 (1e-12
+/// relative), close in f32, `-h_y` for an empty context; and `dot2` is two `dot`s bit for bit.
+#[test]
+fn the_scalar_prediction_equals_the_full_prediction() {
+    let mut g = Gen::new(5);
+    let mut worst_f32 = 0.0f64;
+    for _ in 0..50 {
+        let head = MergedHead::<f64, 11> { a: g.matrix::<11, 11>(0.3), b: g.matrix::<11, 11>(0.3) };
+        let ctx = g.tokens::<11, 10>();
+        let h = g.array::<11>(-1.0, 1.0);
+        let full = head.predict::<1>(&ctx, &h)[0];
+        let scalar = head.predict_scalar(&ctx, &h);
+        assert!((full - scalar).abs() <= 1e-12 * full.abs().max(1.0), "{full} vs {scalar}");
+        let head32 = MergedHead::<f32, 11> { a: head.a.map(|v| v as f32), b: head.b.map(|v| v as f32) };
+        let ctx32 = ctx.map(|e| e.map(|v| v as f32));
+        let s32 = head32.predict_scalar(&ctx32, &h.map(|v| v as f32)) as f64;
+        worst_f32 = worst_f32.max((s32 - full).abs() / full.abs().max(1.0));
+        assert_eq!(head.predict_scalar(&[], &h), -h[10]);
+        for e in &ctx {
+            let (x, y) = dualform::linalg::dot2(e, &h, &ctx[0]);
+            assert_eq!(
+                (x.to_bits(), y.to_bits()),
+                (dualform::linalg::dot(e, &h).to_bits(), dualform::linalg::dot(e, &ctx[0]).to_bits())
+            );
+        }
+    }
+    eprintln!("f32 scalar prediction vs f64 full prediction: worst relative error {worst_f32:.1e}");
+    assert!(worst_f32 < 1e-4);
+}

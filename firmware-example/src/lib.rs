@@ -63,8 +63,8 @@ pub mod golden {
         let (t, g) = (full(&TRAINED, task)?, full(&GD, task)?);
         report(task, Kind::TrainedFull, t);
         report(task, Kind::GdFull, g);
-        report(task, Kind::TrainedMerged, MERGED_TRAINED.predict::<1>(&CTX[task], &QUERY[task])[0]);
-        report(task, Kind::GdMerged, MERGED_GD.predict::<1>(&CTX[task], &QUERY[task])[0]);
+        report(task, Kind::TrainedMerged, MERGED_TRAINED.predict_scalar(&CTX[task], &QUERY[task]));
+        report(task, Kind::GdMerged, MERGED_GD.predict_scalar(&CTX[task], &QUERY[task]));
         stream(task)?;
         Ok((0.5 * (t - Y[task]) * (t - Y[task]), 0.5 * (g - Y[task]) * (g - Y[task])))
     }

@@ -59,7 +59,7 @@ fn merge() -> f32 {
 #[inline(never)]
 fn merged_predict() -> f32 {
     // Context and merged head are read in place from flash.
-    measure(3, "merged_predict", || MERGED_TRAINED.predict::<1>(black_box(&CTX0), black_box(&QUERY0)))[0]
+    measure(3, "merged_predict", || MERGED_TRAINED.predict_scalar(black_box(&CTX0), black_box(&QUERY0)))
 }
 
 /// Fills a streaming window over the trained layer with the first task's pairs (in reverse order), in place.

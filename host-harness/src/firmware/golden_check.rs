@@ -90,8 +90,8 @@ pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd
         let (t, g) = (full(&lt_layer, ctx, q), full(&lg_layer, ctx, q));
         r.preds.insert((task, Kind::TrainedFull), t.to_bits());
         r.preds.insert((task, Kind::GdFull), g.to_bits());
-        r.preds.insert((task, Kind::TrainedMerged), mt.predict::<1>(ctx, q)[0].to_bits());
-        r.preds.insert((task, Kind::GdMerged), mg.predict::<1>(ctx, q)[0].to_bits());
+        r.preds.insert((task, Kind::TrainedMerged), mt.predict_scalar(ctx, q).to_bits());
+        r.preds.insert((task, Kind::GdMerged), mg.predict_scalar(ctx, q).to_bits());
         lt += 0.5 * (t - y) * (t - y);
         lg += 0.5 * (g - y) * (g - y);
         for k in 1..=ctx.len() {

@@ -221,6 +221,8 @@ pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
     let macs = |name: &str| match name {
         "lsa_forward" => 3 * n * e * e + 3 * (n + 1) * e * e,
         "merge" => 2 * e * e * e,
+        // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
+        // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
         "merged_predict" => 2 * e * e + 2 * n * e,
         // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
         "stream_push" => 4 * e * e,
