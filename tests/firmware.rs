@@ -14,9 +14,9 @@ fn firmware_predictions_are_bit_identical_to_the_host() {
     let dir = firmware_dir();
     let check = check_golden::<E>(&dir, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{e}"));
     let r = &check.device.results;
-    assert_eq!(r.preds.len(), 16 * 4, "four predictions per golden task");
+    assert_eq!(r.preds.len(), 16 * 6, "six predictions per golden task");
     assert_eq!(r.stream.len(), 16 * 10, "a streaming prediction after each of 10 pairs");
-    assert_eq!(check.values, 16 * 4 + 16 * 10 + 2);
+    assert_eq!(check.values, 16 * 6 + 16 * 10 + 2);
     eprintln!("firmware: {} values bit-identical to the host; peak stack {:?} bytes", check.values, check.device.stack);
 }
 

@@ -9,7 +9,8 @@
 //! `N E (DK + DV) + (N + 1) (E DK + DK DV + DV E)` for [`crate::lsa_associative`] (equal at N = 10, E = 11; the
 //! merged form wins as soon as the key and value sizes exceed E or the layer is differentiated).
 //!
-//! Numerical contract: `G` by [`add_outer`] over `j` in increasing order; `F = G A` and `C = B F` by [`matmul`];
+//! Numerical contract: `G` by [`gram`] (each entry summed over `j` in increasing order; the same bits as [`add_outer`]
+//! per token); `F = G A` and `C = B F` by [`matmul`];
 //! `u_t = C h_t` by [`matvec`]; context tokens in order, then the query, each by [`Update::apply`], all from the
 //! layer's input (the Gram matrix is taken before any token changes). Equal to [`crate::lsa_associative`] in real
 //! arithmetic (tests: 1e-12 relative in f64); the f32 bits differ from that kernel, so a host and a device that must
@@ -25,6 +26,31 @@ use crate::linalg::{add_outer, matmul, matmul_nt, matmul_tn, matvec, matvec_t, z
 use crate::merged::MergedHead;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
+
+/// The context Gram matrix `G = sum_j e_j e_j^T`: the upper triangle (rows `0..=c` of each column `c`), each entry
+/// summed over `j` in increasing order, then mirrored. The same bits as rank-one updates of the whole matrix
+/// ([`add_outer`] per token; products commute, and each entry sees the same terms in the same order) in a little over
+/// half the multiply-adds.
+pub fn gram<T: Real, const E: usize>(ctx: &[[T; E]]) -> SMatrix<T, E, E> {
+    let mut g = zeros::<T, E, E>();
+    for e in ctx {
+        for (c, (col, &ec)) in g.data.0.iter_mut().zip(e.iter()).enumerate() {
+            for (gi, &er) in col.iter_mut().zip(e.iter()).take(c + 1) {
+                *gi += er * ec;
+            }
+        }
+    }
+    for c in 1..E {
+        for r in 0..c {
+            if let Some(v) = g.get((r, c)).copied() {
+                if let Some(w) = g.get_mut((c, r)) {
+                    *w = v;
+                }
+            }
+        }
+    }
+    g
+}
 
 /// What a layer's forward keeps for its backward: the context Gram matrix `G`, `F = G A` and `C = B F`.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,10 +79,7 @@ impl<T: Real, const E: usize> Default for LayerCache<T, E> {
 impl<T: Real, const E: usize> MergedHead<T, E> {
     /// Fills `cache` with `G`, `F = G A` and `C = B F` for the context `ctx` (any length; 0 gives `C = 0`).
     pub fn layer_matrix(&self, ctx: &[[T; E]], cache: &mut LayerCache<T, E>) {
-        let mut gram = zeros::<T, E, E>();
-        for e in ctx {
-            add_outer(&mut gram, e, e);
-        }
+        let gram = gram(ctx);
         cache.ga = matmul(&gram, &self.a);
         cache.c = matmul(&self.b, &cache.ga);
         cache.gram = gram;

@@ -231,3 +231,22 @@ fn the_scalar_prediction_equals_the_full_prediction() {
     eprintln!("f32 scalar prediction vs f64 full prediction: worst relative error {worst_f32:.1e}");
     assert!(worst_f32 < 1e-4);
 }
+
+/// The Gram matrix from its upper triangle is the rank-one updates' matrix bit for bit (f32, random tokens of
+/// mixed magnitudes), also for no tokens and one coordinate.
+#[test]
+fn the_triangular_gram_is_the_full_one_bit_for_bit() {
+    let mut g = Gen::new(9);
+    for n in [0usize, 1, 5, 12] {
+        let ctx: Vec<[f32; 11]> =
+            (0..n).map(|_| g.array::<11>(-1.0, 1.0).map(|v| (v * 10f64.powf(v * 3.0)) as f32)).collect();
+        let mut full = nalgebra::SMatrix::<f32, 11, 11>::zeros();
+        for e in &ctx {
+            dualform::linalg::add_outer(&mut full, e, e);
+        }
+        let tri = dualform::merged_layer::gram(&ctx);
+        assert_eq!(tri.map(f32::to_bits), full.map(f32::to_bits), "n = {n}");
+    }
+    let one = dualform::merged_layer::gram(&[[3.0f32], [-2.0]]);
+    assert_eq!(one[(0, 0)], 13.0);
+}

@@ -27,7 +27,7 @@ include!(concat!(env!("OUT_DIR"), "/data.rs"));
 /// The golden program's per-task work (see `main.rs`); in the library so the measurement binary can call it too.
 pub mod golden {
     use super::{CTX, E, GD, MERGED_GD, MERGED_TRAINED, N, QUERY, TRAINED, Y};
-    use dualform::{lsa_associative, prediction, Mask, StreamingContext, Update};
+    use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, StreamingContext, Update};
     use dualform_protocol::{Kind, Line};
 
     fn report(task: usize, kind: Kind, v: f32) {
@@ -40,6 +40,17 @@ pub mod golden {
         let mut ctx = CTX[task];
         let mut query = QUERY[task];
         lsa_associative(model, Mask::Full, &Update::residual(), &mut ctx, &mut query)?;
+        Ok(prediction::<f32, E, 1>(&query)[0])
+    }
+
+    /// The full layer in the merged form (`C = B G A` from the head merged at build time, applied to every token):
+    /// the query's prediction.
+    #[inline(never)]
+    fn merged_layer(head: &MergedHead<f32, E>, task: usize) -> Result<f32, dualform::Error> {
+        let mut ctx = CTX[task];
+        let mut query = QUERY[task];
+        let mut cache = LayerCache::zeros();
+        head.layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache)?;
         Ok(prediction::<f32, E, 1>(&query)[0])
     }
 
@@ -65,6 +76,8 @@ pub mod golden {
         report(task, Kind::GdFull, g);
         report(task, Kind::TrainedMerged, MERGED_TRAINED.predict_scalar(&CTX[task], &QUERY[task]));
         report(task, Kind::GdMerged, MERGED_GD.predict_scalar(&CTX[task], &QUERY[task]));
+        report(task, Kind::TrainedLayer, merged_layer(&MERGED_TRAINED, task)?);
+        report(task, Kind::GdLayer, merged_layer(&MERGED_GD, task)?);
         stream(task)?;
         Ok((0.5 * (t - Y[task]) * (t - Y[task]), 0.5 * (g - Y[task]) * (g - Y[task])))
     }

@@ -23,11 +23,16 @@ pub enum Kind {
     TrainedMerged,
     /// The GD head, merged query kernel.
     GdMerged,
+    /// The trained head, merged full layer (`C = B G A` applied to every token).
+    TrainedLayer,
+    /// The GD head, merged full layer.
+    GdLayer,
 }
 
 impl Kind {
     /// Every kind, in the order the device reports them.
-    pub const ALL: [Kind; 4] = [Kind::TrainedFull, Kind::GdFull, Kind::TrainedMerged, Kind::GdMerged];
+    pub const ALL: [Kind; 6] =
+        [Kind::TrainedFull, Kind::GdFull, Kind::TrainedMerged, Kind::GdMerged, Kind::TrainedLayer, Kind::GdLayer];
 
     /// The word on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -36,6 +41,8 @@ impl Kind {
             Kind::GdFull => "gd_full",
             Kind::TrainedMerged => "trained_merged",
             Kind::GdMerged => "gd_merged",
+            Kind::TrainedLayer => "trained_layer",
+            Kind::GdLayer => "gd_layer",
         }
     }
 

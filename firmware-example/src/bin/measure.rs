@@ -7,7 +7,7 @@
 use core::hint::black_box;
 use cortex_m_rt::entry;
 use dualform::linalg::matvec;
-use dualform::{lsa_associative, prediction, Mask, MergedHead, StreamingContext, Update};
+use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, StreamingContext, Update};
 use dualform_firmware::{exit, paint_stack, stack_depth, stack_peak, CTX0, E, MERGED_TRAINED, N, QUERY0, TRAINED};
 use dualform_protocol::Line;
 
@@ -88,6 +88,16 @@ fn stream_predict() -> Result<f32, dualform::Error> {
     Ok(measure(5, "stream_predict", || stream.predict::<{ E - 1 }, 1>(black_box(&x)))[0])
 }
 
+/// The full layer (all 11 tokens) in the merged form `C = B G A`, with the head merged at build time.
+#[inline(never)]
+fn merged_layer() -> Result<f32, dualform::Error> {
+    let mut ctx = black_box(CTX0);
+    let mut query = black_box(QUERY0);
+    let mut cache = LayerCache::zeros();
+    measure(7, "merged_layer", || MERGED_TRAINED.layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache))?;
+    Ok(prediction::<f32, E, 1>(&query)[0])
+}
+
 #[inline(never)]
 fn plain_matvec() -> f32 {
     measure(6, "matvec", || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
@@ -102,6 +112,7 @@ fn run() -> Result<(), dualform::Error> {
     black_box(stream_push()?);
     black_box(stream_predict()?);
     black_box(plain_matvec());
+    black_box(merged_layer()?);
     Line::Done.emit();
     Ok(())
 }

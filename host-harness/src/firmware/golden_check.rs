@@ -3,8 +3,9 @@
 //!
 //! The host mirrors the device's computation operation for operation: the full layer's query output is
 //! `AssociativeState::add` over the context in order and then `update` (what `lsa_associative` does for the query),
-//! the merged prediction is `MergedHead::predict`, and a streaming prediction after `k` pairs (the window never
-//! evicts in the golden run) is the same sums over the first `k` pairs.
+//! the merged prediction is `MergedHead::predict_scalar`, the merged full layer `MergedHead::layer_forward`, and a
+//! streaming prediction after `k` pairs (the window never evicts in the golden run) is the same sums over the first
+//! `k` pairs.
 
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
@@ -92,6 +93,15 @@ pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd
         r.preds.insert((task, Kind::GdFull), g.to_bits());
         r.preds.insert((task, Kind::TrainedMerged), mt.predict_scalar(ctx, q).to_bits());
         r.preds.insert((task, Kind::GdMerged), mg.predict_scalar(ctx, q).to_bits());
+        let layer = |m: &MergedHead<f32, E>| {
+            let (mut c, mut h, mut cache) = (ctx.clone(), *q, dualform::LayerCache::zeros());
+            // The residual rule is valid, so the forward cannot fail.
+            m.layer_forward(&dualform::Update::residual(), &mut c, &mut h, &mut cache).map(|()| -h[E - 1])
+        };
+        if let (Ok(a), Ok(b)) = (layer(&mt), layer(&mg)) {
+            r.preds.insert((task, Kind::TrainedLayer), a.to_bits());
+            r.preds.insert((task, Kind::GdLayer), b.to_bits());
+        }
         lt += 0.5 * (t - y) * (t - y);
         lg += 0.5 * (g - y) * (g - y);
         for k in 1..=ctx.len() {

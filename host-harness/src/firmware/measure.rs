@@ -228,6 +228,9 @@ pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
         "stream_push" => 4 * e * e,
         "stream_predict" => 3 * e * e,
         "matvec" => e * e,
+        // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
+        // it needs N E^2 + 2 E^3 + (N + 1) E^2.
+        "merged_layer" => 3 * n * e * e + 3 * (n + 1) * e * e,
         _ => 0,
     };
     let (base_n, base_c, base_mix) = raw[0].clone();
