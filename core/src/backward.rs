@@ -29,6 +29,7 @@ use crate::attention::{visible, AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
+use crate::softmax::MaxSum;
 use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
@@ -194,20 +195,11 @@ pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV
     let mut stats = [(T::ZERO, T::ZERO); H];
     for (head, st) in layer.heads.iter().zip(stats.iter_mut()) {
         let q = matvec(&head.w_q, h);
-        let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+        let mut acc = MaxSum::new();
         for e in ctx {
-            let s = logit(&q, head, e);
-            if !s.is_finite() {
-                return Err(Error::NonFinite);
-            }
-            if s > m {
-                l = l * (m - s).exp() + T::ONE;
-                m = s;
-            } else {
-                l += (s - m).exp();
-            }
+            acc.push(logit(&q, head, e))?;
         }
-        *st = (m, l);
+        *st = (acc.m, acc.l);
     }
     let mut dh = *g;
     if ctx.is_empty() {

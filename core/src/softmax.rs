@@ -20,25 +20,44 @@ use crate::layer::{Layer, Mask, Update};
 use crate::linalg::{axpy, dot, matvec, matvec_acc};
 use crate::{Error, Real};
 
+/// The running maximum `m` and sum `l = sum_i exp(x_i - m)` of logits seen one at a time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MaxSum<T> {
+    pub(crate) m: T,
+    pub(crate) l: T,
+}
+
+impl<T: Real> MaxSum<T> {
+    pub(crate) fn new() -> Self {
+        Self { m: -T::INFINITY, l: T::ZERO }
+    }
+
+    /// Takes logit `x`; [`Error::NonFinite`] for a NaN or infinite one.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, x: T) -> Result<(), Error> {
+        if !x.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        if x > self.m {
+            self.l = self.l * (self.m - x).exp() + T::ONE;
+            self.m = x;
+        } else {
+            self.l += (x - self.m).exp();
+        }
+        Ok(())
+    }
+}
+
 /// One pass over `logits`: their maximum `m` and `l = sum_i exp(x_i - m)`.
 pub fn online_max_sum<T: Real>(logits: &[T]) -> Result<(T, T), Error> {
     if logits.is_empty() {
         return Err(Error::Empty);
     }
-    let mut m = -T::INFINITY;
-    let mut l = T::ZERO;
+    let mut acc = MaxSum::new();
     for &x in logits {
-        if !x.is_finite() {
-            return Err(Error::NonFinite);
-        }
-        if x > m {
-            l = l * (m - x).exp() + T::ONE;
-            m = x;
-        } else {
-            l += (x - m).exp();
-        }
+        acc.push(x)?;
     }
-    Ok((m, l))
+    Ok((acc.m, acc.l))
 }
 
 /// `out_i = exp(x_i - m) / sum_j exp(x_j - m)` by [`online_max_sum`]. Errors: [`Error::Empty`],

@@ -21,6 +21,16 @@ fn objective<const E: usize, const DK: usize, const DV: usize, const H: usize, c
 ) -> f64 {
     let (mut c, mut q) = (*ctx, *query);
     lsa_associative(layer, Mask::Full, &Update::residual(), &mut c, &mut q).unwrap();
+    read_out(&c, &q, r_ctx, r_q)
+}
+
+/// `sum_t R_t . h_t` over the context tokens and the query.
+fn read_out<const E: usize, const N: usize>(
+    c: &[[f64; E]; N],
+    q: &[f64; E],
+    r_ctx: &[[f64; E]; N],
+    r_q: &[f64; E],
+) -> f64 {
     let mut l: f64 = q.iter().zip(r_q).map(|(a, b)| a * b).sum();
     for (t, r) in c.iter().zip(r_ctx) {
         l += t.iter().zip(r).map(|(a, b)| a * b).sum::<f64>();
@@ -72,24 +82,54 @@ fn param<const E: usize, const DK: usize, const DV: usize, const H: usize>(
     }
 }
 
-fn check_full<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(seed: u64) {
+/// The inputs of one layer and the read-out `R` of the objective.
+type Case<const E: usize, const N: usize> = ([[f64; E]; N], [f64; E], [[f64; E]; N], [f64; E]);
+
+/// A random layer, inputs and read-out `R` from `seed`; `backward` turns `R` into the gradients of the parameters
+/// and inputs, which are checked against central differences of `objective(layer, ctx, query, R_ctx, R_q)`.
+fn check_vjp<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
+    seed: u64,
+    label: &str,
+    objective: impl Fn(&Layer<f64, E, DK, DV, H>, &[[f64; E]; N], &[f64; E], &[[f64; E]; N], &[f64; E]) -> f64,
+    backward: impl Fn(
+        &Layer<f64, E, DK, DV, H>,
+        &Case<E, N>,
+        &mut [[f64; E]; N],
+        &mut [f64; E],
+        &mut LayerGrad<f64, E, DK, DV, H>,
+    ),
+) {
     let mut g = Gen::new(seed);
     let layer = g.layer::<E, DK, DV, H>();
-    let ctx = g.tokens::<E, N>();
-    let query = g.array::<E>(-1.0, 1.0);
-    let r_ctx = g.tokens::<E, N>();
-    let r_q = g.array::<E>(-1.0, 1.0);
+    let case: Case<E, N> = (g.tokens::<E, N>(), g.array::<E>(-1.0, 1.0), g.tokens::<E, N>(), g.array::<E>(-1.0, 1.0));
+    let (ctx, query, r_ctx, r_q) = case;
     let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
     let (mut g_ctx, mut g_q) = (r_ctx, r_q);
-    lsa_backward(&layer, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad);
-    let label = format!("full VJP E={E} DK={DK} DV={DV} H={H} N={N}");
+    backward(&layer, &case, &mut g_ctx, &mut g_q, &mut grad);
+    let label = format!("{label} E={E} DK={DK} DV={DV} H={H} N={N}");
     check_params(&label, &layer, &grad, |l| objective(l, &ctx, &query, &r_ctx, &r_q));
-    // Input gradients.
-    let mut analytic = Vec::new();
-    let mut numeric = Vec::new();
+    check_inputs(&label, &ctx, &query, &g_ctx, &g_q, |c, q| objective(&layer, c, q, &r_ctx, &r_q));
+}
+
+fn check_full<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(seed: u64) {
+    check_vjp::<E, DK, DV, H, N>(seed, "full VJP", objective, |layer, (ctx, query, _, _), gc, gq, grad| {
+        lsa_backward(layer, ctx, query, gc, gq, grad)
+    });
+}
+
+/// Every input's analytic gradient (context tokens, then the query) against its central difference.
+fn check_inputs<const E: usize, const N: usize>(
+    label: &str,
+    ctx: &[[f64; E]; N],
+    query: &[f64; E],
+    g_ctx: &[[f64; E]; N],
+    g_q: &[f64; E],
+    f: impl Fn(&[[f64; E]; N], &[f64; E]) -> f64,
+) {
+    let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
     for t in 0..=N {
         for i in 0..E {
-            let (mut cp, mut qp, mut cm, mut qm) = (ctx, query, ctx, query);
+            let (mut cp, mut qp, mut cm, mut qm) = (*ctx, *query, *ctx, *query);
             if t < N {
                 cp[t][i] += STEP;
                 cm[t][i] -= STEP;
@@ -99,9 +139,7 @@ fn check_full<const E: usize, const DK: usize, const DV: usize, const H: usize, 
                 qm[i] -= STEP;
                 analytic.push(g_q[i]);
             }
-            let fp = objective(&layer, &cp, &qp, &r_ctx, &r_q);
-            let fm = objective(&layer, &cm, &qm, &r_ctx, &r_q);
-            numeric.push((fp - fm) / (2.0 * STEP));
+            numeric.push((f(&cp, &qp) - f(&cm, &qm)) / (2.0 * STEP));
         }
     }
     assert_close(&format!("{label}: input gradients"), &analytic, &numeric, FD_REL);
@@ -213,47 +251,23 @@ fn softmax_objective<const E: usize, const DK: usize, const DV: usize, const H: 
     let (mut c, mut q) = (*ctx, *query);
     let mut scratch = LinearScratch::new();
     softmax_attention(layer, mask, &Update::residual(), &mut c, &mut q, &mut scratch).unwrap();
-    let mut l: f64 = q.iter().zip(r_q).map(|(a, b)| a * b).sum();
-    for (t, r) in c.iter().zip(r_ctx) {
-        l += t.iter().zip(r).map(|(a, b)| a * b).sum::<f64>();
-    }
-    l
+    read_out(&c, &q, r_ctx, r_q)
 }
 
 fn check_softmax<const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
     seed: u64,
     mask: Mask,
 ) {
-    let mut g = Gen::new(seed);
-    let layer = g.layer::<E, DK, DV, H>();
-    let ctx = g.tokens::<E, N>();
-    let query = g.array::<E>(-1.0, 1.0);
-    let r_ctx = g.tokens::<E, N>();
-    let r_q = g.array::<E>(-1.0, 1.0);
-    let mut grad = LayerGrad::<f64, E, DK, DV, H>::zeros();
-    let (mut g_ctx, mut g_q) = (r_ctx, r_q);
-    softmax_backward(&layer, mask, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad).unwrap();
-    let label = format!("softmax VJP {mask:?} E={E} DK={DK} DV={DV} H={H} N={N}");
-    let f =
-        |l: &Layer<f64, E, DK, DV, H>, c: &[[f64; E]; N], q: &[f64; E]| softmax_objective(l, mask, c, q, &r_ctx, &r_q);
-    check_params(&label, &layer, &grad, |l| f(l, &ctx, &query));
-    let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
-    for t in 0..=N {
-        for i in 0..E {
-            let (mut cp, mut qp, mut cm, mut qm) = (ctx, query, ctx, query);
-            if t < N {
-                cp[t][i] += STEP;
-                cm[t][i] -= STEP;
-                analytic.push(g_ctx[t][i]);
-            } else {
-                qp[i] += STEP;
-                qm[i] -= STEP;
-                analytic.push(g_q[i]);
-            }
-            numeric.push((f(&layer, &cp, &qp) - f(&layer, &cm, &qm)) / (2.0 * STEP));
-        }
-    }
-    assert_close(&format!("{label}: input gradients"), &analytic, &numeric, FD_REL);
+    let objective =
+        |l: &Layer<f64, E, DK, DV, H>, c: &[[f64; E]; N], q: &[f64; E], rc: &[[f64; E]; N], rq: &[f64; E]| {
+            softmax_objective(l, mask, c, q, rc, rq)
+        };
+    check_vjp::<E, DK, DV, H, N>(
+        seed,
+        &format!("softmax VJP {mask:?}"),
+        objective,
+        |layer, (ctx, query, _, _), gc, gq, grad| softmax_backward(layer, mask, ctx, query, gc, gq, grad).unwrap(),
+    );
 }
 
 #[test]
