@@ -123,12 +123,13 @@ core::arch::global_asm!(
     handler = sym hard_fault,
 );
 
-/// Reports a hard fault and exits (code 102). `sp` is the stack pointer at the fault: below the stack's floor (the RAM
-/// origin) it was a stack overflow, and the exception frame was never written, so only `sp` is reported; otherwise the
-/// faulting instruction's address is read from the frame.
+/// Reports a hard fault and exits (code 102). `sp` is the stack pointer at the fault: at or below the stack's floor
+/// (within [`OVERFLOW_MARGIN`] of the RAM origin, or under it) it was a stack overflow, and the exception frame may
+/// never have been written, so only `sp` is reported; otherwise the faulting instruction's address is read from the
+/// frame.
 extern "C" fn hard_fault(sp: u32) -> ! {
     if (sp as usize) < RAM_ORIGIN + OVERFLOW_MARGIN {
-        defmt::error!("hard fault: stack overflow (stack pointer {=u32:#x}, below the stack's floor)", sp);
+        defmt::error!("hard fault: stack overflow (stack pointer {=u32:#x}, at or below the stack's floor)", sp);
     } else {
         // The frame's sixth word is the return address (the faulting pc); it is inside RAM here.
         let pc = unsafe { core::ptr::read_volatile((sp as usize + 24) as *const u32) };
@@ -142,7 +143,7 @@ const OVERFLOW_MARGIN: usize = 256;
 
 /// Bytes below the RAM origin that the MPU guard covers: 1 MiB, more than any stack frame, because a frame's stores
 /// need not touch every address (a function that reserves 512 bytes and writes only the lowest 256 steps over a
-/// 32-byte guard; measured with the `fault` binary).
+/// 32-byte guard; found with the `fault-stack` binary).
 const STACK_GUARD: usize = 1 << 20;
 
 /// Makes the stack's floor fault. flip-link places the stack below static RAM, growing down to the RAM origin, so an
