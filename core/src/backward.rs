@@ -29,7 +29,7 @@ use crate::attention::{visible, AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
-use crate::softmax::MaxSum;
+use crate::softmax::{logit_scale, MaxSum};
 use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
@@ -161,16 +161,6 @@ pub fn lsa_backward<T: Real, const E: usize, const DK: usize, const DV: usize, c
     }
 }
 
-/// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (uniform weights), as
-/// in [`crate::softmax_attention`].
-fn softmax_scale<T: Real>(dk: usize) -> T {
-    if dk == 0 {
-        T::ZERO
-    } else {
-        T::ONE / T::from_f64(dk as f64).sqrt()
-    }
-}
-
 /// VJP of softmax attention for one token `h` attending over all of `ctx` (residual update), when its output
 /// carries `g = dL/dh'`: adds into `grad` and (when given) the context tokens' gradients `g_ctx` through keys and
 /// values; returns `dL/dh` (`g` plus the path through the query). An empty context gives `g` and adds nothing.
@@ -189,15 +179,14 @@ pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV
             return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
         }
     }
-    let c = softmax_scale::<T>(DK);
-    let logit = |q: &[T; DK], head: &crate::layer::Head<T, E, DK, DV>, e: &[T; E]| dot(q, &matvec(&head.w_k, e)) * c;
+    let c = logit_scale::<T>(DK);
     // First pass, every head: the logits' running maximum and sum (and the errors, before anything is written).
     let mut stats = [(T::ZERO, T::ZERO); H];
     for (head, st) in layer.heads.iter().zip(stats.iter_mut()) {
         let q = matvec(&head.w_q, h);
         let mut acc = MaxSum::new();
         for e in ctx {
-            acc.push(logit(&q, head, e))?;
+            acc.push(dot(&q, &matvec(&head.w_k, e)) * c)?;
         }
         *st = (acc.m, acc.l);
     }
@@ -207,18 +196,24 @@ pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV
     }
     for ((head, gh), &(m, l)) in layer.heads.iter().zip(grad.heads.iter_mut()).zip(stats.iter()) {
         let q = matvec(&head.w_q, h);
-        let weight = |e: &[T; E]| (logit(&q, head, e) - m).exp() / l;
+        // The token's key, value and softmax weight (the logit exactly as in the first pass).
+        let project = |e: &[T; E]| {
+            let k = matvec(&head.w_k, e);
+            let a = (dot(&q, &k) * c - m).exp() / l;
+            (k, matvec(&head.w_v, e), a)
+        };
         // o = sum_j a_j v_j, in context order.
         let mut o = [T::ZERO; DV];
         for e in ctx {
-            axpy(&mut o, weight(e), &matvec(&head.w_v, e));
+            let (_, v, a) = project(e);
+            axpy(&mut o, a, &v);
         }
         add_outer(&mut gh.p, g, &o);
         let g_o = matvec_t(&head.p, g);
         let g_dot_o = dot(&g_o, &o);
         let mut g_q = [T::ZERO; DK];
         for (j, e) in ctx.iter().enumerate() {
-            let (k, v, a) = (matvec(&head.w_k, e), matvec(&head.w_v, e), weight(e));
+            let (k, v, a) = project(e);
             let g_s = a * (dot(&g_o, &v) - g_dot_o);
             axpy(&mut g_q, g_s * c, &k);
             let g_k = q.map(|x| x * (g_s * c));

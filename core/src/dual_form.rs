@@ -25,7 +25,7 @@
 use crate::attention::attend_linear;
 use crate::layer::Head;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, zeros};
-use crate::softmax::OnlineSoftmax;
+use crate::softmax::{logit_scale, OnlineSoftmax};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -166,7 +166,7 @@ pub fn softmax_relaxation_error<
         return Err(Error::Empty);
     }
     let q = matvec(&head.w_q, x);
-    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
+    let scale = logit_scale::<T>(DK);
     let mut soft = OnlineSoftmax::<T, DV>::new();
     // Relaxed side: sum_j (1 + s_j) v_j and sum_j (1 + s_j).
     let (mut num, mut den) = ([T::ZERO; DV], T::ZERO);
@@ -235,7 +235,7 @@ pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize
     x: &[T; E],
 ) -> Result<DemoEffect<T, DV>, Error> {
     let q = matvec(&head.w_q, x);
-    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
+    let scale = logit_scale::<T>(DK);
     let (mut all, mut zero_shot) = (OnlineSoftmax::<T, DV>::new(), OnlineSoftmax::<T, DV>::new());
     let mut status = Ok(());
     let mut seen = 0;

@@ -20,6 +20,16 @@ use crate::layer::{Layer, Mask, Update};
 use crate::linalg::{axpy, dot, matvec, matvec_acc};
 use crate::{Error, Real};
 
+/// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the
+/// empty dot product 0, so the weights are uniform, not `0 / sqrt(0)`).
+pub(crate) fn logit_scale<T: Real>(dk: usize) -> T {
+    if dk == 0 {
+        T::ZERO
+    } else {
+        T::ONE / T::from_f64(dk as f64).sqrt()
+    }
+}
+
 /// The running maximum `m` and sum `l = sum_i exp(x_i - m)` of logits seen one at a time.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MaxSum<T> {
@@ -220,8 +230,7 @@ pub fn softmax_attention<T: Real, const E: usize, const DK: usize, const DV: usi
 ) -> Result<(), Error> {
     upd.validate(E)?;
     project_context(layer, &Identity, ctx, scratch);
-    // Key width 0: every logit is the empty dot product 0, so the weights are uniform (not 0 / sqrt(0)).
-    let scale = if DK == 0 { T::ZERO } else { T::ONE / T::from_f64(DK as f64).sqrt() };
+    let scale = logit_scale::<T>(DK);
     for (t, h) in ctx.iter_mut().enumerate() {
         let u = softmax_update(layer, scratch, h, visible(mask, t, N), scale)?;
         upd.apply(h, &u);
