@@ -249,19 +249,42 @@ pub fn softmax_backward<T: Real, const E: usize, const DK: usize, const DV: usiz
     g_query: &mut [T; E],
     grad: &mut LayerGrad<T, E, DK, DV, H>,
 ) -> Result<(), Error> {
-    let g_out = *g_ctx;
-    let mut g_in = [[T::ZERO; E]; N];
-    for (t, (h, g)) in ctx.iter().zip(g_out.iter()).enumerate() {
-        let seen = visible(mask, t, N).min(N);
-        let (Some(keys), Some(g_keys)) = (ctx.get(..seen), g_in.get_mut(..seen)) else { continue };
+    let mut scratch = [[T::ZERO; E]; N];
+    softmax_backward_slices(layer, mask, ctx, query, g_ctx, g_query, grad, &mut scratch)
+}
+
+/// [`softmax_backward`] on slices (N known at run time), with `scratch` (as long as `ctx`) for the input gradients
+/// while the output gradients are still read. The same operations in the same order (bit for bit).
+/// Errors: [`Error::LengthMismatch`] when `g_ctx` or `scratch` differs in length from `ctx`, [`Error::NonFinite`].
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_backward_slices<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    mask: crate::layer::Mask,
+    ctx: &[[T; E]],
+    query: &[T; E],
+    g_ctx: &mut [[T; E]],
+    g_query: &mut [T; E],
+    grad: &mut LayerGrad<T, E, DK, DV, H>,
+    scratch: &mut [[T; E]],
+) -> Result<(), Error> {
+    let n = ctx.len();
+    for len in [g_ctx.len(), scratch.len()] {
+        if len != n {
+            return Err(Error::LengthMismatch { expected: n, found: len });
+        }
+    }
+    scratch.fill([T::ZERO; E]);
+    for (t, (h, g)) in ctx.iter().zip(g_ctx.iter()).enumerate() {
+        let seen = visible(mask, t, n).min(n);
+        let (Some(keys), Some(g_keys)) = (ctx.get(..seen), scratch.get_mut(..seen)) else { continue };
         let dh = softmax_token_backward(layer, keys, h, g, grad, Some(g_keys))?;
-        if let Some(gt) = g_in.get_mut(t) {
+        if let Some(gt) = scratch.get_mut(t) {
             for (d, x) in gt.iter_mut().zip(dh.iter()) {
                 *d += *x;
             }
         }
     }
-    *g_query = softmax_token_backward(layer, ctx, query, g_query, grad, Some(&mut g_in))?;
-    *g_ctx = g_in;
+    *g_query = softmax_token_backward(layer, ctx, query, g_query, grad, Some(scratch))?;
+    g_ctx.copy_from_slice(scratch);
     Ok(())
 }

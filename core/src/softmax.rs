@@ -153,6 +153,17 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     if values.len() != keys.len() {
         return Err(Error::LengthMismatch { expected: keys.len(), found: values.len() });
     }
+    attend_pairs(q, || keys.iter().zip(values.iter()).map(|(k, v)| (*k, *v)), scale)
+}
+
+/// [`attend_softmax`] over `(key, value)` pairs produced by `pairs` (called once per pass, so keys and values may be
+/// projected on the fly): the one implementation behind the scratch-based and the slice-based layers.
+#[inline(always)]
+fn attend_pairs<T: Real, const DK: usize, const DV: usize, I: Iterator<Item = ([T; DK], [T; DV])>>(
+    q: &[T; DK],
+    pairs: impl Fn() -> I,
+    scale: T,
+) -> Result<[T; DV], Error> {
     // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
     // first (only then, so ordinary logits keep their bits).
     let logit = |k: &[T; DK]| {
@@ -164,8 +175,8 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
         }
     };
     let mut acc = OnlineSoftmax::new();
-    for (k, v) in keys.iter().zip(values.iter()) {
-        acc.push(logit(k), v)?;
+    for (k, v) in pairs() {
+        acc.push(logit(&k), &v)?;
     }
     let out = acc.finish();
     if out.iter().all(|v| v.is_finite()) {
@@ -173,15 +184,66 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     }
     // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
     // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
-    let s = values.iter().flat_map(|v| v.iter()).fold(T::ZERO, |m, x| if x.abs() > m { x.abs() } else { m });
+    let s = pairs().flat_map(|(_, v)| v).fold(T::ZERO, |m, x| if x.abs() > m { x.abs() } else { m });
     if !s.is_finite() || s == T::ZERO {
         return Ok(out);
     }
     let mut acc = OnlineSoftmax::new();
-    for (k, v) in keys.iter().zip(values.iter()) {
-        acc.push(logit(k), &v.map(|x| x / s))?;
+    for (k, v) in pairs() {
+        acc.push(logit(&k), &v.map(|x| x / s))?;
     }
     Ok(acc.finish().map(|x| x * s))
+}
+
+/// The softmax-attention update of one token `h` over `ctx` (a slice, any length), every head, keys and values
+/// projected on the fly: `sum_heads P softmax_j(W_Q h . W_K e_j / sqrt(DK)) W_V e_j`, without the residual. The same
+/// operations in the same order as [`softmax_attention`] (bit for bit); an empty context gives zeros.
+/// Errors: [`Error::NonFinite`] for a non-finite logit.
+pub fn softmax_token_update<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]],
+    h: &[T; E],
+) -> Result<[T; E], Error> {
+    let scale = logit_scale::<T>(DK);
+    let mut u = [T::ZERO; E];
+    for head in layer.heads.iter() {
+        let q = matvec(&head.w_q, h);
+        let a = attend_pairs(&q, || ctx.iter().map(|e| (matvec(&head.w_k, e), matvec(&head.w_v, e))), scale)?;
+        matvec_acc(&mut u, &head.p, &a);
+    }
+    Ok(u)
+}
+
+/// [`softmax_attention`] on slices (N known at run time) and out of place: `ctx_out[t] = ctx[t]` updated over the
+/// context tokens it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input
+/// `ctx`, as in [`softmax_attention`], whose results it reproduces bit for bit (it projects keys and values per
+/// token instead of once, N times the projection work, and needs no scratch).
+/// Errors: [`Error::LengthMismatch`] when `ctx_out` differs in length from `ctx`, [`Error::NonFinite`], an invalid
+/// rule.
+pub fn softmax_attention_slices<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    mask: Mask,
+    upd: &Update<T>,
+    ctx: &[[T; E]],
+    query: &[T; E],
+    ctx_out: &mut [[T; E]],
+    query_out: &mut [T; E],
+) -> Result<(), Error> {
+    upd.validate(E)?;
+    if ctx_out.len() != ctx.len() {
+        return Err(Error::LengthMismatch { expected: ctx.len(), found: ctx_out.len() });
+    }
+    let n = ctx.len();
+    for (t, (h, out)) in ctx.iter().zip(ctx_out.iter_mut()).enumerate() {
+        let seen = ctx.get(..visible(mask, t, n)).unwrap_or(ctx);
+        let u = softmax_token_update(layer, seen, h)?;
+        *out = *h;
+        upd.apply(out, &u);
+    }
+    let u = softmax_token_update(layer, ctx, query)?;
+    *query_out = *query;
+    upd.apply(query_out, &u);
+    Ok(())
 }
 
 /// The softmax-attention update of one token over the first `visible` projected context tokens.

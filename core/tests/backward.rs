@@ -3,7 +3,8 @@
 mod common;
 use common::*;
 use dualform::backward::{
-    context_state, lsa_backward, lsa_query_backward, query_forward, softmax_backward, softmax_token_backward, LayerGrad,
+    context_state, lsa_backward, lsa_query_backward, query_forward, softmax_backward, softmax_backward_slices,
+    softmax_token_backward, LayerGrad,
 };
 use dualform::*;
 
@@ -297,4 +298,14 @@ fn softmax_token_vjp_checks_lengths_and_handles_an_empty_context() {
     assert_eq!(grad, LayerGrad::zeros(), "nothing accumulated before the check");
     assert_eq!(softmax_token_backward(&layer, &[], &h, &r, &mut grad, None), Ok(r));
     assert_eq!(grad, LayerGrad::zeros());
+    // The layer's slice form refuses output gradients or scratch of another length, before accumulating.
+    let (mut gq, mut g3, mut s3) = (r, [[0.5; 4]; 3], [[0.0; 4]; 3]);
+    let mut run = |gc: &mut [[f64; 4]], s: &mut [[f64; 4]], grad: &mut LayerGrad<f64, 4, 3, 3, 2>| {
+        softmax_backward_slices(&layer, Mask::Full, &ctx, &h, gc, &mut gq, grad, s)
+    };
+    assert_eq!(run(&mut short, &mut s3, &mut grad), Err(Error::LengthMismatch { expected: 3, found: 2 }));
+    assert_eq!(run(&mut g3, &mut short, &mut grad), Err(Error::LengthMismatch { expected: 3, found: 2 }));
+    assert_eq!(grad, LayerGrad::zeros());
+    assert_eq!(run(&mut g3, &mut s3, &mut grad), Ok(()));
+    assert_ne!(grad, LayerGrad::zeros());
 }

@@ -60,6 +60,16 @@ fn check_attention<const E: usize, const DK: usize, const DV: usize, const H: us
         let mut scratch = Box::new(LinearScratch::<f32, N, DK, DV, H>::new());
         softmax_attention(&l32, mask, &Update::residual(), &mut c, &mut q, &mut scratch).unwrap();
         assert_close(&format!("softmax attention f32 {mask:?}"), &flat(&c, &q), &want, 1e-5);
+        // The slice form (keys projected per token, no scratch) gives the same bits, also under another rule.
+        for upd in [Update::residual(), Update { scale: 0.5, first: 2, clip: Some(0.75) }] {
+            let (c_in, q_in) = (cast_tokens::<f32, E, N>(&ctx0), cast::<f32, E>(&q0));
+            let (mut c, mut q) = (c_in, q_in);
+            softmax_attention(&l32, mask, &upd, &mut c, &mut q, &mut scratch).unwrap();
+            let (mut c2, mut q2) = ([[0.0f32; E]; N], [0.0f32; E]);
+            softmax_attention_slices(&l32, mask, &upd, &c_in, &q_in, &mut c2, &mut q2).unwrap();
+            let bits = |c: &[[f32; E]; N], q: &[f32; E]| flat(c, q).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&c2, &q2), bits(&c, &q), "slice form {mask:?} {upd:?}");
+        }
     }
 }
 
@@ -117,10 +127,20 @@ fn non_finite_logits_and_bad_lengths_are_errors() {
     let mut ctx = [[1.0f32, 0.0]];
     let mut q = [1.0f32, 0.0];
     let mut scratch = LinearScratch::<f32, 1, 2, 2, 1>::new();
+    let (c_in, q_in) = (ctx, q);
     assert_eq!(
         softmax_attention(&layer, Mask::Full, &Update::residual(), &mut ctx, &mut q, &mut scratch),
         Err(Error::NonFinite)
     );
+    // The slice form: the same error, and a length mismatch of its output.
+    let (mut c_out, mut q_out) = ([[0.0f32; 2]], [0.0f32; 2]);
+    let slices = |l: &Layer<f32, 2, 2, 2, 1>, c_out: &mut [[f32; 2]], q_out: &mut [f32; 2]| {
+        softmax_attention_slices(l, Mask::Full, &Update::residual(), &c_in, &q_in, c_out, q_out)
+    };
+    assert_eq!(slices(&layer, &mut c_out, &mut q_out), Err(Error::NonFinite));
+    layer.heads[0].w_q[(0, 0)] = 1.0;
+    assert_eq!(slices(&layer, &mut [], &mut q_out), Err(Error::LengthMismatch { expected: 1, found: 0 }));
+    assert_eq!(slices(&layer, &mut c_out, &mut q_out), Ok(()));
 }
 
 #[test]
