@@ -7,7 +7,7 @@
 //! Fits are linear least squares in f64 over tasks the held-out evaluation never sees: the normal equations are
 //! accumulated per chunk of tasks and summed in chunk order (the result does not depend on the thread count).
 
-use crate::net::{Net, Workspace};
+use crate::net::{Forward, Net, SoftmaxNet, Workspace};
 use crate::tasks::TaskSampler;
 use dualform::MergedHead;
 use nalgebra::{DMatrix, DVector};
@@ -168,8 +168,10 @@ pub fn tune_ridge<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream
 /// A model a trained net is compared with: another net, or ridge regression on the context.
 #[derive(Clone, Copy)]
 pub enum Predictor<'a, const E: usize> {
-    /// An attention net (any depth), on the core's kernels.
+    /// An LSA net (any depth), on the core's kernels.
     Net(&'a Net<E>),
+    /// A softmax attention net, on the core's kernels.
+    Softmax(&'a SoftmaxNet<E>),
     /// Ridge regression on each task's context with this penalty (0: least squares).
     Ridge(f64),
 }
@@ -179,6 +181,7 @@ impl<const E: usize> Predictor<'_, E> {
     pub fn workspace(&self, n: usize) -> Option<Workspace<E>> {
         match self {
             Predictor::Net(net) => Some(net.workspace(n)),
+            Predictor::Softmax(net) => Some(net.workspace(n)),
             Predictor::Ridge(_) => None,
         }
     }
@@ -190,16 +193,20 @@ impl<const E: usize> Predictor<'_, E> {
         query: &[f32; E],
         ws: &mut Option<Workspace<E>>,
     ) -> (f64, Vec<f64>) {
-        match (self, ws) {
-            (Predictor::Net(net), Some(ws)) => {
-                let (y, g) = net.forward_backward(ctx, query, ws, |_| 1.0, None);
-                (y as f64, g[..E - 1].iter().map(|v| *v as f64).collect())
-            }
-            (Predictor::Net(net), ws @ None) => {
-                *ws = Some(net.workspace(ctx.len()));
-                self.predict_with_sensitivity(ctx, query, ws)
-            }
-            (Predictor::Ridge(lambda), _) => {
+        fn attention<const E: usize, F: Forward<E>>(
+            net: &F,
+            ctx: &[[f32; E]],
+            query: &[f32; E],
+            ws: &mut Option<Workspace<E>>,
+        ) -> (f64, Vec<f64>) {
+            let ws = ws.get_or_insert_with(|| net.workspace(ctx.len()));
+            let (y, g) = net.forward_backward(ctx, query, ws, |_| 1.0, None);
+            (y as f64, g[..E - 1].iter().map(|v| *v as f64).collect())
+        }
+        match self {
+            Predictor::Net(net) => attention(*net, ctx, query, ws),
+            Predictor::Softmax(net) => attention(*net, ctx, query, ws),
+            Predictor::Ridge(lambda) => {
                 let w = ridge_weights(ctx, E - 1, *lambda);
                 let pred = (0..E - 1).map(|j| w[j] * query[j] as f64).sum();
                 (pred, w.as_slice().to_vec())

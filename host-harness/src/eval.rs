@@ -7,7 +7,7 @@
 //! diff `|g_a - g_b|`. Each with a 95% interval over tasks ([`Stat`]).
 
 use crate::baselines::Predictor;
-use crate::net::{Net, Workspace};
+use crate::net::{Forward, Net, Workspace};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,8 @@ pub fn compare<const E: usize>(
 }
 
 /// The loss after each of the net's applications (the per-layer readout of the query's prediction).
-pub fn readout_losses<const E: usize>(
-    net: &Net<E>,
+pub fn readout_losses<const E: usize, F: Forward<E>>(
+    net: &F,
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,
@@ -138,7 +138,13 @@ pub fn readout_losses<const E: usize>(
 }
 
 /// The loss of `net` alone.
-pub fn loss<const E: usize>(net: &Net<E>, sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
+pub fn loss<const E: usize, F: Forward<E>>(
+    net: &F,
+    sampler: &TaskSampler,
+    seed: u64,
+    first_stream: u64,
+    count: usize,
+) -> Stat {
     let rows: Vec<f64> = sampler
         .par_chunks::<E, (Vec<f64>, Workspace<E>)>(
             seed,

@@ -3,8 +3,8 @@
 //! references on tuning tasks).
 
 use crate::model::Model;
+use crate::net::Forward;
 use crate::tasks::TaskSampler;
-use dualform::MergedHead;
 use serde::{Deserialize, Serialize};
 
 /// AdamW settings. [`AdamW::reference`] holds the reference constants (shared/DESIGN.md).
@@ -139,7 +139,7 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
     validation: Option<Validation>,
 ) -> FitReport {
     let p = model.params().len();
-    let heads = model.net().heads().len();
+    let zero = model.net().zero_grads();
     let initial_loss = mean_loss(model, sampler, seed, stream, count);
     let mut loss = initial_loss;
     let mut trajectory = vec![(model.params(), loss)];
@@ -152,22 +152,14 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
         let net = model.net();
         let m = &*model;
         // Per chunk: J^T J, J^T r, and the per-task buffers (no allocation per task).
-        type Acc<const E: usize> = (Vec<f64>, Vec<f64>, crate::net::Workspace<E>, Vec<MergedHead<f32, E>>, Vec<f32>);
-        let parts = sampler.par_chunks::<E, Acc<E>>(
+        type Acc<const E: usize, G> = (Vec<f64>, Vec<f64>, crate::net::Workspace<E>, Vec<G>, Vec<f32>);
+        let parts = sampler.par_chunks::<E, Acc<E, <M::Net as Forward<E>>::Grad>>(
             seed,
             stream,
             count,
-            || {
-                (
-                    vec![0.0; p * p],
-                    vec![0.0; p],
-                    net.workspace(sampler.n),
-                    vec![MergedHead::zeros(); heads],
-                    vec![0.0; p],
-                )
-            },
+            || (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n), zero.clone(), vec![0.0; p]),
             |(jtj, jtr, ws, merged, row), c, q, y| {
-                merged.iter_mut().for_each(|g| *g = MergedHead::zeros());
+                merged.clone_from_slice(&zero);
                 row.fill(0.0);
                 let (y_hat, _) = net.forward_backward(c, q, ws, |_| 1.0, Some(merged));
                 m.pullback(merged, row);

@@ -1,8 +1,8 @@
 //! Training any [`Model`] on fresh tasks with the core's forward and backward kernels: AdamW with global-norm
 //! clipping, parallel over the batch.
 //!
-//! Each step runs [`Net::forward_backward`](crate::net::Net::forward_backward) per task, sums the merged head
-//! gradients `(dA, dB)` per chunk, sums chunks in order, maps the sum to the model's parameters once
+//! Each step runs [`Forward::forward_backward`] per task, sums the parameter-group gradients (merged heads
+//! `(dA, dB)`, or softmax layers) per chunk, sums chunks in order, maps the sum to the model's parameters once
 //! ([`Model::pullback`]), and divides by the batch size. The single layer takes the core's query-only kernel, deep and
 //! recurrent models the full-layer kernel; per-task work is allocation-free (one workspace per chunk).
 //!
@@ -11,10 +11,10 @@
 //! after any step are a function of the seed alone, whatever the number of threads.
 
 use crate::model::Model;
+use crate::net::Forward;
 use crate::optim::{clip_global_norm, AdamState, AdamW};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
-use dualform::MergedHead;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -68,23 +68,22 @@ pub fn batch_gradient<const E: usize, M: Model<E>>(
     batch: usize,
 ) -> (Vec<f32>, f64) {
     let net = model.net();
-    let heads = net.heads().len();
-    let parts = sampler.par_chunks::<E, (Vec<MergedHead<f32, E>>, f64, crate::net::Workspace<E>)>(
+    let zero = net.zero_grads();
+    let parts = sampler.par_chunks::<E, (Vec<<M::Net as Forward<E>>::Grad>, f64, crate::net::Workspace<E>)>(
         seed,
         streams::batch(step, batch),
         batch,
-        || (vec![MergedHead::zeros(); heads], 0.0, net.workspace(sampler.n)),
+        || (zero.clone(), 0.0, net.workspace(sampler.n)),
         |(g, loss, ws), ctx, query, y| {
             let (y_hat, _) = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(g));
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         },
     );
-    let mut merged = vec![MergedHead::<f32, E>::zeros(); heads];
+    let mut merged = zero;
     let mut loss = 0.0f64;
     for (g, l, _) in &parts {
         for (m, p) in merged.iter_mut().zip(g) {
-            m.a += p.a;
-            m.b += p.b;
+            <M::Net as Forward<E>>::add_grad(m, p);
         }
         loss += l;
     }

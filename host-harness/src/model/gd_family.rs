@@ -2,7 +2,7 @@
 //! rate and an input transformation per step): the references the trained models are compared with.
 
 use super::Model;
-use crate::net::Net;
+use crate::net::{Forward, Net};
 use crate::HarnessError;
 use dualform::nalgebra::SMatrix;
 use dualform::{gd_layer, gdpp_layer, MergedHead, Update};
@@ -96,6 +96,8 @@ impl<const D: usize, const E: usize> GdFamily<D, E> {
 }
 
 impl<const D: usize, const E: usize> Model<E> for GdFamily<D, E> {
+    type Net = Net<E>;
+
     fn net(&self) -> &Net<E> {
         &self.net
     }

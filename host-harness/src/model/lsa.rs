@@ -2,7 +2,7 @@
 //! layers, or one layer applied K times), with the reference initialisation and the `dualform-lsa-v1` file format.
 
 use super::Model;
-use crate::net::Net;
+use crate::net::{Forward, Net};
 use crate::HarnessError;
 use dualform::{Head, MergedHead, Update};
 use dualform_tensors::Tensor;
@@ -33,7 +33,7 @@ fn head_slices_mut<const E: usize>(h: &mut LsaHead<E>) -> [&mut [f32]; 4] {
 }
 
 /// Row-major values of a column-major E x E matrix.
-fn row_major<const E: usize>(col_major: &[f32]) -> Vec<f32> {
+pub(crate) fn row_major<const E: usize>(col_major: &[f32]) -> Vec<f32> {
     (0..E * E).map(|k| col_major[(k % E) * E + k / E]).collect()
 }
 
@@ -150,6 +150,8 @@ pub fn load_head<const E: usize>(path: &Path) -> Result<(LsaHead<E>, String), Ha
 pub const LSA_FORMAT: &str = "dualform-lsa-v1";
 
 impl<const E: usize> Model<E> for Lsa<E> {
+    type Net = Net<E>;
+
     fn net(&self) -> &Net<E> {
         &self.net
     }

@@ -1,37 +1,43 @@
-//! Models the harness trains, fits and compares: a parameterisation of a [`Net`].
+//! Models the harness trains, fits and compares: a parameterisation of a forward structure
+//! ([`Forward`]: an LSA [`Net`](crate::net::Net) or a [`SoftmaxNet`](crate::net::SoftmaxNet)).
 //!
 //! A [`Model`] exposes its parameters as one flat `f32` vector (what Adam, clipping and the least-squares fitter
-//! work on), maps the per-head merged gradients `(dL/dA, dL/dB)` of its net back to that vector ([`Model::pullback`],
-//! the chain rule written once per parameterisation), and lists its tensors for saving. Two parameterisations:
+//! work on), maps the gradients of its net's parameter groups (merged heads `(dL/dA, dL/dB)`, or softmax layers) back
+//! to that vector ([`Model::pullback`], the chain rule written once per parameterisation), and lists its tensors for
+//! saving. Three parameterisations:
 //! - [`Lsa`]: full LSA weights `W_Q, W_K, W_V, P` per distinct layer (the trained models: one layer, K distinct
 //!   layers, or one layer applied K times);
+//! - [`Softmax`]: softmax attention layers (the `softmax` experiment);
 //! - [`GdFamily`]: the core's GD / GD++ constructions with a few free scalars (one shared rate, a rate per step,
 //!   or a rate and an input-transformation `gamma` per step), the references the trained models are compared with.
 
 mod gd_family;
 mod lsa;
+mod softmax;
 
 pub use gd_family::{GdFamily, GdKind};
 pub use lsa::{load_head, Lsa, LsaHead, LSA_FORMAT, LSA_NAMES};
+pub use softmax::{Softmax, SOFTMAX_FORMAT};
 
-use crate::net::Net;
+use crate::net::Forward;
 use crate::HarnessError;
-use dualform::MergedHead;
 use dualform_tensors::Tensor;
 use std::collections::BTreeMap;
 
 /// A trainable or fittable parameterisation of a [`Net`].
 pub trait Model<const E: usize>: Clone + Send + Sync + 'static {
+    /// The forward structure it parameterises.
+    type Net: Forward<E>;
     /// The forward structure with the current parameters.
-    fn net(&self) -> &Net<E>;
+    fn net(&self) -> &Self::Net;
     /// The parameters, flat, in the model's fixed order.
     fn params(&self) -> Vec<f32>;
     /// Sets the parameters (a slice as long as [`Model::params`]; extra values are ignored, missing ones keep
     /// their value) and rebuilds the net.
     fn set_params(&mut self, p: &[f32]);
     /// Adds into `out` (as long as [`Model::params`]) the gradient of the parameters given the gradients of the
-    /// net's merged heads.
-    fn pullback(&self, merged: &[MergedHead<f32, E>], out: &mut [f32]);
+    /// net's parameter groups (merged heads of a [`Net`](crate::net::Net), layers of a softmax net).
+    fn pullback(&self, grads: &[<Self::Net as Forward<E>>::Grad], out: &mut [f32]);
     /// The tensors that describe the model, for saving.
     fn tensors(&self) -> Vec<Tensor>;
     /// Facts a reader of the saved file needs (merged into the file's metadata).
@@ -70,7 +76,7 @@ mod tests {
             let mut ws = m.net().workspace(6);
             tasks.iter().map(|(c, q, y)| 0.5 * ((m.net().predict(c, q, &mut ws, None) - y) as f64).powi(2)).sum()
         };
-        let mut merged = vec![MergedHead::zeros(); m.net().heads().len()];
+        let mut merged = m.net().zero_grads();
         let mut ws = m.net().workspace(6);
         for (c, q, y) in &tasks {
             m.net().forward_backward(c, q, &mut ws, |yh| yh - y, Some(&mut merged));
@@ -113,6 +119,12 @@ mod tests {
         let mut rec = Lsa::<5>::init(&mut rng, 1, vec![0, 0, 0], Update { scale: 0.75, first: 4, clip: None }).unwrap();
         scale(&mut rec);
         check_pullback(rec, "recurrent, y only, damped");
+        for layers in [1, 2] {
+            let mut m = Softmax::<5>::init(&mut rng, layers);
+            let p: Vec<f32> = m.params().iter().map(|v| v * 40.0).collect();
+            m.set_params(&p);
+            check_pullback(m, &format!("softmax, {layers} layers"));
+        }
         for kind in [GdKind::SharedRate, GdKind::PerStep, GdKind::PlusPlus, GdKind::PlusPlusShared] {
             let mut m = GdFamily::<4, 5>::new(kind, 3, 6, 2.0).unwrap();
             let p: Vec<f32> =

@@ -1,4 +1,4 @@
-//! The forward structure every model and every reference shares: merged LSA heads (`A = W_K^T W_Q`, `B = P W_V`)
+//! [`Net`], the forward structure of every LSA model and reference: merged LSA heads (`A = W_K^T W_Q`, `B = P W_V`)
 //! applied to the tokens in a schedule, with one update rule, and the prediction read from the query.
 //!
 //! K distinct layers are K heads applied once each; a recurrent model is one head applied K times; the GD
@@ -12,6 +12,7 @@
 //! The prediction is `y_hat = -h_query[last]`; [`Net::forward_backward`] also returns `dL/dh_query` for a seed
 //! `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for seed 1.
 
+use super::{Forward, Workspace};
 use dualform::{LayerCache, MergedHead, Update};
 
 /// Merged heads, the order they are applied in, and the update rule.
@@ -20,17 +21,6 @@ pub struct Net<const E: usize> {
     heads: Vec<MergedHead<f32, E>>,
     schedule: Vec<usize>,
     update: Update<f32>,
-}
-
-/// Per-task scratch for [`Net`]: the tokens after every application, the caches of the backward, token gradients.
-/// Make one per thread or chunk with [`Net::workspace`]; it grows to any context length it meets.
-#[derive(Clone, Debug, Default)]
-pub struct Workspace<const E: usize> {
-    tokens: Vec<[f32; E]>,
-    caches: Vec<LayerCache<f32, E>>,
-    grads: Vec<[f32; E]>,
-    /// Head gradients nobody asked for (a forward-backward for the sensitivity only).
-    spare: Vec<MergedHead<f32, E>>,
 }
 
 /// Why a [`Net`] cannot be built.
@@ -89,11 +79,6 @@ impl<const E: usize> Net<E> {
         &self.update
     }
 
-    /// Number of layer applications.
-    pub fn applications(&self) -> usize {
-        self.schedule.len()
-    }
-
     /// The same heads applied `applications` times in a cycle, with another rule (for example the trained layer
     /// iterated with damping).
     pub fn repeated(&self, applications: usize, update: Update<f32>) -> Result<Self, NetError> {
@@ -103,17 +88,6 @@ impl<const E: usize> Net<E> {
 
     fn query_only(&self) -> bool {
         self.schedule.len() == 1 && self.update == Update::residual()
-    }
-
-    /// A workspace for contexts of `n` pairs.
-    pub fn workspace(&self, n: usize) -> Workspace<E> {
-        let k = self.schedule.len();
-        Workspace {
-            tokens: vec![[0.0; E]; (k + 1) * (n + 1)],
-            caches: vec![LayerCache::zeros(); k],
-            grads: vec![[0.0; E]; n + 1],
-            spare: vec![MergedHead::zeros(); self.heads.len()],
-        }
     }
 
     /// Runs every application on a copy of the tokens; afterwards application `k`'s output tokens are
@@ -142,16 +116,39 @@ impl<const E: usize> Net<E> {
         }
         true
     }
+}
+
+impl<const E: usize> Forward<E> for Net<E> {
+    type Grad = MergedHead<f32, E>;
+
+    fn zero_grads(&self) -> Vec<MergedHead<f32, E>> {
+        vec![MergedHead::zeros(); self.heads.len()]
+    }
+
+    fn add_grad(into: &mut MergedHead<f32, E>, from: &MergedHead<f32, E>) {
+        into.a += from.a;
+        into.b += from.b;
+    }
+
+    fn applications(&self) -> usize {
+        self.schedule.len()
+    }
+
+    /// A workspace for contexts of `n` pairs.
+    fn workspace(&self, n: usize) -> Workspace<E> {
+        let k = self.schedule.len();
+        Workspace {
+            tokens: vec![[0.0; E]; (k + 1) * (n + 1)],
+            caches: vec![LayerCache::zeros(); k],
+            grads: vec![[0.0; E]; n + 1],
+            back: Vec::new(),
+            spare: vec![MergedHead::zeros(); self.heads.len()],
+        }
+    }
 
     /// The prediction for one task; when `readout` is given, it receives the prediction after each application
     /// (its first `applications()` entries).
-    pub fn predict(
-        &self,
-        ctx: &[[f32; E]],
-        query: &[f32; E],
-        ws: &mut Workspace<E>,
-        readout: Option<&mut [f32]>,
-    ) -> f32 {
+    fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32 {
         if self.query_only() {
             let y = self.heads[0].predict::<1>(ctx, query)[0];
             if let Some(first) = readout.and_then(|r| r.first_mut()) {
@@ -173,7 +170,7 @@ impl<const E: usize> Net<E> {
 
     /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds each head's
     /// `(dL/dA, dL/dB)` into `grads` (one entry per head) when given, and returns `(y_hat, dL/dh_query)`.
-    pub fn forward_backward(
+    fn forward_backward(
         &self,
         ctx: &[[f32; E]],
         query: &[f32; E],
@@ -210,7 +207,7 @@ impl<const E: usize> Net<E> {
         }
         let (n, k) = (ctx.len(), self.schedule.len());
         let stride = n + 1;
-        let Workspace { tokens, caches, grads: g, spare } = ws;
+        let Workspace { tokens, caches, grads: g, spare, .. } = ws;
         let y_hat = -tokens[(k + 1) * stride - 1][E - 1];
         let g = &mut g[..stride];
         g.fill([0.0; E]);

@@ -1,0 +1,58 @@
+//! The forward structures the harness trains and compares, behind one interface ([`Forward`]): a prediction and
+//! its exact backward per task on the core's kernels.
+//!
+//! - [`Net`] ([`merged`]): merged LSA heads in a schedule with an update rule (every LSA model and every GD
+//!   reference);
+//! - [`SoftmaxNet`] ([`softmax`]): softmax attention layers, each with [`SOFTMAX_HEADS`] heads.
+//!
+//! The prediction is `y_hat = -h_query[last]` for both; [`Forward::forward_backward`] also returns `dL/dh_query`
+//! for a seed `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for
+//! seed 1.
+
+pub mod merged;
+pub mod softmax;
+
+pub use merged::{Net, NetError};
+pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
+
+use dualform::{LayerCache, MergedHead};
+
+/// A model's forward and backward per task.
+pub trait Forward<const E: usize>: Clone + Send + Sync {
+    /// The gradient of one parameter group (a head of a [`Net`], a layer of a [`SoftmaxNet`]).
+    type Grad: Clone + Send + Sync;
+    /// Zero gradients, one per parameter group.
+    fn zero_grads(&self) -> Vec<Self::Grad>;
+    /// `into += from`.
+    fn add_grad(into: &mut Self::Grad, from: &Self::Grad);
+    /// Number of layer applications (the length of a readout).
+    fn applications(&self) -> usize;
+    /// A workspace for contexts of `n` pairs.
+    fn workspace(&self, n: usize) -> Workspace<E>;
+    /// The prediction for one task; when `readout` is given, it receives the prediction after each application
+    /// (its first `applications()` entries).
+    fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32;
+    /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds the
+    /// parameter gradients into `grads` (one entry per group) when given, and returns `(y_hat, dL/dh_query)`.
+    fn forward_backward(
+        &self,
+        ctx: &[[f32; E]],
+        query: &[f32; E],
+        ws: &mut Workspace<E>,
+        seed: impl FnOnce(f32) -> f32,
+        grads: Option<&mut [Self::Grad]>,
+    ) -> (f32, [f32; E]);
+}
+
+/// Per-task scratch for a [`Forward`]: the tokens after every application, the caches of the backward, token
+/// gradients. Make one per thread or chunk with [`Forward::workspace`]; it grows to any context length it meets.
+#[derive(Clone, Debug, Default)]
+pub struct Workspace<const E: usize> {
+    tokens: Vec<[f32; E]>,
+    caches: Vec<LayerCache<f32, E>>,
+    grads: Vec<[f32; E]>,
+    /// Token gradients of a layer's input while its output's are read (softmax layers).
+    back: Vec<[f32; E]>,
+    /// Head gradients nobody asked for (a forward-backward for the sensitivity only).
+    spare: Vec<MergedHead<f32, E>>,
+}
