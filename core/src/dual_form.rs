@@ -98,10 +98,10 @@ impl<T: Real, const DK: usize, const DV: usize> DaiSplit<T, DK, DV> {
 }
 
 /// Splits `head`'s relaxed attention over demonstrations `demos` and query-part tokens `zs`.
-pub fn dai_split<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+pub fn dai_split<T: Real, const E: usize, const DK: usize, const DV: usize>(
     head: &Head<T, E, DK, DV>,
-    demos: &[[T; E]; ND],
-    zs: &[[T; E]; NZ],
+    demos: &[[T; E]],
+    zs: &[[T; E]],
 ) -> DaiSplit<T, DK, DV> {
     let outer_sum = |tokens: &[[T; E]]| {
         let mut m = zeros::<T, DV, DK>();
@@ -114,10 +114,10 @@ pub fn dai_split<T: Real, const E: usize, const DK: usize, const DV: usize, cons
 }
 
 /// Keys and values of all tokens `[demos, zs]` for one head.
-fn keys_values<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+fn keys_values<T: Real, const E: usize, const DK: usize, const DV: usize>(
     head: &Head<T, E, DK, DV>,
-    demos: &[[T; E]; ND],
-    zs: &[[T; E]; NZ],
+    demos: &[[T; E]],
+    zs: &[[T; E]],
     mut f: impl FnMut([T; DK], [T; DV]),
 ) {
     for e in demos.iter().chain(zs.iter()) {
@@ -127,17 +127,10 @@ fn keys_values<T: Real, const E: usize, const DK: usize, const DV: usize, const 
 
 /// Relaxed linear attention for the query token `x`, computed directly as `sum_j (q . k_j) v_j` over all tokens
 /// (the left-hand side of the Dai split).
-pub fn relaxed_attention<
-    T: Real,
-    const E: usize,
-    const DK: usize,
-    const DV: usize,
-    const ND: usize,
-    const NZ: usize,
->(
+pub fn relaxed_attention<T: Real, const E: usize, const DK: usize, const DV: usize>(
     head: &Head<T, E, DK, DV>,
-    demos: &[[T; E]; ND],
-    zs: &[[T; E]; NZ],
+    demos: &[[T; E]],
+    zs: &[[T; E]],
     x: &[T; E],
 ) -> [T; DV] {
     let q = matvec(&head.w_q, x);
@@ -149,20 +142,13 @@ pub fn relaxed_attention<
 /// Relative error `||A_softmax - A_relaxed|| / ||A_softmax||` of the first-order relaxation of softmax attention
 /// for the query token `x` (see the module docs). Errors: [`Error::Empty`] for no tokens, [`Error::NonFinite`]
 /// for a non-finite logit, [`Error::ZeroNormaliser`] if `||A_softmax||` or the relaxed normaliser is zero.
-pub fn softmax_relaxation_error<
-    T: Real,
-    const E: usize,
-    const DK: usize,
-    const DV: usize,
-    const ND: usize,
-    const NZ: usize,
->(
+pub fn softmax_relaxation_error<T: Real, const E: usize, const DK: usize, const DV: usize>(
     head: &Head<T, E, DK, DV>,
-    demos: &[[T; E]; ND],
-    zs: &[[T; E]; NZ],
+    demos: &[[T; E]],
+    zs: &[[T; E]],
     x: &[T; E],
 ) -> Result<T, Error> {
-    if ND == 0 && NZ == 0 {
+    if demos.is_empty() && zs.is_empty() {
         return Err(Error::Empty);
     }
     let q = matvec(&head.w_q, x);
@@ -228,10 +214,10 @@ pub struct DemoEffect<T, const DV: usize> {
 /// logits `q . k / sqrt(DK)` (as in [`crate::softmax_attention`]; with no `zs` tokens `Attn(zs; q)` is 0), against
 /// `dW_ICL q` of [`dai_split`]. Errors: [`Error::NonFinite`] for a
 /// non-finite logit, [`Error::ZeroNormaliser`] when the change or `dW_ICL q` is zero (no direction to compare).
-pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize, const ND: usize, const NZ: usize>(
+pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize>(
     head: &Head<T, E, DK, DV>,
-    demos: &[[T; E]; ND],
-    zs: &[[T; E]; NZ],
+    demos: &[[T; E]],
+    zs: &[[T; E]],
     x: &[T; E],
 ) -> Result<DemoEffect<T, DV>, Error> {
     let q = matvec(&head.w_q, x);
@@ -244,7 +230,7 @@ pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize
         if status.is_ok() {
             status = all.push(s, &v);
         }
-        if status.is_ok() && seen >= ND {
+        if status.is_ok() && seen >= demos.len() {
             status = zero_shot.push(s, &v);
         }
         seen += 1;

@@ -192,11 +192,31 @@ pub fn assess<const D: usize, const E: usize>(
     refs: &References<E>,
     held: Held<'_>,
 ) -> Result<Assessment, HarnessError> {
+    let fits: Vec<(f64, f64)> = models
+        .iter()
+        .map(|m| match read_gd_f64::<D, E>(&m.heads()[0], held.sampler.n) {
+            Ok(fit) => (fit.functional, fit.dead),
+            Err(_) => (f64::NAN, f64::NAN),
+        })
+        .collect();
+    let preds: Vec<Predictor<'_, E>> = models.iter().map(|m| Predictor::Net(m)).collect();
+    Ok(assess_predictors(&preds, Some(&fits), refs, held))
+}
+
+/// Assesses any one-layer models (one per seed) against `refs`; `weights` holds each model's functional residual
+/// and dead-block norm where the model has LSA weights to read (`None`: the weight rule does not apply, and the
+/// residuals are reported as NaN).
+pub fn assess_predictors<const E: usize>(
+    models: &[Predictor<'_, E>],
+    weights: Option<&[(f64, f64)]>,
+    refs: &References<E>,
+    held: Held<'_>,
+) -> Assessment {
     let Held { sampler, seed, count } = held;
     let list = refs.list();
     let preds: Vec<Predictor<'_, E>> = list.iter().map(|(_, _, p)| *p).collect();
     let compare = |a: Predictor<'_, E>| compare_predictors(a, &preds, sampler, seed, streams::EVAL, count);
-    let per_seed: Vec<Vec<Comparison>> = models.iter().map(|m| compare(Predictor::Net(m))).collect();
+    let per_seed: Vec<Vec<Comparison>> = models.iter().map(|m| compare(*m)).collect();
     let to_gd = compare(Predictor::Net(&refs.gd));
     let to_pgd = compare(Predictor::Net(&refs.preconditioned));
     let agreements = list
@@ -218,24 +238,14 @@ pub fn assess<const D: usize, const E: usize>(
         })
         .collect::<Vec<_>>();
     let loss_per_seed: Vec<Stat> = per_seed.iter().map(|c| c[0].loss_a).collect();
-    let mut residual_per_seed = Vec::new();
-    let mut dead_per_seed = Vec::new();
-    for m in models {
-        match read_gd_f64::<D, E>(&m.heads()[0], sampler.n) {
-            Ok(fit) => {
-                residual_per_seed.push(fit.functional);
-                dead_per_seed.push(fit.dead);
-            }
-            Err(_) => {
-                residual_per_seed.push(f64::NAN);
-                dead_per_seed.push(f64::NAN);
-            }
-        }
-    }
+    let (residual_per_seed, dead_per_seed): (Vec<f64>, Vec<f64>) = match weights {
+        Some(w) => w.iter().copied().unzip(),
+        None => (vec![f64::NAN; models.len()], vec![f64::NAN; models.len()]),
+    };
     let residual = residual_per_seed.iter().sum::<f64>() / residual_per_seed.len().max(1) as f64;
     let loss = over_seeds(&loss_per_seed);
-    let ruling = rule(&loss, &agreements, residual);
-    Ok(Assessment { loss, loss_per_seed, agreements, residual_per_seed, dead_per_seed, residual, ruling })
+    let ruling = rule(&loss, &agreements, weights.map(|_| residual));
+    Assessment { loss, loss_per_seed, agreements, residual_per_seed, dead_per_seed, residual, ruling }
 }
 
 #[cfg(test)]

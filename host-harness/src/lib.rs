@@ -23,6 +23,7 @@ pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod references;
+pub mod relaxation;
 pub mod report;
 pub mod settings;
 pub mod stats;

@@ -8,7 +8,8 @@
 //!    are themselves closer to C than the model is (their Preds diff to C below the upper end of the model's) cannot
 //!    be told apart from C at this precision and are set aside (they are listed in the verdict);
 //! 3. for plain GD only: its functional GD-family residual (the weight blocks that reach the prediction) is at most
-//!    0.1.
+//!    0.1. This rule reads LSA weights; for a model that has none to read (softmax attention) it does not apply, and
+//!    the verdict says that its identification rests on behaviour alone.
 //!
 //! The outcome is the first that holds of: implements GD; implements preconditioned GD; "matches GD's loss,
 //! algorithm not identified" (loss within 3% of GD's or below it); "does not match". Intervals combine training
@@ -105,7 +106,7 @@ fn candidate(
     role: Role,
     model_loss: &Stat,
     agreements: &[Agreement],
-    functional_residual: f64,
+    functional_residual: Option<f64>,
 ) -> Option<(Vec<Check>, Vec<String>)> {
     let c = agreements.iter().find(|a| a.role == role)?;
     let tag = role.id();
@@ -129,7 +130,7 @@ fn candidate(
             0.0,
         ));
     }
-    if role == Role::Gd {
+    if let (Role::Gd, Some(functional_residual)) = (role, functional_residual) {
         checks.push(Check::at_most(
             "functional_residual",
             "functional GD-family residual of the weights",
@@ -155,8 +156,8 @@ impl Role {
 }
 
 /// Applies the rules to a model with loss `model_loss`, its agreement with every reference, and its functional
-/// GD-family residual.
-pub fn rule(model_loss: &Stat, agreements: &[Agreement], functional_residual: f64) -> Ruling {
+/// GD-family residual (`None` for a model without LSA weights: rule 3 does not apply).
+pub fn rule(model_loss: &Stat, agreements: &[Agreement], functional_residual: Option<f64>) -> Ruling {
     let gd = candidate(Role::Gd, model_loss, agreements, functional_residual);
     let pgd = candidate(Role::Preconditioned, model_loss, agreements, functional_residual);
     let all_pass = |c: &Option<(Vec<Check>, Vec<String>)>| c.as_ref().is_some_and(|(k, _)| k.iter().all(|x| x.passed));
@@ -180,9 +181,17 @@ pub fn rule(model_loss: &Stat, agreements: &[Agreement], functional_residual: f6
         } else {
             ""
         };
+        let behaviour = if functional_residual.is_none() {
+            " (by behaviour alone: this model has no LSA weights for the weight rule to read)"
+        } else {
+            ""
+        };
         return Ruling {
             outcome: Outcome::ImplementsGd,
-            sentence: format!("IMPLEMENTS GD: closer to one GD step than to every alternative{}{note}", aside(c)),
+            sentence: format!(
+                "IMPLEMENTS GD: closer to one GD step than to every alternative{}{note}{behaviour}",
+                aside(c)
+            ),
             checks: c.0.clone(),
         };
     }

@@ -23,6 +23,7 @@ pub mod preconditioned;
 pub mod recurrent;
 mod runner;
 pub mod single_layer;
+pub mod softmax;
 pub mod trained;
 
 pub use runner::{overview, run_experiment, Cache, Progress, Run, Summary};
@@ -44,6 +45,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &Registered::<gd_plus_plus::GdPlusPlus>(PhantomData),
     &Registered::<interpolate::Interpolate>(PhantomData),
     &Registered::<ood::Ood>(PhantomData),
+    &Registered::<softmax::SoftmaxExperiment>(PhantomData),
 ];
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.

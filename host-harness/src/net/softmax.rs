@@ -37,6 +37,22 @@ impl<const E: usize> SoftmaxNet<E> {
         &mut self.layers
     }
 
+    /// Every layer's input tokens for one task, layer after layer (`(n + 1)` tokens each: context, then query), or
+    /// `None` on a non-finite logit.
+    pub fn layer_inputs<'w>(
+        &self,
+        ctx: &[[f32; E]],
+        query: &[f32; E],
+        ws: &'w mut Workspace<E>,
+    ) -> Option<&'w [[f32; E]]> {
+        let len = self.layers.len() * (ctx.len() + 1);
+        if self.run_all(ctx, query, ws) {
+            ws.tokens.get(..len)
+        } else {
+            None
+        }
+    }
+
     /// Runs every layer but the last on all tokens and the last on the query; afterwards layer `k`'s output tokens
     /// are `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last, only the query). False on a non-finite logit.
     fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
