@@ -176,12 +176,13 @@ pub struct Assessment {
     pub loss_per_seed: Vec<Stat>,
     /// Agreement with every reference.
     pub agreements: Vec<Agreement>,
-    /// Functional GD-family residual of each model.
+    /// Functional GD-family residual of each model (empty for models without LSA weights).
     pub residual_per_seed: Vec<f64>,
-    /// Norm of the dead blocks of each model, relative like the residual.
+    /// Norm of the dead blocks of each model, relative like the residual (empty likewise).
     pub dead_per_seed: Vec<f64>,
-    /// The functional residual, mean over seeds.
-    pub residual: f64,
+    /// The functional residual, mean over seeds (`None` for models without LSA weights: the weight rule does not
+    /// apply).
+    pub residual: Option<f64>,
     /// The rules' answer.
     pub ruling: Ruling,
 }
@@ -204,8 +205,8 @@ pub fn assess<const D: usize, const E: usize>(
 }
 
 /// Assesses any one-layer models (one per seed) against `refs`; `weights` holds each model's functional residual
-/// and dead-block norm where the model has LSA weights to read (`None`: the weight rule does not apply, and the
-/// residuals are reported as NaN).
+/// and dead-block norm where the model has LSA weights to read (`None`: the weight rule does not apply, and no
+/// residuals are reported).
 pub fn assess_predictors<const E: usize>(
     models: &[Predictor<'_, E>],
     weights: Option<&[(f64, f64)]>,
@@ -238,13 +239,10 @@ pub fn assess_predictors<const E: usize>(
         })
         .collect::<Vec<_>>();
     let loss_per_seed: Vec<Stat> = per_seed.iter().map(|c| c[0].loss_a).collect();
-    let (residual_per_seed, dead_per_seed): (Vec<f64>, Vec<f64>) = match weights {
-        Some(w) => w.iter().copied().unzip(),
-        None => (vec![f64::NAN; models.len()], vec![f64::NAN; models.len()]),
-    };
-    let residual = residual_per_seed.iter().sum::<f64>() / residual_per_seed.len().max(1) as f64;
+    let (residual_per_seed, dead_per_seed): (Vec<f64>, Vec<f64>) = weights.unwrap_or_default().iter().copied().unzip();
+    let residual = weights.map(|_| residual_per_seed.iter().sum::<f64>() / residual_per_seed.len().max(1) as f64);
     let loss = over_seeds(&loss_per_seed);
-    let ruling = rule(&loss, &agreements, weights.map(|_| residual));
+    let ruling = rule(&loss, &agreements, residual);
     Assessment { loss, loss_per_seed, agreements, residual_per_seed, dead_per_seed, residual, ruling }
 }
 

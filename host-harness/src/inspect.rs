@@ -181,7 +181,7 @@ pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<I
     }
     head.row(vec!["loss".into(), assessment.loss.show()]);
     head.row(vec!["closest GD rate".into(), fmt_num(eta)]);
-    head.row(vec!["functional GD-family residual".into(), fmt_num(assessment.residual)]);
+    head.row(vec!["functional GD-family residual".into(), fmt_num(assessment.residual.unwrap_or(f64::NAN))]);
     head.row(vec![
         "dead blocks (never reach the prediction)".into(),
         fmt_num(assessment.dead_per_seed.first().copied().unwrap_or(f64::NAN)),

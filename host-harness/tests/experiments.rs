@@ -3,7 +3,7 @@
 
 mod common;
 
-use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer};
+use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer, softmax};
 use dualform_harness::report::{read, Report, Tables};
 use dualform_harness::verdict::{Outcome, Role};
 use serde::de::DeserializeOwned;
@@ -172,9 +172,57 @@ fn quick_ood() {
 }
 
 #[test]
+fn quick_softmax() {
+    let r: Report<softmax::Settings, softmax::Results> = report("softmax");
+    let res = &r.results;
+    assert_eq!(res.depths.iter().map(|d| d.layers).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((res.heads, res.seeds.len()), (2, 2));
+    for d in &res.depths {
+        assert_eq!(d.loss_per_seed.len(), 2);
+        assert_eq!(d.readout.len(), d.layers);
+        // The loss after the last layer is the first seed's loss.
+        assert!((d.readout[d.layers - 1].mean - d.loss_per_seed[0].mean).abs() < 1e-9);
+        assert_eq!(d.relaxation.iter().map(|x| x.layer).collect::<Vec<_>>(), (1..=d.layers).collect::<Vec<_>>());
+        for x in &d.relaxation {
+            // Every head on every relaxation task, measured or counted as skipped.
+            assert_eq!(x.cosine.n + x.skipped, res.heads * r.config.relaxation_tasks);
+            assert!((-1.0..=1.0).contains(&x.cosine.mean) && (0.0..=1.0).contains(&x.residual.mean), "{x:?}");
+            assert!(x.logit_std.mean > 0.0 && x.normalised_error.mean >= 0.0);
+        }
+    }
+    let one = &res.depths[0];
+    let a = one.assessment.as_ref().expect("one layer is assessed by the rules");
+    // Softmax heads have no LSA weights to read: no residuals, no weight check, and the sentence says so if GD wins.
+    assert!(a.residual.is_none() && a.residual_per_seed.is_empty());
+    assert!(a.ruling.checks.iter().all(|c| c.name != "functional_residual"));
+    if a.ruling.outcome == Outcome::ImplementsGd {
+        assert!(a.ruling.sentence.contains("by behaviour alone"), "{}", a.ruling.sentence);
+    }
+    let roles: Vec<Role> = a.agreements.iter().map(|g| g.role).collect();
+    assert_eq!(roles[0], Role::Gd);
+    assert_eq!(one.against.len(), a.agreements.len() + 1);
+    assert!(one.against.last().unwrap().reference.starts_with("trained LSA layer"));
+    // The same held-out tasks as single-layer: GD's loss is the same number.
+    let sl: Report<single_layer::Settings, single_layer::Results> = report("single-layer");
+    assert_eq!(a.agreements[0].loss, sl.results.assessment.agreements[0].loss);
+    // Two layers against the fitted two-step references that multi-layer fits (shared within `reproduce all`).
+    let two = &res.depths[1];
+    assert!(two.assessment.is_none());
+    let names: Vec<&str> = two.against.iter().map(|x| x.reference.as_str()).collect();
+    assert_eq!(names, ["GD, 2 steps", "GD, rate per step, 2 steps", "GD++, 2 steps"]);
+    let ml: Report<multi_layer::Settings, multi_layer::Results> = report("multi-layer");
+    assert_eq!(two.against[0].loss, ml.results.depths[0].references[0].vs_trained.loss_b);
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["k1_learns", "k1_relaxation_measured", "k2_learns", "k2_relaxation_measured"]);
+    assert!(r.verdict.text.contains("Dai's cosine per layer"), "{}", r.verdict.text);
+}
+
+#[test]
 fn the_index_page_shows_every_experiment_and_plot() {
     let html = std::fs::read_to_string(quick_all().join("index.html")).unwrap();
-    for name in ["single-layer", "preconditioned", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood"] {
+    let names =
+        ["single-layer", "preconditioned", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood", "softmax"];
+    for name in names {
         assert!(html.contains(&format!("id=\"{name}\"")), "section {name}");
         assert!(html.contains(&format!("href=\"{name}/report.json\"")), "link to {name}/report.json");
     }
@@ -186,6 +234,7 @@ fn the_index_page_shows_every_experiment_and_plot() {
         "gd-plus-plus/gd-plus-plus.png",
         "interpolate/interpolate.png",
         "ood/ood.png",
+        "softmax/softmax.png",
     ] {
         assert!(html.contains(&format!("src=\"{img}\"")), "{img}");
         assert!(quick_all().join(img).is_file(), "{img}");

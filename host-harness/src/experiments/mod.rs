@@ -169,7 +169,8 @@ mod tests {
         check::<gd_plus_plus::GdPlusPlus>(); // the settings of multi-layer
         check::<interpolate::Interpolate>();
         check::<ood::Ood>();
-        assert_eq!(REGISTRY.len(), 7);
+        check::<softmax::SoftmaxExperiment>();
+        assert_eq!(REGISTRY.len(), 8);
 
         let mut names = names();
         names.sort();

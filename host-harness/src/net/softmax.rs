@@ -242,19 +242,16 @@ mod tests {
         let f = |n: &SoftmaxNet<4>, q: &[f32; 4]| n.predict(&ctx, q, &mut n.workspace(5), None) as f64;
         let step = 1e-2f32;
         let mut checked = 0;
-        for layer in 0..2 {
-            for head in 0..SOFTMAX_HEADS {
+        for (layer, lg) in grads.iter().enumerate() {
+            for (head, g) in lg.heads.iter().enumerate() {
                 for (which, i) in [(0usize, 1usize), (1, 6), (2, 11), (3, 15)] {
                     let (mut p, mut m) = (net.clone(), net.clone());
                     *entry(&mut p, layer, head, which, i) += step;
                     *entry(&mut m, layer, head, which, i) -= step;
                     let num = (f(&p, &query) - f(&m, &query)) / (2.0 * step as f64);
-                    let g = &grads[layer].heads[head];
                     let ana = [&g.w_q, &g.w_k, &g.w_v, &g.p][which].as_slice()[i] as f64;
-                    assert!(
-                        (num - ana).abs() < 3e-3 * (1.0 + ana.abs()),
-                        "layer {layer} head {head} {which}/{i}: {ana} vs {num}"
-                    );
+                    let tol = 3e-3 * (1.0 + ana.abs());
+                    assert!((num - ana).abs() < tol, "layer {layer} head {head} {which}/{i}: {ana} vs {num}");
                     checked += 1;
                 }
             }
