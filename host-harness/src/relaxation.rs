@@ -46,6 +46,19 @@ fn std_dev(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
 }
 
+/// One head at one query: `(cosine, residual)` of Dai's form (`None` when there is no direction to compare), the
+/// normalised expansion's error (`None` when undefined), and the logit standard deviation.
+pub fn at_query<const E: usize>(
+    head: &Head<f64, E, E, E>,
+    ctx: &[[f64; E]],
+    query: &[f64; E],
+) -> (Option<(f64, f64)>, Option<f64>, f64) {
+    let qv = matvec(&head.w_q, query);
+    let logits: Vec<f64> = ctx.iter().map(|e| dot(&qv, &matvec(&head.w_k, e)) / (E as f64).sqrt()).collect();
+    let dai = dai_demo_effect(head, ctx, &[], query).ok().map(|e| (e.cosine, e.residual));
+    (dai, softmax_relaxation_error(head, ctx, &[], query).ok(), std_dev(&logits))
+}
+
 /// The relaxation of every layer of `net` on `count` tasks of the streams `(seed, first_stream + chunk)`.
 pub fn measure<const E: usize>(
     net: &SoftmaxNet<E>,
@@ -71,20 +84,16 @@ pub fn measure<const E: usize>(
                 let tokens: Vec<[f64; E]> = tokens.iter().map(|t| t.map(f64::from)).collect();
                 let Some((q, c)) = tokens.split_last() else { continue };
                 for head in layer {
-                    let qv = matvec(&head.w_q, q);
-                    let logits: Vec<f64> =
-                        c.iter().map(|e| dot(&qv, &matvec(&head.w_k, e)) / (E as f64).sqrt()).collect();
-                    acc[l][3].push(std_dev(&logits));
-                    match dai_demo_effect(head, c, &[], q) {
-                        Ok(effect) => {
-                            acc[l][0].push(effect.cosine);
-                            acc[l][1].push(effect.residual);
+                    let (dai, normalised, spread) = at_query(head, c, q);
+                    match dai {
+                        Some((cosine, residual)) => {
+                            acc[l][0].push(cosine);
+                            acc[l][1].push(residual);
                         }
-                        Err(_) => skipped[l] += 1,
+                        None => skipped[l] += 1,
                     }
-                    if let Ok(err) = softmax_relaxation_error(head, c, &[], q) {
-                        acc[l][2].push(err);
-                    }
+                    acc[l][2].extend(normalised);
+                    acc[l][3].push(spread);
                 }
             }
         },
@@ -102,4 +111,52 @@ pub fn measure<const E: usize>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_head(seed: u64, q_scale: f64) -> Head<f64, 4, 4, 4> {
+        let mut s = dualform::rng::SplitMix64::new(seed);
+        let mut h = Head::<f64, 4, 4, 4>::zeros();
+        for m in [&mut h.w_q, &mut h.w_k, &mut h.w_v, &mut h.p] {
+            for v in m.iter_mut() {
+                *v = s.next_normal();
+            }
+        }
+        h.w_q *= q_scale;
+        h
+    }
+
+    /// Positive control: with values summing to zero over the context (tokens in +- pairs), softmax attention at
+    /// small logits is `(c / N) dW_ICL q` to first order, so Dai's form is exact in direction as the logits
+    /// vanish and degrades as they grow; with keys all zero (uniform attention) there is no `dW_ICL q` to compare.
+    #[test]
+    fn dai_form_is_exact_in_the_limit_where_it_should_be() {
+        let mut s = dualform::rng::SplitMix64::new(3);
+        let half: Vec<[f64; 4]> = (0..5).map(|_| core::array::from_fn(|_| s.next_normal())).collect();
+        let ctx: Vec<[f64; 4]> = half.iter().flat_map(|x| [*x, x.map(|v| -v)]).collect();
+        let query = [0.3, -0.7, 0.5, 0.0];
+        let mut cosines = Vec::new();
+        for scale in [1e-4, 1e-2, 1.0] {
+            let (dai, normalised, spread) = at_query(&random_head(7, scale), &ctx, &query);
+            let (cosine, residual) = dai.unwrap();
+            cosines.push(cosine);
+            assert!(spread > 0.0 && normalised.unwrap() >= 0.0);
+            if scale == 1e-4 {
+                assert!(cosine > 1.0 - 1e-6 && residual < 1e-3, "{cosine} {residual}");
+            }
+        }
+        assert!(cosines[2] < cosines[1] && cosines[1] <= cosines[0], "{cosines:?}");
+        // The same head on unpaired tokens: the mean value dominates the change, and Dai's form misses it.
+        let (dai, ..) = at_query(&random_head(7, 1e-4), &half, &query);
+        assert!(dai.unwrap().0 < 0.9, "{dai:?}");
+        // Keys all zero: logits 0, uniform weights; dW_ICL q = 0 gives no direction, the normalised expansion is exact.
+        let mut flat = random_head(7, 1.0);
+        flat.w_k *= 0.0;
+        let (dai, normalised, spread) = at_query(&flat, &half, &query);
+        assert_eq!((dai, spread), (None, 0.0));
+        assert!(normalised.unwrap() < 1e-12);
+    }
 }
