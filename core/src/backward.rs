@@ -29,7 +29,7 @@ use crate::attention::{visible, AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
-use crate::softmax::{logit_scale, MaxSum};
+use crate::softmax::{logit_scale, MaxSum, SoftmaxWork};
 use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
@@ -237,9 +237,8 @@ pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV
 
 /// VJP of a full softmax attention layer (every token, residual update, `mask` as in the forward). `ctx`/`query`
 /// are the layer's inputs; `g_ctx`/`g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; parameter
-/// gradients are added into `grad`. Tokens in order, then the query, each by [`softmax_token_backward`] over the
-/// context it sees. Errors: [`Error::NonFinite`] for a non-finite logit (then `g_ctx`, `g_query` and `grad` may be
-/// partly updated).
+/// gradients are added into `grad`. The operations of [`softmax_backward_slices`], on arrays.
+/// Errors: [`Error::NonFinite`] for a non-finite logit (then `g_ctx`, `g_query` and `grad` may be partly updated).
 pub fn softmax_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize, const N: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     mask: crate::layer::Mask,
@@ -249,13 +248,24 @@ pub fn softmax_backward<T: Real, const E: usize, const DK: usize, const DV: usiz
     g_query: &mut [T; E],
     grad: &mut LayerGrad<T, E, DK, DV, H>,
 ) -> Result<(), Error> {
-    let mut scratch = [[T::ZERO; E]; N];
-    softmax_backward_slices(layer, mask, ctx, query, g_ctx, g_query, grad, &mut scratch)
+    let (mut keys, mut values) = ([[[T::ZERO; DK]; N]; H], [[[T::ZERO; DV]; N]; H]);
+    let (mut g_keys, mut g_values) = ([[[T::ZERO; DK]; N]; H], [[[T::ZERO; DV]; N]; H]);
+    let mut work = SoftmaxWork {
+        keys: keys.as_flattened_mut(),
+        values: values.as_flattened_mut(),
+        g_keys: g_keys.as_flattened_mut(),
+        g_values: g_values.as_flattened_mut(),
+    };
+    softmax_backward_slices(layer, mask, ctx, query, g_ctx, g_query, grad, &mut work)
 }
 
-/// [`softmax_backward`] on slices (N known at run time), with `scratch` (as long as `ctx`) for the input gradients
-/// while the output gradients are still read. The same operations in the same order (bit for bit).
-/// Errors: [`Error::LengthMismatch`] when `g_ctx` or `scratch` differs in length from `ctx`, [`Error::NonFinite`].
+/// [`softmax_backward`] on slices (N known at run time), with keys, values and their gradients in `work`
+/// (`H * N` entries each). Tokens in order, then the query; per token and head the softmax weights over the keys it
+/// sees, `dL/dW_Q`, `dL/dP` and its input gradient (written over its output gradient once read); the key and value
+/// gradients are summed per context token over every query that sees it, then taken to `dL/dW_K`, `dL/dW_V` and the
+/// tokens once per token (`O(N^2 (DK + DV) + N E (DK + DV))` per head, not `O(N^2 E (DK + DV))`).
+/// Errors: [`Error::LengthMismatch`] when `g_ctx` differs in length from `ctx` or `work` from `H * N`,
+/// [`Error::NonFinite`] for a non-finite logit (then `g_ctx`, `g_query` and `grad` may be partly updated).
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_backward_slices<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
@@ -265,26 +275,73 @@ pub fn softmax_backward_slices<T: Real, const E: usize, const DK: usize, const D
     g_ctx: &mut [[T; E]],
     g_query: &mut [T; E],
     grad: &mut LayerGrad<T, E, DK, DV, H>,
-    scratch: &mut [[T; E]],
+    work: &mut SoftmaxWork<'_, T, DK, DV>,
 ) -> Result<(), Error> {
     let n = ctx.len();
-    for len in [g_ctx.len(), scratch.len()] {
-        if len != n {
-            return Err(Error::LengthMismatch { expected: n, found: len });
-        }
+    if g_ctx.len() != n {
+        return Err(Error::LengthMismatch { expected: n, found: g_ctx.len() });
     }
-    scratch.fill([T::ZERO; E]);
-    for (t, (h, g)) in ctx.iter().zip(g_ctx.iter()).enumerate() {
-        let seen = visible(mask, t, n).min(n);
-        let (Some(keys), Some(g_keys)) = (ctx.get(..seen), scratch.get_mut(..seen)) else { continue };
-        let dh = softmax_token_backward(layer, keys, h, g, grad, Some(g_keys))?;
-        if let Some(gt) = scratch.get_mut(t) {
-            for (d, x) in gt.iter_mut().zip(dh.iter()) {
+    work.project(layer, ctx, true)?;
+    work.g_keys.fill([T::ZERO; DK]);
+    work.g_values.fill([T::ZERO; DV]);
+    let c = logit_scale::<T>(DK);
+    let SoftmaxWork { keys, values, g_keys, g_values } = work;
+    // One token `h` with output gradient `g` seeing the first `seen` keys: returns its input gradient.
+    let mut token = |h: &[T; E], g: &[T; E], seen: usize, grad: &mut LayerGrad<T, E, DK, DV, H>| {
+        let mut dh = *g;
+        for (hd, (head, gh)) in layer.heads.iter().zip(grad.heads.iter_mut()).enumerate() {
+            let at = hd * n;
+            let (Some(ks), Some(vs)) = (keys.get(at..at + seen), values.get(at..at + seen)) else { continue };
+            let (Some(gks), Some(gvs)) = (g_keys.get_mut(at..at + seen), g_values.get_mut(at..at + seen)) else {
+                continue;
+            };
+            if ks.is_empty() {
+                continue;
+            }
+            let q = matvec(&head.w_q, h);
+            let mut acc = MaxSum::new();
+            for k in ks.iter() {
+                acc.push(dot(&q, k) * c)?;
+            }
+            let weight = |k: &[T; DK]| (dot(&q, k) * c - acc.m).exp() / acc.l;
+            let mut o = [T::ZERO; DV];
+            for (k, v) in ks.iter().zip(vs.iter()) {
+                axpy(&mut o, weight(k), v);
+            }
+            add_outer(&mut gh.p, g, &o);
+            let g_o = matvec_t(&head.p, g);
+            let g_dot_o = dot(&g_o, &o);
+            let mut g_q = [T::ZERO; DK];
+            for (((k, v), gk), gv) in ks.iter().zip(vs.iter()).zip(gks.iter_mut()).zip(gvs.iter_mut()) {
+                let a = weight(k);
+                let g_s = a * (dot(&g_o, v) - g_dot_o) * c;
+                axpy(&mut g_q, g_s, k);
+                axpy(gk, g_s, &q);
+                axpy(gv, a, &g_o);
+            }
+            add_outer(&mut gh.w_q, &g_q, h);
+            for (d, x) in dh.iter_mut().zip(matvec_t(&head.w_q, &g_q).iter()) {
                 *d += *x;
             }
         }
+        Ok::<_, Error>(dh)
+    };
+    for (t, (h, g)) in ctx.iter().zip(g_ctx.iter_mut()).enumerate() {
+        *g = token(h, g, visible(mask, t, n).min(n), grad)?;
     }
-    *g_query = softmax_token_backward(layer, ctx, query, g_query, grad, Some(scratch))?;
-    g_ctx.copy_from_slice(scratch);
+    *g_query = token(query, g_query, n, grad)?;
+    // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
+    for (hd, (head, gh)) in layer.heads.iter().zip(grad.heads.iter_mut()).enumerate() {
+        let at = hd * n;
+        let (Some(gks), Some(gvs)) = (g_keys.get(at..at + n), g_values.get(at..at + n)) else { continue };
+        for (((e, gk), gv), ge) in ctx.iter().zip(gks.iter()).zip(gvs.iter()).zip(g_ctx.iter_mut()) {
+            add_outer(&mut gh.w_k, gk, e);
+            add_outer(&mut gh.w_v, gv, e);
+            let (dk, dv) = (matvec_t(&head.w_k, gk), matvec_t(&head.w_v, gv));
+            for ((d, x), y) in ge.iter_mut().zip(dk.iter()).zip(dv.iter()) {
+                *d += *x + *y;
+            }
+        }
+    }
     Ok(())
 }

@@ -101,7 +101,7 @@ pub use reader::{read_gd, read_gd_merged, GdFit};
 pub use scalar::Real;
 pub use softmax::{
     attend_softmax, online_max_sum, softmax, softmax_attention, softmax_attention_slices, softmax_token_update,
-    OnlineSoftmax,
+    OnlineSoftmax, SoftmaxWork,
 };
 pub use stack::{run_stack, Block, SoftmaxBlock};
 pub use stream::{token_from, LsaStream, StreamingContext};

@@ -214,12 +214,55 @@ pub fn softmax_token_update<T: Real, const E: usize, const DK: usize, const DV: 
     Ok(u)
 }
 
+/// Caller-provided scratch of the slice forms of a softmax layer ([`softmax_attention_slices`],
+/// [`crate::backward::softmax_backward_slices`]): the projected keys and values of every head (head-major: head `h`'s
+/// token `j` at `h * N + j`, `H * N` entries each), and for the backward their gradients (likewise).
+pub struct SoftmaxWork<'a, T, const DK: usize, const DV: usize> {
+    /// `W_K e_j` per head and token.
+    pub keys: &'a mut [[T; DK]],
+    /// `W_V e_j` per head and token.
+    pub values: &'a mut [[T; DV]],
+    /// `dL/dk_j` per head and token (backward only; may be empty for the forward).
+    pub g_keys: &'a mut [[T; DK]],
+    /// `dL/dv_j` per head and token (backward only; may be empty for the forward).
+    pub g_values: &'a mut [[T; DV]],
+}
+
+impl<T: Real, const DK: usize, const DV: usize> SoftmaxWork<'_, T, DK, DV> {
+    /// Checks the lengths for `entries = H * N` (the gradients too when `backward`) and projects every head's keys
+    /// and values of `ctx`.
+    pub(crate) fn project<const E: usize, const H: usize>(
+        &mut self,
+        layer: &Layer<T, E, DK, DV, H>,
+        ctx: &[[T; E]],
+        backward: bool,
+    ) -> Result<(), Error> {
+        let entries = H * ctx.len();
+        let mut lens = [self.keys.len(), self.values.len(), entries, entries];
+        if backward {
+            lens[2..].copy_from_slice(&[self.g_keys.len(), self.g_values.len()]);
+        }
+        if let Some(&found) = lens.iter().find(|&&l| l != entries) {
+            return Err(Error::LengthMismatch { expected: entries, found });
+        }
+        let n = ctx.len().max(1);
+        for (head, (ks, vs)) in layer.heads.iter().zip(self.keys.chunks_mut(n).zip(self.values.chunks_mut(n))) {
+            for ((k, v), e) in ks.iter_mut().zip(vs.iter_mut()).zip(ctx.iter()) {
+                *k = matvec(&head.w_k, e);
+                *v = matvec(&head.w_v, e);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// [`softmax_attention`] on slices (N known at run time) and out of place: `ctx_out[t] = ctx[t]` updated over the
 /// context tokens it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input
-/// `ctx`, as in [`softmax_attention`], whose results it reproduces bit for bit (it projects keys and values per
-/// token instead of once, N times the projection work, and needs no scratch).
-/// Errors: [`Error::LengthMismatch`] when `ctx_out` differs in length from `ctx`, [`Error::NonFinite`], an invalid
-/// rule.
+/// `ctx`, and keys and values are projected once into `work` (its gradient slices are not used). The same operations
+/// in the same order as [`softmax_attention`] (bit for bit).
+/// Errors: [`Error::LengthMismatch`] when `ctx_out` differs in length from `ctx` or `work` from `H * N`,
+/// [`Error::NonFinite`], an invalid rule.
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_attention_slices<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     mask: Mask,
@@ -228,19 +271,31 @@ pub fn softmax_attention_slices<T: Real, const E: usize, const DK: usize, const 
     query: &[T; E],
     ctx_out: &mut [[T; E]],
     query_out: &mut [T; E],
+    work: &mut SoftmaxWork<'_, T, DK, DV>,
 ) -> Result<(), Error> {
     upd.validate(E)?;
     if ctx_out.len() != ctx.len() {
         return Err(Error::LengthMismatch { expected: ctx.len(), found: ctx_out.len() });
     }
+    work.project(layer, ctx, false)?;
     let n = ctx.len();
+    let scale = logit_scale::<T>(DK);
+    let update = |h: &[T; E], seen: usize| -> Result<[T; E], Error> {
+        let mut u = [T::ZERO; E];
+        for (hd, head) in layer.heads.iter().enumerate() {
+            let at = hd * n;
+            let (ks, vs) = (work.keys.get(at..at + seen).unwrap_or(&[]), work.values.get(at..at + seen).unwrap_or(&[]));
+            let a = attend_softmax(&matvec(&head.w_q, h), ks, vs, scale)?;
+            matvec_acc(&mut u, &head.p, &a);
+        }
+        Ok(u)
+    };
     for (t, (h, out)) in ctx.iter().zip(ctx_out.iter_mut()).enumerate() {
-        let seen = ctx.get(..visible(mask, t, n)).unwrap_or(ctx);
-        let u = softmax_token_update(layer, seen, h)?;
+        let u = update(h, visible(mask, t, n).min(n))?;
         *out = *h;
         upd.apply(out, &u);
     }
-    let u = softmax_token_update(layer, ctx, query)?;
+    let u = update(query, n)?;
     *query_out = *query;
     upd.apply(query_out, &u);
     Ok(())

@@ -299,13 +299,15 @@ fn softmax_token_vjp_checks_lengths_and_handles_an_empty_context() {
     assert_eq!(softmax_token_backward(&layer, &[], &h, &r, &mut grad, None), Ok(r));
     assert_eq!(grad, LayerGrad::zeros());
     // The layer's slice form refuses output gradients or scratch of another length, before accumulating.
-    let (mut gq, mut g3, mut s3) = (r, [[0.5; 4]; 3], [[0.0; 4]; 3]);
-    let mut run = |gc: &mut [[f64; 4]], s: &mut [[f64; 4]], grad: &mut LayerGrad<f64, 4, 3, 3, 2>| {
-        softmax_backward_slices(&layer, Mask::Full, &ctx, &h, gc, &mut gq, grad, s)
+    let (mut gq, mut g3) = (r, [[0.5; 4]; 3]);
+    let mut run = |gc: &mut [[f64; 4]], entries: usize, grad: &mut LayerGrad<f64, 4, 3, 3, 2>| {
+        let (mut k, mut v, mut gk, mut gv) = ([[0.0; 3]; 6], [[0.0; 3]; 6], [[0.0; 3]; 6], [[0.0; 3]; 6]);
+        let mut work = SoftmaxWork { keys: &mut k, values: &mut v, g_keys: &mut gk[..entries], g_values: &mut gv };
+        softmax_backward_slices(&layer, Mask::Full, &ctx, &h, gc, &mut gq, grad, &mut work)
     };
-    assert_eq!(run(&mut short, &mut s3, &mut grad), Err(Error::LengthMismatch { expected: 3, found: 2 }));
-    assert_eq!(run(&mut g3, &mut short, &mut grad), Err(Error::LengthMismatch { expected: 3, found: 2 }));
+    assert_eq!(run(&mut short, 6, &mut grad), Err(Error::LengthMismatch { expected: 3, found: 2 }));
+    assert_eq!(run(&mut g3, 5, &mut grad), Err(Error::LengthMismatch { expected: 6, found: 5 }));
     assert_eq!(grad, LayerGrad::zeros());
-    assert_eq!(run(&mut g3, &mut s3, &mut grad), Ok(()));
+    assert_eq!(run(&mut g3, 6, &mut grad), Ok(()));
     assert_ne!(grad, LayerGrad::zeros());
 }

@@ -66,7 +66,9 @@ fn check_attention<const E: usize, const DK: usize, const DV: usize, const H: us
             let (mut c, mut q) = (c_in, q_in);
             softmax_attention(&l32, mask, &upd, &mut c, &mut q, &mut scratch).unwrap();
             let (mut c2, mut q2) = ([[0.0f32; E]; N], [0.0f32; E]);
-            softmax_attention_slices(&l32, mask, &upd, &c_in, &q_in, &mut c2, &mut q2).unwrap();
+            let (mut keys, mut values) = (vec![[0.0f32; DK]; H * N], vec![[0.0f32; DV]; H * N]);
+            let mut work = SoftmaxWork { keys: &mut keys, values: &mut values, g_keys: &mut [], g_values: &mut [] };
+            softmax_attention_slices(&l32, mask, &upd, &c_in, &q_in, &mut c2, &mut q2, &mut work).unwrap();
             let bits = |c: &[[f32; E]; N], q: &[f32; E]| flat(c, q).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&c2, &q2), bits(&c, &q), "slice form {mask:?} {upd:?}");
         }
@@ -134,13 +136,17 @@ fn non_finite_logits_and_bad_lengths_are_errors() {
     );
     // The slice form: the same error, and a length mismatch of its output.
     let (mut c_out, mut q_out) = ([[0.0f32; 2]], [0.0f32; 2]);
-    let slices = |l: &Layer<f32, 2, 2, 2, 1>, c_out: &mut [[f32; 2]], q_out: &mut [f32; 2]| {
-        softmax_attention_slices(l, Mask::Full, &Update::residual(), &c_in, &q_in, c_out, q_out)
+    let slices = |l: &Layer<f32, 2, 2, 2, 1>, c_out: &mut [[f32; 2]], q_out: &mut [f32; 2], short: bool| {
+        let (mut keys, mut values) = ([[0.0f32; 2]; 1], [[0.0f32; 2]; 1]);
+        let keys = &mut keys[..usize::from(!short)];
+        let mut w = SoftmaxWork { keys, values: &mut values, g_keys: &mut [], g_values: &mut [] };
+        softmax_attention_slices(l, Mask::Full, &Update::residual(), &c_in, &q_in, c_out, q_out, &mut w)
     };
-    assert_eq!(slices(&layer, &mut c_out, &mut q_out), Err(Error::NonFinite));
+    assert_eq!(slices(&layer, &mut c_out, &mut q_out, false), Err(Error::NonFinite));
     layer.heads[0].w_q[(0, 0)] = 1.0;
-    assert_eq!(slices(&layer, &mut [], &mut q_out), Err(Error::LengthMismatch { expected: 1, found: 0 }));
-    assert_eq!(slices(&layer, &mut c_out, &mut q_out), Ok(()));
+    assert_eq!(slices(&layer, &mut [], &mut q_out, false), Err(Error::LengthMismatch { expected: 1, found: 0 }));
+    assert_eq!(slices(&layer, &mut c_out, &mut q_out, true), Err(Error::LengthMismatch { expected: 1, found: 0 }));
+    assert_eq!(slices(&layer, &mut c_out, &mut q_out, false), Ok(()));
 }
 
 #[test]

@@ -141,8 +141,8 @@ impl<const E: usize> Forward<E> for Net<E> {
             tokens: vec![[0.0; E]; (k + 1) * (n + 1)],
             caches: vec![LayerCache::zeros(); k],
             grads: vec![[0.0; E]; n + 1],
-            back: Vec::new(),
             spare: vec![MergedHead::zeros(); self.heads.len()],
+            ..Workspace::default()
         }
     }
 

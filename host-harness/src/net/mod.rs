@@ -51,8 +51,11 @@ pub struct Workspace<const E: usize> {
     tokens: Vec<[f32; E]>,
     caches: Vec<LayerCache<f32, E>>,
     grads: Vec<[f32; E]>,
-    /// Token gradients of a layer's input while its output's are read (softmax layers).
-    back: Vec<[f32; E]>,
+    /// Projected keys, values and their gradients of a softmax layer (`heads * n` each).
+    keys: Vec<[f32; E]>,
+    values: Vec<[f32; E]>,
+    g_keys: Vec<[f32; E]>,
+    g_values: Vec<[f32; E]>,
     /// Head gradients nobody asked for (a forward-backward for the sensitivity only).
     spare: Vec<MergedHead<f32, E>>,
 }

@@ -4,7 +4,7 @@
 
 use super::{Forward, Workspace};
 use dualform::backward::{softmax_backward_slices, softmax_token_backward};
-use dualform::{softmax_attention_slices, softmax_token_update, Layer, Mask, Update};
+use dualform::{softmax_attention_slices, softmax_token_update, Layer, Mask, SoftmaxWork, Update};
 
 /// Heads per softmax layer.
 pub const SOFTMAX_HEADS: usize = 2;
@@ -58,7 +58,7 @@ impl<const E: usize> SoftmaxNet<E> {
     fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
         let (n, k) = (ctx.len(), self.layers.len());
         let stride = n + 1;
-        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.back.len() < n {
+        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() != SOFTMAX_HEADS * n {
             *ws = self.workspace(n);
         }
         ws.tokens[..n].copy_from_slice(ctx);
@@ -76,7 +76,9 @@ impl<const E: usize> SoftmaxNet<E> {
                     Update::residual().apply(q_out, &u);
                 })
             } else {
-                softmax_attention_slices(layer, Mask::Full, &Update::residual(), c_in, q_in, c_out, q_out)
+                let mut work =
+                    SoftmaxWork { keys: &mut ws.keys, values: &mut ws.values, g_keys: &mut [], g_values: &mut [] };
+                softmax_attention_slices(layer, Mask::Full, &Update::residual(), c_in, q_in, c_out, q_out, &mut work)
             };
             if ok.is_err() {
                 return false;
@@ -110,7 +112,10 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
         Workspace {
             tokens: vec![[0.0; E]; (self.layers.len() + 1) * (n + 1)],
             grads: vec![[0.0; E]; n + 1],
-            back: vec![[0.0; E]; n],
+            keys: vec![[0.0; E]; SOFTMAX_HEADS * n],
+            values: vec![[0.0; E]; SOFTMAX_HEADS * n],
+            g_keys: vec![[0.0; E]; SOFTMAX_HEADS * n],
+            g_values: vec![[0.0; E]; SOFTMAX_HEADS * n],
             ..Workspace::default()
         }
     }
@@ -151,7 +156,8 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
                 &mut spare[..]
             }
         };
-        let Workspace { tokens, grads: g, back, .. } = ws;
+        let Workspace { tokens, grads: g, keys, values, g_keys, g_values, .. } = ws;
+        let mut work = SoftmaxWork { keys, values, g_keys, g_values };
         let g = &mut g[..stride];
         g.fill([0.0; E]);
         g[n][E - 1] = -seed(y_hat);
@@ -168,7 +174,7 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
                 gc.fill([0.0; E]);
                 softmax_token_backward(layer, c_in, q_in, gq, grad, Some(gc)).map(|dq| *gq = dq)
             } else {
-                softmax_backward_slices(layer, Mask::Full, c_in, q_in, gc, gq, grad, &mut back[..n])
+                softmax_backward_slices(layer, Mask::Full, c_in, q_in, gc, gq, grad, &mut work)
             };
             if ok.is_err() {
                 return (FAILED, [FAILED; E]);
