@@ -159,13 +159,7 @@ impl<const E: usize> Forward<E> for Net<E> {
         if !self.run_all(ctx, query, ws) {
             return f32::NAN;
         }
-        let stride = ctx.len() + 1;
-        if let Some(r) = readout {
-            for (app, slot) in r.iter_mut().take(self.schedule.len()).enumerate() {
-                *slot = -ws.tokens[(app + 2) * stride - 1][E - 1];
-            }
-        }
-        -ws.tokens[(self.schedule.len() + 1) * stride - 1][E - 1]
+        ws.predictions(ctx.len(), self.schedule.len(), readout)
     }
 
     /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds each head's

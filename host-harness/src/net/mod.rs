@@ -59,3 +59,19 @@ pub struct Workspace<const E: usize> {
     /// Head gradients nobody asked for (a forward-backward for the sensitivity only).
     spare: Vec<MergedHead<f32, E>>,
 }
+
+impl<const E: usize> Workspace<E> {
+    /// After a run of `k` applications over contexts of `n` pairs (tokens of application `a` at
+    /// `(a + 1) * (n + 1)..`): the prediction `-h_query[last]` after each application into `readout` (its first `k`
+    /// entries, when given), and the final prediction.
+    fn predictions(&self, n: usize, k: usize, readout: Option<&mut [f32]>) -> f32 {
+        let stride = n + 1;
+        let at = |app: usize| self.tokens.get((app + 2) * stride - 1).map_or(f32::NAN, |t| -t[E - 1]);
+        if let Some(r) = readout {
+            for (app, slot) in r.iter_mut().take(k).enumerate() {
+                *slot = at(app);
+            }
+        }
+        k.checked_sub(1).map_or(f32::NAN, at)
+    }
+}

@@ -124,13 +124,7 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
         if !self.run_all(ctx, query, ws) {
             return f32::NAN;
         }
-        let stride = ctx.len() + 1;
-        if let Some(r) = readout {
-            for (app, slot) in r.iter_mut().take(self.layers.len()).enumerate() {
-                *slot = -ws.tokens[(app + 2) * stride - 1][E - 1];
-            }
-        }
-        -ws.tokens[(self.layers.len() + 1) * stride - 1][E - 1]
+        ws.predictions(ctx.len(), self.layers.len(), readout)
     }
 
     fn forward_backward(
