@@ -24,7 +24,7 @@ use crate::HarnessError;
 use dualform_tensors::Tensor;
 use std::collections::BTreeMap;
 
-/// A trainable or fittable parameterisation of a [`Net`].
+/// A trainable or fittable parameterisation of a forward structure ([`Forward`]).
 pub trait Model<const E: usize>: Clone + Send + Sync + 'static {
     /// The forward structure it parameterises.
     type Net: Forward<E>;
