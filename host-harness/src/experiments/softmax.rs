@@ -65,7 +65,7 @@ pub struct Settings {
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] = &[
         ("steps", "600"),
-        ("batch", "512"),
+        ("batch", "256"),
         ("eval_tasks", "2000"),
         ("seeds", "2"),
         ("fit_iters", "10"),
