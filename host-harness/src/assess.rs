@@ -315,6 +315,23 @@ mod tests {
         assert!(a.ruling.sentence.contains("optimum of its class"), "{}", a.ruling.sentence);
     }
 
+    /// A model without LSA weights (`weights: None`) is judged by behaviour alone: the GD construction, passed as a
+    /// plain predictor, is still identified as GD, without a residual check, and the sentence says so.
+    #[test]
+    fn without_weights_the_rules_judge_by_behaviour_alone() {
+        let s = sampler(1.0);
+        let refs = References::<7>::build::<6>(&s, 11, 20_000).unwrap();
+        let held = Held { sampler: &s, seed: 11, count: 4000 };
+        let a = assess_predictors(&[Predictor::Net(refs.gd())], None, &refs, held);
+        assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{:?}", a.ruling);
+        assert!(a.ruling.sentence.contains("by behaviour alone"), "{}", a.ruling.sentence);
+        assert!(a.residual.is_none() && a.residual_per_seed.is_empty());
+        assert!(a.ruling.checks.iter().all(|c| c.name != "functional_residual"));
+        let with = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        assert!(!with.ruling.sentence.contains("by behaviour alone"));
+        assert!(with.ruling.checks.iter().any(|c| c.name == "functional_residual"));
+    }
+
     /// `gamma` scaled by the factor that minimises the loss on tuning tasks (exact: the loss is quadratic in it).
     fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
         let c = crate::eval::best_scale(&m_net::<7>(&diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
