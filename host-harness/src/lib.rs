@@ -12,6 +12,7 @@
 
 pub mod assess;
 pub mod baselines;
+pub mod dai;
 pub mod eval;
 pub mod experiments;
 pub mod firmware;

@@ -72,6 +72,13 @@ pub struct TaskSampler {
     pub mean: f32,
     /// Standard deviation `sigma` of the label noise.
     pub noise: f32,
+    /// The last `hidden` context pairs come without their labels (`y` set to 0 in the token): a prompt of inputs
+    /// the query sees besides the demonstrations (0 in the reference).
+    pub hidden: usize,
+    /// `w` is one of `pool` fixed task vectors, chosen uniformly per task (0 in the reference: `w` drawn afresh).
+    pub pool: usize,
+    /// The seed the pool's vectors are drawn from (vector `m` from stream `m`; unused without a pool).
+    pub pool_seed: u64,
 }
 
 /// The largest input dimension a sampler supports.
@@ -81,7 +88,18 @@ impl TaskSampler {
     /// The reference distribution with `d` inputs, `n` pairs and input range `input_range` (weight scale 1,
     /// isotropic, zero mean, noiseless).
     pub fn new(d: usize, n: usize, input_range: f32) -> Self {
-        Self { d, n, input_range, weight_scale: 1.0, scales: [1.0; MAX_D], mean: 0.0, noise: 0.0 }
+        Self {
+            d,
+            n,
+            input_range,
+            weight_scale: 1.0,
+            scales: [1.0; MAX_D],
+            mean: 0.0,
+            noise: 0.0,
+            hidden: 0,
+            pool: 0,
+            pool_seed: 0,
+        }
     }
 
     /// Whether every input coordinate has the same scale.
@@ -107,15 +125,29 @@ pub fn geometric_scales(d: usize, ratio: f64) -> Vec<f64> {
 }
 
 impl TaskSampler {
-    /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
-    /// `w` comes first (d standard normals, ziggurat), then the inputs token by token, two per 64 random bits
-    /// ([`uniform_pair`]).
-    pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
+    /// The task vector `w` of a task: d standard normals (ziggurat) times the weight scale, from `rng`, or with a
+    /// pool, the vector of a uniformly chosen index (one draw from `rng`) from that index's own stream.
+    fn task_vector<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus) -> [f32; E] {
         let mut w = [0.0f32; E];
+        let mut pooled;
+        let source = if self.pool == 0 {
+            rng
+        } else {
+            pooled = stream_rng(self.pool_seed, rng.next_u64() % self.pool as u64);
+            &mut pooled
+        };
         for wi in w.iter_mut().take(self.d) {
-            let z: f32 = StandardNormal.sample(rng);
+            let z: f32 = StandardNormal.sample(source);
             *wi = if self.weight_scale == 1.0 { z } else { z * self.weight_scale };
         }
+        w
+    }
+
+    /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
+    /// `w` comes first ([`Self::task_vector`]), then the inputs token by token, two per 64 random bits
+    /// ([`uniform_pair`]); the labels of the last `hidden` context tokens are drawn and then set to 0.
+    pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
+        let w = self.task_vector::<E>(rng);
         let range = self.input_range;
         let shaped = !self.isotropic() || self.mean != 0.0;
         let mut draw = |token: &mut [f32; E]| {
@@ -142,9 +174,10 @@ impl TaskSampler {
                 y + self.noise * z
             }
         };
-        for e in ctx.iter_mut() {
+        let labelled = ctx.len().saturating_sub(self.hidden);
+        for (j, e) in ctx.iter_mut().enumerate() {
             let y = draw(e);
-            e[E - 1] = y;
+            e[E - 1] = if j < labelled { y } else { 0.0 };
         }
         let mut query = [0.0f32; E];
         let y = draw(&mut query);
@@ -256,6 +289,34 @@ mod tests {
         assert!((cf.eta - 6.06).abs() < 0.01, "{cf:?}");
         assert!((cf.loss - 0.2062).abs() < 1e-4, "{cf:?}");
         assert!((cf.zero_loss - 0.4167).abs() < 1e-4, "{cf:?}");
+    }
+
+    /// Hidden labels are drawn and then zeroed (the task is otherwise the same); a pool repeats its vectors.
+    #[test]
+    fn hidden_labels_and_task_pools() {
+        let plain = TaskSampler::new(3, 5, 1.0);
+        let hidden = TaskSampler { hidden: 2, ..plain };
+        let (mut a, mut b) = ([[0.0f32; 4]; 5], [[0.0f32; 4]; 5]);
+        let qa = plain.sample(&mut stream_rng(4, 0), &mut a);
+        let qb = hidden.sample(&mut stream_rng(4, 0), &mut b);
+        assert_eq!(qa, qb);
+        for (j, (ea, eb)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(ea[..3], eb[..3]);
+            assert_eq!(eb[3], if j < 3 { ea[3] } else { 0.0 }, "token {j}");
+            assert_ne!(ea[3], 0.0);
+        }
+        let pool = TaskSampler { pool: 3, pool_seed: 9, ..plain };
+        let mut rng = stream_rng(5, 0);
+        let mut seen: Vec<[f32; 4]> = Vec::new();
+        for _ in 0..200 {
+            let w = pool.task_vector::<4>(&mut rng);
+            if !seen.contains(&w) {
+                seen.push(w);
+            }
+        }
+        assert_eq!(seen.len(), 3);
+        let other = TaskSampler { pool_seed: 10, ..pool }.task_vector::<4>(&mut rng);
+        assert!(!seen.contains(&other));
     }
 
     #[test]

@@ -13,12 +13,12 @@
 //! Files: `report.json`, `models.csv` (per depth and reference), `relaxation.csv` (per depth and layer),
 //! `curves.csv`, `softmax.png`, `softmax-K.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
-use super::trained::{references, trained_layer, LayerSpec};
+use super::trained::{references, trained_layer, trained_softmax, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::assess::{assess_predictors, Assessment, Held, References};
 use crate::baselines::Predictor;
 use crate::eval::{compare_predictors, loss, ols_loss, readout_losses, zero_loss, Comparison};
-use crate::model::{save, Model, Softmax};
+use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
 use crate::plot::{Panel, Series};
 use crate::references::FitSpec;
@@ -26,8 +26,8 @@ use crate::relaxation::{measure, LayerRelaxation};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
-use crate::tasks::{stream_rng, streams};
-use crate::train::{train, TrainSpec, TrainTiming};
+use crate::tasks::streams;
+use crate::train::{TrainSpec, TrainTiming};
 use crate::verdict::over_seeds;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -270,42 +270,6 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     }
 }
 
-/// A trained softmax model, how it was trained, and its curve `(step, batch loss, probe loss)`.
-#[derive(Clone, Debug)]
-struct Trained<const E: usize> {
-    model: Softmax<E>,
-    spec: TrainSpec,
-    timing: TrainTiming,
-    curve: Vec<(u64, f64, f64)>,
-}
-
-/// The K-layer softmax model from `seed`, trained once per command.
-fn trained_softmax<const E: usize>(
-    run: &mut Run<'_>,
-    s: &Settings,
-    layers: usize,
-    seed: u64,
-) -> Result<Trained<E>, HarnessError> {
-    let spec = s.train.spec(layers, seed);
-    let key = format!("softmax|{layers}|{:?}|{spec:?}|{} {:?}", s.task, s.common.eval_seed, s.curves);
-    run.cached(&key, |run| {
-        let sampler = s.task.sampler();
-        let mut model = Softmax::<E>::init(&mut stream_rng(seed, streams::INIT), layers);
-        let progress = run.progress(spec.steps, &format!("softmax, {layers} layer(s), seed {seed}"));
-        let mut curve = Vec::new();
-        let timing = train(&mut model, &sampler, &spec, |step, m, batch_loss| {
-            if step % s.curves.log_every == 0 || step == spec.steps {
-                let probe = loss(m.net(), &sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
-                curve.push((step, batch_loss, probe.mean));
-            }
-            progress.step(step, || format!("loss {batch_loss:.4}"));
-            Ok(())
-        })?;
-        progress.finish();
-        Ok(Trained { model, spec, timing, curve })
-    })
-}
-
 /// Every model (one per seed) against each reference, over seeds.
 fn against<const E: usize>(
     models: &[Predictor<'_, E>],
@@ -412,7 +376,8 @@ impl Experiment for SoftmaxExperiment {
         for &k in &s.layers {
             let mut trained = Vec::new();
             for &sd in &seeds {
-                trained.push(trained_softmax::<E>(run, s, k, sd)?);
+                let spec = s.train.spec(k, sd);
+                trained.push(trained_softmax::<E>(run, &sampler, k, spec, &s.curves, s.common.eval_seed)?);
             }
             let models: Vec<Predictor<'_, E>> = trained.iter().map(|t| Predictor::Softmax(t.model.net())).collect();
             let first = &trained[0].model;

@@ -5,10 +5,10 @@
 
 use super::Run;
 use crate::eval::{compare, gd_net, tune_gd_rate};
-use crate::model::{Lsa, Model};
+use crate::model::{Lsa, Model, Softmax};
 use crate::references::{fit_all, FitSpec, Fitted};
 use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
-use crate::tasks::{stream_rng, streams};
+use crate::tasks::{stream_rng, streams, TaskSampler};
 use crate::train::{reference, train, TrainSpec, TrainTiming};
 use crate::HarnessError;
 use dualform::Update;
@@ -189,4 +189,44 @@ pub fn references<const D: usize, const E: usize>(
 ) -> Result<Vec<Fitted<D, E>>, HarnessError> {
     let key = format!("references|{k}|{task:?}|{} {} {}", spec.eval_seed, spec.tasks, spec.iters);
     run.cached(&key, |_| fit_all::<D, E>(k, spec))
+}
+
+/// A trained softmax model, how it was trained, and its curve `(step, batch loss, probe loss)`.
+#[derive(Clone, Debug)]
+pub struct TrainedSoftmax<const E: usize> {
+    /// The model.
+    pub model: Softmax<E>,
+    /// The training run.
+    pub spec: TrainSpec,
+    /// Training time.
+    pub timing: TrainTiming,
+    /// `(step, batch loss, probe loss)` during training.
+    pub curve: Vec<(u64, f64, f64)>,
+}
+
+/// The K-layer softmax model trained by `spec` on `sampler`'s tasks, once per command (`softmax`, `dai`).
+pub fn trained_softmax<const E: usize>(
+    run: &mut Run<'_>,
+    sampler: &TaskSampler,
+    layers: usize,
+    spec: TrainSpec,
+    curves: &CurveArgs,
+    eval_seed: u64,
+) -> Result<TrainedSoftmax<E>, HarnessError> {
+    let key = format!("softmax|{layers}|{sampler:?}|{spec:?}|{eval_seed} {curves:?}");
+    run.cached(&key, |run| {
+        let mut model = Softmax::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers);
+        let progress = run.progress(spec.steps, &format!("softmax, {layers} layer(s), seed {}", spec.seed));
+        let mut curve = Vec::new();
+        let timing = train(&mut model, sampler, &spec, |step, m, batch_loss| {
+            if step % curves.log_every == 0 || step == spec.steps {
+                let probe = crate::eval::loss(m.net(), sampler, eval_seed, streams::PROBE, curves.probe_tasks);
+                curve.push((step, batch_loss, probe.mean));
+            }
+            progress.step(step, || format!("loss {batch_loss:.4}"));
+            Ok(())
+        })?;
+        progress.finish();
+        Ok(TrainedSoftmax { model, spec, timing, curve })
+    })
 }

@@ -1,0 +1,515 @@
+//! Dai et al.'s comparison of in-context learning (ICL) with fine-tuning (FT), computed as their method computes it,
+//! on one attention layer whose mechanism is known ([`Subject`]).
+//!
+//! A task's context is `m` demonstrations `(x_i, y_i)` followed by the zero-shot prompt: `u` inputs whose labels are
+//! not shown ([`TaskSampler::hidden`]). Three runs of the layer at the query `(x_q, 0)`:
+//! - zero-shot (ZS): the query attends to the prompt alone;
+//! - in-context (ICL): to the demonstrations and the prompt;
+//! - fine-tuned (FT): `W_K` and `W_V` of every head trained by SGD with batch 1, one pass over the demonstrations in
+//!   order, each presented zero-shot (the prompt, then `(x_i, 0)` as the query; loss `(y_hat - y_i)^2 / 2`), then
+//!   zero-shot on the query. The rate is the one of a grid that gives FT the lowest loss on tuning tasks.
+//!
+//! Per task, then means with 95% intervals over tasks ([`Scores`]):
+//! - SimAOU: the attention outputs at the query (after `P`, before the residual), each scaled to unit length;
+//!   `cos(ICL - ZS, FT - ZS)`. Their random baseline, `cos(ICL - ZS, r)` with `r` non-centred uniform on `[0, 1)^E`,
+//!   and the same with `r` a centred Gaussian (`r` drawn per task from a seed made of the task's numbers);
+//! - SimAM: per head, the cosine of the query's pre-softmax scores to the prompt tokens, ICL against FT, and their
+//!   baseline ICL against ZS. In one layer the prompt's keys do not depend on the demonstrations, so ICL's scores to
+//!   them are ZS's and the baseline is 1 by construction; it is computed, not assumed;
+//! - Rec2FTP for regression: among the tasks where ZS is bad (squared error above the median over tasks) and FT
+//!   improves on ZS (a smaller squared error), the fraction where ICL improves too; beside it the fraction where ICL
+//!   improves among all tasks where ZS is bad, and the lift (their ratio);
+//! - the weight-space comparison Dai et al. did not make: the map the demonstrations add to the query's output in
+//!   their relaxation, `M_ICL = sum_h P_h (sum_i (W_V e_i)(W_K e_i)^T) W_Q` over the demonstrations, against the
+//!   change FT makes to the zero-shot map, `M_FT = sum_h P_h (sum_z (W_V' z)(W_K' z)^T) W_Q - (the same before FT)`
+//!   over the prompt: cosine of the two `E x E` maps; and the linear predictor `M_ICL` implies (minus its `y` row on
+//!   the inputs) against minus the gradient at 0 of the in-context least-squares loss, `sum_i y_i x_i`: cosine.
+//!
+//! Shuffled labels: the same with ICL's demonstrations relabelled (labels rotated by one position, so every input
+//! has another's label); FT and the reference gradient keep the true labels. Everything runs in f64 on the core's
+//! kernels (`softmax_token_update` / `softmax_token_backward`, `query_forward` / `lsa_query_backward`).
+
+use crate::net::{SoftmaxLayer, SOFTMAX_HEADS};
+use crate::stats::Stat;
+use crate::tasks::TaskSampler;
+use crate::verdict::over_seeds;
+use dualform::backward::{context_state, lsa_query_backward, query_forward, softmax_token_backward};
+use dualform::linalg::{add_outer, dot, matvec};
+use dualform::rng::SplitMix64;
+use dualform::{softmax_token_update, Head, Layer};
+use nalgebra::SMatrix;
+use serde::{Deserialize, Serialize};
+
+/// One layer under Dai's method: [`SOFTMAX_HEADS`] heads in f64 (a one-head construction leaves the second zero).
+pub type DaiLayer<const E: usize> = Layer<f64, E, E, E, SOFTMAX_HEADS>;
+
+/// How a layer attends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attention {
+    /// Linear self-attention: `sum_j (W_V e_j)(W_K e_j . W_Q h)`, no normaliser.
+    Linear,
+    /// Softmax attention with logits scaled by `1/sqrt(E)`.
+    Softmax,
+}
+
+/// A layer and how it attends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subject<const E: usize> {
+    /// Linear or softmax.
+    pub kind: Attention,
+    /// The weights.
+    pub layer: DaiLayer<E>,
+}
+
+/// `cos(a, b)`, or `None` when either is zero (or not finite).
+pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (ab, aa, bb) = a.iter().zip(b).fold((0.0, 0.0, 0.0), |s, (x, y)| (s.0 + x * y, s.1 + x * x, s.2 + y * y));
+    let c = ab / (aa * bb).sqrt();
+    (aa > 0.0 && bb > 0.0 && c.is_finite()).then_some(c)
+}
+
+fn unit<const E: usize>(v: &[f64; E]) -> [f64; E] {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        v.map(|x| x / norm)
+    } else {
+        [0.0; E]
+    }
+}
+
+fn sub<const E: usize>(a: &[f64; E], b: &[f64; E]) -> [f64; E] {
+    core::array::from_fn(|i| a[i] - b[i])
+}
+
+impl<const E: usize> Subject<E> {
+    /// A trained softmax layer, in f64.
+    pub fn softmax(layer: &SoftmaxLayer<E>) -> Self {
+        let heads = layer.heads.each_ref().map(|h| Head {
+            w_q: h.w_q.map(f64::from),
+            w_k: h.w_k.map(f64::from),
+            w_v: h.w_v.map(f64::from),
+            p: h.p.map(f64::from),
+        });
+        Self { kind: Attention::Softmax, layer: Layer { heads } }
+    }
+
+    /// The positive control: the core's construction of one GD step from `W0 = 0` at rate `eta` over `m`
+    /// demonstrations, as linear attention (the prompt's values are 0, so it adds nothing).
+    pub fn gd<const D: usize>(eta: f64, m: usize) -> Result<Self, dualform::Error> {
+        let gd = dualform::gd_layer::<f64, D, 1, E>(&SMatrix::zeros(), eta, m)?;
+        let mut layer = DaiLayer::<E>::zeros();
+        let [head] = gd.heads;
+        layer.heads[0] = head;
+        Ok(Self { kind: Attention::Linear, layer })
+    }
+
+    /// A sharp retrieval head: softmax attention with logits `beta x_q . x_j / sqrt(E)` on the inputs and value
+    /// `y_j`, so the prediction is the label of the demonstration whose input is most aligned with the query's
+    /// (`beta` large). The prompt's labels are 0, so attending to the prompt predicts 0.
+    pub fn retrieval(beta: f64) -> Self {
+        let mut layer = DaiLayer::<E>::zeros();
+        let h = &mut layer.heads[0];
+        for i in 0..E - 1 {
+            h.w_q[(i, i)] = beta;
+            h.w_k[(i, i)] = 1.0;
+        }
+        h.w_v[(E - 1, E - 1)] = 1.0;
+        h.p[(E - 1, E - 1)] = -1.0;
+        Self { kind: Attention::Softmax, layer }
+    }
+
+    /// Softmax attention with independent `N(0, 1/E)` weights.
+    pub fn random(seed: u64) -> Self {
+        let mut s = SplitMix64::new(seed);
+        let mut layer = DaiLayer::<E>::zeros();
+        let scale = 1.0 / (E as f64).sqrt();
+        for h in layer.heads.iter_mut() {
+            for m in [&mut h.w_q, &mut h.w_k, &mut h.w_v, &mut h.p] {
+                for v in m.iter_mut() {
+                    *v = s.next_normal() * scale;
+                }
+            }
+        }
+        Self { kind: Attention::Softmax, layer }
+    }
+
+    /// The attention output at `q` over `ctx` (after `P`, before the residual); `None` on a non-finite logit.
+    pub fn output(&self, layer: &DaiLayer<E>, ctx: &[[f64; E]], q: &[f64; E]) -> Option<[f64; E]> {
+        match self.kind {
+            Attention::Softmax => softmax_token_update(layer, ctx, q).ok(),
+            Attention::Linear => Some(sub(&query_forward(layer, &context_state(layer, ctx), q), q)),
+        }
+    }
+
+    /// The prediction `-(q + output)[y]`.
+    pub fn predict(&self, layer: &DaiLayer<E>, ctx: &[[f64; E]], q: &[f64; E]) -> Option<f64> {
+        self.output(layer, ctx, q).map(|o| -(q[E - 1] + o[E - 1]))
+    }
+
+    /// One head's pre-softmax scores of `q` to `ctx` (`W_Q q . W_K e`, scaled by `1/sqrt(E)` for softmax).
+    pub fn scores(&self, head: &Head<f64, E, E, E>, ctx: &[[f64; E]], q: &[f64; E]) -> Vec<f64> {
+        let scale = match self.kind {
+            Attention::Softmax => 1.0 / (E as f64).sqrt(),
+            Attention::Linear => 1.0,
+        };
+        let qv = matvec(&head.w_q, q);
+        ctx.iter().map(|e| dot(&qv, &matvec(&head.w_k, e)) * scale).collect()
+    }
+
+    /// FT: `W_K` and `W_V` by SGD with batch 1 and rate `lr`, one pass over `demos` in order, each presented
+    /// zero-shot after `prompt`. `None` when a step fails or the weights stop being finite.
+    pub fn fine_tune(&self, prompt: &[[f64; E]], demos: &[[f64; E]], lr: f64) -> Option<DaiLayer<E>> {
+        let mut layer = self.layer.clone();
+        for demo in demos {
+            let mut q = *demo;
+            q[E - 1] = 0.0;
+            let y_hat = self.predict(&layer, prompt, &q)?;
+            let mut g = [0.0; E];
+            g[E - 1] = -(y_hat - demo[E - 1]);
+            let mut grad = DaiLayer::<E>::zeros();
+            match self.kind {
+                Attention::Softmax => softmax_token_backward(&layer, prompt, &q, &g, &mut grad, None).ok()?,
+                Attention::Linear => {
+                    let state = context_state(&layer, prompt);
+                    lsa_query_backward(&layer, prompt, &state, &q, &g, &mut grad, None).ok()?
+                }
+            };
+            for (h, gh) in layer.heads.iter_mut().zip(grad.heads.iter()) {
+                h.w_k -= gh.w_k * lr;
+                h.w_v -= gh.w_v * lr;
+            }
+        }
+        let finite = layer.heads.iter().all(|h| h.w_k.iter().chain(h.w_v.iter()).all(|v| v.is_finite()));
+        finite.then_some(layer)
+    }
+}
+
+/// Dai's relaxed map of `tokens` through `layer`: `sum_h P_h (sum_j (W_V e_j)(W_K e_j)^T) W_Q`.
+pub fn relaxed_map<const E: usize>(layer: &DaiLayer<E>, tokens: &[[f64; E]]) -> SMatrix<f64, E, E> {
+    let mut m = SMatrix::<f64, E, E>::zeros();
+    for h in &layer.heads {
+        let mut s = SMatrix::<f64, E, E>::zeros();
+        for e in tokens {
+            add_outer(&mut s, &matvec(&h.w_v, e), &matvec(&h.w_k, e));
+        }
+        m += h.p * s * h.w_q;
+    }
+    m
+}
+
+/// One task's numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskScore {
+    /// Squared errors / 2 of ZS, ICL, FT.
+    pub errors: [f64; 3],
+    /// SimAOU, and its uniform and Gaussian random baselines.
+    pub sim_aou: [Option<f64>; 3],
+    /// Per head with scores: SimAM ICL-FT and ICL-ZS.
+    pub sim_am: Vec<(f64, f64)>,
+    /// `cos(M_ICL, M_FT)`.
+    pub map_cos: Option<f64>,
+    /// `cos(ICL's implied predictor, sum_i y_i x_i)`.
+    pub readout_cos: Option<f64>,
+}
+
+/// A per-task seed from the task's numbers (for the random baselines).
+fn task_seed<const E: usize>(query: &[f32; E], y: f32) -> u64 {
+    query
+        .iter()
+        .chain([&y])
+        .fold(0x9E37_79B9_7F4A_7C15, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01B3))
+}
+
+/// Every metric on one task (`ctx`: demonstrations then `hidden` prompt tokens), or `None` when a run failed.
+pub fn score_task<const E: usize>(
+    subject: &Subject<E>,
+    (ctx, query, y): (&[[f32; E]], &[f32; E], f32),
+    hidden: usize,
+    lr: f64,
+    shuffled: bool,
+) -> Option<TaskScore> {
+    let tokens: Vec<[f64; E]> = ctx.iter().map(|t| t.map(f64::from)).collect();
+    let q = query.map(f64::from);
+    let (y, m) = (f64::from(y), tokens.len().checked_sub(hidden).filter(|&m| m > 0)?);
+    let (demos, prompt) = tokens.split_at(m);
+    let mut icl_ctx = tokens.clone();
+    if shuffled {
+        for (j, t) in icl_ctx[..m].iter_mut().enumerate() {
+            t[E - 1] = demos[(j + 1) % m][E - 1];
+        }
+    }
+    let layer = &subject.layer;
+    let ft = subject.fine_tune(prompt, demos, lr)?;
+    let outs =
+        [subject.output(layer, prompt, &q)?, subject.output(layer, &icl_ctx, &q)?, subject.output(&ft, prompt, &q)?];
+    let errors = outs.map(|o| 0.5 * (-(q[E - 1] + o[E - 1]) - y).powi(2));
+    let [zs, icl, ftu] = outs.each_ref().map(unit);
+    let d_icl = sub(&icl, &zs);
+    let mut rng = SplitMix64::new(task_seed(query, y as f32));
+    let uniform: [f64; E] = core::array::from_fn(|_| rng.next_open01());
+    let gaussian: [f64; E] = core::array::from_fn(|_| rng.next_normal());
+    let sim_aou = [cosine(&d_icl, &sub(&ftu, &zs)), cosine(&d_icl, &uniform), cosine(&d_icl, &gaussian)];
+    let sim_am = layer
+        .heads
+        .iter()
+        .zip(ft.heads.iter())
+        .filter_map(|(h, hf)| {
+            let s_icl = subject.scores(h, &icl_ctx[m..], &q);
+            let s_ft = subject.scores(hf, prompt, &q);
+            let s_zs = subject.scores(h, prompt, &q);
+            Some((cosine(&s_icl, &s_ft)?, cosine(&s_icl, &s_zs)?))
+        })
+        .collect();
+    let m_icl = relaxed_map(layer, &icl_ctx[..m]);
+    let m_ft = relaxed_map(&ft, prompt) - relaxed_map(layer, prompt);
+    let implied: Vec<f64> = (0..E - 1).map(|j| -m_icl[(E - 1, j)]).collect();
+    let mut gradient = vec![0.0; E - 1];
+    for t in demos {
+        for (g, x) in gradient.iter_mut().zip(t) {
+            *g += t[E - 1] * x;
+        }
+    }
+    Some(TaskScore {
+        errors,
+        sim_aou,
+        sim_am,
+        map_cos: cosine(m_icl.as_slice(), m_ft.as_slice()),
+        readout_cos: cosine(&implied, &gradient),
+    })
+}
+
+/// Every metric over tasks (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Loss (squared error / 2) of ZS, ICL and FT.
+    pub loss: [Stat; 3],
+    /// SimAOU `cos(ICL - ZS, FT - ZS)`.
+    pub sim_aou: Stat,
+    /// SimAOU against a non-centred uniform random vector (their baseline).
+    pub sim_aou_uniform: Stat,
+    /// SimAOU against a centred Gaussian random vector.
+    pub sim_aou_gaussian: Stat,
+    /// SimAM, ICL against FT (per head and task).
+    pub sim_am: Stat,
+    /// SimAM, ICL against ZS (their baseline).
+    pub sim_am_zs: Stat,
+    /// Rec2FTP: `P(ICL improves | FT improves, ZS bad)`.
+    pub rec2ftp: Stat,
+    /// `P(ICL improves | ZS bad)`.
+    pub icl_improves: Stat,
+    /// `cos(M_ICL, M_FT)`.
+    pub map_cos: Stat,
+    /// `cos(ICL's implied predictor, minus the least-squares gradient)`.
+    pub readout_cos: Stat,
+    /// FT's SGD rate (per seed when combined).
+    pub ft_lr: Vec<f64>,
+    /// Tasks left out because a run failed (non-finite).
+    pub skipped: usize,
+}
+
+impl Scores {
+    /// Rec2FTP over `P(ICL improves | ZS bad)`.
+    pub fn lift(&self) -> f64 {
+        self.rec2ftp.mean / self.icl_improves.mean
+    }
+
+    fn of(tasks: &[TaskScore], skipped: usize, lr: f64) -> Self {
+        let stat = |f: &dyn Fn(&TaskScore) -> Option<f64>| {
+            let v: Vec<f64> = tasks.iter().filter_map(f).collect();
+            Stat::of(v.iter().copied())
+        };
+        let mut zs: Vec<f64> = tasks.iter().map(|t| t.errors[0]).collect();
+        zs.sort_by(f64::total_cmp);
+        let median = zs.get(zs.len() / 2).copied().unwrap_or(f64::NAN);
+        let improves = |t: &TaskScore, i: usize| f64::from(u8::from(t.errors[i] < t.errors[0]));
+        let bad = |t: &TaskScore| t.errors[0] > median;
+        let pairs = |f: &dyn Fn((f64, f64)) -> f64| {
+            let v: Vec<f64> = tasks.iter().flat_map(|t| t.sim_am.iter().map(|&p| f(p))).collect();
+            Stat::of(v.iter().copied())
+        };
+        Self {
+            loss: [0, 1, 2].map(|i| stat(&|t| Some(t.errors[i]))),
+            sim_aou: stat(&|t| t.sim_aou[0]),
+            sim_aou_uniform: stat(&|t| t.sim_aou[1]),
+            sim_aou_gaussian: stat(&|t| t.sim_aou[2]),
+            sim_am: pairs(&|p| p.0),
+            sim_am_zs: pairs(&|p| p.1),
+            rec2ftp: stat(&|t| (bad(t) && improves(t, 2) > 0.0).then(|| improves(t, 1))),
+            icl_improves: stat(&|t| bad(t).then(|| improves(t, 1))),
+            map_cos: stat(&|t| t.map_cos),
+            readout_cos: stat(&|t| t.readout_cos),
+            ft_lr: vec![lr],
+            skipped,
+        }
+    }
+
+    /// Scores of several models of one kind (seeds): every interval over seeds and tasks ([`over_seeds`]).
+    pub fn combine(per_seed: &[Scores]) -> Scores {
+        let over = |f: &dyn Fn(&Scores) -> Stat| over_seeds(&per_seed.iter().map(f).collect::<Vec<_>>());
+        Self {
+            loss: [0, 1, 2].map(|i| over(&|s| s.loss[i])),
+            sim_aou: over(&|s| s.sim_aou),
+            sim_aou_uniform: over(&|s| s.sim_aou_uniform),
+            sim_aou_gaussian: over(&|s| s.sim_aou_gaussian),
+            sim_am: over(&|s| s.sim_am),
+            sim_am_zs: over(&|s| s.sim_am_zs),
+            rec2ftp: over(&|s| s.rec2ftp),
+            icl_improves: over(&|s| s.icl_improves),
+            map_cos: over(&|s| s.map_cos),
+            readout_cos: over(&|s| s.readout_cos),
+            ft_lr: per_seed.iter().flat_map(|s| s.ft_lr.iter().copied()).collect(),
+            skipped: per_seed.iter().map(|s| s.skipped).sum(),
+        }
+    }
+}
+
+/// Where the tasks come from: `count` tasks of the streams `(seed, first_stream + chunk)` of `sampler`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tasks<'a> {
+    /// The distribution (its `hidden` tokens are the prompt).
+    pub sampler: &'a TaskSampler,
+    /// The seed.
+    pub seed: u64,
+    /// The first stream.
+    pub first_stream: u64,
+    /// How many.
+    pub count: usize,
+}
+
+/// Every metric of `subject` on `tasks` with FT rate `lr` (ICL on shuffled labels when `shuffled`).
+pub fn evaluate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>, lr: f64, shuffled: bool) -> Scores {
+    let hidden = tasks.sampler.hidden;
+    let parts = tasks.sampler.par_chunks::<E, (Vec<TaskScore>, usize)>(
+        tasks.seed,
+        tasks.first_stream,
+        tasks.count,
+        Default::default,
+        |(acc, skipped), ctx, query, y| match score_task(subject, (ctx, query, y), hidden, lr, shuffled) {
+            Some(s) => acc.push(s),
+            None => *skipped += 1,
+        },
+    );
+    let skipped = parts.iter().map(|p| p.1).sum();
+    let all: Vec<TaskScore> = parts.into_iter().flat_map(|p| p.0).collect();
+    Scores::of(&all, skipped, lr)
+}
+
+/// The FT rates tried: `10^(k/2)` for `k = -10..=4`.
+pub fn rate_grid() -> Vec<f64> {
+    (-10..=4).map(|k| 10f64.powf(k as f64 / 2.0)).collect()
+}
+
+/// The rate of [`rate_grid`] with the lowest mean FT loss on `tasks` (a rate that fails on any task loses).
+pub fn tune_ft_rate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>) -> f64 {
+    let hidden = tasks.sampler.hidden;
+    let loss = |lr: f64| {
+        let sums = tasks.sampler.par_chunks::<E, f64>(
+            tasks.seed,
+            tasks.first_stream,
+            tasks.count,
+            || 0.0,
+            |acc, ctx, q, y| {
+                let m = ctx.len().saturating_sub(hidden);
+                let tokens: Vec<[f64; E]> = ctx.iter().map(|t| t.map(f64::from)).collect();
+                let (demos, prompt) = tokens.split_at(m);
+                let q = q.map(f64::from);
+                *acc += subject
+                    .fine_tune(prompt, demos, lr)
+                    .and_then(|ft| subject.predict(&ft, prompt, &q))
+                    .map_or(f64::INFINITY, |p| 0.5 * (p - f64::from(y)).powi(2));
+            },
+        );
+        let total: f64 = sums.iter().sum();
+        if total.is_finite() {
+            total
+        } else {
+            f64::INFINITY
+        }
+    };
+    rate_grid().into_iter().map(|lr| (lr, loss(lr))).min_by(|a, b| a.1.total_cmp(&b.1)).map_or(1.0, |b| b.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// d = 3, E = 4: `m` demonstrations of `w . x` then `u` prompt inputs (label 0), and a query.
+    fn task(seed: u64, m: usize, u: usize) -> (Vec<[f32; 4]>, [f32; 4], f32) {
+        let sampler = TaskSampler { hidden: u, ..TaskSampler::new(3, m + u, 1.0) };
+        let mut ctx = vec![[0.0f32; 4]; m + u];
+        let (q, y) = sampler.sample(&mut crate::tasks::stream_rng(seed, 0), &mut ctx);
+        (ctx, q, y)
+    }
+
+    /// The positive control scores as GD where GD is defined: ICL is one GD step (its prediction and its implied
+    /// predictor), and the random-weights negative is not.
+    #[test]
+    fn the_gd_construction_scores_as_gd_and_random_weights_do_not() {
+        let gd = Subject::<4>::gd::<3>(0.8, 6).unwrap();
+        let random = Subject::<4>::random(11);
+        let (mut worst, mut random_sum) = (1.0f64, 0.0f64);
+        for seed in 0..20 {
+            let (ctx, q, y) = task(seed, 6, 3);
+            let s = score_task(&gd, (&ctx, &q, y), 3, 0.1, false).unwrap();
+            worst = worst.min(s.readout_cos.unwrap());
+            let step: f64 = ctx[..6]
+                .iter()
+                .map(|t| f64::from(t[3]) * (0..3).map(|i| f64::from(t[i]) * f64::from(q[i])).sum::<f64>())
+                .sum::<f64>()
+                * 0.8
+                / 6.0;
+            assert!((s.errors[1] - 0.5 * (step - f64::from(y)).powi(2)).abs() < 1e-12);
+            // The prompt's values are 0: zero-shot predicts 0.
+            assert_eq!(s.errors[0], 0.5 * f64::from(y).powi(2));
+            let r = score_task(&random, (&ctx, &q, y), 3, 0.1, false).unwrap();
+            random_sum += r.readout_cos.unwrap();
+        }
+        assert!(worst > 1.0 - 1e-12, "{worst}");
+        // In d = 3 one task's cosine can be high by chance; over tasks a fixed map is not the gradient.
+        assert!(random_sum / 20.0 < 0.5, "{random_sum}");
+        // With shuffled labels the implied predictor is no longer the gradient of the true labels' loss.
+        let (ctx, q, y) = task(3, 6, 3);
+        let shuffled = score_task(&gd, (&ctx, &q, y), 3, 0.1, true).unwrap();
+        assert!(shuffled.readout_cos.unwrap() < 0.99, "{shuffled:?}");
+    }
+
+    fn entry(l: &mut DaiLayer<4>, head: usize, which: usize, idx: (usize, usize)) -> &mut f64 {
+        let h = &mut l.heads[head];
+        if which == 0 {
+            &mut h.w_k[idx]
+        } else {
+            &mut h.w_v[idx]
+        }
+    }
+
+    /// FT takes SGD steps on `W_K` and `W_V` only, down the gradient of the zero-shot loss (against central
+    /// differences), for softmax and linear attention.
+    #[test]
+    fn fine_tuning_steps_down_the_zero_shot_gradient() {
+        let (ctx, _, _) = task(5, 1, 3);
+        let (demos, prompt): (Vec<[f64; 4]>, Vec<[f64; 4]>) =
+            (ctx[..1].iter().map(|t| t.map(f64::from)).collect(), ctx[1..].iter().map(|t| t.map(f64::from)).collect());
+        for mut s in [Subject::<4>::random(3), Subject::<4>::random(4)] {
+            if s.layer.heads[0].w_q[(0, 0)] > 0.0 {
+                s.kind = Attention::Linear;
+            }
+            let lr = 1e-3;
+            let ft = s.fine_tune(&prompt, &demos, lr).unwrap();
+            let mut q = demos[0];
+            q[3] = 0.0;
+            let loss = |l: &DaiLayer<4>| 0.5 * (s.predict(l, &prompt, &q).unwrap() - demos[0][3]).powi(2);
+            for (h, (a, b)) in s.layer.heads.iter().zip(ft.heads.iter()).enumerate() {
+                assert_eq!((a.w_q, a.p), (b.w_q, b.p));
+                for (which, idx) in [(0usize, (1usize, 2usize)), (1, (3, 0)), (1, (0, 3))] {
+                    let eps = 1e-6;
+                    let (mut plus, mut minus) = (s.layer.clone(), s.layer.clone());
+                    *entry(&mut plus, h, which, idx) += eps;
+                    *entry(&mut minus, h, which, idx) -= eps;
+                    let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps);
+                    let moved = if which == 0 { a.w_k[idx] - b.w_k[idx] } else { a.w_v[idx] - b.w_v[idx] };
+                    assert!((moved / lr - numeric).abs() < 1e-6 * (1.0 + numeric.abs()), "{:?} {h} {which}", s.kind);
+                }
+            }
+        }
+    }
+}
