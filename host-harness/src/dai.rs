@@ -23,7 +23,10 @@
 //!   their relaxation, `M_ICL = sum_h P_h (sum_i (W_V e_i)(W_K e_i)^T) W_Q` over the demonstrations, against the
 //!   change FT makes to the zero-shot map, `M_FT = sum_h P_h (sum_z (W_V' z)(W_K' z)^T) W_Q - (the same before FT)`
 //!   over the prompt: cosine of the two `E x E` maps; and the linear predictor `M_ICL` implies (minus its `y` row on
-//!   the inputs) against minus the gradient at 0 of the in-context least-squares loss, `sum_i y_i x_i`: cosine.
+//!   the inputs) against minus the gradient at 0 of the in-context least-squares loss, `sum_i y_i x_i`: cosine. The
+//!   relaxation drops the softmax, so beside it what the layer actually does: the sensitivity of the
+//!   demonstrations' effect on the prediction to the query's input, `d(ICL - ZS)/dx_q` (central differences),
+//!   against the same gradient (for one GD step from 0 the two are the same vector).
 //!
 //! Shuffled labels: the same with ICL's demonstrations relabelled (labels rotated by one position, so every input
 //! has another's label); FT and the reference gradient keep the true labels. Everything runs in f64 on the core's
@@ -210,7 +213,12 @@ pub struct TaskScore {
     pub map_cos: Option<f64>,
     /// `cos(ICL's implied predictor, sum_i y_i x_i)`.
     pub readout_cos: Option<f64>,
+    /// `cos(d(ICL - ZS)/dx_q, sum_i y_i x_i)`.
+    pub sensitivity_cos: Option<f64>,
 }
+
+/// The step of the central differences of the sensitivity.
+const SENSITIVITY_STEP: f64 = 1e-5;
 
 /// A per-task seed from the task's numbers (for the random baselines).
 fn task_seed<const E: usize>(query: &[f32; E], y: f32) -> u64 {
@@ -269,8 +277,18 @@ pub fn score_task<const E: usize>(
             *g += t[E - 1] * x;
         }
     }
+    // The demonstrations' effect on the prediction as a function of the query's input, by central differences.
+    let effect = |x: &[f64; E]| Some(subject.predict(layer, &icl_ctx, x)? - subject.predict(layer, prompt, x)?);
+    let mut sensitivity = vec![0.0; E - 1];
+    for (i, v) in sensitivity.iter_mut().enumerate() {
+        let (mut plus, mut minus) = (q, q);
+        plus[i] += SENSITIVITY_STEP;
+        minus[i] -= SENSITIVITY_STEP;
+        *v = (effect(&plus)? - effect(&minus)?) / (2.0 * SENSITIVITY_STEP);
+    }
     Some(TaskScore {
         errors,
+        sensitivity_cos: cosine(&sensitivity, &gradient),
         sim_aou,
         sim_am,
         map_cos: cosine(m_icl.as_slice(), m_ft.as_slice()),
@@ -301,8 +319,12 @@ pub struct Scores {
     pub map_cos: Stat,
     /// `cos(ICL's implied predictor, minus the least-squares gradient)`.
     pub readout_cos: Stat,
+    /// `cos(d(ICL - ZS)/dx_q, minus the least-squares gradient)`: what the layer does, not its relaxation.
+    pub sensitivity_cos: Stat,
     /// FT's SGD rate (per seed when combined).
     pub ft_lr: Vec<f64>,
+    /// Tasks scored (over seeds when combined).
+    pub scored: usize,
     /// Tasks left out because a run failed (non-finite).
     pub skipped: usize,
 }
@@ -338,7 +360,9 @@ impl Scores {
             icl_improves: stat(&|t| bad(t).then(|| improves(t, 1))),
             map_cos: stat(&|t| t.map_cos),
             readout_cos: stat(&|t| t.readout_cos),
+            sensitivity_cos: stat(&|t| t.sensitivity_cos),
             ft_lr: vec![lr],
+            scored: tasks.len(),
             skipped,
         }
     }
@@ -357,7 +381,9 @@ impl Scores {
             icl_improves: over(&|s| s.icl_improves),
             map_cos: over(&|s| s.map_cos),
             readout_cos: over(&|s| s.readout_cos),
+            sensitivity_cos: over(&|s| s.sensitivity_cos),
             ft_lr: per_seed.iter().flat_map(|s| s.ft_lr.iter().copied()).collect(),
+            scored: per_seed.iter().map(|s| s.scored).sum(),
             skipped: per_seed.iter().map(|s| s.skipped).sum(),
         }
     }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use dualform_harness::experiments::{gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer, softmax};
+use dualform_harness::experiments::{
+    dai, gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer, softmax,
+};
 use dualform_harness::report::{read, Report, Tables};
 use dualform_harness::verdict::{Outcome, Role};
 use serde::de::DeserializeOwned;
@@ -217,11 +219,70 @@ fn quick_softmax() {
     assert!(r.verdict.text.contains("Dai's cosine per layer"), "{}", r.verdict.text);
 }
 
+/// Dai's method: the positive control scores as GD on the weight-space and function cosines and a negative (random
+/// weights) does not; the relaxation calls the sharp retrieval head GD while its function does not; the structure
+/// of the method (FT and ZS do not see the labels ICL sees; one layer's SimAM baseline is 1) holds.
+#[test]
+fn quick_dai() {
+    let r: Report<dai::Settings, dai::Results> = report("dai");
+    let res = &r.results;
+    let roles: Vec<(dai::Role, bool)> = res.rows.iter().map(|x| (x.role, x.shuffled)).collect();
+    let kinds =
+        [dai::Role::Positive, dai::Role::Trained, dai::Role::Negative, dai::Role::Negative, dai::Role::Negative];
+    let expected: Vec<(dai::Role, bool)> =
+        [false, true].iter().flat_map(|&s| kinds.iter().map(move |&k| (k, s))).collect();
+    assert_eq!(roles, expected);
+    let row = |i: usize| &res.rows[i].scores;
+    let (gd, retrieval, random) = (row(0), row(2), row(4));
+    // The positive control: ICL is GD, by the relaxed map and by what the layer does; its prompt adds nothing.
+    assert!(gd.readout_cos.mean > 1.0 - 1e-9 && gd.sensitivity_cos.mean > 1.0 - 1e-9, "{gd:?}");
+    assert_eq!(gd.loss[0], res.zero[0], "zero-shot GD predicts 0 on the same tasks");
+    assert!(gd.loss[1].mean < 0.6 * gd.loss[0].mean);
+    // Random weights score as GD on neither cosine.
+    assert!(random.readout_cos.mean.abs() < 0.3 && random.sensitivity_cos.mean.abs() < 0.3, "{random:?}");
+    // Dai's relaxation drops the softmax: the retrieval head's relaxed map is the GD direction, its function is not.
+    assert!(retrieval.readout_cos.mean > 1.0 - 1e-9, "{retrieval:?}");
+    assert!(retrieval.sensitivity_cos.mean < 0.8, "{retrieval:?}");
+    for (plain, shuffled) in res.rows[..5].iter().zip(&res.rows[5..]) {
+        let (p, s) = (&plain.scores, &shuffled.scores);
+        assert_eq!(plain.model, shuffled.model);
+        // Shuffling touches ICL only.
+        assert_eq!((p.loss[0], p.loss[2], p.ft_lr.clone()), (s.loss[0], s.loss[2], s.ft_lr.clone()));
+        // One layer: ICL's scores to the prompt are ZS's.
+        assert!((p.sim_am_zs.mean - 1.0).abs() < 1e-12, "{}: {:?}", plain.model, p.sim_am_zs);
+        assert_eq!(
+            p.ft_lr.len(),
+            if plain.role == dai::Role::Positive || plain.model.contains("retrieval") { 1 } else { 2 }
+        );
+        assert_eq!(p.scored + p.skipped, r.config.eval.eval_tasks * p.ft_lr.len(), "{}", plain.model);
+    }
+    // Shuffled labels break the GD construction's agreement with the true labels' gradient.
+    assert!(res.rows[5].scores.sensitivity_cos.mean.abs() < 0.2);
+    let metrics: Vec<&str> = res.readings.iter().map(|x| x.metric.as_str()).collect();
+    assert_eq!(metrics.len(), 6);
+    for m in metrics {
+        assert!(r.verdict.text.contains(m), "{m}: {}", r.verdict.text);
+    }
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["positive_is_gd", "trained_learns", "picker_learns", "scored"]);
+    let csv = std::fs::read_to_string(quick_all().join("dai/scores.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 10 * 13);
+}
+
 #[test]
 fn the_index_page_shows_every_experiment_and_plot() {
     let html = std::fs::read_to_string(quick_all().join("index.html")).unwrap();
-    let names =
-        ["single-layer", "preconditioned", "multi-layer", "recurrent", "gd-plus-plus", "interpolate", "ood", "softmax"];
+    let names = [
+        "single-layer",
+        "preconditioned",
+        "multi-layer",
+        "recurrent",
+        "gd-plus-plus",
+        "interpolate",
+        "ood",
+        "softmax",
+        "dai",
+    ];
     for name in names {
         assert!(html.contains(&format!("id=\"{name}\"")), "section {name}");
         assert!(html.contains(&format!("href=\"{name}/report.json\"")), "link to {name}/report.json");
@@ -235,6 +296,7 @@ fn the_index_page_shows_every_experiment_and_plot() {
         "interpolate/interpolate.png",
         "ood/ood.png",
         "softmax/softmax.png",
+        "dai/dai.png",
     ] {
         assert!(html.contains(&format!("src=\"{img}\"")), "{img}");
         assert!(quick_all().join(img).is_file(), "{img}");

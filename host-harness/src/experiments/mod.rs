@@ -14,6 +14,7 @@
 //! several experiments train with the same settings (the single layer, the deep stacks) are trained once per
 //! `reproduce all` and shared through [`Run::cached`].
 
+pub mod dai;
 pub mod gd_plus_plus;
 mod index;
 pub mod interpolate;
@@ -46,6 +47,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &Registered::<interpolate::Interpolate>(PhantomData),
     &Registered::<ood::Ood>(PhantomData),
     &Registered::<softmax::SoftmaxExperiment>(PhantomData),
+    &Registered::<dai::Dai>(PhantomData),
 ];
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.
@@ -170,7 +172,8 @@ mod tests {
         check::<interpolate::Interpolate>();
         check::<ood::Ood>();
         check::<softmax::SoftmaxExperiment>();
-        assert_eq!(REGISTRY.len(), 8);
+        check::<dai::Dai>();
+        assert_eq!(REGISTRY.len(), 9);
 
         let mut names = names();
         names.sort();

@@ -1,0 +1,485 @@
+//! `dualform reproduce dai`: Dai et al.'s method (zero-shot / in-context / fine-tuned; SimAOU, SimAM, Rec2FTP) and the
+//! weight-space comparison they did not make ([`crate::dai`]), on one attention layer whose mechanism is known:
+//! - positive control: the core's GD construction (linear attention), where ICL *is* one GD step;
+//! - trained: one softmax layer ([`SOFTMAX_HEADS`] heads) trained on the same tasks, several seeds;
+//! - negatives: a sharp softmax retrieval head (predicts the label of the demonstration most aligned with the query),
+//!   a softmax layer trained on a pool of M fixed tasks (and scored on them), random softmax weights (several seeds);
+//! - every model again with ICL on shuffled labels.
+//!
+//! The tasks are the regression task with a zero-shot prompt of `--prompt` unlabelled inputs after the `--n`
+//! demonstrations. A metric *detects GD here* when the positive control's interval lies above every negative's (the
+//! shuffled-label positive counting as a negative); the report says for each metric whether it does.
+//!
+//! Files: `report.json`, `scores.csv` (every model and metric), `dai.png`, `softmax.safetensors` and
+//! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
+
+use super::trained::{trained_softmax, TrainedSoftmax};
+use super::{Experiment, Outcome, Run};
+use crate::dai::{evaluate, tune_ft_rate, Scores, Subject, Tasks};
+use crate::eval::{tune_gd_rate, zero_loss};
+use crate::model::{save, Model};
+use crate::net::SOFTMAX_HEADS;
+use crate::plot::{Panel, Series};
+use crate::report::{Check, Table, Tables};
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::stats::Stat;
+use crate::tasks::{streams, TaskSampler};
+use crate::train::TrainTiming;
+use crate::HarnessError;
+use serde::{Deserialize, Serialize};
+
+/// The experiment.
+pub struct Dai;
+
+/// Settings of `reproduce dai`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Unlabelled inputs after the demonstrations: the zero-shot prompt (at least 2, so SimAM compares vectors).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub prompt: usize,
+    /// Trained models, picker models and random layers, from seeds seed, seed + 1, ...
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub seeds: usize,
+    /// Fixed tasks the picker is trained and scored on.
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub pool: usize,
+    /// Tasks on which each model's fine-tuning rate is chosen.
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    pub tune_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
+}
+
+impl super::Settings for Settings {
+    const QUICK: &'static [(&'static str, &'static str)] = &[
+        ("steps", "600"),
+        ("batch", "256"),
+        ("eval_tasks", "1000"),
+        ("seeds", "2"),
+        ("tune_tasks", "200"),
+        ("log_every", "100"),
+        ("probe_tasks", "512"),
+    ];
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
+    }
+
+    fn validate(&self) -> Result<(), HarnessError> {
+        self.task.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
+        self.curves.validate()?;
+        let usage = |m: String| Err(HarnessError::Usage(m));
+        if !(2..=64).contains(&self.prompt) {
+            return usage(format!("--prompt must be between 2 and 64 (got {})", self.prompt));
+        }
+        if !(1..=16).contains(&self.seeds) {
+            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
+        }
+        if !(2..=1_000_000).contains(&self.pool) {
+            return usage(format!("--pool must be between 2 and 1000000 (got {})", self.pool));
+        }
+        if !(10..=1_000_000).contains(&self.tune_tasks) {
+            return usage(format!("--tune-tasks must be between 10 and 1000000 (got {})", self.tune_tasks));
+        }
+        Ok(())
+    }
+}
+
+/// What a model is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// ICL is GD by construction.
+    Positive,
+    /// The model under study.
+    Trained,
+    /// A mechanism other than GD.
+    Negative,
+}
+
+/// One model (over seeds) under Dai's method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The model.
+    pub model: String,
+    /// Its role.
+    pub role: Role,
+    /// ICL on shuffled labels.
+    pub shuffled: bool,
+    /// Every metric.
+    pub scores: Scores,
+}
+
+impl Row {
+    fn name(&self) -> String {
+        if self.shuffled {
+            format!("{}, ICL on shuffled labels", self.model)
+        } else {
+            self.model.clone()
+        }
+    }
+}
+
+/// Whether one metric tells the positive control from the negatives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// The metric.
+    pub metric: String,
+    /// The positive control's value.
+    pub positive: Stat,
+    /// The highest-scoring negative and its value.
+    pub best_negative: (String, Stat),
+    /// The positive's interval lies above every negative's.
+    pub separates: bool,
+    /// The trained softmax model's value.
+    pub trained: Stat,
+}
+
+/// What `reproduce dai` found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// The task distribution in words.
+    pub distribution: String,
+    /// Demonstrations and prompt tokens per task.
+    pub demos: usize,
+    /// Prompt tokens.
+    pub prompt: usize,
+    /// The picker's pool size.
+    pub pool: usize,
+    /// The GD construction's rate (tuned on the demonstrations).
+    pub gd_eta: f64,
+    /// The retrieval head's logit sharpness `beta`.
+    pub retrieval_beta: f64,
+    /// Every model, then every model with shuffled labels.
+    pub rows: Vec<Row>,
+    /// Per metric: does it separate GD from the negatives?
+    pub readings: Vec<Reading>,
+    /// Training time of the trained and picker models (per seed).
+    pub training: Vec<(String, Vec<TrainTiming>)>,
+    /// Loss of predicting 0 on the tasks, and on the picker's pool tasks.
+    pub zero: [Stat; 2],
+}
+
+/// The metrics the readings judge, with how to read each from [`Scores`].
+type Metric = (&'static str, fn(&Scores) -> Stat);
+
+const METRICS: [Metric; 6] = [
+    ("SimAOU", |s| s.sim_aou),
+    ("SimAM (ICL vs FT)", |s| s.sim_am),
+    ("Rec2FTP", |s| s.rec2ftp),
+    ("cos(M_ICL, M_FT)", |s| s.map_cos),
+    ("cos(implied predictor, -gradient)", |s| s.readout_cos),
+    ("cos(ICL sensitivity, -gradient)", |s| s.sensitivity_cos),
+];
+
+impl Tables for Results {
+    fn tables(&self) -> Vec<Table> {
+        let mut behaviour = Table::new(
+            format!(
+                "{} demonstrations, a prompt of {} unlabelled inputs: loss of zero-shot, in-context, fine-tuned \
+                 (W_K, W_V; SGD, batch 1, one pass); Rec2FTP and P(ICL improves | ZS bad)",
+                self.demos, self.prompt
+            ),
+            &["model", "ZS loss", "ICL loss", "FT loss", "FT rate", "Rec2FTP", "P(ICL improves | ZS bad)", "lift"],
+        );
+        let mut similarity = Table::new(
+            "Dai's similarities (per task, 95% CI): SimAOU and its random baselines, SimAM and its baseline",
+            &["model", "SimAOU", "random, uniform [0,1)", "random, Gaussian", "SimAM ICL-FT", "SimAM ICL-ZS"],
+        );
+        let mut weights = Table::new(
+            "weight space (Dai's relaxed maps): cos(M_ICL, M_FT), and ICL's implied predictor against minus the \
+             least-squares gradient; function: the demonstrations' effect d(ICL - ZS)/dx_q against the same",
+            &["model", "cos(M_ICL, M_FT)", "cos(implied, -gradient)", "cos(sensitivity, -gradient)", "skipped"],
+        );
+        for r in &self.rows {
+            let s = &r.scores;
+            let rates: Vec<String> = s.ft_lr.iter().map(|x| format!("{x:.0e}")).collect();
+            behaviour.row(vec![
+                r.name(),
+                s.loss[0].show(),
+                s.loss[1].show(),
+                s.loss[2].show(),
+                rates.join(", "),
+                s.rec2ftp.show(),
+                s.icl_improves.show(),
+                format!("{:.3}", s.lift()),
+            ]);
+            similarity.row(vec![
+                r.name(),
+                s.sim_aou.show(),
+                s.sim_aou_uniform.show(),
+                s.sim_aou_gaussian.show(),
+                s.sim_am.show(),
+                s.sim_am_zs.show(),
+            ]);
+            weights.row(vec![
+                r.name(),
+                s.map_cos.show(),
+                s.readout_cos.show(),
+                s.sensitivity_cos.show(),
+                s.skipped.to_string(),
+            ]);
+        }
+        let mut reading = Table::new(
+            "does the metric tell GD from the negatives? (the positive control's interval above every negative's)",
+            &["metric", "GD construction", "highest negative", "separates", "trained softmax"],
+        );
+        for r in &self.readings {
+            reading.row(vec![
+                r.metric.clone(),
+                r.positive.show(),
+                format!("{} ({})", r.best_negative.1.show(), r.best_negative.0),
+                if r.separates { "yes" } else { "no" }.into(),
+                r.trained.show(),
+            ]);
+        }
+        let mut base = Table::new("baselines", &["tasks", "predict 0"]);
+        base.row(vec!["regression tasks".into(), self.zero[0].show()]);
+        base.row(vec![format!("the picker's {} tasks", self.pool), self.zero[1].show()]);
+        vec![behaviour, similarity, weights, reading, base]
+    }
+}
+
+/// Per metric: the positive control (true labels) against every negative and the positive on shuffled labels.
+pub fn readings(rows: &[Row]) -> Vec<Reading> {
+    let find = |role: Role| rows.iter().find(|r| r.role == role && !r.shuffled);
+    let (Some(pos), Some(trained)) = (find(Role::Positive), find(Role::Trained)) else { return Vec::new() };
+    let negatives: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.role == Role::Negative && !r.shuffled || r.role == Role::Positive && r.shuffled)
+        .collect();
+    METRICS
+        .iter()
+        .map(|(name, f)| {
+            let best = negatives
+                .iter()
+                .map(|r| (r.name(), f(&r.scores)))
+                .max_by(|a, b| a.1.hi().total_cmp(&b.1.hi()))
+                .unwrap_or_else(|| ("none".into(), Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }));
+            let separates = f(&pos.scores).lo() > best.1.hi();
+            Reading {
+                metric: name.to_string(),
+                positive: f(&pos.scores),
+                best_negative: best,
+                separates,
+                trained: f(&trained.scores),
+            }
+        })
+        .collect()
+}
+
+/// The experiment is sound when the positive control is GD (its implied predictor is the gradient direction on
+/// every task, to rounding), the trained and picker models learned (in-context loss at most 80% of predicting 0 on
+/// their tasks), and every model was scored on at least 99% of the tasks.
+pub fn checks(r: &Results) -> Vec<Check> {
+    let mut out = Vec::new();
+    let find = |role: Role| r.rows.iter().find(|x| x.role == role && !x.shuffled);
+    if let Some(p) = find(Role::Positive) {
+        out.push(Check::at_least(
+            "positive_is_gd",
+            "GD construction: cos(implied predictor, -gradient)",
+            p.scores.readout_cos.mean,
+            1.0 - 1e-9,
+        ));
+    }
+    if let Some(t) = find(Role::Trained) {
+        out.push(Check::at_most(
+            "trained_learns",
+            "trained softmax: ICL loss / loss of predicting 0",
+            t.scores.loss[1].mean / r.zero[0].mean,
+            0.8,
+        ));
+    }
+    if let Some(p) = r.rows.iter().find(|x| x.model.starts_with("picker") && !x.shuffled) {
+        out.push(Check::at_most(
+            "picker_learns",
+            "picker: ICL loss / loss of predicting 0 on its pool",
+            p.scores.loss[1].mean / r.zero[1].mean,
+            0.8,
+        ));
+    }
+    let worst = r.rows.iter().map(|x| x.scores.skipped as f64 / (x.scores.skipped + x.scores.scored).max(1) as f64);
+    out.push(Check::at_most(
+        "scored",
+        "largest fraction of tasks a model was not scored on",
+        worst.fold(0.0, f64::max),
+        0.01,
+    ));
+    out
+}
+
+/// The verdict: per metric, whether it detects GD here, and the trained model's value.
+pub fn verdict(r: &Results, checks: &[Check]) -> String {
+    let parts: Vec<String> = r
+        .readings
+        .iter()
+        .map(|x| {
+            let how = if x.separates {
+                "separates GD from the negatives".to_string()
+            } else {
+                format!("does NOT separate GD from {}", x.best_negative.0)
+            };
+            format!("{}: {how} (GD {:.3}, trained softmax {:.3})", x.metric, x.positive.mean, x.trained.mean)
+        })
+        .collect();
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    if failed.is_empty() {
+        parts.join("; ")
+    } else {
+        format!("{} (failed: {})", parts.join("; "), failed.join(", "))
+    }
+}
+
+fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
+    let mut csv = String::from("model,role,shuffled,metric,mean,ci95,n\n");
+    for row in &r.rows {
+        let s = &row.scores;
+        let named = [
+            ("zs_loss", s.loss[0]),
+            ("icl_loss", s.loss[1]),
+            ("ft_loss", s.loss[2]),
+            ("sim_aou", s.sim_aou),
+            ("sim_aou_uniform", s.sim_aou_uniform),
+            ("sim_aou_gaussian", s.sim_aou_gaussian),
+            ("sim_am", s.sim_am),
+            ("sim_am_zs", s.sim_am_zs),
+            ("rec2ftp", s.rec2ftp),
+            ("icl_improves_zs_bad", s.icl_improves),
+            ("map_cos", s.map_cos),
+            ("readout_cos", s.readout_cos),
+            ("sensitivity_cos", s.sensitivity_cos),
+        ];
+        for (m, v) in named {
+            csv.push_str(&format!("{},{:?},{},{m},{},{},{}\n", row.model, row.role, row.shuffled, v.mean, v.ci95, v.n));
+        }
+    }
+    crate::output::write(&run.file("scores.csv"), &csv)?;
+    let plain: Vec<&Row> = r.rows.iter().filter(|x| !x.shuffled).collect();
+    let mut panel = Panel::new("Dai's metrics and the weight-space cosines per model (true labels)", "model", "value");
+    for (name, f) in METRICS.iter().filter(|m| m.0 != "Rec2FTP") {
+        let pts = plain.iter().enumerate().map(|(i, x)| (i as f64, f(&x.scores).mean)).collect();
+        panel = panel.with(Series::line(*name, pts).with_markers());
+    }
+    let names: Vec<String> = plain.iter().enumerate().map(|(i, x)| format!("{i} = {}", x.model)).collect();
+    run.plot("dai.png", &format!("Models: {}", names.join("; ")), &[panel]);
+    Ok(())
+}
+
+/// The softmax models trained on `sampler`, one per seed.
+fn train_all<const E: usize>(
+    run: &mut Run<'_>,
+    s: &Settings,
+    sampler: &TaskSampler,
+    seeds: &[u64],
+) -> Result<Vec<TrainedSoftmax<E>>, HarnessError> {
+    seeds
+        .iter()
+        .map(|&sd| trained_softmax::<E>(run, sampler, 1, s.train.spec(1, sd), &s.curves, s.common.eval_seed))
+        .collect()
+}
+
+impl Experiment for Dai {
+    const NAME: &'static str = "dai";
+    const ABOUT: &'static str =
+        "Dai et al.'s ICL-vs-fine-tuning metrics on GD, trained softmax attention and negative controls";
+    /// Adam's rate of the `softmax` experiment (1e-3 leaves softmax layers on the uniform-attention plateau).
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[("lr", "0.01")];
+    type Settings = Settings;
+    type Results = Results;
+
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let base = s.task.sampler();
+        let (m, u) = (s.task.n, s.prompt);
+        let sampler = TaskSampler { n: m + u, hidden: u, ..base };
+        let pool = TaskSampler { pool: s.pool, pool_seed: s.common.seed ^ 0x5EED_9001, ..sampler };
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let eval_seed = s.common.eval_seed;
+        let at = |smp, stream, count| Tasks { sampler: smp, seed: eval_seed, first_stream: stream, count };
+
+        let eta = tune_gd_rate::<D, E>(&base, eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+        let trained = train_all::<E>(run, s, &sampler, &seeds)?;
+        let pickers = train_all::<E>(run, s, &pool, &seeds)?;
+        // Logits `beta x_q . x_j / sqrt(E)` with a standard deviation of about 10 over the inputs.
+        let var: f64 = (0..D).map(|i| base.variance(i)).sum::<f64>() / D as f64;
+        let beta = 10.0 * (E as f64).sqrt() / ((D as f64).sqrt() * var);
+        let softmax = |t: &[TrainedSoftmax<E>]| -> Vec<Subject<E>> {
+            t.iter().map(|x| Subject::softmax(&x.model.net().layers()[0])).collect()
+        };
+        let kinds: Vec<(String, Role, Vec<Subject<E>>, &TaskSampler)> = vec![
+            ("GD construction (positive control)".into(), Role::Positive, vec![Subject::gd::<D>(eta, m)?], &sampler),
+            (format!("softmax, trained ({SOFTMAX_HEADS} heads)"), Role::Trained, softmax(&trained), &sampler),
+            ("sharp retrieval head".into(), Role::Negative, vec![Subject::retrieval(beta)], &sampler),
+            (format!("picker of {} tasks (scored on them)", s.pool), Role::Negative, softmax(&pickers), &pool),
+            (
+                "random softmax weights".into(),
+                Role::Negative,
+                seeds.iter().map(|&sd| Subject::random(sd)).collect(),
+                &sampler,
+            ),
+        ];
+        let progress = run.progress(kinds.len() as u64, "scoring models");
+        let mut rows = Vec::new();
+        for (i, (model, role, subjects, smp)) in kinds.iter().enumerate() {
+            let rates: Vec<f64> =
+                subjects.iter().map(|x| tune_ft_rate(x, at(*smp, streams::TUNE, s.tune_tasks))).collect();
+            for shuffled in [false, true] {
+                let per: Vec<Scores> = subjects
+                    .iter()
+                    .zip(&rates)
+                    .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
+                    .collect();
+                rows.push(Row { model: model.clone(), role: *role, shuffled, scores: Scores::combine(&per) });
+            }
+            progress.step(i as u64 + 1, || model.clone());
+        }
+        progress.finish();
+        rows.sort_by_key(|r| r.shuffled);
+        for (name, t) in [("softmax", &trained), ("picker", &pickers)] {
+            let meta = vec![
+                ("d", s.task.d.to_string()),
+                ("n", (m + u).to_string()),
+                ("model", format!("{name}: one softmax layer, seed {}, last {u} context labels hidden", seeds[0])),
+            ];
+            save(&t[0].model, &meta, &run.file(&format!("{name}.safetensors")))?;
+        }
+        let count = s.eval.eval_tasks;
+        let results = Results {
+            distribution: s.task.describe(),
+            demos: m,
+            prompt: u,
+            pool: s.pool,
+            gd_eta: eta,
+            retrieval_beta: beta,
+            readings: readings(&rows),
+            rows,
+            training: vec![
+                ("softmax".into(), trained.iter().map(|t| t.timing).collect()),
+                ("picker".into(), pickers.iter().map(|t| t.timing).collect()),
+            ],
+            zero: [
+                zero_loss::<E>(&sampler, eval_seed, streams::EVAL, count),
+                zero_loss::<E>(&pool, eval_seed, streams::EVAL, count),
+            ],
+        };
+        write_files(run, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
+    }
+}
