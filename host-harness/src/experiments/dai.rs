@@ -121,6 +121,8 @@ pub struct Row {
     pub shuffled: bool,
     /// Every metric.
     pub scores: Scores,
+    /// The in-context loss of each seed's model (one entry for a construction).
+    pub icl_loss_per_seed: Vec<f64>,
 }
 
 impl Row {
@@ -193,7 +195,17 @@ impl Tables for Results {
                  (W_K, W_V; SGD, batch 1, one pass); Rec2FTP and P(ICL improves | ZS bad)",
                 self.demos, self.prompt
             ),
-            &["model", "ZS loss", "ICL loss", "FT loss", "FT rate", "Rec2FTP", "P(ICL improves | ZS bad)", "lift"],
+            &[
+                "model",
+                "ZS loss",
+                "ICL loss",
+                "ICL loss per seed",
+                "FT loss",
+                "FT rate",
+                "Rec2FTP",
+                "P(ICL improves | ZS bad)",
+                "lift",
+            ],
         );
         let mut similarity = Table::new(
             "Dai's similarities (per task, 95% CI): SimAOU and its random baselines, SimAM and its baseline",
@@ -207,10 +219,12 @@ impl Tables for Results {
         for r in &self.rows {
             let s = &r.scores;
             let rates: Vec<String> = s.ft_lr.iter().map(|x| format!("{x:.0e}")).collect();
+            let seeds: Vec<String> = r.icl_loss_per_seed.iter().map(|x| format!("{x:.4}")).collect();
             behaviour.row(vec![
                 r.name(),
                 s.loss[0].show(),
                 s.loss[1].show(),
+                seeds.join(", "),
                 s.loss[2].show(),
                 rates.join(", "),
                 s.rec2ftp.show(),
@@ -282,8 +296,8 @@ pub fn readings(rows: &[Row]) -> Vec<Reading> {
 }
 
 /// The experiment is sound when the positive control is GD (its implied predictor is the gradient direction on
-/// every task, to rounding), the trained and picker models learned (in-context loss at most 80% of predicting 0 on
-/// their tasks), and every model was scored on at least 99% of the tasks.
+/// every task, to rounding), every seed of the trained and picker models learned (in-context loss at most 80% of
+/// predicting 0 on their tasks), and every model was scored on at least 99% of the tasks.
 pub fn checks(r: &Results) -> Vec<Check> {
     let mut out = Vec::new();
     let find = |role: Role| r.rows.iter().find(|x| x.role == role && !x.shuffled);
@@ -295,19 +309,21 @@ pub fn checks(r: &Results) -> Vec<Check> {
             1.0 - 1e-9,
         ));
     }
+    // Every seed, not their mean: a seed left on the plateau of uniform attention would be scored as "trained".
+    let worst_seed = |x: &Row| x.icl_loss_per_seed.iter().copied().fold(f64::NAN, f64::max);
     if let Some(t) = find(Role::Trained) {
         out.push(Check::at_most(
             "trained_learns",
-            "trained softmax: ICL loss / loss of predicting 0",
-            t.scores.loss[1].mean / r.zero[0].mean,
+            "trained softmax, worst seed: ICL loss / loss of predicting 0",
+            worst_seed(t) / r.zero[0].mean,
             0.8,
         ));
     }
     if let Some(p) = r.rows.iter().find(|x| x.model.starts_with("picker") && !x.shuffled) {
         out.push(Check::at_most(
             "picker_learns",
-            "picker: ICL loss / loss of predicting 0 on its pool",
-            p.scores.loss[1].mean / r.zero[1].mean,
+            "picker, worst seed: ICL loss / loss of predicting 0 on its pool",
+            worst_seed(p) / r.zero[1].mean,
             0.8,
         ));
     }
@@ -395,8 +411,10 @@ impl Experiment for Dai {
     const NAME: &'static str = "dai";
     const ABOUT: &'static str =
         "Dai et al.'s ICL-vs-fine-tuning metrics on GD, trained softmax attention and negative controls";
-    /// Adam's rate of the `softmax` experiment (1e-3 leaves softmax layers on the uniform-attention plateau).
-    const DEFAULTS: &'static [(&'static str, &'static str)] = &[("lr", "0.01")];
+    /// Adam at 3e-2 with batches of 1024: with the prompt's four unlabelled tokens in the context, 1e-2 (the
+    /// `softmax` experiment's rate) left two of three seeds on the plateau of uniform attention after 5000 steps of
+    /// 2048 tasks; 3e-2 trains every seed within 2500 steps of 1024 (docs/experiments.md).
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[("lr", "0.03"), ("batch", "1024")];
     type Settings = Settings;
     type Results = Results;
 
@@ -444,7 +462,14 @@ impl Experiment for Dai {
                     .zip(&rates)
                     .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
                     .collect();
-                rows.push(Row { model: model.clone(), role: *role, shuffled, scores: Scores::combine(&per) });
+                let icl_loss_per_seed = per.iter().map(|x| x.loss[1].mean).collect();
+                rows.push(Row {
+                    model: model.clone(),
+                    role: *role,
+                    shuffled,
+                    scores: Scores::combine(&per),
+                    icl_loss_per_seed,
+                });
             }
             progress.step(i as u64 + 1, || model.clone());
         }
