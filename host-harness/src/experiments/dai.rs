@@ -383,14 +383,13 @@ fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
         }
     }
     crate::output::write(&run.file("scores.csv"), &csv)?;
-    let plain: Vec<&Row> = r.rows.iter().filter(|x| !x.shuffled).collect();
-    let mut panel = Panel::new("Dai's metrics and the weight-space cosines per model (true labels)", "model", "value");
-    for (name, f) in METRICS.iter().filter(|m| m.0 != "Rec2FTP") {
-        let pts = plain.iter().enumerate().map(|(i, x)| (i as f64, f(&x.scores).mean)).collect();
-        panel = panel.with(Series::line(*name, pts).with_markers());
+    let mut panel = Panel::new("Every metric per model (true labels)", "metric (see the caption)", "value");
+    for row in r.rows.iter().filter(|x| !x.shuffled) {
+        let pts = METRICS.iter().enumerate().map(|(i, (_, f))| (i as f64, f(&row.scores).mean)).collect();
+        panel = panel.with(Series::line(row.model.clone(), pts).with_markers());
     }
-    let names: Vec<String> = plain.iter().enumerate().map(|(i, x)| format!("{i} = {}", x.model)).collect();
-    run.plot("dai.png", &format!("Models: {}", names.join("; ")), &[panel]);
+    let names: Vec<String> = METRICS.iter().enumerate().map(|(i, m)| format!("{i} = {}", m.0)).collect();
+    run.plot("dai.png", &format!("Dai's metrics and the GD cosines, metric {}", names.join(", ")), &[panel]);
     Ok(())
 }
 
