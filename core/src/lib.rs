@@ -76,6 +76,7 @@ pub mod layer;
 pub mod linalg;
 pub mod merged;
 pub mod merged_layer;
+pub mod mlp;
 pub mod reader;
 pub mod rng;
 mod scalar;

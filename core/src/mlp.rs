@@ -1,0 +1,183 @@
+//! A residual MLP feature map for scalar inputs: the learned embedding in front of an attention layer when the
+//! in-context task is not linear in its input (the sine regression of the harness's `mlp-sine`).
+//!
+//! `h0 = w_e x + b_e` (width F), `a = W_1 h0 + b_1` (width M), `phi(x) = h0 + W_2 gelu(a) + b_2`, with GELU in its
+//! tanh form, `gelu(a) = a / 2 (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))`, `tanh` written through one `exp` so that
+//! the result is the same on every target. [`ScalarMlp::backward`] is its vector-Jacobian product, accumulated into
+//! a gradient of the same shape in a fixed order.
+
+use crate::linalg::{add_outer, matvec, matvec_t};
+use crate::Real;
+use nalgebra::SMatrix;
+
+/// `tanh(u) = 1 - 2 / (exp(2u) + 1)` (exact limits: `exp` overflowing to infinity gives 1, underflowing gives -1).
+fn tanh<T: Real>(u: T) -> T {
+    T::ONE - T::from_f64(2.0) / ((u + u).exp() + T::ONE)
+}
+
+/// `sqrt(2/pi)` and the cubic coefficient of the tanh form of GELU.
+fn gelu_parts<T: Real>(a: T) -> (T, T, T) {
+    let c = T::from_f64(0.797_884_560_802_865_4);
+    let k = T::from_f64(0.044_715);
+    let inner = c * (a + k * a * a * a);
+    (tanh(inner), c, k)
+}
+
+/// GELU, tanh form.
+pub fn gelu<T: Real>(a: T) -> T {
+    let (t, _, _) = gelu_parts(a);
+    T::from_f64(0.5) * a * (T::ONE + t)
+}
+
+/// The derivative of [`gelu`].
+pub fn gelu_grad<T: Real>(a: T) -> T {
+    let (t, c, k) = gelu_parts(a);
+    let half = T::from_f64(0.5);
+    let d_inner = c * (T::ONE + T::from_f64(3.0) * k * a * a);
+    half * (T::ONE + t) + half * a * (T::ONE - t * t) * d_inner
+}
+
+/// The feature map `phi: R -> R^F` with a hidden width M (see the module documentation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalarMlp<T: Real, const F: usize, const M: usize> {
+    /// Embedding weights.
+    pub w_e: [T; F],
+    /// Embedding bias.
+    pub b_e: [T; F],
+    /// First layer of the residual block, `M x F`.
+    pub w_1: SMatrix<T, M, F>,
+    /// Its bias.
+    pub b_1: [T; M],
+    /// Second layer, `F x M`.
+    pub w_2: SMatrix<T, F, M>,
+    /// Its bias.
+    pub b_2: [T; F],
+}
+
+impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
+    /// Every weight zero (the map is then 0).
+    pub fn zeros() -> Self {
+        Self {
+            w_e: [T::ZERO; F],
+            b_e: [T::ZERO; F],
+            w_1: crate::linalg::zeros(),
+            b_1: [T::ZERO; M],
+            w_2: crate::linalg::zeros(),
+            b_2: [T::ZERO; F],
+        }
+    }
+
+    fn hidden(&self, x: T) -> ([T; F], [T; M]) {
+        let mut h0 = self.b_e;
+        for (h, w) in h0.iter_mut().zip(self.w_e.iter()) {
+            *h += *w * x;
+        }
+        let mut a = matvec(&self.w_1, &h0);
+        for (ai, bi) in a.iter_mut().zip(self.b_1.iter()) {
+            *ai += *bi;
+        }
+        (h0, a)
+    }
+
+    /// `phi(x)`.
+    pub fn forward(&self, x: T) -> [T; F] {
+        let (h0, a) = self.hidden(x);
+        let mut out = matvec(&self.w_2, &a.map(gelu));
+        for ((o, h), b) in out.iter_mut().zip(h0.iter()).zip(self.b_2.iter()) {
+            *o = *h + *o + *b;
+        }
+        out
+    }
+
+    /// Given `g = dL/dphi(x)`, adds the parameter gradients into `grad` and returns `dL/dx` (the forward is
+    /// recomputed).
+    pub fn backward(&self, x: T, g: &[T; F], grad: &mut Self) -> T {
+        let (h0, a) = self.hidden(x);
+        add_outer(&mut grad.w_2, g, &a.map(gelu));
+        let mut da = matvec_t(&self.w_2, g);
+        for (d, ai) in da.iter_mut().zip(a.iter()) {
+            *d *= gelu_grad(*ai);
+        }
+        add_outer(&mut grad.w_1, &da, &h0);
+        let through = matvec_t(&self.w_1, &da);
+        let mut dx = T::ZERO;
+        let per_unit = g.iter().zip(through.iter()).zip(self.w_e.iter());
+        let grads = grad.b_2.iter_mut().zip(grad.w_e.iter_mut()).zip(grad.b_e.iter_mut());
+        for (((gi, ti), we), ((b2, ge), be)) in per_unit.zip(grads) {
+            *b2 += *gi;
+            let dh0 = *gi + *ti;
+            *ge += dh0 * x;
+            *be += dh0;
+            dx += dh0 * *we;
+        }
+        for (b, d) in grad.b_1.iter_mut().zip(da.iter()) {
+            *b += *d;
+        }
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn random(seed: u64) -> ScalarMlp<f64, 3, 4> {
+        let mut s = SplitMix64::new(seed);
+        let mut m = ScalarMlp::<f64, 3, 4>::zeros();
+        for v in m.w_e.iter_mut().chain(m.b_e.iter_mut()).chain(m.b_1.iter_mut()).chain(m.b_2.iter_mut()) {
+            *v = s.next_normal();
+        }
+        for v in m.w_1.iter_mut().chain(m.w_2.iter_mut()) {
+            *v = s.next_normal();
+        }
+        m
+    }
+
+    /// GELU against the erf form it approximates (within the tanh form's known error), its limits, and its
+    /// derivative against central differences.
+    #[test]
+    fn gelu_and_its_derivative() {
+        assert_eq!(gelu(0.0f64), 0.0);
+        assert_eq!(gelu(100.0f64), 100.0);
+        assert_eq!(gelu(-100.0f64), 0.0);
+        assert!((gelu(1.0f64) - 0.841_344_746).abs() < 1e-3);
+        assert!((gelu(-1.0f64) + 0.158_655_254).abs() < 1e-3);
+        for a in [-3.0, -0.7, 0.0, 0.4, 2.5] {
+            let num = (gelu(a + 1e-6) - gelu(a - 1e-6)) / 2e-6;
+            assert!((gelu_grad(a) - num).abs() < 1e-8, "{a}");
+        }
+    }
+
+    /// The VJP against central differences of `sum_i g_i phi_i(x)` in every parameter and in x.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let m = random(3);
+        let g = [0.3, -1.1, 0.7];
+        let x = 0.6;
+        let f = |m: &ScalarMlp<f64, 3, 4>, x: f64| m.forward(x).iter().zip(g.iter()).map(|(a, b)| a * b).sum::<f64>();
+        let mut grad = ScalarMlp::zeros();
+        let dx = m.backward(x, &g, &mut grad);
+        let eps = 1e-6;
+        assert!((dx - (f(&m, x + eps) - f(&m, x - eps)) / (2.0 * eps)).abs() < 1e-7);
+        for i in 0..3 + 3 + 12 + 4 + 12 + 3 {
+            let (mut plus, mut minus) = (m.clone(), m.clone());
+            *param(&mut plus, i) += eps;
+            *param(&mut minus, i) -= eps;
+            let analytic = *param(&mut grad, i);
+            let num = (f(&plus, x) - f(&minus, x)) / (2.0 * eps);
+            assert!((analytic - num).abs() < 1e-7 * (1.0 + num.abs()), "parameter {i}: {analytic} vs {num}");
+        }
+    }
+
+    fn param(m: &mut ScalarMlp<f64, 3, 4>, i: usize) -> &mut f64 {
+        match i {
+            0..3 => &mut m.w_e[i],
+            3..6 => &mut m.b_e[i - 3],
+            6..18 => &mut m.w_1.as_mut_slice()[i - 6],
+            18..22 => &mut m.b_1[i - 18],
+            22..34 => &mut m.w_2.as_mut_slice()[i - 22],
+            _ => &mut m.b_2[i - 34],
+        }
+    }
+}
