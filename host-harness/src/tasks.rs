@@ -48,6 +48,13 @@ pub fn uniform_pair(bits: u64) -> (f32, f32) {
     (lo, hi)
 }
 
+/// A sine task's amplitude `a ~ U(0.1, 5)` and phase `b ~ U(0, pi)` from 64 random bits, 23 independent bits each
+/// ([`uniform_pair`]).
+pub fn sine_parameters(bits: u64) -> (f32, f32) {
+    let (u, v) = uniform_pair(bits);
+    (0.1 + 4.9 * (u + 0.5), core::f32::consts::PI * (v + 0.5))
+}
+
 /// The generator of stream `stream` under `seed` (seeds mixed by SplitMix64 so nearby seeds are unrelated).
 pub fn stream_rng(seed: u64, stream: u64) -> Xoshiro256PlusPlus {
     let mut mix = dualform::rng::SplitMix64::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -79,6 +86,18 @@ pub struct TaskSampler {
     pub pool: usize,
     /// The seed the pool's vectors are drawn from (vector `m` from stream `m`; unused without a pool).
     pub pool_seed: u64,
+    /// The target function family.
+    pub family: Family,
+}
+
+/// What a task's targets are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `y = w . x` (plus noise).
+    Linear,
+    /// `y = a sin(x_1 + b)` (plus noise) with amplitude `a ~ U(0.1, 5)` and phase `b ~ U(0, pi)` drawn independently
+    /// per task (d = 1 in use; the other coordinates are ignored).
+    Sine,
 }
 
 /// The largest input dimension a sampler supports.
@@ -99,6 +118,7 @@ impl TaskSampler {
             hidden: 0,
             pool: 0,
             pool_seed: 0,
+            family: Family::Linear,
         }
     }
 
@@ -144,10 +164,13 @@ impl TaskSampler {
     }
 
     /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
-    /// `w` comes first ([`Self::task_vector`]), then the inputs token by token, two per 64 random bits
+    /// `w` comes first ([`Self::task_vector`]; for sine tasks, amplitude and phase from one draw of 64 bits), then the inputs token by token, two per 64 random bits
     /// ([`uniform_pair`]); the labels of the last `hidden` context tokens are drawn and then set to 0.
     pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
-        let w = self.task_vector::<E>(rng);
+        let (w, sine) = match self.family {
+            Family::Linear => (self.task_vector::<E>(rng), None),
+            Family::Sine => ([0.0; E], Some(sine_parameters(rng.next_u64()))),
+        };
         let range = self.input_range;
         let shaped = !self.isotropic() || self.mean != 0.0;
         let mut draw = |token: &mut [f32; E]| {
@@ -166,7 +189,10 @@ impl TaskSampler {
                 }
             }
             token[E - 1] = 0.0;
-            let y = dot(&w, token);
+            let y = match sine {
+                None => dot(&w, token),
+                Some((a, b)) => a * (token[0] + b).sin(),
+            };
             if self.noise == 0.0 {
                 y
             } else {
@@ -317,6 +343,33 @@ mod tests {
         assert_eq!(seen.len(), 3);
         let other = TaskSampler { pool_seed: 10, ..pool }.task_vector::<4>(&mut rng);
         assert!(!seen.contains(&other));
+    }
+
+    /// Sine tasks: amplitude and phase in their ranges and uncorrelated; inputs in (-5, 5); targets bounded by the
+    /// amplitude.
+    #[test]
+    fn sine_tasks_draw_amplitude_and_phase_independently() {
+        let mut rng = stream_rng(6, 0);
+        let draws: Vec<(f64, f64)> =
+            (0..20_000).map(|_| sine_parameters(rng.next_u64())).map(|(a, b)| (f64::from(a), f64::from(b))).collect();
+        let n = draws.len() as f64;
+        let (ma, mb) = (draws.iter().map(|d| d.0).sum::<f64>() / n, draws.iter().map(|d| d.1).sum::<f64>() / n);
+        let cov = draws.iter().map(|d| (d.0 - ma) * (d.1 - mb)).sum::<f64>() / n;
+        let (va, vb) = (4.9f64.powi(2) / 12.0, std::f64::consts::PI.powi(2) / 12.0);
+        assert!((cov / (va * vb).sqrt()).abs() < 0.03, "correlation {}", cov / (va * vb).sqrt());
+        assert!((ma - 2.55).abs() < 0.05 && (mb - std::f64::consts::FRAC_PI_2).abs() < 0.05);
+        assert!(draws.iter().all(|d| (0.1..5.0).contains(&d.0) && (0.0..std::f64::consts::PI).contains(&d.1)));
+        let sampler = TaskSampler { family: Family::Sine, ..TaskSampler::new(1, 10, 10.0) };
+        let mut ctx = [[0.0f32; 2]; 10];
+        let mut spread = 0.0f32;
+        for _ in 0..200 {
+            let (q, y) = sampler.sample(&mut rng, &mut ctx);
+            for e in ctx.iter().chain([&[q[0], y]]) {
+                assert!(e[0].abs() <= 5.0 && e[1].abs() <= 5.0, "{e:?}");
+                spread = spread.max(e[0].abs());
+            }
+        }
+        assert!(spread > 4.9);
     }
 
     #[test]
