@@ -13,10 +13,12 @@
 
 mod gd_family;
 mod lsa;
+mod mlp_lsa;
 mod softmax;
 
 pub use gd_family::{GdFamily, GdKind};
 pub use lsa::{load_head, Lsa, LsaHead, LSA_FORMAT, LSA_NAMES};
+pub use mlp_lsa::{MlpLsa, MLP_LSA_FORMAT};
 pub use softmax::{Softmax, SOFTMAX_FORMAT};
 
 use crate::net::Forward;
@@ -125,6 +127,13 @@ mod tests {
             m.set_params(&p);
             check_pullback(m, &format!("softmax, {layers} layers"));
         }
+        let mut mlp = MlpLsa::<3, 4, 4>::init(&mut rng, 0.3);
+        let n = mlp.params().len();
+        // The LSA head (the last 64 parameters) scaled up from its near-zero start so every path carries gradient.
+        let p: Vec<f32> =
+            mlp.params().iter().enumerate().map(|(i, v)| if i + 64 >= n { v * 20.0 } else { *v }).collect();
+        mlp.set_params(&p);
+        check_pullback(mlp, "feature map and LSA layer");
         for kind in [GdKind::SharedRate, GdKind::PerStep, GdKind::PlusPlus, GdKind::PlusPlusShared] {
             let mut m = GdFamily::<4, 5>::new(kind, 3, 6, 2.0).unwrap();
             let p: Vec<f32> =

@@ -3,16 +3,19 @@
 //!
 //! - [`Net`] ([`merged`]): merged LSA heads in a schedule with an update rule (every LSA model and every GD
 //!   reference);
-//! - [`SoftmaxNet`] ([`softmax`]): softmax attention layers, each with [`SOFTMAX_HEADS`] heads.
+//! - [`SoftmaxNet`] ([`softmax`]): softmax attention layers, each with [`SOFTMAX_HEADS`] heads;
+//! - [`MlpLsaNet`] ([`mlp`]): a learned feature map of scalar inputs, then one LSA layer.
 //!
 //! The prediction is `y_hat = -h_query[last]` for both; [`Forward::forward_backward`] also returns `dL/dh_query`
 //! for a seed `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for
 //! seed 1.
 
 pub mod merged;
+pub mod mlp;
 pub mod softmax;
 
 pub use merged::{Net, NetError};
+pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
 
 use dualform::{LayerCache, MergedHead};

@@ -1,0 +1,175 @@
+//! [`MlpLsaNet`]: a learned feature map in front of one LSA layer, for tasks whose target is not linear in the input
+//! (`mlp-sine`). Raw tokens `(x, y)` (width 2) become `(phi(x), y)` (width `W = F + 1`) through the core's
+//! [`ScalarMlp`]; one LSA head (the core's unmerged [`LsaLayer`]) then updates the query, whose last entry is
+//! minus the prediction. Forward and backward run on the core's kernels (`context_state`, `query_forward`,
+//! `lsa_query_backward`, `ScalarMlp::forward` / `backward`).
+
+use super::{Forward, Workspace};
+use dualform::backward::{context_state, lsa_query_backward, query_forward};
+use dualform::mlp::ScalarMlp;
+use dualform::LsaLayer;
+
+/// A feature map of width F (hidden width M) and one LSA layer on tokens of width `W = F + 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpLsaNet<const F: usize, const M: usize, const W: usize> {
+    /// The feature map.
+    pub mlp: ScalarMlp<f32, F, M>,
+    /// The attention layer.
+    pub layer: LsaLayer<f32, W>,
+}
+
+/// The gradient of an [`MlpLsaNet`]: one group, the same shape as the net.
+pub type MlpLsaGrad<const F: usize, const M: usize, const W: usize> = MlpLsaNet<F, M, W>;
+
+impl<const F: usize, const M: usize, const W: usize> MlpLsaNet<F, M, W> {
+    /// Every weight zero.
+    pub fn zeros() -> Self {
+        const { assert!(W == F + 1, "the token width W must be F + 1") };
+        Self { mlp: ScalarMlp::zeros(), layer: LsaLayer::zeros() }
+    }
+
+    /// The embedded token `(phi(x), y)` of a raw `(x, y)`.
+    pub fn embed(&self, raw: &[f32; 2]) -> [f32; W] {
+        let phi = self.mlp.forward(raw[0]);
+        let mut t = [0.0; W];
+        t[..F].copy_from_slice(&phi);
+        t[W - 1] = raw[1];
+        t
+    }
+
+    fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
+        (ctx.iter().map(|t| self.embed(t)).collect(), self.embed(query))
+    }
+}
+
+fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, F, M>, from: &ScalarMlp<f32, F, M>) {
+    for (a, b) in into.w_e.iter_mut().zip(from.w_e.iter()).chain(into.b_e.iter_mut().zip(from.b_e.iter())) {
+        *a += *b;
+    }
+    for (a, b) in into.b_1.iter_mut().zip(from.b_1.iter()) {
+        *a += *b;
+    }
+    for (a, b) in into.b_2.iter_mut().zip(from.b_2.iter()) {
+        *a += *b;
+    }
+    into.w_1 += from.w_1;
+    into.w_2 += from.w_2;
+}
+
+impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpLsaNet<F, M, W> {
+    type Grad = MlpLsaGrad<F, M, W>;
+
+    fn zero_grads(&self) -> Vec<Self::Grad> {
+        vec![Self::zeros()]
+    }
+
+    fn add_grad(into: &mut Self::Grad, from: &Self::Grad) {
+        add_mlp(&mut into.mlp, &from.mlp);
+        for (a, b) in into.layer.heads.iter_mut().zip(from.layer.heads.iter()) {
+            a.w_q += b.w_q;
+            a.w_k += b.w_k;
+            a.w_v += b.w_v;
+            a.p += b.p;
+        }
+    }
+
+    fn applications(&self) -> usize {
+        1
+    }
+
+    fn workspace(&self, _n: usize) -> Workspace<2> {
+        Workspace::default()
+    }
+
+    fn predict(&self, ctx: &[[f32; 2]], query: &[f32; 2], _ws: &mut Workspace<2>, readout: Option<&mut [f32]>) -> f32 {
+        let (tokens, q) = self.tokens(ctx, query);
+        let h = query_forward(&self.layer, &context_state(&self.layer, &tokens), &q);
+        let y = -h[W - 1];
+        if let Some(slot) = readout.and_then(|r| r.first_mut()) {
+            *slot = y;
+        }
+        y
+    }
+
+    fn forward_backward(
+        &self,
+        ctx: &[[f32; 2]],
+        query: &[f32; 2],
+        _ws: &mut Workspace<2>,
+        seed: impl FnOnce(f32) -> f32,
+        grads: Option<&mut [Self::Grad]>,
+    ) -> (f32, [f32; 2]) {
+        let (tokens, q) = self.tokens(ctx, query);
+        let state = context_state(&self.layer, &tokens);
+        let y_hat = -query_forward(&self.layer, &state, &q)[W - 1];
+        let mut g = [0.0; W];
+        g[W - 1] = -seed(y_hat);
+        let mut spare;
+        let grad = match grads.and_then(|g| g.first_mut()) {
+            Some(g) => g,
+            None => {
+                spare = Self::zeros();
+                &mut spare
+            }
+        };
+        let mut g_ctx = vec![[0.0f32; W]; tokens.len()];
+        let Ok(dq) = lsa_query_backward(&self.layer, &tokens, &state, &q, &g, &mut grad.layer, Some(&mut g_ctx)) else {
+            return (f32::NAN, [f32::NAN; 2]);
+        };
+        let head = |t: &[f32; W]| -> [f32; F] { core::array::from_fn(|i| t[i]) };
+        let dx = self.mlp.backward(query[0], &head(&dq), &mut grad.mlp);
+        for (raw, gt) in ctx.iter().zip(&g_ctx) {
+            self.mlp.backward(raw[0], &head(gt), &mut grad.mlp);
+        }
+        (y_hat, [dx, dq[W - 1]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dualform::rng::SplitMix64;
+
+    pub(crate) fn random(seed: u64) -> MlpLsaNet<3, 4, 4> {
+        let mut s = SplitMix64::new(seed);
+        let mut n = MlpLsaNet::<3, 4, 4>::zeros();
+        let mut fill = |v: &mut f32| *v = (s.next_normal() * 0.5) as f32;
+        n.mlp.w_e.iter_mut().chain(n.mlp.b_e.iter_mut()).chain(n.mlp.b_1.iter_mut()).for_each(&mut fill);
+        n.mlp.w_1.iter_mut().chain(n.mlp.w_2.iter_mut()).chain(n.mlp.b_2.iter_mut()).for_each(&mut fill);
+        let h = &mut n.layer.heads[0];
+        h.w_q.iter_mut().chain(h.w_k.iter_mut()).chain(h.w_v.iter_mut()).chain(h.p.iter_mut()).for_each(&mut fill);
+        n
+    }
+
+    /// The prediction is the LSA layer on the embedded tokens; the query's sensitivity and a few parameters'
+    /// gradients match central differences (f64 differences of the f32 forward, so a loose bound).
+    #[test]
+    fn mlp_lsa_net_gradients_match_finite_differences() {
+        let net = random(1);
+        let ctx = [[0.5f32, 1.0], [-1.2, 0.3], [2.0, -0.7], [0.1, 0.9]];
+        let query = [0.8f32, 0.0];
+        let mut ws = Workspace::default();
+        let (y, dq) = net.forward_backward(&ctx, &query, &mut ws, |_| 1.0, None);
+        assert_eq!(y, net.predict(&ctx, &query, &mut ws, None));
+        let f = |n: &MlpLsaNet<3, 4, 4>, x: f32| f64::from(n.predict(&ctx, &[x, 0.0], &mut Workspace::default(), None));
+        let h = 1e-2f32;
+        let num = (f(&net, query[0] + h) - f(&net, query[0] - h)) / (2.0 * f64::from(h));
+        assert!((num - f64::from(dq[0])).abs() < 2e-3 * (1.0 + num.abs()), "{} vs {num}", dq[0]);
+        let mut grads = net.zero_grads();
+        net.forward_backward(&ctx, &query, &mut ws, |_| 1.0, Some(&mut grads));
+        let g = &grads[0];
+        let probes: [(fn(&mut MlpLsaNet<3, 4, 4>) -> &mut f32, f32); 4] = [
+            (|n| &mut n.mlp.w_e[1], g.mlp.w_e[1]),
+            (|n| &mut n.mlp.w_1[(2, 0)], g.mlp.w_1[(2, 0)]),
+            (|n| &mut n.layer.heads[0].w_k[(1, 2)], g.layer.heads[0].w_k[(1, 2)]),
+            (|n| &mut n.layer.heads[0].p[(3, 3)], g.layer.heads[0].p[(3, 3)]),
+        ];
+        for (i, (entry, analytic)) in probes.into_iter().enumerate() {
+            let (mut p, mut m) = (net.clone(), net.clone());
+            *entry(&mut p) += h;
+            *entry(&mut m) -= h;
+            let num = (f(&p, query[0]) - f(&m, query[0])) / (2.0 * f64::from(h));
+            assert!((num - f64::from(analytic)).abs() < 2e-3 * (1.0 + num.abs()), "probe {i}: {analytic} vs {num}");
+        }
+    }
+}
