@@ -196,7 +196,7 @@ pub fn tune_gd_rate<const D: usize, const E: usize>(
 /// The factor `c` that minimises the mean loss of `c * unit`'s prediction over the given tasks, exactly: the
 /// prediction is `c * a` with `a` the unit net's, so the optimum is `sum a y / sum a^2` (chunk sums in order).
 pub fn best_scale<const E: usize>(
-    unit: &Net<E>,
+    unit: &impl Forward<E>,
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,

@@ -4,7 +4,7 @@
 mod common;
 
 use dualform_harness::experiments::{
-    dai, gd_plus_plus, interpolate, multi_layer, ood, recurrent, single_layer, softmax,
+    dai, gd_plus_plus, interpolate, mlp_sine, multi_layer, ood, recurrent, single_layer, softmax,
 };
 use dualform_harness::report::{read, Report, Tables};
 use dualform_harness::verdict::{Outcome, Role};
@@ -270,6 +270,28 @@ fn quick_dai() {
     assert_eq!(csv.lines().count(), 1 + 10 * 13);
 }
 
+/// The sine experiment: the trained model learns; GD on its features is tuned on other tasks (so it cannot beat
+/// predicting 0 by luck of the held-out draw by much) and compared at the query and over the grid; the scalar Model
+/// cos is reported as what it is, a sign agreement in [-1, 1].
+#[test]
+fn quick_mlp_sine() {
+    let r: Report<mlp_sine::Settings, mlp_sine::Results> = report("mlp-sine");
+    let res = &r.results;
+    assert_eq!(res.seeds.len(), 2);
+    assert!(res.distribution.contains("drawn independently"), "{}", res.distribution);
+    for x in &res.seeds {
+        assert!(x.loss.mean < 0.5 * res.zero.mean, "{x:?}");
+        assert!(x.gd_eta > 0.0 && x.gd_loss.mean <= res.zero.mean * 1.05, "{x:?}");
+        assert!((-1.0..=1.0).contains(&x.sign_agreement.mean) && (-1.0..=1.0).contains(&x.grid_cos.mean));
+        assert_eq!((x.loss.n, x.grid_cos.n), (r.config.eval.eval_tasks, r.config.eval.eval_tasks));
+        assert_eq!(x.curve.last().map(|c| c.0), Some(r.config.train.steps));
+    }
+    assert_eq!(res.over_seeds[0].mean, (res.seeds[0].loss.mean + res.seeds[1].loss.mean) / 2.0);
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["learns", "gd_helps"]);
+    assert!(r.verdict.text.contains("sign agreement"), "{}", r.verdict.text);
+}
+
 #[test]
 fn the_index_page_shows_every_experiment_and_plot() {
     let html = std::fs::read_to_string(quick_all().join("index.html")).unwrap();
@@ -283,6 +305,7 @@ fn the_index_page_shows_every_experiment_and_plot() {
         "ood",
         "softmax",
         "dai",
+        "mlp-sine",
     ];
     for name in names {
         assert!(html.contains(&format!("id=\"{name}\"")), "section {name}");
@@ -298,6 +321,7 @@ fn the_index_page_shows_every_experiment_and_plot() {
         "ood/ood.png",
         "softmax/softmax.png",
         "dai/dai.png",
+        "mlp-sine/mlp-sine.png",
     ] {
         assert!(html.contains(&format!("src=\"{img}\"")), "{img}");
         assert!(quick_all().join(img).is_file(), "{img}");

@@ -18,6 +18,7 @@ pub mod dai;
 pub mod gd_plus_plus;
 mod index;
 pub mod interpolate;
+pub mod mlp_sine;
 pub mod multi_layer;
 pub mod ood;
 pub mod preconditioned;
@@ -48,6 +49,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &Registered::<ood::Ood>(PhantomData),
     &Registered::<softmax::SoftmaxExperiment>(PhantomData),
     &Registered::<dai::Dai>(PhantomData),
+    &Registered::<mlp_sine::MlpSine>(PhantomData),
 ];
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.
@@ -173,7 +175,8 @@ mod tests {
         check::<ood::Ood>();
         check::<softmax::SoftmaxExperiment>();
         check::<dai::Dai>();
-        assert_eq!(REGISTRY.len(), 9);
+        check::<mlp_sine::MlpSine>();
+        assert_eq!(REGISTRY.len(), 10);
 
         let mut names = names();
         names.sort();
