@@ -158,7 +158,8 @@ mod tests {
         let mut grads = net.zero_grads();
         net.forward_backward(&ctx, &query, &mut ws, |_| 1.0, Some(&mut grads));
         let g = &grads[0];
-        let probes: [(fn(&mut MlpLsaNet<3, 4, 4>) -> &mut f32, f32); 4] = [
+        type Entry = fn(&mut MlpLsaNet<3, 4, 4>) -> &mut f32;
+        let probes: [(Entry, f32); 4] = [
             (|n| &mut n.mlp.w_e[1], g.mlp.w_e[1]),
             (|n| &mut n.mlp.w_1[(2, 0)], g.mlp.w_1[(2, 0)]),
             (|n| &mut n.layer.heads[0].w_k[(1, 2)], g.layer.heads[0].w_k[(1, 2)]),
