@@ -23,6 +23,7 @@ use crate::tasks::{stream_rng, streams, Family, TaskSampler};
 use crate::train::{train, TrainTiming};
 use crate::verdict::over_seeds;
 use crate::HarnessError;
+use dualform::{read_gd, GdFit};
 use serde::{Deserialize, Serialize};
 
 /// Width of the feature map.
@@ -101,6 +102,11 @@ pub struct SeedResult {
     pub gd_loss: Stat,
     /// GD's tuned rate on the features.
     pub gd_eta: f64,
+    /// The closest GD step to the trained head (the core's reader): its rate, the norm of its `W0`, and the relative
+    /// residual over the blocks that reach the prediction (0 = the head is exactly a GD step on its features).
+    pub read: (f64, f64, f64),
+    /// Held-out loss of that closest GD step (from its `W0`, at its rate) on the same features.
+    pub read_loss: Stat,
     /// `|y_hat - y_hat_GD|`.
     pub preds_diff: Stat,
     /// The reference's Model cos with a scalar query: `sign(s * s_GD)` (1 agree, -1 disagree, 0 where one is 0).
@@ -171,13 +177,27 @@ impl Tables for Results {
             o[4].show(),
             o[5].show(),
         ]);
+        let mut read = Table::new(
+            "the trained head read back as the closest GD step on its features (rate, |W0|, functional residual), and \
+             that step's loss",
+            &["seed", "rate", "|W0|", "functional residual", "loss of that step"],
+        );
+        for r in &self.seeds {
+            read.row(vec![
+                r.seed.to_string(),
+                format!("{:.3}", r.read.0),
+                format!("{:.3}", r.read.1),
+                format!("{:.3}", r.read.2),
+                r.read_loss.show(),
+            ]);
+        }
         let mut time = Table::new("training", &["seed", "ms/step"]);
         for r in &self.seeds {
             time.row(vec![r.seed.to_string(), format!("{:.2}", r.timing.ms_per_step)]);
         }
         let mut base = Table::new("baseline", &["model", "loss"]);
         base.row(vec!["predict 0".into(), self.zero.show()]);
-        vec![main, time, base]
+        vec![main, read, time, base]
     }
 }
 
@@ -345,11 +365,19 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         let eta = best_scale(&unit, &sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks);
         let gd = gd_on_features(model.net(), eta as f32, s.n)?;
         let [l, gl, pd, sign, gc, gdiff] = compare(model.net(), &gd, &sampler, s);
+        let fit: GdFit<f32, FEATURES, 1> = read_gd(&model.net().layer.heads[0], s.n)?;
+        let closest = MlpLsaNet {
+            mlp: model.net().mlp.clone(),
+            layer: dualform::gd_layer::<f32, FEATURES, 1, W>(&fit.w0, fit.eta, s.n)?,
+        };
+        let read_loss = loss(&closest, &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
         seeds.push(SeedResult {
             seed,
             loss: l,
             gd_loss: gl,
             gd_eta: eta,
+            read: (f64::from(fit.eta), f64::from(fit.w0.norm()), f64::from(fit.functional)),
+            read_loss,
             preds_diff: pd,
             sign_agreement: sign,
             grid_cos: gc,
