@@ -254,15 +254,6 @@ fn probe(net: &SineNet, ctx: &[[f32; 2]], x: f32, ws: &mut Workspace<2>) -> (f64
     (f64::from(y), f64::from(g[0]))
 }
 
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let (ab, aa, bb) = a.iter().zip(b).fold((0.0, 0.0, 0.0), |s, (x, y)| (s.0 + x * y, s.1 + x * x, s.2 + y * y));
-    if aa > 0.0 && bb > 0.0 {
-        ab / (aa * bb).sqrt()
-    } else {
-        0.0
-    }
-}
-
 /// Per task: model and GD at the query, and over the grid.
 fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -> [Stat; 6] {
     let grid: Vec<f32> =
@@ -292,7 +283,7 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
                 0.5 * (yg - y).powi(2),
                 (ym - yg).abs(),
                 (sm * sg).signum() * f64::from(u8::from(sm * sg != 0.0)),
-                cosine(&gm, &gg),
+                crate::dai::cosine(&gm, &gg).unwrap_or(0.0),
                 if norm > 0.0 { diff / norm } else { f64::NAN },
             ]);
         },
