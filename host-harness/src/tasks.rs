@@ -164,8 +164,9 @@ impl TaskSampler {
     }
 
     /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
-    /// `w` comes first ([`Self::task_vector`]; for sine tasks, amplitude and phase from one draw of 64 bits), then the inputs token by token, two per 64 random bits
-    /// ([`uniform_pair`]); the labels of the last `hidden` context tokens are drawn and then set to 0.
+    /// The task comes first (`w`, from the pool if there is one; for sine tasks, amplitude and phase from one draw of
+    /// 64 bits, [`sine_parameters`]), then the inputs token by token, two per 64 random bits ([`uniform_pair`]); the
+    /// labels of the last `hidden` context tokens are drawn and then set to 0.
     pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
         let (w, sine) = match self.family {
             Family::Linear => (self.task_vector::<E>(rng), None),
