@@ -1,0 +1,216 @@
+//! `dualform reproduce dai`: Dai et al.'s method (zero-shot / in-context / fine-tuned; SimAOU, SimAM, Rec2FTP) and the
+//! weight-space comparison they did not make ([`crate::dai`]), on one attention layer whose mechanism is known:
+//! - positive control: the core's GD construction (linear attention), where ICL *is* one GD step;
+//! - trained: one softmax layer ([`SOFTMAX_HEADS`] heads) trained on the same tasks, several seeds;
+//! - negatives: a sharp softmax retrieval head (predicts the label of the demonstration most aligned with the query),
+//!   a softmax layer trained on a pool of M fixed tasks (and scored on them), random softmax weights (several seeds);
+//! - every model again with ICL on shuffled labels.
+//!
+//! The tasks are the regression task with a zero-shot prompt of `--prompt` unlabelled inputs after the `--n`
+//! demonstrations. A metric *detects GD here* when the positive control's interval lies above every negative's (the
+//! shuffled-label positive counting as a negative); the report says for each metric whether it does.
+//!
+//! Files: `report.json`, `scores.csv` (every model and metric), `dai.png`, `softmax.safetensors` and
+//! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
+
+use super::trained::{trained_softmax, TrainedSoftmax};
+use super::{Experiment, Outcome, Run};
+use crate::dai::{evaluate, tune_ft_rate, Scores, Subject, Tasks};
+use crate::eval::{tune_gd_rate, zero_loss};
+use crate::model::{save, Model};
+use crate::net::SOFTMAX_HEADS;
+use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::tasks::{streams, TaskSampler};
+use crate::HarnessError;
+use serde::{Deserialize, Serialize};
+
+mod report;
+
+use report::write_files;
+pub use report::{checks, readings, verdict, Reading, Results, Role, Row};
+
+/// The experiment.
+pub struct Dai;
+
+/// Settings of `reproduce dai`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Unlabelled inputs after the demonstrations: the zero-shot prompt (at least 2, so SimAM compares vectors).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub prompt: usize,
+    /// Trained models, picker models and random layers, from seeds seed, seed + 1, ...
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub seeds: usize,
+    /// Fixed tasks the picker is trained and scored on.
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub pool: usize,
+    /// Tasks on which each model's fine-tuning rate is chosen.
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    pub tune_tasks: usize,
+    #[command(flatten)]
+    pub curves: CurveArgs,
+}
+
+impl super::Settings for Settings {
+    const QUICK: &'static [(&'static str, &'static str)] = &[
+        ("steps", "600"),
+        ("batch", "256"),
+        ("eval_tasks", "1000"),
+        ("seeds", "2"),
+        ("tune_tasks", "200"),
+        ("log_every", "100"),
+        ("probe_tasks", "512"),
+    ];
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn d(&self) -> usize {
+        self.task.d
+    }
+
+    fn validate(&self) -> Result<(), HarnessError> {
+        self.task.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
+        self.curves.validate()?;
+        let usage = |m: String| Err(HarnessError::Usage(m));
+        if !(2..=64).contains(&self.prompt) {
+            return usage(format!("--prompt must be between 2 and 64 (got {})", self.prompt));
+        }
+        if !(1..=16).contains(&self.seeds) {
+            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
+        }
+        if !(2..=1_000_000).contains(&self.pool) {
+            return usage(format!("--pool must be between 2 and 1000000 (got {})", self.pool));
+        }
+        if !(10..=1_000_000).contains(&self.tune_tasks) {
+            return usage(format!("--tune-tasks must be between 10 and 1000000 (got {})", self.tune_tasks));
+        }
+        Ok(())
+    }
+}
+
+/// The softmax models trained on `sampler`, one per seed.
+fn train_all<const E: usize>(
+    run: &mut Run<'_>,
+    s: &Settings,
+    sampler: &TaskSampler,
+    seeds: &[u64],
+) -> Result<Vec<TrainedSoftmax<E>>, HarnessError> {
+    seeds
+        .iter()
+        .map(|&sd| trained_softmax::<E>(run, sampler, 1, s.train.spec(1, sd), &s.curves, s.common.eval_seed))
+        .collect()
+}
+
+impl Experiment for Dai {
+    const NAME: &'static str = "dai";
+    const ABOUT: &'static str =
+        "Dai et al.'s ICL-vs-fine-tuning metrics on GD, trained softmax attention and negative controls";
+    /// Adam at 3e-2 with batches of 1024: with the prompt's four unlabelled tokens in the context, 1e-2 (the
+    /// `softmax` experiment's rate) left two of three seeds on the plateau of uniform attention after 5000 steps of
+    /// 2048 tasks; 3e-2 trains every seed within 2500 steps of 1024 (docs/experiments.md).
+    const DEFAULTS: &'static [(&'static str, &'static str)] = &[("lr", "0.03"), ("batch", "1024")];
+    type Settings = Settings;
+    type Results = Results;
+
+    fn run_d<const D: usize, const E: usize>(
+        s: &Settings,
+        run: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        let base = s.task.sampler();
+        let (m, u) = (s.task.n, s.prompt);
+        let sampler = TaskSampler { n: m + u, hidden: u, ..base };
+        let pool = TaskSampler { pool: s.pool, pool_seed: s.common.seed ^ 0x5EED_9001, ..sampler };
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let eval_seed = s.common.eval_seed;
+        let at = |smp, stream, count| Tasks { sampler: smp, seed: eval_seed, first_stream: stream, count };
+
+        let eta = tune_gd_rate::<D, E>(&base, eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+        let trained = train_all::<E>(run, s, &sampler, &seeds)?;
+        let pickers = train_all::<E>(run, s, &pool, &seeds)?;
+        // Logits `beta x_q . x_j / sqrt(E)` with a standard deviation of about 10 over the inputs.
+        let var: f64 = (0..D).map(|i| base.variance(i)).sum::<f64>() / D as f64;
+        let beta = 10.0 * (E as f64).sqrt() / ((D as f64).sqrt() * var);
+        let softmax = |t: &[TrainedSoftmax<E>]| -> Vec<Subject<E>> {
+            t.iter().map(|x| Subject::softmax(&x.model.net().layers()[0])).collect()
+        };
+        let kinds: Vec<(String, Role, Vec<Subject<E>>, &TaskSampler)> = vec![
+            ("GD construction (positive control)".into(), Role::Positive, vec![Subject::gd::<D>(eta, m)?], &sampler),
+            (format!("softmax, trained ({SOFTMAX_HEADS} heads)"), Role::Trained, softmax(&trained), &sampler),
+            ("sharp retrieval head".into(), Role::Negative, vec![Subject::retrieval(beta)], &sampler),
+            (format!("picker of {} tasks (scored on them)", s.pool), Role::Negative, softmax(&pickers), &pool),
+            (
+                "random softmax weights".into(),
+                Role::Negative,
+                seeds.iter().map(|&sd| Subject::random(sd)).collect(),
+                &sampler,
+            ),
+        ];
+        let progress = run.progress(kinds.len() as u64, "scoring models");
+        let mut rows = Vec::new();
+        for (i, (model, role, subjects, smp)) in kinds.iter().enumerate() {
+            let rates: Vec<f64> =
+                subjects.iter().map(|x| tune_ft_rate(x, at(*smp, streams::TUNE, s.tune_tasks))).collect();
+            for shuffled in [false, true] {
+                let per: Vec<Scores> = subjects
+                    .iter()
+                    .zip(&rates)
+                    .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
+                    .collect();
+                let icl_loss_per_seed = per.iter().map(|x| x.loss[1].mean).collect();
+                rows.push(Row {
+                    model: model.clone(),
+                    role: *role,
+                    shuffled,
+                    scores: Scores::combine(&per),
+                    icl_loss_per_seed,
+                });
+            }
+            progress.step(i as u64 + 1, || model.clone());
+        }
+        progress.finish();
+        rows.sort_by_key(|r| r.shuffled);
+        for (name, t) in [("softmax", &trained), ("picker", &pickers)] {
+            let meta = vec![
+                ("d", s.task.d.to_string()),
+                ("n", (m + u).to_string()),
+                ("model", format!("{name}: one softmax layer, seed {}, last {u} context labels hidden", seeds[0])),
+            ];
+            save(&t[0].model, &meta, &run.file(&format!("{name}.safetensors")))?;
+        }
+        let count = s.eval.eval_tasks;
+        let results = Results {
+            distribution: s.task.describe(),
+            demos: m,
+            prompt: u,
+            pool: s.pool,
+            gd_eta: eta,
+            retrieval_beta: beta,
+            readings: readings(&rows),
+            rows,
+            training: vec![
+                ("softmax".into(), trained.iter().map(|t| t.timing).collect()),
+                ("picker".into(), pickers.iter().map(|t| t.timing).collect()),
+            ],
+            zero: [
+                zero_loss::<E>(&sampler, eval_seed, streams::EVAL, count),
+                zero_loss::<E>(&pool, eval_seed, streams::EVAL, count),
+            ],
+        };
+        write_files(run, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
+    }
+}
