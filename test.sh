@@ -17,6 +17,9 @@ need_component() {
   fi
 }
 
+# A from-scratch build gains nothing from incremental caches, and they cost gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 need_target thumbv7em-none-eabihf
 need_component rustfmt
