@@ -23,6 +23,12 @@ pub trait FeatureMap<T: Real, const D: usize, const F: usize> {
     fn map(&self, x: &[T; D]) -> [T; F];
 }
 
+/// A feature map with its vector-Jacobian product, for training through it.
+pub trait FeatureVjp<T: Real, const D: usize, const F: usize>: FeatureMap<T, D, F> {
+    /// `J_phi(x)^T g`: the gradient with respect to `x` of `g . phi(x)`.
+    fn vjp(&self, x: &[T; D], g: &[T; F]) -> [T; D];
+}
+
 /// `phi(x) = x`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -32,6 +38,13 @@ impl<T: Real, const D: usize> FeatureMap<T, D, D> for Identity {
     #[inline(always)]
     fn map(&self, x: &[T; D]) -> [T; D] {
         *x
+    }
+}
+
+impl<T: Real, const D: usize> FeatureVjp<T, D, D> for Identity {
+    #[inline(always)]
+    fn vjp(&self, _x: &[T; D], g: &[T; D]) -> [T; D] {
+        *g
     }
 }
 
@@ -46,6 +59,18 @@ impl<T: Real, const D: usize> FeatureMap<T, D, D> for EluPlusOne {
         let mut out = [T::ZERO; D];
         for (o, &xi) in out.iter_mut().zip(x.iter()) {
             *o = if xi > T::ZERO { xi + T::ONE } else { xi.exp() };
+        }
+        out
+    }
+}
+
+/// The derivative is 1 for `x_i > 0` and `exp(x_i)` otherwise (continuous at 0).
+impl<T: Real, const D: usize> FeatureVjp<T, D, D> for EluPlusOne {
+    #[inline(always)]
+    fn vjp(&self, x: &[T; D], g: &[T; D]) -> [T; D] {
+        let mut out = [T::ZERO; D];
+        for ((o, &xi), &gi) in out.iter_mut().zip(x.iter()).zip(g.iter()) {
+            *o = if xi > T::ZERO { gi } else { gi * xi.exp() };
         }
         out
     }
@@ -68,6 +93,19 @@ impl<T: Real, const D: usize> FeatureMap<T, D, D> for SoftmaxFeatures {
         }
         for o in out.iter_mut() {
             *o /= sum;
+        }
+        out
+    }
+}
+
+/// With `p = phi(x)`: `p * (g - p . g)`.
+impl<T: Real, const D: usize> FeatureVjp<T, D, D> for SoftmaxFeatures {
+    fn vjp(&self, x: &[T; D], g: &[T; D]) -> [T; D] {
+        let p = self.map(x);
+        let pg = dot(&p, g);
+        let mut out = [T::ZERO; D];
+        for ((o, &pi), &gi) in out.iter_mut().zip(p.iter()).zip(g.iter()) {
+            *o = pi * (gi - pg);
         }
         out
     }
@@ -109,5 +147,56 @@ impl<T: Real, const D: usize, const F: usize> FeatureMap<T, D, F> for PositiveRa
             *o = (dot(w, &xs) - half_sq).exp() * norm;
         }
         out
+    }
+}
+
+/// With `xs = s x` and `p = phi(x)`: `s sum_i g_i p_i (w_i - xs)` (the projection is fixed, not trained).
+impl<T: Real, const D: usize, const F: usize> FeatureVjp<T, D, F> for PositiveRandomFeatures<T, D, F> {
+    fn vjp(&self, x: &[T; D], g: &[T; F]) -> [T; D] {
+        let p = self.map(x);
+        let mut xs = *x;
+        for v in xs.iter_mut() {
+            *v *= self.scale;
+        }
+        let mut out = [T::ZERO; D];
+        let mut total = T::ZERO;
+        for ((w, &pi), &gi) in self.w.iter().zip(p.iter()).zip(g.iter()) {
+            let c = gi * pi;
+            crate::linalg::axpy(&mut out, c, w);
+            total += c;
+        }
+        for (o, &x) in out.iter_mut().zip(xs.iter()) {
+            *o = (*o - total * x) * self.scale;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every map's VJP against central differences of `g . phi(x)` in f64.
+    fn check<M: FeatureVjp<f64, 4, F>, const F: usize>(phi: &M, x: [f64; 4]) {
+        let g: [f64; F] = core::array::from_fn(|i| 0.3 + 0.7 * (i as f64 * 1.3).sin());
+        let ana = phi.vjp(&x, &g);
+        for (i, &a) in ana.iter().enumerate() {
+            let h = 1e-6;
+            let (mut p, mut m) = (x, x);
+            p[i] += h;
+            m[i] -= h;
+            let num = (dot(&phi.map(&p), &g) - dot(&phi.map(&m), &g)) / (2.0 * h);
+            assert!((a - num).abs() < 1e-7 * (1.0 + num.abs()), "coordinate {i}: {a} vs {num}");
+        }
+    }
+
+    #[test]
+    fn feature_map_vjps_match_finite_differences() {
+        for x in [[0.4, -1.3, 2.0, -0.2], [-0.7, 0.9, -2.5, 1.1]] {
+            check(&Identity, x);
+            check(&EluPlusOne, x);
+            check(&SoftmaxFeatures, x);
+            check(&PositiveRandomFeatures::<f64, 4, 6>::seeded(3), x);
+        }
     }
 }

@@ -72,6 +72,7 @@ pub mod dual_form;
 mod error;
 pub mod features;
 pub mod gd;
+pub mod kernel_backward;
 pub mod layer;
 pub mod linalg;
 pub mod merged;
@@ -86,7 +87,7 @@ pub mod stream;
 
 pub use attention::{
     attend_linear, efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative,
-    lsa_quadratic, AssociativeState, LinearScratch, Normalise, Projection,
+    lsa_quadratic, AssociativeState, EfficientState, LinearScratch, Normalise, Projection,
 };
 pub use construct::{gd_layer, gd_stack, gdpp_layer};
 pub use dual_form::{
@@ -94,7 +95,7 @@ pub use dual_form::{
     DaiSplit, DemoEffect,
 };
 pub use error::Error;
-pub use features::{EluPlusOne, FeatureMap, Identity, PositiveRandomFeatures, SoftmaxFeatures};
+pub use features::{EluPlusOne, FeatureMap, FeatureVjp, Identity, PositiveRandomFeatures, SoftmaxFeatures};
 pub use layer::{prediction, Head, Layer, LsaLayer, Mask, Update};
 pub use merged::MergedHead;
 pub use merged_layer::LayerCache;

@@ -26,7 +26,7 @@ pub mod efficient;
 pub mod quadratic;
 
 pub use associative::{linear_attention_associative, lsa_associative, AssociativeState, Projection};
-pub use efficient::efficient_attention;
+pub use efficient::{efficient_attention, EfficientState};
 pub use quadratic::{linear_attention_quadratic, lsa_quadratic};
 
 use crate::features::FeatureMap;
