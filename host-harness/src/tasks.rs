@@ -98,6 +98,10 @@ pub enum Family {
     /// `y = a sin(x_1 + b)` (plus noise) with amplitude `a ~ U(0.1, 5)` and phase `b ~ U(0, pi)` drawn independently
     /// per task (d = 1 in use; the other coordinates are ignored).
     Sine,
+    /// Associative recall: N pairs of a key (d standard normals scaled to unit length) and a value `y ~ N(0, 1)`;
+    /// the query is the key of a uniformly chosen pair and its target that pair's value. The input range, weight
+    /// scale, shape and noise do not apply.
+    Recall,
 }
 
 /// The largest input dimension a sampler supports.
@@ -171,6 +175,7 @@ impl TaskSampler {
         let (w, sine) = match self.family {
             Family::Linear => (self.task_vector::<E>(rng), None),
             Family::Sine => ([0.0; E], Some(sine_parameters(rng.next_u64()))),
+            Family::Recall => return self.recall(rng, ctx),
         };
         let range = self.input_range;
         let shaped = !self.isotropic() || self.mean != 0.0;
@@ -208,6 +213,31 @@ impl TaskSampler {
         }
         let mut query = [0.0f32; E];
         let y = draw(&mut query);
+        (query, y)
+    }
+
+    /// An associative-recall task ([`Family::Recall`]): every pair's key then value, in order, then the index of
+    /// the queried pair (one draw of 64 bits, modulo N).
+    fn recall<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
+        for e in ctx.iter_mut() {
+            *e = [0.0; E];
+            let mut norm = 0.0f32;
+            for k in e[..self.d].iter_mut() {
+                *k = StandardNormal.sample(rng);
+                norm += *k * *k;
+            }
+            let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
+            for k in e[..self.d].iter_mut() {
+                *k *= scale;
+            }
+            e[E - 1] = StandardNormal.sample(rng);
+        }
+        if ctx.is_empty() {
+            return ([0.0; E], 0.0);
+        }
+        let mut query = ctx[(rng.next_u64() % ctx.len() as u64) as usize];
+        let y = query[E - 1];
+        query[E - 1] = 0.0;
         (query, y)
     }
 
@@ -371,6 +401,28 @@ mod tests {
             }
         }
         assert!(spread > 4.9);
+    }
+
+    #[test]
+    fn recall_tasks_query_one_of_their_unit_keys() {
+        let s = TaskSampler { family: Family::Recall, ..TaskSampler::new(4, 6, 1.0) };
+        let mut rng = stream_rng(2, 0);
+        let mut ctx = [[0.0f32; 5]; 6];
+        let mut hits = [0usize; 6];
+        for _ in 0..3000 {
+            let (q, y) = s.sample(&mut rng, &mut ctx);
+            for e in &ctx {
+                let norm: f32 = e[..4].iter().map(|v| v * v).sum();
+                assert!((norm - 1.0).abs() < 1e-5, "{e:?}");
+            }
+            assert_eq!(q[4], 0.0);
+            let matches: Vec<usize> = (0..6).filter(|&j| ctx[j][..4] == q[..4]).collect();
+            assert_eq!(matches.len(), 1, "{q:?}");
+            assert_eq!(ctx[matches[0]][4], y);
+            hits[matches[0]] += 1;
+        }
+        // Uniform over the 6 pairs: 500 each, sd about 20.
+        assert!(hits.iter().all(|&h| (400..600).contains(&h)), "{hits:?}");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! A [`Model`] exposes its parameters as one flat `f32` vector (what Adam, clipping and the least-squares fitter
 //! work on), maps the gradients of its net's parameter groups (merged heads `(dL/dA, dL/dB)`, or softmax layers) back
 //! to that vector ([`Model::pullback`], the chain rule written once per parameterisation), and lists its tensors for
-//! saving. Three parameterisations:
+//! saving. The parameterisations:
 //! - [`Lsa`]: full LSA weights `W_Q, W_K, W_V, P` per distinct layer (the trained models: one layer, K distinct
 //!   layers, or one layer applied K times);
 //! - [`Softmax`]: softmax attention layers (the `softmax` experiment);
+//! - [`Zoo`], [`MlpZoo`]: layers of one attention kind, alone or behind a learned feature map (`attention-zoo`);
 //! - [`GdFamily`]: the core's GD / GD++ constructions with a few free scalars (one shared rate, a rate per step,
 //!   or a rate and an input-transformation `gamma` per step), the references the trained models are compared with.
 
@@ -15,11 +16,13 @@ mod gd_family;
 mod lsa;
 mod mlp_lsa;
 mod softmax;
+mod zoo;
 
 pub use gd_family::{GdFamily, GdKind};
 pub use lsa::{load_head, Lsa, LsaHead, LSA_FORMAT, LSA_NAMES};
 pub use mlp_lsa::{MlpLsa, MLP_LSA_FORMAT};
 pub use softmax::{Softmax, SOFTMAX_FORMAT};
+pub use zoo::{MlpZoo, Zoo, MLP_ZOO_FORMAT, ZOO_FORMAT};
 
 use crate::net::Forward;
 use crate::HarnessError;
@@ -134,6 +137,18 @@ mod tests {
             mlp.params().iter().enumerate().map(|(i, v)| if i + 64 >= n { v * 20.0 } else { *v }).collect();
         mlp.set_params(&p);
         check_pullback(mlp, "feature map and LSA layer");
+        for kind in crate::net::Attention::ALL {
+            let mut m = Zoo::<5>::init(&mut rng, kind, 2);
+            let p: Vec<f32> = m.params().iter().map(|v| v * 40.0).collect();
+            m.set_params(&p);
+            check_pullback(m, &format!("{} x 2", kind.name()));
+        }
+        let mut mz = MlpZoo::<3, 4, 4>::init(&mut rng, crate::net::Attention::EluPlusOne, 1, 0.3);
+        let n = mz.params().len();
+        let p: Vec<f32> =
+            mz.params().iter().enumerate().map(|(i, v)| if i + 128 >= n { v * 30.0 } else { *v }).collect();
+        mz.set_params(&p);
+        check_pullback(mz, "feature map and elu+1 layer");
         for kind in [GdKind::SharedRate, GdKind::PerStep, GdKind::PlusPlus, GdKind::PlusPlusShared] {
             let mut m = GdFamily::<4, 5>::new(kind, 3, 6, 2.0).unwrap();
             let p: Vec<f32> =

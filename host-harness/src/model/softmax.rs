@@ -18,18 +18,52 @@ pub struct Softmax<const E: usize> {
     net: SoftmaxNet<E>,
 }
 
-fn slices<const E: usize>(h: &Head<f32, E, E, E>) -> [&[f32]; 4] {
+pub(crate) fn slices<const E: usize>(h: &Head<f32, E, E, E>) -> [&[f32]; 4] {
     [h.w_q.as_slice(), h.w_k.as_slice(), h.w_v.as_slice(), h.p.as_slice()]
 }
 
-fn slices_mut<const E: usize>(h: &mut Head<f32, E, E, E>) -> [&mut [f32]; 4] {
+pub(crate) fn slices_mut<const E: usize>(h: &mut Head<f32, E, E, E>) -> [&mut [f32]; 4] {
     let Head { w_q, w_k, w_v, p } = h;
     [w_q.as_mut_slice(), w_k.as_mut_slice(), w_v.as_mut_slice(), p.as_mut_slice()]
 }
 
 /// Every parameter of `layers` in the fixed order: layer, head, then `W_Q, W_K, W_V, P` column-major.
-fn flat<const E: usize>(layers: &[SoftmaxLayer<E>]) -> impl Iterator<Item = f32> + '_ {
+pub(crate) fn flat<const E: usize>(layers: &[SoftmaxLayer<E>]) -> impl Iterator<Item = f32> + '_ {
     layers.iter().flat_map(|l| l.heads.iter()).flat_map(|h| slices(h).into_iter().flatten().copied())
+}
+
+/// `layers` layers (at least one) of truncated-normal weights with variance `0.002 / layers / E`, as the LSA models
+/// start: near-uniform attention for every kind.
+pub(crate) fn init_layers<const E: usize>(rng: &mut impl rand::Rng, layers: usize) -> Vec<SoftmaxLayer<E>> {
+    let std = (0.002 / layers.max(1) as f64 / E as f64).sqrt() / 0.879_625_661_034_239_8;
+    let mut all = vec![SoftmaxLayer::<E>::zeros(); layers.max(1)];
+    for h in all.iter_mut().flat_map(|l| l.heads.iter_mut()) {
+        for s in slices_mut(h) {
+            for v in s.iter_mut() {
+                let z = loop {
+                    let z: f64 = StandardNormal.sample(rng);
+                    if z.abs() <= 2.0 {
+                        break z;
+                    }
+                };
+                *v = (z * std) as f32;
+            }
+        }
+    }
+    all
+}
+
+/// The tensors `w_q, w_k, w_v, p` of softmax-shaped layers, `[layers, heads, E, E]` row-major.
+pub(crate) fn layer_tensors<const E: usize>(layers: &[SoftmaxLayer<E>]) -> Vec<Tensor> {
+    crate::model::LSA_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let data: Vec<f32> =
+                layers.iter().flat_map(|l| l.heads.iter()).flat_map(|h| row_major::<E>(slices(h)[i])).collect();
+            Tensor::new(*name, vec![layers.len(), SOFTMAX_HEADS, E, E], data)
+        })
+        .collect()
 }
 
 impl<const E: usize> Softmax<E> {
@@ -41,22 +75,7 @@ impl<const E: usize> Softmax<E> {
     /// `layers` layers initialised as the LSA models are (truncated normal, variance `0.002 / layers / E`), so
     /// training starts from near-uniform attention.
     pub fn init(rng: &mut impl rand::Rng, layers: usize) -> Self {
-        let std = (0.002 / layers.max(1) as f64 / E as f64).sqrt() / 0.879_625_661_034_239_8;
-        let mut all = vec![SoftmaxLayer::<E>::zeros(); layers.max(1)];
-        for h in all.iter_mut().flat_map(|l| l.heads.iter_mut()) {
-            for s in slices_mut(h) {
-                for v in s.iter_mut() {
-                    let z = loop {
-                        let z: f64 = StandardNormal.sample(rng);
-                        if z.abs() <= 2.0 {
-                            break z;
-                        }
-                    };
-                    *v = (z * std) as f32;
-                }
-            }
-        }
-        Self::new(all)
+        Self::new(init_layers(rng, layers))
     }
 
     /// The layers.
@@ -94,16 +113,7 @@ impl<const E: usize> Model<E> for Softmax<E> {
     }
 
     fn tensors(&self) -> Vec<Tensor> {
-        let layers = self.net.layers();
-        crate::model::LSA_NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let data: Vec<f32> =
-                    layers.iter().flat_map(|l| l.heads.iter()).flat_map(|h| row_major::<E>(slices(h)[i])).collect();
-                Tensor::new(*name, vec![layers.len(), SOFTMAX_HEADS, E, E], data)
-            })
-            .collect()
+        layer_tensors(self.net.layers())
     }
 
     fn meta(&self) -> BTreeMap<String, String> {

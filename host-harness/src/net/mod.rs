@@ -4,7 +4,9 @@
 //! - [`Net`] ([`merged`]): merged LSA heads in a schedule with an update rule (every LSA model and every GD
 //!   reference);
 //! - [`SoftmaxNet`] ([`softmax`]): softmax attention layers, each with [`SOFTMAX_HEADS`] heads;
-//! - [`MlpLsaNet`] ([`mlp`]): a learned feature map of scalar inputs, then one LSA layer.
+//! - [`MlpLsaNet`] ([`mlp`]): a learned feature map of scalar inputs, then one LSA layer;
+//! - [`ZooNet`], [`MlpZooNet`] ([`zoo`]): layers of one attention kind (LSA, softmax, elu+1, Performer, Efficient
+//!   Attention), with or without that feature map in front.
 //!
 //! The prediction is `y_hat = -h_query[last]` for both; [`Forward::forward_backward`] also returns `dL/dh_query`
 //! for a seed `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for
@@ -13,10 +15,12 @@
 pub mod merged;
 pub mod mlp;
 pub mod softmax;
+pub mod zoo;
 
 pub use merged::{Net, NetError};
 pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
+pub use zoo::{Attention, MlpZooGrad, MlpZooNet, ZooLayer, ZooNet, ZOO_HEADS};
 
 use dualform::{LayerCache, MergedHead};
 

@@ -1,0 +1,528 @@
+//! [`ZooNet`]: K attention layers of one [`Attention`] kind (LSA, softmax, elu+1, Performer, Efficient Attention),
+//! applied in order with the residual rule, every token updated by every layer but the last (only the query's
+//! output of the last one is read); and [`MlpZooNet`], the same behind a learned feature map of scalar inputs.
+//!
+//! Forward and backward run on the core's kernels: [`AssociativeState::update`] and
+//! [`linear_attention_backward`] (LSA, elu+1, Performer), [`EfficientState::update`] and [`efficient_backward`],
+//! [`softmax_token_update`] and [`softmax_token_backward`], [`ScalarMlp`].
+
+use super::{Forward, Workspace};
+use dualform::backward::softmax_token_backward;
+use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
+use dualform::mlp::ScalarMlp;
+use dualform::{
+    softmax_token_update, AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise,
+    PositiveRandomFeatures,
+};
+
+/// Heads per layer, every kind.
+pub const ZOO_HEADS: usize = 2;
+/// Random features per head of the Performer kind.
+pub const PERFORMER_FEATURES: usize = 32;
+/// The seed of the Performer's fixed projection.
+pub const PERFORMER_SEED: u64 = 0x9e37_79b9;
+
+/// One layer: [`ZOO_HEADS`] heads with key and value size E (`W_Q, W_K, W_V, P` per head).
+pub type ZooLayer<const E: usize> = Layer<f32, E, E, E, ZOO_HEADS>;
+
+/// The attention of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Attention {
+    /// `sum_j (q . k_j) v_j`, no normaliser (von Oswald et al.'s layer).
+    Lsa,
+    /// `softmax_j(q . k_j / sqrt(E)) v_j`.
+    Softmax,
+    /// elu+1 features with the sum normaliser (Katharopoulos et al.).
+    EluPlusOne,
+    /// Positive random features estimating the softmax kernel, sum normaliser (Choromanski et al.);
+    /// [`PERFORMER_FEATURES`] features from a fixed projection.
+    Performer,
+    /// Softmax over each query's features and over positions per key feature (Shen et al.).
+    Efficient,
+}
+
+impl Attention {
+    /// Every kind, in report order.
+    pub const ALL: [Attention; 5] =
+        [Attention::Lsa, Attention::Softmax, Attention::EluPlusOne, Attention::Performer, Attention::Efficient];
+
+    /// Short name (file names, flags).
+    pub fn name(self) -> &'static str {
+        match self {
+            Attention::Lsa => "lsa",
+            Attention::Softmax => "softmax",
+            Attention::EluPlusOne => "elu+1",
+            Attention::Performer => "performer",
+            Attention::Efficient => "efficient",
+        }
+    }
+}
+
+/// Layers of one attention kind, applied once each, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZooNet<const E: usize> {
+    kind: Attention,
+    layers: Vec<ZooLayer<E>>,
+    features: PositiveRandomFeatures<f32, E, PERFORMER_FEATURES>,
+}
+
+fn kernel_updates<M: FeatureVjp<f32, E, F>, const E: usize, const F: usize>(
+    layer: &ZooLayer<E>,
+    phi: &M,
+    norm: Normalise,
+    ctx: &[[f32; E]],
+    tokens: &[[f32; E]],
+    out: &mut [[f32; E]],
+) -> Result<(), Error> {
+    let mut state = AssociativeState::<f32, F, E, ZOO_HEADS>::new();
+    for e in ctx {
+        state.add(layer, phi, norm, e);
+    }
+    for (h, o) in tokens.iter().zip(out.iter_mut()) {
+        *o = state.update(layer, phi, norm, h)?;
+    }
+    Ok(())
+}
+
+impl<const E: usize> ZooNet<E> {
+    /// The layers (at least one: an empty list gets one zero layer, which predicts 0).
+    pub fn new(kind: Attention, mut layers: Vec<ZooLayer<E>>) -> Self {
+        if layers.is_empty() {
+            layers.push(Layer::zeros());
+        }
+        Self { kind, layers, features: PositiveRandomFeatures::seeded(PERFORMER_SEED) }
+    }
+
+    /// The attention kind.
+    pub fn kind(&self) -> Attention {
+        self.kind
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[ZooLayer<E>] {
+        &self.layers
+    }
+
+    /// Mutable layers.
+    pub fn layers_mut(&mut self) -> &mut [ZooLayer<E>] {
+        &mut self.layers
+    }
+
+    /// The updates `u_t` of `tokens` attending over `ctx` through `layer` (the residual is the caller's).
+    fn updates(
+        &self,
+        layer: &ZooLayer<E>,
+        ctx: &[[f32; E]],
+        tokens: &[[f32; E]],
+        out: &mut [[f32; E]],
+    ) -> Result<(), Error> {
+        match self.kind {
+            Attention::Lsa => kernel_updates(layer, &Identity, Normalise::None, ctx, tokens, out),
+            Attention::EluPlusOne => kernel_updates(layer, &EluPlusOne, Normalise::Sum, ctx, tokens, out),
+            Attention::Performer => kernel_updates(layer, &self.features, Normalise::Sum, ctx, tokens, out),
+            Attention::Efficient => {
+                let state = EfficientState::new(layer, ctx)?;
+                for (h, o) in tokens.iter().zip(out.iter_mut()) {
+                    *o = state.update(layer, h)?;
+                }
+                Ok(())
+            }
+            Attention::Softmax => {
+                for (h, o) in tokens.iter().zip(out.iter_mut()) {
+                    *o = softmax_token_update(layer, ctx, h)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `g_tokens[t] = dL/dh_t` through the residual and the query path, for `g[t] = dL/dh'_t`; the key and value
+    /// paths are added into `g_ctx`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        layer: &ZooLayer<E>,
+        ctx: &[[f32; E]],
+        tokens: &[[f32; E]],
+        g: &[[f32; E]],
+        grad: &mut ZooLayer<E>,
+        g_ctx: &mut [[f32; E]],
+        g_tokens: &mut [[f32; E]],
+    ) -> Result<(), Error> {
+        if self.kind == Attention::Softmax {
+            for ((h, gt), out) in tokens.iter().zip(g.iter()).zip(g_tokens.iter_mut()) {
+                *out = softmax_token_backward(layer, ctx, h, gt, grad, Some(&mut *g_ctx))?;
+            }
+            return Ok(());
+        }
+        g_tokens.copy_from_slice(g);
+        match self.kind {
+            Attention::Lsa => {
+                linear_attention_backward(layer, &Identity, Normalise::None, ctx, tokens, g, grad, g_ctx, g_tokens)
+            }
+            Attention::EluPlusOne => {
+                linear_attention_backward(layer, &EluPlusOne, Normalise::Sum, ctx, tokens, g, grad, g_ctx, g_tokens)
+            }
+            Attention::Performer => {
+                linear_attention_backward(layer, &self.features, Normalise::Sum, ctx, tokens, g, grad, g_ctx, g_tokens)
+            }
+            Attention::Efficient | Attention::Softmax => {
+                efficient_backward(layer, ctx, tokens, g, grad, g_ctx, g_tokens)
+            }
+        }
+    }
+
+    /// Runs every layer but the last on all tokens and the last on the query; layer `k`'s output tokens are then
+    /// `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last, only the query). False on a kernel error (a
+    /// non-finite logit, a zero normaliser).
+    fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
+        let (n, k) = (ctx.len(), self.layers.len());
+        let stride = n + 1;
+        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() < stride {
+            *ws = self.workspace(n);
+        }
+        ws.tokens[..n].copy_from_slice(ctx);
+        ws.tokens[n] = *query;
+        for (app, layer) in self.layers.iter().enumerate() {
+            let (done, rest) = ws.tokens.split_at_mut((app + 1) * stride);
+            let input = &done[app * stride..];
+            let last = app + 1 == k;
+            let (c_in, tokens) = if last { (&input[..n], &input[n..]) } else { (&input[..n], input) };
+            let first = if last { n } else { 0 };
+            let u = &mut ws.keys[first..stride];
+            if self.updates(layer, c_in, tokens, u).is_err() {
+                return false;
+            }
+            for ((o, h), ut) in rest[first..stride].iter_mut().zip(tokens).zip(u.iter()) {
+                for ((oi, hi), ui) in o.iter_mut().zip(h).zip(ut) {
+                    *oi = hi + ui;
+                }
+            }
+        }
+        true
+    }
+
+    /// Forward and backward for one task; afterwards `ws.grads[..n + 1]` holds `dL/d(input token)` (context, then
+    /// query). `None` on a kernel error.
+    fn backward_all(
+        &self,
+        ctx: &[[f32; E]],
+        query: &[f32; E],
+        ws: &mut Workspace<E>,
+        seed: impl FnOnce(f32) -> f32,
+        grads: &mut [ZooLayer<E>],
+    ) -> Option<f32> {
+        if !self.run_all(ctx, query, ws) {
+            return None;
+        }
+        let (n, k) = (ctx.len(), self.layers.len());
+        let stride = n + 1;
+        let y_hat = -ws.tokens[(k + 1) * stride - 1][E - 1];
+        let Workspace { tokens, grads: g, values: g_in, g_values: g_ctx, .. } = ws;
+        let (g, g_in, g_ctx) = (&mut g[..stride], &mut g_in[..stride], &mut g_ctx[..n]);
+        g.fill([0.0; E]);
+        g[n][E - 1] = -seed(y_hat);
+        for app in (0..k).rev() {
+            let input = &tokens[app * stride..(app + 1) * stride];
+            let first = if app + 1 == k { n } else { 0 };
+            g_ctx.fill([0.0; E]);
+            let (layer, grad) = (&self.layers[app], grads.get_mut(app)?);
+            self.layer_backward(layer, &input[..n], &input[first..], &g[first..], grad, g_ctx, &mut g_in[first..])
+                .ok()?;
+            g_in[..first].fill([0.0; E]);
+            for (gi, gc) in g_in.iter_mut().zip(g_ctx.iter()) {
+                for (a, b) in gi.iter_mut().zip(gc) {
+                    *a += b;
+                }
+            }
+            g.copy_from_slice(g_in);
+        }
+        Some(y_hat)
+    }
+}
+
+impl<const E: usize> Forward<E> for ZooNet<E> {
+    type Grad = ZooLayer<E>;
+
+    fn zero_grads(&self) -> Vec<ZooLayer<E>> {
+        vec![Layer::zeros(); self.layers.len()]
+    }
+
+    fn add_grad(into: &mut ZooLayer<E>, from: &ZooLayer<E>) {
+        for (a, b) in into.heads.iter_mut().zip(from.heads.iter()) {
+            a.w_q += b.w_q;
+            a.w_k += b.w_k;
+            a.w_v += b.w_v;
+            a.p += b.p;
+        }
+    }
+
+    fn applications(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn workspace(&self, n: usize) -> Workspace<E> {
+        let stride = n + 1;
+        Workspace {
+            tokens: vec![[0.0; E]; (self.layers.len() + 1) * stride],
+            grads: vec![[0.0; E]; stride],
+            keys: vec![[0.0; E]; stride],
+            values: vec![[0.0; E]; stride],
+            g_values: vec![[0.0; E]; stride],
+            ..Workspace::default()
+        }
+    }
+
+    fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32 {
+        if !self.run_all(ctx, query, ws) {
+            return f32::NAN;
+        }
+        ws.predictions(ctx.len(), self.layers.len(), readout)
+    }
+
+    fn forward_backward(
+        &self,
+        ctx: &[[f32; E]],
+        query: &[f32; E],
+        ws: &mut Workspace<E>,
+        seed: impl FnOnce(f32) -> f32,
+        grads: Option<&mut [ZooLayer<E>]>,
+    ) -> (f32, [f32; E]) {
+        let mut spare;
+        let grads = match grads {
+            Some(g) => g,
+            None => {
+                spare = self.zero_grads();
+                &mut spare[..]
+            }
+        };
+        match self.backward_all(ctx, query, ws, seed, grads) {
+            Some(y) => (y, ws.grads[ctx.len()]),
+            None => (f32::NAN, [f32::NAN; E]),
+        }
+    }
+}
+
+/// A learned feature map of width F (hidden width M) in front of a [`ZooNet`] on tokens of width `W = F + 1`: raw
+/// tokens `(x, y)` become `(phi(x), y)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpZooNet<const F: usize, const M: usize, const W: usize> {
+    /// The feature map.
+    pub mlp: ScalarMlp<f32, F, M>,
+    /// The attention layers.
+    pub net: ZooNet<W>,
+}
+
+/// The gradient of an [`MlpZooNet`]: one group, the feature map's and every layer's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpZooGrad<const F: usize, const M: usize, const W: usize> {
+    /// The feature map's.
+    pub mlp: ScalarMlp<f32, F, M>,
+    /// Every layer's.
+    pub layers: Vec<ZooLayer<W>>,
+}
+
+impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
+    /// A zero feature map in front of `net`.
+    pub fn new(net: ZooNet<W>) -> Self {
+        const { assert!(W == F + 1, "the token width W must be F + 1") };
+        Self { mlp: ScalarMlp::zeros(), net }
+    }
+
+    fn embed(&self, raw: &[f32; 2]) -> [f32; W] {
+        let phi = self.mlp.forward(raw[0]);
+        let mut t = [0.0; W];
+        t[..F].copy_from_slice(&phi);
+        t[W - 1] = raw[1];
+        t
+    }
+
+    fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
+        (ctx.iter().map(|t| self.embed(t)).collect(), self.embed(query))
+    }
+}
+
+pub(crate) fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, F, M>, from: &ScalarMlp<f32, F, M>) {
+    for (a, b) in into.w_e.iter_mut().zip(from.w_e.iter()).chain(into.b_e.iter_mut().zip(from.b_e.iter())) {
+        *a += *b;
+    }
+    for (a, b) in into.b_1.iter_mut().zip(from.b_1.iter()).chain(into.b_2.iter_mut().zip(from.b_2.iter())) {
+        *a += *b;
+    }
+    into.w_1 += from.w_1;
+    into.w_2 += from.w_2;
+}
+
+impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpZooNet<F, M, W> {
+    type Grad = MlpZooGrad<F, M, W>;
+
+    fn zero_grads(&self) -> Vec<Self::Grad> {
+        vec![MlpZooGrad { mlp: ScalarMlp::zeros(), layers: self.net.zero_grads() }]
+    }
+
+    fn add_grad(into: &mut Self::Grad, from: &Self::Grad) {
+        add_mlp(&mut into.mlp, &from.mlp);
+        for (a, b) in into.layers.iter_mut().zip(from.layers.iter()) {
+            ZooNet::<W>::add_grad(a, b);
+        }
+    }
+
+    fn applications(&self) -> usize {
+        self.net.applications()
+    }
+
+    fn workspace(&self, _n: usize) -> Workspace<2> {
+        Workspace::default()
+    }
+
+    fn predict(&self, ctx: &[[f32; 2]], query: &[f32; 2], _ws: &mut Workspace<2>, readout: Option<&mut [f32]>) -> f32 {
+        let (tokens, q) = self.tokens(ctx, query);
+        self.net.predict(&tokens, &q, &mut self.net.workspace(ctx.len()), readout)
+    }
+
+    fn forward_backward(
+        &self,
+        ctx: &[[f32; 2]],
+        query: &[f32; 2],
+        _ws: &mut Workspace<2>,
+        seed: impl FnOnce(f32) -> f32,
+        grads: Option<&mut [Self::Grad]>,
+    ) -> (f32, [f32; 2]) {
+        let (tokens, q) = self.tokens(ctx, query);
+        let mut spare;
+        let grad = match grads.and_then(|g| g.first_mut()) {
+            Some(g) => g,
+            None => {
+                spare = self.zero_grads();
+                &mut spare[0]
+            }
+        };
+        let mut ws = self.net.workspace(ctx.len());
+        let Some(y_hat) = self.net.backward_all(&tokens, &q, &mut ws, seed, &mut grad.layers) else {
+            return (f32::NAN, [f32::NAN; 2]);
+        };
+        let head = |t: &[f32; W]| -> [f32; F] { core::array::from_fn(|i| t[i]) };
+        let g_in = &ws.grads[..=ctx.len()];
+        for (raw, gt) in ctx.iter().zip(g_in) {
+            self.mlp.backward(raw[0], &head(gt), &mut grad.mlp);
+        }
+        let dq = g_in[ctx.len()];
+        let dx = self.mlp.backward(query[0], &head(&dq), &mut grad.mlp);
+        (y_hat, [dx, dq[W - 1]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dualform::rng::SplitMix64;
+
+    fn random_layers(seed: u64, count: usize, scale: f64) -> Vec<ZooLayer<4>> {
+        let mut s = SplitMix64::new(seed);
+        (0..count)
+            .map(|_| {
+                let mut l = ZooLayer::<4>::zeros();
+                for h in l.heads.iter_mut() {
+                    for v in h.w_q.iter_mut().chain(h.w_k.iter_mut()).chain(h.w_v.iter_mut()).chain(h.p.iter_mut()) {
+                        *v = (s.next_normal() * scale) as f32;
+                    }
+                }
+                l
+            })
+            .collect()
+    }
+
+    fn tokens(seed: u64) -> ([[f32; 4]; 5], [f32; 4]) {
+        let mut s = SplitMix64::new(seed);
+        let mut u = || (s.next_open01() as f32) * 2.0 - 1.0;
+        let ctx = core::array::from_fn(|_| [u(), u(), u(), u()]);
+        (ctx, [u(), u(), u(), 0.0])
+    }
+
+    fn entry(n: &mut ZooNet<4>, layer: usize, head: usize, which: usize, i: usize) -> &mut f32 {
+        let h = &mut n.layers_mut()[layer].heads[head];
+        let m = [&mut h.w_q, &mut h.w_k, &mut h.w_v, &mut h.p];
+        let [a, b, c, d] = m;
+        &mut [a, b, c, d][which.min(3)].as_mut_slice()[i]
+    }
+
+    /// Every kind, two layers: parameter and query gradients against central differences in f64 of the f32 forward
+    /// (a loose bound; a wrong backward is off by far more), and the softmax kind predicts what `SoftmaxNet` does.
+    #[test]
+    fn zoo_net_gradients_match_finite_differences() {
+        for kind in Attention::ALL {
+            let net = ZooNet::new(kind, random_layers(5, 2, 0.6));
+            let (ctx, query) = tokens(7);
+            let mut grads = net.zero_grads();
+            let (y, dh) = net.forward_backward(&ctx, &query, &mut net.workspace(5), |_| 1.0, Some(&mut grads));
+            let f = |n: &ZooNet<4>, q: &[f32; 4]| f64::from(n.predict(&ctx, q, &mut n.workspace(5), None));
+            assert_eq!(f64::from(y), f(&net, &query), "{kind:?}");
+            let step = 1e-2f32;
+            for (layer, lg) in grads.iter().enumerate() {
+                for (head, g) in lg.heads.iter().enumerate() {
+                    for (which, i) in [(0usize, 1usize), (1, 6), (2, 11), (3, 15)] {
+                        let (mut p, mut m) = (net.clone(), net.clone());
+                        *entry(&mut p, layer, head, which, i) += step;
+                        *entry(&mut m, layer, head, which, i) -= step;
+                        let num = (f(&p, &query) - f(&m, &query)) / (2.0 * f64::from(step));
+                        let ana = f64::from([&g.w_q, &g.w_k, &g.w_v, &g.p][which].as_slice()[i]);
+                        let tol = 3e-3 * (1.0 + ana.abs());
+                        assert!(
+                            (num - ana).abs() < tol,
+                            "{kind:?} layer {layer} head {head} {which}/{i}: {ana} vs {num}"
+                        );
+                    }
+                }
+            }
+            for i in 0..3 {
+                let (mut p, mut m) = (query, query);
+                p[i] += step;
+                m[i] -= step;
+                let num = (f(&net, &p) - f(&net, &m)) / (2.0 * f64::from(step));
+                assert!(
+                    (num - f64::from(dh[i])).abs() < 3e-3 * (1.0 + num.abs()),
+                    "{kind:?} dh[{i}]: {} vs {num}",
+                    dh[i]
+                );
+            }
+        }
+        let layers = random_layers(8, 2, 0.6);
+        let (ctx, query) = tokens(9);
+        let zoo = ZooNet::new(Attention::Softmax, layers.clone());
+        let soft = super::super::SoftmaxNet::new(layers);
+        let (a, b) = (
+            zoo.predict(&ctx, &query, &mut zoo.workspace(5), None),
+            soft.predict(&ctx, &query, &mut soft.workspace(5), None),
+        );
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+
+    /// The feature map's gradient reaches every token: against central differences through the front.
+    #[test]
+    fn mlp_zoo_net_gradients_match_finite_differences() {
+        let mut s = SplitMix64::new(3);
+        for kind in [Attention::Softmax, Attention::Performer] {
+            let mut net = MlpZooNet::<3, 4, 4>::new(ZooNet::new(kind, random_layers(4, 1, 0.5)));
+            let mut fill = |v: &mut f32| *v = (s.next_normal() * 0.5) as f32;
+            net.mlp.w_e.iter_mut().chain(net.mlp.b_e.iter_mut()).chain(net.mlp.b_1.iter_mut()).for_each(&mut fill);
+            net.mlp.w_1.iter_mut().chain(net.mlp.w_2.iter_mut()).chain(net.mlp.b_2.iter_mut()).for_each(&mut fill);
+            let ctx = [[0.5f32, 1.0], [-1.2, 0.3], [2.0, -0.7], [0.1, 0.9]];
+            let query = [0.8f32, 0.0];
+            let mut grads = net.zero_grads();
+            let (_, dq) = net.forward_backward(&ctx, &query, &mut Workspace::default(), |_| 1.0, Some(&mut grads));
+            let f =
+                |n: &MlpZooNet<3, 4, 4>, x: f32| f64::from(n.predict(&ctx, &[x, 0.0], &mut Workspace::default(), None));
+            let h = 1e-2f32;
+            let num = (f(&net, query[0] + h) - f(&net, query[0] - h)) / (2.0 * f64::from(h));
+            assert!((num - f64::from(dq[0])).abs() < 3e-3 * (1.0 + num.abs()), "{kind:?}: {} vs {num}", dq[0]);
+            for (r, c) in [(0usize, 0usize), (2, 1), (3, 2)] {
+                let (mut p, mut m) = (net.clone(), net.clone());
+                p.mlp.w_1[(r, c)] += h;
+                m.mlp.w_1[(r, c)] -= h;
+                let num = (f(&p, query[0]) - f(&m, query[0])) / (2.0 * f64::from(h));
+                let ana = f64::from(grads[0].mlp.w_1[(r, c)]);
+                assert!((num - ana).abs() < 3e-3 * (1.0 + num.abs()), "{kind:?} w_1[{r},{c}]: {ana} vs {num}");
+            }
+        }
+    }
+}
