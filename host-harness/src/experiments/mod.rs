@@ -14,6 +14,7 @@
 //! several experiments train with the same settings (the single layer, the deep stacks) are trained once per
 //! `reproduce all` and shared through [`Run::cached`].
 
+pub mod attention_zoo;
 pub mod dai;
 pub mod gd_plus_plus;
 mod index;
@@ -50,6 +51,7 @@ pub static REGISTRY: &[&dyn Entry] = &[
     &Registered::<softmax::SoftmaxExperiment>(PhantomData),
     &Registered::<dai::Dai>(PhantomData),
     &Registered::<mlp_sine::MlpSine>(PhantomData),
+    &Registered::<attention_zoo::AttentionZoo>(PhantomData),
 ];
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.

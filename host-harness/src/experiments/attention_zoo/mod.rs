@@ -1,0 +1,361 @@
+//! `dualform reproduce attention-zoo`: linear against softmax attention on tasks where the answer is known. Models
+//! of 1 and 2 layers ([`ZOO_HEADS`] heads each) of five kinds ([`Attention`]: the reference LSA, softmax, elu+1,
+//! Performer, Efficient Attention) are trained with the same budget and a small learning-rate sweep each, on four
+//! tasks:
+//! - `linear`: the reference regression task (d = 10, N = 10);
+//! - `sine`: `y = a sin(x + b)`, `x ~ U(-5, 5)` (the `mlp-sine` task) on raw tokens `(x, y)`;
+//! - `sine+mlp`: the same task behind a learned feature map ([`MlpZoo`], the `mlp-sine` widths);
+//! - `recall`: associative recall, N pairs of a unit key in R^10 and a value `y ~ N(0, 1)`, then one of the keys;
+//!   the target is its value ([`Family::Recall`]). Softmax's sharp selection can solve it; a linear kernel mixes in
+//!   every other value in proportion to the keys' overlap.
+//!
+//! Per model and task: the held-out loss over seeds (95% interval), the loss against steps, and where one GD step
+//! applies (`linear`, `sine` as a linear regression on x, `recall` as one on the keys) its tuned loss and the
+//! model's Preds diff to it. Per kind, the cost of one full layer at several N ([`cost`]).
+//!
+//! Learning rate: every configuration trains the first seed at each rate of `--lrs` for `--sweep-steps` steps and
+//! keeps the rate with the lowest loss on tuning tasks (a diverged run scores infinity); its seeds then train for
+//! `--steps`. Files: `report.json`, `losses.csv`, `cost.csv`, `curves.csv`, `attention-zoo.png`.
+
+pub mod cost;
+mod report;
+
+use super::{Experiment, Outcome, Run};
+use crate::eval::{gd_net, loss, tune_gd_rate, zero_loss};
+use crate::model::{MlpZoo, Model, Zoo};
+use crate::net::{Attention, Forward, Net, ZOO_HEADS};
+use crate::optim::AdamW;
+use crate::settings::{Common, CurveArgs, EvalArgs, TrainArgs};
+use crate::stats::Stat;
+use crate::tasks::{stream_rng, streams, Family, TaskSampler};
+use crate::train::train;
+use crate::verdict::over_seeds;
+use crate::HarnessError;
+pub use report::{Results, Row, TaskSummary};
+use serde::{Deserialize, Serialize};
+
+/// Width of the feature map of `sine+mlp`.
+pub const FEATURES: usize = 16;
+/// Hidden width of its residual block.
+pub const HIDDEN: usize = 32;
+const W: usize = FEATURES + 1;
+/// Input dimension of `linear` and `recall`.
+const D: usize = 10;
+const E: usize = D + 1;
+/// Width of the sine tasks' input interval.
+const SINE_RANGE: f32 = 10.0;
+
+/// The tasks, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Task {
+    /// The reference linear regression task.
+    Linear,
+    /// Sine regression on raw tokens.
+    Sine,
+    /// Sine regression behind a learned feature map.
+    #[value(name = "sine+mlp")]
+    #[serde(rename = "sine+mlp")]
+    SineMlp,
+    /// Associative recall.
+    Recall,
+}
+
+impl Task {
+    /// The name in tables and flags.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Linear => "linear",
+            Task::Sine => "sine",
+            Task::SineMlp => "sine+mlp",
+            Task::Recall => "recall",
+        }
+    }
+}
+
+/// The experiment.
+pub struct AttentionZoo;
+
+/// Settings of `reproduce attention-zoo`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Common,
+    /// Context pairs N of every task.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub n: usize,
+    /// Tasks, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "linear,sine,sine+mlp,recall")]
+    pub tasks: Vec<Task>,
+    /// Depths, comma-separated (each 1 to 3).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub layers: Vec<usize>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Adam learning rates of the sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.003,0.01,0.03")]
+    pub lrs: Vec<f64>,
+    /// Steps of each sweep run.
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
+    pub sweep_steps: u64,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Models per configuration at the chosen rate, from seeds seed, seed + 1, ... (intervals over seeds).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub seeds: usize,
+    /// Context lengths at which the cost of one layer is measured, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,64,256")]
+    pub cost_n: Vec<usize>,
+    #[command(flatten)]
+    pub curves: CurveArgs,
+}
+
+impl super::Settings for Settings {
+    const QUICK: &'static [(&'static str, &'static str)] = &[
+        ("steps", "60"),
+        ("sweep_steps", "30"),
+        ("batch", "64"),
+        ("lrs", "0.01"),
+        ("eval_tasks", "256"),
+        ("seeds", "2"),
+        ("cost_n", "10,32"),
+        ("log_every", "20"),
+        ("probe_tasks", "128"),
+    ];
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn d(&self) -> usize {
+        D
+    }
+
+    fn validate(&self) -> Result<(), HarnessError> {
+        self.train.validate()?;
+        self.eval.validate()?;
+        self.curves.validate()?;
+        let usage = |m: String| Err(HarnessError::Usage(m));
+        if !(2..=256).contains(&self.n) {
+            return usage(format!("--n must be between 2 and 256 (got {})", self.n));
+        }
+        if self.tasks.is_empty() {
+            return usage("--tasks must list at least one task".into());
+        }
+        if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
+            return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
+        }
+        if self.lrs.is_empty() || self.lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0 && *lr < 1.0)) {
+            return usage(format!("--lrs must list rates in (0, 1) (got {:?})", self.lrs));
+        }
+        if self.train.lr.is_some() {
+            return usage("attention-zoo sweeps its rates: use --lrs instead of --lr".into());
+        }
+        if self.sweep_steps == 0 || self.sweep_steps > self.train.steps {
+            return usage(format!(
+                "--sweep-steps must be between 1 and --steps ({}) (got {})",
+                self.train.steps, self.sweep_steps
+            ));
+        }
+        if !(1..=16).contains(&self.seeds) {
+            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
+        }
+        if self.cost_n.is_empty() || self.cost_n.iter().any(|n| !(1..=4096).contains(n)) {
+            return usage(format!("--cost-n must list context lengths from 1 to 4096 (got {:?})", self.cost_n));
+        }
+        Ok(())
+    }
+}
+
+/// The samplers of a task.
+fn sampler(task: Task, n: usize) -> TaskSampler {
+    match task {
+        Task::Linear => TaskSampler::new(D, n, 1.0),
+        Task::Sine | Task::SineMlp => TaskSampler { family: Family::Sine, ..TaskSampler::new(1, n, SINE_RANGE) },
+        Task::Recall => TaskSampler { family: Family::Recall, ..TaskSampler::new(D, n, 1.0) },
+    }
+}
+
+/// `|y_hat_a - y_hat_b|` over the held-out tasks.
+fn preds_diff<const E2: usize>(a: &impl Forward<E2>, b: &Net<E2>, sampler: &TaskSampler, s: &Settings) -> Stat {
+    let rows = sampler.par_chunks::<E2, (Vec<f64>, _, _)>(
+        s.common.eval_seed,
+        streams::EVAL,
+        s.eval.eval_tasks,
+        || (Vec::new(), a.workspace(sampler.n), b.workspace(sampler.n)),
+        |(acc, wa, wb), ctx, q, _| {
+            acc.push(f64::from((a.predict(ctx, q, wa, None) - b.predict(ctx, q, wb, None)).abs()))
+        },
+    );
+    Stat::of(rows.into_iter().flat_map(|r| r.0))
+}
+
+/// One configuration: the sweep, then the seeds at the chosen rate; `gd` is the task's tuned GD step where it
+/// applies.
+fn configuration<const E2: usize, M: Model<E2>>(
+    s: &Settings,
+    run: &mut Run<'_>,
+    (task, kind, layers): (Task, Attention, usize),
+    sampler: &TaskSampler,
+    make: impl Fn(u64) -> M,
+    gd: Option<&Net<E2>>,
+) -> Result<Row, HarnessError> {
+    let label = format!("{} / {} x {layers}", task.name(), kind.name());
+    let spec_at = |seed: u64, lr: f64, steps: u64| {
+        let mut spec = s.train.spec(layers, seed);
+        spec.adam = AdamW::reference(lr);
+        spec.steps = steps;
+        spec
+    };
+    let mut sweep = Vec::new();
+    for &lr in &s.lrs {
+        let mut model = make(s.common.seed);
+        let spec = spec_at(s.common.seed, lr, s.sweep_steps);
+        let progress = run.progress(spec.steps, &format!("{label}, sweep lr {lr}"));
+        let trained = train(&mut model, sampler, &spec, |step, _, l| {
+            progress.step(step, || format!("loss {l:.4}"));
+            Ok(())
+        });
+        progress.finish();
+        let score = match trained {
+            Ok(_) => loss(model.net(), sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks).mean,
+            Err(HarnessError::NonFinite { .. }) => f64::INFINITY,
+            Err(e) => return Err(e),
+        };
+        sweep.push((lr, if score.is_finite() { score } else { f64::INFINITY }));
+    }
+    let lr = sweep.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(s.lrs[0], |x| x.0);
+    let (mut per_seed, mut diffs, mut curve, mut ms, mut diverged) = (Vec::new(), Vec::new(), Vec::new(), 0.0, 0);
+    for k in 0..s.seeds as u64 {
+        let seed = s.common.seed.wrapping_add(k);
+        let mut model = make(seed);
+        let spec = spec_at(seed, lr, s.train.steps);
+        let progress = run.progress(spec.steps, &format!("{label}, seed {seed}"));
+        let mut points = Vec::new();
+        let trained = train(&mut model, sampler, &spec, |step, m, l| {
+            if k == 0 && (step % s.curves.log_every == 0 || step == spec.steps) {
+                let probe = loss(m.net(), sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
+                points.push((step, probe.mean));
+            }
+            progress.step(step, || format!("loss {l:.4}"));
+            Ok(())
+        });
+        progress.finish();
+        match trained {
+            Ok(timing) => {
+                ms += timing.ms_per_step / s.seeds as f64;
+                per_seed.push(loss(model.net(), sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks));
+                if let Some(g) = gd {
+                    diffs.push(preds_diff(model.net(), g, sampler, s));
+                }
+            }
+            Err(HarnessError::NonFinite { .. }) => diverged += 1,
+            Err(e) => return Err(e),
+        }
+        if k == 0 {
+            curve = points;
+        }
+    }
+    Ok(Row {
+        task,
+        kind,
+        layers,
+        lr,
+        sweep,
+        loss: over_seeds(&per_seed),
+        per_seed: per_seed.iter().map(|x| x.mean).collect(),
+        diverged,
+        preds_diff_gd: gd.map(|_| over_seeds(&diffs)),
+        ms_per_step: ms,
+        curve,
+    })
+}
+
+/// Every configuration of one task of token width E2 (`D2` inputs), with its baselines.
+fn task_rows<const D2: usize, const E2: usize>(
+    s: &Settings,
+    run: &mut Run<'_>,
+    task: Task,
+    rows: &mut Vec<Row>,
+) -> Result<TaskSummary, HarnessError> {
+    let sampler = sampler(task, s.n);
+    let eta = tune_gd_rate::<D2, E2>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+    let gd = gd_net::<D2, E2>(eta as f32, s.n)?;
+    for &layers in &s.layers {
+        for kind in Attention::ALL {
+            let make = |seed: u64| Zoo::<E2>::init(&mut stream_rng(seed, streams::INIT), kind, layers);
+            rows.push(configuration(s, run, (task, kind, layers), &sampler, make, Some(&gd))?);
+        }
+    }
+    Ok(TaskSummary {
+        task,
+        zero: zero_loss::<E2>(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        gd: Some((eta, loss(&gd, &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks))),
+    })
+}
+
+/// `sine+mlp`: every kind behind the feature map; no GD reference (the features are learned; `mlp-sine` compares
+/// them with GD).
+fn mlp_rows(s: &Settings, run: &mut Run<'_>, rows: &mut Vec<Row>) -> Result<TaskSummary, HarnessError> {
+    let sampler = sampler(Task::SineMlp, s.n);
+    let input_std = f64::from(SINE_RANGE) / 12f64.sqrt();
+    for &layers in &s.layers {
+        for kind in Attention::ALL {
+            let make = |seed: u64| {
+                MlpZoo::<FEATURES, HIDDEN, W>::init(&mut stream_rng(seed, streams::INIT), kind, layers, input_std)
+            };
+            rows.push(configuration(s, run, (Task::SineMlp, kind, layers), &sampler, make, None::<&Net<2>>)?);
+        }
+    }
+    Ok(TaskSummary {
+        task: Task::SineMlp,
+        zero: zero_loss::<2>(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        gd: None,
+    })
+}
+
+fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    let (mut rows, mut tasks) = (Vec::new(), Vec::new());
+    for &task in &s.tasks {
+        tasks.push(match task {
+            Task::Linear | Task::Recall => task_rows::<D, E>(s, run, task, &mut rows)?,
+            Task::Sine => task_rows::<1, 2>(s, run, task, &mut rows)?,
+            Task::SineMlp => mlp_rows(s, run, &mut rows)?,
+        });
+    }
+    let mut costs = Vec::new();
+    for &n in &s.cost_n {
+        for kind in Attention::ALL {
+            costs.push(cost::measure::<E>(kind, n)?);
+        }
+    }
+    let results = Results {
+        budget: format!(
+            "{} steps of {} tasks (sweep: {} steps at each of {:?}), {} seeds, {ZOO_HEADS} heads per layer, N = {}",
+            s.train.steps, s.train.batch, s.sweep_steps, s.lrs, s.seeds, s.n
+        ),
+        tasks,
+        rows,
+        costs,
+    };
+    report::write_files(run, &results)?;
+    let checks = report::checks(&results, s.common.quick);
+    let verdict = report::verdict(&results, &checks);
+    Ok(Outcome { results, checks, verdict })
+}
+
+impl Experiment for AttentionZoo {
+    const NAME: &'static str = "attention-zoo";
+    const DEFAULTS: &'static [(&'static str, &'static str)] =
+        &[("steps", "1500"), ("batch", "128"), ("eval_tasks", "4000")];
+    const ABOUT: &'static str =
+        "Linear against softmax attention: five kinds, 1 and 2 layers, on regression, sine waves and recall";
+    type Settings = Settings;
+    type Results = Results;
+
+    fn run_d<const D2: usize, const E2: usize>(
+        s: &Settings,
+        r: &mut Run<'_>,
+    ) -> Result<Outcome<Results>, HarnessError> {
+        run(s, r)
+    }
+}
