@@ -7,7 +7,7 @@
 use core::hint::black_box;
 use cortex_m_rt::entry;
 use dualform::linalg::matvec;
-use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, StreamingContext, Update};
+use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, Real, StreamingContext, Update};
 use dualform_firmware::{exit, paint_stack, stack_depth, stack_peak, CTX0, E, MERGED_TRAINED, N, QUERY0, TRAINED};
 use dualform_protocol::Line;
 
@@ -103,6 +103,18 @@ fn plain_matvec() -> f32 {
     measure(6, "matvec", || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
 }
 
+/// `E N` exponentials of the context's entries (the core's `Real::exp`, libm's `expf`), summed.
+#[inline(never)]
+fn exps() -> f32 {
+    measure(8, "exp", || {
+        let mut s = 0.0f32;
+        for &x in black_box(&CTX0).iter().flatten() {
+            s += <f32 as Real>::exp(x);
+        }
+        s
+    })
+}
+
 fn run() -> Result<(), dualform::Error> {
     Line::Config { e: E, n: N }.emit();
     measure(0, "empty", || ());
@@ -113,6 +125,7 @@ fn run() -> Result<(), dualform::Error> {
     black_box(stream_predict()?);
     black_box(plain_matvec());
     black_box(merged_layer()?);
+    black_box(exps());
     Line::Done.emit();
     Ok(())
 }

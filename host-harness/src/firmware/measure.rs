@@ -231,6 +231,7 @@ pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
         // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
         // it needs N E^2 + 2 E^3 + (N + 1) E^2.
         "merged_layer" => 3 * n * e * e + 3 * (n + 1) * e * e,
+        // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
         _ => 0,
     };
     let (base_n, base_c, base_mix) = raw[0].clone();

@@ -26,13 +26,14 @@ pub const PERFORMER_SEED: u64 = 0x9e37_79b9;
 pub type ZooLayer<const E: usize> = Layer<f32, E, E, E, ZOO_HEADS>;
 
 /// The attention of a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 pub enum Attention {
     /// `sum_j (q . k_j) v_j`, no normaliser (von Oswald et al.'s layer).
     Lsa,
     /// `softmax_j(q . k_j / sqrt(E)) v_j`.
     Softmax,
     /// elu+1 features with the sum normaliser (Katharopoulos et al.).
+    #[value(name = "elu+1")]
     EluPlusOne,
     /// Positive random features estimating the softmax kernel, sum normaliser (Choromanski et al.);
     /// [`PERFORMER_FEATURES`] features from a fixed projection.

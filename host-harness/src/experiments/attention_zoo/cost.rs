@@ -10,7 +10,7 @@
 //! The M4 estimate weights the counts: [`M4_CYCLES_PER_OP`] per addition or multiplication, the full LSA layer's
 //! estimated cycles per floating-point operation as `firmware-report` measures it (39 370 cycles for 7 623
 //! multiply-adds, loads, stores and loop overhead included); [`M4_CYCLES_PER_DIV`] per division (`VDIV.F32`, Cortex-M4
-//! TRM); [`M4_CYCLES_PER_EXP`] per `expf` (`firmware-report`'s `expf` workload). It is an estimate, not a
+//! TRM); [`M4_CYCLES_PER_EXP`] per `expf` (`firmware-report`'s `exp` workload). It is an estimate, not a
 //! measurement: kernels whose memory pattern differs from the LSA layer's (the softmax's score rows, the Performer's
 //! projections) may differ from it.
 
@@ -28,8 +28,9 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 pub const M4_CYCLES_PER_OP: f64 = 39_370.0 / (2.0 * 7_623.0);
 /// Cortex-M4 cycles per `VDIV.F32`.
 pub const M4_CYCLES_PER_DIV: f64 = 14.0;
-/// Estimated Cortex-M4 cycles per `expf` (see the module docs).
-pub const M4_CYCLES_PER_EXP: f64 = 60.0;
+/// Estimated Cortex-M4 cycles per `expf`: `firmware-report`'s `exp` workload, 6 806 estimated cycles for 110
+/// exponentials and their sum (default build).
+pub const M4_CYCLES_PER_EXP: f64 = 6_806.0 / 110.0;
 /// The clock the estimate converts cycles at (the STM32F411's 100 MHz, the board `firmware-example` targets).
 pub const M4_HZ: f64 = 100e6;
 

@@ -86,6 +86,9 @@ pub struct Settings {
     /// Tasks, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "linear,sine,sine+mlp,recall")]
     pub tasks: Vec<Task>,
+    /// Attention kinds, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "lsa,softmax,elu+1,performer,efficient")]
+    pub kinds: Vec<Attention>,
     /// Depths, comma-separated (each 1 to 3).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub layers: Vec<usize>,
@@ -140,6 +143,9 @@ impl super::Settings for Settings {
         }
         if self.tasks.is_empty() {
             return usage("--tasks must list at least one task".into());
+        }
+        if self.kinds.is_empty() {
+            return usage("--kinds must list at least one attention kind".into());
         }
         if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
             return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
@@ -281,7 +287,7 @@ fn task_rows<const D2: usize, const E2: usize>(
     let eta = tune_gd_rate::<D2, E2>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
     let gd = gd_net::<D2, E2>(eta as f32, s.n)?;
     for &layers in &s.layers {
-        for kind in Attention::ALL {
+        for &kind in &s.kinds {
             let make = |seed: u64| Zoo::<E2>::init(&mut stream_rng(seed, streams::INIT), kind, layers);
             rows.push(configuration(s, run, (task, kind, layers), &sampler, make, Some(&gd))?);
         }
@@ -299,7 +305,7 @@ fn mlp_rows(s: &Settings, run: &mut Run<'_>, rows: &mut Vec<Row>) -> Result<Task
     let sampler = sampler(Task::SineMlp, s.n);
     let input_std = f64::from(SINE_RANGE) / 12f64.sqrt();
     for &layers in &s.layers {
-        for kind in Attention::ALL {
+        for &kind in &s.kinds {
             let make = |seed: u64| {
                 MlpZoo::<FEATURES, HIDDEN, W>::init(&mut stream_rng(seed, streams::INIT), kind, layers, input_std)
             };
@@ -324,7 +330,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
     }
     let mut costs = Vec::new();
     for &n in &s.cost_n {
-        for kind in Attention::ALL {
+        for &kind in &s.kinds {
             costs.push(cost::measure::<E>(kind, n)?);
         }
     }

@@ -83,6 +83,11 @@ impl Results {
             .min_by(|a, b| a.loss.mean.total_cmp(&b.loss.mean))
     }
 
+    /// The kinds that were run, in report order.
+    fn kinds(&self) -> Vec<Attention> {
+        Attention::ALL.into_iter().filter(|k| self.rows.iter().any(|r| r.kind == *k)).collect()
+    }
+
     fn depths(&self) -> Vec<usize> {
         let mut d: Vec<usize> = self.rows.iter().map(|r| r.layers).collect();
         d.sort_unstable();
@@ -102,7 +107,7 @@ impl Tables for Results {
         columns.extend(tasks.iter().map(|t| t.name()));
         let mut main = Table::new(format!("held-out loss (95% interval over seeds); {}", self.budget), &columns);
         for layers in self.depths() {
-            for kind in Attention::ALL {
+            for kind in self.kinds() {
                 let mut cells = vec![name(kind, layers)];
                 for &t in &tasks {
                     cells.push(self.row(t, kind, layers).map_or("-".into(), |r| {
@@ -147,7 +152,7 @@ impl Tables for Results {
             format!(
                 "one full layer (N context tokens and the query, E = 11, 2 heads): operations counted on the core's \
                  kernels, host time measured (f32, one thread), Cortex-M4 time estimated ({M4_CYCLES_PER_OP:.2} \
-                 cycles per add or multiply, {M4_CYCLES_PER_DIV} per division, {M4_CYCLES_PER_EXP} per exp, \
+                 cycles per add or multiply, {M4_CYCLES_PER_DIV} per division, {M4_CYCLES_PER_EXP:.1} per exp, \
                  {} MHz)",
                 M4_HZ / 1e6
             ),
@@ -198,9 +203,10 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
         let best =
             Attention::ALL.iter().filter_map(|&k| r.best(t.task, k)).min_by(|a, b| a.loss.mean.total_cmp(&b.loss.mean));
         let Some(best) = best else { continue };
-        let failing: Vec<&str> = Attention::ALL
-            .iter()
-            .filter(|&&k| r.best(t.task, k).is_none_or(|x| x.loss.mean >= FAILS * t.zero.mean))
+        let failing: Vec<&str> = r
+            .kinds()
+            .into_iter()
+            .filter(|&k| r.best(t.task, k).is_none_or(|x| x.loss.mean >= FAILS * t.zero.mean))
             .map(|k| k.name())
             .collect();
         let gd = t.gd.as_ref().map_or(String::new(), |g| format!(", one GD step {:.4}", g.1.mean));
