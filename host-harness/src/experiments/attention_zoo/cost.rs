@@ -65,10 +65,11 @@ thread_local! {
     static OPS: Cell<Ops> = const { Cell::new(Ops { add: 0, mul: 0, div: 0, exp: 0 }) };
 }
 
-fn bump(f: impl FnOnce(&mut Ops)) {
+/// Counts one operation in `field` of this thread's counters.
+fn bump(field: fn(&mut Ops) -> &mut u64) {
     OPS.with(|c| {
         let mut o = c.get();
-        f(&mut o);
+        *field(&mut o) += 1;
         c.set(o);
     });
 }
@@ -83,7 +84,7 @@ macro_rules! counted_op {
         impl $tr for Counted {
             type Output = Counted;
             fn $f(self, o: Counted) -> Counted {
-                bump(|c| c.$field += 1);
+                bump(|c| &mut c.$field);
                 Counted(self.0 $op o.0)
             }
         }
@@ -118,19 +119,19 @@ impl Real for Counted {
         f64::from(self.0)
     }
     fn exp(self) -> Self {
-        bump(|c| c.exp += 1);
+        bump(|c| &mut c.exp);
         Counted(self.0.exp())
     }
     fn ln(self) -> Self {
-        bump(|c| c.exp += 1);
+        bump(|c| &mut c.exp);
         Counted(self.0.ln())
     }
     fn cos(self) -> Self {
-        bump(|c| c.exp += 1);
+        bump(|c| &mut c.exp);
         Counted(self.0.cos())
     }
     fn sqrt(self) -> Self {
-        bump(|c| c.div += 1);
+        bump(|c| &mut c.div);
         Counted(self.0.sqrt())
     }
     fn abs(self) -> Self {
