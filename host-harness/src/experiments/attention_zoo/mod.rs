@@ -15,7 +15,8 @@
 //!
 //! Learning rate: every configuration trains the first seed at each rate of `--lrs` for `--sweep-steps` steps and
 //! keeps the rate with the lowest loss on tuning tasks (a diverged run scores infinity); its seeds then train for
-//! `--steps`. Files: `report.json`, `losses.csv`, `cost.csv`, `curves.csv`, `attention-zoo.png`.
+//! `--steps`. When a seed diverges there, every seed trains again at the next rate in that order (the report lists
+//! the rates given up and how many seeds diverged at each). Files: `report.json`, `losses.csv`, `cost.csv`, `curves.csv`, `attention-zoo.png`.
 
 pub mod cost;
 mod report;
@@ -229,51 +230,79 @@ fn configuration<const E2: usize, M: Model<E2>>(
         };
         sweep.push((lr, if score.is_finite() { score } else { f64::INFINITY }));
     }
-    let lr = sweep.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(s.lrs[0], |x| x.0);
-    let (mut per_seed, mut diffs, mut curve, mut ms, mut diverged) = (Vec::new(), Vec::new(), Vec::new(), 0.0, 0);
-    for k in 0..s.seeds as u64 {
-        let seed = s.common.seed.wrapping_add(k);
-        let mut model = make(seed);
-        let spec = spec_at(seed, lr, s.train.steps);
-        let progress = run.progress(spec.steps, &format!("{label}, seed {seed}"));
-        let mut points = Vec::new();
-        let trained = train(&mut model, sampler, &spec, |step, m, l| {
-            if k == 0 && (step % s.curves.log_every == 0 || step == spec.steps) {
-                let probe = loss(m.net(), sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
-                points.push((step, probe.mean));
-            }
-            progress.step(step, || format!("loss {l:.4}"));
-            Ok(())
-        });
-        progress.finish();
-        match trained {
-            Ok(timing) => {
-                ms += timing.ms_per_step / s.seeds as f64;
-                per_seed.push(loss(model.net(), sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks));
-                if let Some(g) = gd {
-                    diffs.push(preds_diff(model.net(), g, sampler, s));
+    // The rates in order of their sweep loss; when a seed diverges at a rate, every seed trains again at the next.
+    let mut order = sweep.clone();
+    order.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut abandoned = Vec::new();
+    let mut kept: Option<Attempt> = None;
+    for (i, &(lr, _)) in order.iter().enumerate() {
+        let mut at = Attempt { lr, per_seed: Vec::new(), diffs: Vec::new(), curve: Vec::new(), ms: 0.0, diverged: 0 };
+        for k in 0..s.seeds as u64 {
+            let seed = s.common.seed.wrapping_add(k);
+            let mut model = make(seed);
+            let spec = spec_at(seed, lr, s.train.steps);
+            let progress = run.progress(spec.steps, &format!("{label}, lr {lr}, seed {seed}"));
+            let mut points = Vec::new();
+            let trained = train(&mut model, sampler, &spec, |step, m, l| {
+                if k == 0 && (step % s.curves.log_every == 0 || step == spec.steps) {
+                    let probe = loss(m.net(), sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
+                    points.push((step, probe.mean));
                 }
+                progress.step(step, || format!("loss {l:.4}"));
+                Ok(())
+            });
+            progress.finish();
+            match trained {
+                Ok(timing) => {
+                    at.ms += timing.ms_per_step / s.seeds as f64;
+                    at.per_seed.push(loss(model.net(), sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks));
+                    if let Some(g) = gd {
+                        at.diffs.push(preds_diff(model.net(), g, sampler, s));
+                    }
+                }
+                Err(HarnessError::NonFinite { .. }) => at.diverged += 1,
+                Err(e) => return Err(e),
             }
-            Err(HarnessError::NonFinite { .. }) => diverged += 1,
-            Err(e) => return Err(e),
+            if k == 0 {
+                at.curve = points;
+            }
         }
-        if k == 0 {
-            curve = points;
+        let done = at.diverged == 0 || i + 1 == order.len();
+        if !done {
+            abandoned.push((lr, at.diverged));
+        }
+        if kept.as_ref().is_none_or(|x| at.per_seed.len() > x.per_seed.len()) {
+            kept = Some(at);
+        }
+        if done {
+            break;
         }
     }
+    let at = kept.ok_or_else(|| HarnessError::Usage("--lrs must list at least one rate".into()))?;
     Ok(Row {
         task,
         kind,
         layers,
-        lr,
+        lr: at.lr,
         sweep,
-        loss: over_seeds(&per_seed),
-        per_seed: per_seed.iter().map(|x| x.mean).collect(),
-        diverged,
-        preds_diff_gd: gd.map(|_| over_seeds(&diffs)),
-        ms_per_step: ms,
-        curve,
+        abandoned,
+        loss: over_seeds(&at.per_seed),
+        per_seed: at.per_seed.iter().map(|x| x.mean).collect(),
+        diverged: at.diverged,
+        preds_diff_gd: gd.map(|_| over_seeds(&at.diffs)),
+        ms_per_step: at.ms,
+        curve: at.curve,
     })
+}
+
+/// The seeds of one configuration trained at one rate.
+struct Attempt {
+    lr: f64,
+    per_seed: Vec<Stat>,
+    diffs: Vec<Stat>,
+    curve: Vec<(u64, f64)>,
+    ms: f64,
+    diverged: usize,
 }
 
 /// Every configuration of one task of token width E2 (`D2` inputs), with its baselines.
