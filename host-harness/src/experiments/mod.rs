@@ -178,7 +178,8 @@ mod tests {
         check::<softmax::SoftmaxExperiment>();
         check::<dai::Dai>();
         check::<mlp_sine::MlpSine>();
-        assert_eq!(REGISTRY.len(), 10);
+        check::<attention_zoo::AttentionZoo>();
+        assert_eq!(REGISTRY.len(), 11);
 
         let mut names = names();
         names.sort();

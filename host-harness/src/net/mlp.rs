@@ -30,11 +30,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpLsaNet<F, M, W> {
 
     /// The embedded token `(phi(x), y)` of a raw `(x, y)`.
     pub fn embed(&self, raw: &[f32; 2]) -> [f32; W] {
-        let phi = self.mlp.forward(raw[0]);
-        let mut t = [0.0; W];
-        t[..F].copy_from_slice(&phi);
-        t[W - 1] = raw[1];
-        t
+        embed(&self.mlp, raw)
     }
 
     fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
@@ -42,7 +38,20 @@ impl<const F: usize, const M: usize, const W: usize> MlpLsaNet<F, M, W> {
     }
 }
 
-fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, F, M>, from: &ScalarMlp<f32, F, M>) {
+/// The token `(phi(x), y)` of width W of a raw `(x, y)` (`W = F + 1`).
+pub(crate) fn embed<const F: usize, const M: usize, const W: usize>(
+    mlp: &ScalarMlp<f32, F, M>,
+    raw: &[f32; 2],
+) -> [f32; W] {
+    let phi = mlp.forward(raw[0]);
+    let mut t = [0.0; W];
+    t[..F].copy_from_slice(&phi);
+    t[W - 1] = raw[1];
+    t
+}
+
+/// `into += from` for a feature map's gradient.
+pub(crate) fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, F, M>, from: &ScalarMlp<f32, F, M>) {
     for (a, b) in into.w_e.iter_mut().zip(from.w_e.iter()).chain(into.b_e.iter_mut().zip(from.b_e.iter())) {
         *a += *b;
     }

@@ -22,7 +22,20 @@ pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
 pub use zoo::{Attention, MlpZooGrad, MlpZooNet, ZooLayer, ZooNet, ZOO_HEADS};
 
-use dualform::{LayerCache, MergedHead};
+use dualform::{Layer, LayerCache, MergedHead, Real};
+
+/// `into += from`, head by head (the gradient of a layer of unmerged heads).
+pub(crate) fn add_layer<T: Real, const E: usize, const H: usize>(
+    into: &mut Layer<T, E, E, E, H>,
+    from: &Layer<T, E, E, E, H>,
+) {
+    for (a, b) in into.heads.iter_mut().zip(from.heads.iter()) {
+        a.w_q += b.w_q;
+        a.w_k += b.w_k;
+        a.w_v += b.w_v;
+        a.p += b.p;
+    }
+}
 
 /// A model's forward and backward per task.
 pub trait Forward<const E: usize>: Clone + Send + Sync {

@@ -96,12 +96,7 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
     }
 
     fn add_grad(into: &mut SoftmaxLayer<E>, from: &SoftmaxLayer<E>) {
-        for (a, b) in into.heads.iter_mut().zip(from.heads.iter()) {
-            a.w_q += b.w_q;
-            a.w_k += b.w_k;
-            a.w_v += b.w_v;
-            a.p += b.p;
-        }
+        super::add_layer(into, from);
     }
 
     fn applications(&self) -> usize {

@@ -6,6 +6,7 @@
 //! [`linear_attention_backward`] (LSA, elu+1, Performer), [`EfficientState::update`] and [`efficient_backward`],
 //! [`softmax_token_update`] and [`softmax_token_backward`], [`ScalarMlp`].
 
+use super::mlp::{add_mlp, embed};
 use super::{Forward, Workspace};
 use dualform::backward::softmax_token_backward;
 use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
@@ -250,12 +251,7 @@ impl<const E: usize> Forward<E> for ZooNet<E> {
     }
 
     fn add_grad(into: &mut ZooLayer<E>, from: &ZooLayer<E>) {
-        for (a, b) in into.heads.iter_mut().zip(from.heads.iter()) {
-            a.w_q += b.w_q;
-            a.w_k += b.w_k;
-            a.w_v += b.w_v;
-            a.p += b.p;
-        }
+        super::add_layer(into, from);
     }
 
     fn applications(&self) -> usize {
@@ -330,28 +326,9 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
         Self { mlp: ScalarMlp::zeros(), net }
     }
 
-    fn embed(&self, raw: &[f32; 2]) -> [f32; W] {
-        let phi = self.mlp.forward(raw[0]);
-        let mut t = [0.0; W];
-        t[..F].copy_from_slice(&phi);
-        t[W - 1] = raw[1];
-        t
-    }
-
     fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
-        (ctx.iter().map(|t| self.embed(t)).collect(), self.embed(query))
+        (ctx.iter().map(|t| embed(&self.mlp, t)).collect(), embed(&self.mlp, query))
     }
-}
-
-pub(crate) fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, F, M>, from: &ScalarMlp<f32, F, M>) {
-    for (a, b) in into.w_e.iter_mut().zip(from.w_e.iter()).chain(into.b_e.iter_mut().zip(from.b_e.iter())) {
-        *a += *b;
-    }
-    for (a, b) in into.b_1.iter_mut().zip(from.b_1.iter()).chain(into.b_2.iter_mut().zip(from.b_2.iter())) {
-        *a += *b;
-    }
-    into.w_1 += from.w_1;
-    into.w_2 += from.w_2;
 }
 
 impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpZooNet<F, M, W> {
