@@ -15,8 +15,8 @@
 //!
 //! Learning rate: every configuration trains the first seed at each rate of `--lrs` for `--sweep-steps` steps and
 //! keeps the rate with the lowest loss on tuning tasks (a diverged run scores infinity); its seeds then train for
-//! `--steps`. When a seed diverges there, every seed trains again at the next rate in that order (the report lists
-//! the rates given up and how many seeds diverged at each). Files: `report.json`, `losses.csv`, `cost.csv`, `curves.csv`, `attention-zoo.png`.
+//! `--steps`. When a seed diverges there, every seed trains again at the next rate in that order, and the attempt
+//! with the most trained seeds is kept (the report lists every attempt and how many seeds diverged in it). Files: `report.json`, `losses.csv`, `cost.csv`, `curves.csv`, `attention-zoo.png`.
 
 pub mod cost;
 mod report;
@@ -233,7 +233,7 @@ fn configuration<const E2: usize, M: Model<E2>>(
     // The rates in order of their sweep loss; when a seed diverges at a rate, every seed trains again at the next.
     let mut order = sweep.clone();
     order.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let mut abandoned = Vec::new();
+    let mut attempts = Vec::new();
     let mut kept: Option<Attempt> = None;
     for (i, &(lr, _)) in order.iter().enumerate() {
         let mut at = Attempt { lr, per_seed: Vec::new(), diffs: Vec::new(), curve: Vec::new(), ms: 0.0, diverged: 0 };
@@ -268,9 +268,7 @@ fn configuration<const E2: usize, M: Model<E2>>(
             }
         }
         let done = at.diverged == 0 || i + 1 == order.len();
-        if !done {
-            abandoned.push((lr, at.diverged));
-        }
+        attempts.push((lr, at.diverged));
         if kept.as_ref().is_none_or(|x| at.per_seed.len() > x.per_seed.len()) {
             kept = Some(at);
         }
@@ -285,7 +283,7 @@ fn configuration<const E2: usize, M: Model<E2>>(
         layers,
         lr: at.lr,
         sweep,
-        abandoned,
+        attempts,
         loss: over_seeds(&at.per_seed),
         per_seed: at.per_seed.iter().map(|x| x.mean).collect(),
         diverged: at.diverged,

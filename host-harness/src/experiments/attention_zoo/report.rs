@@ -24,17 +24,18 @@ pub struct Row {
     pub kind: Attention,
     /// Layers.
     pub layers: usize,
-    /// The chosen Adam rate.
+    /// The Adam rate of the kept attempt.
     pub lr: f64,
     /// Every rate of the sweep with its loss on tuning tasks (infinity when it diverged).
     pub sweep: Vec<(f64, f64)>,
-    /// Rates given up because seeds diverged at them over the full budget, with how many did.
-    pub abandoned: Vec<(f64, usize)>,
+    /// Every rate the seeds trained at over the full budget, in order, with how many diverged (the next rate is tried
+    /// when one does); the kept rate is [`Row::lr`].
+    pub attempts: Vec<(f64, usize)>,
     /// Held-out loss over the seeds that trained (95% interval over seeds).
     pub loss: Stat,
     /// Held-out loss per seed that trained.
     pub per_seed: Vec<f64>,
-    /// Seeds whose training diverged (non-finite loss) at the final rate.
+    /// Seeds whose training diverged (non-finite loss) in the kept attempt.
     pub diverged: usize,
     /// Preds diff to the task's tuned GD step, where it applies.
     pub preds_diff_gd: Option<Stat>,
@@ -133,20 +134,21 @@ impl Tables for Results {
         main.row(zero);
 
         let mut detail = Table::new(
-            "every configuration: the rate trained at (sweep losses on tuning tasks), diverged seeds (a rate is given up \
-             when a seed diverges at it), Preds diff to the tuned GD step, training time",
+            "every configuration: the rate trained at (sweep losses on tuning tasks), diverged seeds per rate tried (the \
+             next rate in sweep order is tried when a seed diverges; the attempt with the most trained seeds is kept), \
+             Preds diff to the tuned GD step, training time",
             &["task", "model", "lr", "sweep", "diverged", "preds diff to GD", "ms/step"],
         );
         for r in &self.rows {
             let sweep: Vec<String> = r.sweep.iter().map(|(lr, l)| format!("{lr}: {l:.4}")).collect();
-            let mut diverged: Vec<String> = r.abandoned.iter().map(|(lr, k)| format!("{k} at {lr}")).collect();
-            diverged.push(format!("{} at {}", r.diverged, r.lr));
+            let diverged: Vec<String> = r.attempts.iter().map(|(lr, k)| format!("{k} at {lr}")).collect();
+            let kept = if r.attempts.len() > 1 { format!(" (kept {})", r.lr) } else { String::new() };
             detail.row(vec![
                 r.task.name().into(),
                 name(r.kind, r.layers),
                 r.lr.to_string(),
                 sweep.join(", "),
-                diverged.join(", then "),
+                format!("{}{kept}", diverged.join(", then ")),
                 r.preds_diff_gd.map_or("-".into(), |s| s.show()),
                 format!("{:.2}", r.ms_per_step),
             ]);
