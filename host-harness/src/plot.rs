@@ -22,22 +22,30 @@ pub struct Series {
     pub markers: bool,
     /// Draw the line (false: points only, for sparse reference figures).
     pub line: bool,
+    /// Index into the palette (default: the series' position in its panel).
+    pub color: Option<usize>,
 }
 
 impl Series {
     /// A solid line.
     pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self { label: label.into(), points, dashed: false, markers: false, line: true }
+        Self { label: label.into(), points, dashed: false, markers: false, line: true, color: None }
     }
 
     /// A dashed line (a reference).
     pub fn dashed(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self { label: label.into(), points, dashed: true, markers: false, line: true }
+        Self { label: label.into(), points, dashed: true, markers: false, line: true, color: None }
     }
 
     /// Points only, no line (sparse reference figures).
     pub fn points(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self { label: label.into(), points, dashed: false, markers: true, line: false }
+        Self { label: label.into(), points, dashed: false, markers: true, line: false, color: None }
+    }
+
+    /// In the palette's colour `index` (series that belong together, such as one model at two depths, share one).
+    pub fn with_color(mut self, index: usize) -> Self {
+        self.color = Some(index);
+        self
     }
 
     /// With a marker on every point.
@@ -169,7 +177,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
                 .draw()
                 .map_err(draw_err)?;
             for (i, s) in p.series.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
+                let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
                 let style = color.stroke_width(if s.dashed { 1 } else { 2 });
                 let data: Vec<(f64, f64)> = s
                     .points
@@ -186,8 +194,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
                 } else {
                     chart.draw_series(LineSeries::new(data.clone(), style)).map_err(draw_err)?
                 };
-                anno.label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                anno.label(s.label.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
                 if s.markers && s.line {
                     chart
                         .draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))

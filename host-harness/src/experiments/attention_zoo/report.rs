@@ -281,13 +281,19 @@ pub fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
             for x in r.rows.iter().filter(|x| x.task == t.task) {
                 let pts: Vec<(f64, f64)> = x.curve.iter().map(|(s, l)| (*s as f64, *l)).collect();
                 let label = name(x.kind, x.layers);
-                p = p.with(if x.layers == 1 { Series::line(label, pts) } else { Series::dashed(label, pts) });
+                let series = if x.layers == 1 { Series::line(label, pts) } else { Series::dashed(label, pts) };
+                let color = Attention::ALL.iter().position(|k| *k == x.kind).unwrap_or(0);
+                p = p.with(series.with_color(color));
             }
             p
         })
         .collect();
     if !panels.is_empty() {
-        run.plot("attention-zoo.png", "Loss against steps per task and attention kind (dashed: 2 layers)", &panels);
+        run.plot(
+            "attention-zoo.png",
+            "Loss against steps per task and attention kind (one colour per kind; solid: 1 layer, dashed: 2 layers)",
+            &panels,
+        );
     }
     Ok(())
 }
