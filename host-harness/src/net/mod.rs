@@ -5,7 +5,7 @@
 //!   reference);
 //! - [`SoftmaxNet`] ([`softmax`]): softmax attention layers, each with [`SOFTMAX_HEADS`] heads;
 //! - [`MlpLsaNet`] ([`mlp`]): a learned feature map of scalar inputs, then one LSA layer;
-//! - [`ZooNet`], [`MlpZooNet`] ([`zoo`]): layers of one attention kind (LSA, softmax, elu+1, Performer, Efficient
+//! - [`ZooNet`] ([`zoo`]), [`MlpZooNet`] ([`mlp_zoo`]): layers of one attention kind (LSA, softmax, elu+1, Performer, Efficient
 //!   Attention), with or without that feature map in front.
 //!
 //! The prediction is `y_hat = -h_query[last]` for both; [`Forward::forward_backward`] also returns `dL/dh_query`
@@ -14,13 +14,15 @@
 
 pub mod merged;
 pub mod mlp;
+pub mod mlp_zoo;
 pub mod softmax;
 pub mod zoo;
 
 pub use merged::{Net, NetError};
 pub use mlp::{MlpLsaGrad, MlpLsaNet};
+pub use mlp_zoo::{MlpZooGrad, MlpZooNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
-pub use zoo::{Attention, MlpZooGrad, MlpZooNet, ZooLayer, ZooNet, ZOO_HEADS};
+pub use zoo::{Attention, ZooLayer, ZooNet, ZOO_HEADS};
 
 use dualform::{Layer, LayerCache, MergedHead, Real};
 
