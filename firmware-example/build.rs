@@ -1,22 +1,21 @@
-//! Puts `memory.x` and the link arguments in place, and embeds the weights and golden tasks as constants in flash.
+//! Puts `memory.x` and the link arguments in place, and embeds the models and golden tasks as constants in flash
+//! with the build-time helper `dualform-embed` (which validates every file with the shared loader, merges each
+//! layer's head with the core on the host, and writes one module per file into `data.rs`).
 //!
 //! Inputs (each a `.safetensors` file; paths from environment variables, committed defaults in `data/`):
-//! - `DUALFORM_WEIGHTS` (default `data/trained.safetensors`): the trained single-layer LSA, tensors `w_q`, `w_k`,
-//!   `w_v`, `p`, F32 `[E, E]`, row-major;
-//! - `DUALFORM_GD_WEIGHTS` (default `data/gd.safetensors`): the GD construction, same layout;
-//! - `DUALFORM_GOLDEN` (default `data/golden.safetensors`): tensors `ctx` `[T, N, E]`, `query` `[T, E]`, `y` `[T]`.
+//! - `DUALFORM_WEIGHTS` (default `data/trained.safetensors`): the trained single-layer LSA (`dualform-lsa-v1`,
+//!   one layer applied once), module `trained`;
+//! - `DUALFORM_GD_WEIGHTS` (default `data/gd.safetensors`): the GD construction, same layout, module `gd`;
+//! - `DUALFORM_STACK` (default `data/stack.safetensors`): a stack of K trained layers (any K, schedule and update
+//!   rule), module `stack`;
+//! - `DUALFORM_LOOPED` (default `data/looped.safetensors`): one trained layer applied K times, module `looped`;
+//! - `DUALFORM_GOLDEN` (default `data/golden.safetensors`): golden tasks (`dualform-golden-v1`), module `tasks`.
 //!
-//! Every file goes through the shared loader (`dualform-tensors`: header, offsets, dtypes, finite values,
-//! metadata), then names, shapes and formats are checked here (a build error naming the file and tensor otherwise).
-//! The generated `data.rs` holds every value
-//! as `f32::from_bits` (exact), the sizes E, N, T, and the SHA-256 of each weight file. It also merges each layer's
-//! head into `A = W_K^T W_Q`, `B = P W_V` with the core's own `MergedHead::from_head`, run here on the host: the
-//! core's arithmetic is the same bits on every target, so the device reads the merged matrices from flash instead
-//! of computing them into RAM.
+//! A file that the loader refuses, a single layer that is not one layer applied once, or a width E that differs
+//! between the files stops the build with one line naming the file.
 
-use dualform_tensors::TensorFile;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use dualform_embed::{Embed, EmbedError};
+use std::path::PathBuf;
 use std::{env, fs};
 
 fn fail(msg: String) -> ! {
@@ -32,65 +31,36 @@ fn input(var: &str, default: &str) -> PathBuf {
     path
 }
 
-/// The validated file at `path`, or a build error naming the problem.
-fn read(path: &Path) -> TensorFile {
-    TensorFile::read(path).unwrap_or_else(|e| fail(e.to_string()))
-}
-
-fn f32s(v: &[f32]) -> String {
-    let mut s = String::from("[");
-    for x in v {
-        let _ = write!(s, "f32::from_bits({:#010x}),", x.to_bits());
+fn embed() -> Result<Embed, EmbedError> {
+    let mut out = Embed::new();
+    let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
+    let tasks = out.golden("tasks", &golden)?;
+    for (module, var, default, single) in [
+        ("trained", "DUALFORM_WEIGHTS", "data/trained.safetensors", true),
+        ("gd", "DUALFORM_GD_WEIGHTS", "data/gd.safetensors", true),
+        ("stack", "DUALFORM_STACK", "data/stack.safetensors", false),
+        ("looped", "DUALFORM_LOOPED", "data/looped.safetensors", false),
+    ] {
+        let path = input(var, default);
+        let m = out.lsa(module, &path)?;
+        if single && (m.layers, m.applications) != (1, 1) {
+            let (l, a) = (m.layers, m.applications);
+            return Err(EmbedError(format!(
+                "{}: {l} layer(s) applied {a} time(s); the golden run's single layer is one layer applied once",
+                path.display()
+            )));
+        }
+        if m.e != tasks.e {
+            return Err(EmbedError(format!(
+                "{}: E = {}, but the golden tasks {} have E = {}",
+                path.display(),
+                m.e,
+                golden.display(),
+                tasks.e
+            )));
+        }
     }
-    s.push(']');
-    s
-}
-
-fn matrix(cols: &[&[f32]]) -> String {
-    format!("m([{}])", cols.iter().map(|c| f32s(c)).collect::<Vec<_>>().join(","))
-}
-
-/// The merged head's Rust expression, computed by the core for width E.
-fn merged<const E: usize>(mats: &[Vec<f32>]) -> String {
-    use dualform::nalgebra::SMatrix;
-    let from_row_major = |v: &Vec<f32>| SMatrix::<f32, E, E>::from_fn(|i, j| v[i * E + j]);
-    let head = dualform::Head {
-        w_q: from_row_major(&mats[0]),
-        w_k: from_row_major(&mats[1]),
-        w_v: from_row_major(&mats[2]),
-        p: from_row_major(&mats[3]),
-    };
-    let m = dualform::MergedHead::from_head(&head);
-    let cols = |x: &SMatrix<f32, E, E>| matrix(&x.as_slice().chunks_exact(E).collect::<Vec<_>>());
-    format!("MergedHead {{ a: {}, b: {} }}", cols(&m.a), cols(&m.b))
-}
-
-/// A layer's Rust expression, plus E and the file's SHA-256, and its row-major matrices.
-fn layer(path: &Path) -> (String, usize, String, Vec<Vec<f32>>) {
-    let f = read(path);
-    f.expect_format("dualform-lsa-v1").unwrap_or_else(|e| fail(e.to_string()));
-    if f.meta("layers").is_ok_and(|l| l != "1") || f.meta("applications").is_ok_and(|a| a != "1") {
-        fail(format!("{}: the golden run embeds one layer applied once", path.display()));
-    }
-    let e = match f.tensor("w_q").map(|t| t.shape.clone()) {
-        Ok(shape) => match shape[..] {
-            [r, c] if r == c && r >= 2 => r,
-            _ => fail(format!("{}: w_q: shape {shape:?}, expected [E, E]", path.display())),
-        },
-        Err(err) => fail(err.to_string()),
-    };
-    let mut mats = Vec::new();
-    let mut raw = Vec::new();
-    for name in ["w_q", "w_k", "w_v", "p"] {
-        let v = f.values(name, &[e, e]).unwrap_or_else(|err| fail(err.to_string())).to_vec();
-        // Row-major on disk; nalgebra stores columns.
-        let cols: Vec<String> = (0..e).map(|j| f32s(&(0..e).map(|i| v[i * e + j]).collect::<Vec<_>>())).collect();
-        mats.push(format!("m([{}])", cols.join(",")));
-        raw.push(v);
-    }
-    let expr =
-        format!("Layer {{ heads: [Head {{ w_q: {}, w_k: {}, w_v: {}, p: {} }}] }}", mats[0], mats[1], mats[2], mats[3]);
-    (expr, e, f.sha256.clone(), raw)
+    Ok(out)
 }
 
 fn main() {
@@ -103,56 +73,6 @@ fn main() {
     println!("cargo:rustc-link-arg=--nmagic");
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rustc-link-arg=-Tdefmt.x");
-
-    let (trained_path, gd_path) =
-        (input("DUALFORM_WEIGHTS", "data/trained.safetensors"), input("DUALFORM_GD_WEIGHTS", "data/gd.safetensors"));
-    let (trained, e1, h1, raw_trained) = layer(&trained_path);
-    let (gd, e2, h2, raw_gd) = layer(&gd_path);
-    if e1 != e2 {
-        fail(format!("{}: E = {e1}, but the GD weights {} have E = {e2}", trained_path.display(), gd_path.display()));
-    }
-    let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
-    let g = read(&golden);
-    g.expect_format("dualform-golden-v1").unwrap_or_else(|e| fail(e.to_string()));
-    let cs = g.tensor("ctx").unwrap_or_else(|e| fail(e.to_string())).shape.clone();
-    let [t, n, e] = cs[..] else { fail(format!("{}: ctx: shape {cs:?}, expected [T, N, E]", golden.display())) };
-    if e != e1 || t == 0 || n == 0 {
-        fail(format!("{}: ctx: shape {cs:?} does not fit the weights' E = {e1}", golden.display()));
-    }
-    let get = |name: &str, shape: &[usize]| g.values(name, shape).unwrap_or_else(|err| fail(err.to_string())).to_vec();
-    let (ctx, query, y) = (get("ctx", &[t, n, e]), get("query", &[t, e]), get("y", &[t]));
-    let tokens = |v: &[f32]| v.chunks_exact(e).map(f32s).collect::<Vec<_>>().join(",");
-    let mut code = String::new();
-    let _ = writeln!(code, "/// Token width (d + 1).\npub const E: usize = {e};");
-    let _ = writeln!(code, "/// Context pairs per task.\npub const N: usize = {n};");
-    let _ = writeln!(code, "/// Golden tasks.\npub const TASKS: usize = {t};");
-    let _ = writeln!(code, "/// SHA-256 of the trained weight file.\npub const TRAINED_SHA256: &str = \"{h1}\";");
-    let _ = writeln!(code, "/// SHA-256 of the GD weight file.\npub const GD_SHA256: &str = \"{h2}\";");
-    let _ = writeln!(code, "/// The trained LSA layer.\npub static TRAINED: Model = {trained};");
-    let _ = writeln!(code, "/// The GD construction.\npub static GD: Model = {gd};");
-    let merge = |raw: &[Vec<f32>]| match e {
-        11 => merged::<11>(raw),
-        _ => fail(format!("build.rs merges heads for E = 11 only (the weights have E = {e}); add E to `merged`")),
-    };
-    let _ = writeln!(
-        code,
-        "/// The trained head merged at build time.\npub static MERGED_TRAINED: MergedHead<f32, E> = {};",
-        merge(&raw_trained)
-    );
-    let _ = writeln!(
-        code,
-        "/// The GD head merged at build time.\npub static MERGED_GD: MergedHead<f32, E> = {};",
-        merge(&raw_gd)
-    );
-    let ctxs: Vec<String> = ctx.chunks_exact(n * e).map(|task| format!("[{}]", tokens(task))).collect();
-    let _ = writeln!(
-        code,
-        "/// Context tokens of each task.\npub static CTX: [[[f32; E]; N]; TASKS] = [{}];",
-        ctxs.join(",")
-    );
-    let _ = writeln!(code, "/// The first task's context alone (so a binary that needs one task embeds one).\npub static CTX0: [[f32; E]; N] = [{}];", tokens(&ctx[..n * e]));
-    let _ = writeln!(code, "/// The first task's query alone.\npub static QUERY0: [f32; E] = {};", f32s(&query[..e]));
-    let _ = writeln!(code, "/// Query tokens.\npub static QUERY: [[f32; E]; TASKS] = [{}];", tokens(&query));
-    let _ = writeln!(code, "/// Query targets.\npub static Y: [f32; TASKS] = {};", f32s(&y));
-    fs::write(out.join("data.rs"), code).unwrap_or_else(|e| fail(format!("cannot write data.rs: {e}")));
+    let data = embed().unwrap_or_else(|e| fail(e.to_string()));
+    data.write(&out.join("data.rs")).unwrap_or_else(|e| fail(e.to_string()));
 }

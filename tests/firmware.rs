@@ -2,6 +2,7 @@
 //! the same f32 bits on the Cortex-M4F (emulated) as on the host; and a build with a changed weight must fail the
 //! check. Both tests build the firmware (release, fat LTO) and need `qemu-system-arm` (../test.sh installs both).
 
+use dualform::Update;
 use dualform_harness::firmware::golden_check::{check_golden, compare_bits, host_golden, run_golden};
 use dualform_harness::model::{save, Lsa};
 use dualform_tests::firmware_dir;
@@ -14,9 +15,12 @@ fn firmware_predictions_are_bit_identical_to_the_host() {
     let dir = firmware_dir();
     let check = check_golden::<E>(&dir, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{e}"));
     let r = &check.device.results;
-    assert_eq!(r.preds.len(), 16 * 6, "six predictions per golden task");
+    assert_eq!(r.preds.len(), 16 * 8, "eight predictions per golden task");
     assert_eq!(r.stream.len(), 16 * 10, "a streaming prediction after each of 10 pairs");
-    assert_eq!(check.values, 16 * 6 + 16 * 10 + 2);
+    assert_eq!(check.values, 16 * 8 + 16 * 10 + 4);
+    // The committed deep models: 5 distinct layers, one layer looped 4 times.
+    let stack = r.preds.iter().filter(|((_, k), _)| *k == dualform_protocol::Kind::Stack).count();
+    assert_eq!(stack, 16);
     eprintln!("firmware: {} values bit-identical to the host; peak stack {:?} bytes", check.values, check.device.stack);
 }
 
@@ -50,6 +54,8 @@ fn a_changed_weight_fails_the_check() {
 
 /// Golden tasks follow the run they belong to: a layer trained with `--input-range 2` is exported with golden tasks
 /// of input range 2 (recorded in the golden file), and the device's mean losses on those tasks are the host's bits.
+/// The deep models are ones nobody committed: a stack of 3 layers with token clipping and a layer looped 3 times with
+/// damping that updates only y, written here; the device runs them through the build-time helper bit for bit.
 #[test]
 fn golden_tasks_follow_the_run_distribution() {
     let dir = firmware_dir();
@@ -75,9 +81,23 @@ fn golden_tasks_follow_the_run_distribution() {
     let x_max = golden.tensors["query"].data.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
     assert!(x_max > 0.5, "largest query input {x_max}");
 
+    let mut rng = dualform_harness::tasks::stream_rng(7, 0);
+    let clipped = Update { scale: 1.0, first: 0, clip: Some(2.0) };
+    let stack = Lsa::<E>::init(&mut rng, 3, vec![0, 1, 2], clipped).unwrap();
+    let looped = Lsa::<E>::init(&mut rng, 1, vec![0; 3], Update { scale: 0.5, first: E - 1, clip: None }).unwrap();
+    save(&stack, &[("model", "untrained stack".into())], &data.join("stack.safetensors")).unwrap();
+    save(&looped, &[("model", "untrained looped".into())], &data.join("looped.safetensors")).unwrap();
+
     let path = |f: &str| data.join(f).to_str().unwrap().to_string();
     let (w, g, t) = (path("trained.safetensors"), path("gd.safetensors"), path("golden.safetensors"));
-    let env = [("DUALFORM_WEIGHTS", w.as_str()), ("DUALFORM_GD_WEIGHTS", g.as_str()), ("DUALFORM_GOLDEN", t.as_str())];
+    let (s, l) = (path("stack.safetensors"), path("looped.safetensors"));
+    let env = [
+        ("DUALFORM_WEIGHTS", w.as_str()),
+        ("DUALFORM_GD_WEIGHTS", g.as_str()),
+        ("DUALFORM_GOLDEN", t.as_str()),
+        ("DUALFORM_STACK", s.as_str()),
+        ("DUALFORM_LOOPED", l.as_str()),
+    ];
     let check = check_golden::<E>(&dir, &data, &env).unwrap_or_else(|e| panic!("{e}"));
     let (host, _) = host_golden::<E>(&data).unwrap();
     assert_eq!(check.device.results.losses, host.losses, "mean losses, bit for bit");

@@ -164,23 +164,30 @@ impl<T: Real> Update<T> {
     /// Writes `u` into `h` by this rule. Call [`Update::validate`] once before a batch of calls.
     #[inline(always)]
     pub fn apply<const E: usize>(&self, h: &mut [T; E], u: &[T; E]) {
-        if self.scale == T::ONE {
-            for (hi, &ui) in h.iter_mut().zip(u.iter()).skip(self.first) {
-                *hi += ui;
-            }
-        } else {
-            for (hi, &ui) in h.iter_mut().zip(u.iter()).skip(self.first) {
-                *hi += self.scale * ui;
+        // Slices from `first` on (a zip that skips would call `nth` per token on a small target).
+        let first = self.first.min(E);
+        if let (Some((_, hs)), Some((_, us))) = (h.split_at_mut_checked(first), u.split_at_checked(first)) {
+            if self.scale == T::ONE {
+                for (hi, &ui) in hs.iter_mut().zip(us) {
+                    *hi += ui;
+                }
+            } else {
+                for (hi, &ui) in hs.iter_mut().zip(us) {
+                    *hi += self.scale * ui;
+                }
             }
         }
         if let Some(c) = self.clip {
             // Comparisons, not `max`/`min`: a NaN stays NaN (IEEE `maxNum` would replace it by the bound).
             for hi in h.iter_mut() {
-                if *hi > c {
-                    *hi = c;
-                } else if *hi < -c {
-                    *hi = -c;
-                }
+                let v = *hi;
+                *hi = if v > c {
+                    c
+                } else if v < -c {
+                    -c
+                } else {
+                    v
+                };
             }
         }
     }

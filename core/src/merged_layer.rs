@@ -97,11 +97,51 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
     ) -> Result<(), Error> {
         upd.validate(E)?;
         self.layer_matrix(ctx, cache);
+        // The plain residual rule on its own loop: the same additions as `apply`, without its run-time start and
+        // clip, so that the compiler can unroll it when the rule is not a constant at the call.
+        let residual = *upd == Update::residual();
         for h in ctx.iter_mut().chain(core::iter::once(query)) {
             let u = matvec(&cache.c, h);
-            upd.apply(h, &u);
+            if residual {
+                for (hi, ui) in h.iter_mut().zip(u) {
+                    *hi += ui;
+                }
+            } else {
+                upd.apply(h, &u);
+            }
         }
         Ok(())
+    }
+
+    /// Merged heads applied to every token in `schedule` order (application `k` is
+    /// `heads[schedule[k]].layer_forward(upd, ..)`): K distinct layers are `schedule = [0, 1, .., K - 1]`, one layer
+    /// applied K times (a recurrent or looped model) is `[0; K]`. The tokens are updated in place; returns the
+    /// query's prediction after the last application, `-query[E - 1]`. What a trained stack runs on a device, in the
+    /// same operations as the harness's training forward (which keeps every application's tokens for its backward).
+    ///
+    /// Errors (all checked before any token changes): [`Error::InvalidParameter`] for an empty schedule or one that
+    /// names a head `heads` does not have; an invalid [`Update`] rule.
+    pub fn run_schedule(
+        heads: &[Self],
+        schedule: &[usize],
+        upd: &Update<T>,
+        ctx: &mut [[T; E]],
+        query: &mut [T; E],
+        cache: &mut LayerCache<T, E>,
+    ) -> Result<T, Error> {
+        if schedule.is_empty() {
+            return Err(Error::InvalidParameter("a schedule needs at least one application"));
+        }
+        if schedule.iter().any(|&k| k >= heads.len()) {
+            return Err(Error::InvalidParameter("the schedule names a head that does not exist"));
+        }
+        upd.validate(E)?;
+        for &k in schedule {
+            if let Some(head) = heads.get(k) {
+                head.layer_forward(upd, ctx, query, cache)?;
+            }
+        }
+        Ok(-query.last().copied().unwrap_or(T::ZERO))
     }
 
     /// VJP of [`MergedHead::layer_forward`]. `ctx_in` / `query_in` are the layer's inputs and `cache` its forward

@@ -250,3 +250,38 @@ fn the_triangular_gram_is_the_full_one_bit_for_bit() {
     let one = dualform::merged_layer::gram(&[[3.0f32], [-2.0]]);
     assert_eq!(one[(0, 0)], 13.0);
 }
+
+/// `run_schedule` is the stack a device runs: three distinct layers, and one layer looped three times, each against
+/// `run_stack` over the associative LSA layers (an independent kernel) in f64 under every rule; schedules that name
+/// a missing head, or none, are refused before any token changes.
+#[test]
+fn a_schedule_of_merged_heads_is_the_stack_of_associative_layers() {
+    let mut g = Gen::new(41);
+    let layers = [g.layer::<11, 11, 11, 1>(), g.layer::<11, 11, 11, 1>(), g.layer::<11, 11, 11, 1>()];
+    let heads: Vec<MergedHead<f64, 11>> = layers.iter().map(merged).collect();
+    let ctx = g.tokens::<11, 10>();
+    let query = g.array::<11>(-1.0, 1.0);
+    for (name, upd) in rules() {
+        for (schedule, blocks) in [
+            (vec![0, 1, 2], vec![&layers[0], &layers[1], &layers[2]]),
+            (vec![1, 1, 1], vec![&layers[1], &layers[1], &layers[1]]),
+        ] {
+            let (mut c1, mut q1) = (ctx, query);
+            let y =
+                MergedHead::run_schedule(&heads, &schedule, &upd, &mut c1, &mut q1, &mut LayerCache::zeros()).unwrap();
+            let (mut c2, mut q2) = (ctx, query);
+            let mut blocks = blocks;
+            let want = run_stack::<f64, _, 11, 10, 1>(&mut blocks, 1, &upd, &mut c2, &mut q2, None).unwrap();
+            let label = format!("{name}, schedule {schedule:?}");
+            assert_close(&label, &flat(&c1, &q1), &flat(&c2, &q2), F64_REL);
+            assert_close(&label, &[y], &want, F64_REL);
+            assert_eq!(y, -q1[10]);
+        }
+    }
+    let (mut c, mut q) = (ctx, query);
+    for bad in [&[0, 3][..], &[]] {
+        let r = MergedHead::run_schedule(&heads, bad, &Update::residual(), &mut c, &mut q, &mut LayerCache::zeros());
+        assert!(matches!(r, Err(Error::InvalidParameter(_))), "{bad:?}: {r:?}");
+        assert_eq!(flat(&c, &q), flat(&ctx, &query), "{bad:?}: tokens changed");
+    }
+}

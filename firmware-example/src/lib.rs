@@ -12,21 +12,20 @@ use defmt_semihosting as _;
 use defmt_rtt as _;
 
 use cortex_m_rt::exception;
-use dualform::nalgebra::{ArrayStorage, SMatrix};
-use dualform::{Head, Layer, MergedHead};
+use dualform::Layer;
 
-/// The model type: one LSA head with key and value size E.
-pub type Model = Layer<f32, E, E, E, 1>;
-
-const fn m(cols: [[f32; E]; E]) -> SMatrix<f32, E, E> {
-    SMatrix::from_array_storage(ArrayStorage(cols))
-}
-
+// The modules `trained`, `gd`, `stack`, `looped` (models) and `tasks` (golden tasks), written by build.rs with the
+// build-time helper `dualform-embed`.
 include!(concat!(env!("OUT_DIR"), "/data.rs"));
+
+pub use tasks::{CTX, CTX0, E, N, QUERY, QUERY0, TASKS, Y};
+
+/// The single-layer model type: one LSA head with key and value size E.
+pub type Model = Layer<f32, E, E, E, 1>;
 
 /// The golden program's per-task work (see `main.rs`); in the library so the measurement binary can call it too.
 pub mod golden {
-    use super::{CTX, E, GD, MERGED_GD, MERGED_TRAINED, N, QUERY, TRAINED, Y};
+    use super::{gd, looped, stack, trained, CTX, E, N, QUERY, Y};
     use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, StreamingContext, Update};
     use dualform_protocol::{Kind, Line};
 
@@ -43,21 +42,25 @@ pub mod golden {
         Ok(prediction::<f32, E, 1>(&query)[0])
     }
 
-    /// The full layer in the merged form (`C = B G A` from the head merged at build time, applied to every token):
-    /// the query's prediction.
+    /// Merged heads applied to every token in `schedule` order with rule `upd` (`C = B G A` per application, from
+    /// heads merged at build time): the query's prediction. One head applied once is the full single layer.
     #[inline(never)]
-    fn merged_layer(head: &MergedHead<f32, E>, task: usize) -> Result<f32, dualform::Error> {
+    pub fn scheduled(
+        heads: &[MergedHead<f32, E>],
+        schedule: &[usize],
+        upd: &Update<f32>,
+        task: usize,
+    ) -> Result<f32, dualform::Error> {
         let mut ctx = CTX[task];
         let mut query = QUERY[task];
         let mut cache = LayerCache::zeros();
-        head.layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache)?;
-        Ok(prediction::<f32, E, 1>(&query)[0])
+        MergedHead::run_schedule(heads, schedule, upd, &mut ctx, &mut query, &mut cache)
     }
 
     /// The streaming learner (the GD layer over a window of N pairs) fed one pair at a time.
     #[inline(never)]
     fn stream(task: usize) -> Result<(), dualform::Error> {
-        let mut stream = StreamingContext::<f32, E, E, E, 1, N>::new(&GD, 0);
+        let mut stream = StreamingContext::<f32, E, E, E, 1, N>::new(&gd::WEIGHTS[0], 0);
         let mut x = [0.0f32; { E - 1 }];
         x.copy_from_slice(&QUERY[task][..E - 1]);
         for (k, token) in CTX[task].iter().enumerate() {
@@ -68,18 +71,24 @@ pub mod golden {
         Ok(())
     }
 
-    /// Runs one golden task, prints its predictions, and returns the full layers' squared errors / 2.
+    /// Runs one golden task, prints its predictions, and returns the squared errors / 2 of the trained layer, the
+    /// GD construction (full layers), the stack and the looped layer.
     #[inline(never)]
-    pub fn task(task: usize) -> Result<(f32, f32), dualform::Error> {
-        let (t, g) = (full(&TRAINED, task)?, full(&GD, task)?);
+    pub fn task(task: usize) -> Result<[f32; 4], dualform::Error> {
+        let (t, g) = (full(&trained::WEIGHTS[0], task)?, full(&gd::WEIGHTS[0], task)?);
         report(task, Kind::TrainedFull, t);
         report(task, Kind::GdFull, g);
-        report(task, Kind::TrainedMerged, MERGED_TRAINED.predict_scalar(&CTX[task], &QUERY[task]));
-        report(task, Kind::GdMerged, MERGED_GD.predict_scalar(&CTX[task], &QUERY[task]));
-        report(task, Kind::TrainedLayer, merged_layer(&MERGED_TRAINED, task)?);
-        report(task, Kind::GdLayer, merged_layer(&MERGED_GD, task)?);
+        report(task, Kind::TrainedMerged, trained::HEADS[0].predict_scalar(&CTX[task], &QUERY[task]));
+        report(task, Kind::GdMerged, gd::HEADS[0].predict_scalar(&CTX[task], &QUERY[task]));
+        let residual = Update::residual();
+        report(task, Kind::TrainedLayer, scheduled(&trained::HEADS, &[0], &residual, task)?);
+        report(task, Kind::GdLayer, scheduled(&gd::HEADS, &[0], &residual, task)?);
+        let s = scheduled(&stack::HEADS, &stack::SCHEDULE, &stack::UPDATE, task)?;
+        let l = scheduled(&looped::HEADS, &looped::SCHEDULE, &looped::UPDATE, task)?;
+        report(task, Kind::Stack, s);
+        report(task, Kind::Looped, l);
         stream(task)?;
-        Ok((0.5 * (t - Y[task]) * (t - Y[task]), 0.5 * (g - Y[task]) * (g - Y[task])))
+        Ok([t, g, s, l].map(|p| 0.5 * (p - Y[task]) * (p - Y[task])))
     }
 }
 

@@ -16,6 +16,9 @@
 //! which shapes, which metadata) it asks for with [`TensorFile::tensor`], [`TensorFile::values`] and
 //! [`TensorFile::meta`], which fail with the same kind of one-line error.
 
+mod formats;
+pub use formats::{GoldenFile, LsaFile, GOLDEN_FORMAT, LSA_FORMAT, LSA_NAMES, MAX_LAYERS};
+
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

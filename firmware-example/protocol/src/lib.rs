@@ -27,12 +27,24 @@ pub enum Kind {
     TrainedLayer,
     /// The GD head, merged full layer.
     GdLayer,
+    /// The stack of K trained layers (merged full layers, in its schedule and update rule).
+    Stack,
+    /// The looped model: one trained layer applied K times.
+    Looped,
 }
 
 impl Kind {
     /// Every kind, in the order the device reports them.
-    pub const ALL: [Kind; 6] =
-        [Kind::TrainedFull, Kind::GdFull, Kind::TrainedMerged, Kind::GdMerged, Kind::TrainedLayer, Kind::GdLayer];
+    pub const ALL: [Kind; 8] = [
+        Kind::TrainedFull,
+        Kind::GdFull,
+        Kind::TrainedMerged,
+        Kind::GdMerged,
+        Kind::TrainedLayer,
+        Kind::GdLayer,
+        Kind::Stack,
+        Kind::Looped,
+    ];
 
     /// The word on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -43,6 +55,8 @@ impl Kind {
             Kind::GdMerged => "gd_merged",
             Kind::TrainedLayer => "trained_layer",
             Kind::GdLayer => "gd_layer",
+            Kind::Stack => "stack",
+            Kind::Looped => "looped",
         }
     }
 
@@ -58,6 +72,10 @@ pub enum Model {
     Trained,
     /// The GD construction.
     Gd,
+    /// The stack of K trained layers.
+    Stack,
+    /// The looped model.
+    Looped,
 }
 
 impl Model {
@@ -66,11 +84,13 @@ impl Model {
         match self {
             Model::Trained => "trained",
             Model::Gd => "gd",
+            Model::Stack => "stack",
+            Model::Looped => "looped",
         }
     }
 
     fn parse(word: &str) -> Option<Self> {
-        [Model::Trained, Model::Gd].into_iter().find(|m| m.as_str() == word)
+        [Model::Trained, Model::Gd, Model::Stack, Model::Looped].into_iter().find(|m| m.as_str() == word)
     }
 }
 
@@ -92,6 +112,13 @@ pub enum Line<'a> {
         trained: &'a str,
         /// GD weights.
         gd: &'a str,
+    },
+    /// SHA-256 of the deep models' weight files: the stack of K layers and the looped layer.
+    Models {
+        /// The stack.
+        stack: &'a str,
+        /// The looped layer.
+        looped: &'a str,
     },
     /// A golden prediction.
     Pred {
@@ -176,6 +203,7 @@ impl<'a> Line<'a> {
                 defmt::println!("dualform firmware: E {=usize} N {=usize} tasks {=usize}", e, n, tasks)
             }
             Line::Weights { trained, gd } => defmt::println!("weights trained {=str} gd {=str}", trained, gd),
+            Line::Models { stack, looped } => defmt::println!("models stack {=str} looped {=str}", stack, looped),
             Line::Pred { task, kind, bits } => {
                 defmt::println!("pred {=usize} {=str} {=f32} {=u32}", task, kind.as_str(), f32::from_bits(bits), bits)
             }
@@ -235,6 +263,12 @@ impl<'a> Line<'a> {
                 literal(word()?, "gd")?;
                 Line::Weights { trained, gd: word()? }
             }
+            "models" => {
+                literal(word()?, "stack")?;
+                let stack = word()?;
+                literal(word()?, "looped")?;
+                Line::Models { stack, looped: word()? }
+            }
             "pred" => {
                 let task = num(word()?)?;
                 let kind = Kind::parse(word()?).ok_or(ParseError)?;
@@ -288,7 +322,7 @@ mod tests {
 
     #[test]
     fn every_record_parses_from_the_layout_the_device_prints() {
-        let cases: [(&str, Line<'_>); 11] = [
+        let cases: [(&str, Line<'_>); 13] = [
             (
                 "summary: 16 golden tasks, mean loss trained 0.2078 gd 0.1, weights 0a1b2c3d4e5f",
                 Line::Summary {
@@ -300,6 +334,8 @@ mod tests {
             ),
             ("dualform firmware: E 11 N 10 tasks 16", Line::Header { e: 11, n: 10, tasks: 16 }),
             ("weights trained ab12 gd cd34", Line::Weights { trained: "ab12", gd: "cd34" }),
+            ("models stack ef56 looped 0789", Line::Models { stack: "ef56", looped: "0789" }),
+            ("pred 5 looped -0.5 3204448256", Line::Pred { task: 5, kind: Kind::Looped, bits: 3204448256 }),
             ("pred 3 trained_full 0.5 1056964608", Line::Pred { task: 3, kind: Kind::TrainedFull, bits: 1056964608 }),
             ("pred 0 gd_merged -1.25 3214934016", Line::Pred { task: 0, kind: Kind::GdMerged, bits: 3214934016 }),
             ("stream 2 7 0.25 1048576000", Line::Stream { task: 2, pairs: 7, bits: 1048576000 }),
@@ -334,6 +370,8 @@ mod tests {
             "loss someone 0.1 5",
             "weights trained a gd",
             "weights gd a trained b",
+            "models stack a",
+            "models looped a stack b",
             "measure 1 x stack 2 totl 3",
             "stack",
             "dualform firmware: E 11 N 10 tasks",

@@ -8,7 +8,12 @@ use core::hint::black_box;
 use cortex_m_rt::entry;
 use dualform::linalg::matvec;
 use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, Real, StreamingContext, Update};
-use dualform_firmware::{exit, paint_stack, stack_depth, stack_peak, CTX0, E, MERGED_TRAINED, N, QUERY0, TRAINED};
+use dualform_firmware::{
+    exit, looped, paint_stack, stack, stack_depth, stack_peak, trained, Model, CTX0, E, N, QUERY0,
+};
+
+/// The trained single layer, read in place from flash.
+static TRAINED: &Model = &trained::WEIGHTS[0];
 use dualform_protocol::Line;
 
 // The markers must survive optimisation: `black_box` keeps the calls (they would otherwise be side-effect free
@@ -46,7 +51,7 @@ fn measure<R>(id: u32, name: &str, f: impl FnOnce() -> R) -> R {
 fn lsa_forward() -> Result<f32, dualform::Error> {
     let mut ctx = black_box(CTX0);
     let mut query = black_box(QUERY0);
-    measure(1, "lsa_forward", || lsa_associative(&TRAINED, Mask::Full, &Update::residual(), &mut ctx, &mut query))?;
+    measure(1, "lsa_forward", || lsa_associative(TRAINED, Mask::Full, &Update::residual(), &mut ctx, &mut query))?;
     Ok(prediction::<f32, E, 1>(&query)[0])
 }
 
@@ -59,7 +64,7 @@ fn merge() -> f32 {
 #[inline(never)]
 fn merged_predict() -> f32 {
     // Context and merged head are read in place from flash.
-    measure(3, "merged_predict", || MERGED_TRAINED.predict_scalar(black_box(&CTX0), black_box(&QUERY0)))
+    measure(3, "merged_predict", || trained::HEADS[0].predict_scalar(black_box(&CTX0), black_box(&QUERY0)))
 }
 
 /// Fills a streaming window over the trained layer with the first task's pairs (in reverse order), in place.
@@ -72,7 +77,7 @@ fn fill(stream: &mut StreamingContext<'static, f32, E, E, E, 1, N>) -> Result<()
 
 #[inline(never)]
 fn stream_push() -> Result<usize, dualform::Error> {
-    let mut stream = StreamingContext::new(&TRAINED, 0);
+    let mut stream = StreamingContext::new(TRAINED, 0);
     fill(&mut stream)?;
     // The window is full: this push evicts the oldest pair and adds the new one.
     measure(4, "stream_push", || stream.push(black_box(CTX0[0])))?;
@@ -81,7 +86,7 @@ fn stream_push() -> Result<usize, dualform::Error> {
 
 #[inline(never)]
 fn stream_predict() -> Result<f32, dualform::Error> {
-    let mut stream = StreamingContext::new(&TRAINED, 0);
+    let mut stream = StreamingContext::new(TRAINED, 0);
     fill(&mut stream)?;
     let mut x = [0.0f32; { E - 1 }];
     x.copy_from_slice(&QUERY0[..E - 1]);
@@ -94,13 +99,31 @@ fn merged_layer() -> Result<f32, dualform::Error> {
     let mut ctx = black_box(CTX0);
     let mut query = black_box(QUERY0);
     let mut cache = LayerCache::zeros();
-    measure(7, "merged_layer", || MERGED_TRAINED.layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache))?;
+    measure(7, "merged_layer", || {
+        trained::HEADS[0].layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache)
+    })?;
     Ok(prediction::<f32, E, 1>(&query)[0])
 }
 
 #[inline(never)]
 fn plain_matvec() -> f32 {
     measure(6, "matvec", || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
+}
+
+/// A trained model of merged heads in its schedule and update rule on the first task (every token, every
+/// application), as the golden run computes it.
+#[inline(never)]
+fn scheduled(
+    id: u32,
+    name: &str,
+    heads: &[MergedHead<f32, E>],
+    schedule: &[usize],
+    upd: &Update<f32>,
+) -> Result<f32, dualform::Error> {
+    let mut ctx = black_box(CTX0);
+    let mut query = black_box(QUERY0);
+    let mut cache = LayerCache::zeros();
+    measure(id, name, || MergedHead::run_schedule(heads, schedule, upd, &mut ctx, &mut query, &mut cache))
 }
 
 /// `E N` exponentials of the context's entries (the core's `Real::exp`, libm's `expf`), summed.
@@ -126,6 +149,8 @@ fn run() -> Result<(), dualform::Error> {
     black_box(plain_matvec());
     black_box(merged_layer()?);
     black_box(exps());
+    black_box(scheduled(9, "stack", &stack::HEADS, &stack::SCHEDULE, &stack::UPDATE)?);
+    black_box(scheduled(10, "looped", &looped::HEADS, &looped::SCHEDULE, &looped::UPDATE)?);
     Line::Done.emit();
     Ok(())
 }

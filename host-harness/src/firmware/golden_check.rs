@@ -5,12 +5,15 @@
 //! `AssociativeState::add` over the context in order and then `update` (what `lsa_associative` does for the query),
 //! the merged prediction is `MergedHead::predict_scalar`, the merged full layer `MergedHead::layer_forward`, and a
 //! streaming prediction after `k` pairs (the window never evicts in the golden run) is the same sums over the first
-//! `k` pairs.
+//! `k` pairs. The stack of K layers and the looped layer are the harness's own models (`Lsa`, read from the same
+//! files) predicting through the forward that training runs (`Net::predict`: `MergedHead::layer_forward` per
+//! application); the device runs `MergedHead::run_schedule` on heads merged at build time.
 
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
 use crate::golden::Golden;
-use crate::model::{load_head, LsaHead};
+use crate::model::{load_head, Lsa, LsaHead, Model as _};
+use crate::net::Forward;
 use crate::HarnessError;
 use dualform::backward::{context_state, query_forward};
 use dualform::{Layer, MergedHead};
@@ -36,6 +39,8 @@ pub struct DeviceRun {
     pub results: GoldenResults,
     /// SHA-256 of the trained and GD weight files it embeds.
     pub weights_sha256: (String, String),
+    /// SHA-256 of the stack's and the looped layer's weight files it embeds.
+    pub models_sha256: (String, String),
     /// Peak stack in bytes.
     pub stack: Option<usize>,
     /// Its summary line: tasks, mean loss bits of the trained layer and of GD, start of the trained weights' hash.
@@ -66,6 +71,7 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
                 run.results.losses.insert(model, bits);
             }
             Some(Line::Weights { trained, gd }) => run.weights_sha256 = (trained.to_string(), gd.to_string()),
+            Some(Line::Models { stack, looped }) => run.models_sha256 = (stack.to_string(), looped.to_string()),
             Some(Line::Summary { tasks, trained, gd, weights }) => {
                 run.summary = Some((tasks, trained, gd, weights.to_string()))
             }
@@ -78,15 +84,38 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
     Ok(run)
 }
 
+/// The models the golden run embeds, as the host reads them.
+#[derive(Clone, Debug)]
+pub struct GoldenModels<const E: usize> {
+    /// The trained single layer.
+    pub trained: LsaHead<E>,
+    /// The GD construction.
+    pub gd: LsaHead<E>,
+    /// The stack of K trained layers.
+    pub stack: Lsa<E>,
+    /// One trained layer applied K times.
+    pub looped: Lsa<E>,
+}
+
+/// SHA-256 of the four weight files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WeightHashes {
+    /// The trained and GD single layers.
+    pub weights: (String, String),
+    /// The stack and the looped layer.
+    pub models: (String, String),
+}
+
 /// The golden results computed on the host with the core (see the module docs).
-pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd: &LsaHead<E>) -> GoldenResults {
+pub fn host_results<const E: usize>(golden: &Golden<E>, models: &GoldenModels<E>) -> GoldenResults {
+    let GoldenModels { trained, gd, stack, looped } = models;
     let mut r = GoldenResults::default();
     let (lt_layer, lg_layer) = (Layer::from(trained.clone()), Layer::from(gd.clone()));
     let full = |m: &Layer<f32, E, E, E, 1>, ctx: &[[f32; E]], q: &[f32; E]| {
         -query_forward(m, &context_state(m, ctx), q)[E - 1]
     };
     let (mt, mg) = (MergedHead::from_head(trained), MergedHead::from_head(gd));
-    let (mut lt, mut lg) = (0.0f32, 0.0f32);
+    let (mut lt, mut lg, mut ls, mut ll) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
     for (task, ((ctx, q), &y)) in golden.ctx.iter().zip(&golden.query).zip(&golden.y).enumerate() {
         let (t, g) = (full(&lt_layer, ctx, q), full(&lg_layer, ctx, q));
         r.preds.insert((task, Kind::TrainedFull), t.to_bits());
@@ -102,8 +131,14 @@ pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd
             r.preds.insert((task, Kind::TrainedLayer), a.to_bits());
             r.preds.insert((task, Kind::GdLayer), b.to_bits());
         }
+        let deep = |m: &Lsa<E>| m.net().predict(ctx, q, &mut m.net().workspace(ctx.len()), None);
+        let (s, l) = (deep(stack), deep(looped));
+        r.preds.insert((task, Kind::Stack), s.to_bits());
+        r.preds.insert((task, Kind::Looped), l.to_bits());
         lt += 0.5 * (t - y) * (t - y);
         lg += 0.5 * (g - y) * (g - y);
+        ls += 0.5 * (s - y) * (s - y);
+        ll += 0.5 * (l - y) * (l - y);
         for k in 1..=ctx.len() {
             r.stream.insert((task, k), full(&lg_layer, &ctx[..k], q).to_bits());
         }
@@ -111,6 +146,8 @@ pub fn host_results<const E: usize>(golden: &Golden<E>, trained: &LsaHead<E>, gd
     let n = golden.y.len() as f32;
     r.losses.insert(Model::Trained, (lt / n).to_bits());
     r.losses.insert(Model::Gd, (lg / n).to_bits());
+    r.losses.insert(Model::Stack, (ls / n).to_bits());
+    r.losses.insert(Model::Looped, (ll / n).to_bits());
     r
 }
 
@@ -170,12 +207,19 @@ pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, Harness
     Ok(device)
 }
 
-/// The golden results the host computes from the files in `data`, and the SHA-256 of the two weight files.
-pub fn host_golden<const E: usize>(data: &Path) -> Result<(GoldenResults, (String, String)), HarnessError> {
+/// The golden results the host computes from the files in `data` (`golden.safetensors`, `trained.safetensors`,
+/// `gd.safetensors`, `stack.safetensors`, `looped.safetensors`), and the SHA-256 of the weight files.
+pub fn host_golden<const E: usize>(data: &Path) -> Result<(GoldenResults, WeightHashes), HarnessError> {
     let golden = Golden::<E>::load(&data.join("golden.safetensors"))?;
     let (trained, h1) = load_head::<E>(&data.join("trained.safetensors"))?;
     let (gd, h2) = load_head::<E>(&data.join("gd.safetensors"))?;
-    Ok((host_results(&golden, &trained, &gd), (h1, h2)))
+    let deep = |name: &str| -> Result<(Lsa<E>, String), HarnessError> {
+        let f = dualform_tensors::TensorFile::read(&data.join(name))?;
+        Ok((Lsa::<E>::from_file(&f)?, f.sha256.clone()))
+    };
+    let ((stack, h3), (looped, h4)) = (deep("stack.safetensors")?, deep("looped.safetensors")?);
+    let models = GoldenModels { trained, gd, stack, looped };
+    Ok((host_results(&golden, &models), WeightHashes { weights: (h1, h2), models: (h3, h4) }))
 }
 
 /// The outcome of [`check_golden`].
@@ -196,10 +240,10 @@ pub fn check_golden<const E: usize>(
 ) -> Result<GoldenCheck, HarnessError> {
     let device = run_golden(dir, env)?;
     let (host, want) = host_golden::<E>(data)?;
-    if device.weights_sha256 != want {
+    let found = WeightHashes { weights: device.weights_sha256.clone(), models: device.models_sha256.clone() };
+    if found != want {
         return Err(HarnessError::Io(format!(
-            "the firmware embeds other weights than the host uses: device sha256 trained {} gd {}, host {} {}",
-            device.weights_sha256.0, device.weights_sha256.1, want.0, want.1
+            "the firmware embeds other weights than the host uses: device sha256 {found:?}, host {want:?}"
         )));
     }
     let values = compare_bits(&device.results, &host).map_err(|e| HarnessError::Io(format!("bit mismatch: {e}")))?;
@@ -212,11 +256,11 @@ pub fn check_golden<const E: usize>(
                 && Some(*tr) == loss(Model::Trained)
                 && Some(*g) == loss(Model::Gd)
                 && !w.is_empty()
-                && want.0.starts_with(w.as_str()) => {}
+                && want.weights.0.starts_with(w.as_str()) => {}
         other => {
             return Err(HarnessError::Io(format!(
                 "the firmware's summary line does not match its records: {other:?} ({tasks} tasks, weights {})",
-                want.0
+                want.weights.0
             )))
         }
     }

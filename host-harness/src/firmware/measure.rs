@@ -131,8 +131,9 @@ pub fn elf_sizes(elf: &Path) -> Result<(u64, u64), HarnessError> {
 }
 
 /// Runs the `measure` binary under QEMU with one log line per executed instruction and returns every workload's
-/// counts (calibrated by workload 0) and peak stack.
-pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
+/// counts (calibrated by workload 0) and peak stack. `applications` names the workloads that run a model of merged
+/// full layers, with its number of layer applications (for their multiply-add counts).
+pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measurement>, HarnessError> {
     let elf_bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
     let begin = symbol_address(&elf_bytes, "dualform_mark_begin")?;
     let end = symbol_address(&elf_bytes, "dualform_mark_end")?;
@@ -218,8 +219,12 @@ pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
         )));
     }
     let (e, n) = config;
+    let full_layer = 3 * n * e * e + 3 * (n + 1) * e * e;
+    // A model of merged full layers (`stack`, `looped`) is credited with the naive full-layer count per application.
+    let model = |name: &str| applications.iter().find(|(w, _)| *w == name).map(|(_, k)| k * full_layer);
     let macs = |name: &str| match name {
-        "lsa_forward" => 3 * n * e * e + 3 * (n + 1) * e * e,
+        _ if model(name).is_some() => model(name).unwrap_or(0),
+        "lsa_forward" => full_layer,
         "merge" => 2 * e * e * e,
         // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
         // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
@@ -230,7 +235,7 @@ pub fn measure(elf: &Path) -> Result<Vec<Measurement>, HarnessError> {
         "matvec" => e * e,
         // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
         // it needs N E^2 + 2 E^3 + (N + 1) E^2.
-        "merged_layer" => 3 * n * e * e + 3 * (n + 1) * e * e,
+        "merged_layer" => full_layer,
         // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
         _ => 0,
     };

@@ -36,13 +36,20 @@ pub const VARIANTS: [Variant; 2] = [
 /// and reads the ELF sizes; writes `out/firmware/report.json` and returns the printed table.
 pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessError> {
     let staged = crate::output::Staged::new(out, "firmware")?;
+    // The deep models the firmware embeds (read as the build-time helper reads them).
+    let mut models = Vec::new();
+    for name in ["stack", "looped"] {
+        let f = dualform_tensors::LsaFile::read(&dir.join("data").join(format!("{name}.safetensors")))?;
+        models.push((name, f.layers.len(), f.schedule.len(), f.layers.len() * 2 * f.e * f.e * 4));
+    }
+    let applications: Vec<(&str, u64)> = models.iter().map(|m| (m.0, m.2 as u64)).collect();
     let mut variants = Vec::new();
     let mut t = String::new();
     for v in &VARIANTS {
         let check = check_golden::<E>(dir, &dir.join("data"), v.env)?;
         let measure_elf = build(dir, "measure", v.env)?;
         let golden_elf = build(dir, "dualform-firmware", v.env)?;
-        let ms = measure(&measure_elf)?;
+        let ms = measure(&measure_elf, &applications)?;
         let (flash, ram) = elf_sizes(&measure_elf)?;
         let (golden_flash, golden_ram) = elf_sizes(&golden_elf)?;
         let own_stack = ms.iter().map(|m| m.stack).max().unwrap_or(0);
@@ -54,15 +61,47 @@ pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessE
             v.name, v.description, check.values
         ));
         t.push_str(&format!(
-            "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10}\n",
-            "workload", "instr", "MACs", "instr/MAC", "est. cycles", "stack (B)"
+            "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10} {:>10}\n",
+            "workload", "instr", "MACs", "instr/MAC", "est. cycles", "cyc/MAC", "stack (B)"
         ));
+        let ratio = |x: u64, macs: u64| if macs > 0 { format!("{:.2}", x as f64 / macs as f64) } else { "-".into() };
         for m in ms.iter().filter(|m| m.id != 0) {
-            let pm = if m.macs > 0 { format!("{:.2}", m.instructions as f64 / m.macs as f64) } else { "-".into() };
             t.push_str(&format!(
-                "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10}\n",
-                m.name, m.instructions, m.macs, pm, m.est_cycles, m.stack
+                "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10} {:>10}\n",
+                m.name,
+                m.instructions,
+                m.macs,
+                ratio(m.instructions, m.macs),
+                m.est_cycles,
+                ratio(m.est_cycles, m.macs),
+                m.stack
             ));
+        }
+        // Per model: what a firmware that embeds it pays in flash (the merged heads), RAM (the workload's stack:
+        // the tokens, the layer cache) and time.
+        let mut per_model = Vec::new();
+        t.push_str(&format!(
+            "  {:<16} {:>6} {:>12} {:>12} {:>10} {:>12} {:>9} {:>10}\n",
+            "model", "layers", "applications", "flash (B)", "RAM (B)", "est. cycles", "cyc/MAC", "ms @100MHz"
+        ));
+        for &(name, layers, apps, flash_bytes) in &models {
+            if let Some(m) = ms.iter().find(|m| m.name == name) {
+                t.push_str(&format!(
+                    "  {:<16} {:>6} {:>12} {:>12} {:>10} {:>12} {:>9} {:>10.2}\n",
+                    name,
+                    layers,
+                    apps,
+                    flash_bytes,
+                    m.stack,
+                    m.est_cycles,
+                    ratio(m.est_cycles, m.macs),
+                    m.est_cycles as f64 / 1e5
+                ));
+                per_model.push(serde_json::json!({
+                    "model": name, "layers": layers, "applications": apps, "flash_merged_heads": flash_bytes,
+                    "ram_stack": m.stack, "instructions": m.instructions, "est_cycles": m.est_cycles, "macs": m.macs,
+                }));
+            }
         }
         t.push_str(&format!(
             "  measure binary: flash {flash} B, static RAM {ram} B, peak stack {total_stack} B (workloads alone: up to {own_stack} B), RAM total {} B\n",
@@ -81,7 +120,9 @@ pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessE
                         "workloads": ms},
             "instructions_per_mac": {"lsa_forward": per_mac("lsa_forward"), "merged_predict": per_mac("merged_predict"),
                                      "matvec": per_mac("matvec")},
-            "weights_sha256": {"trained": check.device.weights_sha256.0, "gd": check.device.weights_sha256.1},
+            "models": per_model,
+            "weights_sha256": {"trained": check.device.weights_sha256.0, "gd": check.device.weights_sha256.1,
+                               "stack": check.device.models_sha256.0, "looped": check.device.models_sha256.1},
         }));
     }
     let json = serde_json::json!({

@@ -5,7 +5,7 @@ use super::Model;
 use crate::net::{Forward, Net};
 use crate::HarnessError;
 use dualform::{Head, MergedHead, Update};
-use dualform_tensors::Tensor;
+use dualform_tensors::{LsaFile, Tensor};
 use rand_distr::{Distribution, StandardNormal};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::path::Path;
 pub type LsaHead<const E: usize> = Head<f32, E, E, E>;
 
 /// The tensor names of an LSA layer, in the order of the flat parameters.
-pub const LSA_NAMES: [&str; 4] = ["w_q", "w_k", "w_v", "p"];
+pub use dualform_tensors::LSA_NAMES;
 
 /// Full LSA weights per distinct layer, applied in a schedule: one layer, K distinct layers, or one layer K times.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,46 +89,21 @@ impl<const E: usize> Lsa<E> {
     /// Metadata a file does not have takes the single layer's values: one layer, applied once per layer in order,
     /// plain residual update.
     pub fn from_file(f: &dualform_tensors::TensorFile) -> Result<Self, HarnessError> {
-        f.expect_format(LSA_FORMAT)?;
-        let bad = |key: &str, v: &str| HarnessError::BadInput(format!("{}: {key}: bad value {v:?}", f.path.display()));
-        let get = |key: &str| f.meta.get(key).map(String::as_str);
-        let num = |key: &str, default: usize| -> Result<usize, HarnessError> {
-            get(key).map_or(Ok(default), |v| v.parse().map_err(|_| bad(key, v)))
-        };
-        let layers = num("layers", 1)?;
-        let applications = num("applications", layers)?;
-        let schedule: Vec<usize> = match get("schedule") {
-            Some(s) => {
-                s.split(',').map(|v| v.trim().parse().map_err(|_| bad("schedule", s))).collect::<Result<_, _>>()?
-            }
-            None => (0..applications).map(|k| k % layers.max(1)).collect(),
-        };
-        let update = Update {
-            scale: get("damping").map_or(Ok(1.0), |v| v.parse().map_err(|_| bad("damping", v)))?,
-            first: num("first", 0)?,
-            clip: match get("clip") {
-                None | Some("none") => None,
-                Some(c) => Some(c.parse().map_err(|_| bad("clip", c))?),
-            },
-        };
-        if !(1..=64).contains(&layers) {
-            return Err(HarnessError::BadInput(format!(
-                "{}: layers: {layers} is out of range 1..=64",
-                f.path.display()
-            )));
+        let file = LsaFile::from_file(f)?;
+        if file.e != E {
+            return Err(HarnessError::BadInput(format!("{}: w_q: E = {}, expected {E}", f.path.display(), file.e)));
         }
-        let mut heads = vec![Head::zeros(); layers];
-        for (i, name) in LSA_NAMES.iter().enumerate() {
-            let shape: Vec<usize> = if layers == 1 { vec![E, E] } else { vec![layers, E, E] };
-            let v = f.values(name, &shape)?;
-            for (l, h) in heads.iter_mut().enumerate() {
-                let dst = &mut head_slices_mut(h)[i];
-                for k in 0..E * E {
-                    dst[(k % E) * E + k / E] = v[l * E * E + k];
+        let mut heads = vec![Head::zeros(); file.layers.len()];
+        for (h, mats) in heads.iter_mut().zip(&file.layers) {
+            for (dst, v) in head_slices_mut(h).into_iter().zip(mats) {
+                for (k, &x) in v.iter().enumerate() {
+                    dst[(k % E) * E + k / E] = x;
                 }
             }
         }
-        Self::new(heads, schedule, update).map_err(|e| HarnessError::BadInput(format!("{}: {e}", f.path.display())))
+        let update = Update { scale: file.damping, first: file.first, clip: file.clip };
+        Self::new(heads, file.schedule, update)
+            .map_err(|e| HarnessError::BadInput(format!("{}: {e}", f.path.display())))
     }
 }
 
@@ -147,7 +122,7 @@ pub fn load_head<const E: usize>(path: &Path) -> Result<(LsaHead<E>, String), Ha
 }
 
 /// The format name of [`Lsa`] files.
-pub const LSA_FORMAT: &str = "dualform-lsa-v1";
+pub use dualform_tensors::LSA_FORMAT;
 
 impl<const E: usize> Model<E> for Lsa<E> {
     type Net = Net<E>;
