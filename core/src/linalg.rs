@@ -7,10 +7,16 @@
 //! - [`matvec`] (`y = A x`, `A` column-major): `y` starts at zero and takes `x[c] * A[:, c]` for `c = 0, 1, ...`
 //!   in order, so each output element is a sequential sum over columns. The loop runs along contiguous columns
 //!   and vectorises across output elements without reassociating any sum.
-//! - [`matvec_t`] (`y = A^T x`): one [`dot`] per column.
+//! - [`matvec_t`] (`y = A^T x`): one [`dot`] per column. [`matvec_t_of_transpose`] computes the same from `A^T`
+//!   with the same bits: the four lanes of every output's [`dot`] kept side by side as four accumulator vectors
+//!   (lane `l` takes `x[k] A^T[:, k]` for `k = l (mod 4)` in increasing `k`), then `(lane0 + lane1) + (lane2 +
+//!   lane3)`; it runs along contiguous columns and vectorises across the outputs, where a [`dot`] per output ends
+//!   in a horizontal sum.
 //! - [`add_outer`] / [`sub_outer`] (`S +-= u v^T`): one `axpy` per column, no reduction.
-//! - [`matmul`] (`A B`): one [`matvec`] per column of `B`; [`matmul_tn`] (`A^T B`): one [`dot`] per entry;
-//!   [`matmul_nt`] (`A B^T`): the rank-one updates `A[:, k] B[:, k]^T` added for `k = 0, 1, ...` in order.
+//! - [`matmul`] (`A B`): one [`matvec`] per column of `B`; [`matmul_tn`] (`A^T B`): one [`dot`] per entry
+//!   (computed as [`matvec_t_of_transpose`] per column of `B`, the same bits);
+//!   [`matmul_nt`] (`A B^T`): the rank-one updates `A[:, k] B[:, k]^T` added for `k = 0, 1, ...` in order (computed
+//!   as [`matvec`] per column of `B^T`, the same bits).
 //!
 //! No function here allocates, indexes out of bounds or panics: shapes are const generics.
 
@@ -99,6 +105,24 @@ pub fn matvec_t<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x
     y
 }
 
+/// `y = A^T x` given `at = A^T`: the same bits as [`matvec_t`]`(A, x)` (each output's four-lane [`dot`], its lanes
+/// held as four vectors; see the module contract), vectorised across the outputs.
+#[inline(always)]
+pub fn matvec_t_of_transpose<T: Real, const R: usize, const C: usize>(at: &SMatrix<T, C, R>, x: &[T; R]) -> [T; C] {
+    let mut lanes = [[T::ZERO; C]; 4];
+    for (cols, xs) in at.data.0.chunks(4).zip(x.chunks(4)) {
+        for ((lane, col), &xk) in lanes.iter_mut().zip(cols).zip(xs) {
+            axpy(lane, xk, col);
+        }
+    }
+    let [l0, l1, l2, l3] = &lanes;
+    let mut y = [T::ZERO; C];
+    for ((((yi, &a), &b), &c), &d) in y.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
+        *yi = (a + b) + (c + d);
+    }
+    y
+}
+
 /// `S += u v^T` (rank-one update), one `axpy` per column.
 #[inline(always)]
 pub fn add_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, C>, u: &[T; R], v: &[T; C]) {
@@ -132,21 +156,25 @@ pub fn matmul_tn<T: Real, const R: usize, const C1: usize, const C2: usize>(
     a: &SMatrix<T, R, C1>,
     b: &SMatrix<T, R, C2>,
 ) -> SMatrix<T, C1, C2> {
+    let at = transpose(a);
     let mut out = zeros::<T, C1, C2>();
     for (oc, bc) in out.data.0.iter_mut().zip(b.data.0.iter()) {
-        *oc = matvec_t(a, bc);
+        *oc = matvec_t_of_transpose(&at, bc);
     }
     out
 }
 
-/// `A B^T` for static matrices: `sum_k A[:, k] B[:, k]^T` by [`add_outer`], `k` in increasing order.
+/// `A B^T` for static matrices: `sum_k A[:, k] B[:, k]^T`, every entry summed over `k` in increasing order from
+/// zero (the bits of [`add_outer`] for `k = 0, 1, ...`), computed as [`matvec`]`(A, B^T[:, c])` per column `c` so
+/// each column accumulates in registers.
 pub fn matmul_nt<T: Real, const R: usize, const K: usize, const C: usize>(
     a: &SMatrix<T, R, K>,
     b: &SMatrix<T, C, K>,
 ) -> SMatrix<T, R, C> {
+    let bt = transpose(b);
     let mut out = zeros::<T, R, C>();
-    for (ac, bc) in a.data.0.iter().zip(b.data.0.iter()) {
-        add_outer(&mut out, ac, bc);
+    for (oc, bc) in out.data.0.iter_mut().zip(bt.data.0.iter()) {
+        *oc = matvec(a, bc);
     }
     out
 }
@@ -154,6 +182,20 @@ pub fn matmul_nt<T: Real, const R: usize, const K: usize, const C: usize>(
 /// Squared Frobenius norm, summed column by column with [`dot`].
 pub fn frobenius_sq<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>) -> T {
     a.data.0.iter().fold(T::ZERO, |acc, col| acc + dot(col, col))
+}
+
+/// `A^T`, entry by entry (a copy, no arithmetic).
+#[inline(always)]
+pub fn transpose<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>) -> SMatrix<T, C, R> {
+    let mut out = zeros::<T, C, R>();
+    for (c, col) in a.data.0.iter().enumerate() {
+        for (out_col, &v) in out.data.0.iter_mut().zip(col.iter()) {
+            if let Some(x) = out_col.get_mut(c) {
+                *x = v;
+            }
+        }
+    }
+    out
 }
 
 /// An all-zero static matrix (no nalgebra arithmetic involved).
@@ -194,6 +236,40 @@ mod tests {
         assert_eq!(dot(&a32, &b32).to_bits(), ((l[0] + l[1]) + (l[2] + l[3])).to_bits());
     }
 
+    /// The transposed form keeps every output's four-lane order: the same bits as `matvec_t` (and `matmul_tn` the
+    /// same as a `dot` per entry), for widths around the lane count and on values whose sums depend on the order.
+    #[test]
+    fn the_transposed_matvec_has_the_bits_of_one_dot_per_output() {
+        fn check<const R: usize, const C: usize>() {
+            let a = SMatrix::<f32, R, C>::from_fn(|i, j| {
+                ((i * 7 + j * 3) as f32 * 0.731).sin() * 1e3f32.powi((i % 3) as i32)
+            });
+            let x: [f32; R] = core::array::from_fn(|i| ((i as f32) * 1.37).cos() / (1.0 + i as f32));
+            let want = matvec_t(&a, &x).map(f32::to_bits);
+            assert_eq!(matvec_t_of_transpose(&a.transpose(), &x).map(f32::to_bits), want, "{R}x{C}");
+            let b = SMatrix::<f32, R, 2>::from_fn(|i, j| x[i] * (j as f32 + 0.5));
+            let tn = matmul_tn(&a, &b);
+            for (j, col) in b.data.0.iter().enumerate() {
+                for (i, acol) in a.data.0.iter().enumerate() {
+                    assert_eq!(tn[(i, j)].to_bits(), dot(acol, col).to_bits(), "{R}x{C} entry ({i}, {j})");
+                }
+            }
+        }
+        check::<11, 11>();
+        // `A B^T` has the bits of the rank-one updates in increasing k.
+        let a = SMatrix::<f32, 11, 7>::from_fn(|i, j| ((i * 5 + j) as f32 * 0.917).sin() * 1e2f32.powi((j % 3) as i32));
+        let b = SMatrix::<f32, 9, 7>::from_fn(|i, j| ((i * 3 + j * 11) as f32 * 0.377).cos());
+        let mut want = zeros::<f32, 11, 9>();
+        for (ac, bc) in a.data.0.iter().zip(b.data.0.iter()) {
+            add_outer(&mut want, ac, bc);
+        }
+        assert_eq!(matmul_nt(&a, &b).map(f32::to_bits), want.map(f32::to_bits));
+        check::<3, 5>();
+        check::<4, 4>();
+        check::<9, 2>();
+        check::<32, 7>();
+    }
+
     #[test]
     fn matvec_kernels_match_nalgebra() {
         let a = SMatrix::<f64, 3, 5>::from_fn(|i, j| (i * 5 + j) as f64 - 6.5);
@@ -213,5 +289,6 @@ mod tests {
         sub_outer(&mut s, &y, &x);
         assert_eq!(s, zeros::<f64, 3, 5>());
         assert_eq!(eye::<f64, 2, 3>(), SMatrix::<f64, 2, 3>::identity());
+        assert_eq!(transpose(&a), a.transpose());
     }
 }

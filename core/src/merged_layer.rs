@@ -22,7 +22,7 @@
 //! every context token also takes `(dG + dG^T) e_j`. The tests check it against central finite differences in f64.
 
 use crate::layer::Update;
-use crate::linalg::{add_outer, matmul, matmul_nt, matmul_tn, matvec, matvec_t, zeros};
+use crate::linalg::{add_outer, matmul, matmul_nt, matmul_tn, matvec, matvec_t_of_transpose, transpose, zeros};
 use crate::merged::MergedHead;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
@@ -159,6 +159,8 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         grad: &mut MergedHead<T, E>,
     ) {
         let mut dc = zeros::<T, E, E>();
+        // `C^T g` per token from `C^T`, once: the bits of a dot per output, vectorised across the outputs.
+        let ct = transpose(&cache.c);
         let tokens = ctx_in.iter().chain(core::iter::once(query_in));
         let grads = g_ctx.iter_mut().chain(core::iter::once(&mut *g_query));
         for (h, g) in tokens.zip(grads) {
@@ -177,11 +179,14 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
                 }
             }
             let mut gu = [T::ZERO; E];
-            for (o, &gi) in gu.iter_mut().zip(g.iter()).skip(upd.first) {
-                *o = if upd.scale == T::ONE { gi } else { upd.scale * gi };
+            let first = upd.first.min(E);
+            if let (Some((_, o)), Some((_, gs))) = (gu.split_at_mut_checked(first), g.split_at_checked(first)) {
+                for (o, &gi) in o.iter_mut().zip(gs) {
+                    *o = if upd.scale == T::ONE { gi } else { upd.scale * gi };
+                }
             }
             add_outer(&mut dc, &gu, h);
-            let back = matvec_t(&cache.c, &gu);
+            let back = matvec_t_of_transpose(&ct, &gu);
             for (gi, b) in g.iter_mut().zip(back.iter()) {
                 *gi += *b;
             }
@@ -198,7 +203,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
             *acc += *d;
         }
         // G = sum_j e_j e_j^T: de_j = (dG + dG^T) e_j.
-        let sym = dg + dg.transpose();
+        let sym = dg + transpose(&dg);
         for (gj, e) in g_ctx.iter_mut().zip(ctx_in.iter()) {
             for (gi, v) in gj.iter_mut().zip(matvec(&sym, e).iter()) {
                 *gi += *v;
