@@ -91,7 +91,13 @@ impl<const E: usize> Lsa<E> {
     pub fn from_file(f: &dualform_tensors::TensorFile) -> Result<Self, HarnessError> {
         let file = LsaFile::from_file(f)?;
         if file.e != E {
-            return Err(HarnessError::BadInput(format!("{}: w_q: E = {}, expected {E}", f.path.display(), file.e)));
+            let shape = f.tensor("w_q").map(|t| t.shape.clone()).unwrap_or_default();
+            let want: Vec<usize> = if file.layers.len() == 1 { vec![E, E] } else { vec![file.layers.len(), E, E] };
+            return Err(HarnessError::BadInput(format!(
+                "{}: w_q: shape {shape:?}, expected {want:?} (E = {}, this command takes E = {E})",
+                f.path.display(),
+                file.e
+            )));
         }
         let mut heads = vec![Head::zeros(); file.layers.len()];
         for (h, mats) in heads.iter_mut().zip(&file.layers) {
