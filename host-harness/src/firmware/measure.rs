@@ -222,22 +222,23 @@ pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measureme
     let full_layer = 3 * n * e * e + 3 * (n + 1) * e * e;
     // A model of merged full layers (`stack`, `looped`) is credited with the naive full-layer count per application.
     let model = |name: &str| applications.iter().find(|(w, _)| *w == name).map(|(_, k)| k * full_layer);
-    let macs = |name: &str| match name {
-        _ if model(name).is_some() => model(name).unwrap_or(0),
-        "lsa_forward" => full_layer,
-        "merge" => 2 * e * e * e,
-        // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
-        // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
-        "merged_predict" => 2 * e * e + 2 * n * e,
-        // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
-        "stream_push" => 4 * e * e,
-        "stream_predict" => 3 * e * e,
-        "matvec" => e * e,
-        // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
-        // it needs N E^2 + 2 E^3 + (N + 1) E^2.
-        "merged_layer" => full_layer,
-        // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
-        _ => 0,
+    let macs = |name: &str| {
+        model(name).unwrap_or(match name {
+            "lsa_forward" => full_layer,
+            "merge" => 2 * e * e * e,
+            // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
+            // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
+            "merged_predict" => 2 * e * e + 2 * n * e,
+            // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
+            "stream_push" => 4 * e * e,
+            "stream_predict" => 3 * e * e,
+            "matvec" => e * e,
+            // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
+            // it needs N E^2 + 2 E^3 + (N + 1) E^2.
+            "merged_layer" => full_layer,
+            // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
+            _ => 0,
+        })
     };
     let (base_n, base_c, base_mix) = raw[0].clone();
     Ok(raw
