@@ -18,12 +18,6 @@ use crate::linalg::zeros;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
-fn set<T: Real, const R: usize, const C: usize>(m: &mut SMatrix<T, R, C>, i: usize, j: usize, v: T) {
-    if let Some(x) = m.get_mut((i, j)) {
-        *x = v;
-    }
-}
-
 fn check_rate<T: Real>(v: T, name: &'static str) -> Result<(), Error> {
     if v.is_finite() {
         Ok(())
@@ -32,8 +26,55 @@ fn check_rate<T: Real>(v: T, name: &'static str) -> Result<(), Error> {
     }
 }
 
-/// The head shared by both constructions; `x_scale` is the `x` block of `W_V` (0 for GD, -1 for GD++) and
-/// `p_x` the `x` block of `P`.
+/// Sets entry `(i, j)` of an `e x e` column-major matrix (nothing outside it).
+fn set<T: Real>(m: &mut [T], e: usize, i: usize, j: usize, v: T) {
+    if i < e {
+        if let Some(x) = m.get_mut(j * e + i) {
+            *x = v;
+        }
+    }
+}
+
+/// The head shared by both constructions at widths chosen at run time, written into `[W_Q, W_K, W_V, P]` (each
+/// `e x e` column-major with `e = d + dy`, zeroed first); `w0` is `dy x d` column-major, `x_scale` the `x` block of
+/// `W_V` (0 for GD, -1 for GD++) and `p_x` the `x` block of `P`.
+fn head_into<T: Real>(
+    d: usize,
+    dy: usize,
+    w0: &[T],
+    x_scale: T,
+    p_x: T,
+    p_y: T,
+    out: [&mut [T]; 4],
+) -> Result<(), Error> {
+    let e = d + dy;
+    if w0.len() != d * dy {
+        return Err(Error::LengthMismatch { expected: d * dy, found: w0.len() });
+    }
+    if let Some(m) = out.iter().find(|m| m.len() != e * e) {
+        return Err(Error::LengthMismatch { expected: e * e, found: m.len() });
+    }
+    let [w_q, w_k, w_v, p] = out;
+    for m in [&mut *w_q, &mut *w_k, &mut *w_v, &mut *p] {
+        m.fill(T::ZERO);
+    }
+    for i in 0..d {
+        set(w_q, e, i, i, T::ONE);
+        set(w_k, e, i, i, T::ONE);
+        set(w_v, e, i, i, x_scale);
+        set(p, e, i, i, p_x);
+    }
+    for a in 0..dy {
+        for b in 0..d {
+            set(w_v, e, d + a, b, w0.get(b * dy + a).copied().unwrap_or(T::ZERO));
+        }
+        set(w_v, e, d + a, d + a, -T::ONE);
+        set(p, e, d + a, d + a, p_y);
+    }
+    Ok(())
+}
+
+/// The head shared by both constructions (see [`head_into`]).
 fn head<T: Real, const D: usize, const DY: usize, const E: usize>(
     w0: &SMatrix<T, DY, D>,
     x_scale: T,
@@ -41,21 +82,36 @@ fn head<T: Real, const D: usize, const DY: usize, const E: usize>(
     p_y: T,
 ) -> Head<T, E, E, E> {
     const { assert!(D + DY == E, "the token width E must equal D + DY") };
-    let mut h = Head { w_q: zeros(), w_k: zeros(), w_v: zeros(), p: zeros() };
-    for i in 0..D {
-        set(&mut h.w_q, i, i, T::ONE);
-        set(&mut h.w_k, i, i, T::ONE);
-        set(&mut h.w_v, i, i, x_scale);
-        set(&mut h.p, i, i, p_x);
-    }
-    for a in 0..DY {
-        for b in 0..D {
-            set(&mut h.w_v, D + a, b, w0.get((a, b)).copied().unwrap_or(T::ZERO));
-        }
-        set(&mut h.w_v, D + a, D + a, -T::ONE);
-        set(&mut h.p, D + a, D + a, p_y);
-    }
+    let mut h: Head<T, E, E, E> = Head { w_q: zeros(), w_k: zeros(), w_v: zeros(), p: zeros() };
+    let Head { w_q, w_k, w_v, p } = &mut h;
+    // The shapes are right by construction, so the writer cannot refuse them.
+    let out = [w_q.as_mut_slice(), w_k.as_mut_slice(), w_v.as_mut_slice(), p.as_mut_slice()];
+    let _ = head_into(D, DY, w0.as_slice(), x_scale, p_x, p_y, out);
     h
+}
+
+/// [`gd_layer`] at widths chosen at run time: the head of one GD step from `w0` (`dy x d`, column-major) with rate
+/// `eta` over `n` pairs, written into `[W_Q, W_K, W_V, P]` (each `(d + dy)^2` values, column-major); with
+/// `gamma = Some(g)`, the GD++ step of [`gdpp_layer`]. The same values as those constructions. Errors: theirs, and
+/// [`Error::LengthMismatch`] for a matrix of the wrong size.
+pub fn gd_head_into<T: Real>(
+    d: usize,
+    dy: usize,
+    w0: &[T],
+    eta: T,
+    gamma: Option<T>,
+    n: usize,
+    out: [&mut [T]; 4],
+) -> Result<(), Error> {
+    check_rate(eta, "eta must be finite")?;
+    let c = eta * crate::gd::inv_n::<T>(n)?;
+    match gamma {
+        None => head_into(d, dy, w0, T::ZERO, c, c, out),
+        Some(g) => {
+            check_rate(g, "gamma must be finite")?;
+            head_into(d, dy, w0, -T::ONE, g, c, out)
+        }
+    }
 }
 
 /// The LSA layer that computes one GD step from `w0` with rate `eta` over `n` context pairs.

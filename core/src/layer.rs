@@ -164,8 +164,14 @@ impl<T: Real> Update<T> {
     /// Writes `u` into `h` by this rule. Call [`Update::validate`] once before a batch of calls.
     #[inline(always)]
     pub fn apply<const E: usize>(&self, h: &mut [T; E], u: &[T; E]) {
+        self.apply_slice(h, u);
+    }
+
+    /// [`Update::apply`] for a token of run-time width (`h` and `u` of one length; a longer `u` is cut).
+    #[inline(always)]
+    pub fn apply_slice(&self, h: &mut [T], u: &[T]) {
         // Slices from `first` on (a zip that skips would call `nth` per token on a small target).
-        let first = self.first.min(E);
+        let first = self.first.min(h.len());
         if let (Some((_, hs)), Some((_, us))) = (h.split_at_mut_checked(first), u.split_at_checked(first)) {
             if self.scale == T::ONE {
                 for (hi, &ui) in hs.iter_mut().zip(us) {

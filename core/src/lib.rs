@@ -77,6 +77,7 @@ pub mod layer;
 pub mod linalg;
 pub mod merged;
 pub mod merged_layer;
+pub mod merged_ref;
 pub mod mlp;
 pub mod reader;
 pub mod rng;
@@ -89,7 +90,7 @@ pub use attention::{
     attend_linear, efficient_attention, linear_attention_associative, linear_attention_quadratic, lsa_associative,
     lsa_quadratic, AssociativeState, EfficientState, LinearScratch, Normalise, Projection,
 };
-pub use construct::{gd_layer, gd_stack, gdpp_layer};
+pub use construct::{gd_head_into, gd_layer, gd_stack, gdpp_layer};
 pub use dual_form::{
     dai_demo_effect, dai_split, error_signals, irie_dual, irie_primal, relaxed_attention, softmax_relaxation_error,
     DaiSplit, DemoEffect,
@@ -99,6 +100,7 @@ pub use features::{EluPlusOne, FeatureMap, FeatureVjp, Identity, PositiveRandomF
 pub use layer::{prediction, Head, Layer, LsaLayer, Mask, Update};
 pub use merged::MergedHead;
 pub use merged_layer::LayerCache;
+pub use merged_ref::MergedRef;
 pub use reader::{read_gd, read_gd_merged, GdFit};
 pub use scalar::Real;
 pub use softmax::{

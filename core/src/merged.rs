@@ -4,6 +4,8 @@
 //! That is O(N E + E^2) per query instead of O(N E DK) for building `S`, and it is what von Oswald et al. analyse
 //! (the products `W_KQ` and `P W_V`).
 //!
+//! The kernels are [`MergedRef`]'s (run-time width), called on this head's arrays: the same bits at either width.
+//!
 //! Numerical contract: `a = A h` by [`matvec`] (columns in order), `alpha_j = e_j . a` by [`dot`] (four lanes),
 //! `z` accumulated over `j` in increasing order, `u = B z` by [`matvec`]. Equal to the associative and quadratic
 //! LSA kernels in real arithmetic (tests: 1e-12 relative in f64); in f32 the results differ from those kernels by
@@ -15,7 +17,8 @@
 //! `dW_Q = W_K dA`, `dW_K = W_Q dA^T`, `dP = dB W_V^T`, `dW_V = P^T dB`.
 
 use crate::layer::{prediction, Head};
-use crate::linalg::{add_outer, axpy, dot, dot2, matmul, matmul_tn, matvec, matvec_t, zeros};
+use crate::linalg::{dot2, matvec, zeros};
+use crate::merged_ref::{merge, pullback, GradMut, HeadShape, MergedRef};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -27,6 +30,30 @@ pub struct MergedHead<T: Real, const E: usize> {
     pub a: SMatrix<T, E, E>,
     /// `P W_V`.
     pub b: SMatrix<T, E, E>,
+}
+
+/// Stack scratch for [`merge`] and [`pullback`] at fixed sizes: `2 max(E, DK, DV) E` values, from whichever of
+/// three arrays is the largest (a const generic cannot name the maximum).
+struct Scratch<T, const E: usize, const DK: usize, const DV: usize> {
+    e: [[[T; E]; E]; 2],
+    k: [[[T; E]; DK]; 2],
+    v: [[[T; E]; DV]; 2],
+}
+
+impl<T: Real, const E: usize, const DK: usize, const DV: usize> Scratch<T, E, DK, DV> {
+    fn new() -> Self {
+        Self { e: [[[T::ZERO; E]; E]; 2], k: [[[T::ZERO; E]; DK]; 2], v: [[[T::ZERO; E]; DV]; 2] }
+    }
+
+    fn slice(&mut self) -> &mut [T] {
+        if E >= DK && E >= DV {
+            self.e.as_flattened_mut().as_flattened_mut()
+        } else if DK >= DV {
+            self.k.as_flattened_mut().as_flattened_mut()
+        } else {
+            self.v.as_flattened_mut().as_flattened_mut()
+        }
+    }
 }
 
 impl<T: Real, const E: usize> MergedHead<T, E> {
@@ -49,9 +76,21 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         Self { a: crate::layer::from_rows(&a), b: crate::layer::from_rows(&b) }
     }
 
-    /// Merges a head: `A = W_K^T W_Q` by [`matmul_tn`], `B = P W_V` by [`matmul`].
+    /// Merges a head: `A = W_K^T W_Q` by [`crate::linalg::matmul_tn`], `B = P W_V` by [`crate::linalg::matmul`]
+    /// ([`crate::merged_ref::merge`]).
     pub fn from_head<const DK: usize, const DV: usize>(head: &Head<T, E, DK, DV>) -> Self {
-        Self { a: matmul_tn(&head.w_k, &head.w_q), b: matmul(&head.p, &head.w_v) }
+        let mut out = Self::zeros();
+        let mut scratch = Scratch::<T, E, DK, DV>::new();
+        let scratch = scratch.slice();
+        // The shapes are right by construction, so the merge cannot refuse them.
+        let _ = merge(
+            HeadShape { e: E, dk: DK, dv: DV },
+            [head.w_q.as_slice(), head.w_k.as_slice(), head.w_v.as_slice(), head.p.as_slice()],
+            out.a.as_mut_slice(),
+            out.b.as_mut_slice(),
+            scratch,
+        );
+        out
     }
 
     /// A head with these merged matrices: `W_K = W_V = I`, `W_Q = A`, `P = B` (one of the many factorisations;
@@ -66,27 +105,24 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         Head { w_q: self.a, w_k: eye, w_v: eye, p: self.b }
     }
 
-    /// `z = sum_j e_j (e_j . a)` over the context, in order.
+    /// This head as a run-time-width view (the one implementation of the merged kernels).
     #[inline(always)]
-    fn gather(ctx: &[[T; E]], a: &[T; E]) -> [T; E] {
-        let mut z = [T::ZERO; E];
-        for e in ctx {
-            axpy(&mut z, dot(e, a), e);
-        }
-        z
+    pub fn view(&self) -> MergedRef<'_, T> {
+        MergedRef::fixed(E, self.a.as_slice(), self.b.as_slice())
     }
 
     /// The query's update `u = B sum_j e_j (e_j . A h)` over the context tokens `ctx` (any number, 0 gives 0).
     pub fn query_update(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
-        matvec(&self.b, &Self::gather(ctx, &matvec(&self.a, h)))
+        let (mut u, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
+        // The shapes are right by construction, so the view cannot refuse them.
+        let _ = self.view().query_update(ctx.as_flattened(), h, &mut u, saved.as_flattened_mut());
+        u
     }
 
     /// The query token after the layer, `h + u`.
     pub fn query_forward(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
-        let mut out = *h;
-        for (o, u) in out.iter_mut().zip(self.query_update(ctx, h).iter()) {
-            *o += *u;
-        }
+        let (mut out, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
+        let _ = self.view().query_forward(ctx.as_flattened(), h, &mut out, saved.as_flattened_mut());
         out
     }
 
@@ -145,45 +181,36 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
                 return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
             }
         }
-        let a = matvec(&self.a, h);
-        let z = Self::gather(ctx, &a);
-        let mut out = *h;
-        for (o, u) in out.iter_mut().zip(matvec(&self.b, &z).iter()) {
-            *o += *u;
-        }
+        let view = self.view();
+        let ctx = ctx.as_flattened();
+        let (mut out, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
+        let saved = saved.as_flattened_mut();
+        view.query_forward(ctx, h, &mut out, saved)?;
         let g = loss_grad(&out);
-        add_outer(&mut grad.b, &g, &z);
-        let gz = matvec_t(&self.b, &g);
-        let ga = Self::gather(ctx, &gz);
-        add_outer(&mut grad.a, &ga, h);
-        if let Some(gc) = g_ctx {
-            for (gj, e) in gc.iter_mut().zip(ctx.iter()) {
-                axpy(gj, dot(e, &a), &gz);
-                axpy(gj, dot(e, &gz), &a);
-            }
-        }
-        let mut dh = g;
-        for (d, x) in dh.iter_mut().zip(matvec_t(&self.a, &ga).iter()) {
-            *d += *x;
-        }
+        let (mut dh, mut scratch) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
+        let grad = GradMut { a: grad.a.as_mut_slice(), b: grad.b.as_mut_slice() };
+        let g_ctx = g_ctx.map(|gc| gc.as_flattened_mut());
+        view.query_backward(ctx, h, saved, &g, grad, g_ctx, &mut dh, scratch.as_flattened_mut())?;
         Ok((out, dh))
     }
 
     /// Adds into `grad` the gradient of `head`'s weights implied by the merged gradient `dm` (the chain rule through
-    /// `A = W_K^T W_Q` and `B = P W_V`).
+    /// `A = W_K^T W_Q` and `B = P W_V`; [`crate::merged_ref::pullback`]).
     pub fn pullback<const DK: usize, const DV: usize>(
         head: &Head<T, E, DK, DV>,
         dm: &MergedHead<T, E>,
         grad: &mut Head<T, E, DK, DV>,
     ) {
-        let add = |dst: &mut [T], src: &[T]| {
-            for (d, s) in dst.iter_mut().zip(src.iter()) {
-                *d += *s;
-            }
-        };
-        add(grad.w_q.as_mut_slice(), matmul(&head.w_k, &dm.a).as_slice());
-        add(grad.w_k.as_mut_slice(), matmul(&head.w_q, &dm.a.transpose()).as_slice());
-        add(grad.p.as_mut_slice(), matmul(&dm.b, &head.w_v.transpose()).as_slice());
-        add(grad.w_v.as_mut_slice(), matmul_tn(&head.p, &dm.b).as_slice());
+        let mut scratch = Scratch::<T, E, DK, DV>::new();
+        let scratch = scratch.slice();
+        let Head { w_q, w_k, w_v, p } = grad;
+        let _ = pullback(
+            HeadShape { e: E, dk: DK, dv: DV },
+            [head.w_q.as_slice(), head.w_k.as_slice(), head.w_v.as_slice(), head.p.as_slice()],
+            dm.a.as_slice(),
+            dm.b.as_slice(),
+            [w_q.as_mut_slice(), w_k.as_mut_slice(), w_v.as_mut_slice(), p.as_mut_slice()],
+            scratch,
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! `N E (DK + DV) + (N + 1) (E DK + DK DV + DV E)` for [`crate::lsa_associative`] (equal at N = 10, E = 11; the
 //! merged form wins as soon as the key and value sizes exceed E or the layer is differentiated).
 //!
+//! The kernels are [`crate::MergedRef`]'s (run-time width), called on these arrays: the same bits at either width.
+//!
 //! Numerical contract: `G` by [`gram`] (each entry summed over `j` in increasing order; the same bits as [`add_outer`]
 //! per token); `F = G A` and `C = B F` by [`matmul`];
 //! `u_t = C h_t` by [`matvec`]; context tokens in order, then the query, each by [`Update::apply`], all from the
@@ -22,33 +24,18 @@
 //! every context token also takes `(dG + dG^T) e_j`. The tests check it against central finite differences in f64.
 
 use crate::layer::Update;
-use crate::linalg::{add_outer, matmul, matmul_nt, matmul_tn, matvec, matvec_t_of_transpose, transpose, zeros};
+use crate::linalg::{slices, zeros};
 use crate::merged::MergedHead;
+use crate::merged_ref::{CacheMut, CacheRef, GradMut};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
 /// The context Gram matrix `G = sum_j e_j e_j^T`: the upper triangle (rows `0..=c` of each column `c`), each entry
-/// summed over `j` in increasing order, then mirrored. The same bits as rank-one updates of the whole matrix
-/// ([`add_outer`] per token; products commute, and each entry sees the same terms in the same order) in a little over
-/// half the multiply-adds.
+/// summed over `j` in increasing order, then mirrored ([`crate::linalg::slices::gram`]). The same bits as rank-one
+/// updates of the whole matrix ([`crate::linalg::add_outer`] per token) in a little over half the multiply-adds.
 pub fn gram<T: Real, const E: usize>(ctx: &[[T; E]]) -> SMatrix<T, E, E> {
     let mut g = zeros::<T, E, E>();
-    for e in ctx {
-        for (c, (col, &ec)) in g.data.0.iter_mut().zip(e.iter()).enumerate() {
-            for (gi, &er) in col.iter_mut().zip(e.iter()).take(c + 1) {
-                *gi += er * ec;
-            }
-        }
-    }
-    for c in 1..E {
-        for r in 0..c {
-            if let Some(v) = g.get((r, c)).copied() {
-                if let Some(w) = g.get_mut((c, r)) {
-                    *w = v;
-                }
-            }
-        }
-    }
+    slices::gram(g.as_mut_slice(), ctx.as_flattened(), E);
     g
 }
 
@@ -76,18 +63,27 @@ impl<T: Real, const E: usize> Default for LayerCache<T, E> {
     }
 }
 
+impl<T: Real, const E: usize> LayerCache<T, E> {
+    fn view_mut(&mut self) -> CacheMut<'_, T> {
+        CacheMut { gram: self.gram.as_mut_slice(), ga: self.ga.as_mut_slice(), c: self.c.as_mut_slice() }
+    }
+
+    fn view(&self) -> CacheRef<'_, T> {
+        CacheRef { gram: self.gram.as_slice(), ga: self.ga.as_slice(), c: self.c.as_slice() }
+    }
+}
+
 impl<T: Real, const E: usize> MergedHead<T, E> {
     /// Fills `cache` with `G`, `F = G A` and `C = B F` for the context `ctx` (any length; 0 gives `C = 0`).
     pub fn layer_matrix(&self, ctx: &[[T; E]], cache: &mut LayerCache<T, E>) {
-        let gram = gram(ctx);
-        cache.ga = matmul(&gram, &self.a);
-        cache.c = matmul(&self.b, &cache.ga);
-        cache.gram = gram;
+        // The shapes are right by construction, so the view cannot refuse them.
+        let _ = self.view().layer_matrix(ctx.as_flattened(), cache.view_mut());
     }
 
     /// The layer on every token: `h_t <- rule(h_t, C h_t)` for the context tokens in order and then the query, with
     /// `C` from the layer's input context (see the module docs). `cache` receives `G`, `F`, `C` for
     /// [`MergedHead::layer_backward`]. Errors: an invalid [`Update`] rule (checked before any token changes).
+    #[inline(always)]
     pub fn layer_forward(
         &self,
         upd: &Update<T>,
@@ -95,22 +91,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         query: &mut [T; E],
         cache: &mut LayerCache<T, E>,
     ) -> Result<(), Error> {
-        upd.validate(E)?;
-        self.layer_matrix(ctx, cache);
-        // The plain residual rule on its own loop: the same additions as `apply`, without its run-time start and
-        // clip, so that the compiler can unroll it when the rule is not a constant at the call.
-        let residual = *upd == Update::residual();
-        for h in ctx.iter_mut().chain(core::iter::once(query)) {
-            let u = matvec(&cache.c, h);
-            if residual {
-                for (hi, ui) in h.iter_mut().zip(u) {
-                    *hi += ui;
-                }
-            } else {
-                upd.apply(h, &u);
-            }
-        }
-        Ok(())
+        self.view().layer_forward(upd, ctx.as_flattened_mut(), query, cache.view_mut(), &mut [T::ZERO; E])
     }
 
     /// Merged heads applied to every token in `schedule` order (application `k` is
@@ -146,7 +127,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
 
     /// VJP of [`MergedHead::layer_forward`]. `ctx_in` / `query_in` are the layer's inputs and `cache` its forward
     /// cache; `g_ctx` / `g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; `(dA, dB)` are added into
-    /// `grad`. `g_ctx` must have the length of `ctx_in` (extra entries are left alone, missing ones ignored).
+    /// `grad`. Errors: [`Error::LengthMismatch`] when `g_ctx` and `ctx_in` differ in length (nothing is written).
     #[allow(clippy::too_many_arguments)]
     pub fn layer_backward(
         &self,
@@ -157,57 +138,18 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         g_ctx: &mut [[T; E]],
         g_query: &mut [T; E],
         grad: &mut MergedHead<T, E>,
-    ) {
-        let mut dc = zeros::<T, E, E>();
-        // `C^T g` per token from `C^T`, once: the bits of a dot per output, vectorised across the outputs.
-        let ct = transpose(&cache.c);
-        let tokens = ctx_in.iter().chain(core::iter::once(query_in));
-        let grads = g_ctx.iter_mut().chain(core::iter::once(&mut *g_query));
-        for (h, g) in tokens.zip(grads) {
-            if let Some(c) = upd.clip {
-                // The coordinates the rule clamped pass no gradient.
-                let u = matvec(&cache.c, h);
-                let mut pre = *h;
-                let unclipped = Update { clip: None, ..*upd };
-                unclipped.apply(&mut pre, &u);
-                for (gi, p) in g.iter_mut().zip(pre.iter()) {
-                    // A NaN coordinate passes no gradient either.
-                    let inside = p.abs() <= c;
-                    if !inside {
-                        *gi = T::ZERO;
-                    }
-                }
-            }
-            let mut gu = [T::ZERO; E];
-            let first = upd.first.min(E);
-            if let (Some((_, o)), Some((_, gs))) = (gu.split_at_mut_checked(first), g.split_at_checked(first)) {
-                for (o, &gi) in o.iter_mut().zip(gs) {
-                    *o = if upd.scale == T::ONE { gi } else { upd.scale * gi };
-                }
-            }
-            add_outer(&mut dc, &gu, h);
-            let back = matvec_t_of_transpose(&ct, &gu);
-            for (gi, b) in g.iter_mut().zip(back.iter()) {
-                *gi += *b;
-            }
-        }
-        // C = B F, F = G A.
-        let db = matmul_nt(&dc, &cache.ga);
-        let df = matmul_tn(&self.b, &dc);
-        let da = matmul(&cache.gram, &df);
-        let dg = matmul_nt(&df, &self.a);
-        for (acc, d) in grad.b.iter_mut().zip(db.iter()) {
-            *acc += *d;
-        }
-        for (acc, d) in grad.a.iter_mut().zip(da.iter()) {
-            *acc += *d;
-        }
-        // G = sum_j e_j e_j^T: de_j = (dG + dG^T) e_j.
-        let sym = dg + transpose(&dg);
-        for (gj, e) in g_ctx.iter_mut().zip(ctx_in.iter()) {
-            for (gi, v) in gj.iter_mut().zip(matvec(&sym, e).iter()) {
-                *gi += *v;
-            }
-        }
+    ) -> Result<(), Error> {
+        let (mut mats, mut vecs) = ([[[T::ZERO; E]; E]; 6], [[T::ZERO; E]; 4]);
+        self.view().layer_backward(
+            upd,
+            cache.view(),
+            ctx_in.as_flattened(),
+            query_in,
+            g_ctx.as_flattened_mut(),
+            g_query,
+            GradMut { a: grad.a.as_mut_slice(), b: grad.b.as_mut_slice() },
+            mats.as_flattened_mut().as_flattened_mut(),
+            vecs.as_flattened_mut(),
+        )
     }
 }

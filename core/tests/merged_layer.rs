@@ -116,7 +116,7 @@ fn check_backward<const E: usize, const N: usize>(seed: u64, upd: Update<f64>, l
     let mut g_ctx: [[f64; E]; N] = core::array::from_fn(|j| r[j]);
     let mut g_q = r[N];
     let mut grad = MergedHead::<f64, E>::zeros();
-    m.layer_backward(&upd, &cache, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad);
+    m.layer_backward(&upd, &cache, &ctx, &query, &mut g_ctx, &mut g_q, &mut grad).unwrap();
 
     let f = |m: &MergedHead<f64, E>, c: &[[f64; E]; N], q: &[f64; E]| objective(m, &upd, c, q, &r);
     let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
@@ -185,7 +185,7 @@ fn pulled_back_merged_gradients_equal_the_unmerged_backward() {
         m.layer_forward(&Update::residual(), &mut c, &mut q, &mut cache).unwrap();
         let (mut gc1, mut gq1): ([[f64; 11]; 10], [f64; 11]) = (core::array::from_fn(|j| r[j]), r[10]);
         let mut dm = MergedHead::zeros();
-        m.layer_backward(&Update::residual(), &cache, &ctx, &query, &mut gc1, &mut gq1, &mut dm);
+        m.layer_backward(&Update::residual(), &cache, &ctx, &query, &mut gc1, &mut gq1, &mut dm).unwrap();
         let mut from_merged = Layer::<f64, 11, 11, 11, 1>::zeros();
         MergedHead::pullback(&layer.heads[0], &dm, &mut from_merged.heads[0]);
         let (mut gc2, mut gq2) = (gc1.map(|_| [0.0; 11]), [0.0; 11]);

@@ -217,7 +217,9 @@ impl<const E: usize> Forward<E> for Net<E> {
             else {
                 return (f32::NAN, [f32::NAN; E]);
             };
-            self.heads[h].layer_backward(&self.update, &caches[app], c_in, q_in, gc, gq, &mut grads[h]);
+            if self.heads[h].layer_backward(&self.update, &caches[app], c_in, q_in, gc, gq, &mut grads[h]).is_err() {
+                return (f32::NAN, [f32::NAN; E]);
+            }
         }
         (y_hat, g[n])
     }

@@ -18,7 +18,11 @@
 //!   [`matmul_nt`] (`A B^T`): the rank-one updates `A[:, k] B[:, k]^T` added for `k = 0, 1, ...` in order (computed
 //!   as [`matvec`] per column of `B^T`, the same bits).
 //!
-//! No function here allocates, indexes out of bounds or panics: shapes are const generics.
+//! No function here allocates, indexes out of bounds or panics: shapes are const generics. Each is a thin wrapper
+//! over its run-time-shape twin in [`slices`] (the one implementation), so a kernel has the same bits with constant
+//! and with run-time sizes.
+
+pub mod slices;
 
 use crate::Real;
 use nalgebra::SMatrix;
@@ -26,37 +30,19 @@ use nalgebra::SMatrix;
 /// `y += a * x`, element by element (two roundings per element; never fused).
 #[inline(always)]
 pub fn axpy<T: Real, const N: usize>(y: &mut [T; N], a: T, x: &[T; N]) {
-    for (yi, &xi) in y.iter_mut().zip(x.iter()) {
-        *yi += a * xi;
-    }
+    slices::axpy(y, a, x);
 }
 
 /// Dot product of two slices over their common length, in the four-lane order of the module contract.
 #[inline(always)]
 pub fn dot_slice<T: Real>(a: &[T], b: &[T]) -> T {
-    // Cut both to the common length first: chunking them separately would pair the longer one's tail with the
-    // shorter one's remainder.
-    let n = a.len().min(b.len());
-    let (a, b) = (a.get(..n).unwrap_or(a), b.get(..n).unwrap_or(b));
-    let mut lanes = [T::ZERO; 4];
-    let ca = a.chunks_exact(4);
-    let cb = b.chunks_exact(4);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for ((l, &xi), &yi) in lanes.iter_mut().zip(x).zip(y) {
-            *l += xi * yi;
-        }
-    }
-    for ((l, &xi), &yi) in lanes.iter_mut().zip(ra).zip(rb) {
-        *l += xi * yi;
-    }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    slices::dot(a, b)
 }
 
 /// Dot product of two arrays, in the four-lane order of the module contract.
 #[inline(always)]
 pub fn dot<T: Real, const N: usize>(a: &[T; N], b: &[T; N]) -> T {
-    dot_slice(a, b)
+    slices::dot(a, b)
 }
 
 /// `(e . a, e . b)` in one pass over `e`: each is the four-lane [`dot`] exactly (same products, same order, same
@@ -83,25 +69,21 @@ pub fn dot2<T: Real, const N: usize>(e: &[T; N], a: &[T; N], b: &[T; N]) -> (T, 
 #[inline(always)]
 pub fn matvec<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x: &[T; C]) -> [T; R] {
     let mut y = [T::ZERO; R];
-    matvec_acc(&mut y, a, x);
+    slices::matvec_acc(&mut y, a.as_slice(), x);
     y
 }
 
 /// `y += A x`, accumulating over columns in order (see [`matvec`]).
 #[inline(always)]
 pub fn matvec_acc<T: Real, const R: usize, const C: usize>(y: &mut [T; R], a: &SMatrix<T, R, C>, x: &[T; C]) {
-    for (col, &xc) in a.data.0.iter().zip(x.iter()) {
-        axpy(y, xc, col);
-    }
+    slices::matvec_acc(y, a.as_slice(), x);
 }
 
 /// `y = A^T x`: one four-lane [`dot`] per column of `A`.
 #[inline(always)]
 pub fn matvec_t<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x: &[T; R]) -> [T; C] {
     let mut y = [T::ZERO; C];
-    for (yc, col) in y.iter_mut().zip(a.data.0.iter()) {
-        *yc = dot(col, x);
-    }
+    slices::matvec_t(&mut y, a.as_slice(), x);
     y
 }
 
@@ -109,34 +91,21 @@ pub fn matvec_t<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>, x
 /// held as four vectors; see the module contract), vectorised across the outputs.
 #[inline(always)]
 pub fn matvec_t_of_transpose<T: Real, const R: usize, const C: usize>(at: &SMatrix<T, C, R>, x: &[T; R]) -> [T; C] {
-    let mut lanes = [[T::ZERO; C]; 4];
-    for (cols, xs) in at.data.0.chunks(4).zip(x.chunks(4)) {
-        for ((lane, col), &xk) in lanes.iter_mut().zip(cols).zip(xs) {
-            axpy(lane, xk, col);
-        }
-    }
-    let [l0, l1, l2, l3] = &lanes;
     let mut y = [T::ZERO; C];
-    for ((((yi, &a), &b), &c), &d) in y.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
-        *yi = (a + b) + (c + d);
-    }
+    slices::matvec_t_of_transpose(&mut y, at.as_slice(), x);
     y
 }
 
 /// `S += u v^T` (rank-one update), one `axpy` per column.
 #[inline(always)]
 pub fn add_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, C>, u: &[T; R], v: &[T; C]) {
-    for (col, &vc) in s.data.0.iter_mut().zip(v.iter()) {
-        axpy(col, vc, u);
-    }
+    slices::add_outer(s.as_mut_slice(), u, v);
 }
 
 /// `S -= u v^T` (rank-one downdate), one `axpy` per column with `-v[c]`.
 #[inline(always)]
 pub fn sub_outer<T: Real, const R: usize, const C: usize>(s: &mut SMatrix<T, R, C>, u: &[T; R], v: &[T; C]) {
-    for (col, &vc) in s.data.0.iter_mut().zip(v.iter()) {
-        axpy(col, -vc, u);
-    }
+    slices::sub_outer(s.as_mut_slice(), u, v);
 }
 
 /// `A B` for static matrices: column `j` of the result is [`matvec`]`(A, B[:, j])`.
@@ -145,22 +114,19 @@ pub fn matmul<T: Real, const R: usize, const K: usize, const C: usize>(
     b: &SMatrix<T, K, C>,
 ) -> SMatrix<T, R, C> {
     let mut out = zeros::<T, R, C>();
-    for (oc, bc) in out.data.0.iter_mut().zip(b.data.0.iter()) {
-        *oc = matvec(a, bc);
-    }
+    slices::matmul(out.as_mut_slice(), a.as_slice(), b.as_slice(), R, K);
     out
 }
 
-/// `A^T B` for static matrices: entry `(i, j)` is [`dot`]`(A[:, i], B[:, j])`.
+/// `A^T B` for static matrices: entry `(i, j)` is [`dot`]`(A[:, i], B[:, j])` (computed as
+/// [`matvec_t_of_transpose`] per column of `B`, the same bits).
 pub fn matmul_tn<T: Real, const R: usize, const C1: usize, const C2: usize>(
     a: &SMatrix<T, R, C1>,
     b: &SMatrix<T, R, C2>,
 ) -> SMatrix<T, C1, C2> {
-    let at = transpose(a);
+    let mut at = zeros::<T, C1, R>();
     let mut out = zeros::<T, C1, C2>();
-    for (oc, bc) in out.data.0.iter_mut().zip(b.data.0.iter()) {
-        *oc = matvec_t_of_transpose(&at, bc);
-    }
+    slices::matmul_tn(out.as_mut_slice(), a.as_slice(), b.as_slice(), C1, R, at.as_mut_slice());
     out
 }
 
@@ -171,11 +137,9 @@ pub fn matmul_nt<T: Real, const R: usize, const K: usize, const C: usize>(
     a: &SMatrix<T, R, K>,
     b: &SMatrix<T, C, K>,
 ) -> SMatrix<T, R, C> {
-    let bt = transpose(b);
+    let mut bt = zeros::<T, K, C>();
     let mut out = zeros::<T, R, C>();
-    for (oc, bc) in out.data.0.iter_mut().zip(bt.data.0.iter()) {
-        *oc = matvec(a, bc);
-    }
+    slices::matmul_nt(out.as_mut_slice(), a.as_slice(), b.as_slice(), R, K, bt.as_mut_slice());
     out
 }
 
@@ -188,13 +152,7 @@ pub fn frobenius_sq<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C
 #[inline(always)]
 pub fn transpose<T: Real, const R: usize, const C: usize>(a: &SMatrix<T, R, C>) -> SMatrix<T, C, R> {
     let mut out = zeros::<T, C, R>();
-    for (c, col) in a.data.0.iter().enumerate() {
-        for (out_col, &v) in out.data.0.iter_mut().zip(col.iter()) {
-            if let Some(x) = out_col.get_mut(c) {
-                *x = v;
-            }
-        }
-    }
+    slices::transpose(out.as_mut_slice(), a.as_slice(), R, C);
     out
 }
 
@@ -268,6 +226,10 @@ mod tests {
         check::<4, 4>();
         check::<9, 2>();
         check::<32, 7>();
+        // More outputs than one tile of the run-time kernel holds.
+        check::<7, 33>();
+        check::<5, 16>();
+        check::<6, 17>();
     }
 
     #[test]
