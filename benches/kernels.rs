@@ -185,7 +185,7 @@ fn train(c: &mut Criterion) {
     // K = 1 is the single layer (query-only kernel); K >= 2 distinct layers update every token (full-layer kernel).
     for layers in 1..=5usize {
         let update = Update { clip: reference::token_clip(layers), ..Update::residual() };
-        let init = Lsa::<11>::init(&mut stream_rng(0, streams::INIT), layers, (0..layers).collect(), update)
+        let init = Lsa::init(&mut stream_rng(0, streams::INIT), 11, layers, (0..layers).collect(), update)
             .expect("a valid model");
         let spec = TrainSpec {
             steps: 1,

@@ -11,7 +11,7 @@ mod embedded {
 use dualform::{LayerCache, MergedHead, Update};
 use dualform_harness::golden::Golden;
 use dualform_harness::model::{load_head, Lsa, Model};
-use dualform_harness::net::Forward;
+use dualform_harness::net::{Forward, Merged};
 use dualform_tests::firmware_dir;
 
 const E: usize = 11;
@@ -20,9 +20,9 @@ fn bits(m: &MergedHead<f32, E>) -> Vec<u32> {
     m.a.iter().chain(m.b.iter()).map(|v| v.to_bits()).collect()
 }
 
-fn harness_model(name: &str) -> (Lsa<E>, String) {
+fn harness_model(name: &str) -> (Lsa, String) {
     let f = dualform_tensors::TensorFile::read(&firmware_dir().join("data").join(name)).unwrap();
-    (Lsa::<E>::from_file(&f).unwrap(), f.sha256.clone())
+    (Lsa::from_file(&f, Some(E)).unwrap(), f.sha256.clone())
 }
 
 #[test]
@@ -45,13 +45,14 @@ fn embedded_deep_models_predict_the_harness_bits() {
         assert_eq!(sha, hash, "{file}");
         assert_eq!(schedule, net.schedule(), "{file}");
         assert_eq!(&update, net.update(), "{file}");
-        assert_eq!(heads.iter().map(bits).collect::<Vec<_>>(), net.heads().iter().map(bits).collect::<Vec<_>>());
+        let runtime = |m: &Merged| m.a.iter().chain(&m.b).map(|v| v.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(heads.iter().map(bits).collect::<Vec<_>>(), net.heads().iter().map(runtime).collect::<Vec<_>>());
         let mut ws = net.workspace(tasks::N);
         for t in 0..tasks::TASKS {
             let (mut ctx, mut query) = (tasks::CTX[t], tasks::QUERY[t]);
             let y = MergedHead::run_schedule(heads, schedule, &update, &mut ctx, &mut query, &mut LayerCache::zeros())
                 .unwrap();
-            let want = net.predict(&golden.ctx[t], &golden.query[t], &mut ws, None);
+            let want = net.predict(golden.ctx[t].as_flattened(), &golden.query[t], &mut ws, None);
             assert_eq!(y.to_bits(), want.to_bits(), "{file}, task {t}: {y} vs {want}");
         }
     }
@@ -62,7 +63,8 @@ fn embedded_deep_models_predict_the_harness_bits() {
 
 #[test]
 fn the_embedded_single_layer_is_the_files_weights() {
-    let (head, hash) = load_head::<E>(&firmware_dir().join("data/trained.safetensors")).unwrap();
+    let (head, hash) = load_head(&firmware_dir().join("data/trained.safetensors"), E).unwrap();
+    let head = head.to_fixed::<E>().unwrap();
     let w = &embedded::trained::WEIGHTS[0].heads[0];
     for (got, want) in [(&w.w_q, &head.w_q), (&w.w_k, &head.w_k), (&w.w_v, &head.w_v), (&w.p, &head.p)] {
         assert_eq!(

@@ -33,11 +33,11 @@ fn a_changed_weight_fails_the_check() {
     // One entry of W_V changed by 1e-4 relative: far below any tolerance a float comparison would use, visible in
     // the bits. (A change of one ulp in this weight is absorbed by rounding and reaches no output.)
     let file = dualform_tensors::TensorFile::read(&data.join("trained.safetensors")).unwrap();
-    let model = Lsa::<E>::from_file(&file).unwrap();
+    let model = Lsa::from_file(&file, Some(E)).unwrap();
     let mut head = model.layers()[0].clone();
-    head.w_v[(E - 1, 3)] *= 1.0 + 1e-4;
+    head.mats_mut()[2][3 * E + E - 1] *= 1.0 + 1e-4;
     let changed = tmp.join("trained.safetensors");
-    save(&Lsa::single(head), &[("model", "changed".into())], &changed).unwrap();
+    save(&Lsa::single(head).unwrap(), &[("model", "changed".into())], &changed).unwrap();
     let env = [("DUALFORM_WEIGHTS", changed.to_str().unwrap())];
     // The hash check names the weights...
     let err = check_golden::<E>(&dir, &data, &env).unwrap_err().to_string();
@@ -83,8 +83,8 @@ fn golden_tasks_follow_the_run_distribution() {
 
     let mut rng = dualform_harness::tasks::stream_rng(7, 0);
     let clipped = Update { scale: 1.0, first: 0, clip: Some(2.0) };
-    let stack = Lsa::<E>::init(&mut rng, 3, vec![0, 1, 2], clipped).unwrap();
-    let looped = Lsa::<E>::init(&mut rng, 1, vec![0; 3], Update { scale: 0.5, first: E - 1, clip: None }).unwrap();
+    let stack = Lsa::init(&mut rng, E, 3, vec![0, 1, 2], clipped).unwrap();
+    let looped = Lsa::init(&mut rng, E, 1, vec![0; 3], Update { scale: 0.5, first: E - 1, clip: None }).unwrap();
     save(&stack, &[("model", "untrained stack".into())], &data.join("stack.safetensors")).unwrap();
     save(&looped, &[("model", "untrained looped".into())], &data.join("looped.safetensors")).unwrap();
 

@@ -101,7 +101,7 @@ pub use layer::{prediction, Head, Layer, LsaLayer, Mask, Update};
 pub use merged::MergedHead;
 pub use merged_layer::LayerCache;
 pub use merged_ref::MergedRef;
-pub use reader::{read_gd, read_gd_merged, GdFit};
+pub use reader::{read_gd, read_gd_merged, read_gd_slices, GdFit, GdFitScalars};
 pub use scalar::Real;
 pub use softmax::{
     attend_softmax, online_max_sum, softmax, softmax_attention, softmax_attention_slices, softmax_token_update,

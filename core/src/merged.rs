@@ -115,14 +115,14 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
     pub fn query_update(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
         let (mut u, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
         // The shapes are right by construction, so the view cannot refuse them.
-        let _ = self.view().query_update(ctx.as_flattened(), h, &mut u, saved.as_flattened_mut());
+        let _ = self.view().query_update_at(ctx.as_flattened(), h, &mut u, saved.as_flattened_mut());
         u
     }
 
     /// The query token after the layer, `h + u`.
     pub fn query_forward(&self, ctx: &[[T; E]], h: &[T; E]) -> [T; E] {
         let (mut out, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
-        let _ = self.view().query_forward(ctx.as_flattened(), h, &mut out, saved.as_flattened_mut());
+        let _ = self.view().query_forward_at(ctx.as_flattened(), h, &mut out, saved.as_flattened_mut());
         out
     }
 
@@ -185,12 +185,12 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         let ctx = ctx.as_flattened();
         let (mut out, mut saved) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
         let saved = saved.as_flattened_mut();
-        view.query_forward(ctx, h, &mut out, saved)?;
+        view.query_forward_at(ctx, h, &mut out, saved)?;
         let g = loss_grad(&out);
         let (mut dh, mut scratch) = ([T::ZERO; E], [[T::ZERO; E]; 2]);
         let grad = GradMut { a: grad.a.as_mut_slice(), b: grad.b.as_mut_slice() };
         let g_ctx = g_ctx.map(|gc| gc.as_flattened_mut());
-        view.query_backward(ctx, h, saved, &g, grad, g_ctx, &mut dh, scratch.as_flattened_mut())?;
+        view.query_backward_at(ctx, h, saved, &g, grad, g_ctx, &mut dh, scratch.as_flattened_mut())?;
         Ok((out, dh))
     }
 

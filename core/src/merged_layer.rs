@@ -91,7 +91,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         query: &mut [T; E],
         cache: &mut LayerCache<T, E>,
     ) -> Result<(), Error> {
-        self.view().layer_forward(upd, ctx.as_flattened_mut(), query, cache.view_mut(), &mut [T::ZERO; E])
+        self.view().layer_forward_at(upd, ctx.as_flattened_mut(), query, cache.view_mut(), &mut [T::ZERO; E])
     }
 
     /// Merged heads applied to every token in `schedule` order (application `k` is
@@ -140,7 +140,7 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         grad: &mut MergedHead<T, E>,
     ) -> Result<(), Error> {
         let (mut mats, mut vecs) = ([[[T::ZERO; E]; E]; 6], [[T::ZERO; E]; 4]);
-        self.view().layer_backward(
+        self.view().layer_backward_at(
             upd,
             cache.view(),
             ctx_in.as_flattened(),

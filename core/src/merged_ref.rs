@@ -92,6 +92,34 @@ fn gather<T: Real>(z: &mut [T], ctx: &[T], a: &[T]) {
     }
 }
 
+/// Calls `$method` on a fixed-width instance (a function of its own, with the width a constant the compiler unrolls
+/// the short loops for) when the width is 2 to 17, and on the run-time width otherwise: the query kernels, whose
+/// loops are all of length E, are much faster with the width a constant. Every instance is the same
+/// code, so the results are the same bits whichever runs.
+macro_rules! by_width {
+    ($view:expr, $method:ident ( $($arg:expr),* )) => {
+        match $view.e {
+            2 => $view.$method::<2>($($arg),*),
+            3 => $view.$method::<3>($($arg),*),
+            4 => $view.$method::<4>($($arg),*),
+            5 => $view.$method::<5>($($arg),*),
+            6 => $view.$method::<6>($($arg),*),
+            7 => $view.$method::<7>($($arg),*),
+            8 => $view.$method::<8>($($arg),*),
+            9 => $view.$method::<9>($($arg),*),
+            10 => $view.$method::<10>($($arg),*),
+            11 => $view.$method::<11>($($arg),*),
+            12 => $view.$method::<12>($($arg),*),
+            13 => $view.$method::<13>($($arg),*),
+            14 => $view.$method::<14>($($arg),*),
+            15 => $view.$method::<15>($($arg),*),
+            16 => $view.$method::<16>($($arg),*),
+            17 => $view.$method::<17>($($arg),*),
+            _ => $view.$method::<0>($($arg),*),
+        }
+    };
+}
+
 impl<'w, T: Real> MergedRef<'w, T> {
     /// A view without the checks of [`MergedRef::new`], for the fixed-width [`crate::MergedHead`] whose shapes are
     /// right by construction.
@@ -125,10 +153,104 @@ impl<'w, T: Real> MergedRef<'w, T> {
         (6 * e * e, 4 * e)
     }
 
+    /// This view at width `W` (0: the run-time width), for [`by_width`].
+    #[inline(always)]
+    fn at<const W: usize>(&self) -> Self {
+        Self { e: if W == 0 { self.e } else { W }, ..*self }
+    }
+
+    #[inline(never)]
+    fn query_update_w<const W: usize>(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+        self.at::<W>().query_update_at(ctx, h, u, saved)
+    }
+
+    #[inline(never)]
+    fn query_forward_w<const W: usize>(&self, ctx: &[T], h: &[T], o: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+        self.at::<W>().query_forward_at(ctx, h, o, saved)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn query_backward_w<const W: usize>(
+        &self,
+        ctx: &[T],
+        h: &[T],
+        saved: &[T],
+        g: &[T],
+        grad: GradMut<'_, T>,
+        g_ctx: Option<&mut [T]>,
+        dh: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<(), Error> {
+        self.at::<W>().query_backward_at(ctx, h, saved, g, grad, g_ctx, dh, scratch)
+    }
+
+    /// The query's update `u = B z` with `z = sum_j e_j (e_j . A h)` over the tokens of `ctx`; `saved` (at least
+    /// `2 e` values) receives `A h` and `z` for [`MergedRef::query_backward`].
+    pub fn query_update(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+        by_width!(self, query_update_w(ctx, h, u, saved))
+    }
+
+    /// The query token after the layer, `out = h + u` ([`MergedRef::query_update`], whose `saved` it fills).
+    pub fn query_forward(&self, ctx: &[T], h: &[T], out: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+        by_width!(self, query_forward_w(ctx, h, out, saved))
+    }
+
+    /// VJP of [`MergedRef::query_forward`] for `g = dL/dout`, from its `saved` values: adds `(dA, dB)` into `grad`
+    /// and the context tokens' gradients into `g_ctx` (when given, of the length of `ctx`), and writes `dL/dh` into
+    /// `dh`. `scratch`: [`MergedRef::query_scratch`] values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn query_backward(
+        &self,
+        ctx: &[T],
+        h: &[T],
+        saved: &[T],
+        g: &[T],
+        grad: GradMut<'_, T>,
+        g_ctx: Option<&mut [T]>,
+        dh: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<(), Error> {
+        by_width!(self, query_backward_w(ctx, h, saved, g, grad, g_ctx, dh, scratch))
+    }
+
+    /// The layer on every token: `h_t <- rule(h_t, C h_t)` for the context tokens in order and then the query, with
+    /// `C` from the layer's input context; `cache` receives `G`, `F`, `C`, and `u` (`e` values) is scratch. Errors
+    /// (before any token changes): an invalid rule, wrong lengths.
+    pub fn layer_forward(
+        &self,
+        upd: &Update<T>,
+        ctx: &mut [T],
+        query: &mut [T],
+        cache: CacheMut<'_, T>,
+        u: &mut [T],
+    ) -> Result<(), Error> {
+        self.layer_forward_at(upd, ctx, query, cache, u)
+    }
+
+    /// VJP of [`MergedRef::layer_forward`]. `ctx_in` / `query_in` are the layer's inputs and `cache` its forward
+    /// cache; `g_ctx` / `g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; `(dA, dB)` are added into
+    /// `grad`. `mats` and `vecs`: scratch of the sizes [`MergedRef::layer_backward_scratch`] gives.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_backward(
+        &self,
+        upd: &Update<T>,
+        cache: CacheRef<'_, T>,
+        ctx_in: &[T],
+        query_in: &[T],
+        g_ctx: &mut [T],
+        g_query: &mut [T],
+        grad: GradMut<'_, T>,
+        mats: &mut [T],
+        vecs: &mut [T],
+    ) -> Result<(), Error> {
+        self.layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
+    }
+
     /// The query's update `u = B z` with `z = sum_j e_j (e_j . A h)` over the tokens of `ctx`; `saved` (at least
     /// `2 e` values) receives `A h` and `z` for [`MergedRef::query_backward`].
     #[inline(always)]
-    pub fn query_update(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+    pub(crate) fn query_update_at(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
         let e = self.e;
         token_count(ctx.len(), e)?;
         expect_len(e, h.len())?;
@@ -144,8 +266,8 @@ impl<'w, T: Real> MergedRef<'w, T> {
 
     /// The query token after the layer, `out = h + u` ([`MergedRef::query_update`], whose `saved` it fills).
     #[inline(always)]
-    pub fn query_forward(&self, ctx: &[T], h: &[T], out: &mut [T], saved: &mut [T]) -> Result<(), Error> {
-        self.query_update(ctx, h, out, saved)?;
+    pub(crate) fn query_forward_at(&self, ctx: &[T], h: &[T], out: &mut [T], saved: &mut [T]) -> Result<(), Error> {
+        self.query_update_at(ctx, h, out, saved)?;
         for (o, &hi) in out.iter_mut().zip(h) {
             *o = hi + *o;
         }
@@ -157,7 +279,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
     /// `dh`. `scratch`: [`MergedRef::query_scratch`] values.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub fn query_backward(
+    pub(crate) fn query_backward_at(
         &self,
         ctx: &[T],
         h: &[T],
@@ -219,7 +341,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
     /// `C` from the layer's input context; `cache` receives `G`, `F`, `C`, and `u` (`e` values) is scratch. Errors
     /// (before any token changes): an invalid rule, wrong lengths.
     #[inline(always)]
-    pub fn layer_forward(
+    pub(crate) fn layer_forward_at(
         &self,
         upd: &Update<T>,
         ctx: &mut [T],
@@ -254,7 +376,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
     /// `grad`. `mats` and `vecs`: scratch of the sizes [`MergedRef::layer_backward_scratch`] gives.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub fn layer_backward(
+    pub(crate) fn layer_backward_at(
         &self,
         upd: &Update<T>,
         cache: CacheRef<'_, T>,

@@ -28,7 +28,7 @@
 //! that `W0 = B'_yx / c` overflows gives an infinite `W0` but a finite residual (the residual does not depend on W0).
 
 use crate::layer::Head;
-use crate::linalg::{frobenius_sq, zeros};
+use crate::linalg::zeros;
 use crate::merged::MergedHead;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
@@ -72,9 +72,9 @@ pub fn read_gd<T: Real, const E: usize, const DK: usize, const DV: usize, const 
 
 /// The largest magnitude in `values` (NaN if any value is NaN; in any order, since the maximum does not depend on
 /// it).
-fn max_abs<'a, T: Real + 'a>(values: impl Iterator<Item = &'a T>) -> T {
+fn max_abs_of<T: Real>(values: impl Iterator<Item = T>) -> T {
     #[allow(clippy::eq_op)] // `x != x` is the NaN test (the scalar trait has no `is_nan`)
-    values.fold(T::ZERO, |m, &v| match () {
+    values.fold(T::ZERO, |m, v| match () {
         _ if m != m => m,
         _ if v != v || v.abs() > m => v.abs(),
         _ => m,
@@ -87,56 +87,95 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
     n: usize,
 ) -> Result<GdFit<T, D, DY>, Error> {
     const { assert!(D + DY == E, "the token width E must equal D + DY") };
+    let mut w0 = zeros::<T, DY, D>();
+    let f = read_gd_slices(E, D, head.a.as_slice(), head.b.as_slice(), n, w0.as_mut_slice())?;
+    Ok(GdFit { eta: f.eta, w0, scale: f.scale, residual: f.residual, functional: f.functional, dead: f.dead })
+}
+
+/// What [`read_gd_slices`] reads besides `W0`: the fields of [`GdFit`] of the same names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GdFitScalars<T> {
+    /// The learning rate (`c * N`).
+    pub eta: T,
+    /// The scale `a` taken out of `W_Q^T W_K`.
+    pub scale: T,
+    /// The relative Frobenius residual (0 = exactly a GD step).
+    pub residual: T,
+    /// The relative residual over the blocks that reach the query's prediction.
+    pub functional: T,
+    /// The norm of the blocks that never reach the query's prediction, relative to the functional normaliser.
+    pub dead: T,
+}
+
+/// The sum of squares of `values` in the four-lane order of [`crate::linalg::dot`] (lane `i mod 4`, then
+/// `(lane0 + lane1) + (lane2 + lane3)`): the bits of `dot(v, v)` over the same values.
+fn sum_sq_lanes<T: Real>(values: impl Iterator<Item = T>) -> T {
+    let mut lanes = [T::ZERO; 4];
+    for (i, v) in values.enumerate() {
+        if let Some(l) = lanes.get_mut(i % 4) {
+            *l += v * v;
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// [`read_gd_merged`] at widths chosen at run time: `A` and `B` are `e x e` (column-major) with `d` inputs and
+/// `e - d` targets; `W0` (`(e - d) x d`, column-major) is written into `w0`. The same arithmetic in the same order
+/// (the fixed-width reader calls this). Errors: those of [`read_gd_merged`], and [`Error::LengthMismatch`] for a
+/// matrix or `w0` of the wrong size.
+pub fn read_gd_slices<T: Real>(
+    e: usize,
+    d: usize,
+    a: &[T],
+    b: &[T],
+    n: usize,
+    w0: &mut [T],
+) -> Result<GdFitScalars<T>, Error> {
+    let dy = e.saturating_sub(d);
+    for (want, found) in [(e * e, a.len()), (e * e, b.len()), (dy * d, w0.len())] {
+        if want != found {
+            return Err(Error::LengthMismatch { expected: want, found });
+        }
+    }
     if n == 0 {
         return Err(Error::Empty);
     }
-    if DY == 0 {
+    if dy == 0 {
         return Err(Error::InvalidParameter("DY: a GD step needs at least one target coordinate"));
     }
-    let (a, b) = (&head.a, &head.b);
-    let at = |m: &SMatrix<T, E, E>, i: usize, j: usize| m.get((i, j)).copied().unwrap_or(T::ZERO);
-    let trace_x = (0..D).fold(T::ZERO, |s, i| s + at(a, i, i));
-    let scale = trace_x / T::from_f64(D as f64);
+    let at = |m: &[T], i: usize, j: usize| m.get(j * e + i).copied().unwrap_or(T::ZERO);
+    let trace_x = (0..d).fold(T::ZERO, |s, i| s + at(a, i, i));
+    let scale = trace_x / T::from_f64(d as f64);
     if scale == T::ZERO || !scale.is_finite() {
         return Err(Error::ZeroNormaliser);
     }
-    let a_n = a.map(|v| v / scale);
-    let b_n = b.map(|v| v * scale);
-    let trace_y = (0..DY).fold(T::ZERO, |s, i| s + at(&b_n, D + i, D + i));
-    let c = -trace_y / T::from_f64(DY as f64);
-    let mut w0 = zeros::<T, DY, D>();
+    // The normalised heads and the closest member, entry by entry (nothing is stored: e^2 values each).
+    let b_n = |i: usize, j: usize| at(b, i, j) * scale;
+    let trace_y = (0..dy).fold(T::ZERO, |s, i| s + b_n(d + i, d + i));
+    let c = -trace_y / T::from_f64(dy as f64);
+    w0.fill(T::ZERO);
     if c != T::ZERO {
-        for (j, col) in w0.data.0.iter_mut().enumerate() {
+        for (j, col) in w0.chunks_exact_mut(dy).enumerate() {
             for (i, v) in col.iter_mut().enumerate() {
-                *v = at(&b_n, D + i, j) / c;
+                *v = b_n(d + i, j) / c;
             }
         }
     }
-    let mut a_star = zeros::<T, E, E>();
-    let mut b_star = zeros::<T, E, E>();
-    for i in 0..D {
-        if let Some(v) = a_star.get_mut((i, i)) {
-            *v = T::ONE;
-        }
-    }
-    for i in 0..DY {
-        // The W0 block is matched exactly: copied, not rebuilt as c * (B'_yx / c), which overflows when c is tiny
-        // and would make the residual depend on W0.
-        for j in 0..D {
-            if let Some(v) = b_star.get_mut((D + i, j)) {
-                *v = at(&b_n, D + i, j);
-            }
-        }
-        if let Some(v) = b_star.get_mut((D + i, D + i)) {
-            *v = -c;
-        }
-    }
-    let da = a_n - a_star;
-    let db = b_n - b_star;
+    let a_star = |i: usize, j: usize| if i == j && i < d { T::ONE } else { T::ZERO };
+    // The W0 block is matched exactly: copied, not rebuilt as c * (B'_yx / c), which overflows when c is tiny and
+    // would make the residual depend on W0.
+    let b_star = |i: usize, j: usize| match () {
+        _ if i >= d && j < d => b_n(i, j),
+        _ if i >= d && i == j => -c,
+        _ => T::ZERO,
+    };
+    let da = |i: usize, j: usize| at(a, i, j) / scale - a_star(i, j);
+    let db = |i: usize, j: usize| b_n(i, j) - b_star(i, j);
+    let entries = || (0..e).flat_map(move |j| (0..e).map(move |i| (i, j)));
     // Sums of squares taken relative to the largest magnitude (so entries up to the type's maximum square without
     // overflow), in a fixed order: A's columns 0..D, then B's rows D..E (functional); the rest (dead).
-    let big = max_abs(da.iter().chain(db.iter()));
-    let norm_big = max_abs(a_star.iter().chain(b_star.iter()));
+    let big = max_abs_of(entries().map(|(i, j)| da(i, j)).chain(entries().map(|(i, j)| db(i, j))));
+    let norm_big = max_abs_of(entries().map(|(i, j)| a_star(i, j)).chain(entries().map(|(i, j)| b_star(i, j))));
     let infinite = big == T::INFINITY;
     let sq = |v: T| {
         // Relative to an infinite largest entry, infinite entries count 1 and finite ones 0 (the residual is then
@@ -152,25 +191,31 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
         };
         r * r
     };
-    let norm = (frobenius_sq(&a_star.map(|v| v / norm_big)) + frobenius_sq(&b_star.map(|v| v / norm_big))).sqrt();
+    // The construction's norm: each matrix's columns by the four-lane dot, summed column after column.
+    let frob = |m: &dyn Fn(usize, usize) -> T| {
+        (0..e).fold(T::ZERO, |acc, j| acc + sum_sq_lanes((0..e).map(|i| m(i, j) / norm_big)))
+    };
+    let norm = (frob(&a_star) + frob(&b_star)).sqrt();
     let (mut diff, mut functional_diff, mut dead_sq) = (T::ZERO, T::ZERO, T::ZERO);
-    for j in 0..E {
-        for i in 0..E {
-            let (va, vb) = (sq(at(&da, i, j)), sq(at(&db, i, j)));
-            if j < D {
+    for j in 0..e {
+        for i in 0..e {
+            let (va, vb) = (sq(da(i, j)), sq(db(i, j)));
+            if j < d {
                 functional_diff += va;
             } else {
                 dead_sq += va;
             }
-            if i >= D {
+            if i >= d {
                 functional_diff += vb;
             } else {
                 dead_sq += vb;
             }
         }
     }
-    for col in da.data.0.iter().chain(db.data.0.iter()) {
-        diff += col.iter().fold(T::ZERO, |s, &v| s + sq(v));
+    for m in [&da as &dyn Fn(usize, usize) -> T, &db] {
+        for j in 0..e {
+            diff += (0..e).fold(T::ZERO, |s, i| s + sq(m(i, j)));
+        }
     }
     // `relative(s)` = sqrt(s * big^2) / (norm * norm_big), with the magnitudes kept apart; an all-zero difference
     // (big = 0) is an exact match.
@@ -180,9 +225,8 @@ pub fn read_gd_merged<T: Real, const E: usize, const D: usize, const DY: usize>(
         _ => s.sqrt() / norm * (big / norm_big),
     };
     // The construction's dead blocks are zero, so its whole norm is functional.
-    Ok(GdFit {
+    Ok(GdFitScalars {
         eta: c * T::from_f64(n as f64),
-        w0,
         scale,
         residual: relative(diff),
         functional: relative(functional_diff),

@@ -6,23 +6,24 @@
 use crate::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
 use crate::eval::{compare_predictors, gd_net, tune_gd_rate, Comparison};
 use crate::model::Model;
-use crate::net::Net;
+use crate::net::{Merged, Net};
 use crate::references::{shared_rate, FitSpec};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::verdict::{over_seeds, rule, Agreement, Role, Ruling};
 use crate::HarnessError;
-use dualform::{read_gd_merged, MergedHead};
+use dualform::{read_gd_slices, GdFitScalars};
 use serde::{Deserialize, Serialize};
 
 /// The references, built on the evaluation seed's tuning tasks.
-pub struct References<const E: usize> {
+pub struct References {
     /// What the references are (for the report).
     pub summary: ReferenceSummary,
-    gd: Net<E>,
-    preconditioned: Net<E>,
-    optimum: Net<E>,
-    two_step: Net<E>,
+    gd: Net,
+    preconditioned: Net,
+    optimum: Net,
+    two_step: Net,
+    d: usize,
     n: usize,
 }
 
@@ -51,28 +52,28 @@ pub struct ReferenceSummary {
     pub two_step_eta: f64,
 }
 
-impl<const E: usize> References<E> {
+impl References {
     /// Builds every reference for `sampler` on `tasks` tuning tasks of `eval_seed` (the class optimum and the
     /// fitted preconditioner, which have d^2 and d free numbers, on ten times as many; the two-step rate on a fifth,
     /// validated).
-    pub fn build<const D: usize>(sampler: &TaskSampler, eval_seed: u64, tasks: usize) -> Result<Self, HarnessError> {
-        let n = sampler.n;
-        let gd_eta = tune_gd_rate::<D, E>(sampler, eval_seed, streams::TUNE, tasks)?;
+    pub fn build(sampler: &TaskSampler, eval_seed: u64, tasks: usize) -> Result<Self, HarnessError> {
+        let (d, n) = (sampler.d, sampler.n);
+        let gd_eta = tune_gd_rate(sampler, eval_seed, streams::TUNE, tasks)?;
         let closed_form = ClosedForm::of(sampler);
         let many = tasks.saturating_mul(10).min(1 << 20);
-        let fitted = fit_m::<E>(sampler, Class::Diagonal, eval_seed, streams::TUNE, many);
+        let fitted = fit_m(sampler, Class::Diagonal, eval_seed, streams::TUNE, many);
         let preconditioner_fitted: Vec<f64> = (0..sampler.d).map(|i| fitted[(i, i)]).collect();
         let (preconditioner, closed) = match &closed_form {
             Some(cf) => (cf.preconditioner.clone(), true),
             None => (preconditioner_fitted.clone(), false),
         };
-        let m = fit_m::<E>(sampler, Class::Full, eval_seed, streams::TUNE, many);
-        let preconditioned = m_net::<E>(&diagonal(&preconditioner), n);
-        let optimum = m_net::<E>(&m, n);
+        let m = fit_m(sampler, Class::Full, eval_seed, streams::TUNE, many);
+        let preconditioned = m_net(d, &diagonal(&preconditioner), n);
+        let optimum = m_net(d, &m, n);
         let spec = FitSpec { sampler, eval_seed, tasks: (tasks / 5).max(200), iters: 20 };
-        let two = shared_rate::<D, E>(2, spec)?;
+        let two = shared_rate(2, spec)?;
         let two_step_eta = two.model.etas()[0] as f64;
-        let residual = |net: &Net<E>| functional_residual::<D, E>(&net.heads()[0], n).unwrap_or(f64::NAN);
+        let residual = |net: &Net| functional_residual(d, &net.heads()[0], n).unwrap_or(f64::NAN);
         let summary = ReferenceSummary {
             closed_form,
             gd_eta,
@@ -82,43 +83,44 @@ impl<const E: usize> References<E> {
             optimum_residual: residual(&optimum),
             preconditioned_residual: residual(&preconditioned),
             preconditioner,
-            ridge_lambda: tune_ridge::<E>(sampler, eval_seed, streams::TUNE, tasks.min(4000)),
+            ridge_lambda: tune_ridge(sampler, eval_seed, streams::TUNE, tasks.min(4000)),
             two_step_eta,
         };
         Ok(Self {
             summary,
-            gd: gd_net::<D, E>(gd_eta as f32, n)?,
+            gd: gd_net(d, gd_eta as f32, n)?,
             preconditioned,
             optimum,
             two_step: two.model.net().clone(),
+            d,
             n,
         })
     }
 
     /// The same references with plain GD at rate `eta` instead of the tuned one (a wrong reference, for tests that
     /// the comparison detects it).
-    pub fn with_gd_eta<const D: usize>(mut self, eta: f64) -> Result<Self, HarnessError> {
-        self.gd = gd_net::<D, E>(eta as f32, self.n)?;
+    pub fn with_gd_eta(mut self, eta: f64) -> Result<Self, HarnessError> {
+        self.gd = gd_net(self.d, eta as f32, self.n)?;
         Ok(self)
     }
 
     /// The GD reference.
-    pub fn gd(&self) -> &Net<E> {
+    pub fn gd(&self) -> &Net {
         &self.gd
     }
 
     /// The preconditioned-GD reference.
-    pub fn preconditioned(&self) -> &Net<E> {
+    pub fn preconditioned(&self) -> &Net {
         &self.preconditioned
     }
 
     /// The fitted class optimum.
-    pub fn optimum(&self) -> &Net<E> {
+    pub fn optimum(&self) -> &Net {
         &self.optimum
     }
 
     /// Every reference with its name and role, in the order of the report's table.
-    fn list(&self) -> Vec<(String, Role, Predictor<'_, E>)> {
+    fn list(&self) -> Vec<(String, Role, Predictor<'_>)> {
         let pgd = if self.summary.preconditioner_closed_form {
             "preconditioned GD (closed form)"
         } else {
@@ -128,11 +130,11 @@ impl<const E: usize> References<E> {
             ("GD".into(), Role::Gd, Predictor::Net(&self.gd)),
             (pgd.into(), Role::Preconditioned, Predictor::Net(&self.preconditioned)),
             ("class optimum (fitted)".into(), Role::Optimum, Predictor::Net(&self.optimum)),
-            ("least squares".into(), Role::LeastSquares, Predictor::Ridge(0.0)),
+            ("least squares".into(), Role::LeastSquares, Predictor::Ridge { lambda: 0.0, d: self.d }),
             (
                 format!("ridge (lambda {:.3})", self.summary.ridge_lambda),
                 Role::Ridge,
-                Predictor::Ridge(self.summary.ridge_lambda),
+                Predictor::Ridge { lambda: self.summary.ridge_lambda, d: self.d },
             ),
             ("two GD steps".into(), Role::TwoStepGd, Predictor::Net(&self.two_step)),
         ]
@@ -140,20 +142,17 @@ impl<const E: usize> References<E> {
 }
 
 /// The relative residual of `head` against the GD family over the blocks that reach the prediction.
-pub fn functional_residual<const D: usize, const E: usize>(
-    head: &MergedHead<f32, E>,
-    n: usize,
-) -> Result<f64, dualform::Error> {
-    Ok(read_gd_f64::<D, E>(head, n)?.functional)
+pub fn functional_residual(d: usize, head: &Merged, n: usize) -> Result<f64, dualform::Error> {
+    Ok(read_gd_f64(d, head, n)?.0.functional)
 }
 
-/// The closest GD step to an f32 head, read in f64 ([`read_gd_merged`]).
-pub fn read_gd_f64<const D: usize, const E: usize>(
-    head: &MergedHead<f32, E>,
-    n: usize,
-) -> Result<dualform::GdFit<f64, D, 1>, dualform::Error> {
-    let h64 = MergedHead::<f64, E> { a: head.a.map(|v| v as f64), b: head.b.map(|v| v as f64) };
-    read_gd_merged::<f64, E, D, 1>(&h64, n)
+/// The closest GD step to an f32 head with `d` inputs and one target, read in f64 ([`read_gd_slices`]): the
+/// scalars of the fit and `W0` (d values).
+pub fn read_gd_f64(d: usize, head: &Merged, n: usize) -> Result<(GdFitScalars<f64>, Vec<f64>), dualform::Error> {
+    let widen = |m: &[f32]| m.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let mut w0 = vec![0.0; d];
+    let fit = read_gd_slices(head.width(), d, &widen(&head.a), &widen(&head.b), n, &mut w0)?;
+    Ok((fit, w0))
 }
 
 /// Where the assessment is measured.
@@ -188,35 +187,31 @@ pub struct Assessment {
 }
 
 /// Assesses `models` (one-layer nets, one per seed) against `refs` on held-out tasks.
-pub fn assess<const D: usize, const E: usize>(
-    models: &[&Net<E>],
-    refs: &References<E>,
-    held: Held<'_>,
-) -> Result<Assessment, HarnessError> {
+pub fn assess(models: &[&Net], refs: &References, held: Held<'_>) -> Result<Assessment, HarnessError> {
     let fits: Vec<(f64, f64)> = models
         .iter()
-        .map(|m| match read_gd_f64::<D, E>(&m.heads()[0], held.sampler.n) {
-            Ok(fit) => (fit.functional, fit.dead),
+        .map(|m| match read_gd_f64(held.sampler.d, &m.heads()[0], held.sampler.n) {
+            Ok((fit, _)) => (fit.functional, fit.dead),
             Err(_) => (f64::NAN, f64::NAN),
         })
         .collect();
-    let preds: Vec<Predictor<'_, E>> = models.iter().map(|m| Predictor::Net(m)).collect();
+    let preds: Vec<Predictor<'_>> = models.iter().map(|m| Predictor::Net(*m)).collect();
     Ok(assess_predictors(&preds, Some(&fits), refs, held))
 }
 
 /// Assesses any one-layer models (one per seed) against `refs`; `weights` holds each model's functional residual
 /// and dead-block norm where the model has LSA weights to read (`None`: the weight rule does not apply, and no
 /// residuals are reported).
-pub fn assess_predictors<const E: usize>(
-    models: &[Predictor<'_, E>],
+pub fn assess_predictors(
+    models: &[Predictor<'_>],
     weights: Option<&[(f64, f64)]>,
-    refs: &References<E>,
+    refs: &References,
     held: Held<'_>,
 ) -> Assessment {
     let Held { sampler, seed, count } = held;
     let list = refs.list();
-    let preds: Vec<Predictor<'_, E>> = list.iter().map(|(_, _, p)| *p).collect();
-    let compare = |a: Predictor<'_, E>| compare_predictors(a, &preds, sampler, seed, streams::EVAL, count);
+    let preds: Vec<Predictor<'_>> = list.iter().map(|(_, _, p)| *p).collect();
+    let compare = |a: Predictor<'_>| compare_predictors(a, &preds, sampler, seed, streams::EVAL, count);
     let per_seed: Vec<Vec<Comparison>> = models.iter().map(|m| compare(*m)).collect();
     let to_gd = compare(Predictor::Net(&refs.gd));
     let to_pgd = compare(Predictor::Net(&refs.preconditioned));
@@ -264,9 +259,9 @@ mod tests {
     #[test]
     fn constructed_models_get_the_verdict_their_construction_implies() {
         let s = sampler(10.0);
-        let refs = References::<7>::build::<6>(&s, 11, 20_000).unwrap();
+        let refs = References::build(&s, 11, 20_000).unwrap();
         let held = Held { sampler: &s, seed: 11, count: 4000 };
-        let outcome = |net: &Net<7>| assess::<6, 7>(&[net], &refs, held).unwrap().ruling;
+        let outcome = |net: &Net| assess(&[net], &refs, held).unwrap().ruling;
         let gd = outcome(refs.gd());
         eprintln!("GD construction: {}", gd.sentence);
         assert_eq!(gd.outcome, Outcome::ImplementsGd, "{gd:?}");
@@ -275,7 +270,7 @@ mod tests {
         // One Newton step with the population covariance, at the rate that minimises its loss.
         let inv: Vec<f64> = (0..6).map(|i| 1.0 / s.variance(i)).collect();
         let newton = tuned_scale(&s, &inv);
-        let ls = outcome(&m_net::<7>(&diagonal(&newton), 6));
+        let ls = outcome(&m_net(6, &diagonal(&newton), 6));
         eprintln!("preconditioned construction: {}\nNewton step: {}", pgd.sentence, ls.sentence);
         assert!(
             matches!(ls.outcome, Outcome::MatchesLossOnly | Outcome::DoesNotMatch),
@@ -283,7 +278,7 @@ mod tests {
         );
         // Half-way between GD and the preconditioned step: as close to one as to the other, loss between theirs.
         let mid: Vec<f64> = refs.summary.preconditioner.iter().map(|g| 0.5 * (g + refs.summary.gd_eta)).collect();
-        let m = outcome(&m_net::<7>(&diagonal(&mid), 6));
+        let m = outcome(&m_net(6, &diagonal(&mid), 6));
         eprintln!("midpoint: {}", m.sentence);
         assert_eq!(m.outcome, Outcome::MatchesLossOnly, "{m:?}");
         let mut rng = crate::tasks::stream_rng(5, 0);
@@ -291,26 +286,26 @@ mod tests {
             use rand_distr::Distribution;
             rand_distr::StandardNormal.sample(&mut rng)
         });
-        let r = outcome(&m_net::<7>(&random, 6));
+        let r = outcome(&m_net(6, &random, 6));
         eprintln!("random: {}", r.sentence);
         assert_eq!(r.outcome, Outcome::DoesNotMatch, "{r:?}");
 
         // At variance ratio 2 the preconditioned step gains about 1% over GD, so the loss alone cannot tell them apart
         // and the separation rule must.
         let mild = sampler(2.0);
-        let refs = References::<7>::build::<6>(&mild, 11, 20_000).unwrap();
+        let refs = References::build(&mild, 11, 20_000).unwrap();
         let held = Held { sampler: &mild, seed: 11, count: 4000 };
-        let a = assess::<6, 7>(&[refs.preconditioned()], &refs, held).unwrap();
+        let a = assess(&[refs.preconditioned()], &refs, held).unwrap();
         let gd_loss = a.agreements[0].loss.mean;
         assert!((a.loss.mean - gd_loss).abs() / gd_loss < 0.03, "the loss gap must be within the tolerance here");
         assert_eq!(a.ruling.outcome, Outcome::ImplementsPreconditionedGd, "{:?}", a.ruling);
-        let b = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        let b = assess(&[refs.gd()], &refs, held).unwrap();
         assert_eq!(b.ruling.outcome, Outcome::ImplementsGd, "{:?}", b.ruling);
 
         let iso = sampler(1.0);
-        let refs = References::<7>::build::<6>(&iso, 11, 20_000).unwrap();
+        let refs = References::build(&iso, 11, 20_000).unwrap();
         let held = Held { sampler: &iso, seed: 11, count: 4000 };
-        let a = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        let a = assess(&[refs.gd()], &refs, held).unwrap();
         assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{:?}", a.ruling);
         assert!(a.ruling.sentence.contains("optimum of its class"), "{}", a.ruling.sentence);
     }
@@ -320,21 +315,21 @@ mod tests {
     #[test]
     fn without_weights_the_rules_judge_by_behaviour_alone() {
         let s = sampler(1.0);
-        let refs = References::<7>::build::<6>(&s, 11, 20_000).unwrap();
+        let refs = References::build(&s, 11, 20_000).unwrap();
         let held = Held { sampler: &s, seed: 11, count: 4000 };
         let a = assess_predictors(&[Predictor::Net(refs.gd())], None, &refs, held);
         assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{:?}", a.ruling);
         assert!(a.ruling.sentence.contains("by behaviour alone"), "{}", a.ruling.sentence);
         assert!(a.residual.is_none() && a.residual_per_seed.is_empty());
         assert!(a.ruling.checks.iter().all(|c| c.name != "functional_residual"));
-        let with = assess::<6, 7>(&[refs.gd()], &refs, held).unwrap();
+        let with = assess(&[refs.gd()], &refs, held).unwrap();
         assert!(!with.ruling.sentence.contains("by behaviour alone"));
         assert!(with.ruling.checks.iter().any(|c| c.name == "functional_residual"));
     }
 
     /// `gamma` scaled by the factor that minimises the loss on tuning tasks (exact: the loss is quadratic in it).
     fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
-        let c = crate::eval::best_scale(&m_net::<7>(&diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
+        let c = crate::eval::best_scale(&m_net(6, &diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
         gamma.iter().map(|g| g * c).collect()
     }
 }

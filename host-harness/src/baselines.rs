@@ -7,28 +7,27 @@
 //! Fits are linear least squares in f64 over tasks the held-out evaluation never sees: the normal equations are
 //! accumulated per chunk of tasks and summed in chunk order (the result does not depend on the thread count).
 
-use crate::net::{Forward, Net, SoftmaxNet, Workspace};
+use crate::net::{Forward, Merged, Net};
 use crate::tasks::TaskSampler;
-use dualform::MergedHead;
 use nalgebra::{DMatrix, DVector};
 
 /// The LSA head computing `y_hat = 1/N sum_j y_j x_j^T M x_q` (`M` is `d x d`): `A_xx = M`, and `B`'s `y` row
 /// reads `-y_j / N` (the layer writes `-y_hat` into the query's `y`, as the GD construction does).
-pub fn m_head<const E: usize>(m: &DMatrix<f64>, n: usize) -> MergedHead<f32, E> {
-    let mut h = MergedHead::zeros();
-    let d = E - 1;
+pub fn m_head(d: usize, m: &DMatrix<f64>, n: usize) -> Merged {
+    let e = d + 1;
+    let mut h = Merged::zeros(e);
     for i in 0..d.min(m.nrows()) {
         for j in 0..d.min(m.ncols()) {
-            h.a[(i, j)] = m[(i, j)] as f32;
+            h.a[j * e + i] = m[(i, j)] as f32;
         }
     }
-    h.b[(d, d)] = -1.0 / n as f32;
+    h.b[d * e + d] = -1.0 / n as f32;
     h
 }
 
-/// The net of [`m_head`].
-pub fn m_net<const E: usize>(m: &DMatrix<f64>, n: usize) -> Net<E> {
-    Net::single(m_head::<E>(m, n))
+/// The net of [`m_head`] for `d` inputs.
+pub fn m_net(d: usize, m: &DMatrix<f64>, n: usize) -> Net {
+    Net::single(m_head(d, m, n)).unwrap_or_else(|_| unreachable!("a head of width d + 1 >= 1"))
 }
 
 /// The diagonal matrix of `gamma`.
@@ -47,13 +46,7 @@ pub enum Class {
 
 /// The least-squares `M` of `class` over `count` tasks of `(seed, first_stream + chunk)` (f64 normal equations, a
 /// relative ridge of 1e-12 on the diagonal against singular systems).
-pub fn fit_m<const E: usize>(
-    sampler: &TaskSampler,
-    class: Class,
-    seed: u64,
-    first_stream: u64,
-    count: usize,
-) -> DMatrix<f64> {
+pub fn fit_m(sampler: &TaskSampler, class: Class, seed: u64, first_stream: u64, count: usize) -> DMatrix<f64> {
     let d = sampler.d;
     let p = if class == Class::Full { d * d } else { d };
     // Blocks of chunks, each block's chunks in parallel and every chunk added in order: the memory of one block
@@ -62,7 +55,7 @@ pub fn fit_m<const E: usize>(
     let (mut ff, mut fy) = (DMatrix::zeros(p, p), DVector::zeros(p));
     let block = CHUNKS_PER_BLOCK * crate::tasks::CHUNK;
     for b in 0..count.div_ceil(block) {
-        let chunks = sampler.par_chunks::<E, (DMatrix<f64>, DVector<f64>, Vec<f64>)>(
+        let chunks = sampler.par_chunks::<(DMatrix<f64>, DVector<f64>, Vec<f64>)>(
             seed,
             first_stream + (b * CHUNKS_PER_BLOCK) as u64,
             block.min(count - b * block),
@@ -114,23 +107,26 @@ pub fn fit_m<const E: usize>(
 }
 
 /// `g = 1/N sum_j y_j x_j` in f64.
-fn gradient_at_zero<const E: usize>(ctx: &[[f32; E]], d: usize) -> Vec<f64> {
+fn gradient_at_zero(ctx: &[f32], d: usize) -> Vec<f64> {
+    let e = d + 1;
     let mut g = vec![0.0; d];
-    for e in ctx {
-        for (gi, x) in g.iter_mut().zip(e) {
-            *gi += e[E - 1] as f64 * *x as f64;
+    for tok in ctx.chunks_exact(e) {
+        for (gi, x) in g.iter_mut().zip(tok) {
+            *gi += tok[e - 1] as f64 * *x as f64;
         }
     }
-    let n = ctx.len().max(1) as f64;
+    let n = (ctx.len() / e).max(1) as f64;
     g.iter_mut().for_each(|v| *v /= n);
     g
 }
 
 /// Ridge regression on one task's context, `w = (X^T X + lambda I)^-1 X^T y` in f64 (`lambda = 0`: least squares,
 /// the minimum-norm solution when N < d). Returns `w`, which is also the prediction's sensitivity to `x_q`.
-pub fn ridge_weights<const E: usize>(ctx: &[[f32; E]], d: usize, lambda: f64) -> DVector<f64> {
-    let x = DMatrix::from_fn(ctx.len(), d, |i, j| ctx[i][j] as f64);
-    let t = DVector::from_iterator(ctx.len(), ctx.iter().map(|e| e[E - 1] as f64));
+pub fn ridge_weights(ctx: &[f32], d: usize, lambda: f64) -> DVector<f64> {
+    let e = d + 1;
+    let n = ctx.len() / e;
+    let x = DMatrix::from_fn(n, d, |i, j| ctx[i * e + j] as f64);
+    let t = DVector::from_iterator(n, ctx.chunks_exact(e).map(|tok| tok[e - 1] as f64));
     if lambda == 0.0 {
         return x.svd(true, true).solve(&t, 1e-12).unwrap_or_else(|_| DVector::zeros(d));
     }
@@ -144,10 +140,10 @@ pub fn ridge_weights<const E: usize>(ctx: &[[f32; E]], d: usize, lambda: f64) ->
 
 /// The ridge penalty (from a grid of 0 and 10^-4 .. 10^2 in steps of 10^0.25) with the lowest mean loss on the given
 /// tasks.
-pub fn tune_ridge<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> f64 {
+pub fn tune_ridge(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> f64 {
     let grid: Vec<f64> = std::iter::once(0.0).chain((0..=24).map(|k| 10f64.powf(-4.0 + 0.25 * k as f64))).collect();
     let d = sampler.d;
-    let sums = sampler.par_chunks::<E, Vec<f64>>(
+    let sums = sampler.par_chunks::<Vec<f64>>(
         seed,
         first_stream,
         count,
@@ -165,50 +161,71 @@ pub fn tune_ridge<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream
     grid[best]
 }
 
-/// A model a trained net is compared with: another net, or ridge regression on the context.
-#[derive(Clone, Copy)]
-pub enum Predictor<'a, const E: usize> {
-    /// An LSA net (any depth), on the core's kernels.
-    Net(&'a Net<E>),
-    /// A softmax attention net, on the core's kernels.
-    Softmax(&'a SoftmaxNet<E>),
-    /// Ridge regression on each task's context with this penalty (0: least squares).
-    Ridge(f64),
+/// A model's prediction and its sensitivity `d y_hat / d x_q` per task, behind a trait object (any [`Forward`] net
+/// is one), so that one list can hold nets of several kinds.
+pub trait Sensitive: Sync {
+    /// A workspace for contexts of `n` pairs.
+    fn new_workspace(&self, n: usize) -> Box<dyn std::any::Any + Send>;
+    /// The prediction and its sensitivity to the query's `d` inputs; `ws` is a workspace of this model (another
+    /// is replaced).
+    fn sensitivity(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> (f64, Vec<f64>);
 }
 
-impl<const E: usize> Predictor<'_, E> {
+impl<F: Forward> Sensitive for F {
+    fn new_workspace(&self, n: usize) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.workspace(n))
+    }
+
+    fn sensitivity(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> (f64, Vec<f64>) {
+        let e = self.width();
+        if !ws.is::<F::Workspace>() {
+            *ws = self.new_workspace(ctx.len() / e.max(1));
+        }
+        let Some(ws) = ws.downcast_mut::<F::Workspace>() else { return (f64::NAN, vec![f64::NAN; e - 1]) };
+        let mut g = vec![0.0f32; e];
+        let y = self.forward_backward(ctx, query, ws, |_| 1.0, None, Some(&mut g));
+        (y as f64, g[..e - 1].iter().map(|v| *v as f64).collect())
+    }
+}
+
+/// A model a trained net is compared with: an attention net of any kind, or ridge regression on the context.
+#[derive(Clone, Copy)]
+pub enum Predictor<'a> {
+    /// An attention net (LSA of any depth, softmax, ...), on the core's kernels.
+    Net(&'a dyn Sensitive),
+    /// Ridge regression on each task's context with this penalty (0: least squares), for `d` inputs.
+    Ridge {
+        /// The penalty.
+        lambda: f64,
+        /// The input dimension.
+        d: usize,
+    },
+}
+
+impl Predictor<'_> {
     /// A workspace for contexts of `n` pairs.
-    pub fn workspace(&self, n: usize) -> Option<Workspace<E>> {
+    pub fn workspace(&self, n: usize) -> Option<Box<dyn std::any::Any + Send>> {
         match self {
-            Predictor::Net(net) => Some(net.workspace(n)),
-            Predictor::Softmax(net) => Some(net.workspace(n)),
-            Predictor::Ridge(_) => None,
+            Predictor::Net(net) => Some(net.new_workspace(n)),
+            Predictor::Ridge { .. } => None,
         }
     }
 
     /// The prediction and its sensitivity `d y_hat / d x_q` for one task.
     pub fn predict_with_sensitivity(
         &self,
-        ctx: &[[f32; E]],
-        query: &[f32; E],
-        ws: &mut Option<Workspace<E>>,
+        ctx: &[f32],
+        query: &[f32],
+        ws: &mut Option<Box<dyn std::any::Any + Send>>,
     ) -> (f64, Vec<f64>) {
-        fn attention<const E: usize, F: Forward<E>>(
-            net: &F,
-            ctx: &[[f32; E]],
-            query: &[f32; E],
-            ws: &mut Option<Workspace<E>>,
-        ) -> (f64, Vec<f64>) {
-            let ws = ws.get_or_insert_with(|| net.workspace(ctx.len()));
-            let (y, g) = net.forward_backward(ctx, query, ws, |_| 1.0, None);
-            (y as f64, g[..E - 1].iter().map(|v| *v as f64).collect())
-        }
         match self {
-            Predictor::Net(net) => attention(*net, ctx, query, ws),
-            Predictor::Softmax(net) => attention(*net, ctx, query, ws),
-            Predictor::Ridge(lambda) => {
-                let w = ridge_weights(ctx, E - 1, *lambda);
-                let pred = (0..E - 1).map(|j| w[j] * query[j] as f64).sum();
+            Predictor::Net(net) => {
+                let ws = ws.get_or_insert_with(|| net.new_workspace(0));
+                net.sensitivity(ctx, query, ws)
+            }
+            Predictor::Ridge { lambda, d } => {
+                let w = ridge_weights(ctx, *d, *lambda);
+                let pred = (0..*d).map(|j| w[j] * query[j] as f64).sum();
                 (pred, w.as_slice().to_vec())
             }
         }
@@ -233,8 +250,8 @@ mod tests {
     fn closed_form_preconditioner_is_the_fitted_class_optimum() {
         let s = anisotropic(10.0);
         let cf = ClosedForm::of(&s).unwrap();
-        let full = fit_m::<11>(&s, Class::Full, 5, streams::TUNE, 40_000);
-        let diag = fit_m::<11>(&s, Class::Diagonal, 5, streams::TUNE, 40_000);
+        let full = fit_m(&s, Class::Full, 5, streams::TUNE, 40_000);
+        let diag = fit_m(&s, Class::Diagonal, 5, streams::TUNE, 40_000);
         // The fit is sharp where the variance is large and noisy where it is small (a reference fit with 400 000
         // tasks agreed within 1% everywhere): 5% on the five widest coordinates, 20% on all.
         for i in 0..10 {
@@ -247,16 +264,16 @@ mod tests {
         let max_off = off.map(|(i, j)| full[(i, j)].abs()).fold(0.0, f64::max);
         assert!(max_off < 0.1 * cf.preconditioner.iter().cloned().fold(0.0, f64::max), "off-diagonal {max_off}");
         // Losses on held-out tasks against the closed forms.
-        let held = |net: &Net<11>| loss(net, &s, 5, streams::EVAL, 40_000).mean;
-        let pgd = held(&m_net::<11>(&diagonal(&cf.preconditioner), 10));
-        let gd = held(&gd_net::<10, 11>(cf.eta as f32, 10).unwrap());
+        let held = |net: &Net| loss(net, &s, 5, streams::EVAL, 40_000).mean;
+        let pgd = held(&m_net(10, &diagonal(&cf.preconditioner), 10));
+        let gd = held(&gd_net(10, cf.eta as f32, 10).unwrap());
         assert!((pgd - cf.preconditioned_loss).abs() / cf.preconditioned_loss < 0.03, "{pgd} vs {cf:?}");
         assert!((gd - cf.loss).abs() / cf.loss < 0.03, "{gd} vs {cf:?}");
         assert!(pgd < 0.97 * gd, "preconditioning must help at variance ratio 10: {pgd} vs {gd}");
-        let fitted = held(&m_net::<11>(&full, 10));
+        let fitted = held(&m_net(10, &full, 10));
         assert!((fitted - pgd).abs() / pgd < 0.01, "fitted optimum {fitted} vs closed form {pgd}");
         // The tuned GD rate agrees with the closed form.
-        let eta = tune_gd_rate::<10, 11>(&s, 5, streams::TUNE, 40_000).unwrap();
+        let eta = tune_gd_rate(&s, 5, streams::TUNE, 40_000).unwrap();
         assert!((eta - cf.eta).abs() / cf.eta < 0.03, "{eta} vs {}", cf.eta);
     }
 
@@ -276,12 +293,12 @@ mod tests {
     fn m_head_of_a_scaled_identity_is_the_gd_construction() {
         let eta = 6.0;
         let m = DMatrix::<f64>::identity(10, 10) * eta;
-        let a = m_net::<11>(&m, 10);
-        let b = gd_net::<10, 11>(eta as f32, 10).unwrap();
+        let a = m_net(10, &m, 10);
+        let b = gd_net(10, eta as f32, 10).unwrap();
         let s = TaskSampler::new(10, 10, 1.0);
         let (la, lb) = (loss(&a, &s, 1, 0, 256).mean, loss(&b, &s, 1, 0, 256).mean);
         assert!((la - lb).abs() < 1e-6 * lb, "{la} vs {lb}");
-        assert_ne!(la, loss(&m_net::<11>(&(m * 1.01), 10), &s, 1, 0, 256).mean);
+        assert_ne!(la, loss(&m_net(10, &(m * 1.01), 10), &s, 1, 0, 256).mean);
     }
 
     /// Ridge at penalty 0 on a noiseless task with N >= d recovers the task exactly; a large penalty shrinks.
@@ -291,14 +308,15 @@ mod tests {
         let mut rng = crate::tasks::stream_rng(3, 0);
         let mut ctx = [[0.0f32; 5]; 12];
         let (q, y) = s.sample(&mut rng, &mut ctx);
-        let (pred, _) = Predictor::<5>::Ridge(0.0).predict_with_sensitivity(&ctx, &q, &mut None);
+        let ctx = ctx.as_flattened();
+        let (pred, _) = Predictor::Ridge { lambda: 0.0, d: 4 }.predict_with_sensitivity(ctx, &q, &mut None);
         assert!((pred - y as f64).abs() < 1e-5, "{pred} vs {y}");
-        let w0 = ridge_weights(&ctx, 4, 0.0).norm();
-        let w1 = ridge_weights(&ctx, 4, 10.0).norm();
+        let w0 = ridge_weights(ctx, 4, 0.0).norm();
+        let w1 = ridge_weights(ctx, 4, 10.0).norm();
         assert!(w1 < 0.5 * w0, "{w1} vs {w0}");
         // Label noise makes a positive penalty the better one.
         let noisy = TaskSampler { noise: 0.5, ..TaskSampler::new(10, 10, 1.0) };
-        assert!(tune_ridge::<11>(&noisy, 1, 0, 2000) > 0.0);
-        assert_eq!(tune_ridge::<5>(&s, 1, 0, 500), 0.0);
+        assert!(tune_ridge(&noisy, 1, 0, 2000) > 0.0);
+        assert_eq!(tune_ridge(&s, 1, 0, 500), 0.0);
     }
 }

@@ -405,7 +405,7 @@ pub struct Tasks<'a> {
 /// Every metric of `subject` on `tasks` with FT rate `lr` (ICL on shuffled labels when `shuffled`).
 pub fn evaluate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>, lr: f64, shuffled: bool) -> Scores {
     let hidden = tasks.sampler.hidden;
-    let parts = tasks.sampler.par_chunks::<E, (Vec<TaskScore>, usize)>(
+    let parts = tasks.sampler.par_chunks_fixed::<E, (Vec<TaskScore>, usize)>(
         tasks.seed,
         tasks.first_stream,
         tasks.count,
@@ -429,7 +429,7 @@ pub fn rate_grid() -> Vec<f64> {
 pub fn tune_ft_rate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>) -> f64 {
     let hidden = tasks.sampler.hidden;
     let loss = |lr: f64| {
-        let sums = tasks.sampler.par_chunks::<E, f64>(
+        let sums = tasks.sampler.par_chunks_fixed::<E, f64>(
             tasks.seed,
             tasks.first_stream,
             tasks.count,

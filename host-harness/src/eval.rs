@@ -7,7 +7,7 @@
 //! diff `|g_a - g_b|`. Each with a 95% interval over tasks ([`Stat`]).
 
 use crate::baselines::Predictor;
-use crate::net::{Forward, Net, Workspace};
+use crate::net::{Forward, Net};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use serde::{Deserialize, Serialize};
@@ -36,32 +36,32 @@ pub fn matches(c: &Comparison) -> bool {
 }
 
 /// `a` against each of `refs` on `count` tasks of the streams `(seed, first_stream + chunk)`.
-pub fn compare_many<const E: usize>(
-    a: &Net<E>,
-    refs: &[&Net<E>],
+pub fn compare_many(
+    a: &Net,
+    refs: &[&Net],
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,
     count: usize,
 ) -> Vec<Comparison> {
-    let refs: Vec<Predictor<'_, E>> = refs.iter().map(|r| Predictor::Net(r)).collect();
+    let refs: Vec<Predictor<'_>> = refs.iter().map(|r| Predictor::Net(*r)).collect();
     compare_predictors(Predictor::Net(a), &refs, sampler, seed, first_stream, count)
 }
 
 /// [`compare_many`] for any predictors (nets, or ridge regression on the context).
-pub fn compare_predictors<const E: usize>(
-    a: Predictor<'_, E>,
-    refs: &[Predictor<'_, E>],
+pub fn compare_predictors(
+    a: Predictor<'_>,
+    refs: &[Predictor<'_>],
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,
     count: usize,
 ) -> Vec<Comparison> {
     let r = refs.len();
-    type Spaces<const E: usize> = (Vec<Vec<f64>>, Option<Workspace<E>>, Vec<Option<Workspace<E>>>);
+    type Space = Option<Box<dyn std::any::Any + Send>>;
     // Per task: loss_a, then per reference (loss_b, preds diff, cos, diff, relative diff).
     let rows: Vec<Vec<f64>> = sampler
-        .par_chunks::<E, Spaces<E>>(
+        .par_chunks::<(Vec<Vec<f64>>, Space, Vec<Space>)>(
             seed,
             first_stream,
             count,
@@ -100,19 +100,12 @@ pub fn compare_predictors<const E: usize>(
 }
 
 /// `a` against `b` (see [`compare_many`]).
-pub fn compare<const E: usize>(
-    a: &Net<E>,
-    b: &Net<E>,
-    sampler: &TaskSampler,
-    seed: u64,
-    first_stream: u64,
-    count: usize,
-) -> Comparison {
+pub fn compare(a: &Net, b: &Net, sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Comparison {
     compare_many(a, &[b], sampler, seed, first_stream, count).remove(0)
 }
 
 /// The loss after each of the net's applications (the per-layer readout of the query's prediction).
-pub fn readout_losses<const E: usize, F: Forward<E>>(
+pub fn readout_losses<F: Forward>(
     net: &F,
     sampler: &TaskSampler,
     seed: u64,
@@ -121,7 +114,7 @@ pub fn readout_losses<const E: usize, F: Forward<E>>(
 ) -> Vec<Stat> {
     let k = net.applications();
     let rows: Vec<Vec<f64>> = sampler
-        .par_chunks::<E, (Vec<Vec<f64>>, Workspace<E>, Vec<f32>)>(
+        .par_chunks::<(Vec<Vec<f64>>, F::Workspace, Vec<f32>)>(
             seed,
             first_stream,
             count,
@@ -138,15 +131,9 @@ pub fn readout_losses<const E: usize, F: Forward<E>>(
 }
 
 /// The loss of `net` alone.
-pub fn loss<const E: usize, F: Forward<E>>(
-    net: &F,
-    sampler: &TaskSampler,
-    seed: u64,
-    first_stream: u64,
-    count: usize,
-) -> Stat {
+pub fn loss<F: Forward>(net: &F, sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
     let rows: Vec<f64> = sampler
-        .par_chunks::<E, (Vec<f64>, Workspace<E>)>(
+        .par_chunks::<(Vec<f64>, F::Workspace)>(
             seed,
             first_stream,
             count,
@@ -160,21 +147,19 @@ pub fn loss<const E: usize, F: Forward<E>>(
 }
 
 /// The loss of predicting 0.
-pub fn zero_loss<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
+pub fn zero_loss(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
     let rows = sampler
-        .par_chunks::<E, Vec<f64>>(seed, first_stream, count, Vec::new, |acc, _, _, y| {
-            acc.push(0.5 * (y as f64).powi(2))
-        })
+        .par_chunks::<Vec<f64>>(seed, first_stream, count, Vec::new, |acc, _, _, y| acc.push(0.5 * (y as f64).powi(2)))
         .concat();
     Stat::of(rows.iter().copied())
 }
 
 /// Ordinary least squares on each task's context (minimum-norm solution when N < d), in f64: the loss of the best
 /// linear fit of the context, an alternative that GD steps approach only slowly.
-pub fn ols_loss<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
+pub fn ols_loss(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
     let d = sampler.d;
     let rows = sampler
-        .par_chunks::<E, Vec<f64>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
+        .par_chunks::<Vec<f64>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
             let w = crate::baselines::ridge_weights(ctx, d, 0.0);
             let pred: f64 = (0..d).map(|j| w[j] * query[j] as f64).sum();
             acc.push(0.5 * (pred - y as f64).powi(2));
@@ -184,25 +169,14 @@ pub fn ols_loss<const E: usize>(sampler: &TaskSampler, seed: u64, first_stream: 
 }
 
 /// The rate of one GD step from 0 that minimises the mean loss over the given tasks, exactly (see [`best_scale`]).
-pub fn tune_gd_rate<const D: usize, const E: usize>(
-    sampler: &TaskSampler,
-    seed: u64,
-    first_stream: u64,
-    count: usize,
-) -> Result<f64, dualform::Error> {
-    Ok(best_scale(&gd_net::<D, E>(1.0, sampler.n)?, sampler, seed, first_stream, count))
+pub fn tune_gd_rate(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Result<f64, dualform::Error> {
+    Ok(best_scale(&gd_net(sampler.d, 1.0, sampler.n)?, sampler, seed, first_stream, count))
 }
 
 /// The factor `c` that minimises the mean loss of `c * unit`'s prediction over the given tasks, exactly: the
 /// prediction is `c * a` with `a` the unit net's, so the optimum is `sum a y / sum a^2` (chunk sums in order).
-pub fn best_scale<const E: usize>(
-    unit: &impl Forward<E>,
-    sampler: &TaskSampler,
-    seed: u64,
-    first_stream: u64,
-    count: usize,
-) -> f64 {
-    let sums = sampler.par_chunks::<E, (f64, f64, Workspace<E>)>(
+pub fn best_scale<F: Forward>(unit: &F, sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> f64 {
+    let sums = sampler.par_chunks::<(f64, f64, F::Workspace)>(
         seed,
         first_stream,
         count,
@@ -217,8 +191,14 @@ pub fn best_scale<const E: usize>(
     ay / aa
 }
 
-/// The core's one-step GD construction from `W0 = 0` with rate `eta` over `n` pairs, as a net.
-pub fn gd_net<const D: usize, const E: usize>(eta: f32, n: usize) -> Result<Net<E>, dualform::Error> {
-    let layer = dualform::gd_layer::<f32, D, 1, E>(&nalgebra::SMatrix::zeros(), eta, n)?;
-    Ok(Net::single(dualform::MergedHead::from_head(&layer.heads[0])))
+/// The core's one-step GD construction from `W0 = 0` with rate `eta` over `n` pairs of `d` inputs, as a net.
+pub fn gd_net(d: usize, eta: f32, n: usize) -> Result<Net, dualform::Error> {
+    Net::single(gd_head(d, eta, n)?.merged()).map_err(|_| dualform::Error::InvalidParameter("d"))
+}
+
+/// The core's one-step GD construction from `W0 = 0` with rate `eta` over `n` pairs of `d` inputs, as LSA weights.
+pub fn gd_head(d: usize, eta: f32, n: usize) -> Result<crate::model::LsaHead, dualform::Error> {
+    let mut head = crate::model::LsaHead::zeros(d + 1);
+    dualform::gd_head_into(d, 1, &vec![0.0; d], eta, None, n, head.mats_mut())?;
+    Ok(head)
 }

@@ -29,10 +29,15 @@ pub struct Golden<const E: usize> {
 impl<const E: usize> Golden<E> {
     /// `tasks` tasks of the distribution `sampler` from stream `(seed, 0..)`.
     pub fn generate(sampler: &TaskSampler, seed: u64, tasks: usize) -> Self {
-        let rows =
-            sampler.par_chunks::<E, Vec<(Vec<[f32; E]>, [f32; E], f32)>>(seed, 0, tasks, Vec::new, |acc, c, q, y| {
+        let rows = sampler.par_chunks_fixed::<E, Vec<(Vec<[f32; E]>, [f32; E], f32)>>(
+            seed,
+            0,
+            tasks,
+            Vec::new,
+            |acc, c, q, y| {
                 acc.push((c.to_vec(), *q, y));
-            });
+            },
+        );
         let mut g = Golden { ctx: Vec::new(), query: Vec::new(), y: Vec::new() };
         for (c, q, y) in rows.into_iter().flatten() {
             g.ctx.push(c);
@@ -143,7 +148,7 @@ pub fn export(
         // Every weight file is validated by the shared loader before anything is written.
         let files = [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")];
         for (src, _) in files {
-            crate::model::load_head::<E>(&from.join(src))?;
+            crate::model::load_head(&from.join(src), E)?;
         }
         for (src, dst) in files {
             std::fs::copy(from.join(src), out.join(dst))

@@ -9,13 +9,12 @@
 use crate::assess::{assess, read_gd_f64, Assessment, Held, References};
 use crate::baselines::Predictor;
 use crate::eval::{compare_predictors, Comparison};
-use crate::model::{Lsa, Model};
-use crate::net::Net;
+use crate::model::{Lsa, LsaHead, Model};
+use crate::net::{Merged, Net};
 use crate::report::{fmt_num, Table};
 use crate::settings::TaskArgs;
 use crate::tasks::streams;
 use crate::HarnessError;
-use dualform::{Head, MergedHead};
 use dualform_tensors::TensorFile;
 use std::path::{Path, PathBuf};
 
@@ -40,9 +39,9 @@ pub struct InspectArgs {
 
 /// A one-layer model read from a file.
 #[derive(Clone, Debug)]
-pub struct LoadedModel<const E: usize> {
+pub struct LoadedModel {
     /// Its merged head.
-    pub head: MergedHead<f32, E>,
+    pub head: Merged,
     /// Which layout it was read as.
     pub layout: &'static str,
     /// SHA-256 of the file.
@@ -77,15 +76,15 @@ pub fn token_width(path: &Path) -> Result<usize, HarnessError> {
     }
 }
 
-/// Reads a one-layer model of token width `E` from `path` (see the module docs).
-pub fn load_model<const E: usize>(path: &Path) -> Result<LoadedModel<E>, HarnessError> {
+/// Reads a one-layer model of token width `e` from `path` (see the module docs).
+pub fn load_model(path: &Path, e: usize) -> Result<LoadedModel, HarnessError> {
     let f = TensorFile::read_foreign(path)?;
     if f.meta.contains_key("format") {
-        let lsa = Lsa::<E>::from_file(&f)?;
+        let lsa = Lsa::from_file(&f, Some(e))?;
         let one = lsa.net().schedule().len() == 1 && *lsa.net().update() == dualform::Update::residual();
         return match (lsa.layers(), one) {
             ([head], true) => Ok(LoadedModel {
-                head: MergedHead::from_head(head),
+                head: head.merged(),
                 layout: "dualform-lsa-v1",
                 sha256: f.sha256.clone(),
                 n: f.meta.get("n").and_then(|v| v.parse().ok()),
@@ -99,15 +98,16 @@ pub fn load_model<const E: usize>(path: &Path) -> Result<LoadedModel<E>, Harness
             ))),
         };
     }
-    let mut head = Head::<f32, E, E, E>::zeros();
-    for (name, dst) in REFERENCE_NAMES.iter().zip([&mut head.w_q, &mut head.w_k, &mut head.w_v, &mut head.p]) {
-        let v = f.values(name, &[E, E])?;
+    let mut head = LsaHead::zeros(e);
+    for (name, dst) in REFERENCE_NAMES.iter().zip(head.mats_mut()) {
+        let v = f.values(name, &[e, e])?;
+        // Row-major [E, E] into column-major.
         for (k, x) in v.iter().enumerate() {
-            dst[(k / E, k % E)] = *x;
+            dst[(k % e) * e + k / e] = *x;
         }
     }
     Ok(LoadedModel {
-        head: MergedHead::from_head(&head),
+        head: head.merged(),
         layout: "reference (W_Q, W_K, W_V, P)",
         sha256: f.sha256,
         n: None,
@@ -129,9 +129,10 @@ pub struct Inspection {
     pub text: String,
 }
 
-/// Runs `dualform inspect` for `d` = `D`.
-pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<Inspection, HarnessError> {
-    let model = load_model::<E>(&args.model)?;
+/// Runs `dualform inspect` on validated arguments.
+fn inspect_model(args: &InspectArgs) -> Result<Inspection, HarnessError> {
+    let (d, e) = (args.task.d, args.task.d + 1);
+    let model = load_model(&args.model, e)?;
     if let Some(n) = model.n {
         if n != args.task.n {
             return Err(HarnessError::Usage(format!(
@@ -141,10 +142,10 @@ pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<I
         }
     }
     let sampler = args.task.sampler();
-    let net = Net::single(model.head.clone());
-    let refs = References::<E>::build::<D>(&sampler, args.eval_seed, args.eval_tasks)?;
+    let net = Net::single(model.head.clone())?;
+    let refs = References::build(&sampler, args.eval_seed, args.eval_tasks)?;
     let held = Held { sampler: &sampler, seed: args.eval_seed, count: args.eval_tasks };
-    let assessment = assess::<D, E>(&[&net], &refs, held)?;
+    let assessment = assess(&[&net], &refs, held)?;
     let other = match args.against.as_str() {
         "gd" | "pgd" | "optimum" => None,
         path => {
@@ -154,22 +155,25 @@ pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<I
                     "--against must be gd, pgd, optimum or a weight file (got {path:?}, not a file)"
                 )));
             }
-            Some(load_model::<E>(p)?)
+            Some(load_model(p, e)?)
         }
     };
-    let against_file = other.as_ref().map(|o| {
-        let o = Net::single(o.head.clone());
-        let c = compare_predictors(
-            Predictor::Net(&net),
-            &[Predictor::Net(&o)],
-            &sampler,
-            args.eval_seed,
-            streams::EVAL,
-            args.eval_tasks,
-        );
-        c[0]
-    });
-    let eta = read_gd_f64::<D, E>(&model.head, args.task.n).map_or(f64::NAN, |f| f.eta);
+    let against_file = match &other {
+        None => None,
+        Some(o) => {
+            let o = Net::single(o.head.clone())?;
+            let c = compare_predictors(
+                Predictor::Net(&net),
+                &[Predictor::Net(&o)],
+                &sampler,
+                args.eval_seed,
+                streams::EVAL,
+                args.eval_tasks,
+            );
+            Some(c[0])
+        }
+    };
+    let eta = read_gd_f64(d, &model.head, args.task.n).map_or(f64::NAN, |f| f.0.eta);
 
     let mut head = Table::new(
         format!("{} ({}, sha256 {}…)", args.model.display(), model.layout, &model.sha256[..12]),
@@ -224,7 +228,7 @@ pub fn inspect_d<const D: usize, const E: usize>(args: &InspectArgs) -> Result<I
     Ok(Inspection { assessment, against_file, eta, text })
 }
 
-/// `dualform inspect`: validates the arguments, reads the model's width, and runs [`inspect_d`].
+/// `dualform inspect`: validates the arguments, reads the model's width, and judges the model.
 pub fn inspect(args: &InspectArgs) -> Result<Inspection, HarnessError> {
     if !(2..=10_000_000).contains(&args.eval_tasks) {
         return Err(HarnessError::Usage(format!(
@@ -242,5 +246,5 @@ pub fn inspect(args: &InspectArgs) -> Result<Inspection, HarnessError> {
         )));
     }
     args.task.validate()?;
-    crate::with_d!(args.task.d, inspect_d(args))
+    inspect_model(args)
 }

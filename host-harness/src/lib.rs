@@ -103,11 +103,16 @@ impl From<dualform::Error> for HarnessError {
     }
 }
 
-/// Input dimensions the harness is compiled for (the core's sizes are compile-time constants).
-pub const SUPPORTED_D: std::ops::RangeInclusive<usize> = 1..=16;
+/// Input dimensions every LSA experiment, `inspect` and the references take (shapes are chosen at run time; the
+/// limit keeps a task's `d x d` fits and `(d + 1)^2` matrices per layer small).
+pub const SUPPORTED_D: std::ops::RangeInclusive<usize> = 1..=tasks::MAX_D;
 
-/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per supported d;
-/// `$f` is a function or a path to one (`X::run_d`).
+/// Input dimensions of the experiments whose nets still have widths fixed at compile time (`softmax`, `dai`,
+/// `golden`): one monomorphisation per d, through [`with_d!`].
+pub const FIXED_D: std::ops::RangeInclusive<usize> = 1..=16;
+
+/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per d in
+/// [`FIXED_D`]; `$f` is a function or a path to one.
 #[macro_export]
 macro_rules! with_d {
     ($d:expr, $($f:ident)::+ ( $($args:expr),* )) => {
@@ -129,9 +134,9 @@ macro_rules! with_d {
             15 => $($f)::+::<15, 16>($($args),*),
             16 => $($f)::+::<16, 17>($($args),*),
             other => Err($crate::HarnessError::Usage(format!(
-                "--d must be between {} and {} (got {other})",
-                $crate::SUPPORTED_D.start(),
-                $crate::SUPPORTED_D.end()
+                "--d must be between {} and {} for this command (its nets have fixed widths; got {other})",
+                $crate::FIXED_D.start(),
+                $crate::FIXED_D.end()
             ))),
         }
     };

@@ -7,7 +7,7 @@ use crate::net::Forward;
 use crate::tasks::TaskSampler;
 use serde::{Deserialize, Serialize};
 
-/// AdamW settings. [`AdamW::reference`] holds the reference constants (shared/DESIGN.md).
+/// AdamW settings. [`AdamW::reference`] holds the reference constants (docs/conventions.md).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamW {
     /// Learning rate.
@@ -93,15 +93,9 @@ pub struct FitReport {
 }
 
 /// Mean loss of `model` on the tasks `(seed, stream..)`, `count` of them.
-pub fn mean_loss<const E: usize, M: Model<E>>(
-    model: &M,
-    sampler: &TaskSampler,
-    seed: u64,
-    stream: u64,
-    count: usize,
-) -> f64 {
+pub fn mean_loss<M: Model>(model: &M, sampler: &TaskSampler, seed: u64, stream: u64, count: usize) -> f64 {
     let net = model.net();
-    let parts = sampler.par_chunks::<E, (f64, crate::net::Workspace<E>)>(
+    let parts = sampler.par_chunks::<(f64, <M::Net as Forward>::Workspace)>(
         seed,
         stream,
         count,
@@ -129,7 +123,7 @@ pub struct Validation {
 /// With `validation`, every accepted point of the trajectory (the start included) is evaluated on the validation
 /// tasks afterwards and the one with the lowest validation loss is kept: early stopping that protects against fits
 /// whose fitting loss keeps falling while rare tasks blow up (deep GD++ with geometrically growing rates does).
-pub fn fit_least_squares<const E: usize, M: Model<E>>(
+pub fn fit_least_squares<M: Model>(
     model: &mut M,
     sampler: &TaskSampler,
     seed: u64,
@@ -152,8 +146,8 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
         let net = model.net();
         let m = &*model;
         // Per chunk: J^T J, J^T r, and the per-task buffers (no allocation per task).
-        type Acc<const E: usize, G> = (Vec<f64>, Vec<f64>, crate::net::Workspace<E>, Vec<G>, Vec<f32>);
-        let parts = sampler.par_chunks::<E, Acc<E, <M::Net as Forward<E>>::Grad>>(
+        type Acc<F> = (Vec<f64>, Vec<f64>, <F as Forward>::Workspace, Vec<<F as Forward>::Grad>, Vec<f32>);
+        let parts = sampler.par_chunks::<Acc<M::Net>>(
             seed,
             stream,
             count,
@@ -161,7 +155,7 @@ pub fn fit_least_squares<const E: usize, M: Model<E>>(
             |(jtj, jtr, ws, merged, row), c, q, y| {
                 merged.clone_from_slice(&zero);
                 row.fill(0.0);
-                let (y_hat, _) = net.forward_backward(c, q, ws, |_| 1.0, Some(merged));
+                let y_hat = net.forward_backward(c, q, ws, |_| 1.0, Some(merged), None);
                 m.pullback(merged, row);
                 let r = (y_hat - y) as f64;
                 for i in 0..p {
@@ -305,10 +299,10 @@ mod tests {
     fn fitting_one_gd_step_finds_the_exact_optimum() {
         // One step from W0 = 0 is linear in eta: the optimum is sum(a y) / sum(a^2) with a the prediction at rate 1.
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let mut m = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
+        let mut m = GdFamily::new(10, GdKind::SharedRate, 1, 10, 1.0).unwrap();
         let report = fit_least_squares(&mut m, &sampler, 5, streams::TUNE, 4000, 20, None);
-        let unit = GdFamily::<10, 11>::new(GdKind::SharedRate, 1, 10, 1.0).unwrap();
-        let sums = sampler.par_chunks::<11, (f64, f64)>(
+        let unit = GdFamily::new(10, GdKind::SharedRate, 1, 10, 1.0).unwrap();
+        let sums = sampler.par_chunks::<(f64, f64)>(
             5,
             streams::TUNE,
             4000,

@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 
 /// A fitted reference and how the fit went.
 #[derive(Clone, Debug)]
-pub struct Fitted<const D: usize, const E: usize> {
+pub struct Fitted {
     /// Short name for tables ("GD", "GD, rate per step", "GD++").
     pub name: &'static str,
     /// The model.
-    pub model: GdFamily<D, E>,
+    pub model: GdFamily,
     /// The fit.
     pub fit: FitReport,
 }
@@ -48,8 +48,8 @@ pub struct FittedParams {
     pub fit: FitReport,
 }
 
-impl<const D: usize, const E: usize> From<&Fitted<D, E>> for FittedParams {
-    fn from(f: &Fitted<D, E>) -> Self {
+impl From<&Fitted> for FittedParams {
+    fn from(f: &Fitted) -> Self {
         Self {
             name: f.name.to_string(),
             kind: f.model.kind(),
@@ -76,7 +76,7 @@ pub struct FitSpec<'a> {
 
 impl FitSpec<'_> {
     /// Fits `model` (see the module docs).
-    pub fn fit<const E: usize, M: Model<E>>(&self, model: &mut M) -> FitReport {
+    pub fn fit<M: Model>(&self, model: &mut M) -> FitReport {
         let validation = Validation { stream: streams::VALIDATE, count: 5 * self.tasks };
         fit_least_squares(model, self.sampler, self.eval_seed, streams::TUNE, self.tasks, self.iters, Some(validation))
     }
@@ -88,36 +88,33 @@ pub fn score(r: &FitReport) -> f64 {
 }
 
 /// The best shared rate for `steps` steps: a grid scan, then least squares.
-pub fn shared_rate<const D: usize, const E: usize>(
-    steps: usize,
-    spec: FitSpec<'_>,
-) -> Result<Fitted<D, E>, HarnessError> {
-    let n = spec.sampler.n;
+pub fn shared_rate(steps: usize, spec: FitSpec<'_>) -> Result<Fitted, HarnessError> {
+    let (d, n) = (spec.sampler.d, spec.sampler.n);
     let mut best = (f64::INFINITY, 1.0f32);
     for k in 1..=48 {
         let eta = 0.25 * k as f32;
-        let m = GdFamily::<D, E>::new(GdKind::SharedRate, steps, n, eta)?;
+        let m = GdFamily::new(d, GdKind::SharedRate, steps, n, eta)?;
         let l = mean_loss(&m, spec.sampler, spec.eval_seed, streams::TUNE, spec.tasks);
         if l < best.0 {
             best = (l, eta);
         }
     }
-    let mut model = GdFamily::<D, E>::new(GdKind::SharedRate, steps, n, best.1)?;
+    let mut model = GdFamily::new(d, GdKind::SharedRate, steps, n, best.1)?;
     let fit = spec.fit(&mut model);
     Ok(Fitted { name: "GD", model, fit })
 }
 
 /// Fits `kind` from each start (flat parameters) and keeps the lowest validation loss.
-fn best_of<const D: usize, const E: usize>(
+fn best_of(
     name: &'static str,
     kind: GdKind,
     steps: usize,
     starts: &[Vec<f32>],
     spec: FitSpec<'_>,
-) -> Result<Fitted<D, E>, HarnessError> {
-    let mut best: Option<Fitted<D, E>> = None;
+) -> Result<Fitted, HarnessError> {
+    let mut best: Option<Fitted> = None;
     for start in starts {
-        let mut model = GdFamily::<D, E>::new(kind, steps, spec.sampler.n, 1.0)?;
+        let mut model = GdFamily::new(spec.sampler.d, kind, steps, spec.sampler.n, 1.0)?;
         model.set_params(start);
         let fit = spec.fit(&mut model);
         if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
@@ -128,16 +125,13 @@ fn best_of<const D: usize, const E: usize>(
 }
 
 /// The three references for `steps` steps: shared rate, a rate per step, GD++ per step.
-pub fn fit_all<const D: usize, const E: usize>(
-    steps: usize,
-    spec: FitSpec<'_>,
-) -> Result<Vec<Fitted<D, E>>, HarnessError> {
-    let shared = shared_rate::<D, E>(steps, spec)?;
+pub fn fit_all(steps: usize, spec: FitSpec<'_>) -> Result<Vec<Fitted>, HarnessError> {
+    let shared = shared_rate(steps, spec)?;
     let eta = shared.model.etas()[0];
     let ramp = |lo: f32, hi: f32| -> Vec<f32> {
         (0..steps).map(|k| eta * (lo + (hi - lo) * k as f32 / (steps.max(2) - 1) as f32)).collect()
     };
-    let per_step = best_of::<D, E>(
+    let per_step = best_of(
         "GD, rate per step",
         GdKind::PerStep,
         steps,
@@ -147,7 +141,7 @@ pub fn fit_all<const D: usize, const E: usize>(
     let with_gamma =
         |etas: &[f32], g: f32| -> Vec<f32> { etas.iter().copied().chain(std::iter::repeat_n(g, steps)).collect() };
     let best_etas = per_step.model.etas().to_vec();
-    let pp = best_of::<D, E>(
+    let pp = best_of(
         "GD++",
         GdKind::PlusPlus,
         steps,
@@ -159,7 +153,7 @@ pub fn fit_all<const D: usize, const E: usize>(
 
 /// The last GD++ step's `gamma` moves the inputs after the last readout, so it never reaches the prediction (its
 /// gradient is exactly 0 and the fit leaves it at its start): set it to 0 so that reports show no arbitrary value.
-fn without_last_gamma<const D: usize, const E: usize>(mut f: Fitted<D, E>) -> Fitted<D, E> {
+fn without_last_gamma(mut f: Fitted) -> Fitted {
     if f.model.kind() == GdKind::PlusPlus {
         let mut p = f.model.params();
         if let Some(last) = p.last_mut() {
@@ -178,7 +172,7 @@ mod tests {
     fn richer_references_are_never_worse_on_the_tuning_tasks() {
         let sampler = TaskSampler::new(4, 6, 1.0);
         let spec = FitSpec { sampler: &sampler, eval_seed: 3, tasks: 1500, iters: 15 };
-        let refs = fit_all::<4, 5>(3, spec).unwrap();
+        let refs = fit_all(3, spec).unwrap();
         let losses: Vec<f64> = refs.iter().map(|r| score(&r.fit)).collect();
         assert!(losses[1] <= losses[0] && losses[2] <= losses[1], "{losses:?}");
         assert!(refs.iter().all(|r| r.fit.validation_loss.is_some() && r.fit.kept_step <= r.fit.accepted_steps));

@@ -72,7 +72,7 @@ pub fn measure<const E: usize>(
     let k = heads.len();
     // Per layer: (cosine, residual, normalised error, logit std) samples and the skipped count.
     type Acc<const E: usize> = (Vec<[Vec<f64>; 4]>, Vec<usize>, Workspace<E>);
-    let parts = sampler.par_chunks::<E, Acc<E>>(
+    let parts = sampler.par_chunks_fixed::<E, Acc<E>>(
         seed,
         first_stream,
         count,

@@ -9,7 +9,7 @@
 //! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
 //! in chunk order. Which stream ids a run uses for what is decided in one place, [`streams`].
 
-use dualform::linalg::dot;
+use dualform::linalg::dot_slice;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -105,7 +105,7 @@ pub enum Family {
 }
 
 /// The largest input dimension a sampler supports.
-pub const MAX_D: usize = 16;
+pub const MAX_D: usize = 256;
 
 impl TaskSampler {
     /// The reference distribution with `d` inputs, `n` pairs and input range `input_range` (weight scale 1,
@@ -149,10 +149,16 @@ pub fn geometric_scales(d: usize, ratio: f64) -> Vec<f64> {
 }
 
 impl TaskSampler {
-    /// The task vector `w` of a task: d standard normals (ziggurat) times the weight scale, from `rng`, or with a
-    /// pool, the vector of a uniformly chosen index (one draw from `rng`) from that index's own stream.
-    fn task_vector<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus) -> [f32; E] {
-        let mut w = [0.0f32; E];
+    /// The token width `E = d + 1` (inputs, then the scalar target).
+    pub fn width(&self) -> usize {
+        self.d + 1
+    }
+
+    /// The task vector `w` of a task into `w` (its first d entries; the rest are left at 0): d standard normals
+    /// (ziggurat) times the weight scale, from `rng`, or with a pool, the vector of a uniformly chosen index (one
+    /// draw from `rng`) from that index's own stream.
+    fn task_vector(&self, rng: &mut Xoshiro256PlusPlus, w: &mut [f32]) {
+        w.fill(0.0);
         let mut pooled;
         let source = if self.pool == 0 {
             rng
@@ -164,22 +170,29 @@ impl TaskSampler {
             let z: f32 = StandardNormal.sample(source);
             *wi = if self.weight_scale == 1.0 { z } else { z * self.weight_scale };
         }
-        w
     }
 
-    /// Draws one task: fills `ctx` (N tokens of width `E = d + 1`) and returns the query token `(x_q, 0)` and `y_q`.
-    /// The task comes first (`w`, from the pool if there is one; for sine tasks, amplitude and phase from one draw of
-    /// 64 bits, [`sine_parameters`]), then the inputs token by token, two per 64 random bits ([`uniform_pair`]); the
-    /// labels of the last `hidden` context tokens are drawn and then set to 0.
-    pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
-        let (w, sine) = match self.family {
-            Family::Linear => (self.task_vector::<E>(rng), None),
-            Family::Sine => ([0.0; E], Some(sine_parameters(rng.next_u64()))),
-            Family::Recall => return self.recall(rng, ctx),
+    /// Draws one task into `ctx` (its N tokens of width `E = d + 1`, token `j` at `j * E..`) and `query` (E values,
+    /// the query token `(x_q, 0)`), and returns `y_q`. `w` is E values of scratch (the task vector). The task comes
+    /// first (`w`, from the pool if there is one; for sine tasks, amplitude and phase from one draw of 64 bits,
+    /// [`sine_parameters`]), then the inputs token by token, two per 64 random bits ([`uniform_pair`]); the labels of
+    /// the last `hidden` context tokens are drawn and then set to 0.
+    pub fn sample_into(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [f32], query: &mut [f32], w: &mut [f32]) -> f32 {
+        let e = self.width();
+        let sine = match self.family {
+            Family::Linear => {
+                self.task_vector(rng, w);
+                None
+            }
+            Family::Sine => {
+                w.fill(0.0);
+                Some(sine_parameters(rng.next_u64()))
+            }
+            Family::Recall => return self.recall(rng, ctx, query),
         };
         let range = self.input_range;
         let shaped = !self.isotropic() || self.mean != 0.0;
-        let mut draw = |token: &mut [f32; E]| {
+        let mut draw = |token: &mut [f32]| {
             let mut pairs = token[..self.d].chunks_exact_mut(2);
             for pair in &mut pairs {
                 let (u, v) = uniform_pair(rng.next_u64());
@@ -194,9 +207,9 @@ impl TaskSampler {
                     *x = *x * c + self.mean;
                 }
             }
-            token[E - 1] = 0.0;
+            token[e - 1] = 0.0;
             let y = match sine {
-                None => dot(&w, token),
+                None => dot_slice(w, token),
                 Some((a, b)) => a * (token[0] + b).sin(),
             };
             if self.noise == 0.0 {
@@ -206,44 +219,82 @@ impl TaskSampler {
                 y + self.noise * z
             }
         };
-        let labelled = ctx.len().saturating_sub(self.hidden);
-        for (j, e) in ctx.iter_mut().enumerate() {
-            let y = draw(e);
-            e[E - 1] = if j < labelled { y } else { 0.0 };
+        let labelled = (ctx.len() / e).saturating_sub(self.hidden);
+        for (j, tok) in ctx.chunks_exact_mut(e).enumerate() {
+            let y = draw(tok);
+            tok[e - 1] = if j < labelled { y } else { 0.0 };
         }
-        let mut query = [0.0f32; E];
-        let y = draw(&mut query);
+        draw(query)
+    }
+
+    /// [`TaskSampler::sample_into`] for tokens of a width fixed at compile time (`E = d + 1`): fills `ctx` and
+    /// returns the query token and `y_q`.
+    pub fn sample<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
+        let (mut query, mut w) = ([0.0f32; E], [0.0f32; E]);
+        let y = self.sample_into(rng, ctx.as_flattened_mut(), &mut query, &mut w);
         (query, y)
     }
 
     /// An associative-recall task ([`Family::Recall`]): every pair's key then value, in order, then the index of
     /// the queried pair (one draw of 64 bits, modulo N).
-    fn recall<const E: usize>(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [[f32; E]]) -> ([f32; E], f32) {
-        for e in ctx.iter_mut() {
-            *e = [0.0; E];
+    fn recall(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [f32], query: &mut [f32]) -> f32 {
+        let e = self.width();
+        for tok in ctx.chunks_exact_mut(e) {
+            tok.fill(0.0);
             let mut norm = 0.0f32;
-            for k in e[..self.d].iter_mut() {
+            for k in tok[..self.d].iter_mut() {
                 *k = StandardNormal.sample(rng);
                 norm += *k * *k;
             }
             let scale = if norm > 0.0 { norm.sqrt().recip() } else { 0.0 };
-            for k in e[..self.d].iter_mut() {
+            for k in tok[..self.d].iter_mut() {
                 *k *= scale;
             }
-            e[E - 1] = StandardNormal.sample(rng);
+            tok[e - 1] = StandardNormal.sample(rng);
         }
-        if ctx.is_empty() {
-            return ([0.0; E], 0.0);
+        query.fill(0.0);
+        let n = ctx.len() / e;
+        if n == 0 {
+            return 0.0;
         }
-        let mut query = ctx[(rng.next_u64() % ctx.len() as u64) as usize];
-        let y = query[E - 1];
-        query[E - 1] = 0.0;
-        (query, y)
+        let j = (rng.next_u64() % n as u64) as usize;
+        query.copy_from_slice(&ctx[j * e..(j + 1) * e]);
+        let y = query[e - 1];
+        query[e - 1] = 0.0;
+        y
     }
 
     /// Visits the `count` tasks of the stream family `(seed, first_stream + chunk)`, chunk by chunk in parallel,
-    /// calling `f(chunk_index, task_index_in_chunk, ctx, query, y)` and reducing the per-chunk results in order.
-    pub fn par_chunks<const E: usize, A: Send>(
+    /// calling `f(acc, ctx, query, y)` with the context as N tokens of width `E = d + 1` in one slice and reducing
+    /// the per-chunk results in order.
+    pub fn par_chunks<A: Send>(
+        &self,
+        seed: u64,
+        first_stream: u64,
+        count: usize,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &[f32], &[f32], f32) + Sync,
+    ) -> Vec<A> {
+        use rayon::prelude::*;
+        let chunks = count.div_ceil(CHUNK);
+        let e = self.width();
+        (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let mut rng = stream_rng(seed, first_stream + c as u64);
+                let (mut ctx, mut query, mut w) = (vec![0.0f32; self.n * e], vec![0.0f32; e], vec![0.0f32; e]);
+                let mut acc = init();
+                for _ in 0..CHUNK.min(count - c * CHUNK) {
+                    let y = self.sample_into(&mut rng, &mut ctx, &mut query, &mut w);
+                    f(&mut acc, &ctx, &query, y);
+                }
+                acc
+            })
+            .collect()
+    }
+
+    /// [`TaskSampler::par_chunks`] with tokens of a width fixed at compile time (`E = d + 1`).
+    pub fn par_chunks_fixed<const E: usize, A: Send>(
         &self,
         seed: u64,
         first_stream: u64,
@@ -251,21 +302,11 @@ impl TaskSampler {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &[[f32; E]], &[f32; E], f32) + Sync,
     ) -> Vec<A> {
-        use rayon::prelude::*;
-        let chunks = count.div_ceil(CHUNK);
-        (0..chunks)
-            .into_par_iter()
-            .map(|c| {
-                let mut rng = stream_rng(seed, first_stream + c as u64);
-                let mut ctx = vec![[0.0f32; E]; self.n];
-                let mut acc = init();
-                for _ in 0..CHUNK.min(count - c * CHUNK) {
-                    let (query, y) = self.sample(&mut rng, &mut ctx);
-                    f(&mut acc, &ctx, &query, y);
-                }
-                acc
-            })
-            .collect()
+        self.par_chunks(seed, first_stream, count, init, |acc, ctx, query, y| {
+            if let Ok(q) = <&[f32; E]>::try_from(query) {
+                f(acc, ctx.as_chunks::<E>().0, q, y);
+            }
+        })
     }
 }
 
@@ -366,13 +407,15 @@ mod tests {
         let mut rng = stream_rng(5, 0);
         let mut seen: Vec<[f32; 4]> = Vec::new();
         for _ in 0..200 {
-            let w = pool.task_vector::<4>(&mut rng);
+            let mut w = [0.0f32; 4];
+            pool.task_vector(&mut rng, &mut w);
             if !seen.contains(&w) {
                 seen.push(w);
             }
         }
         assert_eq!(seen.len(), 3);
-        let other = TaskSampler { pool_seed: 10, ..pool }.task_vector::<4>(&mut rng);
+        let mut other = [0.0f32; 4];
+        TaskSampler { pool_seed: 10, ..pool }.task_vector(&mut rng, &mut other);
         assert!(!seen.contains(&other));
     }
 

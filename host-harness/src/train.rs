@@ -33,7 +33,7 @@ pub struct TrainSpec {
     pub clip: f64,
 }
 
-/// The reference training rules by depth (shared/DESIGN.md; the reference notebook's settings).
+/// The reference training rules by depth (docs/conventions.md; the reference notebook's settings).
 pub mod reference {
     /// Adam learning rate: 1e-3 up to 3 layers, 5e-4 beyond.
     pub fn lr(layers: usize) -> f64 {
@@ -60,7 +60,7 @@ pub mod reference {
 }
 
 /// The mean parameter gradient and mean loss `0.5 (y_hat - y)^2` of the batch of `step`.
-pub fn batch_gradient<const E: usize, M: Model<E>>(
+pub fn batch_gradient<M: Model>(
     model: &M,
     sampler: &TaskSampler,
     seed: u64,
@@ -69,13 +69,14 @@ pub fn batch_gradient<const E: usize, M: Model<E>>(
 ) -> (Vec<f32>, f64) {
     let net = model.net();
     let zero = net.zero_grads();
-    let parts = sampler.par_chunks::<E, (Vec<<M::Net as Forward<E>>::Grad>, f64, crate::net::Workspace<E>)>(
+    type Part<M> = (Vec<<<M as Model>::Net as Forward>::Grad>, f64, <<M as Model>::Net as Forward>::Workspace);
+    let parts = sampler.par_chunks::<Part<M>>(
         seed,
         streams::batch(step, batch),
         batch,
         || (zero.clone(), 0.0, net.workspace(sampler.n)),
         |(g, loss, ws), ctx, query, y| {
-            let (y_hat, _) = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(g));
+            let y_hat = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(g), None);
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         },
     );
@@ -83,7 +84,7 @@ pub fn batch_gradient<const E: usize, M: Model<E>>(
     let mut loss = 0.0f64;
     for (g, l, _) in &parts {
         for (m, p) in merged.iter_mut().zip(g) {
-            <M::Net as Forward<E>>::add_grad(m, p);
+            <M::Net as Forward>::add_grad(m, p);
         }
         loss += l;
     }
@@ -110,7 +111,7 @@ pub struct TrainTiming {
 /// Trains `model` for `spec.steps` steps. After every step `on_step(step, &model, loss)` is called (1-based step);
 /// it may stop the run by returning an error. A non-finite loss stops the run with [`HarnessError::NonFinite`]
 /// naming the step.
-pub fn train<const E: usize, M: Model<E>>(
+pub fn train<M: Model>(
     model: &mut M,
     sampler: &TaskSampler,
     spec: &TrainSpec,

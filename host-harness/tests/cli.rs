@@ -39,7 +39,13 @@ fn bad_flags_give_one_line_errors_and_exit_code_2() {
     let base = ["reproduce", "single-layer", "--out", o, "--steps", "2", "--eval-tasks", "4", "--seeds", "1"];
     let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
     assert_usage_error(&with(&["--d", "0"]), "--d", &out);
-    assert_usage_error(&with(&["--d", "17"]), "--d", &out);
+    assert_usage_error(&with(&["--d", "257"]), "--d", &out);
+    // The experiments whose nets still have fixed widths stop at d = 16, with a line that says so.
+    assert_usage_error(
+        &["reproduce", "softmax", "--out", o, "--quick", "--d", "17"],
+        "--d must be between 1 and 16",
+        &out,
+    );
     assert_usage_error(&with(&["--variance-ratio", "0.5"]), "--variance-ratio", &out);
     assert_usage_error(&with(&["--input-scales", "1,2"]), "--input-scales", &out);
     assert_usage_error(&with(&["--input-scales", "1,1,1,1,1,1,1,1,1,-1"]), "--input-scales", &out);
@@ -215,4 +221,36 @@ fn an_undertrained_model_gets_a_negative_verdict() {
     assert!(!r.verdict.passed);
     assert!(r.results.vs_gd.model_cos.mean < 0.99);
     assert!(r.checks.iter().any(|c| c.name == "loss_vs_gd" && !c.passed));
+}
+
+/// Shapes are chosen at run time: a single layer at d = 24, N = 48 (beyond the widths the harness used to be
+/// compiled for) trains, and its tuned GD step's held-out loss is the closed form's.
+#[test]
+fn a_single_layer_at_d_24_and_n_48_runs_and_its_gd_reference_is_the_closed_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = dualform(&[
+        "reproduce",
+        "single-layer",
+        "--out",
+        out.to_str().unwrap(),
+        "--quick",
+        "--d",
+        "24",
+        "--n",
+        "48",
+        "--steps",
+        "100",
+        "--seeds",
+        "1",
+        "--eval-tasks",
+        "4000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Report<Settings, Results> = read(&out.join("single-layer/report.json")).unwrap();
+    assert_eq!((r.config.task.d, r.config.task.n), (24, 48));
+    let cf = r.results.closed_form.as_ref().expect("a zero-mean distribution has a closed form");
+    let gd = r.results.vs_gd.loss_b.mean;
+    assert!((gd - cf.loss).abs() / cf.loss < 0.03, "GD loss {gd} vs closed form {}", cf.loss);
+    assert!(out.join("single-layer/weights.safetensors").exists());
 }

@@ -35,11 +35,14 @@ fn lsa_tensors(e: usize, edit: Option<(&str, usize, f32)>) -> Vec<Tensor> {
 fn run_folder(dir: &Path) {
     let report = serde_json::json!({ "config": { "task": TaskArgs::anisotropic(2, 4, 1.0) } });
     std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
-    let head = Lsa::<E>::from_file(&{
-        let p = dir.join("weights.safetensors");
-        TensorFile::write(&p, &lsa_tensors(E, None), &lsa_meta()).unwrap();
-        TensorFile::read(&p).unwrap()
-    })
+    let head = Lsa::from_file(
+        &{
+            let p = dir.join("weights.safetensors");
+            TensorFile::write(&p, &lsa_tensors(E, None), &lsa_meta()).unwrap();
+            TensorFile::read(&p).unwrap()
+        },
+        Some(E),
+    )
     .unwrap();
     save(&head, &[], &dir.join("gd_weights.safetensors")).unwrap();
 }

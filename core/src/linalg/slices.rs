@@ -11,9 +11,6 @@
 
 use crate::Real;
 
-/// Outputs per tile of [`matvec_t_of_transpose`]: its four accumulator lanes live on the stack, `4 * TILE` values.
-const TILE: usize = 16;
-
 /// `y += a * x` over the common length (two roundings per element; never fused).
 #[inline(always)]
 pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
@@ -45,17 +42,48 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
-/// `y += A x`: `A` has `y.len()` rows and its first `x.len()` columns are used; columns taken in order, each an
-/// [`axpy`].
+/// `y += A x`: `A` has `y.len()` rows and its first `x.len()` columns are used; each `y[r]` takes `x[c] A[r, c]`
+/// for `c = 0, 1, ...` in order (the bits of one [`axpy`] per column). Computed in blocks of 8, then 4, 2 and 1
+/// rows whose partial sums stay in registers across the columns: a run-time row count would otherwise store and
+/// reload `y` for every column.
 #[inline(always)]
 pub fn matvec_acc<T: Real>(y: &mut [T], a: &[T], x: &[T]) {
     let rows = y.len();
     if rows == 0 {
         return;
     }
-    for (col, &xc) in a.chunks_exact(rows).zip(x.iter()) {
-        axpy(y, xc, col);
+    let mut r0 = 0;
+    while r0 + 8 <= rows {
+        matvec_block::<T, 8>(y, a, x, rows, r0);
+        r0 += 8;
     }
+    if r0 + 4 <= rows {
+        matvec_block::<T, 4>(y, a, x, rows, r0);
+        r0 += 4;
+    }
+    if r0 + 2 <= rows {
+        matvec_block::<T, 2>(y, a, x, rows, r0);
+        r0 += 2;
+    }
+    if r0 < rows {
+        matvec_block::<T, 1>(y, a, x, rows, r0);
+    }
+}
+
+/// Rows `r0..r0 + B` of [`matvec_acc`], accumulated in `B` registers.
+#[inline(always)]
+fn matvec_block<T: Real, const B: usize>(y: &mut [T], a: &[T], x: &[T], rows: usize, r0: usize) {
+    let Some(out) = y.get_mut(r0..r0 + B) else { return };
+    let mut acc = [T::ZERO; B];
+    acc.copy_from_slice(out);
+    for (col, &xc) in a.chunks_exact(rows).zip(x.iter()) {
+        if let Some(part) = col.get(r0..r0 + B) {
+            for (s, &v) in acc.iter_mut().zip(part) {
+                *s += xc * v;
+            }
+        }
+    }
+    out.copy_from_slice(&acc);
 }
 
 /// `y = A x` (see [`matvec_acc`]).
@@ -80,27 +108,69 @@ pub fn matvec_t<T: Real>(y: &mut [T], a: &[T], x: &[T]) {
 
 /// `y = A^T x` given `at = A^T` (`y.len()` rows, `x.len()` columns): the bits of [`matvec_t`] (each output's four
 /// lanes held side by side as accumulator vectors, lane `l` taking `x[k] A^T[:, k]` for `k = l (mod 4)` in increasing
-/// `k`, then `(lane0 + lane1) + (lane2 + lane3)`), vectorised across the outputs, in tiles of 16 outputs.
+/// `k`, then `(lane0 + lane1) + (lane2 + lane3)`), vectorised across the outputs, in register tiles of 8, 4, 2 and 1
+/// outputs.
 #[inline(always)]
 pub fn matvec_t_of_transpose<T: Real>(y: &mut [T], at: &[T], x: &[T]) {
     let rows = y.len();
     if rows == 0 {
         return;
     }
-    for (t, tile) in y.chunks_mut(TILE).enumerate() {
-        let start = t * TILE;
-        let width = tile.len();
-        let mut lanes = [[T::ZERO; TILE]; 4];
-        for (cols, xs) in at.chunks(4 * rows).zip(x.chunks(4)) {
-            for ((lane, col), &xk) in lanes.iter_mut().zip(cols.chunks_exact(rows)).zip(xs) {
-                let (Some(lane), Some(col)) = (lane.get_mut(..width), col.get(start..start + width)) else {
-                    continue;
-                };
-                axpy(lane, xk, col);
-            }
+    let mut r0 = 0;
+    while r0 + 8 <= rows {
+        lanes_block::<T, 8>(y, at, x, rows, r0);
+        r0 += 8;
+    }
+    if r0 + 4 <= rows {
+        lanes_block::<T, 4>(y, at, x, rows, r0);
+        r0 += 4;
+    }
+    if r0 + 2 <= rows {
+        lanes_block::<T, 2>(y, at, x, rows, r0);
+        r0 += 2;
+    }
+    if r0 < rows {
+        lanes_block::<T, 1>(y, at, x, rows, r0);
+    }
+}
+
+/// Outputs `r0..r0 + B` of [`matvec_t_of_transpose`], their four lanes in registers: columns taken four at a
+/// time, column `4 i + l` into lane `l`, then the last one to three columns into lanes 0, 1, 2.
+#[inline(always)]
+fn lanes_block<T: Real, const B: usize>(y: &mut [T], at: &[T], x: &[T], rows: usize, r0: usize) {
+    let k = x.len().min(at.len() / rows);
+    let (at, x) = (at.get(..k * rows).unwrap_or_default(), x.get(..k).unwrap_or_default());
+    let (mut l0, mut l1, mut l2, mut l3) = ([T::ZERO; B], [T::ZERO; B], [T::ZERO; B], [T::ZERO; B]);
+    let part = |col: &[T]| -> [T; B] {
+        let mut p = [T::ZERO; B];
+        if let Some(src) = col.get(r0..r0 + B) {
+            p.copy_from_slice(src);
         }
-        let [l0, l1, l2, l3] = &lanes;
-        for ((((yi, &a), &b), &c), &d) in tile.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
+        p
+    };
+    let add = |lane: &mut [T; B], xk: T, col: &[T]| {
+        for (s, v) in lane.iter_mut().zip(part(col)) {
+            *s += xk * v;
+        }
+    };
+    let groups = at.chunks_exact(4 * rows);
+    let (rest_cols, xs) = (groups.remainder(), x.chunks_exact(4));
+    let rest_x = xs.remainder();
+    for (group, xg) in groups.zip(xs) {
+        let (c01, c23) = group.split_at(2 * rows);
+        let ((c0, c1), (c2, c3)) = (c01.split_at(rows), c23.split_at(rows));
+        if let [x0, x1, x2, x3] = *xg {
+            add(&mut l0, x0, c0);
+            add(&mut l1, x1, c1);
+            add(&mut l2, x2, c2);
+            add(&mut l3, x3, c3);
+        }
+    }
+    for ((lane, col), &xk) in [&mut l0, &mut l1, &mut l2].into_iter().zip(rest_cols.chunks_exact(rows)).zip(rest_x) {
+        add(lane, xk, col);
+    }
+    if let Some(out) = y.get_mut(r0..r0 + B) {
+        for ((((yi, a), b), c), d) in out.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
             *yi = (a + b) + (c + d);
         }
     }
@@ -182,8 +252,8 @@ pub fn transpose<T: Real>(out: &mut [T], a: &[T], rows: usize, cols: usize) {
         return;
     }
     for (c, col) in a.chunks_exact(rows).take(cols).enumerate() {
-        for (out_col, &v) in out.chunks_exact_mut(cols).zip(col.iter()) {
-            if let Some(x) = out_col.get_mut(c) {
+        for (r, &v) in col.iter().enumerate() {
+            if let Some(x) = out.get_mut(r * cols + c) {
                 *x = v;
             }
         }
@@ -191,20 +261,33 @@ pub fn transpose<T: Real>(out: &mut [T], a: &[T], rows: usize, cols: usize) {
 }
 
 /// The Gram matrix `G = sum_j e_j e_j^T` of the tokens of width `e` in `tokens` (`G` is `e x e`): the upper
-/// triangle (rows `0..=c` of each column `c`), each entry summed over `j` in increasing order, then mirrored. The
-/// same bits as [`add_outer`] per token (products commute, and each entry sees the same terms in the same order) in a
-/// little over half the multiply-adds.
+/// triangle (rows `0..=c` of each column `c`), each entry summed over `j` in increasing order from zero, then
+/// mirrored. The same bits as [`add_outer`] per token (products commute, and each entry sees the same terms in the
+/// same order) in a little over half the multiply-adds. Each column's rows are summed in register blocks of 8, 4,
+/// 2 and 1 across the tokens.
 #[inline(always)]
 pub fn gram<T: Real>(g: &mut [T], tokens: &[T], e: usize) {
     g.fill(T::ZERO);
     if e == 0 {
         return;
     }
-    for tok in tokens.chunks_exact(e) {
-        for (c, (col, &ec)) in g.chunks_exact_mut(e).zip(tok.iter()).enumerate() {
-            for (gi, &er) in col.iter_mut().zip(tok.iter()).take(c + 1) {
-                *gi += er * ec;
-            }
+    for c in 0..e {
+        let rows = c + 1;
+        let mut r0 = 0;
+        while r0 + 8 <= rows {
+            gram_block::<T, 8>(g, tokens, e, c, r0);
+            r0 += 8;
+        }
+        if r0 + 4 <= rows {
+            gram_block::<T, 4>(g, tokens, e, c, r0);
+            r0 += 4;
+        }
+        if r0 + 2 <= rows {
+            gram_block::<T, 2>(g, tokens, e, c, r0);
+            r0 += 2;
+        }
+        if r0 < rows {
+            gram_block::<T, 1>(g, tokens, e, c, r0);
         }
     }
     for c in 1..e {
@@ -215,5 +298,21 @@ pub fn gram<T: Real>(g: &mut [T], tokens: &[T], e: usize) {
                 }
             }
         }
+    }
+}
+
+/// Rows `r0..r0 + B` of column `c` of [`gram`], summed over the tokens in registers.
+#[inline(always)]
+fn gram_block<T: Real, const B: usize>(g: &mut [T], tokens: &[T], e: usize, c: usize, r0: usize) {
+    let mut acc = [T::ZERO; B];
+    for tok in tokens.chunks_exact(e) {
+        if let (Some(part), Some(&ec)) = (tok.get(r0..r0 + B), tok.get(c)) {
+            for (s, &er) in acc.iter_mut().zip(part) {
+                *s += er * ec;
+            }
+        }
+    }
+    if let Some(out) = g.get_mut(c * e + r0..c * e + r0 + B) {
+        out.copy_from_slice(&acc);
     }
 }

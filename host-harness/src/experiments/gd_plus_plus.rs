@@ -158,18 +158,15 @@ impl Experiment for GdPlusPlus {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
         let stack: StackSpec<'_> = s.stack_spec();
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
         let mut depths = Vec::new();
         for &k in &s.layers {
-            let model = trained_stack::<E>(run, k, stack)?.model;
-            let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+            let model = trained_stack(run, k, stack)?.model;
+            let refs = references(run, k, &s.task, fit_spec)?;
             let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
             depths.push(Depth {
                 layers: k,
@@ -230,9 +227,9 @@ mod tests {
     fn a_gdpp_reference_with_its_rates_off_by_two_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
         let spec = FitSpec { sampler: &sampler, eval_seed: 5, tasks: 1500, iters: 15 };
-        let refs = fit_all::<10, 11>(2, spec).unwrap();
+        let refs = fit_all(2, spec).unwrap();
         let model = refs[2].model.clone();
-        let depth = |pp_net: &crate::net::Net<11>| {
+        let depth = |pp_net: &crate::net::Net| {
             let nets = [refs[0].model.net(), refs[1].model.net(), pp_net];
             Results {
                 depths: vec![Depth {

@@ -14,13 +14,12 @@ use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::model::Model;
-use crate::net::Net;
+use crate::net::{Merged, Net};
 use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::streams;
 use crate::HarnessError;
-use dualform::MergedHead;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -179,29 +178,30 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
 }
 
 /// The path between the normalised trained head and the GD head, `points` evenly spaced.
-pub fn path<const E: usize>(
-    trained: &MergedHead<f32, E>,
-    gd: &MergedHead<f32, E>,
-    points: usize,
-) -> (f32, Vec<(f64, Net<E>)>) {
-    let d = E - 1;
-    let scale = (0..d).map(|i| trained.a[(i, i)]).sum::<f32>() / d as f32;
-    let (a0, b0) = (trained.a / scale, trained.b * scale);
+pub fn path(trained: &Merged, gd: &Merged, points: usize) -> (f32, Vec<(f64, Net)>) {
+    let e = trained.width();
+    let d = e - 1;
+    let scale = (0..d).map(|i| trained.a[i * e + i]).sum::<f32>() / d as f32;
+    let a0: Vec<f32> = trained.a.iter().map(|v| v / scale).collect();
+    let b0: Vec<f32> = trained.b.iter().map(|v| v * scale).collect();
+    let mix = |x: &[f32], y: &[f32], t: f32| x.iter().zip(y).map(|(x, y)| x * (1.0 - t) + y * t).collect::<Vec<_>>();
     let nets = (0..points)
         .map(|i| {
             let alpha = i as f64 / (points - 1) as f64;
             let t = alpha as f32;
-            let head = MergedHead { a: a0 * (1.0 - t) + gd.a * t, b: b0 * (1.0 - t) + gd.b * t };
-            (alpha, Net::single(head))
+            let mut head = Merged::zeros(e);
+            head.a = mix(&a0, &gd.a, t);
+            head.b = mix(&b0, &gd.b, t);
+            (alpha, Net::single(head).unwrap_or_else(|_| unreachable!("a head of width d + 1 >= 2")))
         })
         .collect();
     (scale, nets)
 }
 
 /// The path from `trained` to the end `gd_end`, every point compared with `gd_end` on `count` held-out tasks.
-pub fn evaluate<const E: usize>(
-    trained: &MergedHead<f32, E>,
-    gd_end: &Net<E>,
+pub fn evaluate(
+    trained: &Merged,
+    gd_end: &Net,
     gd_eta: f64,
     points: usize,
     sampler: &crate::tasks::TaskSampler,
@@ -226,16 +226,13 @@ impl Experiment for Interpolate {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
         let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-        let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
-        let gd = gd_net::<D, E>(eta as f32, s.task.n)?;
+        let layer = trained_layer(run, spec, s.common.seed)?.model;
+        let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
+        let gd = gd_net(s.task.d, eta as f32, s.task.n)?;
         let results = evaluate(&layer.net().heads()[0], &gd, eta, s.points, &sampler, seed, count);
         let mut csv = String::from("alpha,loss,gd_loss,preds_diff,model_cos,model_diff\n");
         for p in &results.path {
@@ -276,16 +273,16 @@ mod tests {
     #[test]
     fn an_end_at_twice_the_rate_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let eta = tune_gd_rate::<10, 11>(&sampler, 6, streams::TUNE, 2000).unwrap();
-        let gd = gd_net::<10, 11>(eta as f32, 10).unwrap();
+        let eta = tune_gd_rate(&sampler, 6, streams::TUNE, 2000).unwrap();
+        let gd = gd_net(10, eta as f32, 10).unwrap();
         // A "trained" head that is GD with the scale moved between A and B: the normalisation must undo it.
         let mut head = gd.heads()[0].clone();
-        head.a *= 3.0;
-        head.b /= 3.0;
+        head.a.iter_mut().for_each(|v| *v *= 3.0);
+        head.b.iter_mut().for_each(|v| *v /= 3.0);
         let right = evaluate(&head, &gd, eta, 11, &sampler, 6, 2000);
         assert!((right.scale - 3.0).abs() < 1e-6);
         assert!(checks(&right).iter().all(|c| c.passed), "{:?}", checks(&right));
-        let wrong_end = gd_net::<10, 11>(2.0 * eta as f32, 10).unwrap();
+        let wrong_end = gd_net(10, 2.0 * eta as f32, 10).unwrap();
         let wrong = evaluate(&head, &wrong_end, 2.0 * eta, 11, &sampler, 6, 2000);
         let c = checks(&wrong);
         assert!(c.iter().any(|c| c.name == "midpoint_loss_vs_gd" && !c.passed), "{c:?}");

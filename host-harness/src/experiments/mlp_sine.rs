@@ -14,7 +14,7 @@
 use super::{Experiment, Outcome, Run};
 use crate::eval::{best_scale, loss, zero_loss};
 use crate::model::{save, MlpLsa, Model};
-use crate::net::{Forward, MlpLsaNet, Workspace};
+use crate::net::{FixedForward, MlpLsaNet, Workspace};
 use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TrainArgs};
@@ -250,7 +250,7 @@ fn gd_on_features(net: &SineNet, eta: f32, n: usize) -> Result<SineNet, dualform
 
 /// Prediction and sensitivity `d y_hat / d x_q` of `net` at `x` for `ctx`.
 fn probe(net: &SineNet, ctx: &[[f32; 2]], x: f32, ws: &mut Workspace<2>) -> (f64, f64) {
-    let (y, g) = net.forward_backward(ctx, &[x, 0.0], ws, |_| 1.0, None);
+    let (y, g) = FixedForward::<2>::forward_backward(net, ctx, &[x, 0.0], ws, |_| 1.0, None);
     (f64::from(y), f64::from(g[0]))
 }
 
@@ -258,7 +258,7 @@ fn probe(net: &SineNet, ctx: &[[f32; 2]], x: f32, ws: &mut Workspace<2>) -> (f64
 fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -> [Stat; 6] {
     let grid: Vec<f32> =
         (0..s.grid).map(|k| -INPUT_RANGE / 2.0 + INPUT_RANGE * k as f32 / (s.grid - 1) as f32).collect();
-    let parts = sampler.par_chunks::<2, (Vec<[f64; 6]>, Workspace<2>)>(
+    let parts = sampler.par_chunks_fixed::<2, (Vec<[f64; 6]>, Workspace<2>)>(
         s.common.eval_seed,
         streams::EVAL,
         s.eval.eval_tasks,
@@ -318,7 +318,9 @@ fn write_files(
     let xs: Vec<f32> = (0..101).map(|k| -5.0 + 0.1 * k as f32).collect();
     let mut ws = Workspace::default();
     let curve = |net: &SineNet, ws: &mut Workspace<2>| -> Vec<(f64, f64)> {
-        xs.iter().map(|&x| (f64::from(x), f64::from(net.predict(&ctx, &[x, 0.0], ws, None)))).collect()
+        xs.iter()
+            .map(|&x| (f64::from(x), f64::from(FixedForward::<2>::predict(net, &ctx, &[x, 0.0], ws, None))))
+            .collect()
     };
     let function = Panel::new("One held-out task", "x", "prediction")
         .with(Series::line("trained (first seed)", curve(first, &mut ws)))
@@ -394,7 +396,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         widths: (FEATURES, HIDDEN),
         seeds,
         over_seeds: over,
-        zero: zero_loss::<2>(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
     };
     if let Some((model, gd)) = nets.first() {
         let meta = vec![("n", s.n.to_string()), ("model", format!("feature map + LSA, seed {}", s.common.seed))];
@@ -413,7 +415,7 @@ impl Experiment for MlpSine {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(s: &Settings, r: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         run(s, r)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! An experiment is a settings struct (at once its command-line arguments, its defaults and its report's `config`,
 //! see [`crate::settings`]), a results struct that renders as tables ([`Tables`]), and a `run` function that trains
-//! and evaluates with the core's kernels (`run_d`, for the input dimension its settings name), writes its files
+//! and evaluates with the core's kernels (for the input dimension its settings name), writes its files
 //! through [`Run`] and returns its results and named checks.
 //! The runner does the rest for every experiment alike: parses and validates the settings (`--quick` included),
 //! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::report::Report)), prints the
@@ -62,7 +62,7 @@ pub trait Settings:
     const QUICK: &'static [(&'static str, &'static str)];
     /// The arguments every experiment has.
     fn common(&self) -> &Common;
-    /// The input dimension d: the runner runs [`Experiment::run_d`] for it.
+    /// The input dimension d.
     fn d(&self) -> usize;
     /// Checks every field; the message names the flag.
     fn validate(&self) -> Result<(), HarnessError>;
@@ -81,13 +81,9 @@ pub trait Experiment: 'static {
     type Settings: Settings;
     /// Its results.
     type Results: Serialize + DeserializeOwned + Tables + Clone + Send + 'static;
-    /// Runs with validated settings inside the runner's thread pool, writing files through `run`, for the input
-    /// dimension `D = settings.d()` and token width `E = D + 1` (the core's sizes are compile-time constants; the
-    /// runner picks the monomorphisation).
-    fn run_d<const D: usize, const E: usize>(
-        settings: &Self::Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Self::Results>, HarnessError>;
+    /// Runs with validated settings inside the runner's thread pool, writing files through `run`; the input
+    /// dimension is `settings.d()`, chosen at run time.
+    fn run(settings: &Self::Settings, run: &mut Run<'_>) -> Result<Outcome<Self::Results>, HarnessError>;
 }
 
 /// What an experiment returns to the runner.

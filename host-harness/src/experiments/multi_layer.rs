@@ -3,7 +3,7 @@
 //! layers of GD++ with tuned (eta, gamma) per layer; losses, Preds diff and Model cos against each, and the
 //! per-layer readout (the query's prediction after each layer) beside the loss after each GD / GD++ step.
 //!
-//! Training follows the reference rules by depth (shared/DESIGN.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
+//! Training follows the reference rules by depth (docs/conventions.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
 //! norm clip 1e-3 up to 2 layers and 10 beyond, tokens clipped to +-10 after every layer beyond 3 layers,
 //! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::references`]).
 //!
@@ -363,18 +363,14 @@ impl Experiment for MultiLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
         let mut depths = Vec::new();
         for &k in &s.layers {
-            let TrainedStack { model, training, token_clip, timing, curve } =
-                trained_stack::<E>(run, k, s.stack_spec())?;
-            let refs = references::<D, E>(run, k, &s.task, fit_spec)?;
+            let TrainedStack { model, training, token_clip, timing, curve } = trained_stack(run, k, s.stack_spec())?;
+            let refs = references(run, k, &s.task, fit_spec)?;
             let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
             let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
             let references = refs
@@ -412,8 +408,8 @@ impl Experiment for MultiLayer {
         }
         let results = Results {
             depths,
-            zero: zero_loss::<E>(&sampler, seed, streams::EVAL, count),
-            ols: ols_loss::<E>(&sampler, seed, streams::EVAL, count),
+            zero: zero_loss(&sampler, seed, streams::EVAL, count),
+            ols: ols_loss(&sampler, seed, streams::EVAL, count),
         };
         write_files(run, &results)?;
         let checks = checks(&results);
@@ -434,7 +430,7 @@ mod tests {
     #[test]
     fn a_reference_with_its_rates_off_by_two_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let right = GdFamily::<10, 11>::new(GdKind::PerStep, 2, 10, 1.0).unwrap().with_etas(&[3.0, 4.0]).unwrap();
+        let right = GdFamily::new(10, GdKind::PerStep, 2, 10, 1.0).unwrap().with_etas(&[3.0, 4.0]).unwrap();
         let wrong = right.clone().with_etas(&[6.0, 8.0]).unwrap();
         let model = right.clone();
         let ok = compare(model.net(), right.net(), &sampler, 4, streams::EVAL, 2000);

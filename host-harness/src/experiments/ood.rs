@@ -136,13 +136,7 @@ pub fn checks(r: &Results) -> Vec<Check> {
 }
 
 /// Both curves for the trained net against `gd`.
-pub fn curves<const E: usize>(
-    trained: &Net<E>,
-    gd: &Net<E>,
-    base: &TaskSampler,
-    seed: u64,
-    tasks: usize,
-) -> (Vec<OodPoint>, Vec<OodPoint>) {
+pub fn curves(trained: &Net, gd: &Net, base: &TaskSampler, seed: u64, tasks: usize) -> (Vec<OodPoint>, Vec<OodPoint>) {
     let (ranges, scales) = grids();
     let at = |s: TaskSampler, x: f64| OodPoint { x, vs_gd: compare(trained, gd, &s, seed, streams::EVAL, tasks) };
     (
@@ -158,16 +152,13 @@ impl Experiment for Ood {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let seed = s.common.eval_seed;
         let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-        let gd_eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
-        let gd = gd_net::<D, E>(gd_eta as f32, s.task.n)?;
+        let layer = trained_layer(run, spec, s.common.seed)?.model;
+        let gd_eta = tune_gd_rate(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
+        let gd = gd_net(s.task.d, gd_eta as f32, s.task.n)?;
         let (input_range, weight_scale) = curves(layer.net(), &gd, &sampler, seed, s.ood_tasks);
         let results = Results { gd_eta, input_range, weight_scale };
         let mut csv = String::from("curve,x,trained_loss,gd_loss,preds_diff,model_cos\n");
@@ -227,12 +218,12 @@ mod tests {
     #[test]
     fn a_reference_at_twice_the_rate_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let eta = tune_gd_rate::<10, 11>(&sampler, 8, streams::TUNE, 2000).unwrap() as f32;
-        let gd = gd_net::<10, 11>(eta, 10).unwrap();
+        let eta = tune_gd_rate(&sampler, 8, streams::TUNE, 2000).unwrap() as f32;
+        let gd = gd_net(10, eta, 10).unwrap();
         let (a, b) = curves(&gd, &gd, &sampler, 8, 300);
         let right = Results { gd_eta: eta as f64, input_range: a, weight_scale: b };
         assert!(checks(&right).iter().all(|c| c.passed));
-        let wrong_gd = gd_net::<10, 11>(2.0 * eta, 10).unwrap();
+        let wrong_gd = gd_net(10, 2.0 * eta, 10).unwrap();
         let (a, b) = curves(&gd, &wrong_gd, &sampler, 8, 300);
         let wrong = Results { gd_eta: 2.0 * eta as f64, input_range: a, weight_scale: b };
         let c = checks(&wrong);

@@ -19,10 +19,7 @@ impl Experiment for Preconditioned {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        settings: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
-        SingleLayer::run_d::<D, E>(settings, run)
+    fn run(settings: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+        SingleLayer::run(settings, run)
     }
 }

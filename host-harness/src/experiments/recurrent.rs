@@ -10,6 +10,7 @@
 //!
 //! Files: `report.json`, `iterated.csv`, `looped.csv`, `recurrent.png`, `looped.safetensors`.
 
+use super::single_layer::FamilyFit;
 use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate, Comparison};
@@ -287,12 +288,7 @@ pub fn verdict(r: &Results) -> String {
     )
 }
 
-fn write_files<const E: usize>(
-    s: &Settings,
-    run: &mut Run<'_>,
-    looped: &Lsa<E>,
-    r: &Results,
-) -> Result<(), HarnessError> {
+fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Results) -> Result<(), HarnessError> {
     let it = &r.iterated;
     let mut csv = String::from("application,trained_loss,gd_loss\n");
     for (i, (t, g)) in it.trained.iter().zip(&it.gd).enumerate() {
@@ -355,19 +351,16 @@ impl Experiment for Recurrent {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
         // Part 1.
         let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer::<D, E>(run, spec, s.common.seed)?.model;
-        let eta = tune_gd_rate::<D, E>(&sampler, seed, streams::TUNE, count)?;
-        let y_only = Update { scale: 1.0, first: E - 1, clip: None };
+        let layer = trained_layer(run, spec, s.common.seed)?.model;
+        let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
+        let y_only = Update { scale: 1.0, first: s.task.d, clip: None };
         let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
-        let gd = gd_net::<D, E>(s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
+        let gd = gd_net(s.task.d, s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
         let iterated = Iterated {
             eta,
             damping: s.damping,
@@ -382,7 +375,7 @@ impl Experiment for Recurrent {
         let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
         let (looped, timing) = run.cached(&key, |run| {
             let update = Update { clip: token_clip, ..Update::residual() };
-            let mut m = Lsa::<E>::init(&mut stream_rng(s.common.seed, streams::INIT), 1, vec![0; k], update)?;
+            let mut m = Lsa::init(&mut stream_rng(s.common.seed, streams::INIT), s.task.d + 1, 1, vec![0; k], update)?;
             let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
             let timing = train(&mut m, &sampler, &training, |step, _, loss| {
                 progress.step(step, || format!("loss {loss:.4}"));
@@ -392,11 +385,11 @@ impl Experiment for Recurrent {
             Ok((m, timing))
         })?;
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-        let gd_rep: Fitted<D, E> = shared_rate::<D, E>(k, fit_spec)?;
+        let gd_rep: Fitted = shared_rate(k, fit_spec)?;
         let eta_k = gd_rep.model.etas()[0];
-        let mut best: Option<Fitted<D, E>> = None;
+        let mut best: Option<Fitted> = None;
         for gamma in [0.0f32, 0.2] {
-            let mut m = GdFamily::<D, E>::new(GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
+            let mut m = GdFamily::new(s.task.d, GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
             m.set_params(&[eta_k, gamma]);
             let fit = fit_spec.fit(&mut m);
             if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
@@ -408,10 +401,10 @@ impl Experiment for Recurrent {
         let refs = [gd_rep, pp_rep];
         let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
         let vs_references = compare_many(looped.net(), &nets, &sampler, seed, streams::EVAL, count);
-        let long = |net: &crate::net::Net<E>| -> Result<Vec<Stat>, HarnessError> {
+        let long = |net: &crate::net::Net| -> Result<Vec<Stat>, HarnessError> {
             Ok(readout_losses(&net.repeated(2 * k, *net.update())?, &sampler, seed, streams::EVAL, count))
         };
-        let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&looped.layers()[0], s.task.n)?;
+        let fit = FamilyFit::of(&looped.layers()[0], s.task.d, s.task.n)?;
         let looped_result = Looped {
             applications: k,
             training,
@@ -422,10 +415,10 @@ impl Experiment for Recurrent {
             reference_readouts: refs.iter().map(|r| long(r.model.net())).collect::<Result<_, _>>()?,
             matched: vs_references.iter().map(matches).collect(),
             vs_references,
-            gd_family_residual: fit.residual as f64,
+            gd_family_residual: fit.residual,
         };
         let results = Results { iterated, looped: looped_result };
-        write_files::<E>(s, run, &looped, &results)?;
+        write_files(s, run, &looped, &results)?;
         let checks = checks(&results);
         let verdict = verdict(&results);
         Ok(Outcome { results, checks, verdict })
@@ -441,11 +434,11 @@ mod tests {
     #[test]
     fn an_iterated_reference_at_twice_the_rate_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let eta = tune_gd_rate::<10, 11>(&sampler, 2, streams::TUNE, 2000).unwrap() as f32;
+        let eta = tune_gd_rate(&sampler, 2, streams::TUNE, 2000).unwrap() as f32;
         let y_only = Update { scale: 1.0, first: 10, clip: None };
         let curve = |rate: f32| {
             readout_losses(
-                &gd_net::<10, 11>(rate, 10).unwrap().repeated(20, y_only).unwrap(),
+                &gd_net(10, rate, 10).unwrap().repeated(20, y_only).unwrap(),
                 &sampler,
                 2,
                 streams::EVAL,

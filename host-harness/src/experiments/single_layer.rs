@@ -21,7 +21,6 @@ use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::train::{TrainSpec, TrainTiming};
 use crate::HarnessError;
-use dualform::GdFit;
 use serde::{Deserialize, Serialize};
 
 /// The experiment.
@@ -87,16 +86,21 @@ pub struct FamilyFit {
     pub w0: Vec<f64>,
 }
 
-impl<const D: usize> From<&GdFit<f32, D, 1>> for FamilyFit {
-    fn from(f: &GdFit<f32, D, 1>) -> Self {
-        Self {
+impl FamilyFit {
+    /// The closest GD step to `head` (`d` inputs, one target, contexts of `n` pairs), read in f32 from its merged
+    /// matrices by the core's reader.
+    pub fn of(head: &LsaHead, d: usize, n: usize) -> Result<Self, HarnessError> {
+        let m = head.merged();
+        let mut w0 = vec![0.0f32; d];
+        let f = dualform::read_gd_slices(m.width(), d, &m.a, &m.b, n, &mut w0)?;
+        Ok(Self {
             eta: f.eta as f64,
             scale: f.scale as f64,
             residual: f.residual as f64,
             functional: f.functional as f64,
             dead: f.dead as f64,
-            w0: f.w0.iter().map(|v| *v as f64).collect(),
-        }
+            w0: w0.iter().map(|v| *v as f64).collect(),
+        })
     }
 }
 
@@ -239,11 +243,11 @@ impl Settings {
     }
 }
 
-fn write_files<const D: usize, const E: usize>(
+fn write_files(
     s: &Settings,
     run: &mut Run<'_>,
-    model: &Lsa<E>,
-    refs: &References<E>,
+    model: &Lsa,
+    refs: &References,
     r: &Results,
 ) -> Result<(), HarnessError> {
     let gd_eta = refs.summary.gd_eta;
@@ -265,15 +269,14 @@ fn write_files<const D: usize, const E: usize>(
         ]
     };
     save(model, &meta(format!("trained single-layer LSA, seed {}", s.common.seed)), &run.file("weights.safetensors"))?;
-    let gd_layer = dualform::gd_layer::<f32, D, 1, E>(&nalgebra::SMatrix::zeros(), gd_eta as f32, s.task.n)?;
-    let gd: LsaHead<E> = gd_layer.heads[0].clone();
+    let gd = crate::eval::gd_head(s.task.d, gd_eta as f32, s.task.n)?;
     save(
-        &Lsa::single(gd),
+        &Lsa::single(gd)?,
         &meta(format!("one GD step from W0 = 0, eta = {gd_eta}")),
         &run.file("gd_weights.safetensors"),
     )?;
     save(
-        &Lsa::single(refs.optimum().heads()[0].to_head()),
+        &Lsa::single(LsaHead::from_merged(&refs.optimum().heads()[0]))?,
         &meta("the fitted one-layer class optimum (W_K = I, W_Q = M, P W_V = the y row)".into()),
         &run.file("optimum_weights.safetensors"),
     )?;
@@ -303,24 +306,21 @@ impl Experiment for SingleLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D: usize, const E: usize>(
-        s: &Settings,
-        run: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler: TaskSampler = s.task.sampler();
-        let refs = References::<E>::build::<D>(&sampler, s.common.eval_seed, s.eval.eval_tasks)?;
+        let refs = References::build(&sampler, s.common.eval_seed, s.eval.eval_tasks)?;
         let gd_eta = refs.summary.gd_eta;
         let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
         let mut layers = Vec::with_capacity(seeds.len());
         for &seed in &seeds {
-            layers.push(trained_layer::<D, E>(run, s.layer_spec(), seed)?);
+            layers.push(trained_layer(run, s.layer_spec(), seed)?);
         }
         let TrainedLayer { model, training, timing, curves } = layers[0].clone();
         let (smp, seed, stream, count) = (&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
-        let nets: Vec<&crate::net::Net<E>> = layers.iter().map(|l| l.model.net()).collect();
-        let assessment = assess::<D, E>(&nets, &refs, Held { sampler: smp, seed, count })?;
+        let nets: Vec<&crate::net::Net> = layers.iter().map(|l| l.model.net()).collect();
+        let assessment = assess(&nets, &refs, Held { sampler: smp, seed, count })?;
         let vs_gd = compare(nets[0], refs.gd(), smp, seed, stream, count);
-        let fit = dualform::read_gd::<f32, E, E, E, D, 1>(&model.layers()[0], s.task.n)?;
+        let fit = FamilyFit::of(&model.layers()[0], s.task.d, s.task.n)?;
         let seed_to_seed = (nets.len() > 1).then(|| SeedToSeed {
             second_seed: seeds[1],
             vs_first: compare(nets[0], nets[1], smp, seed, stream, count),
@@ -335,15 +335,15 @@ impl Experiment for SingleLayer {
             vs_gd,
             assessment,
             references: refs.summary.clone(),
-            zero: zero_loss::<E>(smp, seed, stream, count),
-            ols: ols_loss::<E>(smp, seed, stream, count),
-            gd_family: FamilyFit::from(&fit),
+            zero: zero_loss(smp, seed, stream, count),
+            ols: ols_loss(smp, seed, stream, count),
+            gd_family: fit,
             seed_to_seed,
             training,
             timing,
             curves,
         };
-        write_files::<D, E>(s, run, &model, &refs, &results)?;
+        write_files(s, run, &model, &refs, &results)?;
         let (mut checks, mut verdict) = (ruling.checks, ruling.sentence);
         // A verdict over seeds needs at least three of them; a quick run says it has fewer.
         if s.common.quick {
@@ -369,14 +369,14 @@ mod tests {
     #[test]
     fn a_reference_with_the_rate_off_by_two_is_detected() {
         let sampler = TaskSampler::new(10, 10, 1.0);
-        let refs = References::<11>::build::<10>(&sampler, 3, 4000).unwrap();
-        let model = gd_net::<10, 11>(refs.summary.gd_eta as f32, 10).unwrap();
+        let refs = References::build(&sampler, 3, 4000).unwrap();
+        let model = gd_net(10, refs.summary.gd_eta as f32, 10).unwrap();
         let held = Held { sampler: &sampler, seed: 3, count: 2000 };
-        let right = assess::<10, 11>(&[&model], &refs, held).unwrap();
+        let right = assess(&[&model], &refs, held).unwrap();
         assert_eq!(right.ruling.outcome, Verdict::ImplementsGd, "{:?}", right.ruling);
         let doubled = 2.0 * refs.summary.gd_eta;
-        let wrong_refs = refs.with_gd_eta::<10>(doubled).unwrap();
-        let wrong = assess::<10, 11>(&[&model], &wrong_refs, held).unwrap();
+        let wrong_refs = refs.with_gd_eta(doubled).unwrap();
+        let wrong = assess(&[&model], &wrong_refs, held).unwrap();
         assert_ne!(wrong.ruling.outcome, Verdict::ImplementsGd, "{:?}", wrong.ruling);
         // The rules find the model closer to the preconditioned step (on isotropic tasks, the right GD step).
         assert_eq!(wrong.ruling.outcome, Verdict::ImplementsPreconditionedGd, "{:?}", wrong.ruling);

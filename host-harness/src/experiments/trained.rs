@@ -61,9 +61,9 @@ impl<'a> LayerSpec<'a> {
 
 /// A trained single layer and how it was trained.
 #[derive(Clone, Debug)]
-pub struct TrainedLayer<const E: usize> {
+pub struct TrainedLayer {
     /// The model.
-    pub model: Lsa<E>,
+    pub model: Lsa,
     /// The training run.
     pub training: TrainSpec,
     /// Training time.
@@ -74,20 +74,16 @@ pub struct TrainedLayer<const E: usize> {
 
 /// The trained single layer of `spec` from seed `seed`, with its training curves against the tuned GD step;
 /// trained once per command and shared by the experiments that use it (`recurrent`, `interpolate`, `ood`).
-pub fn trained_layer<const D: usize, const E: usize>(
-    run: &mut Run<'_>,
-    spec: LayerSpec<'_>,
-    seed: u64,
-) -> Result<TrainedLayer<E>, HarnessError> {
+pub fn trained_layer(run: &mut Run<'_>, spec: LayerSpec<'_>, seed: u64) -> Result<TrainedLayer, HarnessError> {
     let LayerSpec { task, train: train_args, eval_seed, eval_tasks, curves } = spec;
     let CurveArgs { log_every, probe_tasks } = *curves;
     let spec = train_args.spec(1, seed);
     let key = format!("single-layer|{task:?}|{spec:?}|{eval_seed} {eval_tasks} {log_every} {probe_tasks}");
     run.cached(&key, |run| {
         let sampler = task.sampler();
-        let eta = tune_gd_rate::<D, E>(&sampler, eval_seed, streams::TUNE, eval_tasks)?;
-        let gd = gd_net::<D, E>(eta as f32, task.n)?;
-        let mut model = Lsa::<E>::init(&mut stream_rng(seed, streams::INIT), 1, vec![0], Update::residual())?;
+        let eta = tune_gd_rate(&sampler, eval_seed, streams::TUNE, eval_tasks)?;
+        let gd = gd_net(task.d, eta as f32, task.n)?;
+        let mut model = Lsa::init(&mut stream_rng(seed, streams::INIT), task.d + 1, 1, vec![0], Update::residual())?;
         let progress = run.progress(spec.steps, &format!("single layer, seed {seed}"));
         let mut curves = Vec::new();
         let timing = train(&mut model, &sampler, &spec, |step, m, loss| {
@@ -134,9 +130,9 @@ impl<'a> StackSpec<'a> {
 
 /// A trained deep model and how it was trained.
 #[derive(Clone, Debug)]
-pub struct TrainedStack<const E: usize> {
+pub struct TrainedStack {
     /// The model.
-    pub model: Lsa<E>,
+    pub model: Lsa,
     /// The training run.
     pub training: TrainSpec,
     /// Token clipping after every layer.
@@ -148,11 +144,7 @@ pub struct TrainedStack<const E: usize> {
 }
 
 /// The K-layer model of `spec`, trained once per command (shared with `gd-plus-plus`).
-pub fn trained_stack<const E: usize>(
-    run: &mut Run<'_>,
-    layers: usize,
-    spec: StackSpec<'_>,
-) -> Result<TrainedStack<E>, HarnessError> {
+pub fn trained_stack(run: &mut Run<'_>, layers: usize, spec: StackSpec<'_>) -> Result<TrainedStack, HarnessError> {
     let train_spec = spec.train.spec(layers, spec.seed);
     let clip = reference::token_clip(layers);
     let key = format!(
@@ -163,7 +155,7 @@ pub fn trained_stack<const E: usize>(
         let sampler = spec.task.sampler();
         let update = Update { clip, ..Update::residual() };
         let mut model =
-            Lsa::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers, (0..layers).collect(), update)?;
+            Lsa::init(&mut stream_rng(spec.seed, streams::INIT), sampler.d + 1, layers, (0..layers).collect(), update)?;
         let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
         let mut curve = Vec::new();
         let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
@@ -181,14 +173,14 @@ pub fn trained_stack<const E: usize>(
 }
 
 /// The references of depth `k`, fitted once per command (shared with `gd-plus-plus`).
-pub fn references<const D: usize, const E: usize>(
+pub fn references(
     run: &mut Run<'_>,
     k: usize,
     task: &TaskArgs,
     spec: FitSpec<'_>,
-) -> Result<Vec<Fitted<D, E>>, HarnessError> {
+) -> Result<Vec<Fitted>, HarnessError> {
     let key = format!("references|{k}|{task:?}|{} {} {}", spec.eval_seed, spec.tasks, spec.iters);
-    run.cached(&key, |_| fit_all::<D, E>(k, spec))
+    run.cached(&key, |_| fit_all(k, spec))
 }
 
 /// A trained softmax model, how it was trained, and its curve `(step, batch loss, probe loss)`.

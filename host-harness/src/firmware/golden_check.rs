@@ -12,11 +12,11 @@
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
 use crate::golden::Golden;
-use crate::model::{load_head, Lsa, LsaHead, Model as _};
+use crate::model::{load_head, Lsa, Model as _};
 use crate::net::Forward;
 use crate::HarnessError;
 use dualform::backward::{context_state, query_forward};
-use dualform::{Layer, MergedHead};
+use dualform::{Head, Layer, MergedHead};
 use dualform_protocol::{Kind, Line, Model};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,13 +88,13 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
 #[derive(Clone, Debug)]
 pub struct GoldenModels<const E: usize> {
     /// The trained single layer.
-    pub trained: LsaHead<E>,
+    pub trained: Head<f32, E, E, E>,
     /// The GD construction.
-    pub gd: LsaHead<E>,
+    pub gd: Head<f32, E, E, E>,
     /// The stack of K trained layers.
-    pub stack: Lsa<E>,
+    pub stack: Lsa,
     /// One trained layer applied K times.
-    pub looped: Lsa<E>,
+    pub looped: Lsa,
 }
 
 /// SHA-256 of the four weight files.
@@ -131,7 +131,7 @@ pub fn host_results<const E: usize>(golden: &Golden<E>, models: &GoldenModels<E>
             r.preds.insert((task, Kind::TrainedLayer), a.to_bits());
             r.preds.insert((task, Kind::GdLayer), b.to_bits());
         }
-        let deep = |m: &Lsa<E>| m.net().predict(ctx, q, &mut m.net().workspace(ctx.len()), None);
+        let deep = |m: &Lsa| m.net().predict(ctx.as_flattened(), q, &mut m.net().workspace(ctx.len()), None);
         let (s, l) = (deep(stack), deep(looped));
         r.preds.insert((task, Kind::Stack), s.to_bits());
         r.preds.insert((task, Kind::Looped), l.to_bits());
@@ -211,11 +211,16 @@ pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, Harness
 /// `gd.safetensors`, `stack.safetensors`, `looped.safetensors`), and the SHA-256 of the weight files.
 pub fn host_golden<const E: usize>(data: &Path) -> Result<(GoldenResults, WeightHashes), HarnessError> {
     let golden = Golden::<E>::load(&data.join("golden.safetensors"))?;
-    let (trained, h1) = load_head::<E>(&data.join("trained.safetensors"))?;
-    let (gd, h2) = load_head::<E>(&data.join("gd.safetensors"))?;
-    let deep = |name: &str| -> Result<(Lsa<E>, String), HarnessError> {
+    let fixed = |name: &str| -> Result<(Head<f32, E, E, E>, String), HarnessError> {
+        let (head, sha) = load_head(&data.join(name), E)?;
+        let head = head.to_fixed::<E>().ok_or_else(|| HarnessError::BadInput(format!("{name}: not of width {E}")))?;
+        Ok((head, sha))
+    };
+    let (trained, h1) = fixed("trained.safetensors")?;
+    let (gd, h2) = fixed("gd.safetensors")?;
+    let deep = |name: &str| -> Result<(Lsa, String), HarnessError> {
         let f = dualform_tensors::TensorFile::read(&data.join(name))?;
-        Ok((Lsa::<E>::from_file(&f)?, f.sha256.clone()))
+        Ok((Lsa::from_file(&f, Some(E))?, f.sha256.clone()))
     };
     let ((stack, h3), (looped, h4)) = (deep("stack.safetensors")?, deep("looped.safetensors")?);
     let models = GoldenModels { trained, gd, stack, looped };

@@ -1,11 +1,10 @@
 //! [`GdFamily`]: the core's GD and GD++ constructions with a few free scalars (one shared rate, a rate per step, or a
 //! rate and an input transformation per step): the references the trained models are compared with.
 
-use super::Model;
-use crate::net::{Forward, Net};
+use super::{LsaHead, Model};
+use crate::net::{Forward, Merged, Net};
 use crate::HarnessError;
-use dualform::nalgebra::SMatrix;
-use dualform::{gd_layer, gdpp_layer, MergedHead, Update};
+use dualform::{gd_head_into, Update};
 use dualform_tensors::Tensor;
 use std::collections::BTreeMap;
 
@@ -27,17 +26,21 @@ pub enum GdKind {
 /// GD++, free `gamma`: the few-parameter references. In merged form each step's head is
 /// `A = [[I, 0], [0, 0]]`, `B = [[-gamma I, 0], [0, -eta / N]]` (gamma = 0 for plain GD).
 #[derive(Clone, Debug, PartialEq)]
-pub struct GdFamily<const D: usize, const E: usize> {
+pub struct GdFamily {
+    d: usize,
     kind: GdKind,
     n: usize,
     etas: Vec<f32>,
     gammas: Vec<f32>,
-    net: Net<E>,
+    net: Net,
 }
 
-impl<const D: usize, const E: usize> GdFamily<D, E> {
-    /// `steps` steps of kind `kind` over `n` pairs, every rate `eta` and every `gamma` 0.
-    pub fn new(kind: GdKind, steps: usize, n: usize, eta: f32) -> Result<Self, HarnessError> {
+impl GdFamily {
+    /// `steps` steps of kind `kind` over `n` pairs of `d` inputs, every rate `eta` and every `gamma` 0.
+    pub fn new(d: usize, kind: GdKind, steps: usize, n: usize, eta: f32) -> Result<Self, HarnessError> {
+        if d == 0 {
+            return Err(HarnessError::Usage("a GD reference needs at least one input".into()));
+        }
         if steps == 0 || n == 0 {
             return Err(HarnessError::Usage("a GD reference needs at least one step and one context pair".into()));
         }
@@ -50,9 +53,9 @@ impl<const D: usize, const E: usize> GdFamily<D, E> {
             GdKind::PlusPlus | GdKind::PlusPlusShared => vec![0.0; distinct],
             _ => vec![],
         };
-        let heads = vec![MergedHead::zeros(); distinct];
+        let heads = vec![Merged::zeros(d + 1); distinct];
         let net = Net::new(heads, schedule, Update::residual())?;
-        let mut m = Self { kind, n, etas: vec![eta; distinct], gammas, net };
+        let mut m = Self { d, kind, n, etas: vec![eta; distinct], gammas, net };
         m.rebuild()?;
         Ok(m)
     }
@@ -82,23 +85,20 @@ impl<const D: usize, const E: usize> GdFamily<D, E> {
     }
 
     fn rebuild(&mut self) -> Result<(), HarnessError> {
-        let w0 = SMatrix::<f32, 1, D>::zeros();
+        let (d, w0) = (self.d, vec![0.0f32; self.d]);
+        let mut head = LsaHead::zeros(d + 1);
         for (k, m) in self.net.heads_mut().iter_mut().enumerate() {
-            let eta = self.etas[k];
-            let layer = match self.gammas.get(k) {
-                Some(&gamma) => gdpp_layer::<f32, D, 1, E>(&w0, eta, gamma, self.n)?,
-                None => gd_layer::<f32, D, 1, E>(&w0, eta, self.n)?,
-            };
-            *m = MergedHead::from_head(&layer.heads[0]);
+            gd_head_into(d, 1, &w0, self.etas[k], self.gammas.get(k).copied(), self.n, head.mats_mut())?;
+            *m = head.merged();
         }
         Ok(())
     }
 }
 
-impl<const D: usize, const E: usize> Model<E> for GdFamily<D, E> {
-    type Net = Net<E>;
+impl Model for GdFamily {
+    type Net = Net;
 
-    fn net(&self) -> &Net<E> {
+    fn net(&self) -> &Net {
         &self.net
     }
 
@@ -117,23 +117,23 @@ impl<const D: usize, const E: usize> Model<E> for GdFamily<D, E> {
         // Non-finite parameters give non-finite heads (and losses) rather than an error here.
         if self.rebuild().is_err() {
             for m in self.net.heads_mut() {
-                m.b = m.b.map(|_| f32::NAN);
+                m.b.fill(f32::NAN);
             }
         }
     }
 
-    /// `B[(D, D)] = -eta / N` and `B[(i, i)] = -gamma` for `i < D`: `dL/deta = -dB[(D, D)] / N`,
+    /// `B[(d, d)] = -eta / N` and `B[(i, i)] = -gamma` for `i < d`: `dL/deta = -dB[(d, d)] / N`,
     /// `dL/dgamma = -sum_i dB[(i, i)]`.
-    fn pullback(&self, merged: &[MergedHead<f32, E>], out: &mut [f32]) {
-        let k = self.etas.len();
+    fn pullback(&self, merged: &[Merged], out: &mut [f32]) {
+        let (k, d, e) = (self.etas.len(), self.d, self.d + 1);
         let inv_n = 1.0 / self.n as f32;
         for (i, dm) in merged.iter().enumerate().take(k) {
             if let Some(o) = out.get_mut(i) {
-                *o -= dm.b[(D, D)] * inv_n;
+                *o -= dm.b[d * e + d] * inv_n;
             }
             if !self.gammas.is_empty() {
                 if let Some(o) = out.get_mut(k + i) {
-                    *o -= (0..D).map(|j| dm.b[(j, j)]).sum::<f32>();
+                    *o -= (0..d).map(|j| dm.b[j * e + j]).sum::<f32>();
                 }
             }
         }
@@ -160,15 +160,16 @@ impl<const D: usize, const E: usize> Model<E> for GdFamily<D, E> {
 mod tests {
     use super::*;
     use crate::tasks::TaskSampler;
+    use dualform::nalgebra::SMatrix;
 
     #[test]
     fn gd_references_predict_what_the_core_primal_gd_predicts() {
         // The merged constructions against the core's primal GD / GD++ on W and x, an independent implementation.
         let sampler = TaskSampler::new(4, 6, 1.0);
-        let mut m = GdFamily::<4, 5>::new(GdKind::PlusPlus, 3, 6, 1.0).unwrap();
+        let mut m = GdFamily::new(4, GdKind::PlusPlus, 3, 6, 1.0).unwrap();
         m.set_params(&[2.0, 3.0, 1.5, 0.4, -0.2, 0.1]);
-        let per = GdFamily::<4, 5>::new(GdKind::PerStep, 3, 6, 1.0).unwrap().with_etas(&[2.0, 3.0, 1.5]).unwrap();
-        let rows = sampler.par_chunks::<5, Vec<(f32, f32, f32, f32)>>(11, 0, 20, Vec::new, |acc, c, q, _| {
+        let per = GdFamily::new(4, GdKind::PerStep, 3, 6, 1.0).unwrap().with_etas(&[2.0, 3.0, 1.5]).unwrap();
+        let rows = sampler.par_chunks_fixed::<5, Vec<(f32, f32, f32, f32)>>(11, 0, 20, Vec::new, |acc, c, q, _| {
             let xs: [[f32; 4]; 6] = core::array::from_fn(|j| core::array::from_fn(|i| c[j][i]));
             let ys: [[f32; 1]; 6] = core::array::from_fn(|j| [c[j][4]]);
             let mut xq: [f32; 4] = core::array::from_fn(|i| q[i]);
@@ -185,6 +186,7 @@ mod tests {
             }
             let mut ws = m.net().workspace(6);
             let mut ws2 = per.net().workspace(6);
+            let (c, q) = (c.as_flattened(), &q[..]);
             acc.push((per.net().predict(c, q, &mut ws2, None), gd, m.net().predict(c, q, &mut ws, None), -yq[0]));
         });
         for (per_step, gd, pp, gdpp) in rows.into_iter().flatten() {

@@ -77,7 +77,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpLsa<F, M, W> {
     }
 }
 
-impl<const F: usize, const M: usize, const W: usize> Model<2> for MlpLsa<F, M, W> {
+impl<const F: usize, const M: usize, const W: usize> Model for MlpLsa<F, M, W> {
     type Net = MlpLsaNet<F, M, W>;
 
     fn net(&self) -> &Self::Net {

@@ -30,9 +30,9 @@ use dualform_tensors::Tensor;
 use std::collections::BTreeMap;
 
 /// A trainable or fittable parameterisation of a forward structure ([`Forward`]).
-pub trait Model<const E: usize>: Clone + Send + Sync + 'static {
+pub trait Model: Clone + Send + Sync + 'static {
     /// The forward structure it parameterises.
-    type Net: Forward<E>;
+    type Net: Forward;
     /// The forward structure with the current parameters.
     fn net(&self) -> &Self::Net;
     /// The parameters, flat, in the model's fixed order.
@@ -42,7 +42,7 @@ pub trait Model<const E: usize>: Clone + Send + Sync + 'static {
     fn set_params(&mut self, p: &[f32]);
     /// Adds into `out` (as long as [`Model::params`]) the gradient of the parameters given the gradients of the
     /// net's parameter groups (merged heads of a [`Net`](crate::net::Net), layers of a softmax net).
-    fn pullback(&self, grads: &[<Self::Net as Forward<E>>::Grad], out: &mut [f32]);
+    fn pullback(&self, grads: &[<Self::Net as Forward>::Grad], out: &mut [f32]);
     /// The tensors that describe the model, for saving.
     fn tensors(&self) -> Vec<Tensor>;
     /// Facts a reader of the saved file needs (merged into the file's metadata).
@@ -50,11 +50,7 @@ pub trait Model<const E: usize>: Clone + Send + Sync + 'static {
 }
 
 /// Writes `model` to `path` with its own metadata plus `extra` (for example `d`, `n`, what the model is).
-pub fn save<const E: usize, M: Model<E>>(
-    model: &M,
-    extra: &[(&str, String)],
-    path: &std::path::Path,
-) -> Result<(), HarnessError> {
+pub fn save<M: Model>(model: &M, extra: &[(&str, String)], path: &std::path::Path) -> Result<(), HarnessError> {
     let mut meta = model.meta();
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
@@ -71,10 +67,10 @@ mod tests {
 
     /// The pullback of every model against central differences of the mean loss over a few tasks (f32, so a loose
     /// bound, but a wrong chain rule is off by far more).
-    fn check_pullback<const E: usize, M: Model<E>>(mut m: M, label: &str) {
-        let sampler = TaskSampler::new(E - 1, 6, 1.0);
-        let tasks = sampler.par_chunks::<E, Vec<(Vec<[f32; E]>, [f32; E], f32)>>(9, 0, 16, Vec::new, |acc, c, q, y| {
-            acc.push((c.to_vec(), *q, y))
+    fn check_pullback<M: Model>(mut m: M, label: &str) {
+        let sampler = TaskSampler::new(m.net().width() - 1, 6, 1.0);
+        let tasks = sampler.par_chunks::<Vec<(Vec<f32>, Vec<f32>, f32)>>(9, 0, 16, Vec::new, |acc, c, q, y| {
+            acc.push((c.to_vec(), q.to_vec(), y))
         });
         let tasks: Vec<_> = tasks.into_iter().flatten().collect();
         let loss = |m: &M| -> f64 {
@@ -84,7 +80,7 @@ mod tests {
         let mut merged = m.net().zero_grads();
         let mut ws = m.net().workspace(6);
         for (c, q, y) in &tasks {
-            m.net().forward_backward(c, q, &mut ws, |yh| yh - y, Some(&mut merged));
+            m.net().forward_backward(c, q, &mut ws, |yh| yh - y, Some(&mut merged), None);
         }
         let p = m.params();
         let mut grad = vec![0.0f32; p.len()];
@@ -111,17 +107,17 @@ mod tests {
     #[test]
     fn every_pullback_matches_central_differences() {
         let mut rng = stream_rng(5, 0);
-        let scale = |m: &mut Lsa<5>| {
+        let scale = |m: &mut Lsa| {
             let p: Vec<f32> = m.params().iter().map(|v| v * 30.0).collect();
             m.set_params(&p);
         };
-        let mut single = Lsa::<5>::init(&mut rng, 1, vec![0], Update::residual()).unwrap();
+        let mut single = Lsa::init(&mut rng, 5, 1, vec![0], Update::residual()).unwrap();
         scale(&mut single);
         check_pullback(single, "single layer");
-        let mut stack = Lsa::<5>::init(&mut rng, 2, vec![0, 1], Update::residual()).unwrap();
+        let mut stack = Lsa::init(&mut rng, 5, 2, vec![0, 1], Update::residual()).unwrap();
         scale(&mut stack);
         check_pullback(stack, "two layers");
-        let mut rec = Lsa::<5>::init(&mut rng, 1, vec![0, 0, 0], Update { scale: 0.75, first: 4, clip: None }).unwrap();
+        let mut rec = Lsa::init(&mut rng, 5, 1, vec![0, 0, 0], Update { scale: 0.75, first: 4, clip: None }).unwrap();
         scale(&mut rec);
         check_pullback(rec, "recurrent, y only, damped");
         for layers in [1, 2] {
@@ -150,7 +146,7 @@ mod tests {
         mz.set_params(&p);
         check_pullback(mz, "feature map and elu+1 layer");
         for kind in [GdKind::SharedRate, GdKind::PerStep, GdKind::PlusPlus, GdKind::PlusPlusShared] {
-            let mut m = GdFamily::<4, 5>::new(kind, 3, 6, 2.0).unwrap();
+            let mut m = GdFamily::new(4, kind, 3, 6, 2.0).unwrap();
             let p: Vec<f32> =
                 m.params().iter().enumerate().map(|(i, v)| if i < 3 { *v + i as f32 * 0.5 } else { 0.3 }).collect();
             m.set_params(&p);

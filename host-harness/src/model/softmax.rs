@@ -60,7 +60,7 @@ pub(crate) fn layer_tensors<const E: usize>(layers: &[SoftmaxLayer<E>]) -> Vec<T
         .enumerate()
         .map(|(i, name)| {
             let data: Vec<f32> =
-                layers.iter().flat_map(|l| l.heads.iter()).flat_map(|h| row_major::<E>(slices(h)[i])).collect();
+                layers.iter().flat_map(|l| l.heads.iter()).flat_map(|h| row_major(E, slices(h)[i])).collect();
             Tensor::new(*name, vec![layers.len(), SOFTMAX_HEADS, E, E], data)
         })
         .collect()
@@ -84,7 +84,7 @@ impl<const E: usize> Softmax<E> {
     }
 }
 
-impl<const E: usize> Model<E> for Softmax<E> {
+impl<const E: usize> Model for Softmax<E> {
     type Net = SoftmaxNet<E>;
 
     fn net(&self) -> &SoftmaxNet<E> {

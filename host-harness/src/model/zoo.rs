@@ -45,7 +45,7 @@ impl<const E: usize> Zoo<E> {
     }
 }
 
-impl<const E: usize> Model<E> for Zoo<E> {
+impl<const E: usize> Model for Zoo<E> {
     type Net = ZooNet<E>;
 
     fn net(&self) -> &ZooNet<E> {
@@ -108,7 +108,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpZoo<F, M, W> {
     }
 }
 
-impl<const F: usize, const M: usize, const W: usize> Model<2> for MlpZoo<F, M, W> {
+impl<const F: usize, const M: usize, const W: usize> Model for MlpZoo<F, M, W> {
     type Net = MlpZooNet<F, M, W>;
 
     fn net(&self) -> &Self::Net {

@@ -1,24 +1,72 @@
 //! [`Net`], the forward structure of every LSA model and reference: merged LSA heads (`A = W_K^T W_Q`, `B = P W_V`)
-//! applied to the tokens in a schedule, with one update rule, and the prediction read from the query.
+//! applied to the tokens in a schedule, with one update rule, and the prediction read from the query, at a token
+//! width chosen at run time.
 //!
 //! K distinct layers are K heads applied once each; a recurrent model is one head applied K times; the GD
-//! references are the core's constructions in merged form. Everything runs on the core's kernels:
+//! references are the core's constructions in merged form. Everything runs on the core's kernels
+//! ([`dualform::MergedRef`], the same code the fixed-width `MergedHead` of a firmware runs):
 //! - one application whose rule is the plain residual (the single layer): only the query's output is read, so the
-//!   core's query-only kernel ([`MergedHead::query_forward_backward`], O(N E + E^2)) runs;
-//! - otherwise every token is updated by every application ([`MergedHead::layer_forward`], with `G`, `G A` and
+//!   core's query-only kernel ([`MergedRef::query_forward`] and [`MergedRef::query_backward`], O(N E + E^2)) runs;
+//! - otherwise every token is updated by every application ([`MergedRef::layer_forward`], with `G`, `G A` and
 //!   `C = B G A` kept per application) and differentiated back through all of them
-//!   ([`MergedHead::layer_backward`]); gradients of applications that share a head add up in that head.
+//!   ([`MergedRef::layer_backward`]); gradients of applications that share a head add up in that head.
 //!
-//! The prediction is `y_hat = -h_query[last]`; [`Net::forward_backward`] also returns `dL/dh_query` for a seed
+//! The prediction is `y_hat = -h_query[last]`; [`Forward::forward_backward`] also returns `dL/dh_query` for a seed
 //! `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for seed 1.
 
-use super::{Forward, Workspace};
-use dualform::{LayerCache, MergedHead, Update};
+use super::Forward;
+use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
+use dualform::{MergedHead, MergedRef, Update};
+
+/// One merged head `(A, B)` of width `e` (each `e x e`, column-major), or its gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Merged {
+    e: usize,
+    /// `A = W_K^T W_Q`, column-major.
+    pub a: Vec<f32>,
+    /// `B = P W_V`, column-major.
+    pub b: Vec<f32>,
+}
+
+impl Merged {
+    /// Zero matrices of width `e` (an identity layer; also an empty gradient).
+    pub fn zeros(e: usize) -> Self {
+        Self { e, a: vec![0.0; e * e], b: vec![0.0; e * e] }
+    }
+
+    /// The head of a fixed-width [`MergedHead`].
+    pub fn from_fixed<const E: usize>(h: &MergedHead<f32, E>) -> Self {
+        Self { e: E, a: h.a.as_slice().to_vec(), b: h.b.as_slice().to_vec() }
+    }
+
+    /// The width E.
+    pub fn width(&self) -> usize {
+        self.e
+    }
+
+    /// The core's view of this head.
+    pub fn view(&self) -> MergedRef<'_, f32> {
+        // `a` and `b` hold e * e values by construction; a zero width gives an empty head that the kernels refuse.
+        MergedRef::new(self.e, &self.a, &self.b).unwrap_or_else(|_| unreachable!("a merged head of width {}", self.e))
+    }
+
+    /// `self += other` entry by entry.
+    pub fn add(&mut self, other: &Merged) {
+        for (x, y) in self.a.iter_mut().zip(&other.a).chain(self.b.iter_mut().zip(&other.b)) {
+            *x += *y;
+        }
+    }
+
+    fn grad_mut(&mut self) -> GradMut<'_, f32> {
+        GradMut { a: &mut self.a, b: &mut self.b }
+    }
+}
 
 /// Merged heads, the order they are applied in, and the update rule.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Net<const E: usize> {
-    heads: Vec<MergedHead<f32, E>>,
+pub struct Net {
+    e: usize,
+    heads: Vec<Merged>,
     schedule: Vec<usize>,
     update: Update<f32>,
 }
@@ -30,42 +78,79 @@ pub enum NetError {
     Schedule(String),
     /// The update rule is invalid for width E.
     Update(dualform::Error),
+    /// A head of another width than the net's, or a width of 0.
+    Width(String),
 }
 
 impl std::fmt::Display for NetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NetError::Schedule(m) => write!(f, "{m}"),
+            NetError::Schedule(m) | NetError::Width(m) => write!(f, "{m}"),
             NetError::Update(e) => write!(f, "update rule: {e}"),
         }
     }
 }
 
-impl<const E: usize> Net<E> {
+/// Per-task scratch of a [`Net`]: the tokens after every application, the caches of the backward, token gradients
+/// and the kernels' scratch. It grows to any context length it meets.
+#[derive(Clone, Debug, Default)]
+pub struct NetWorkspace {
+    tokens: Vec<f32>,
+    caches: Vec<f32>,
+    grads: Vec<f32>,
+    spare: Vec<Merged>,
+    mats: Vec<f32>,
+    vecs: Vec<f32>,
+}
+
+impl NetWorkspace {
+    /// After a run of `k` applications over contexts of `n` pairs (tokens of application `a` at
+    /// `(a + 1) * (n + 1)..`, width `e`): the prediction `-h_query[last]` after each application into `readout` (its
+    /// first `k` entries, when given), and the final prediction.
+    fn predictions(&self, e: usize, n: usize, k: usize, readout: Option<&mut [f32]>) -> f32 {
+        let stride = (n + 1) * e;
+        let at = |app: usize| self.tokens.get((app + 2) * stride - 1).map_or(f32::NAN, |t| -t);
+        if let Some(r) = readout {
+            for (app, slot) in r.iter_mut().take(k).enumerate() {
+                *slot = at(app);
+            }
+        }
+        k.checked_sub(1).map_or(f32::NAN, at)
+    }
+}
+
+impl Net {
     /// Heads applied in `schedule` order (entry k: the head of application k) with rule `update`.
-    pub fn new(heads: Vec<MergedHead<f32, E>>, schedule: Vec<usize>, update: Update<f32>) -> Result<Self, NetError> {
+    pub fn new(heads: Vec<Merged>, schedule: Vec<usize>, update: Update<f32>) -> Result<Self, NetError> {
         if schedule.is_empty() {
             return Err(NetError::Schedule("a net needs at least one application".into()));
         }
         if let Some(&k) = schedule.iter().find(|&&k| k >= heads.len()) {
             return Err(NetError::Schedule(format!("application of head {k}, but there are {}", heads.len())));
         }
-        update.validate(E).map_err(NetError::Update)?;
-        Ok(Self { heads, schedule, update })
+        let e = heads.first().map_or(0, Merged::width);
+        if e == 0 || heads.iter().any(|h| h.width() != e) {
+            return Err(NetError::Width(format!(
+                "heads of widths {:?}: all must have one width of at least 1",
+                heads.iter().map(Merged::width).collect::<Vec<_>>()
+            )));
+        }
+        update.validate(e).map_err(NetError::Update)?;
+        Ok(Self { e, heads, schedule, update })
     }
 
-    /// One head applied once with the plain residual rule (the single layer).
-    pub fn single(head: MergedHead<f32, E>) -> Self {
-        Self { heads: vec![head], schedule: vec![0], update: Update::residual() }
+    /// One head applied once with the plain residual rule (the single layer). A head of width 0 is refused.
+    pub fn single(head: Merged) -> Result<Self, NetError> {
+        Self::new(vec![head], vec![0], Update::residual())
     }
 
     /// The distinct heads.
-    pub fn heads(&self) -> &[MergedHead<f32, E>] {
+    pub fn heads(&self) -> &[Merged] {
         &self.heads
     }
 
-    /// Mutable heads (the schedule and rule stay valid whatever the weights).
-    pub fn heads_mut(&mut self) -> &mut [MergedHead<f32, E>] {
+    /// Mutable heads (the schedule and rule stay valid whatever the weights; the widths must not change).
+    pub fn heads_mut(&mut self) -> &mut [Merged] {
         &mut self.heads
     }
 
@@ -91,26 +176,34 @@ impl<const E: usize> Net<E> {
     }
 
     /// Runs every application on a copy of the tokens; afterwards application `k`'s output tokens are
-    /// `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (context, then query). Returns false if the rule was refused
-    /// (impossible for a net built by [`Net::new`]).
-    fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
-        let (n, k) = (ctx.len(), self.schedule.len());
-        let stride = n + 1;
+    /// `ws.tokens[(k + 1) * (n + 1) * e..][..(n + 1) * e]` (context, then query). Returns false if a kernel refused
+    /// (a query or context of the wrong width).
+    fn run_all(&self, ctx: &[f32], query: &[f32], ws: &mut NetWorkspace) -> bool {
+        let e = self.e;
+        if query.len() != e || !ctx.len().is_multiple_of(e) {
+            return false;
+        }
+        let (n, k) = (ctx.len() / e, self.schedule.len());
+        let stride = (n + 1) * e;
+        let (mats, vecs) = MergedRef::<f32>::layer_backward_scratch(e);
         if ws.tokens.len() < (k + 1) * stride
-            || ws.caches.len() < k
+            || ws.caches.len() < 3 * e * e * k
             || ws.grads.len() < stride
             || ws.spare.len() < self.heads.len()
+            || ws.mats.len() < mats
+            || ws.vecs.len() < vecs
         {
             *ws = self.workspace(n);
         }
-        ws.tokens[..n].copy_from_slice(ctx);
-        ws.tokens[n] = *query;
+        ws.tokens[..n * e].copy_from_slice(ctx);
+        ws.tokens[n * e..stride].copy_from_slice(query);
         for (app, &h) in self.schedule.iter().enumerate() {
             let (done, rest) = ws.tokens.split_at_mut((app + 1) * stride);
             let next = &mut rest[..stride];
             next.copy_from_slice(&done[app * stride..]);
-            let Some((q, c)) = next.split_last_mut() else { return false };
-            if self.heads[h].layer_forward(&self.update, c, q, &mut ws.caches[app]).is_err() {
+            let (c, q) = next.split_at_mut(n * e);
+            let cache = cache_mut(&mut ws.caches, e, app);
+            if self.heads[h].view().layer_forward(&self.update, c, q, cache, &mut ws.vecs[..e]).is_err() {
                 return false;
             }
         }
@@ -118,16 +211,34 @@ impl<const E: usize> Net<E> {
     }
 }
 
-impl<const E: usize> Forward<E> for Net<E> {
-    type Grad = MergedHead<f32, E>;
+/// Application `app`'s cache (`G`, `F`, `C`) in the flat caches of a workspace.
+fn cache_mut(caches: &mut [f32], e: usize, app: usize) -> CacheMut<'_, f32> {
+    let ee = e * e;
+    let (gram, rest) = caches[3 * ee * app..3 * ee * (app + 1)].split_at_mut(ee);
+    let (ga, c) = rest.split_at_mut(ee);
+    CacheMut { gram, ga, c }
+}
 
-    fn zero_grads(&self) -> Vec<MergedHead<f32, E>> {
-        vec![MergedHead::zeros(); self.heads.len()]
+fn cache_ref(caches: &[f32], e: usize, app: usize) -> CacheRef<'_, f32> {
+    let ee = e * e;
+    let all = &caches[3 * ee * app..3 * ee * (app + 1)];
+    CacheRef { gram: &all[..ee], ga: &all[ee..2 * ee], c: &all[2 * ee..] }
+}
+
+impl Forward for Net {
+    type Grad = Merged;
+    type Workspace = NetWorkspace;
+
+    fn width(&self) -> usize {
+        self.e
     }
 
-    fn add_grad(into: &mut MergedHead<f32, E>, from: &MergedHead<f32, E>) {
-        into.a += from.a;
-        into.b += from.b;
+    fn zero_grads(&self) -> Vec<Merged> {
+        vec![Merged::zeros(self.e); self.heads.len()]
+    }
+
+    fn add_grad(into: &mut Merged, from: &Merged) {
+        into.add(from);
     }
 
     fn applications(&self) -> usize {
@@ -135,22 +246,32 @@ impl<const E: usize> Forward<E> for Net<E> {
     }
 
     /// A workspace for contexts of `n` pairs.
-    fn workspace(&self, n: usize) -> Workspace<E> {
-        let k = self.schedule.len();
-        Workspace {
-            tokens: vec![[0.0; E]; (k + 1) * (n + 1)],
-            caches: vec![LayerCache::zeros(); k],
-            grads: vec![[0.0; E]; n + 1],
-            spare: vec![MergedHead::zeros(); self.heads.len()],
-            ..Workspace::default()
+    fn workspace(&self, n: usize) -> NetWorkspace {
+        let (e, k) = (self.e, self.schedule.len());
+        let (mats, vecs) = MergedRef::<f32>::layer_backward_scratch(e);
+        NetWorkspace {
+            tokens: vec![0.0; (k + 1) * (n + 1) * e],
+            caches: vec![0.0; 3 * e * e * k],
+            grads: vec![0.0; (n + 1) * e],
+            spare: self.zero_grads(),
+            mats: vec![0.0; mats],
+            vecs: vec![0.0; vecs.max(MergedRef::<f32>::query_scratch(e) + 2 * e)],
         }
     }
 
     /// The prediction for one task; when `readout` is given, it receives the prediction after each application
     /// (its first `applications()` entries).
-    fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32 {
+    fn predict(&self, ctx: &[f32], query: &[f32], ws: &mut NetWorkspace, readout: Option<&mut [f32]>) -> f32 {
+        let e = self.e;
         if self.query_only() {
-            let y = self.heads[0].predict::<1>(ctx, query)[0];
+            if ws.vecs.len() < 4 * e {
+                ws.vecs = vec![0.0; 4 * e];
+            }
+            let (out, saved) = ws.vecs.split_at_mut(e);
+            if self.heads[0].view().query_forward(ctx, query, out, saved).is_err() {
+                return f32::NAN;
+            }
+            let y = -out[e - 1];
             if let Some(first) = readout.and_then(|r| r.first_mut()) {
                 *first = y;
             }
@@ -159,69 +280,77 @@ impl<const E: usize> Forward<E> for Net<E> {
         if !self.run_all(ctx, query, ws) {
             return f32::NAN;
         }
-        ws.predictions(ctx.len(), self.schedule.len(), readout)
+        ws.predictions(e, ctx.len() / e, self.schedule.len(), readout)
     }
 
     /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds each head's
-    /// `(dL/dA, dL/dB)` into `grads` (one entry per head) when given, and returns `(y_hat, dL/dh_query)`.
+    /// `(dL/dA, dL/dB)` into `grads` (one entry per head) when given, writes `dL/dh_query` into `dh` when given, and
+    /// returns `y_hat`.
     fn forward_backward(
         &self,
-        ctx: &[[f32; E]],
-        query: &[f32; E],
-        ws: &mut Workspace<E>,
+        ctx: &[f32],
+        query: &[f32],
+        ws: &mut NetWorkspace,
         seed: impl FnOnce(f32) -> f32,
-        grads: Option<&mut [MergedHead<f32, E>]>,
-    ) -> (f32, [f32; E]) {
+        grads: Option<&mut [Merged]>,
+        dh: Option<&mut [f32]>,
+    ) -> f32 {
+        let e = self.e;
         if self.query_only() {
-            let mut scratch = MergedHead::zeros();
-            let mut y_hat = f32::NAN;
-            let into = match grads {
-                Some(g) => g.first_mut(),
-                None => None,
+            if ws.vecs.len() < 6 * e || ws.spare.is_empty() {
+                ws.vecs = vec![0.0; 6 * e];
+                ws.spare = self.zero_grads();
+            }
+            let head = self.heads[0].view();
+            let (out, rest) = ws.vecs.split_at_mut(e);
+            let (saved, rest) = rest.split_at_mut(2 * e);
+            let (d, scratch) = rest.split_at_mut(e);
+            if head.query_forward(ctx, query, out, saved).is_err() {
+                return f32::NAN;
+            }
+            let y_hat = -out[e - 1];
+            out.fill(0.0);
+            out[e - 1] = -seed(y_hat);
+            let into = match grads.and_then(|g| g.first_mut()) {
+                Some(g) => g,
+                None => &mut ws.spare[0],
             };
-            // No context gradients are asked for, so the length check cannot fail.
-            let Ok((_, dh)) = self.heads[0].query_forward_backward(
-                ctx,
-                query,
-                |out| {
-                    y_hat = -out[E - 1];
-                    let mut g = [0.0f32; E];
-                    g[E - 1] = -seed(y_hat);
-                    g
-                },
-                into.unwrap_or(&mut scratch),
-                None,
-            ) else {
-                return (f32::NAN, [f32::NAN; E]);
-            };
-            return (y_hat, dh);
+            if head.query_backward(ctx, query, saved, out, into.grad_mut(), None, d, scratch).is_err() {
+                return f32::NAN;
+            }
+            if let Some(dh) = dh {
+                dh.copy_from_slice(d);
+            }
+            return y_hat;
         }
         if !self.run_all(ctx, query, ws) {
-            return (f32::NAN, [f32::NAN; E]);
+            return f32::NAN;
         }
-        let (n, k) = (ctx.len(), self.schedule.len());
-        let stride = n + 1;
-        let Workspace { tokens, caches, grads: g, spare, .. } = ws;
-        let y_hat = -tokens[(k + 1) * stride - 1][E - 1];
+        let (n, k) = (ctx.len() / e, self.schedule.len());
+        let stride = (n + 1) * e;
+        let NetWorkspace { tokens, caches, grads: g, spare, mats, vecs } = ws;
+        let y_hat = -tokens[(k + 1) * stride - 1];
         let g = &mut g[..stride];
-        g.fill([0.0; E]);
-        g[n][E - 1] = -seed(y_hat);
+        g.fill(0.0);
+        g[stride - 1] = -seed(y_hat);
         let grads = match grads {
             Some(gr) => gr,
             None => &mut spare[..],
         };
         for app in (0..k).rev() {
             let h = self.schedule[app];
-            let (Some((q_in, c_in)), Some((gq, gc))) =
-                (tokens[app * stride..(app + 1) * stride].split_last(), g.split_last_mut())
-            else {
-                return (f32::NAN, [f32::NAN; E]);
-            };
-            if self.heads[h].layer_backward(&self.update, &caches[app], c_in, q_in, gc, gq, &mut grads[h]).is_err() {
-                return (f32::NAN, [f32::NAN; E]);
+            let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
+            let (gc, gq) = g.split_at_mut(n * e);
+            let cache = cache_ref(caches, e, app);
+            let head = self.heads[h].view();
+            if head.layer_backward(&self.update, cache, c_in, q_in, gc, gq, grads[h].grad_mut(), mats, vecs).is_err() {
+                return f32::NAN;
             }
         }
-        (y_hat, g[n])
+        if let Some(dh) = dh {
+            dh.copy_from_slice(&g[n * e..]);
+        }
+        y_hat
     }
 }
 
@@ -249,16 +378,19 @@ mod tests {
         l
     }
 
+    fn merged(l: &Layer<f32, 4, 4, 4, 1>) -> Merged {
+        Merged::from_fixed(&MergedHead::from_head(&l.heads[0]))
+    }
+
     #[test]
     fn a_net_predicts_what_the_core_stack_predicts() {
         let layers = [random_layer(1), random_layer(2)];
         let (ctx, query) = tokens(3);
         for upd in [Update::residual(), Update { scale: 0.75, first: 3, clip: None }] {
-            let net = Net::new(layers.iter().map(|l| MergedHead::from_head(&l.heads[0])).collect(), vec![0, 1, 0], upd)
-                .unwrap();
+            let net = Net::new(layers.iter().map(merged).collect(), vec![0, 1, 0], upd).unwrap();
             let mut ws = net.workspace(5);
             let mut readout = [0.0f32; 3];
-            let y = net.predict(&ctx, &query, &mut ws, Some(&mut readout));
+            let y = net.predict(ctx.as_flattened(), &query, &mut ws, Some(&mut readout));
             // The core's stack with the associative kernel: equal up to rounding (the kernels sum differently).
             let (mut c, mut q) = (ctx, query);
             let mut want = [[0.0f32; 1]; 3];
@@ -268,6 +400,12 @@ mod tests {
                 assert!((got - w[0]).abs() < 1e-5 * (1.0 + w[0].abs()), "{readout:?} vs {want:?}");
             }
             assert_eq!(y, readout[2]);
+            // The fixed-width kernel a firmware runs gives the same bits.
+            let heads: Vec<MergedHead<f32, 4>> = layers.iter().map(|l| MergedHead::from_head(&l.heads[0])).collect();
+            let (mut c, mut q) = (ctx, query);
+            let mut cache = dualform::LayerCache::zeros();
+            let fixed = MergedHead::run_schedule(&heads, &[0, 1, 0], &upd, &mut c, &mut q, &mut cache).unwrap();
+            assert_eq!(fixed.to_bits(), y.to_bits());
         }
     }
 
@@ -275,34 +413,39 @@ mod tests {
     fn the_single_layer_path_is_the_query_output_of_the_full_layer() {
         let layer = random_layer(4);
         let (ctx, query) = tokens(5);
-        let net = Net::single(MergedHead::from_head(&layer.heads[0]));
-        let y = net.predict(&ctx, &query, &mut net.workspace(5), None);
+        let net = Net::single(merged(&layer)).unwrap();
+        let y = net.predict(ctx.as_flattened(), &query, &mut net.workspace(5), None);
         let (mut c, mut q) = (ctx, query);
         lsa_associative(&layer, Mask::Full, &Update::residual(), &mut c, &mut q).unwrap();
         assert!((y + q[3]).abs() < 1e-5);
+        // Tokens of another width are refused (NaN), not read past.
+        assert!(net.predict(&ctx.as_flattened()[1..], &query, &mut net.workspace(5), None).is_nan());
+        assert!(net.predict(ctx.as_flattened(), &query[1..], &mut net.workspace(5), None).is_nan());
     }
 
     #[test]
     fn gradients_of_shared_heads_add_up_and_match_finite_differences() {
         // Two applications of one head: dL/dB must be the sum over both applications, checked numerically.
-        let head = MergedHead::from_head(&random_layer(6).heads[0]);
+        let head = merged(&random_layer(6));
         let (ctx, query) = tokens(7);
+        let ctx = ctx.as_flattened();
         let upd = Update { scale: 0.8, first: 0, clip: None };
         let net = Net::new(vec![head.clone()], vec![0, 0], upd).unwrap();
         let mut ws = net.workspace(5);
-        let mut g = vec![MergedHead::zeros()];
-        let (_, dh) = net.forward_backward(&ctx, &query, &mut ws, |_| 1.0, Some(&mut g));
-        let f = |h: &MergedHead<f32, 4>, q: &[f32; 4]| {
+        let mut g = vec![Merged::zeros(4)];
+        let mut dh = [0.0f32; 4];
+        net.forward_backward(ctx, &query, &mut ws, |_| 1.0, Some(&mut g), Some(&mut dh));
+        let f = |h: &Merged, q: &[f32; 4]| {
             let n = Net::new(vec![h.clone()], vec![0, 0], upd).unwrap();
-            n.predict(&ctx, q, &mut n.workspace(5), None) as f64
+            n.predict(ctx, q, &mut n.workspace(5), None) as f64
         };
         let step = 1e-2f32;
         for i in [0usize, 5, 10, 15] {
             let (mut p, mut m) = (head.clone(), head.clone());
-            p.b.as_mut_slice()[i] += step;
-            m.b.as_mut_slice()[i] -= step;
+            p.b[i] += step;
+            m.b[i] -= step;
             let num = (f(&p, &query) - f(&m, &query)) / (2.0 * step as f64);
-            let ana = g[0].b.as_slice()[i] as f64;
+            let ana = g[0].b[i] as f64;
             assert!((num - ana).abs() < 2e-3 * (1.0 + ana.abs()), "dB[{i}]: {ana} vs {num}");
         }
         for i in 0..3 {
@@ -315,13 +458,15 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_naming_a_missing_head_or_a_bad_rule_is_refused() {
-        let h = MergedHead::<f32, 4>::zeros();
+    fn a_schedule_naming_a_missing_head_a_bad_rule_or_mixed_widths_is_refused() {
+        let h = Merged::zeros(4);
         assert!(Net::new(vec![h.clone()], vec![], Update::residual()).is_err());
         assert!(Net::new(vec![h.clone()], vec![0, 1], Update::residual()).is_err());
-        assert!(Net::new(vec![h], vec![0], Update { scale: f32::NAN, first: 0, clip: None }).is_err());
+        assert!(Net::new(vec![h.clone()], vec![0], Update { scale: f32::NAN, first: 0, clip: None }).is_err());
+        assert!(Net::new(vec![h.clone(), Merged::zeros(5)], vec![0, 1], Update::residual()).is_err());
+        assert!(Net::single(Merged::zeros(0)).is_err());
         let gd = gd_layer::<f32, 3, 1, 4>(&nalgebra::SMatrix::zeros(), 1.0, 5).unwrap();
-        let net = Net::single(MergedHead::from_head(&gd.heads[0]));
+        let net = Net::single(merged(&gd)).unwrap();
         assert_eq!(net.repeated(4, Update::residual()).unwrap().applications(), 4);
     }
 }

@@ -4,7 +4,7 @@
 //! minus the prediction. Forward and backward run on the core's kernels (`context_state`, `query_forward`,
 //! `lsa_query_backward`, `ScalarMlp::forward` / `backward`).
 
-use super::{Forward, Workspace};
+use super::{FixedForward, Workspace};
 use dualform::backward::{context_state, lsa_query_backward, query_forward};
 use dualform::mlp::ScalarMlp;
 use dualform::LsaLayer;
@@ -65,7 +65,7 @@ pub(crate) fn add_mlp<const F: usize, const M: usize>(into: &mut ScalarMlp<f32, 
     into.w_2 += from.w_2;
 }
 
-impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpLsaNet<F, M, W> {
+impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpLsaNet<F, M, W> {
     type Grad = MlpLsaGrad<F, M, W>;
 
     fn zero_grads(&self) -> Vec<Self::Grad> {
@@ -133,6 +133,8 @@ impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpLsaNet<F,
         (y_hat, [dx, dq[W - 1]])
     }
 }
+
+super::forward_from_fixed!([const F: usize, const M: usize, const W: usize] MlpLsaNet<F, M, W>, 2);
 
 #[cfg(test)]
 mod tests {

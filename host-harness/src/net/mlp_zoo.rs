@@ -4,7 +4,7 @@
 
 use super::mlp::{add_mlp, embed};
 use super::zoo::{ZooLayer, ZooNet};
-use super::{Forward, Workspace};
+use super::{FixedForward, Workspace};
 use dualform::mlp::ScalarMlp;
 
 /// A learned feature map of width F (hidden width M) in front of a [`ZooNet`] on tokens of width `W = F + 1`: raw
@@ -38,7 +38,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
     }
 }
 
-impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpZooNet<F, M, W> {
+impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooNet<F, M, W> {
     type Grad = MlpZooGrad<F, M, W>;
 
     fn zero_grads(&self) -> Vec<Self::Grad> {
@@ -96,6 +96,8 @@ impl<const F: usize, const M: usize, const W: usize> Forward<2> for MlpZooNet<F,
         (y_hat, [dx, dq[W - 1]])
     }
 }
+
+super::forward_from_fixed!([const F: usize, const M: usize, const W: usize] MlpZooNet<F, M, W>, 2);
 
 #[cfg(test)]
 mod tests {

@@ -18,13 +18,13 @@ pub mod mlp_zoo;
 pub mod softmax;
 pub mod zoo;
 
-pub use merged::{Net, NetError};
+pub use merged::{Merged, Net, NetError, NetWorkspace};
 pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use mlp_zoo::{MlpZooGrad, MlpZooNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
 pub use zoo::{Attention, ZooLayer, ZooNet, ZOO_HEADS};
 
-use dualform::{Layer, LayerCache, MergedHead, Real};
+use dualform::{Layer, Real};
 
 /// `into += from`, head by head (the gradient of a layer of unmerged heads).
 pub(crate) fn add_layer<T: Real, const E: usize, const H: usize>(
@@ -39,9 +39,44 @@ pub(crate) fn add_layer<T: Real, const E: usize, const H: usize>(
     }
 }
 
-/// A model's forward and backward per task.
-pub trait Forward<const E: usize>: Clone + Send + Sync {
+/// A model's forward and backward per task, at a token width chosen at run time: the context is N tokens of width
+/// E in one slice (token `j` at `j * E..`), the query E values.
+pub trait Forward: Clone + Send + Sync {
     /// The gradient of one parameter group (a head of a [`Net`], a layer of a [`SoftmaxNet`]).
+    type Grad: Clone + Send + Sync;
+    /// Per-task scratch, made once per thread or chunk by [`Forward::workspace`].
+    type Workspace: Clone + Send + 'static;
+    /// The token width E.
+    fn width(&self) -> usize;
+    /// Zero gradients, one per parameter group.
+    fn zero_grads(&self) -> Vec<Self::Grad>;
+    /// `into += from`.
+    fn add_grad(into: &mut Self::Grad, from: &Self::Grad);
+    /// Number of layer applications (the length of a readout).
+    fn applications(&self) -> usize;
+    /// A workspace for contexts of `n` pairs.
+    fn workspace(&self, n: usize) -> Self::Workspace;
+    /// The prediction for one task; when `readout` is given, it receives the prediction after each application
+    /// (its first `applications()` entries).
+    fn predict(&self, ctx: &[f32], query: &[f32], ws: &mut Self::Workspace, readout: Option<&mut [f32]>) -> f32;
+    /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds the
+    /// parameter gradients into `grads` (one entry per group) when given, writes `dL/dh_query` into `dh` (E values)
+    /// when given, and returns `y_hat` (NaN if the forward failed).
+    fn forward_backward(
+        &self,
+        ctx: &[f32],
+        query: &[f32],
+        ws: &mut Self::Workspace,
+        seed: impl FnOnce(f32) -> f32,
+        grads: Option<&mut [Self::Grad]>,
+        dh: Option<&mut [f32]>,
+    ) -> f32;
+}
+
+/// The forward of a net whose token width is fixed at compile time (the softmax, attention-zoo and feature-map
+/// nets); [`Forward`] is implemented for each of them on top of it.
+pub trait FixedForward<const E: usize>: Clone + Send + Sync {
+    /// See [`Forward::Grad`].
     type Grad: Clone + Send + Sync;
     /// Zero gradients, one per parameter group.
     fn zero_grads(&self) -> Vec<Self::Grad>;
@@ -51,11 +86,9 @@ pub trait Forward<const E: usize>: Clone + Send + Sync {
     fn applications(&self) -> usize;
     /// A workspace for contexts of `n` pairs.
     fn workspace(&self, n: usize) -> Workspace<E>;
-    /// The prediction for one task; when `readout` is given, it receives the prediction after each application
-    /// (its first `applications()` entries).
+    /// See [`Forward::predict`].
     fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32;
-    /// Forward and backward for one task: computes `y_hat`, takes `dl = seed(y_hat)` as `dL/dy_hat`, adds the
-    /// parameter gradients into `grads` (one entry per group) when given, and returns `(y_hat, dL/dh_query)`.
+    /// See [`Forward::forward_backward`]; returns `(y_hat, dL/dh_query)`.
     fn forward_backward(
         &self,
         ctx: &[[f32; E]],
@@ -66,20 +99,75 @@ pub trait Forward<const E: usize>: Clone + Send + Sync {
     ) -> (f32, [f32; E]);
 }
 
-/// Per-task scratch for a [`Forward`]: the tokens after every application, the caches of the backward, token
-/// gradients. Make one per thread or chunk with [`Forward::workspace`]; it grows to any context length it meets.
+/// Implements [`Forward`] for a [`FixedForward`] net: the context slice is read as tokens of width E, the query as
+/// one (a query of another width predicts NaN).
+macro_rules! forward_from_fixed {
+    ([$($g:tt)*] $t:ty, $e:expr) => {
+        impl<$($g)*> $crate::net::Forward for $t {
+            type Grad = <$t as $crate::net::FixedForward<{ $e }>>::Grad;
+            type Workspace = $crate::net::Workspace<{ $e }>;
+            fn width(&self) -> usize {
+                $e
+            }
+            fn zero_grads(&self) -> Vec<Self::Grad> {
+                $crate::net::FixedForward::<{ $e }>::zero_grads(self)
+            }
+            fn add_grad(into: &mut Self::Grad, from: &Self::Grad) {
+                <$t as $crate::net::FixedForward<{ $e }>>::add_grad(into, from)
+            }
+            fn applications(&self) -> usize {
+                $crate::net::FixedForward::<{ $e }>::applications(self)
+            }
+            fn workspace(&self, n: usize) -> Self::Workspace {
+                $crate::net::FixedForward::<{ $e }>::workspace(self, n)
+            }
+            fn predict(
+                &self,
+                ctx: &[f32],
+                query: &[f32],
+                ws: &mut Self::Workspace,
+                readout: Option<&mut [f32]>,
+            ) -> f32 {
+                match <&[f32; $e]>::try_from(query) {
+                    Ok(q) => $crate::net::FixedForward::<{ $e }>::predict(self, ctx.as_chunks().0, q, ws, readout),
+                    Err(_) => f32::NAN,
+                }
+            }
+            fn forward_backward(
+                &self,
+                ctx: &[f32],
+                query: &[f32],
+                ws: &mut Self::Workspace,
+                seed: impl FnOnce(f32) -> f32,
+                grads: Option<&mut [Self::Grad]>,
+                dh: Option<&mut [f32]>,
+            ) -> f32 {
+                let Ok(q) = <&[f32; $e]>::try_from(query) else { return f32::NAN };
+                let (y, g) =
+                    $crate::net::FixedForward::<{ $e }>::forward_backward(self, ctx.as_chunks().0, q, ws, seed, grads);
+                if let Some(dh) = dh {
+                    for (d, v) in dh.iter_mut().zip(g) {
+                        *d = v;
+                    }
+                }
+                y
+            }
+        }
+    };
+}
+pub(crate) use forward_from_fixed;
+
+/// Per-task scratch for a [`FixedForward`]: the tokens after every application, the caches of the backward, token
+/// gradients. Make one per thread or chunk with [`FixedForward::workspace`]; it grows to any context length it meets.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace<const E: usize> {
     tokens: Vec<[f32; E]>,
-    caches: Vec<LayerCache<f32, E>>,
     grads: Vec<[f32; E]>,
     /// Projected keys, values and their gradients of a softmax layer (`heads * n` each).
     keys: Vec<[f32; E]>,
     values: Vec<[f32; E]>,
     g_keys: Vec<[f32; E]>,
     g_values: Vec<[f32; E]>,
-    /// Head gradients nobody asked for (a forward-backward for the sensitivity only).
-    spare: Vec<MergedHead<f32, E>>,
 }
 
 impl<const E: usize> Workspace<E> {

@@ -2,7 +2,7 @@
 //! layer but the last (only the query's output of the last one is read), on the core's slice kernels
 //! ([`softmax_attention_slices`], [`softmax_token_update`] and their backward).
 
-use super::{Forward, Workspace};
+use super::{FixedForward, Workspace};
 use dualform::backward::{softmax_backward_slices, softmax_token_backward};
 use dualform::{softmax_attention_slices, softmax_token_update, Layer, Mask, SoftmaxWork, Update};
 
@@ -88,7 +88,7 @@ impl<const E: usize> SoftmaxNet<E> {
     }
 }
 
-impl<const E: usize> Forward<E> for SoftmaxNet<E> {
+impl<const E: usize> FixedForward<E> for SoftmaxNet<E> {
     type Grad = SoftmaxLayer<E>;
 
     fn zero_grads(&self) -> Vec<SoftmaxLayer<E>> {
@@ -111,7 +111,6 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
             values: vec![[0.0; E]; SOFTMAX_HEADS * n],
             g_keys: vec![[0.0; E]; SOFTMAX_HEADS * n],
             g_values: vec![[0.0; E]; SOFTMAX_HEADS * n],
-            ..Workspace::default()
         }
     }
 
@@ -172,6 +171,8 @@ impl<const E: usize> Forward<E> for SoftmaxNet<E> {
         (y_hat, g[n])
     }
 }
+
+super::forward_from_fixed!([const E: usize] SoftmaxNet<E>, E);
 
 #[cfg(test)]
 mod tests {

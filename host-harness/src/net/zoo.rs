@@ -6,7 +6,7 @@
 //! [`linear_attention_backward`] (LSA, elu+1, Performer), [`EfficientState::update`] and [`efficient_backward`],
 //! [`softmax_token_update`] and [`softmax_token_backward`].
 
-use super::{Forward, Workspace};
+use super::{FixedForward, Workspace};
 use dualform::backward::softmax_token_backward;
 use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
 use dualform::{
@@ -241,7 +241,7 @@ impl<const E: usize> ZooNet<E> {
     }
 }
 
-impl<const E: usize> Forward<E> for ZooNet<E> {
+impl<const E: usize> FixedForward<E> for ZooNet<E> {
     type Grad = ZooLayer<E>;
 
     fn zero_grads(&self) -> Vec<ZooLayer<E>> {
@@ -297,6 +297,8 @@ impl<const E: usize> Forward<E> for ZooNet<E> {
         }
     }
 }
+
+super::forward_from_fixed!([const E: usize] ZooNet<E>, E);
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -183,8 +183,8 @@ fn sampler(task: Task, n: usize) -> TaskSampler {
 }
 
 /// `|y_hat_a - y_hat_b|` over the held-out tasks.
-fn preds_diff<const E2: usize>(a: &impl Forward<E2>, b: &Net<E2>, sampler: &TaskSampler, s: &Settings) -> Stat {
-    let rows = sampler.par_chunks::<E2, (Vec<f64>, _, _)>(
+fn preds_diff<F: Forward>(a: &F, b: &Net, sampler: &TaskSampler, s: &Settings) -> Stat {
+    let rows = sampler.par_chunks::<(Vec<f64>, _, _)>(
         s.common.eval_seed,
         streams::EVAL,
         s.eval.eval_tasks,
@@ -198,13 +198,13 @@ fn preds_diff<const E2: usize>(a: &impl Forward<E2>, b: &Net<E2>, sampler: &Task
 
 /// One configuration: the sweep, then the seeds at the chosen rate; `gd` is the task's tuned GD step where it
 /// applies.
-fn configuration<const E2: usize, M: Model<E2>>(
+fn configuration<M: Model>(
     s: &Settings,
     run: &mut Run<'_>,
     (task, kind, layers): (Task, Attention, usize),
     sampler: &TaskSampler,
     make: impl Fn(u64) -> M,
-    gd: Option<&Net<E2>>,
+    gd: Option<&Net>,
 ) -> Result<Row, HarnessError> {
     let label = format!("{} / {} x {layers}", task.name(), kind.name());
     let spec_at = |seed: u64, lr: f64, steps: u64| {
@@ -311,8 +311,8 @@ fn task_rows<const D2: usize, const E2: usize>(
     rows: &mut Vec<Row>,
 ) -> Result<TaskSummary, HarnessError> {
     let sampler = sampler(task, s.n);
-    let eta = tune_gd_rate::<D2, E2>(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
-    let gd = gd_net::<D2, E2>(eta as f32, s.n)?;
+    let eta = tune_gd_rate(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+    let gd = gd_net(sampler.d, eta as f32, s.n)?;
     for &layers in &s.layers {
         for &kind in &s.kinds {
             let make = |seed: u64| Zoo::<E2>::init(&mut stream_rng(seed, streams::INIT), kind, layers);
@@ -321,7 +321,7 @@ fn task_rows<const D2: usize, const E2: usize>(
     }
     Ok(TaskSummary {
         task,
-        zero: zero_loss::<E2>(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
         gd: Some((eta, loss(&gd, &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks))),
     })
 }
@@ -336,12 +336,12 @@ fn mlp_rows(s: &Settings, run: &mut Run<'_>, rows: &mut Vec<Row>) -> Result<Task
             let make = |seed: u64| {
                 MlpZoo::<FEATURES, HIDDEN, W>::init(&mut stream_rng(seed, streams::INIT), kind, layers, input_std)
             };
-            rows.push(configuration(s, run, (Task::SineMlp, kind, layers), &sampler, make, None::<&Net<2>>)?);
+            rows.push(configuration(s, run, (Task::SineMlp, kind, layers), &sampler, make, None)?);
         }
     }
     Ok(TaskSummary {
         task: Task::SineMlp,
-        zero: zero_loss::<2>(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
         gd: None,
     })
 }
@@ -385,10 +385,7 @@ impl Experiment for AttentionZoo {
     type Settings = Settings;
     type Results = Results;
 
-    fn run_d<const D2: usize, const E2: usize>(
-        s: &Settings,
-        r: &mut Run<'_>,
-    ) -> Result<Outcome<Results>, HarnessError> {
+    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         run(s, r)
     }
 }
