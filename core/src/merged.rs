@@ -17,6 +17,8 @@
 //! `dW_Q = W_K dA`, `dW_K = W_Q dA^T`, `dP = dB W_V^T`, `dW_V = P^T dB`.
 
 use crate::layer::{prediction, Head};
+#[cfg(doc)]
+use crate::linalg::dot;
 use crate::linalg::{dot2, matvec, zeros};
 use crate::merged_ref::{merge, pullback, GradMut, HeadShape, MergedRef};
 use crate::{Error, Real};

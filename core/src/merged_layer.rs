@@ -24,6 +24,8 @@
 //! every context token also takes `(dG + dG^T) e_j`. The tests check it against central finite differences in f64.
 
 use crate::layer::Update;
+#[cfg(doc)]
+use crate::linalg::{add_outer, matmul, matvec};
 use crate::linalg::{slices, zeros};
 use crate::merged::MergedHead;
 use crate::merged_ref::{CacheMut, CacheRef, GradMut};
