@@ -255,7 +255,8 @@ impl Forward for Net {
             grads: vec![0.0; (n + 1) * e],
             spare: self.zero_grads(),
             mats: vec![0.0; mats],
-            vecs: vec![0.0; vecs.max(MergedRef::<f32>::query_scratch(e) + 2 * e)],
+            // The query-only path needs 6 e: its output, the saved `A h` and `z`, `dL/dh`, and the backward's scratch.
+            vecs: vec![0.0; vecs.max(3 * e + MergedRef::<f32>::query_scratch(e) + e)],
         }
     }
 
