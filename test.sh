@@ -31,7 +31,8 @@ if ! command -v flip-link >/dev/null; then
   cargo install flip-link --locked --version 0.1.12 ||
     { echo "error: could not install flip-link; run: cargo install flip-link --locked" >&2; exit 1; }
 fi
-# `cargo run` in firmware-example decodes the firmware's defmt output with defmt-print (its runner, qemu-run).
+# `cargo run` in firmware-example (its runner, qemu-run) and the harness's firmware checks decode the firmware's
+# defmt output with defmt-print.
 if ! command -v defmt-print >/dev/null; then
   echo "== cargo install defmt-print --locked"
   cargo install defmt-print --locked --version 1.2.0 ||

@@ -28,11 +28,12 @@ fn harness_model(name: &str) -> (Lsa, String) {
 #[test]
 fn embedded_deep_models_predict_the_harness_bits() {
     use embedded::{looped, stack, tasks};
-    let golden = Golden::<E>::load(&firmware_dir().join("data/golden.safetensors")).unwrap();
+    let golden = Golden::load(&firmware_dir().join("data/golden.safetensors"), Some(E)).unwrap();
     assert_eq!(tasks::TASKS, golden.y.len());
-    for (t, ctx) in golden.ctx.iter().enumerate() {
-        assert_eq!(&tasks::CTX[t][..], &ctx[..], "task {t}");
-        assert_eq!((tasks::QUERY[t], tasks::Y[t]), (golden.query[t], golden.y[t]));
+    let golden: Vec<_> = golden.tasks().collect();
+    for (t, &(ctx, query, y)) in golden.iter().enumerate() {
+        assert_eq!(tasks::CTX[t].as_flattened(), ctx, "task {t}");
+        assert_eq!((&tasks::QUERY[t][..], tasks::Y[t]), (query, y));
     }
     type Case<'a> = (&'a str, &'a [MergedHead<f32, E>], &'a [usize], Update<f32>, &'a str);
     let cases: [Case; 2] = [
@@ -48,11 +49,11 @@ fn embedded_deep_models_predict_the_harness_bits() {
         let runtime = |m: &Merged| m.a.iter().chain(&m.b).map(|v| v.to_bits()).collect::<Vec<u32>>();
         assert_eq!(heads.iter().map(bits).collect::<Vec<_>>(), net.heads().iter().map(runtime).collect::<Vec<_>>());
         let mut ws = net.workspace(tasks::N);
-        for t in 0..tasks::TASKS {
+        for (t, &(g_ctx, g_query, _)) in golden.iter().enumerate() {
             let (mut ctx, mut query) = (tasks::CTX[t], tasks::QUERY[t]);
             let y = MergedHead::run_schedule(heads, schedule, &update, &mut ctx, &mut query, &mut LayerCache::zeros())
                 .unwrap();
-            let want = net.predict(golden.ctx[t].as_flattened(), &golden.query[t], &mut ws, None);
+            let want = net.predict(g_ctx, g_query, &mut ws, None);
             assert_eq!(y.to_bits(), want.to_bits(), "{file}, task {t}: {y} vs {want}");
         }
     }

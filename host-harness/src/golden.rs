@@ -15,51 +15,60 @@ use dualform_tensors::{Tensor, TensorFile};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A set of golden tasks with token width E.
+/// A set of golden tasks, every token of width `e` (= d + 1) and every context of `n` pairs.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Golden<const E: usize> {
-    /// Context tokens, one vector of N per task.
-    pub ctx: Vec<Vec<[f32; E]>>,
-    /// Query tokens `(x_q, 0)`.
-    pub query: Vec<[f32; E]>,
-    /// Query targets.
+pub struct Golden {
+    /// Token width.
+    pub e: usize,
+    /// Context pairs per task.
+    pub n: usize,
+    /// Context tokens `[T, N, E]` (row-major: task, then token, then coordinate).
+    pub ctx: Vec<f32>,
+    /// Query tokens `(x_q, 0)`, `[T, E]`.
+    pub query: Vec<f32>,
+    /// Query targets, `[T]`.
     pub y: Vec<f32>,
 }
 
-impl<const E: usize> Golden<E> {
+impl Golden {
     /// `tasks` tasks of the distribution `sampler` from stream `(seed, 0..)`.
     pub fn generate(sampler: &TaskSampler, seed: u64, tasks: usize) -> Self {
-        let rows = sampler.par_chunks_fixed::<E, Vec<(Vec<[f32; E]>, [f32; E], f32)>>(
-            seed,
-            0,
-            tasks,
-            Vec::new,
-            |acc, c, q, y| {
-                acc.push((c.to_vec(), *q, y));
-            },
-        );
-        let mut g = Golden { ctx: Vec::new(), query: Vec::new(), y: Vec::new() };
-        for (c, q, y) in rows.into_iter().flatten() {
-            g.ctx.push(c);
-            g.query.push(q);
-            g.y.push(y);
+        let (e, n) = (sampler.width(), sampler.n);
+        let rows = sampler.par_chunks(seed, 0, tasks, Golden::empty_like(e, n), |acc, c, q, y| {
+            acc.ctx.extend_from_slice(c);
+            acc.query.extend_from_slice(q);
+            acc.y.push(y);
+        });
+        let mut g = Golden::empty_like(e, n)();
+        for part in rows {
+            g.ctx.extend(part.ctx);
+            g.query.extend(part.query);
+            g.y.extend(part.y);
         }
         g
     }
 
+    fn empty_like(e: usize, n: usize) -> impl Fn() -> Golden {
+        move || Golden { e, n, ctx: Vec::new(), query: Vec::new(), y: Vec::new() }
+    }
+
+    /// The tasks in order: context tokens (`n * e` values), query token, target.
+    pub fn tasks(&self) -> impl Iterator<Item = (&[f32], &[f32], f32)> {
+        let (c, q) = ((self.n * self.e).max(1), self.e.max(1));
+        self.ctx.chunks(c).zip(self.query.chunks(q)).zip(&self.y).map(|((c, q), &y)| (c, q, y))
+    }
+
     /// Writes the file described in the module docs, for tasks of the distribution `task`.
     pub fn save(&self, task: &TaskArgs, seed: u64, path: &Path) -> Result<(), HarnessError> {
-        let d = task.d;
-        let n = self.ctx.first().map_or(0, |c| c.len());
-        let t = self.y.len();
+        let (t, n, e) = (self.y.len(), self.n, self.e);
         let tensors = [
-            Tensor::new("ctx", vec![t, n, E], self.ctx.iter().flatten().flatten().copied().collect()),
-            Tensor::new("query", vec![t, E], self.query.iter().flatten().copied().collect()),
+            Tensor::new("ctx", vec![t, n, e], self.ctx.clone()),
+            Tensor::new("query", vec![t, e], self.query.clone()),
             Tensor::new("y", vec![t], self.y.clone()),
         ];
         let meta: BTreeMap<String, String> = [
             ("format", "dualform-golden-v1".to_string()),
-            ("d", d.to_string()),
+            ("d", task.d.to_string()),
             ("n", n.to_string()),
             ("seed", seed.to_string()),
             ("tasks", t.to_string()),
@@ -73,19 +82,24 @@ impl<const E: usize> Golden<E> {
         Ok(())
     }
 
-    /// Reads and validates a file written by [`Golden::save`] for token width E.
-    pub fn load(path: &Path) -> Result<Self, HarnessError> {
+    /// Reads and validates a file written by [`Golden::save`]; `e`, when given, is the token width the caller needs.
+    pub fn load(path: &Path, e: Option<usize>) -> Result<Self, HarnessError> {
         let f = TensorFile::read(path)?;
         f.expect_format("dualform-golden-v1")?;
-        let (t, n): (usize, usize) = (f.meta_parse("tasks")?, f.meta_parse("n")?);
-        let ctx = f.values("ctx", &[t, n, E])?;
-        let query = f.values("query", &[t, E])?;
-        let y = f.values("y", &[t])?;
-        let token = |s: &[f32]| -> [f32; E] { core::array::from_fn(|i| s[i]) };
+        let (t, n, d): (usize, usize, usize) = (f.meta_parse("tasks")?, f.meta_parse("n")?, f.meta_parse("d")?);
+        let width = d + 1;
+        if let Some(want) = e.filter(|&w| w != width) {
+            return Err(HarnessError::BadInput(format!(
+                "{}: golden tasks of width {width} (d = {d}), but width {want} is needed",
+                path.display()
+            )));
+        }
         Ok(Golden {
-            ctx: ctx.chunks_exact(n * E).map(|task| task.chunks_exact(E).map(token).collect()).collect(),
-            query: query.chunks_exact(E).map(token).collect(),
-            y: y.to_vec(),
+            e: width,
+            n,
+            ctx: f.values("ctx", &[t, n, width])?.to_vec(),
+            query: f.values("query", &[t, width])?.to_vec(),
+            y: f.values("y", &[t])?.to_vec(),
         })
     }
 }
@@ -138,24 +152,15 @@ pub fn export(
             )));
         }
     }
-    fn write<const D: usize, const E: usize>(
-        task: &TaskArgs,
-        from: &Path,
-        seed: u64,
-        tasks: usize,
-        out: &Path,
-    ) -> Result<(), HarnessError> {
-        // Every weight file is validated by the shared loader before anything is written.
-        let files = [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")];
-        for (src, _) in files {
-            crate::model::load_head(&from.join(src), E)?;
-        }
-        for (src, dst) in files {
-            std::fs::copy(from.join(src), out.join(dst))
-                .map_err(|e| HarnessError::Io(format!("copying {}: {e}", from.join(src).display())))?;
-        }
-        Golden::<E>::generate(&task.sampler(), seed, tasks).save(task, seed, &out.join("golden.safetensors"))
+    // Every weight file is validated by the shared loader before anything is written.
+    let files = [("weights.safetensors", "trained.safetensors"), ("gd_weights.safetensors", "gd.safetensors")];
+    for (src, _) in files {
+        crate::model::load_head(&from.join(src), task.d + 1)?;
     }
-    crate::with_d!(task.d, write(&task, from, seed, tasks, out))?;
+    for (src, dst) in files {
+        std::fs::copy(from.join(src), out.join(dst))
+            .map_err(|e| HarnessError::Io(format!("copying {}: {e}", from.join(src).display())))?;
+    }
+    Golden::generate(&task.sampler(), seed, tasks).save(&task, seed, &out.join("golden.safetensors"))?;
     Ok(task)
 }

@@ -1,5 +1,5 @@
 //! Running a firmware ELF under QEMU `mps2-an386` with semihosting, and decoding its defmt stream with
-//! `defmt-decoder` (pinned by the workspace's lockfile).
+//! `defmt-print` (the decoder of the firmware's own runner).
 
 use crate::HarnessError;
 use std::path::Path;
@@ -30,27 +30,76 @@ pub fn run_qemu(elf: &Path, timeout_s: u32, extra: &[&str]) -> Result<(Vec<u8>, 
     Ok((out.stdout, code))
 }
 
-/// Decodes a defmt byte stream with the table of `elf`; error-level frames are prefixed with `ERROR `.
+/// Decodes a defmt byte stream with the table of `elf` by `defmt-print --json` (the decoder the firmware's own
+/// `cargo run` uses; `cargo install defmt-print --locked`); error-level frames are prefixed with `ERROR `. A skipped
+/// (malformed) frame is an error.
 pub fn decode(elf: &Path, bytes: &[u8]) -> Result<Vec<String>, HarnessError> {
-    let elf_bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
-    let table = defmt_decoder::Table::parse(&elf_bytes)
-        .map_err(|e| HarnessError::Io(format!("defmt table of {}: {e}", elf.display())))?
-        .ok_or_else(|| HarnessError::Io(format!("{} has no defmt table", elf.display())))?;
-    let mut decoder = table.new_stream_decoder();
-    decoder.received(bytes);
+    use std::io::Write;
+    use std::process::Stdio;
+    let tool = "defmt-print";
+    let mut child = Command::new(tool)
+        .args(["--json", "--show-skipped-frames", "-e"])
+        .arg(elf)
+        .arg("stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                HarnessError::Io(format!("{tool} not found: install it (cargo install {tool} --locked)"))
+            }
+            _ => HarnessError::Io(format!("cannot run {tool}: {e}")),
+        })?;
+    // Written from another thread while this one collects the output, so neither pipe can fill up and block.
+    let mut stdin = child.stdin.take().ok_or_else(|| HarnessError::Io(format!("{tool}: no stdin")))?;
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().map_err(|e| HarnessError::Io(format!("{tool}: {e}")))?;
+    writer
+        .join()
+        .map_err(|_| HarnessError::Io(format!("{tool}: the writer thread panicked")))?
+        .map_err(|e| HarnessError::Io(format!("{tool}: writing the firmware output: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(HarnessError::Io(format!("{tool} failed on {}: {}", elf.display(), err.trim())));
+    }
+    parse_json_frames(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The messages of `defmt-print --json` output (one JSON object per line after the schema header), error-level
+/// ones prefixed with `ERROR `; any other line (a skipped frame, a decoder message) is an error.
+fn parse_json_frames(text: &str) -> Result<Vec<String>, HarnessError> {
     let mut lines = Vec::new();
-    loop {
-        match decoder.decode() {
-            Ok(frame) => {
-                let error = frame.level() == Some(defmt_parser::Level::Error);
-                let text = frame.display_message().to_string();
-                lines.push(if error { format!("ERROR {text}") } else { text });
-            }
-            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
-            Err(defmt_decoder::DecodeError::Malformed) => {
-                return Err(HarnessError::Io("malformed defmt frame in the firmware output".into()))
-            }
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let frame: serde_json::Value = serde_json::from_str(line)
+            .map_err(|_| HarnessError::Io(format!("undecodable defmt output from the firmware: {line}")))?;
+        if frame.get("schema_version").is_some() {
+            continue;
         }
+        let text = frame
+            .get("data")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| HarnessError::Io(format!("a defmt frame without a message: {line}")))?;
+        let error = frame.get("level").and_then(|l| l.as_str()) == Some("ERROR");
+        lines.push(if error { format!("ERROR {text}") } else { text.to_string() });
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_json_frames;
+
+    #[test]
+    fn json_frames_become_lines_and_anything_else_is_an_error() {
+        let out = concat!(
+            "{\"schema_version\":1}\n",
+            "{\"data\":\"ok 1\",\"level\":null,\"target_timestamp\":\"\"}\n",
+            "{\"data\":\"bad\",\"level\":\"ERROR\",\"target_timestamp\":\"\"}\n",
+        );
+        assert_eq!(parse_json_frames(out).unwrap(), ["ok 1", "ERROR bad"]);
+        assert!(parse_json_frames("(HOST) malformed frame skipped\n").is_err());
+        assert!(parse_json_frames("{\"level\":null}\n").is_err());
+    }
 }
