@@ -25,11 +25,12 @@
 //! (tokens in increasing index, heads in order). Only the plain residual update is differentiated (the harness
 //! trains with it). The tests check every formula against central finite differences in f64 (1e-7 relative).
 
-use crate::attention::{visible, AssociativeState, Normalise};
+use crate::attention::{AssociativeState, Normalise};
 use crate::features::Identity;
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
-use crate::softmax::{logit_scale, MaxSum, SoftmaxWork};
+use crate::softmax::SoftmaxWork;
+use crate::softmax_ref::{self, FixedVectors, HeadMut, HeadRef};
 use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
@@ -172,66 +173,28 @@ pub fn softmax_token_backward<T: Real, const E: usize, const DK: usize, const DV
     h: &[T; E],
     g: &[T; E],
     grad: &mut LayerGrad<T, E, DK, DV, H>,
-    mut g_ctx: Option<&mut [[T; E]]>,
+    g_ctx: Option<&mut [[T; E]]>,
 ) -> Result<[T; E], Error> {
     if let Some(gc) = g_ctx.as_deref() {
         if gc.len() != ctx.len() {
             return Err(Error::LengthMismatch { expected: ctx.len(), found: gc.len() });
         }
     }
-    let c = logit_scale::<T>(DK);
-    // First pass, every head: the logits' running maximum and sum (and the errors, before anything is written).
-    let mut stats = [(T::ZERO, T::ZERO); H];
-    for (head, st) in layer.heads.iter().zip(stats.iter_mut()) {
-        let q = matvec(&head.w_q, h);
-        let mut acc = MaxSum::new();
-        for e in ctx {
-            acc.push(dot(&q, &matvec(&head.w_k, e)) * c)?;
-        }
-        *st = (acc.m, acc.l);
-    }
-    let mut dh = *g;
-    if ctx.is_empty() {
-        return Ok(dh);
-    }
-    for ((head, gh), &(m, l)) in layer.heads.iter().zip(grad.heads.iter_mut()).zip(stats.iter()) {
-        let q = matvec(&head.w_q, h);
-        // The token's key, value and softmax weight (the logit exactly as in the first pass).
-        let project = |e: &[T; E]| {
-            let k = matvec(&head.w_k, e);
-            let a = (dot(&q, &k) * c - m).exp() / l;
-            (k, matvec(&head.w_v, e), a)
-        };
-        // o = sum_j a_j v_j, in context order.
-        let mut o = [T::ZERO; DV];
-        for e in ctx {
-            let (_, v, a) = project(e);
-            axpy(&mut o, a, &v);
-        }
-        add_outer(&mut gh.p, g, &o);
-        let g_o = matvec_t(&head.p, g);
-        let g_dot_o = dot(&g_o, &o);
-        let mut g_q = [T::ZERO; DK];
-        for (j, e) in ctx.iter().enumerate() {
-            let (k, v, a) = project(e);
-            let g_s = a * (dot(&g_o, &v) - g_dot_o);
-            axpy(&mut g_q, g_s * c, &k);
-            let g_k = q.map(|x| x * (g_s * c));
-            let g_v = g_o.map(|x| x * a);
-            add_outer(&mut gh.w_k, &g_k, e);
-            add_outer(&mut gh.w_v, &g_v, e);
-            if let Some(gj) = g_ctx.as_deref_mut().and_then(|gc| gc.get_mut(j)) {
-                let (dk, dv) = (matvec_t(&head.w_k, &g_k), matvec_t(&head.w_v, &g_v));
-                for ((d, x), y) in gj.iter_mut().zip(dk.iter()).zip(dv.iter()) {
-                    *d += *x + *y;
-                }
-            }
-        }
-        add_outer(&mut gh.w_q, &g_q, h);
-        for (d, x) in dh.iter_mut().zip(matvec_t(&head.w_q, &g_q).iter()) {
-            *d += *x;
-        }
-    }
+    let heads = layer.heads.each_ref().map(HeadRef::from);
+    let mut grads = grad.heads.each_mut().map(HeadMut::from);
+    let mut vecs = FixedVectors::<T, E, DK, DV, H>::new();
+    let mut dh = [T::ZERO; E];
+    softmax_ref::token_backward(
+        FixedVectors::<T, E, DK, DV, H>::WIDTHS,
+        &heads,
+        ctx.as_flattened(),
+        h,
+        g,
+        &mut grads,
+        &mut dh,
+        g_ctx.map(|gc| gc.as_flattened_mut()),
+        &mut vecs.vectors(),
+    )?;
     Ok(dh)
 }
 
@@ -277,71 +240,20 @@ pub fn softmax_backward_slices<T: Real, const E: usize, const DK: usize, const D
     grad: &mut LayerGrad<T, E, DK, DV, H>,
     work: &mut SoftmaxWork<'_, T, DK, DV>,
 ) -> Result<(), Error> {
-    let n = ctx.len();
-    if g_ctx.len() != n {
-        return Err(Error::LengthMismatch { expected: n, found: g_ctx.len() });
-    }
-    work.project(layer, ctx, true)?;
-    work.g_keys.fill([T::ZERO; DK]);
-    work.g_values.fill([T::ZERO; DV]);
-    let c = logit_scale::<T>(DK);
-    let SoftmaxWork { keys, values, g_keys, g_values } = work;
-    // One token `h` with output gradient `g` seeing the first `seen` keys: returns its input gradient.
-    let mut token = |h: &[T; E], g: &[T; E], seen: usize, grad: &mut LayerGrad<T, E, DK, DV, H>| {
-        let mut dh = *g;
-        for (hd, (head, gh)) in layer.heads.iter().zip(grad.heads.iter_mut()).enumerate() {
-            let at = hd * n;
-            let (Some(ks), Some(vs)) = (keys.get(at..at + seen), values.get(at..at + seen)) else { continue };
-            let (Some(gks), Some(gvs)) = (g_keys.get_mut(at..at + seen), g_values.get_mut(at..at + seen)) else {
-                continue;
-            };
-            if ks.is_empty() {
-                continue;
-            }
-            let q = matvec(&head.w_q, h);
-            let mut acc = MaxSum::new();
-            for k in ks.iter() {
-                acc.push(dot(&q, k) * c)?;
-            }
-            let weight = |k: &[T; DK]| (dot(&q, k) * c - acc.m).exp() / acc.l;
-            let mut o = [T::ZERO; DV];
-            for (k, v) in ks.iter().zip(vs.iter()) {
-                axpy(&mut o, weight(k), v);
-            }
-            add_outer(&mut gh.p, g, &o);
-            let g_o = matvec_t(&head.p, g);
-            let g_dot_o = dot(&g_o, &o);
-            let mut g_q = [T::ZERO; DK];
-            for (((k, v), gk), gv) in ks.iter().zip(vs.iter()).zip(gks.iter_mut()).zip(gvs.iter_mut()) {
-                let a = weight(k);
-                let g_s = a * (dot(&g_o, v) - g_dot_o) * c;
-                axpy(&mut g_q, g_s, k);
-                axpy(gk, g_s, &q);
-                axpy(gv, a, &g_o);
-            }
-            add_outer(&mut gh.w_q, &g_q, h);
-            for (d, x) in dh.iter_mut().zip(matvec_t(&head.w_q, &g_q).iter()) {
-                *d += *x;
-            }
-        }
-        Ok::<_, Error>(dh)
-    };
-    for (t, (h, g)) in ctx.iter().zip(g_ctx.iter_mut()).enumerate() {
-        *g = token(h, g, visible(mask, t, n).min(n), grad)?;
-    }
-    *g_query = token(query, g_query, n, grad)?;
-    // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
-    for (hd, (head, gh)) in layer.heads.iter().zip(grad.heads.iter_mut()).enumerate() {
-        let at = hd * n;
-        let (Some(gks), Some(gvs)) = (g_keys.get(at..at + n), g_values.get(at..at + n)) else { continue };
-        for (((e, gk), gv), ge) in ctx.iter().zip(gks.iter()).zip(gvs.iter()).zip(g_ctx.iter_mut()) {
-            add_outer(&mut gh.w_k, gk, e);
-            add_outer(&mut gh.w_v, gv, e);
-            let (dk, dv) = (matvec_t(&head.w_k, gk), matvec_t(&head.w_v, gv));
-            for ((d, x), y) in ge.iter_mut().zip(dk.iter()).zip(dv.iter()) {
-                *d += *x + *y;
-            }
-        }
-    }
-    Ok(())
+    work.check(ctx.len(), g_ctx.len(), H * ctx.len(), true)?;
+    let heads = layer.heads.each_ref().map(HeadRef::from);
+    let mut grads = grad.heads.each_mut().map(HeadMut::from);
+    let mut vecs = FixedVectors::<T, E, DK, DV, H>::new();
+    softmax_ref::backward(
+        FixedVectors::<T, E, DK, DV, H>::WIDTHS,
+        &heads,
+        mask,
+        ctx.as_flattened(),
+        query,
+        g_ctx.as_flattened_mut(),
+        g_query,
+        &mut grads,
+        &mut work.flat(),
+        &mut vecs.vectors(),
+    )
 }

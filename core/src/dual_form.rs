@@ -24,8 +24,10 @@
 
 use crate::attention::attend_linear;
 use crate::layer::Head;
+use crate::linalg::slices as sl;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, zeros};
-use crate::softmax::{logit_scale, OnlineSoftmax};
+use crate::softmax::logit_scale;
+use crate::softmax_ref::{carve, check_heads, online_finish, online_push, FixedVectors, HeadRef, Vectors, Widths};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -148,29 +150,70 @@ pub fn softmax_relaxation_error<T: Real, const E: usize, const DK: usize, const 
     zs: &[[T; E]],
     x: &[T; E],
 ) -> Result<T, Error> {
+    let mut vecs = FixedVectors::<T, E, DK, DV, 1>::new();
+    let w = FixedVectors::<T, E, DK, DV, 1>::WIDTHS;
+    relaxation_error_at(w, head.into(), demos.as_flattened(), zs.as_flattened(), x, &mut vecs.vectors())
+}
+
+/// Rows of width `e` of `tokens` (none for `e = 0`).
+fn rows<T>(tokens: &[T], e: usize) -> core::slice::ChunksExact<'_, T> {
+    tokens.get(..if e == 0 { 0 } else { tokens.len() }).unwrap_or_default().chunks_exact(e.max(1))
+}
+
+/// Checks a head and tokens of widths `w` (demonstrations and query-part tokens as rows of flat slices).
+fn check_tokens<T>(w: Widths, head: &HeadRef<'_, T>, demos: &[T], zs: &[T], x: &[T]) -> Result<(), Error> {
+    check_heads(w, core::slice::from_ref(head))?;
+    let e = w.e.max(1);
+    for (expected, found) in [(w.e, x.len()), (0, demos.len() % e), (0, zs.len() % e)] {
+        if expected != found {
+            return Err(Error::LengthMismatch { expected, found });
+        }
+    }
+    Ok(())
+}
+
+/// [`softmax_relaxation_error`] at run-time widths: `head` of widths `w`, the tokens as rows of flat slices, the
+/// small vectors in `vecs`. Errors: those of [`softmax_relaxation_error`], and the lengths of [`crate::softmax_ref`].
+pub fn relaxation_error_at<T: Real>(
+    w: Widths,
+    head: HeadRef<'_, T>,
+    demos: &[T],
+    zs: &[T],
+    x: &[T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<T, Error> {
+    check_tokens(w, &head, demos, zs, x)?;
     if demos.is_empty() && zs.is_empty() {
         return Err(Error::Empty);
     }
-    let q = matvec(&head.w_q, x);
-    let scale = logit_scale::<T>(DK);
-    let mut soft = OnlineSoftmax::<T, DV>::new();
+    let [q, k, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [v, soft, relaxed, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    sl::matvec(q, head.w_q, x);
+    let scale = logit_scale::<T>(w.dk);
+    let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    soft.fill(T::ZERO);
     // Relaxed side: sum_j (1 + s_j) v_j and sum_j (1 + s_j).
-    let (mut num, mut den) = ([T::ZERO; DV], T::ZERO);
+    relaxed.fill(T::ZERO);
+    let mut den = T::ZERO;
     let mut status = Ok(());
-    keys_values(head, demos, zs, |k, v| {
-        let s = dot(&q, &k) * scale;
+    for tok in rows(demos, w.e).chain(rows(zs, w.e)) {
+        sl::matvec(k, head.w_k, tok);
+        sl::matvec(v, head.w_v, tok);
+        let s = sl::dot(q, k) * scale;
         if status.is_ok() {
-            status = soft.push(s, &v);
+            status = online_push(&mut m, &mut l, soft, s, v);
         }
-        axpy(&mut num, T::ONE + s, &v);
+        sl::axpy(relaxed, T::ONE + s, v);
         den += T::ONE + s;
-    });
+    }
     status?;
     if den == T::ZERO || !den.is_finite() {
         return Err(Error::ZeroNormaliser);
     }
-    let soft = soft.finish();
-    let relaxed = num.map(|n| n / den);
+    online_finish(l, soft);
+    for r in relaxed.iter_mut() {
+        *r /= den;
+    }
     let sums = |scale: T| {
         let (mut diff, mut norm) = (T::ZERO, T::ZERO);
         for (a, r) in soft.iter().zip(relaxed.iter()) {
@@ -220,30 +263,69 @@ pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize
     zs: &[[T; E]],
     x: &[T; E],
 ) -> Result<DemoEffect<T, DV>, Error> {
-    let q = matvec(&head.w_q, x);
-    let scale = logit_scale::<T>(DK);
-    let (mut all, mut zero_shot) = (OnlineSoftmax::<T, DV>::new(), OnlineSoftmax::<T, DV>::new());
+    let mut vecs = FixedVectors::<T, E, DK, DV, 1>::new();
+    let w = FixedVectors::<T, E, DK, DV, 1>::WIDTHS;
+    let (mut change, mut predicted, mut map) = ([T::ZERO; DV], [T::ZERO; DV], zeros::<T, DV, DK>());
+    let (d, z) = (demos.as_flattened(), zs.as_flattened());
+    let out = (&mut change[..], &mut predicted[..], map.as_mut_slice());
+    let fit = demo_effect_at(w, head.into(), d, z, x, out, &mut vecs.vectors())?;
+    Ok(DemoEffect { change, predicted, cosine: fit.0, scale: fit.1, residual: fit.2 })
+}
+
+/// [`dai_demo_effect`] at run-time widths: `head` of widths `w`, the tokens as rows of flat slices; `out` receives
+/// the change and `dW_ICL q` (`dv` values each) and holds `dW_ICL` (`dv * dk`, scratch); the small vectors in
+/// `vecs`. Returns `(cosine, scale, residual)` of [`DemoEffect`]. Errors: those of [`dai_demo_effect`], and the
+/// lengths of [`crate::softmax_ref`].
+pub fn demo_effect_at<T: Real>(
+    w: Widths,
+    head: HeadRef<'_, T>,
+    demos: &[T],
+    zs: &[T],
+    x: &[T],
+    (change, predicted, map): (&mut [T], &mut [T], &mut [T]),
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(T, T, T), Error> {
+    check_tokens(w, &head, demos, zs, x)?;
+    for (expected, found) in [(w.dv, change.len()), (w.dv, predicted.len()), (w.dv * w.dk, map.len())] {
+        if expected != found {
+            return Err(Error::LengthMismatch { expected, found });
+        }
+    }
+    let [q, k, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [v, all, zero_shot, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    sl::matvec(q, head.w_q, x);
+    let scale = logit_scale::<T>(w.dk);
+    let ((mut m_all, mut l_all), (mut m_zs, mut l_zs)) = ((-T::INFINITY, T::ZERO), (-T::INFINITY, T::ZERO));
+    all.fill(T::ZERO);
+    zero_shot.fill(T::ZERO);
     let mut status = Ok(());
-    let mut seen = 0;
-    keys_values(head, demos, zs, |k, v| {
-        let s = dot(&q, &k) * scale;
+    let n_demos = rows(demos, w.e).len();
+    for (seen, tok) in rows(demos, w.e).chain(rows(zs, w.e)).enumerate() {
+        sl::matvec(k, head.w_k, tok);
+        sl::matvec(v, head.w_v, tok);
+        let s = sl::dot(q, k) * scale;
         if status.is_ok() {
-            status = all.push(s, &v);
+            status = online_push(&mut m_all, &mut l_all, all, s, v);
         }
-        if status.is_ok() && seen >= demos.len() {
-            status = zero_shot.push(s, &v);
+        if status.is_ok() && seen >= n_demos {
+            status = online_push(&mut m_zs, &mut l_zs, zero_shot, s, v);
         }
-        seen += 1;
-    });
+    }
     status?;
-    let (with, without) = (all.finish(), zero_shot.finish());
-    let mut change = [T::ZERO; DV];
-    for ((c, a), b) in change.iter_mut().zip(with.iter()).zip(without.iter()) {
+    online_finish(l_all, all);
+    online_finish(l_zs, zero_shot);
+    for ((c, a), b) in change.iter_mut().zip(all.iter()).zip(zero_shot.iter()) {
         *c = *a - *b;
     }
-    // The fixed-order kernel, not nalgebra's product.
-    let predicted = matvec(&dai_split(head, demos, zs).dw_icl, &q);
-    let (cp, cc, pp) = (dot(&change, &predicted), dot(&change, &change), dot(&predicted, &predicted));
+    // dW_ICL = sum_i (W_V x'_i)(W_K x'_i)^T, then the fixed-order kernel for dW_ICL q.
+    map.fill(T::ZERO);
+    for tok in rows(demos, w.e) {
+        sl::matvec(k, head.w_k, tok);
+        sl::matvec(v, head.w_v, tok);
+        sl::add_outer(map, v, k);
+    }
+    sl::matvec(predicted, map, q);
+    let (cp, cc, pp) = (sl::dot(change, predicted), sl::dot(change, change), sl::dot(predicted, predicted));
     if cc == T::ZERO || pp == T::ZERO || !(cc.is_finite() && pp.is_finite()) {
         return Err(Error::ZeroNormaliser);
     }
@@ -253,5 +335,5 @@ pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize
         let d = *a - c * *p;
         rest += d * d;
     }
-    Ok(DemoEffect { change, predicted, cosine: cp / (cc.sqrt() * pp.sqrt()), scale: c, residual: (rest / cc).sqrt() })
+    Ok((cp / (cc.sqrt() * pp.sqrt()), c, (rest / cc).sqrt()))
 }

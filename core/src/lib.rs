@@ -83,6 +83,7 @@ pub mod reader;
 pub mod rng;
 mod scalar;
 pub mod softmax;
+pub mod softmax_ref;
 pub mod stack;
 pub mod stream;
 

@@ -17,7 +17,8 @@
 use crate::attention::{project_context, visible, LinearScratch};
 use crate::features::Identity;
 use crate::layer::{Layer, Mask, Update};
-use crate::linalg::{axpy, dot, matvec, matvec_acc};
+use crate::linalg::{matvec, matvec_acc};
+use crate::softmax_ref::{self, attend, online_finish, online_push, FixedVectors, HeadRef, Projected};
 use crate::{Error, Real};
 
 /// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the
@@ -104,31 +105,13 @@ impl<T: Real, const DV: usize> OnlineSoftmax<T, DV> {
     /// Adds the term with logit `s` and value `v`. Errors: [`Error::NonFinite`] for a NaN or infinite logit.
     #[inline(always)]
     pub fn push(&mut self, s: T, v: &[T; DV]) -> Result<(), Error> {
-        if !s.is_finite() {
-            return Err(Error::NonFinite);
-        }
-        if s > self.m {
-            let c = (self.m - s).exp();
-            for a in self.acc.iter_mut() {
-                *a *= c;
-            }
-            self.l *= c;
-            self.m = s;
-        }
-        let w = (s - self.m).exp();
-        self.l += w;
-        axpy(&mut self.acc, w, v);
-        Ok(())
+        online_push(&mut self.m, &mut self.l, &mut self.acc, s, v)
     }
 
     /// `acc / l`, or zeros when no term was added.
     pub fn finish(&self) -> [T; DV] {
         let mut out = self.acc;
-        if self.l > T::ZERO {
-            for a in out.iter_mut() {
-                *a /= self.l;
-            }
-        }
+        online_finish(self.l, &mut out);
         out
     }
 }
@@ -153,46 +136,11 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     if values.len() != keys.len() {
         return Err(Error::LengthMismatch { expected: keys.len(), found: values.len() });
     }
-    attend_pairs(q, || keys.iter().zip(values.iter()).map(|(k, v)| (*k, *v)), scale)
-}
-
-/// [`attend_softmax`] over `(key, value)` pairs produced by `pairs` (called once per pass, so keys and values may be
-/// projected on the fly): the one implementation behind the scratch-based and the slice-based layers.
-#[inline(always)]
-fn attend_pairs<T: Real, const DK: usize, const DV: usize, I: Iterator<Item = ([T; DK], [T; DV])>>(
-    q: &[T; DK],
-    pairs: impl Fn() -> I,
-    scale: T,
-) -> Result<[T; DV], Error> {
-    // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
-    // first (only then, so ordinary logits keep their bits).
-    let logit = |k: &[T; DK]| {
-        let l = dot(q, k) * scale;
-        if l.is_finite() {
-            l
-        } else {
-            dot(&q.map(|x| x * scale), k)
-        }
-    };
-    let mut acc = OnlineSoftmax::new();
-    for (k, v) in pairs() {
-        acc.push(logit(&k), &v)?;
-    }
-    let out = acc.finish();
-    if out.iter().all(|v| v.is_finite()) {
-        return Ok(out);
-    }
-    // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
-    // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
-    let s = pairs().flat_map(|(_, v)| v).fold(T::ZERO, |m, x| if x.abs() > m { x.abs() } else { m });
-    if !s.is_finite() || s == T::ZERO {
-        return Ok(out);
-    }
-    let mut acc = OnlineSoftmax::new();
-    for (k, v) in pairs() {
-        acc.push(logit(&k), &v.map(|x| x / s))?;
-    }
-    Ok(acc.finish().map(|x| x * s))
+    let (k, v) = (keys.as_flattened(), values.as_flattened());
+    let mut pairs = Projected { keys: k, values: v, dk: DK, dv: DV, count: keys.len() };
+    let (mut qs, mut acc, mut vs) = ([T::ZERO; DK], [T::ZERO; DV], [T::ZERO; DV]);
+    attend(q, &mut pairs, scale, &mut qs, &mut acc, &mut vs)?;
+    Ok(acc)
 }
 
 /// The softmax-attention update of one token `h` over `ctx` (a slice, any length), every head, keys and values
@@ -204,13 +152,17 @@ pub fn softmax_token_update<T: Real, const E: usize, const DK: usize, const DV: 
     ctx: &[[T; E]],
     h: &[T; E],
 ) -> Result<[T; E], Error> {
-    let scale = logit_scale::<T>(DK);
+    let heads = layer.heads.each_ref().map(HeadRef::from);
+    let mut vecs = FixedVectors::<T, E, DK, DV, H>::new();
     let mut u = [T::ZERO; E];
-    for head in layer.heads.iter() {
-        let q = matvec(&head.w_q, h);
-        let a = attend_pairs(&q, || ctx.iter().map(|e| (matvec(&head.w_k, e), matvec(&head.w_v, e))), scale)?;
-        matvec_acc(&mut u, &head.p, &a);
-    }
+    softmax_ref::token_update(
+        FixedVectors::<T, E, DK, DV, H>::WIDTHS,
+        &heads,
+        ctx.as_flattened(),
+        h,
+        &mut u,
+        &mut vecs.vectors(),
+    )?;
     Ok(u)
 }
 
@@ -229,30 +181,30 @@ pub struct SoftmaxWork<'a, T, const DK: usize, const DV: usize> {
 }
 
 impl<T: Real, const DK: usize, const DV: usize> SoftmaxWork<'_, T, DK, DV> {
-    /// Checks the lengths for `entries = H * N` (the gradients too when `backward`) and projects every head's keys
-    /// and values of `ctx`.
-    pub(crate) fn project<const E: usize, const H: usize>(
-        &mut self,
-        layer: &Layer<T, E, DK, DV, H>,
-        ctx: &[[T; E]],
-        backward: bool,
-    ) -> Result<(), Error> {
-        let entries = H * ctx.len();
+    /// Checks that `ctx_out` (the context's output or its gradient) has `n` tokens and every buffer `entries`
+    /// (`H * n`) of them (the gradients too when `backward`), reporting lengths in tokens as this form counts them.
+    pub(crate) fn check(&self, n: usize, ctx_out: usize, entries: usize, backward: bool) -> Result<(), Error> {
+        if ctx_out != n {
+            return Err(Error::LengthMismatch { expected: n, found: ctx_out });
+        }
         let mut lens = [self.keys.len(), self.values.len(), entries, entries];
         if backward {
             lens[2..].copy_from_slice(&[self.g_keys.len(), self.g_values.len()]);
         }
-        if let Some(&found) = lens.iter().find(|&&l| l != entries) {
-            return Err(Error::LengthMismatch { expected: entries, found });
+        match lens.iter().find(|&&l| l != entries) {
+            Some(&found) => Err(Error::LengthMismatch { expected: entries, found }),
+            None => Ok(()),
         }
-        let n = ctx.len().max(1);
-        for (head, (ks, vs)) in layer.heads.iter().zip(self.keys.chunks_mut(n).zip(self.values.chunks_mut(n))) {
-            for ((k, v), e) in ks.iter_mut().zip(vs.iter_mut()).zip(ctx.iter()) {
-                *k = matvec(&head.w_k, e);
-                *v = matvec(&head.w_v, e);
-            }
+    }
+
+    /// The run-time form of these buffers.
+    pub(crate) fn flat(&mut self) -> softmax_ref::Work<'_, T> {
+        softmax_ref::Work {
+            keys: self.keys.as_flattened_mut(),
+            values: self.values.as_flattened_mut(),
+            g_keys: self.g_keys.as_flattened_mut(),
+            g_values: self.g_values.as_flattened_mut(),
         }
-        Ok(())
     }
 }
 
@@ -274,31 +226,21 @@ pub fn softmax_attention_slices<T: Real, const E: usize, const DK: usize, const 
     work: &mut SoftmaxWork<'_, T, DK, DV>,
 ) -> Result<(), Error> {
     upd.validate(E)?;
-    if ctx_out.len() != ctx.len() {
-        return Err(Error::LengthMismatch { expected: ctx.len(), found: ctx_out.len() });
-    }
-    work.project(layer, ctx, false)?;
-    let n = ctx.len();
-    let scale = logit_scale::<T>(DK);
-    let update = |h: &[T; E], seen: usize| -> Result<[T; E], Error> {
-        let mut u = [T::ZERO; E];
-        for (hd, head) in layer.heads.iter().enumerate() {
-            let at = hd * n;
-            let (ks, vs) = (work.keys.get(at..at + seen).unwrap_or(&[]), work.values.get(at..at + seen).unwrap_or(&[]));
-            let a = attend_softmax(&matvec(&head.w_q, h), ks, vs, scale)?;
-            matvec_acc(&mut u, &head.p, &a);
-        }
-        Ok(u)
-    };
-    for (t, (h, out)) in ctx.iter().zip(ctx_out.iter_mut()).enumerate() {
-        let u = update(h, visible(mask, t, n).min(n))?;
-        *out = *h;
-        upd.apply(out, &u);
-    }
-    let u = update(query, n)?;
-    *query_out = *query;
-    upd.apply(query_out, &u);
-    Ok(())
+    work.check(ctx.len(), ctx_out.len(), H * ctx.len(), false)?;
+    let heads = layer.heads.each_ref().map(HeadRef::from);
+    let mut vecs = FixedVectors::<T, E, DK, DV, H>::new();
+    softmax_ref::attention(
+        FixedVectors::<T, E, DK, DV, H>::WIDTHS,
+        &heads,
+        mask,
+        upd,
+        ctx.as_flattened(),
+        query,
+        ctx_out.as_flattened_mut(),
+        query_out,
+        &mut work.flat(),
+        &mut vecs.vectors(),
+    )
 }
 
 /// The softmax-attention update of one token over the first `visible` projected context tokens.

@@ -36,15 +36,13 @@ use crate::net::{SoftmaxLayer, SOFTMAX_HEADS};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use crate::verdict::over_seeds;
-use dualform::backward::{context_state, lsa_query_backward, query_forward, softmax_token_backward};
-use dualform::linalg::{add_outer, dot, matvec};
+use dualform::linalg::slices::{add_outer, dot, matmul, matvec};
 use dualform::rng::SplitMix64;
-use dualform::{softmax_token_update, Head, Layer};
-use nalgebra::SMatrix;
+use dualform::softmax_ref::{self, HeadRef, Vectors, Widths};
 use serde::{Deserialize, Serialize};
 
 /// One layer under Dai's method: [`SOFTMAX_HEADS`] heads in f64 (a one-head construction leaves the second zero).
-pub type DaiLayer<const E: usize> = Layer<f64, E, E, E, SOFTMAX_HEADS>;
+pub type DaiLayer = SoftmaxLayer<f64>;
 
 /// How a layer attends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +55,11 @@ pub enum Attention {
 
 /// A layer and how it attends.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Subject<const E: usize> {
+pub struct Subject {
     /// Linear or softmax.
     pub kind: Attention,
     /// The weights.
-    pub layer: DaiLayer<E>,
+    pub layer: DaiLayer,
 }
 
 /// `cos(a, b)`, or `None` when either is zero (or not finite).
@@ -71,131 +69,186 @@ pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
     (aa > 0.0 && bb > 0.0 && c.is_finite()).then_some(c)
 }
 
-fn unit<const E: usize>(v: &[f64; E]) -> [f64; E] {
+fn unit(v: &[f64]) -> Vec<f64> {
     let norm = dot(v, v).sqrt();
     if norm > 0.0 {
-        v.map(|x| x / norm)
+        v.iter().map(|x| x / norm).collect()
     } else {
-        [0.0; E]
+        vec![0.0; v.len()]
     }
 }
 
-fn sub<const E: usize>(a: &[f64; E], b: &[f64; E]) -> [f64; E] {
-    core::array::from_fn(|i| a[i] - b[i])
+fn sub(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
 }
 
-impl<const E: usize> Subject<E> {
+/// The small vectors and the `E x E` matrix the kernels of one width need.
+#[derive(Clone, Debug)]
+struct Scratch {
+    key: Vec<f64>,
+    value: Vec<f64>,
+    token: Vec<f64>,
+    heads: Vec<f64>,
+    map: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(e: usize) -> Self {
+        Self {
+            key: vec![0.0; Vectors::<f64>::KEY * e],
+            value: vec![0.0; Vectors::<f64>::VALUE * e],
+            token: vec![0.0; Vectors::<f64>::TOKEN * e],
+            heads: vec![0.0; 2 * SOFTMAX_HEADS],
+            map: vec![0.0; e * e],
+        }
+    }
+
+    fn vectors(&mut self) -> (Vectors<'_, f64>, &mut [f64]) {
+        let Scratch { key, value, token, heads, map } = self;
+        (Vectors { key, value, token, heads }, map)
+    }
+}
+
+impl Subject {
+    /// The token width E.
+    pub fn width(&self) -> usize {
+        self.layer.width()
+    }
+
     /// A trained softmax layer, in f64.
-    pub fn softmax(layer: &SoftmaxLayer<E>) -> Self {
-        let heads = layer.heads.each_ref().map(|h| Head {
-            w_q: h.w_q.map(f64::from),
-            w_k: h.w_k.map(f64::from),
-            w_v: h.w_v.map(f64::from),
-            p: h.p.map(f64::from),
-        });
-        Self { kind: Attention::Softmax, layer: Layer { heads } }
+    pub fn softmax(layer: &SoftmaxLayer) -> Self {
+        Self { kind: Attention::Softmax, layer: layer.cast() }
     }
 
     /// The positive control: the core's construction of one GD step from `W0 = 0` at rate `eta` over `m`
-    /// demonstrations, as linear attention (the prompt's values are 0, so it adds nothing).
-    pub fn gd<const D: usize>(eta: f64, m: usize) -> Result<Self, dualform::Error> {
-        let gd = dualform::gd_layer::<f64, D, 1, E>(&SMatrix::zeros(), eta, m)?;
-        let mut layer = DaiLayer::<E>::zeros();
-        let [head] = gd.heads;
-        layer.heads[0] = head;
+    /// demonstrations in `d` dimensions, as linear attention (the prompt's values are 0, so it adds nothing).
+    pub fn gd(d: usize, eta: f64, m: usize) -> Result<Self, dualform::Error> {
+        let mut layer = DaiLayer::zeros(d + 1);
+        let [head, _] = layer.heads_mut();
+        dualform::gd_head_into(d, 1, &vec![0.0; d], eta, None, m, [head.w_q, head.w_k, head.w_v, head.p])?;
         Ok(Self { kind: Attention::Linear, layer })
     }
 
-    /// A sharp retrieval head: softmax attention with logits `beta x_q . x_j / sqrt(E)` on the inputs and value
-    /// `y_j`, so the prediction is the label of the demonstration whose input is most aligned with the query's
-    /// (`beta` large). The prompt's labels are 0, so attending to the prompt predicts 0.
-    pub fn retrieval(beta: f64) -> Self {
-        let mut layer = DaiLayer::<E>::zeros();
-        let h = &mut layer.heads[0];
-        for i in 0..E - 1 {
-            h.w_q[(i, i)] = beta;
-            h.w_k[(i, i)] = 1.0;
+    /// A sharp retrieval head of width `e`: softmax attention with logits `beta x_q . x_j / sqrt(E)` on the inputs
+    /// and value `y_j`, so the prediction is the label of the demonstration whose input is most aligned with the
+    /// query's (`beta` large). The prompt's labels are 0, so attending to the prompt predicts 0.
+    pub fn retrieval(e: usize, beta: f64) -> Self {
+        let mut layer = DaiLayer::zeros(e);
+        for i in 0..e - 1 {
+            layer.matrix_mut(0, 0)[i * e + i] = beta;
+            layer.matrix_mut(0, 1)[i * e + i] = 1.0;
         }
-        h.w_v[(E - 1, E - 1)] = 1.0;
-        h.p[(E - 1, E - 1)] = -1.0;
+        let last = (e - 1) * e + (e - 1);
+        layer.matrix_mut(0, 2)[last] = 1.0;
+        layer.matrix_mut(0, 3)[last] = -1.0;
         Self { kind: Attention::Softmax, layer }
     }
 
-    /// Softmax attention with independent `N(0, 1/E)` weights.
-    pub fn random(seed: u64) -> Self {
+    /// Softmax attention of width `e` with independent `N(0, 1/E)` weights.
+    pub fn random(e: usize, seed: u64) -> Self {
         let mut s = SplitMix64::new(seed);
-        let mut layer = DaiLayer::<E>::zeros();
-        let scale = 1.0 / (E as f64).sqrt();
-        for h in layer.heads.iter_mut() {
-            for m in [&mut h.w_q, &mut h.w_k, &mut h.w_v, &mut h.p] {
-                for v in m.iter_mut() {
-                    *v = s.next_normal() * scale;
-                }
-            }
+        let mut layer = DaiLayer::zeros(e);
+        let scale = 1.0 / (e as f64).sqrt();
+        for v in layer.params_mut() {
+            *v = s.next_normal() * scale;
         }
         Self { kind: Attention::Softmax, layer }
     }
 
     /// The attention output at `q` over `ctx` (after `P`, before the residual); `None` on a non-finite logit.
-    pub fn output(&self, layer: &DaiLayer<E>, ctx: &[[f64; E]], q: &[f64; E]) -> Option<[f64; E]> {
+    pub fn output(&self, layer: &DaiLayer, ctx: &[f64], q: &[f64]) -> Option<Vec<f64>> {
+        let (w, heads) = (layer.widths(), layer.heads());
+        let mut sc = Scratch::new(w.e);
+        let (mut vecs, map) = sc.vectors();
+        let mut u = vec![0.0; w.e];
         match self.kind {
-            Attention::Softmax => softmax_token_update(layer, ctx, q).ok(),
-            Attention::Linear => Some(sub(&query_forward(layer, &context_state(layer, ctx), q), q)),
+            Attention::Softmax => softmax_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs).ok()?,
+            Attention::Linear => softmax_ref::linear_token_update(w, &heads, ctx, q, &mut u, &mut vecs, map).ok()?,
         }
+        Some(u)
     }
 
     /// The prediction `-(q + output)[y]`.
-    pub fn predict(&self, layer: &DaiLayer<E>, ctx: &[[f64; E]], q: &[f64; E]) -> Option<f64> {
-        self.output(layer, ctx, q).map(|o| -(q[E - 1] + o[E - 1]))
+    pub fn predict(&self, layer: &DaiLayer, ctx: &[f64], q: &[f64]) -> Option<f64> {
+        let y = q.len().checked_sub(1)?;
+        self.output(layer, ctx, q).map(|o| -(q[y] + o[y]))
     }
 
     /// One head's pre-softmax scores of `q` to `ctx` (`W_Q q . W_K e`, scaled by `1/sqrt(E)` for softmax).
-    pub fn scores(&self, head: &Head<f64, E, E, E>, ctx: &[[f64; E]], q: &[f64; E]) -> Vec<f64> {
+    pub fn scores(&self, w: Widths, head: HeadRef<'_, f64>, ctx: &[f64], q: &[f64]) -> Vec<f64> {
         let scale = match self.kind {
-            Attention::Softmax => 1.0 / (E as f64).sqrt(),
+            Attention::Softmax => 1.0 / (w.e as f64).sqrt(),
             Attention::Linear => 1.0,
         };
-        let qv = matvec(&head.w_q, q);
-        ctx.iter().map(|e| dot(&qv, &matvec(&head.w_k, e)) * scale).collect()
+        let (mut qv, mut k) = (vec![0.0; w.dk], vec![0.0; w.dk]);
+        matvec(&mut qv, head.w_q, q);
+        ctx.chunks_exact(w.e)
+            .map(|e| {
+                matvec(&mut k, head.w_k, e);
+                dot(&qv, &k) * scale
+            })
+            .collect()
     }
 
     /// FT: `W_K` and `W_V` by SGD with batch 1 and rate `lr`, one pass over `demos` in order, each presented
     /// zero-shot after `prompt`. `None` when a step fails or the weights stop being finite.
-    pub fn fine_tune(&self, prompt: &[[f64; E]], demos: &[[f64; E]], lr: f64) -> Option<DaiLayer<E>> {
+    pub fn fine_tune(&self, prompt: &[f64], demos: &[f64], lr: f64) -> Option<DaiLayer> {
         let mut layer = self.layer.clone();
-        for demo in demos {
-            let mut q = *demo;
-            q[E - 1] = 0.0;
+        let e = layer.width();
+        let w = layer.widths();
+        let mut sc = Scratch::new(e);
+        let (mut dh, mut grad) = (vec![0.0; e], DaiLayer::zeros(e));
+        for demo in demos.chunks_exact(e) {
+            let mut q = demo.to_vec();
+            q[e - 1] = 0.0;
             let y_hat = self.predict(&layer, prompt, &q)?;
-            let mut g = [0.0; E];
-            g[E - 1] = -(y_hat - demo[E - 1]);
-            let mut grad = DaiLayer::<E>::zeros();
-            match self.kind {
-                Attention::Softmax => softmax_token_backward(&layer, prompt, &q, &g, &mut grad, None).ok()?,
-                Attention::Linear => {
-                    let state = context_state(&layer, prompt);
-                    lsa_query_backward(&layer, prompt, &state, &q, &g, &mut grad, None).ok()?
+            let mut g = vec![0.0; e];
+            g[e - 1] = -(y_hat - demo[e - 1]);
+            grad.params_mut().fill(0.0);
+            let (heads, mut gh) = (layer.heads(), grad.heads_mut());
+            let (mut vecs, map) = sc.vectors();
+            let step = match self.kind {
+                Attention::Softmax => {
+                    softmax_ref::token_backward(w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs)
                 }
+                Attention::Linear => softmax_ref::linear_token_backward(
+                    w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs, map,
+                ),
             };
-            for (h, gh) in layer.heads.iter_mut().zip(grad.heads.iter()) {
-                h.w_k -= gh.w_k * lr;
-                h.w_v -= gh.w_v * lr;
+            step.ok()?;
+            for h in 0..SOFTMAX_HEADS {
+                for which in [1, 2] {
+                    let gm = grad.matrix(h, which).to_vec();
+                    for (v, d) in layer.matrix_mut(h, which).iter_mut().zip(gm) {
+                        *v -= d * lr;
+                    }
+                }
             }
         }
-        let finite = layer.heads.iter().all(|h| h.w_k.iter().chain(h.w_v.iter()).all(|v| v.is_finite()));
+        let finite =
+            (0..SOFTMAX_HEADS).all(|h| [1, 2].iter().all(|&m| layer.matrix(h, m).iter().all(|v| v.is_finite())));
         finite.then_some(layer)
     }
 }
 
-/// Dai's relaxed map of `tokens` through `layer`: `sum_h P_h (sum_j (W_V e_j)(W_K e_j)^T) W_Q`.
-pub fn relaxed_map<const E: usize>(layer: &DaiLayer<E>, tokens: &[[f64; E]]) -> SMatrix<f64, E, E> {
-    let mut m = SMatrix::<f64, E, E>::zeros();
-    for h in &layer.heads {
-        let mut s = SMatrix::<f64, E, E>::zeros();
-        for e in tokens {
-            add_outer(&mut s, &matvec(&h.w_v, e), &matvec(&h.w_k, e));
+/// Dai's relaxed map of `tokens` through `layer`: `sum_h P_h (sum_j (W_V e_j)(W_K e_j)^T) W_Q`, `E x E`
+/// column-major.
+pub fn relaxed_map(layer: &DaiLayer, tokens: &[f64]) -> Vec<f64> {
+    let e = layer.width();
+    let (mut m, mut s, mut ps, mut t) = (vec![0.0; e * e], vec![0.0; e * e], vec![0.0; e * e], vec![0.0; e * e]);
+    let (mut k, mut v) = (vec![0.0; e], vec![0.0; e]);
+    for h in layer.heads() {
+        s.fill(0.0);
+        for tok in tokens.chunks_exact(e) {
+            matvec(&mut v, h.w_v, tok);
+            matvec(&mut k, h.w_k, tok);
+            add_outer(&mut s, &v, &k);
         }
-        m += h.p * s * h.w_q;
+        matmul(&mut ps, h.p, &s, e, e);
+        matmul(&mut t, &ps, h.w_q, e, e);
+        for (a, b) in m.iter_mut().zip(&t) {
+            *a += b;
+        }
     }
     m
 }
@@ -221,67 +274,73 @@ pub struct TaskScore {
 const SENSITIVITY_STEP: f64 = 1e-5;
 
 /// A per-task seed from the task's numbers (for the random baselines).
-fn task_seed<const E: usize>(query: &[f32; E], y: f32) -> u64 {
+fn task_seed(query: &[f32], y: f32) -> u64 {
     query
         .iter()
         .chain([&y])
         .fold(0x9E37_79B9_7F4A_7C15, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01B3))
 }
 
-/// Every metric on one task (`ctx`: demonstrations then `hidden` prompt tokens), or `None` when a run failed.
-pub fn score_task<const E: usize>(
-    subject: &Subject<E>,
-    (ctx, query, y): (&[[f32; E]], &[f32; E], f32),
+/// Every metric on one task (`ctx`: demonstrations then `hidden` prompt tokens, flat), or `None` when a run failed.
+pub fn score_task(
+    subject: &Subject,
+    (ctx, query, y): (&[f32], &[f32], f32),
     hidden: usize,
     lr: f64,
     shuffled: bool,
 ) -> Option<TaskScore> {
-    let tokens: Vec<[f64; E]> = ctx.iter().map(|t| t.map(f64::from)).collect();
-    let q = query.map(f64::from);
-    let (y, m) = (f64::from(y), tokens.len().checked_sub(hidden).filter(|&m| m > 0)?);
-    let (demos, prompt) = tokens.split_at(m);
+    let e = subject.width();
+    if e < 2 || query.len() != e || ctx.len() % e != 0 {
+        return None;
+    }
+    let tokens: Vec<f64> = ctx.iter().map(|&t| f64::from(t)).collect();
+    let q: Vec<f64> = query.iter().map(|&t| f64::from(t)).collect();
+    let (y, m) = (f64::from(y), (ctx.len() / e).checked_sub(hidden).filter(|&m| m > 0)?);
+    let (demos, prompt) = tokens.split_at(m * e);
     let mut icl_ctx = tokens.clone();
     if shuffled {
-        for (j, t) in icl_ctx[..m].iter_mut().enumerate() {
-            t[E - 1] = demos[(j + 1) % m][E - 1];
+        for j in 0..m {
+            icl_ctx[j * e + e - 1] = demos[((j + 1) % m) * e + e - 1];
         }
     }
     let layer = &subject.layer;
     let ft = subject.fine_tune(prompt, demos, lr)?;
     let outs =
         [subject.output(layer, prompt, &q)?, subject.output(layer, &icl_ctx, &q)?, subject.output(&ft, prompt, &q)?];
-    let errors = outs.map(|o| 0.5 * (-(q[E - 1] + o[E - 1]) - y).powi(2));
-    let [zs, icl, ftu] = outs.each_ref().map(unit);
+    let errors = [0, 1, 2].map(|i| 0.5 * (-(q[e - 1] + outs[i][e - 1]) - y).powi(2));
+    let [zs, icl, ftu] = [0, 1, 2].map(|i| unit(&outs[i]));
     let d_icl = sub(&icl, &zs);
     let mut rng = SplitMix64::new(task_seed(query, y as f32));
-    let uniform: [f64; E] = core::array::from_fn(|_| rng.next_open01());
-    let gaussian: [f64; E] = core::array::from_fn(|_| rng.next_normal());
+    let uniform: Vec<f64> = (0..e).map(|_| rng.next_open01()).collect();
+    let gaussian: Vec<f64> = (0..e).map(|_| rng.next_normal()).collect();
     let sim_aou = [cosine(&d_icl, &sub(&ftu, &zs)), cosine(&d_icl, &uniform), cosine(&d_icl, &gaussian)];
+    let w = layer.widths();
     let sim_am = layer
-        .heads
-        .iter()
-        .zip(ft.heads.iter())
+        .heads()
+        .into_iter()
+        .zip(ft.heads())
         .filter_map(|(h, hf)| {
-            let s_icl = subject.scores(h, &icl_ctx[m..], &q);
-            let s_ft = subject.scores(hf, prompt, &q);
-            let s_zs = subject.scores(h, prompt, &q);
+            let s_icl = subject.scores(w, h, &icl_ctx[m * e..], &q);
+            let s_ft = subject.scores(w, hf, prompt, &q);
+            let s_zs = subject.scores(w, h, prompt, &q);
             Some((cosine(&s_icl, &s_ft)?, cosine(&s_icl, &s_zs)?))
         })
         .collect();
-    let m_icl = relaxed_map(layer, &icl_ctx[..m]);
-    let m_ft = relaxed_map(&ft, prompt) - relaxed_map(layer, prompt);
-    let implied: Vec<f64> = (0..E - 1).map(|j| -m_icl[(E - 1, j)]).collect();
-    let mut gradient = vec![0.0; E - 1];
-    for t in demos {
+    let m_icl = relaxed_map(layer, &icl_ctx[..m * e]);
+    let m_ft: Vec<f64> = sub(&relaxed_map(&ft, prompt), &relaxed_map(layer, prompt));
+    // Row E - 1 of the column-major map, minus, on the inputs.
+    let implied: Vec<f64> = (0..e - 1).map(|j| -m_icl[j * e + e - 1]).collect();
+    let mut gradient = vec![0.0; e - 1];
+    for t in demos.chunks_exact(e) {
         for (g, x) in gradient.iter_mut().zip(t) {
-            *g += t[E - 1] * x;
+            *g += t[e - 1] * x;
         }
     }
     // The demonstrations' effect on the prediction as a function of the query's input, by central differences.
-    let effect = |x: &[f64; E]| Some(subject.predict(layer, &icl_ctx, x)? - subject.predict(layer, prompt, x)?);
-    let mut sensitivity = vec![0.0; E - 1];
+    let effect = |x: &[f64]| Some(subject.predict(layer, &icl_ctx, x)? - subject.predict(layer, prompt, x)?);
+    let mut sensitivity = vec![0.0; e - 1];
     for (i, v) in sensitivity.iter_mut().enumerate() {
-        let (mut plus, mut minus) = (q, q);
+        let (mut plus, mut minus) = (q.clone(), q.clone());
         plus[i] += SENSITIVITY_STEP;
         minus[i] -= SENSITIVITY_STEP;
         *v = (effect(&plus)? - effect(&minus)?) / (2.0 * SENSITIVITY_STEP);
@@ -291,7 +350,7 @@ pub fn score_task<const E: usize>(
         sensitivity_cos: cosine(&sensitivity, &gradient),
         sim_aou,
         sim_am,
-        map_cos: cosine(m_icl.as_slice(), m_ft.as_slice()),
+        map_cos: cosine(&m_icl, &m_ft),
         readout_cos: cosine(&implied, &gradient),
     })
 }
@@ -403,9 +462,9 @@ pub struct Tasks<'a> {
 }
 
 /// Every metric of `subject` on `tasks` with FT rate `lr` (ICL on shuffled labels when `shuffled`).
-pub fn evaluate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>, lr: f64, shuffled: bool) -> Scores {
+pub fn evaluate(subject: &Subject, tasks: Tasks<'_>, lr: f64, shuffled: bool) -> Scores {
     let hidden = tasks.sampler.hidden;
-    let parts = tasks.sampler.par_chunks_fixed::<E, (Vec<TaskScore>, usize)>(
+    let parts = tasks.sampler.par_chunks::<(Vec<TaskScore>, usize)>(
         tasks.seed,
         tasks.first_stream,
         tasks.count,
@@ -426,19 +485,20 @@ pub fn rate_grid() -> Vec<f64> {
 }
 
 /// The rate of [`rate_grid`] with the lowest mean FT loss on `tasks` (a rate that fails on any task loses).
-pub fn tune_ft_rate<const E: usize>(subject: &Subject<E>, tasks: Tasks<'_>) -> f64 {
+pub fn tune_ft_rate(subject: &Subject, tasks: Tasks<'_>) -> f64 {
     let hidden = tasks.sampler.hidden;
+    let e = subject.width();
     let loss = |lr: f64| {
-        let sums = tasks.sampler.par_chunks_fixed::<E, f64>(
+        let sums = tasks.sampler.par_chunks::<f64>(
             tasks.seed,
             tasks.first_stream,
             tasks.count,
             || 0.0,
             |acc, ctx, q, y| {
-                let m = ctx.len().saturating_sub(hidden);
-                let tokens: Vec<[f64; E]> = ctx.iter().map(|t| t.map(f64::from)).collect();
-                let (demos, prompt) = tokens.split_at(m);
-                let q = q.map(f64::from);
+                let m = (ctx.len() / e.max(1)).saturating_sub(hidden);
+                let tokens: Vec<f64> = ctx.iter().map(|&t| f64::from(t)).collect();
+                let (demos, prompt) = tokens.split_at(m * e);
+                let q: Vec<f64> = q.iter().map(|&t| f64::from(t)).collect();
                 *acc += subject
                     .fine_tune(prompt, demos, lr)
                     .and_then(|ft| subject.predict(&ft, prompt, &q))
@@ -463,7 +523,8 @@ mod tests {
     fn task(seed: u64, m: usize, u: usize) -> (Vec<[f32; 4]>, [f32; 4], f32) {
         let sampler = TaskSampler { hidden: u, ..TaskSampler::new(3, m + u, 1.0) };
         let mut ctx = vec![[0.0f32; 4]; m + u];
-        let (q, y) = sampler.sample(&mut crate::tasks::stream_rng(seed, 0), &mut ctx);
+        let (mut q, mut w) = ([0.0f32; 4], [0.0f32; 3]);
+        let y = sampler.sample_into(&mut crate::tasks::stream_rng(seed, 0), ctx.as_flattened_mut(), &mut q, &mut w);
         (ctx, q, y)
     }
 
@@ -471,12 +532,12 @@ mod tests {
     /// predictor), and the random-weights negative is not.
     #[test]
     fn the_gd_construction_scores_as_gd_and_random_weights_do_not() {
-        let gd = Subject::<4>::gd::<3>(0.8, 6).unwrap();
-        let random = Subject::<4>::random(11);
+        let gd = Subject::gd(3, 0.8, 6).unwrap();
+        let random = Subject::random(4, 11);
         let (mut worst, mut random_sum) = (1.0f64, 0.0f64);
         for seed in 0..20 {
             let (ctx, q, y) = task(seed, 6, 3);
-            let s = score_task(&gd, (&ctx, &q, y), 3, 0.1, false).unwrap();
+            let s = score_task(&gd, (ctx.as_flattened(), &q, y), 3, 0.1, false).unwrap();
             worst = worst.min(s.readout_cos.unwrap());
             let step: f64 = ctx[..6]
                 .iter()
@@ -487,7 +548,7 @@ mod tests {
             assert!((s.errors[1] - 0.5 * (step - f64::from(y)).powi(2)).abs() < 1e-12);
             // The prompt's values are 0: zero-shot predicts 0.
             assert_eq!(s.errors[0], 0.5 * f64::from(y).powi(2));
-            let r = score_task(&random, (&ctx, &q, y), 3, 0.1, false).unwrap();
+            let r = score_task(&random, (ctx.as_flattened(), &q, y), 3, 0.1, false).unwrap();
             random_sum += r.readout_cos.unwrap();
         }
         assert!(worst > 1.0 - 1e-12, "{worst}");
@@ -495,17 +556,13 @@ mod tests {
         assert!(random_sum / 20.0 < 0.5, "{random_sum}");
         // With shuffled labels the implied predictor is no longer the gradient of the true labels' loss.
         let (ctx, q, y) = task(3, 6, 3);
-        let shuffled = score_task(&gd, (&ctx, &q, y), 3, 0.1, true).unwrap();
+        let shuffled = score_task(&gd, (ctx.as_flattened(), &q, y), 3, 0.1, true).unwrap();
         assert!(shuffled.readout_cos.unwrap() < 0.99, "{shuffled:?}");
     }
 
-    fn entry(l: &mut DaiLayer<4>, head: usize, which: usize, idx: (usize, usize)) -> &mut f64 {
-        let h = &mut l.heads[head];
-        if which == 0 {
-            &mut h.w_k[idx]
-        } else {
-            &mut h.w_v[idx]
-        }
+    /// Entry `(row, column)` of `W_K` (`which` 0) or `W_V` (1) of a head.
+    fn entry(l: &mut DaiLayer, head: usize, which: usize, (r, c): (usize, usize)) -> &mut f64 {
+        &mut l.matrix_mut(head, which + 1)[c * 4 + r]
     }
 
     /// FT takes SGD steps on `W_K` and `W_V` only, down the gradient of the zero-shot loss (against central
@@ -513,18 +570,18 @@ mod tests {
     #[test]
     fn fine_tuning_steps_down_the_zero_shot_gradient() {
         let (ctx, _, _) = task(5, 1, 3);
-        let (demos, prompt): (Vec<[f64; 4]>, Vec<[f64; 4]>) =
-            (ctx[..1].iter().map(|t| t.map(f64::from)).collect(), ctx[1..].iter().map(|t| t.map(f64::from)).collect());
-        for mut s in [Subject::<4>::random(3), Subject::<4>::random(4)] {
-            if s.layer.heads[0].w_q[(0, 0)] > 0.0 {
+        let flat = |t: &[[f32; 4]]| -> Vec<f64> { t.as_flattened().iter().map(|&v| f64::from(v)).collect() };
+        let (demos, prompt) = (flat(&ctx[..1]), flat(&ctx[1..]));
+        for mut s in [Subject::random(4, 3), Subject::random(4, 4)] {
+            if s.layer.matrix(0, 0)[0] > 0.0 {
                 s.kind = Attention::Linear;
             }
             let lr = 1e-3;
             let ft = s.fine_tune(&prompt, &demos, lr).unwrap();
-            let mut q = demos[0];
+            let mut q = demos.clone();
             q[3] = 0.0;
-            let loss = |l: &DaiLayer<4>| 0.5 * (s.predict(l, &prompt, &q).unwrap() - demos[0][3]).powi(2);
-            for (h, (a, b)) in s.layer.heads.iter().zip(ft.heads.iter()).enumerate() {
+            let loss = |l: &DaiLayer| 0.5 * (s.predict(l, &prompt, &q).unwrap() - demos[3]).powi(2);
+            for (h, (a, b)) in s.layer.heads().iter().zip(ft.heads().iter()).enumerate() {
                 assert_eq!((a.w_q, a.p), (b.w_q, b.p));
                 for (which, idx) in [(0usize, (1usize, 2usize)), (1, (3, 0)), (1, (0, 3))] {
                     let eps = 1e-6;
@@ -532,7 +589,8 @@ mod tests {
                     *entry(&mut plus, h, which, idx) += eps;
                     *entry(&mut minus, h, which, idx) -= eps;
                     let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps);
-                    let moved = if which == 0 { a.w_k[idx] - b.w_k[idx] } else { a.w_v[idx] - b.w_v[idx] };
+                    let at = idx.1 * 4 + idx.0;
+                    let moved = if which == 0 { a.w_k[at] - b.w_k[at] } else { a.w_v[at] - b.w_v[at] };
                     assert!((moved / lr - numeric).abs() < 1e-6 * (1.0 + numeric.abs()), "{:?} {h} {which}", s.kind);
                 }
             }

@@ -103,41 +103,7 @@ impl From<dualform::Error> for HarnessError {
     }
 }
 
-/// Input dimensions every LSA experiment, `inspect` and the references take (shapes are chosen at run time; the
-/// limit keeps a task's `d x d` fits and `(d + 1)^2` matrices per layer small).
+/// Input dimensions every experiment but the fixed-d ones (`attention-zoo`, `mlp-sine`), `inspect`, `golden` and
+/// the references take (shapes are chosen at run time; the limit keeps a task's `d x d` fits and `(d + 1)^2`
+/// matrices per layer small).
 pub const SUPPORTED_D: std::ops::RangeInclusive<usize> = 1..=tasks::MAX_D;
-
-/// Input dimensions of the experiments whose nets still have widths fixed at compile time (`softmax`, `dai`,
-/// `golden`): one monomorphisation per d, through [`with_d!`].
-pub const FIXED_D: std::ops::RangeInclusive<usize> = 1..=16;
-
-/// Calls `$f::<D, E>($args)` for the runtime input dimension `$d` (E = D + 1), one monomorphisation per d in
-/// [`FIXED_D`]; `$f` is a function or a path to one.
-#[macro_export]
-macro_rules! with_d {
-    ($d:expr, $($f:ident)::+ ( $($args:expr),* )) => {
-        match $d {
-            1 => $($f)::+::<1, 2>($($args),*),
-            2 => $($f)::+::<2, 3>($($args),*),
-            3 => $($f)::+::<3, 4>($($args),*),
-            4 => $($f)::+::<4, 5>($($args),*),
-            5 => $($f)::+::<5, 6>($($args),*),
-            6 => $($f)::+::<6, 7>($($args),*),
-            7 => $($f)::+::<7, 8>($($args),*),
-            8 => $($f)::+::<8, 9>($($args),*),
-            9 => $($f)::+::<9, 10>($($args),*),
-            10 => $($f)::+::<10, 11>($($args),*),
-            11 => $($f)::+::<11, 12>($($args),*),
-            12 => $($f)::+::<12, 13>($($args),*),
-            13 => $($f)::+::<13, 14>($($args),*),
-            14 => $($f)::+::<14, 15>($($args),*),
-            15 => $($f)::+::<15, 16>($($args),*),
-            16 => $($f)::+::<16, 17>($($args),*),
-            other => Err($crate::HarnessError::Usage(format!(
-                "--d must be between {} and {} for this command (its nets have fixed widths; got {other})",
-                $crate::FIXED_D.start(),
-                $crate::FIXED_D.end()
-            ))),
-        }
-    };
-}

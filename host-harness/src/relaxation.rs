@@ -9,11 +9,12 @@
 //! ([`dualform::softmax_relaxation_error`]), and the logit scale the layer actually uses (the standard deviation of
 //! the query's scaled logits over the context). Everything in f64 from the f32 weights and tokens.
 
-use crate::net::{Forward, SoftmaxNet, Workspace};
+use crate::net::{Forward, SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
-use dualform::linalg::{dot, matvec};
-use dualform::{dai_demo_effect, softmax_relaxation_error, Head};
+use dualform::dual_form::{demo_effect_at, relaxation_error_at};
+use dualform::linalg::slices::{dot, matvec};
+use dualform::softmax_ref::{HeadRef, Vectors, Widths};
 use serde::{Deserialize, Serialize};
 
 /// One layer's relaxation, over tasks and heads.
@@ -33,8 +34,36 @@ pub struct LayerRelaxation {
     pub skipped: usize,
 }
 
-fn head64<const E: usize>(h: &Head<f32, E, E, E>) -> Head<f64, E, E, E> {
-    Head { w_q: h.w_q.map(f64::from), w_k: h.w_k.map(f64::from), w_v: h.w_v.map(f64::from), p: h.p.map(f64::from) }
+/// The scratch of [`at_query`] for one token width.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    key: Vec<f64>,
+    value: Vec<f64>,
+    token: Vec<f64>,
+    heads: Vec<f64>,
+    /// The change, `dW_ICL q`, `dW_ICL`, `W_Q q`, a key.
+    change: Vec<f64>,
+    predicted: Vec<f64>,
+    map: Vec<f64>,
+    q: Vec<f64>,
+    k: Vec<f64>,
+}
+
+impl Scratch {
+    /// Scratch for heads of widths `w`.
+    pub fn new(w: Widths) -> Self {
+        Self {
+            key: vec![0.0; Vectors::<f64>::KEY * w.dk],
+            value: vec![0.0; Vectors::<f64>::VALUE * w.dv],
+            token: vec![0.0; Vectors::<f64>::TOKEN * w.e],
+            heads: vec![0.0; 2],
+            change: vec![0.0; w.dv],
+            predicted: vec![0.0; w.dv],
+            map: vec![0.0; w.dv * w.dk],
+            q: vec![0.0; w.dk],
+            k: vec![0.0; w.dk],
+        }
+    }
 }
 
 /// Population standard deviation (0 for fewer than two values).
@@ -48,43 +77,54 @@ fn std_dev(v: &[f64]) -> f64 {
 
 /// One head at one query: `(cosine, residual)` of Dai's form (`None` when there is no direction to compare), the
 /// normalised expansion's error (`None` when undefined), and the logit standard deviation.
-pub fn at_query<const E: usize>(
-    head: &Head<f64, E, E, E>,
-    ctx: &[[f64; E]],
-    query: &[f64; E],
+pub fn at_query(
+    w: Widths,
+    head: HeadRef<'_, f64>,
+    ctx: &[f64],
+    query: &[f64],
+    sc: &mut Scratch,
 ) -> (Option<(f64, f64)>, Option<f64>, f64) {
-    let qv = matvec(&head.w_q, query);
-    let logits: Vec<f64> = ctx.iter().map(|e| dot(&qv, &matvec(&head.w_k, e)) / (E as f64).sqrt()).collect();
-    let dai = dai_demo_effect(head, ctx, &[], query).ok().map(|e| (e.cosine, e.residual));
-    (dai, softmax_relaxation_error(head, ctx, &[], query).ok(), std_dev(&logits))
+    matvec(&mut sc.q, head.w_q, query);
+    let scale = (w.dk as f64).sqrt();
+    let mut logits = Vec::with_capacity(ctx.len() / w.e.max(1));
+    for e in ctx.chunks_exact(w.e.max(1)) {
+        matvec(&mut sc.k, head.w_k, e);
+        logits.push(dot(&sc.q, &sc.k) / scale);
+    }
+    let Scratch { key, value, token, heads, change, predicted, map, .. } = sc;
+    let mut vecs = Vectors { key, value, token, heads };
+    let out = (&mut change[..], &mut predicted[..], &mut map[..]);
+    let dai =
+        demo_effect_at(w, head, ctx, &[], query, out, &mut vecs).ok().map(|(cosine, _, residual)| (cosine, residual));
+    (dai, relaxation_error_at(w, head, ctx, &[], query, &mut vecs).ok(), std_dev(&logits))
 }
 
 /// The relaxation of every layer of `net` on `count` tasks of the streams `(seed, first_stream + chunk)`.
-pub fn measure<const E: usize>(
-    net: &SoftmaxNet<E>,
+pub fn measure(
+    net: &SoftmaxNet,
     sampler: &TaskSampler,
     seed: u64,
     first_stream: u64,
     count: usize,
 ) -> Vec<LayerRelaxation> {
-    let heads: Vec<Vec<Head<f64, E, E, E>>> =
-        net.layers().iter().map(|l| l.heads.iter().map(head64).collect()).collect();
-    let k = heads.len();
+    let layers: Vec<SoftmaxLayer<f64>> = net.layers().iter().map(SoftmaxLayer::cast).collect();
+    let (k, e) = (layers.len(), net.width());
+    let w = Widths { e, dk: e, dv: e };
     // Per layer: (cosine, residual, normalised error, logit std) samples and the skipped count.
-    type Acc<const E: usize> = (Vec<[Vec<f64>; 4]>, Vec<usize>, Workspace<E>);
-    let parts = sampler.par_chunks_fixed::<E, Acc<E>>(
+    type Acc = (Vec<[Vec<f64>; 4]>, Vec<usize>, SoftmaxWorkspace, Scratch);
+    let parts = sampler.par_chunks::<Acc>(
         seed,
         first_stream,
         count,
-        || (vec![Default::default(); k], vec![0; k], net.workspace(sampler.n)),
-        |(acc, skipped, ws), ctx, query, _| {
-            let n = ctx.len();
+        || (vec![Default::default(); k], vec![0; k], net.workspace(sampler.n), Scratch::new(w)),
+        |(acc, skipped, ws, sc), ctx, query, _| {
+            let stride = ctx.len() + e;
             let Some(inputs) = net.layer_inputs(ctx, query, ws) else { return };
-            for (l, (layer, tokens)) in heads.iter().zip(inputs.chunks_exact(n + 1)).enumerate() {
-                let tokens: Vec<[f64; E]> = tokens.iter().map(|t| t.map(f64::from)).collect();
-                let Some((q, c)) = tokens.split_last() else { continue };
-                for head in layer {
-                    let (dai, normalised, spread) = at_query(head, c, q);
+            for (l, (layer, tokens)) in layers.iter().zip(inputs.chunks_exact(stride)).enumerate() {
+                let tokens: Vec<f64> = tokens.iter().map(|&t| f64::from(t)).collect();
+                let (c, q) = tokens.split_at(tokens.len() - e);
+                for head in layer.heads() {
+                    let (dai, normalised, spread) = at_query(w, head, c, q, sc);
                     match dai {
                         Some((cosine, residual)) => {
                             acc[l][0].push(cosine);
@@ -117,6 +157,13 @@ pub fn measure<const E: usize>(
 mod tests {
     use super::*;
 
+    use dualform::Head;
+
+    fn run(head: &Head<f64, 4, 4, 4>, ctx: &[[f64; 4]], query: &[f64; 4]) -> (Option<(f64, f64)>, Option<f64>, f64) {
+        let w = Widths { e: 4, dk: 4, dv: 4 };
+        at_query(w, head.into(), ctx.as_flattened(), query, &mut Scratch::new(w))
+    }
+
     fn random_head(seed: u64, q_scale: f64) -> Head<f64, 4, 4, 4> {
         let mut s = dualform::rng::SplitMix64::new(seed);
         let mut h = Head::<f64, 4, 4, 4>::zeros();
@@ -140,7 +187,7 @@ mod tests {
         let query = [0.3, -0.7, 0.5, 0.0];
         let mut cosines = Vec::new();
         for scale in [1e-4, 1e-2, 1.0] {
-            let (dai, normalised, spread) = at_query(&random_head(7, scale), &ctx, &query);
+            let (dai, normalised, spread) = run(&random_head(7, scale), &ctx, &query);
             let (cosine, residual) = dai.unwrap();
             cosines.push(cosine);
             assert!(spread > 0.0 && normalised.unwrap() >= 0.0);
@@ -150,12 +197,12 @@ mod tests {
         }
         assert!(cosines[2] < cosines[1] && cosines[1] <= cosines[0], "{cosines:?}");
         // The same head on unpaired tokens: the mean value dominates the change, and Dai's form misses it.
-        let (dai, ..) = at_query(&random_head(7, 1e-4), &half, &query);
+        let (dai, ..) = run(&random_head(7, 1e-4), &half, &query);
         assert!(dai.unwrap().0 < 0.9, "{dai:?}");
         // Keys all zero: logits 0, uniform weights; dW_ICL q = 0 gives no direction, the normalised expansion is exact.
         let mut flat = random_head(7, 1.0);
         flat.w_k *= 0.0;
-        let (dai, normalised, spread) = at_query(&flat, &half, &query);
+        let (dai, normalised, spread) = run(&flat, &half, &query);
         assert_eq!((dai, spread), (None, 0.0));
         assert!(normalised.unwrap() < 1e-12);
     }

@@ -84,14 +84,6 @@ impl super::Settings for Settings {
 
     fn validate(&self) -> Result<(), HarnessError> {
         self.task.validate()?;
-        if !crate::FIXED_D.contains(&self.task.d) {
-            return Err(HarnessError::Usage(format!(
-                "--d must be between {} and {} for softmax (its nets have fixed widths; got {})",
-                crate::FIXED_D.start(),
-                crate::FIXED_D.end(),
-                self.task.d
-            )));
-        }
         self.train.validate()?;
         self.eval.validate()?;
         self.curves.validate()?;
@@ -369,84 +361,79 @@ impl Experiment for SoftmaxExperiment {
     type Results = Results;
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        crate::with_d!(s.task.d, run_d(s, run))
-    }
-}
-
-/// The experiment for input dimension `D` and token width `E = D + 1` (its nets have fixed widths).
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let sampler = s.task.sampler();
-    let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-    let held = Held { sampler: &sampler, seed, count };
-    let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
-    let mut depths = Vec::new();
-    for &k in &s.layers {
-        let mut trained = Vec::new();
-        for &sd in &seeds {
-            let spec = s.train.spec(k, sd);
-            trained.push(trained_softmax::<E>(run, &sampler, k, spec, &s.curves, s.common.eval_seed)?);
+        let sampler = s.task.sampler();
+        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let held = Held { sampler: &sampler, seed, count };
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let mut depths = Vec::new();
+        for &k in &s.layers {
+            let mut trained = Vec::new();
+            for &sd in &seeds {
+                let spec = s.train.spec(k, sd);
+                trained.push(trained_softmax(run, &sampler, k, spec, &s.curves, s.common.eval_seed)?);
+            }
+            let models: Vec<Predictor<'_>> = trained.iter().map(|t| Predictor::Net(t.model.net())).collect();
+            let first = &trained[0].model;
+            let (assessment, against) = if k == 1 {
+                let refs = References::build(&sampler, seed, count)?;
+                let a = assess_predictors(&models, None, &refs, held);
+                let lsa =
+                    trained_layer(run, LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves), s.common.seed)?;
+                let mut against: Vec<Against> = a
+                    .agreements
+                    .iter()
+                    .map(|g| Against {
+                        reference: g.reference.clone(),
+                        loss: g.loss,
+                        preds_diff: g.preds_diff,
+                        model_cos: g.model_cos,
+                    })
+                    .collect();
+                against.extend(self::against(
+                    &models,
+                    &[("trained LSA layer (same budget, first seed)".into(), Predictor::Net(lsa.model.net()))],
+                    held,
+                ));
+                (Some(a), against)
+            } else {
+                let spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
+                let refs = references(run, k, &s.task, spec)?;
+                let named: Vec<(String, Predictor<'_>)> =
+                    refs.iter().map(|r| (format!("{}, {k} steps", r.name), Predictor::Net(r.model.net()))).collect();
+                (None, self::against(&models, &named, held))
+            };
+            let loss_per_seed: Vec<Stat> =
+                trained.iter().map(|t| loss(t.model.net(), &sampler, seed, streams::EVAL, count)).collect();
+            let meta = vec![
+                ("d", s.task.d.to_string()),
+                ("n", s.task.n.to_string()),
+                ("model", format!("{k} trained softmax layer(s), seed {}", seeds[0])),
+            ];
+            save(first, &meta, &run.file(&format!("softmax-{k}.safetensors")))?;
+            depths.push(Depth {
+                layers: k,
+                training: trained[0].spec,
+                timing: trained.iter().map(|t| t.timing).collect(),
+                loss: over_seeds(&loss_per_seed),
+                loss_per_seed,
+                readout: readout_losses(first.net(), &sampler, seed, streams::EVAL, count),
+                assessment,
+                against,
+                relaxation: measure(first.net(), &sampler, seed, streams::EVAL, s.relaxation_tasks),
+                curve: trained[0].curve.clone(),
+            });
         }
-        let models: Vec<Predictor<'_>> = trained.iter().map(|t| Predictor::Net(t.model.net())).collect();
-        let first = &trained[0].model;
-        let (assessment, against) = if k == 1 {
-            let refs = References::build(&sampler, seed, count)?;
-            let a = assess_predictors(&models, None, &refs, held);
-            let lsa =
-                trained_layer(run, LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves), s.common.seed)?;
-            let mut against: Vec<Against> = a
-                .agreements
-                .iter()
-                .map(|g| Against {
-                    reference: g.reference.clone(),
-                    loss: g.loss,
-                    preds_diff: g.preds_diff,
-                    model_cos: g.model_cos,
-                })
-                .collect();
-            against.extend(self::against(
-                &models,
-                &[("trained LSA layer (same budget, first seed)".into(), Predictor::Net(lsa.model.net()))],
-                held,
-            ));
-            (Some(a), against)
-        } else {
-            let spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-            let refs = references(run, k, &s.task, spec)?;
-            let named: Vec<(String, Predictor<'_>)> =
-                refs.iter().map(|r| (format!("{}, {k} steps", r.name), Predictor::Net(r.model.net()))).collect();
-            (None, self::against(&models, &named, held))
+        let results = Results {
+            distribution: s.task.describe(),
+            heads: SOFTMAX_HEADS,
+            seeds,
+            depths,
+            zero: zero_loss(&sampler, seed, streams::EVAL, count),
+            ols: ols_loss(&sampler, seed, streams::EVAL, count),
         };
-        let loss_per_seed: Vec<Stat> =
-            trained.iter().map(|t| loss(t.model.net(), &sampler, seed, streams::EVAL, count)).collect();
-        let meta = vec![
-            ("d", s.task.d.to_string()),
-            ("n", s.task.n.to_string()),
-            ("model", format!("{k} trained softmax layer(s), seed {}", seeds[0])),
-        ];
-        save(first, &meta, &run.file(&format!("softmax-{k}.safetensors")))?;
-        depths.push(Depth {
-            layers: k,
-            training: trained[0].spec,
-            timing: trained.iter().map(|t| t.timing).collect(),
-            loss: over_seeds(&loss_per_seed),
-            loss_per_seed,
-            readout: readout_losses(first.net(), &sampler, seed, streams::EVAL, count),
-            assessment,
-            against,
-            relaxation: measure(first.net(), &sampler, seed, streams::EVAL, s.relaxation_tasks),
-            curve: trained[0].curve.clone(),
-        });
+        write_files(run, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
     }
-    let results = Results {
-        distribution: s.task.describe(),
-        heads: SOFTMAX_HEADS,
-        seeds,
-        depths,
-        zero: zero_loss(&sampler, seed, streams::EVAL, count),
-        ols: ols_loss(&sampler, seed, streams::EVAL, count),
-    };
-    write_files(run, &results)?;
-    let checks = checks(&results);
-    let verdict = verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
 }

@@ -185,9 +185,9 @@ pub fn references(
 
 /// A trained softmax model, how it was trained, and its curve `(step, batch loss, probe loss)`.
 #[derive(Clone, Debug)]
-pub struct TrainedSoftmax<const E: usize> {
+pub struct TrainedSoftmax {
     /// The model.
-    pub model: Softmax<E>,
+    pub model: Softmax,
     /// The training run.
     pub spec: TrainSpec,
     /// Training time.
@@ -197,17 +197,17 @@ pub struct TrainedSoftmax<const E: usize> {
 }
 
 /// The K-layer softmax model trained by `spec` on `sampler`'s tasks, once per command (`softmax`, `dai`).
-pub fn trained_softmax<const E: usize>(
+pub fn trained_softmax(
     run: &mut Run<'_>,
     sampler: &TaskSampler,
     layers: usize,
     spec: TrainSpec,
     curves: &CurveArgs,
     eval_seed: u64,
-) -> Result<TrainedSoftmax<E>, HarnessError> {
+) -> Result<TrainedSoftmax, HarnessError> {
     let key = format!("softmax|{layers}|{sampler:?}|{spec:?}|{eval_seed} {curves:?}");
     run.cached(&key, |run| {
-        let mut model = Softmax::<E>::init(&mut stream_rng(spec.seed, streams::INIT), layers);
+        let mut model = Softmax::init(&mut stream_rng(spec.seed, streams::INIT), sampler.width(), layers);
         let progress = run.progress(spec.steps, &format!("softmax, {layers} layer(s), seed {}", spec.seed));
         let mut curve = Vec::new();
         let timing = train(&mut model, sampler, &spec, |step, m, batch_loss| {

@@ -121,7 +121,7 @@ mod tests {
         scale(&mut rec);
         check_pullback(rec, "recurrent, y only, damped");
         for layers in [1, 2] {
-            let mut m = Softmax::<5>::init(&mut rng, layers);
+            let mut m = Softmax::init(&mut rng, 5, layers);
             let p: Vec<f32> = m.params().iter().map(|v| v * 40.0).collect();
             m.set_params(&p);
             check_pullback(m, &format!("softmax, {layers} layers"));

@@ -21,7 +21,7 @@ pub mod zoo;
 pub use merged::{Merged, Net, NetError, NetWorkspace};
 pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use mlp_zoo::{MlpZooGrad, MlpZooNet};
-pub use softmax::{SoftmaxLayer, SoftmaxNet, SOFTMAX_HEADS};
+pub use softmax::{SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, SOFTMAX_HEADS};
 pub use zoo::{Attention, ZooLayer, ZooNet, ZOO_HEADS};
 
 use dualform::{Layer, Real};
@@ -163,10 +163,9 @@ pub(crate) use forward_from_fixed;
 pub struct Workspace<const E: usize> {
     tokens: Vec<[f32; E]>,
     grads: Vec<[f32; E]>,
-    /// Projected keys, values and their gradients of a softmax layer (`heads * n` each).
+    /// Per-token scratch of the attention-zoo layers (`n + 1` each).
     keys: Vec<[f32; E]>,
     values: Vec<[f32; E]>,
-    g_keys: Vec<[f32; E]>,
     g_values: Vec<[f32; E]>,
 }
 

@@ -1,51 +1,163 @@
 //! [`SoftmaxNet`]: K softmax attention layers applied in order with the residual rule, every token updated by every
-//! layer but the last (only the query's output of the last one is read), on the core's slice kernels
-//! ([`softmax_attention_slices`], [`softmax_token_update`] and their backward).
+//! layer but the last (only the query's output of the last one is read), on the core's run-time softmax kernels
+//! ([`dualform::softmax_ref`]: `attention`, `token_update` and their backward), at a token width chosen at run time.
 
-use super::{FixedForward, Workspace};
-use dualform::backward::{softmax_backward_slices, softmax_token_backward};
-use dualform::{softmax_attention_slices, softmax_token_update, Layer, Mask, SoftmaxWork, Update};
+use super::Forward;
+use dualform::softmax_ref::{self, HeadMut, HeadRef, Vectors, Widths, Work};
+use dualform::{Layer, Mask, Real, Update};
 
 /// Heads per softmax layer.
 pub const SOFTMAX_HEADS: usize = 2;
 
-/// One softmax attention layer of the harness: [`SOFTMAX_HEADS`] heads with key and value size E.
-pub type SoftmaxLayer<const E: usize> = Layer<f32, E, E, E, SOFTMAX_HEADS>;
-
-/// Softmax attention layers applied once each, in order.
+/// One softmax attention layer of [`SOFTMAX_HEADS`] heads with key and value width E (chosen at run time): per
+/// head `W_Q, W_K, W_V, P`, each `E x E` column-major, head after head in one vector (the order of every parameter
+/// list, weight file and gradient).
 #[derive(Clone, Debug, PartialEq)]
-pub struct SoftmaxNet<const E: usize> {
-    layers: Vec<SoftmaxLayer<E>>,
+pub struct SoftmaxLayer<T = f32> {
+    e: usize,
+    params: Vec<T>,
 }
 
-impl<const E: usize> SoftmaxNet<E> {
-    /// The layers, applied in order (at least one: an empty list gets one zero layer, which predicts 0).
-    pub fn new(mut layers: Vec<SoftmaxLayer<E>>) -> Self {
+impl<T: Real> SoftmaxLayer<T> {
+    /// A layer of width `e` whose matrices are zero (the identity).
+    pub fn zeros(e: usize) -> Self {
+        Self { e, params: vec![T::ZERO; SOFTMAX_HEADS * 4 * e * e] }
+    }
+
+    /// The token width E.
+    pub fn width(&self) -> usize {
+        self.e
+    }
+
+    /// The head widths (keys and values of width E).
+    pub fn widths(&self) -> Widths {
+        Widths { e: self.e, dk: self.e, dv: self.e }
+    }
+
+    /// Every parameter: head by head, `W_Q, W_K, W_V, P` column-major.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    /// Every parameter, mutable.
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+
+    /// Matrix `which` (0 `W_Q`, 1 `W_K`, 2 `W_V`, 3 `P`) of head `head`, column-major (empty when out of range).
+    pub fn matrix(&self, head: usize, which: usize) -> &[T] {
+        let ee = self.e * self.e;
+        let at = (head * 4 + which) * ee;
+        self.params.get(at..at + ee).unwrap_or_default()
+    }
+
+    /// Mutable [`SoftmaxLayer::matrix`].
+    pub fn matrix_mut(&mut self, head: usize, which: usize) -> &mut [T] {
+        let ee = self.e * self.e;
+        let at = (head * 4 + which) * ee;
+        self.params.get_mut(at..at + ee).unwrap_or_default()
+    }
+
+    /// The heads as the core's kernels borrow them.
+    pub fn heads(&self) -> [HeadRef<'_, T>; SOFTMAX_HEADS] {
+        let ee = self.e * self.e;
+        let mut it = self.params.chunks_exact(4 * ee.max(1)).map(|h| {
+            let (w_q, rest) = h.split_at(ee);
+            let (w_k, rest) = rest.split_at(ee);
+            let (w_v, p) = rest.split_at(ee);
+            HeadRef { w_q, w_k, w_v, p }
+        });
+        core::array::from_fn(|_| it.next().unwrap_or(HeadRef { w_q: &[], w_k: &[], w_v: &[], p: &[] }))
+    }
+
+    /// The heads as gradients to accumulate into.
+    pub fn heads_mut(&mut self) -> [HeadMut<'_, T>; SOFTMAX_HEADS] {
+        let ee = self.e * self.e;
+        let mut it = self.params.chunks_exact_mut(4 * ee.max(1)).map(|h| {
+            let (w_q, rest) = h.split_at_mut(ee);
+            let (w_k, rest) = rest.split_at_mut(ee);
+            let (w_v, p) = rest.split_at_mut(ee);
+            HeadMut { w_q, w_k, w_v, p }
+        });
+        core::array::from_fn(|_| it.next().unwrap_or(HeadMut { w_q: &mut [], w_k: &mut [], w_v: &mut [], p: &mut [] }))
+    }
+
+    /// The same weights in another precision.
+    pub fn cast<U: Real>(&self) -> SoftmaxLayer<U> {
+        SoftmaxLayer { e: self.e, params: self.params.iter().map(|v| U::from_f64(v.to_f64())).collect() }
+    }
+
+    /// The layer of a fixed-width core [`Layer`].
+    pub fn from_fixed<const E: usize>(layer: &Layer<T, E, E, E, SOFTMAX_HEADS>) -> Self {
+        let params = layer
+            .heads
+            .iter()
+            .flat_map(|h| [h.w_q.as_slice(), h.w_k.as_slice(), h.w_v.as_slice(), h.p.as_slice()])
+            .flatten()
+            .copied()
+            .collect();
+        Self { e: E, params }
+    }
+}
+
+/// Softmax attention layers applied once each, in order, at one token width.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoftmaxNet {
+    e: usize,
+    layers: Vec<SoftmaxLayer>,
+}
+
+/// Per-task scratch of a [`SoftmaxNet`]: the tokens after every application, token gradients, every head's projected
+/// keys and values and their gradients, and the kernels' small vectors. It grows to any context length it meets.
+#[derive(Clone, Debug, Default)]
+pub struct SoftmaxWorkspace {
+    tokens: Vec<f32>,
+    grads: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    g_keys: Vec<f32>,
+    g_values: Vec<f32>,
+    key: Vec<f32>,
+    value: Vec<f32>,
+    token: Vec<f32>,
+    heads: Vec<f32>,
+    u: Vec<f32>,
+}
+
+/// Borrows the small vectors of a workspace.
+fn vectors<'a>(
+    key: &'a mut [f32],
+    value: &'a mut [f32],
+    token: &'a mut [f32],
+    heads: &'a mut [f32],
+) -> Vectors<'a, f32> {
+    Vectors { key, value, token, heads }
+}
+
+impl SoftmaxNet {
+    /// The layers, applied in order, every one of width `e` (at least one: an empty list gets one zero layer,
+    /// which predicts 0). A layer of another width makes every prediction NaN.
+    pub fn new(e: usize, mut layers: Vec<SoftmaxLayer>) -> Self {
         if layers.is_empty() {
-            layers.push(Layer::zeros());
+            layers.push(SoftmaxLayer::zeros(e));
         }
-        Self { layers }
+        Self { e, layers }
     }
 
     /// The layers.
-    pub fn layers(&self) -> &[SoftmaxLayer<E>] {
+    pub fn layers(&self) -> &[SoftmaxLayer] {
         &self.layers
     }
 
     /// Mutable layers.
-    pub fn layers_mut(&mut self) -> &mut [SoftmaxLayer<E>] {
+    pub fn layers_mut(&mut self) -> &mut [SoftmaxLayer] {
         &mut self.layers
     }
 
-    /// Every layer's input tokens for one task, layer after layer (`(n + 1)` tokens each: context, then query), or
-    /// `None` on a non-finite logit.
-    pub fn layer_inputs<'w>(
-        &self,
-        ctx: &[[f32; E]],
-        query: &[f32; E],
-        ws: &'w mut Workspace<E>,
-    ) -> Option<&'w [[f32; E]]> {
-        let len = self.layers.len() * (ctx.len() + 1);
+    /// Every layer's input tokens for one task, layer after layer (`(n + 1) * e` values each: context, then query),
+    /// or `None` on a non-finite logit.
+    pub fn layer_inputs<'w>(&self, ctx: &[f32], query: &[f32], ws: &'w mut SoftmaxWorkspace) -> Option<&'w [f32]> {
+        let len = self.layers.len() * (ctx.len() + self.e);
         if self.run_all(ctx, query, ws) {
             ws.tokens.get(..len)
         } else {
@@ -54,31 +166,47 @@ impl<const E: usize> SoftmaxNet<E> {
     }
 
     /// Runs every layer but the last on all tokens and the last on the query; afterwards layer `k`'s output tokens
-    /// are `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last, only the query). False on a non-finite logit.
-    fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
-        let (n, k) = (ctx.len(), self.layers.len());
-        let stride = n + 1;
-        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() != SOFTMAX_HEADS * n {
+    /// are `ws.tokens[(k + 1) * stride..][..stride]` with `stride = (n + 1) * e` (for the last, only the query).
+    /// False on a non-finite logit or a token of another width.
+    fn run_all(&self, ctx: &[f32], query: &[f32], ws: &mut SoftmaxWorkspace) -> bool {
+        let e = self.e;
+        if e == 0 || !ctx.len().is_multiple_of(e) || query.len() != e {
+            return false;
+        }
+        let (n, k) = (ctx.len() / e, self.layers.len());
+        let stride = (n + 1) * e;
+        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() != SOFTMAX_HEADS * n * e {
             *ws = self.workspace(n);
         }
-        ws.tokens[..n].copy_from_slice(ctx);
-        ws.tokens[n] = *query;
+        let SoftmaxWorkspace { tokens, keys, values, key, value, token, heads, u, .. } = ws;
+        tokens[..n * e].copy_from_slice(ctx);
+        tokens[n * e..stride].copy_from_slice(query);
         for (app, layer) in self.layers.iter().enumerate() {
-            let (done, rest) = ws.tokens.split_at_mut((app + 1) * stride);
-            let input = &done[app * stride..];
-            let (Some((q_in, c_in)), Some((q_out, c_out))) = (input.split_last(), rest[..stride].split_last_mut())
-            else {
-                return false;
-            };
+            let (done, rest) = tokens.split_at_mut((app + 1) * stride);
+            let (c_in, q_in) = done[app * stride..].split_at(n * e);
+            let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
+            let mut vecs = vectors(key, value, token, heads);
+            let hs = layer.heads();
             let ok = if app + 1 == k {
-                softmax_token_update(layer, c_in, q_in).map(|u| {
-                    *q_out = *q_in;
-                    Update::residual().apply(q_out, &u);
+                softmax_ref::token_update(layer.widths(), &hs, c_in, q_in, u, &mut vecs).map(|()| {
+                    q_out.copy_from_slice(q_in);
+                    Update::residual().apply_slice(q_out, u);
                 })
             } else {
-                let mut work =
-                    SoftmaxWork { keys: &mut ws.keys, values: &mut ws.values, g_keys: &mut [], g_values: &mut [] };
-                softmax_attention_slices(layer, Mask::Full, &Update::residual(), c_in, q_in, c_out, q_out, &mut work)
+                let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [] };
+                let upd = Update::residual();
+                softmax_ref::attention(
+                    layer.widths(),
+                    &hs,
+                    Mask::Full,
+                    &upd,
+                    c_in,
+                    q_in,
+                    c_out,
+                    q_out,
+                    &mut work,
+                    &mut vecs,
+                )
             };
             if ok.is_err() {
                 return false;
@@ -86,56 +214,90 @@ impl<const E: usize> SoftmaxNet<E> {
         }
         true
     }
+
+    /// The prediction `-h_query[last]` after each of `k` applications into `readout` (its first `k` entries, when
+    /// given), and the final one.
+    fn predictions(&self, ws: &SoftmaxWorkspace, n: usize, readout: Option<&mut [f32]>) -> f32 {
+        let (stride, k) = ((n + 1) * self.e, self.layers.len());
+        let at = |app: usize| ws.tokens.get((app + 2) * stride - 1).map_or(f32::NAN, |t| -t);
+        if let Some(r) = readout {
+            for (app, slot) in r.iter_mut().take(k).enumerate() {
+                *slot = at(app);
+            }
+        }
+        k.checked_sub(1).map_or(f32::NAN, at)
+    }
 }
 
-impl<const E: usize> FixedForward<E> for SoftmaxNet<E> {
-    type Grad = SoftmaxLayer<E>;
+impl Forward for SoftmaxNet {
+    type Grad = SoftmaxLayer;
+    type Workspace = SoftmaxWorkspace;
 
-    fn zero_grads(&self) -> Vec<SoftmaxLayer<E>> {
-        vec![Layer::zeros(); self.layers.len()]
+    fn width(&self) -> usize {
+        self.e
     }
 
-    fn add_grad(into: &mut SoftmaxLayer<E>, from: &SoftmaxLayer<E>) {
-        super::add_layer(into, from);
+    fn zero_grads(&self) -> Vec<SoftmaxLayer> {
+        vec![SoftmaxLayer::zeros(self.e); self.layers.len()]
+    }
+
+    fn add_grad(into: &mut SoftmaxLayer, from: &SoftmaxLayer) {
+        for (a, b) in into.params.iter_mut().zip(&from.params) {
+            *a += *b;
+        }
     }
 
     fn applications(&self) -> usize {
         self.layers.len()
     }
 
-    fn workspace(&self, n: usize) -> Workspace<E> {
-        Workspace {
-            tokens: vec![[0.0; E]; (self.layers.len() + 1) * (n + 1)],
-            grads: vec![[0.0; E]; n + 1],
-            keys: vec![[0.0; E]; SOFTMAX_HEADS * n],
-            values: vec![[0.0; E]; SOFTMAX_HEADS * n],
-            g_keys: vec![[0.0; E]; SOFTMAX_HEADS * n],
-            g_values: vec![[0.0; E]; SOFTMAX_HEADS * n],
+    fn workspace(&self, n: usize) -> SoftmaxWorkspace {
+        let e = self.e;
+        let entries = SOFTMAX_HEADS * n * e;
+        SoftmaxWorkspace {
+            tokens: vec![0.0; (self.layers.len() + 1) * (n + 1) * e],
+            grads: vec![0.0; (n + 1) * e],
+            keys: vec![0.0; entries],
+            values: vec![0.0; entries],
+            g_keys: vec![0.0; entries],
+            g_values: vec![0.0; entries],
+            key: vec![0.0; Vectors::<f32>::KEY * e],
+            value: vec![0.0; Vectors::<f32>::VALUE * e],
+            token: vec![0.0; Vectors::<f32>::TOKEN * e],
+            heads: vec![0.0; 2 * SOFTMAX_HEADS],
+            u: vec![0.0; e],
         }
     }
 
-    fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32 {
+    fn predict(&self, ctx: &[f32], query: &[f32], ws: &mut SoftmaxWorkspace, readout: Option<&mut [f32]>) -> f32 {
         if !self.run_all(ctx, query, ws) {
             return f32::NAN;
         }
-        ws.predictions(ctx.len(), self.layers.len(), readout)
+        self.predictions(ws, ctx.len() / self.e, readout)
     }
 
     fn forward_backward(
         &self,
-        ctx: &[[f32; E]],
-        query: &[f32; E],
-        ws: &mut Workspace<E>,
+        ctx: &[f32],
+        query: &[f32],
+        ws: &mut SoftmaxWorkspace,
         seed: impl FnOnce(f32) -> f32,
-        grads: Option<&mut [SoftmaxLayer<E>]>,
-    ) -> (f32, [f32; E]) {
-        const FAILED: f32 = f32::NAN;
+        grads: Option<&mut [SoftmaxLayer]>,
+        dh: Option<&mut [f32]>,
+    ) -> f32 {
+        let failed = |dh: Option<&mut [f32]>| {
+            if let Some(dh) = dh {
+                dh.fill(f32::NAN);
+            }
+            f32::NAN
+        };
         if !self.run_all(ctx, query, ws) {
-            return (FAILED, [FAILED; E]);
+            return failed(dh);
         }
-        let (n, k) = (ctx.len(), self.layers.len());
-        let stride = n + 1;
-        let y_hat = -ws.tokens[(k + 1) * stride - 1][E - 1];
+        let e = self.e;
+        let (n, k) = (ctx.len() / e, self.layers.len());
+        let stride = (n + 1) * e;
+        let y_hat = -ws.tokens[(k + 1) * stride - 1];
         let mut spare;
         let grads = match grads {
             Some(g) => g,
@@ -144,52 +306,74 @@ impl<const E: usize> FixedForward<E> for SoftmaxNet<E> {
                 &mut spare[..]
             }
         };
-        let Workspace { tokens, grads: g, keys, values, g_keys, g_values, .. } = ws;
-        let mut work = SoftmaxWork { keys, values, g_keys, g_values };
+        let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, key, value, token, heads, u } = ws;
         let g = &mut g[..stride];
-        g.fill([0.0; E]);
-        g[n][E - 1] = -seed(y_hat);
+        g.fill(0.0);
+        g[stride - 1] = -seed(y_hat);
         for app in (0..k).rev() {
-            let input = &tokens[app * stride..(app + 1) * stride];
-            let (Some((q_in, c_in)), Some((gq, gc)), Some(grad)) =
-                (input.split_last(), g.split_last_mut(), grads.get_mut(app))
-            else {
-                return (FAILED, [FAILED; E]);
+            let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
+            let (gc, gq) = g.split_at_mut(n * e);
+            let (Some(grad), Some(layer)) = (grads.get_mut(app), self.layers.get(app)) else {
+                return failed(dh);
             };
-            let layer = &self.layers[app];
+            let (hs, mut gh) = (layer.heads(), grad.heads_mut());
+            let mut vecs = vectors(key, value, token, heads);
             let ok = if app + 1 == k {
                 // Only the query's output carries a gradient: the context's comes through keys and values alone.
-                gc.fill([0.0; E]);
-                softmax_token_backward(layer, c_in, q_in, gq, grad, Some(gc)).map(|dq| *gq = dq)
+                gc.fill(0.0);
+                softmax_ref::token_backward(layer.widths(), &hs, c_in, q_in, gq, &mut gh, u, Some(gc), &mut vecs)
+                    .map(|()| gq.copy_from_slice(u))
             } else {
-                softmax_backward_slices(layer, Mask::Full, c_in, q_in, gc, gq, grad, &mut work)
+                let mut work = Work { keys, values, g_keys, g_values };
+                softmax_ref::backward(
+                    layer.widths(),
+                    &hs,
+                    Mask::Full,
+                    c_in,
+                    q_in,
+                    gc,
+                    gq,
+                    &mut gh,
+                    &mut work,
+                    &mut vecs,
+                )
             };
             if ok.is_err() {
-                return (FAILED, [FAILED; E]);
+                return failed(dh);
             }
         }
-        (y_hat, g[n])
+        if let Some(dh) = dh {
+            for (d, v) in dh.iter_mut().zip(&g[n * e..]) {
+                *d = *v;
+            }
+        }
+        y_hat
     }
 }
-
-super::forward_from_fixed!([const E: usize] SoftmaxNet<E>, E);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use dualform::{softmax_attention, LinearScratch};
 
-    fn random_layer(seed: u64, scale: f64) -> SoftmaxLayer<4> {
+    fn random_layer(seed: u64, scale: f64) -> SoftmaxLayer {
         let mut s = dualform::rng::SplitMix64::new(seed);
-        let mut l = SoftmaxLayer::<4>::zeros();
-        for h in l.heads.iter_mut() {
-            for m in [&mut h.w_q, &mut h.w_k, &mut h.w_v, &mut h.p] {
-                for v in m.iter_mut() {
-                    *v = (s.next_normal() * scale) as f32;
-                }
-            }
+        let mut l = SoftmaxLayer::zeros(4);
+        for v in l.params_mut() {
+            *v = (s.next_normal() * scale) as f32;
         }
         l
+    }
+
+    /// The same weights as a fixed-width core layer.
+    fn fixed(l: &SoftmaxLayer) -> Layer<f32, 4, 4, 4, SOFTMAX_HEADS> {
+        let mut f = Layer::<f32, 4, 4, 4, SOFTMAX_HEADS>::zeros();
+        for (h, head) in f.heads.iter_mut().enumerate() {
+            for (which, m) in [&mut head.w_q, &mut head.w_k, &mut head.w_v, &mut head.p].into_iter().enumerate() {
+                m.as_mut_slice().copy_from_slice(l.matrix(h, which));
+            }
+        }
+        f
     }
 
     fn tokens(seed: u64) -> ([[f32; 4]; 5], [f32; 4]) {
@@ -199,53 +383,48 @@ mod tests {
         (ctx, [u(), u(), u(), 0.0])
     }
 
-    /// The net's readout after every layer is the core's full softmax layer applied layer after layer, bit for bit.
+    /// The net's readout after every layer is the core's fixed-width softmax layer applied layer after layer, bit
+    /// for bit, and the layer converts to and from the fixed form unchanged.
     #[test]
     fn a_softmax_net_predicts_what_the_core_layers_predict() {
         let layers = vec![random_layer(1, 0.8), random_layer(2, 0.8), random_layer(3, 0.8)];
-        let net = SoftmaxNet::new(layers.clone());
+        let net = SoftmaxNet::new(4, layers.clone());
         let (ctx, query) = tokens(4);
         let mut readout = [0.0f32; 3];
-        let y = net.predict(&ctx, &query, &mut net.workspace(5), Some(&mut readout));
+        let y = net.predict(ctx.as_flattened(), &query, &mut net.workspace(5), Some(&mut readout));
         let (mut c, mut q) = (ctx, query);
         let mut scratch = LinearScratch::<f32, 5, 4, 4, SOFTMAX_HEADS>::new();
         for (l, r) in layers.iter().zip(readout) {
-            softmax_attention(l, Mask::Full, &Update::residual(), &mut c, &mut q, &mut scratch).unwrap();
+            assert_eq!(&SoftmaxLayer::from_fixed(&fixed(l)), l);
+            softmax_attention(&fixed(l), Mask::Full, &Update::residual(), &mut c, &mut q, &mut scratch).unwrap();
             assert_eq!((-q[3]).to_bits(), r.to_bits());
         }
         assert_eq!(y, readout[2]);
-    }
-
-    fn entry(n: &mut SoftmaxNet<4>, layer: usize, head: usize, which: usize, i: usize) -> &mut f32 {
-        let h = &mut n.layers_mut()[layer].heads[head];
-        let m = match which {
-            0 => &mut h.w_q,
-            1 => &mut h.w_k,
-            2 => &mut h.w_v,
-            _ => &mut h.p,
-        };
-        &mut m.as_mut_slice()[i]
+        // A query of another width predicts NaN.
+        assert!(net.predict(ctx.as_flattened(), &query[..3], &mut net.workspace(5), None).is_nan());
     }
 
     /// Parameter and query gradients of a two-layer net against central differences in f64 of the f32 forward (so
     /// a loose bound; a wrong backward is off by far more).
     #[test]
     fn softmax_net_gradients_match_finite_differences() {
-        let net = SoftmaxNet::new(vec![random_layer(5, 0.7), random_layer(6, 0.7)]);
+        let net = SoftmaxNet::new(4, vec![random_layer(5, 0.7), random_layer(6, 0.7)]);
         let (ctx, query) = tokens(7);
+        let ctx = ctx.as_flattened();
         let mut grads = net.zero_grads();
-        let (_, dh) = net.forward_backward(&ctx, &query, &mut net.workspace(5), |_| 1.0, Some(&mut grads));
-        let f = |n: &SoftmaxNet<4>, q: &[f32; 4]| n.predict(&ctx, q, &mut n.workspace(5), None) as f64;
+        let mut dh = [0.0f32; 4];
+        net.forward_backward(ctx, &query, &mut net.workspace(5), |_| 1.0, Some(&mut grads), Some(&mut dh));
+        let f = |n: &SoftmaxNet, q: &[f32; 4]| n.predict(ctx, q, &mut n.workspace(5), None) as f64;
         let step = 1e-2f32;
         let mut checked = 0;
         for (layer, lg) in grads.iter().enumerate() {
-            for (head, g) in lg.heads.iter().enumerate() {
+            for head in 0..SOFTMAX_HEADS {
                 for (which, i) in [(0usize, 1usize), (1, 6), (2, 11), (3, 15)] {
                     let (mut p, mut m) = (net.clone(), net.clone());
-                    *entry(&mut p, layer, head, which, i) += step;
-                    *entry(&mut m, layer, head, which, i) -= step;
+                    p.layers_mut()[layer].matrix_mut(head, which)[i] += step;
+                    m.layers_mut()[layer].matrix_mut(head, which)[i] -= step;
                     let num = (f(&p, &query) - f(&m, &query)) / (2.0 * step as f64);
-                    let ana = [&g.w_q, &g.w_k, &g.w_v, &g.p][which].as_slice()[i] as f64;
+                    let ana = lg.matrix(head, which)[i] as f64;
                     let tol = 3e-3 * (1.0 + ana.abs());
                     assert!((num - ana).abs() < tol, "layer {layer} head {head} {which}/{i}: {ana} vs {num}");
                     checked += 1;
@@ -266,12 +445,14 @@ mod tests {
     #[test]
     fn an_overflowing_logit_gives_nan() {
         let mut l = random_layer(8, 1.0);
-        l.heads[0].w_q[(0, 0)] = 1e30;
-        l.heads[0].w_k[(0, 0)] = 1e30;
-        let net = SoftmaxNet::new(vec![l]);
+        l.matrix_mut(0, 0)[0] = 1e30;
+        l.matrix_mut(0, 1)[0] = 1e30;
+        let net = SoftmaxNet::new(4, vec![l]);
         let (ctx, query) = tokens(9);
-        assert!(net.predict(&ctx, &query, &mut net.workspace(5), None).is_nan());
-        let (y, dh) = net.forward_backward(&ctx, &query, &mut net.workspace(5), |_| 1.0, None);
+        let ctx = ctx.as_flattened();
+        assert!(net.predict(ctx, &query, &mut net.workspace(5), None).is_nan());
+        let mut dh = [0.0f32; 4];
+        let y = net.forward_backward(ctx, &query, &mut net.workspace(5), |_| 1.0, None, Some(&mut dh));
         assert!(y.is_nan() && dh.iter().all(|v| v.is_nan()));
     }
 }

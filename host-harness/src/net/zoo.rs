@@ -264,7 +264,6 @@ impl<const E: usize> FixedForward<E> for ZooNet<E> {
             keys: vec![[0.0; E]; stride],
             values: vec![[0.0; E]; stride],
             g_values: vec![[0.0; E]; stride],
-            ..Workspace::default()
         }
     }
 
@@ -377,10 +376,17 @@ pub(crate) mod tests {
         let layers = random_layers(8, 2, 0.6);
         let (ctx, query) = tokens(9);
         let zoo = ZooNet::new(Attention::Softmax, layers.clone());
-        let soft = super::super::SoftmaxNet::new(layers);
+        let soft =
+            super::super::SoftmaxNet::new(4, layers.iter().map(super::super::SoftmaxLayer::from_fixed).collect());
         let (a, b) = (
             zoo.predict(&ctx, &query, &mut zoo.workspace(5), None),
-            soft.predict(&ctx, &query, &mut soft.workspace(5), None),
+            super::super::Forward::predict(
+                &soft,
+                ctx.as_flattened(),
+                &query,
+                &mut super::super::Forward::workspace(&soft, 5),
+                None,
+            ),
         );
         assert_eq!(a.to_bits(), b.to_bits());
     }

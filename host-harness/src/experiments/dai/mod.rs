@@ -80,14 +80,6 @@ impl super::Settings for Settings {
 
     fn validate(&self) -> Result<(), HarnessError> {
         self.task.validate()?;
-        if !crate::FIXED_D.contains(&self.task.d) {
-            return Err(HarnessError::Usage(format!(
-                "--d must be between {} and {} for dai (its nets have fixed widths; got {})",
-                crate::FIXED_D.start(),
-                crate::FIXED_D.end(),
-                self.task.d
-            )));
-        }
         self.train.validate()?;
         self.eval.validate()?;
         self.curves.validate()?;
@@ -109,15 +101,15 @@ impl super::Settings for Settings {
 }
 
 /// The softmax models trained on `sampler`, one per seed.
-fn train_all<const E: usize>(
+fn train_all(
     run: &mut Run<'_>,
     s: &Settings,
     sampler: &TaskSampler,
     seeds: &[u64],
-) -> Result<Vec<TrainedSoftmax<E>>, HarnessError> {
+) -> Result<Vec<TrainedSoftmax>, HarnessError> {
     seeds
         .iter()
-        .map(|&sd| trained_softmax::<E>(run, sampler, 1, s.train.spec(1, sd), &s.curves, s.common.eval_seed))
+        .map(|&sd| trained_softmax(run, sampler, 1, s.train.spec(1, sd), &s.curves, s.common.eval_seed))
         .collect()
 }
 
@@ -133,90 +125,90 @@ impl Experiment for Dai {
     type Results = Results;
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        crate::with_d!(s.task.d, run_d(s, run))
-    }
-}
+        let base = s.task.sampler();
+        let (m, u) = (s.task.n, s.prompt);
+        let sampler = TaskSampler { n: m + u, hidden: u, ..base };
+        let pool = TaskSampler { pool: s.pool, pool_seed: s.common.seed ^ 0x5EED_9001, ..sampler };
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let eval_seed = s.common.eval_seed;
+        let at = |smp, stream, count| Tasks { sampler: smp, seed: eval_seed, first_stream: stream, count };
 
-/// The experiment for input dimension `D` and token width `E = D + 1` (its nets have fixed widths).
-fn run_d<const D: usize, const E: usize>(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-    let base = s.task.sampler();
-    let (m, u) = (s.task.n, s.prompt);
-    let sampler = TaskSampler { n: m + u, hidden: u, ..base };
-    let pool = TaskSampler { pool: s.pool, pool_seed: s.common.seed ^ 0x5EED_9001, ..sampler };
-    let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
-    let eval_seed = s.common.eval_seed;
-    let at = |smp, stream, count| Tasks { sampler: smp, seed: eval_seed, first_stream: stream, count };
-
-    let eta = tune_gd_rate(&base, eval_seed, streams::TUNE, s.eval.eval_tasks)?;
-    let trained = train_all::<E>(run, s, &sampler, &seeds)?;
-    let pickers = train_all::<E>(run, s, &pool, &seeds)?;
-    // Logits `beta x_q . x_j / sqrt(E)` with a standard deviation of about 10 over the inputs.
-    let var: f64 = (0..D).map(|i| base.variance(i)).sum::<f64>() / D as f64;
-    let beta = 10.0 * (E as f64).sqrt() / ((D as f64).sqrt() * var);
-    let softmax = |t: &[TrainedSoftmax<E>]| -> Vec<Subject<E>> {
-        t.iter().map(|x| Subject::softmax(&x.model.net().layers()[0])).collect()
-    };
-    let kinds: Vec<(String, Role, Vec<Subject<E>>, &TaskSampler)> = vec![
-        ("GD construction (positive control)".into(), Role::Positive, vec![Subject::gd::<D>(eta, m)?], &sampler),
-        (format!("softmax, trained ({SOFTMAX_HEADS} heads)"), Role::Trained, softmax(&trained), &sampler),
-        ("sharp retrieval head".into(), Role::Negative, vec![Subject::retrieval(beta)], &sampler),
-        (format!("picker of {} tasks (scored on them)", s.pool), Role::Negative, softmax(&pickers), &pool),
-        (
-            "random softmax weights".into(),
-            Role::Negative,
-            seeds.iter().map(|&sd| Subject::random(sd)).collect(),
-            &sampler,
-        ),
-    ];
-    let progress = run.progress(kinds.len() as u64, "scoring models");
-    let mut rows = Vec::new();
-    for (i, (model, role, subjects, smp)) in kinds.iter().enumerate() {
-        let rates: Vec<f64> = subjects.iter().map(|x| tune_ft_rate(x, at(*smp, streams::TUNE, s.tune_tasks))).collect();
-        for shuffled in [false, true] {
-            let per: Vec<Scores> = subjects
-                .iter()
-                .zip(&rates)
-                .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
-                .collect();
-            let icl_loss_per_seed = per.iter().map(|x| x.loss[1].mean).collect();
-            rows.push(Row {
-                model: model.clone(),
-                role: *role,
-                shuffled,
-                scores: Scores::combine(&per),
-                icl_loss_per_seed,
-            });
-        }
-        progress.step(i as u64 + 1, || model.clone());
-    }
-    progress.finish();
-    rows.sort_by_key(|r| r.shuffled);
-    for (name, t) in [("softmax", &trained), ("picker", &pickers)] {
-        let meta = vec![
-            ("d", s.task.d.to_string()),
-            ("n", (m + u).to_string()),
-            ("model", format!("{name}: one softmax layer, seed {}, last {u} context labels hidden", seeds[0])),
+        let eta = tune_gd_rate(&base, eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+        let trained = train_all(run, s, &sampler, &seeds)?;
+        let pickers = train_all(run, s, &pool, &seeds)?;
+        // Logits `beta x_q . x_j / sqrt(E)` with a standard deviation of about 10 over the inputs.
+        let (d, e) = (s.task.d, s.task.d + 1);
+        let var: f64 = (0..d).map(|i| base.variance(i)).sum::<f64>() / d as f64;
+        let beta = 10.0 * (e as f64).sqrt() / ((d as f64).sqrt() * var);
+        let softmax = |t: &[TrainedSoftmax]| -> Vec<Subject> {
+            t.iter().map(|x| Subject::softmax(&x.model.net().layers()[0])).collect()
+        };
+        let kinds: Vec<(String, Role, Vec<Subject>, &TaskSampler)> = vec![
+            ("GD construction (positive control)".into(), Role::Positive, vec![Subject::gd(d, eta, m)?], &sampler),
+            (format!("softmax, trained ({SOFTMAX_HEADS} heads)"), Role::Trained, softmax(&trained), &sampler),
+            ("sharp retrieval head".into(), Role::Negative, vec![Subject::retrieval(e, beta)], &sampler),
+            (format!("picker of {} tasks (scored on them)", s.pool), Role::Negative, softmax(&pickers), &pool),
+            (
+                "random softmax weights".into(),
+                Role::Negative,
+                seeds.iter().map(|&sd| Subject::random(e, sd)).collect(),
+                &sampler,
+            ),
         ];
-        save(&t[0].model, &meta, &run.file(&format!("{name}.safetensors")))?;
+        let progress = run.progress(kinds.len() as u64, "scoring models");
+        let mut rows = Vec::new();
+        for (i, (model, role, subjects, smp)) in kinds.iter().enumerate() {
+            let rates: Vec<f64> =
+                subjects.iter().map(|x| tune_ft_rate(x, at(*smp, streams::TUNE, s.tune_tasks))).collect();
+            for shuffled in [false, true] {
+                let per: Vec<Scores> = subjects
+                    .iter()
+                    .zip(&rates)
+                    .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
+                    .collect();
+                let icl_loss_per_seed = per.iter().map(|x| x.loss[1].mean).collect();
+                rows.push(Row {
+                    model: model.clone(),
+                    role: *role,
+                    shuffled,
+                    scores: Scores::combine(&per),
+                    icl_loss_per_seed,
+                });
+            }
+            progress.step(i as u64 + 1, || model.clone());
+        }
+        progress.finish();
+        rows.sort_by_key(|r| r.shuffled);
+        for (name, t) in [("softmax", &trained), ("picker", &pickers)] {
+            let meta = vec![
+                ("d", s.task.d.to_string()),
+                ("n", (m + u).to_string()),
+                ("model", format!("{name}: one softmax layer, seed {}, last {u} context labels hidden", seeds[0])),
+            ];
+            save(&t[0].model, &meta, &run.file(&format!("{name}.safetensors")))?;
+        }
+        let count = s.eval.eval_tasks;
+        let results = Results {
+            distribution: s.task.describe(),
+            demos: m,
+            prompt: u,
+            pool: s.pool,
+            gd_eta: eta,
+            retrieval_beta: beta,
+            readings: readings(&rows),
+            rows,
+            training: vec![
+                ("softmax".into(), trained.iter().map(|t| t.timing).collect()),
+                ("picker".into(), pickers.iter().map(|t| t.timing).collect()),
+            ],
+            zero: [
+                zero_loss(&sampler, eval_seed, streams::EVAL, count),
+                zero_loss(&pool, eval_seed, streams::EVAL, count),
+            ],
+        };
+        write_files(run, &results)?;
+        let checks = checks(&results);
+        let verdict = verdict(&results, &checks);
+        Ok(Outcome { results, checks, verdict })
     }
-    let count = s.eval.eval_tasks;
-    let results = Results {
-        distribution: s.task.describe(),
-        demos: m,
-        prompt: u,
-        pool: s.pool,
-        gd_eta: eta,
-        retrieval_beta: beta,
-        readings: readings(&rows),
-        rows,
-        training: vec![
-            ("softmax".into(), trained.iter().map(|t| t.timing).collect()),
-            ("picker".into(), pickers.iter().map(|t| t.timing).collect()),
-        ],
-        zero: [zero_loss(&sampler, eval_seed, streams::EVAL, count), zero_loss(&pool, eval_seed, streams::EVAL, count)],
-    };
-    write_files(run, &results)?;
-    let checks = checks(&results);
-    let verdict = verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
 }

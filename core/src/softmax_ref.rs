@@ -1,0 +1,749 @@
+//! Softmax attention over shapes chosen at run time: heads borrowed as column-major slices ([`HeadRef`],
+//! [`HeadMut`] for gradients) of widths [`Widths`], tokens as rows of flat slices (token `j` at `j * e..`), and the
+//! small vectors of every kernel in caller-provided [`Vectors`]. It is the one implementation of softmax attention:
+//! the fixed-size forms in [`crate::softmax`] and [`crate::backward`] call these with their arrays, so both give the
+//! same bits.
+//!
+//! Numerical contract: that of [`crate::softmax`] (one pass with a running maximum and sum; a logit whose unscaled
+//! dot product overflows is recomputed with the query scaled first; a weighted sum that overflows is recomputed with
+//! the values scaled down) and of [`crate::backward`] (softmax VJPs, weights recomputed from the logits' maximum and
+//! sum), operation for operation. Every length is checked before anything is written: [`Error::LengthMismatch`] for
+//! a token, context, gradient or weight of the wrong length, [`Error::BufferTooSmall`] for short scratch.
+
+use crate::attention::visible;
+use crate::layer::{Head, Mask, Update};
+use crate::linalg::slices::{add_outer, axpy, dot, matvec, matvec_acc, matvec_t};
+use crate::softmax::{logit_scale, MaxSum};
+use crate::{Error, Real};
+
+/// The widths of a layer's heads: tokens `e`, keys and queries `dk`, values `dv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widths {
+    /// Token width E.
+    pub e: usize,
+    /// Query and key width DK.
+    pub dk: usize,
+    /// Value width DV.
+    pub dv: usize,
+}
+
+impl Widths {
+    /// Values of one head's four matrices: `W_Q`, `W_K` (`dk x e`), `W_V` (`dv x e`), `P` (`e x dv`).
+    pub fn head_len(&self) -> [usize; 4] {
+        let (qk, v) = (self.dk.saturating_mul(self.e), self.dv.saturating_mul(self.e));
+        [qk, qk, v, v]
+    }
+}
+
+/// One attention head borrowed as column-major slices (the storage of [`Head`]): `W_Q`, `W_K` (`dk x e`), `W_V`
+/// (`dv x e`), `P` (`e x dv`).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadRef<'w, T> {
+    /// Query projection.
+    pub w_q: &'w [T],
+    /// Key projection.
+    pub w_k: &'w [T],
+    /// Value projection.
+    pub w_v: &'w [T],
+    /// Output projection.
+    pub p: &'w [T],
+}
+
+/// A head's gradient, accumulated into: the four matrices of a [`HeadRef`].
+#[derive(Debug)]
+pub struct HeadMut<'g, T> {
+    /// `dL/dW_Q`.
+    pub w_q: &'g mut [T],
+    /// `dL/dW_K`.
+    pub w_k: &'g mut [T],
+    /// `dL/dW_V`.
+    pub w_v: &'g mut [T],
+    /// `dL/dP`.
+    pub p: &'g mut [T],
+}
+
+impl<'w, T: Real, const E: usize, const DK: usize, const DV: usize> From<&'w Head<T, E, DK, DV>> for HeadRef<'w, T> {
+    fn from(h: &'w Head<T, E, DK, DV>) -> Self {
+        Self { w_q: h.w_q.as_slice(), w_k: h.w_k.as_slice(), w_v: h.w_v.as_slice(), p: h.p.as_slice() }
+    }
+}
+
+impl<'g, T: Real, const E: usize, const DK: usize, const DV: usize> From<&'g mut Head<T, E, DK, DV>>
+    for HeadMut<'g, T>
+{
+    fn from(h: &'g mut Head<T, E, DK, DV>) -> Self {
+        Self { w_q: h.w_q.as_mut_slice(), w_k: h.w_k.as_mut_slice(), w_v: h.w_v.as_mut_slice(), p: h.p.as_mut_slice() }
+    }
+}
+
+/// The small vectors of the kernels: [`Vectors::KEY`] of width `dk`, [`Vectors::VALUE`] of width `dv`,
+/// [`Vectors::TOKEN`] of width `e` (each set one flat slice), and two values per head.
+#[derive(Debug)]
+pub struct Vectors<'s, T> {
+    /// `KEY * dk` values.
+    pub key: &'s mut [T],
+    /// `VALUE * dv` values.
+    pub value: &'s mut [T],
+    /// `TOKEN * e` values.
+    pub token: &'s mut [T],
+    /// `2 * heads` values.
+    pub heads: &'s mut [T],
+}
+
+impl<T> Vectors<'_, T> {
+    /// Vectors of width `dk` needed.
+    pub const KEY: usize = 4;
+    /// Vectors of width `dv` needed.
+    pub const VALUE: usize = 4;
+    /// Vectors of width `e` needed.
+    pub const TOKEN: usize = 5;
+}
+
+/// [`Vectors`] on the stack for fixed widths (the const-generic kernels' scratch).
+pub(crate) struct FixedVectors<T, const E: usize, const DK: usize, const DV: usize, const H: usize> {
+    key: [[T; DK]; 4],
+    value: [[T; DV]; 4],
+    token: [[T; E]; 5],
+    heads: [[T; 2]; H],
+}
+
+impl<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize> FixedVectors<T, E, DK, DV, H> {
+    pub(crate) const WIDTHS: Widths = Widths { e: E, dk: DK, dv: DV };
+
+    pub(crate) fn new() -> Self {
+        Self { key: [[T::ZERO; DK]; 4], value: [[T::ZERO; DV]; 4], token: [[T::ZERO; E]; 5], heads: [[T::ZERO; 2]; H] }
+    }
+
+    pub(crate) fn vectors(&mut self) -> Vectors<'_, T> {
+        Vectors {
+            key: self.key.as_flattened_mut(),
+            value: self.value.as_flattened_mut(),
+            token: self.token.as_flattened_mut(),
+            heads: self.heads.as_flattened_mut(),
+        }
+    }
+}
+
+/// The first `K` pieces of `n` values of `s`, or [`Error::BufferTooSmall`].
+pub(crate) fn carve<T, const K: usize>(s: &mut [T], n: usize) -> Result<[&mut [T]; K], Error> {
+    let needed = n.saturating_mul(K);
+    if s.len() < needed {
+        return Err(Error::BufferTooSmall { needed, found: s.len() });
+    }
+    let mut rest = s;
+    let mut out: [&mut [T]; K] = core::array::from_fn(|_| <&mut [T]>::default());
+    for piece in out.iter_mut() {
+        let (a, b) =
+            core::mem::take(&mut rest).split_at_mut_checked(n).ok_or(Error::BufferTooSmall { needed, found: 0 })?;
+        *piece = a;
+        rest = b;
+    }
+    Ok(out)
+}
+
+/// Row `j` of `w` values of `s` (empty when out of range).
+#[inline(always)]
+fn row<T>(s: &[T], j: usize, w: usize) -> &[T] {
+    s.get(j * w..(j + 1) * w).unwrap_or_default()
+}
+
+/// Mutable row `j` of `w` values of `s` (empty when out of range).
+#[inline(always)]
+fn row_mut<T>(s: &mut [T], j: usize, w: usize) -> &mut [T] {
+    s.get_mut(j * w..(j + 1) * w).unwrap_or_default()
+}
+
+fn expect_len(expected: usize, found: usize) -> Result<(), Error> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch { expected, found })
+    }
+}
+
+/// Checks every head's four lengths against `w`.
+pub(crate) fn check_heads<T>(w: Widths, heads: &[HeadRef<'_, T>]) -> Result<(), Error> {
+    let want = w.head_len();
+    for h in heads {
+        for (len, found) in want.iter().zip([h.w_q.len(), h.w_k.len(), h.w_v.len(), h.p.len()]) {
+            expect_len(*len, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every gradient head against `w` and the number of heads.
+fn check_grads<T>(w: Widths, heads: usize, grads: &[HeadMut<'_, T>]) -> Result<(), Error> {
+    expect_len(heads, grads.len())?;
+    let want = w.head_len();
+    for g in grads {
+        for (len, found) in want.iter().zip([g.w_q.len(), g.w_k.len(), g.w_v.len(), g.p.len()]) {
+            expect_len(*len, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// The running state of one-pass softmax: maximum `m`, normaliser `l` relative to `m`, and the weighted sum in
+/// `acc`. Adds the term with logit `s` and value `v`; [`Error::NonFinite`] for a NaN or infinite logit.
+#[inline(always)]
+pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v: &[T]) -> Result<(), Error> {
+    if !s.is_finite() {
+        return Err(Error::NonFinite);
+    }
+    if s > *m {
+        let c = (*m - s).exp();
+        for a in acc.iter_mut() {
+            *a *= c;
+        }
+        *l *= c;
+        *m = s;
+    }
+    let w = (s - *m).exp();
+    *l += w;
+    axpy(acc, w, v);
+    Ok(())
+}
+
+/// `acc /= l` when some term was added (`l > 0`).
+#[inline(always)]
+pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
+    if l > T::ZERO {
+        for a in acc.iter_mut() {
+            *a /= l;
+        }
+    }
+}
+
+/// A source of `(key, value)` pairs, visited in order by [`attend`] (once per pass).
+pub(crate) trait Pairs<T> {
+    /// Number of pairs.
+    fn count(&self) -> usize;
+    /// Pair `j` (`j < count()`).
+    fn pair(&mut self, j: usize) -> (&[T], &[T]);
+}
+
+/// Keys and values already projected: `count` rows of `dk` and `dv` values.
+pub(crate) struct Projected<'a, T> {
+    pub(crate) keys: &'a [T],
+    pub(crate) values: &'a [T],
+    pub(crate) dk: usize,
+    pub(crate) dv: usize,
+    pub(crate) count: usize,
+}
+
+impl<T> Pairs<T> for Projected<'_, T> {
+    fn count(&self) -> usize {
+        self.count
+    }
+    #[inline(always)]
+    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
+        (row(self.keys, j, self.dk), row(self.values, j, self.dv))
+    }
+}
+
+/// Keys and values projected from context tokens on the fly, into `k` and `v`.
+struct OnTheFly<'a, T> {
+    head: HeadRef<'a, T>,
+    ctx: &'a [T],
+    e: usize,
+    k: &'a mut [T],
+    v: &'a mut [T],
+}
+
+impl<T: Real> Pairs<T> for OnTheFly<'_, T> {
+    fn count(&self) -> usize {
+        self.ctx.len().checked_div(self.e).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
+        let tok = row(self.ctx, j, self.e);
+        matvec(self.k, self.head.w_k, tok);
+        matvec(self.v, self.head.w_v, tok);
+        (self.k, self.v)
+    }
+}
+
+/// `acc = sum_j softmax_j(scale q . k_j) v_j` over `pairs` (zeros for none), by the contract of
+/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch.
+#[inline(always)]
+pub(crate) fn attend<T: Real, P: Pairs<T>>(
+    q: &[T],
+    pairs: &mut P,
+    scale: T,
+    qs: &mut [T],
+    acc: &mut [T],
+    vs: &mut [T],
+) -> Result<(), Error> {
+    for (s, &x) in qs.iter_mut().zip(q) {
+        *s = x * scale;
+    }
+    // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
+    // first (only then, so ordinary logits keep their bits).
+    let logit = |k: &[T], qs: &[T]| {
+        let l = dot(q, k) * scale;
+        if l.is_finite() {
+            l
+        } else {
+            dot(qs, k)
+        }
+    };
+    let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    acc.fill(T::ZERO);
+    for j in 0..pairs.count() {
+        let (k, v) = pairs.pair(j);
+        online_push(&mut m, &mut l, acc, logit(k, qs), v)?;
+    }
+    online_finish(l, acc);
+    if acc.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
+    // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
+    let mut s = T::ZERO;
+    for j in 0..pairs.count() {
+        for &x in pairs.pair(j).1 {
+            if x.abs() > s {
+                s = x.abs();
+            }
+        }
+    }
+    if !s.is_finite() || s == T::ZERO {
+        return Ok(());
+    }
+    let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    acc.fill(T::ZERO);
+    for j in 0..pairs.count() {
+        let (k, v) = pairs.pair(j);
+        for (d, &x) in vs.iter_mut().zip(v) {
+            *d = x / s;
+        }
+        online_push(&mut m, &mut l, acc, logit(k, qs), vs)?;
+    }
+    online_finish(l, acc);
+    for a in acc.iter_mut() {
+        *a *= s;
+    }
+    Ok(())
+}
+
+/// The softmax-attention update of one token `h` (`e` values) over `ctx` (`N * e`), every head, keys and values
+/// projected on the fly, written to `u` (`e` values) without the residual: the contract of
+/// [`crate::softmax_token_update`]. Errors: lengths (see the module docs), [`Error::NonFinite`].
+pub fn token_update<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    h: &[T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    expect_len(w.e, h.len())?;
+    expect_len(w.e, u.len())?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    let [q, qs, k, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, v, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let scale = logit_scale::<T>(w.dk);
+    u.fill(T::ZERO);
+    for head in heads {
+        matvec(q, head.w_q, h);
+        let mut pairs = OnTheFly { head: *head, ctx, e: w.e, k: &mut *k, v: &mut *v };
+        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        matvec_acc(u, head.p, acc);
+    }
+    Ok(())
+}
+
+/// Caller-provided buffers of [`attention`] and [`backward`]: every head's projected keys and values (head-major:
+/// head `h`'s token `j` at `(h * N + j) * dk..`, `H * N * dk` and `H * N * dv` values), and for the backward their
+/// gradients (likewise; may be empty for the forward).
+#[derive(Debug)]
+pub struct Work<'a, T> {
+    /// `W_K e_j` per head and token.
+    pub keys: &'a mut [T],
+    /// `W_V e_j` per head and token.
+    pub values: &'a mut [T],
+    /// `dL/dk_j` per head and token.
+    pub g_keys: &'a mut [T],
+    /// `dL/dv_j` per head and token.
+    pub g_values: &'a mut [T],
+}
+
+impl<T: Real> Work<'_, T> {
+    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
+    /// head's keys and values of `ctx`.
+    fn project(
+        &mut self,
+        w: Widths,
+        heads: &[HeadRef<'_, T>],
+        ctx: &[T],
+        n: usize,
+        backward: bool,
+    ) -> Result<(), Error> {
+        let entries = heads.len().saturating_mul(n);
+        let (k, v) = (entries.saturating_mul(w.dk), entries.saturating_mul(w.dv));
+        expect_len(k, self.keys.len())?;
+        expect_len(v, self.values.len())?;
+        if backward {
+            expect_len(k, self.g_keys.len())?;
+            expect_len(v, self.g_values.len())?;
+        }
+        for (hd, head) in heads.iter().enumerate() {
+            for j in 0..n {
+                let tok = row(ctx, j, w.e);
+                matvec(row_mut(self.keys, hd * n + j, w.dk), head.w_k, tok);
+                matvec(row_mut(self.values, hd * n + j, w.dv), head.w_v, tok);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A softmax attention layer on run-time shapes, out of place: `ctx_out[t] = ctx[t]` updated over the context tokens
+/// it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input, keys and values
+/// are projected once into `work`. The contract of [`crate::softmax_attention_slices`].
+/// Errors: lengths (see the module docs), [`Error::NonFinite`], an invalid rule.
+#[allow(clippy::too_many_arguments)]
+pub fn attention<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    mask: Mask,
+    upd: &Update<T>,
+    ctx: &[T],
+    query: &[T],
+    ctx_out: &mut [T],
+    query_out: &mut [T],
+    work: &mut Work<'_, T>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    upd.validate(w.e)?;
+    check_heads(w, heads)?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    expect_len(ctx.len(), ctx_out.len())?;
+    expect_len(w.e, query.len())?;
+    expect_len(w.e, query_out.len())?;
+    let n = ctx.len() / w.e.max(1);
+    work.project(w, heads, ctx, n, false)?;
+    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
+    let scale = logit_scale::<T>(w.dk);
+    let (keys, values) = (&*work.keys, &*work.values);
+    let mut update = |h: &[T], seen: usize, u: &mut [T]| -> Result<(), Error> {
+        u.fill(T::ZERO);
+        for (hd, head) in heads.iter().enumerate() {
+            let at = hd * n;
+            let mut pairs = Projected {
+                keys: keys.get(at * w.dk..).unwrap_or_default(),
+                values: values.get(at * w.dv..).unwrap_or_default(),
+                dk: w.dk,
+                dv: w.dv,
+                count: seen,
+            };
+            matvec(q, head.w_q, h);
+            attend(q, &mut pairs, scale, qs, acc, vs)?;
+            matvec_acc(u, head.p, acc);
+        }
+        Ok(())
+    };
+    for (t, (h, out)) in ctx.chunks_exact(w.e.max(1)).zip(ctx_out.chunks_exact_mut(w.e.max(1))).enumerate() {
+        update(h, visible(mask, t, n).min(n), u)?;
+        out.copy_from_slice(h);
+        upd.apply_slice(out, u);
+    }
+    update(query, n, u)?;
+    query_out.copy_from_slice(query);
+    upd.apply_slice(query_out, u);
+    Ok(())
+}
+
+/// The VJP of [`token_update`] with the residual (one token `h` whose output gradient is `g`): adds the parameter
+/// gradients into `grads` (one per head), writes `dL/dh` into `dh` and, when given, adds `dL/de_j` into `g_ctx`
+/// (`N * e`). The contract of [`crate::backward::softmax_token_backward`]: the logits' maximum and sum of every head
+/// first (so a non-finite logit is reported before anything is written), then per head the weights recomputed.
+#[allow(clippy::too_many_arguments)]
+pub fn token_backward<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    h: &[T],
+    g: &[T],
+    grads: &mut [HeadMut<'_, T>],
+    dh: &mut [T],
+    mut g_ctx: Option<&mut [T]>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    check_grads(w, heads.len(), grads)?;
+    for len in [h.len(), g.len(), dh.len()] {
+        expect_len(w.e, len)?;
+    }
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    if let Some(gc) = g_ctx.as_deref() {
+        expect_len(ctx.len(), gc.len())?;
+    }
+    let [q, k, g_q, g_k] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [v, o, g_o, g_v] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [de_k, de_v, _] = carve::<T, 3>(vecs.token, w.e)?;
+    let [stats] = carve::<T, 1>(vecs.heads, 2 * heads.len())?;
+    let c = logit_scale::<T>(w.dk);
+    let e = w.e.max(1);
+    // First pass, every head: the logits' running maximum and sum (and the errors, before anything is written).
+    for (head, st) in heads.iter().zip(stats.chunks_exact_mut(2)) {
+        matvec(q, head.w_q, h);
+        let mut acc = MaxSum::new();
+        for tok in ctx.chunks_exact(e) {
+            matvec(k, head.w_k, tok);
+            acc.push(dot(q, k) * c)?;
+        }
+        st.copy_from_slice(&[acc.m, acc.l]);
+    }
+    dh.copy_from_slice(g);
+    if ctx.is_empty() {
+        return Ok(());
+    }
+    for ((head, gh), st) in heads.iter().zip(grads.iter_mut()).zip(stats.chunks_exact(2)) {
+        let (m, l) = (st.first().copied().unwrap_or(T::ZERO), st.get(1).copied().unwrap_or(T::ONE));
+        matvec(q, head.w_q, h);
+        // o = sum_j a_j v_j, in context order (each token's key, value and weight as in the first pass).
+        o.fill(T::ZERO);
+        for tok in ctx.chunks_exact(e) {
+            matvec(k, head.w_k, tok);
+            let a = (dot(q, k) * c - m).exp() / l;
+            matvec(v, head.w_v, tok);
+            axpy(o, a, v);
+        }
+        add_outer(gh.p, g, o);
+        matvec_t(g_o, head.p, g);
+        let g_dot_o = dot(g_o, o);
+        g_q.fill(T::ZERO);
+        for (j, tok) in ctx.chunks_exact(e).enumerate() {
+            matvec(k, head.w_k, tok);
+            let a = (dot(q, k) * c - m).exp() / l;
+            matvec(v, head.w_v, tok);
+            let g_s = a * (dot(g_o, v) - g_dot_o);
+            axpy(g_q, g_s * c, k);
+            for (d, &x) in g_k.iter_mut().zip(q.iter()) {
+                *d = x * (g_s * c);
+            }
+            for (d, &x) in g_v.iter_mut().zip(g_o.iter()) {
+                *d = x * a;
+            }
+            add_outer(gh.w_k, g_k, tok);
+            add_outer(gh.w_v, g_v, tok);
+            if let Some(gj) = g_ctx.as_deref_mut().and_then(|gc| gc.get_mut(j * e..(j + 1) * e)) {
+                matvec_t(de_k, head.w_k, g_k);
+                matvec_t(de_v, head.w_v, g_v);
+                for ((d, &x), &y) in gj.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
+                    *d += x + y;
+                }
+            }
+        }
+        add_outer(gh.w_q, g_q, h);
+        matvec_t(de_k, head.w_q, g_q);
+        for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
+            *d += x;
+        }
+    }
+    Ok(())
+}
+
+/// The VJP of [`attention`] (every token, residual update, `mask` as in the forward): `ctx`/`query` are the layer's
+/// inputs; `g_ctx`/`g_query` hold `dL/d(output)` on entry and `dL/d(input)` on return; parameter gradients are
+/// added into `grads`. The contract of [`crate::backward::softmax_backward_slices`].
+/// Errors: lengths (see the module docs), [`Error::NonFinite`] (then `g_ctx`, `g_query` and `grads` may be partly
+/// updated).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    mask: Mask,
+    ctx: &[T],
+    query: &[T],
+    g_ctx: &mut [T],
+    g_query: &mut [T],
+    grads: &mut [HeadMut<'_, T>],
+    work: &mut Work<'_, T>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    check_grads(w, heads.len(), grads)?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    expect_len(ctx.len(), g_ctx.len())?;
+    expect_len(w.e, query.len())?;
+    expect_len(w.e, g_query.len())?;
+    let e = w.e.max(1);
+    let n = ctx.len() / e;
+    work.project(w, heads, ctx, n, true)?;
+    work.g_keys.fill(T::ZERO);
+    work.g_values.fill(T::ZERO);
+    let [q, g_q, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [o, g_o, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
+    let c = logit_scale::<T>(w.dk);
+    let Work { keys, values, g_keys, g_values } = work;
+    // One token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`.
+    let mut token = |h: &[T], g: &mut [T], seen: usize, grads: &mut [HeadMut<'_, T>]| {
+        dh.copy_from_slice(g);
+        for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
+            let at = hd * n;
+            if seen == 0 {
+                continue;
+            }
+            let key = |j: usize| row(keys, at + j, w.dk);
+            matvec(q, head.w_q, h);
+            let mut acc = MaxSum::new();
+            for j in 0..seen {
+                acc.push(dot(q, key(j)) * c)?;
+            }
+            let weight = |q: &[T], k: &[T]| (dot(q, k) * c - acc.m).exp() / acc.l;
+            o.fill(T::ZERO);
+            for j in 0..seen {
+                axpy(o, weight(q, key(j)), row(values, at + j, w.dv));
+            }
+            add_outer(gh.p, g, o);
+            matvec_t(g_o, head.p, g);
+            let g_dot_o = dot(g_o, o);
+            g_q.fill(T::ZERO);
+            for j in 0..seen {
+                let (k, v) = (key(j), row(values, at + j, w.dv));
+                let a = weight(q, k);
+                let g_s = a * (dot(g_o, v) - g_dot_o) * c;
+                axpy(g_q, g_s, k);
+                axpy(row_mut(g_keys, at + j, w.dk), g_s, q);
+                axpy(row_mut(g_values, at + j, w.dv), a, g_o);
+            }
+            add_outer(gh.w_q, g_q, h);
+            matvec_t(de_k, head.w_q, g_q);
+            for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
+                *d += x;
+            }
+        }
+        g.copy_from_slice(dh);
+        Ok::<_, Error>(())
+    };
+    for (t, (h, g)) in ctx.chunks_exact(e).zip(g_ctx.chunks_exact_mut(e)).enumerate() {
+        token(h, g, visible(mask, t, n).min(n), grads)?;
+    }
+    token(query, g_query, n, grads)?;
+    // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
+    for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
+        let at = hd * n;
+        for (j, (tok, ge)) in ctx.chunks_exact(e).zip(g_ctx.chunks_exact_mut(e)).enumerate() {
+            let (gk, gv) = (row(g_keys, at + j, w.dk), row(g_values, at + j, w.dv));
+            add_outer(gh.w_k, gk, tok);
+            add_outer(gh.w_v, gv, tok);
+            matvec_t(de_k, head.w_k, gk);
+            matvec_t(de_v, head.w_v, gv);
+            for ((d, &x), &y) in ge.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
+                *d += x + y;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `S = sum_j (W_V e_j)(W_K e_j)^T` of one head over `ctx` into `map` (`dv x dk`), tokens in order; `k`, `v` scratch.
+fn linear_state<T: Real>(head: &HeadRef<'_, T>, ctx: &[T], e: usize, map: &mut [T], k: &mut [T], v: &mut [T]) {
+    map.fill(T::ZERO);
+    for tok in ctx.chunks_exact(e.max(1)) {
+        matvec(k, head.w_k, tok);
+        matvec(v, head.w_v, tok);
+        add_outer(map, v, k);
+    }
+}
+
+/// Checks the lengths shared by the linear kernels.
+fn check_linear<T>(w: Widths, heads: &[HeadRef<'_, T>], ctx: &[T], h: &[T], map: &[T]) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    expect_len(w.e, h.len())?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    expect_len(w.dv.saturating_mul(w.dk), map.len())
+}
+
+/// Unnormalised linear attention of one token `h` over `ctx` (no scale), written to `u` without the residual:
+/// `sum_heads P S W_Q h` with `S = sum_j (W_V e_j)(W_K e_j)^T` accumulated in token order, the operations of
+/// [`crate::backward::query_forward`] over [`crate::backward::context_state`]. `map` (`dv * dk`) is scratch.
+pub fn linear_token_update<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    h: &[T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+    map: &mut [T],
+) -> Result<(), Error> {
+    check_linear(w, heads, ctx, h, map)?;
+    expect_len(w.e, u.len())?;
+    let [q, k, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [v, r, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    u.fill(T::ZERO);
+    for head in heads {
+        linear_state(head, ctx, w.e, map, k, v);
+        matvec(q, head.w_q, h);
+        matvec(r, map, q);
+        matvec_acc(u, head.p, r);
+    }
+    Ok(())
+}
+
+/// The VJP of [`linear_token_update`] with the residual (one token `h` whose output gradient is `g`): adds the
+/// parameter gradients into `grads`, writes `dL/dh` into `dh` and, when given, adds `dL/de_j` into `g_ctx`; the
+/// operations of [`crate::backward::lsa_query_backward`]. `map` (`dv * dk`) is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_token_backward<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    h: &[T],
+    g: &[T],
+    grads: &mut [HeadMut<'_, T>],
+    dh: &mut [T],
+    mut g_ctx: Option<&mut [T]>,
+    vecs: &mut Vectors<'_, T>,
+    map: &mut [T],
+) -> Result<(), Error> {
+    check_linear(w, heads, ctx, h, map)?;
+    check_grads(w, heads.len(), grads)?;
+    expect_len(w.e, g.len())?;
+    expect_len(w.e, dh.len())?;
+    if let Some(gc) = g_ctx.as_deref() {
+        expect_len(ctx.len(), gc.len())?;
+    }
+    let [q, k, gq, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [v, r, gr, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [a, b, ca, cb, dq] = carve::<T, 5>(vecs.token, w.e)?;
+    let e = w.e.max(1);
+    dh.copy_from_slice(g);
+    for (head, gh) in heads.iter().zip(grads.iter_mut()) {
+        linear_state(head, ctx, w.e, map, k, v);
+        matvec(q, head.w_q, h);
+        matvec(r, map, q);
+        matvec_t(gr, head.p, g);
+        add_outer(gh.p, g, r);
+        matvec_t(gq, map, gr);
+        add_outer(gh.w_q, gq, h);
+        matvec_t(dq, head.w_q, gq);
+        for (d, &x) in dh.iter_mut().zip(dq.iter()) {
+            *d += x;
+        }
+        matvec_t(a, head.w_k, q);
+        matvec_t(b, head.w_v, gr);
+        ca.fill(T::ZERO);
+        cb.fill(T::ZERO);
+        for tok in ctx.chunks_exact(e) {
+            axpy(ca, dot(a, tok), tok);
+            axpy(cb, dot(b, tok), tok);
+        }
+        add_outer(gh.w_v, gr, ca);
+        add_outer(gh.w_k, q, cb);
+        if let Some(gc) = g_ctx.as_deref_mut() {
+            for (gj, tok) in gc.chunks_exact_mut(e).zip(ctx.chunks_exact(e)) {
+                axpy(gj, dot(a, tok), b);
+                axpy(gj, dot(b, tok), a);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The run-time-shape attention kernels (`softmax_ref`): softmax at widths no fixed instance has, against a naive
+//! f64 reference (two-pass softmax, direct sums) and central differences; the linear kernels against the fixed LSA
+//! query forward and backward, bit for bit; bad lengths and short scratch refused without a panic.
+
+mod common;
+use common::*;
+use dualform::backward::{context_state, lsa_query_backward, query_forward, LayerGrad};
+use dualform::softmax_ref::{
+    linear_token_backward, linear_token_update, token_backward, token_update, HeadMut, HeadRef, Vectors, Widths,
+};
+use dualform::Error;
+
+/// Owned scratch and weights at run-time widths.
+struct Setup {
+    w: Widths,
+    heads: Vec<[Vec<f64>; 4]>,
+    key: Vec<f64>,
+    value: Vec<f64>,
+    token: Vec<f64>,
+    stats: Vec<f64>,
+}
+
+impl Setup {
+    fn new(g: &mut Gen, w: Widths, heads: usize, std: f64) -> Self {
+        let mut m = |n: usize| (0..n).map(|_| g.normal() * std).collect::<Vec<f64>>();
+        let heads = (0..heads).map(|_| [m(w.dk * w.e), m(w.dk * w.e), m(w.dv * w.e), m(w.e * w.dv)]).collect();
+        Self {
+            w,
+            heads,
+            key: vec![0.0; Vectors::<f64>::KEY * w.dk],
+            value: vec![0.0; Vectors::<f64>::VALUE * w.dv],
+            token: vec![0.0; Vectors::<f64>::TOKEN * w.e],
+            stats: vec![0.0; 2 * 4],
+        }
+    }
+
+    fn vectors(&mut self) -> Vectors<'_, f64> {
+        Vectors { key: &mut self.key, value: &mut self.value, token: &mut self.token, heads: &mut self.stats }
+    }
+}
+
+/// `y = A x` for a column-major `rows x cols` matrix, naively.
+fn mv(a: &[f64], rows: usize, x: &[f64]) -> Vec<f64> {
+    (0..rows).map(|r| x.iter().enumerate().map(|(c, xc)| a[c * rows + r] * xc).sum()).collect()
+}
+
+/// The softmax update of one token by the definition: every head's two-pass softmax over its logits.
+fn naive_update(s: &Setup, ctx: &[f64], h: &[f64]) -> Vec<f64> {
+    let Widths { e, dk, dv } = s.w;
+    let mut u = vec![0.0; e];
+    for [w_q, w_k, w_v, p] in &s.heads {
+        let q = mv(w_q, dk, h);
+        let toks: Vec<&[f64]> = ctx.chunks_exact(e).collect();
+        let logits: Vec<f64> = toks
+            .iter()
+            .map(|t| mv(w_k, dk, t).iter().zip(&q).map(|(a, b)| a * b).sum::<f64>() / (dk as f64).sqrt())
+            .collect();
+        let a = softmax_two_pass(&logits);
+        let mut o = vec![0.0; dv];
+        for (t, aj) in toks.iter().zip(&a) {
+            for (oi, vi) in o.iter_mut().zip(mv(w_v, dv, t)) {
+                *oi += aj * vi;
+            }
+        }
+        for (ui, pi) in u.iter_mut().zip(mv(p, e, &o)) {
+            *ui += pi;
+        }
+    }
+    u
+}
+
+/// Softmax at widths no fixed instance was compiled for (E = 23 and 40, keys and values of other widths, three
+/// heads): the update equals the definition, and the VJP equals central differences of it.
+#[test]
+fn softmax_at_run_time_widths_matches_the_definition_and_its_gradient() {
+    let mut g = Gen::new(21);
+    for (w, n) in [(Widths { e: 23, dk: 7, dv: 5 }, 9), (Widths { e: 40, dk: 40, dv: 40 }, 3)] {
+        let mut s = Setup::new(&mut g, w, 3, 0.3);
+        let ctx: Vec<f64> = (0..n * w.e).map(|_| g.uniform(-1.0, 1.0)).collect();
+        let h: Vec<f64> = (0..w.e).map(|_| g.uniform(-1.0, 1.0)).collect();
+        let mut u = vec![0.0; w.e];
+        let heads: Vec<[Vec<f64>; 4]> = s.heads.clone();
+        let refs: Vec<HeadRef<'_, f64>> = heads.iter().map(|[w_q, w_k, w_v, p]| HeadRef { w_q, w_k, w_v, p }).collect();
+        token_update(w, &refs, &ctx, &h, &mut u, &mut s.vectors()).unwrap();
+        assert_close("update", &u, &naive_update(&s, &ctx, &h), 1e-12);
+        // L = r . (h + u): the VJP with g = r against central differences in h, in the context and in one weight.
+        let r: Vec<f64> = (0..w.e).map(|_| g.uniform(-1.0, 1.0)).collect();
+        let loss = |s: &Setup, ctx: &[f64], h: &[f64]| -> f64 {
+            naive_update(s, ctx, h).iter().zip(h).zip(&r).map(|((ui, hi), ri)| (ui + hi) * ri).sum()
+        };
+        let mut grads: Vec<[Vec<f64>; 4]> =
+            heads.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect();
+        let mut gm: Vec<HeadMut<'_, f64>> =
+            grads.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+        let (mut dh, mut g_ctx) = (vec![0.0; w.e], vec![0.0; ctx.len()]);
+        token_backward(w, &refs, &ctx, &h, &r, &mut gm, &mut dh, Some(&mut g_ctx), &mut s.vectors()).unwrap();
+        let fd = |f: &dyn Fn(f64) -> f64| (f(STEP) - f(-STEP)) / (2.0 * STEP);
+        for i in [0, w.e / 2, w.e - 1] {
+            let num = fd(&|d| {
+                let mut hh = h.clone();
+                hh[i] += d;
+                loss(&s, &ctx, &hh)
+            });
+            assert!((num - dh[i]).abs() < 1e-7 * (1.0 + num.abs()), "dh[{i}]: {} vs {num}", dh[i]);
+        }
+        for i in [0, ctx.len() / 2, ctx.len() - 1] {
+            let num = fd(&|d| {
+                let mut c = ctx.clone();
+                c[i] += d;
+                loss(&s, &c, &h)
+            });
+            assert!((num - g_ctx[i]).abs() < 1e-7 * (1.0 + num.abs()), "g_ctx[{i}]: {} vs {num}", g_ctx[i]);
+        }
+        for (head, which) in [(0, 0), (1, 1), (2, 2), (0, 3)] {
+            let i = grads[head][which].len() / 3;
+            let num = fd(&|d| {
+                let mut t = Setup::new(&mut Gen::new(0), w, 0, 0.0);
+                t.heads = heads.clone();
+                t.heads[head][which][i] += d;
+                loss(&t, &ctx, &h)
+            });
+            let ana = grads[head][which][i];
+            assert!((num - ana).abs() < 1e-7 * (1.0 + num.abs()), "head {head} matrix {which}: {ana} vs {num}");
+        }
+    }
+}
+
+const STEP: f64 = 1e-6;
+
+/// The run-time linear kernels give the fixed LSA query forward and backward's bits (E = 5, DK = 3, DV = 4, two
+/// heads), gradients of the context included.
+#[test]
+fn linear_kernels_give_the_fixed_query_kernels_bits() {
+    let mut g = Gen::new(5);
+    let layer = g.layer::<5, 3, 4, 2>();
+    let ctx = g.tokens::<5, 6>();
+    let (h, r) = (g.array::<5>(-1.0, 1.0), g.array::<5>(-1.0, 1.0));
+    let w = Widths { e: 5, dk: 3, dv: 4 };
+    let refs = layer.heads.each_ref().map(HeadRef::from);
+    let mut s = Setup::new(&mut g, w, 0, 0.0);
+    let mut map = vec![0.0; 12];
+    let mut u = [0.0; 5];
+    linear_token_update(w, &refs, ctx.as_flattened(), &h, &mut u, &mut s.vectors(), &mut map).unwrap();
+    let fixed = query_forward(&layer, &context_state(&layer, &ctx), &h);
+    let sum: Vec<f64> = h.iter().zip(&u).map(|(a, b)| a + b).collect();
+    assert_eq!(sum.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), fixed.map(f64::to_bits).to_vec());
+    let mut grad = LayerGrad::<f64, 5, 3, 4, 2>::zeros();
+    let mut g_ctx = [[0.0; 5]; 6];
+    let state = context_state(&layer, &ctx);
+    let dh = lsa_query_backward(&layer, &ctx, &state, &h, &r, &mut grad, Some(&mut g_ctx)).unwrap();
+    let mut grad2 = LayerGrad::<f64, 5, 3, 4, 2>::zeros();
+    let (mut dh2, mut g_ctx2) = ([0.0; 5], [[0.0; 5]; 6]);
+    let mut gm = grad2.heads.each_mut().map(HeadMut::from);
+    linear_token_backward(
+        w,
+        &refs,
+        ctx.as_flattened(),
+        &h,
+        &r,
+        &mut gm,
+        &mut dh2,
+        Some(g_ctx2.as_flattened_mut()),
+        &mut s.vectors(),
+        &mut map,
+    )
+    .unwrap();
+    assert_eq!(dh.map(f64::to_bits), dh2.map(f64::to_bits));
+    assert_eq!(g_ctx, g_ctx2);
+    assert_eq!(grad, grad2);
+}
+
+/// Tokens, weights or scratch of the wrong length are errors, and nothing is written before the check.
+#[test]
+fn bad_lengths_and_short_scratch_are_errors_not_panics() {
+    let mut g = Gen::new(8);
+    let w = Widths { e: 4, dk: 3, dv: 2 };
+    let mut s = Setup::new(&mut g, w, 2, 0.5);
+    let heads = s.heads.clone();
+    let refs: Vec<HeadRef<'_, f64>> = heads.iter().map(|[w_q, w_k, w_v, p]| HeadRef { w_q, w_k, w_v, p }).collect();
+    let (ctx, h) = (vec![0.5; 12], vec![0.25; 4]);
+    let mut u = vec![7.0; 4];
+    let bad = |r: Result<(), Error>| matches!(r, Err(Error::LengthMismatch { .. } | Error::BufferTooSmall { .. }));
+    assert!(bad(token_update(w, &refs, &ctx[..11], &h, &mut u, &mut s.vectors())));
+    assert!(bad(token_update(w, &refs, &ctx, &h[..3], &mut u, &mut s.vectors())));
+    let short = HeadRef { w_q: &refs[0].w_q[..5], ..refs[0] };
+    assert!(bad(token_update(w, &[short], &ctx, &h, &mut u, &mut s.vectors())));
+    let mut key = vec![0.0; 2];
+    let (mut value, mut token, mut stats) = (vec![0.0; 8], vec![0.0; 20], vec![0.0; 4]);
+    let mut tiny = Vectors { key: &mut key, value: &mut value, token: &mut token, heads: &mut stats };
+    assert!(bad(token_update(w, &refs, &ctx, &h, &mut u, &mut tiny)));
+    assert_eq!(u, [7.0; 4], "nothing written before the checks");
+    let mut map = vec![0.0; 5];
+    assert!(bad(linear_token_update(w, &refs, &ctx, &h, &mut u, &mut s.vectors(), &mut map)));
+    let mut grads: Vec<[Vec<f64>; 4]> = heads.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect();
+    let mut gm: Vec<HeadMut<'_, f64>> = grads.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+    let mut dh = vec![0.0; 4];
+    let mut g_short = vec![0.0; 8];
+    let r = token_backward(w, &refs, &ctx, &h, &h, &mut gm, &mut dh, Some(&mut g_short), &mut s.vectors());
+    assert!(bad(r));
+    assert!(bad(token_backward(w, &refs, &ctx, &h, &h, &mut gm[..1], &mut dh, None, &mut s.vectors())));
+    assert!(grads.iter().flatten().flatten().all(|&v| v == 0.0));
+}
