@@ -134,13 +134,32 @@ pub fn draw(path: &Path, panels: &[Panel]) -> Result<(), HarnessError> {
     if panels.is_empty() {
         return Err(HarnessError::Io("plot: no panels".into()));
     }
-    let root = BitMapBackend::new(path, (500 * panels.len() as u32, 460)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_err)?;
-    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
-        draw_panel(area, panel)?;
+    let (w, h) = (500 * panels.len() as u32, 460);
+    let mut rgb = vec![0u8; 3 * w as usize * h as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+            draw_panel(area, panel)?;
+        }
+        root.present().map_err(draw_err)?;
     }
-    root.present().map_err(draw_err)?;
-    Ok(())
+    write_png(path, &rgb, w, h)
+}
+
+/// Writes 8-bit RGB pixels as a PNG (fast compression, adaptive filtering).
+fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<(), HarnessError> {
+    let io = |e: &dyn std::fmt::Display| HarnessError::Io(format!("plot {}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(|e| io(&e))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::FilterType::Sub);
+    encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+    let mut writer = encoder.write_header().map_err(|e| io(&e))?;
+    writer.write_image_data(rgb).map_err(|e| io(&e))?;
+    writer.finish().map_err(|e| io(&e))
 }
 
 fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: &Panel) -> Result<(), HarnessError> {
