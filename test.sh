@@ -56,19 +56,22 @@ if [ -z "${DUALFORM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSa
   need_apt fonts-dejavu-core "no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file"
 fi
 
-echo "== cargo fmt --check"
+# Each step says when it starts (seconds since the start), so a slow step shows in the log.
+step() { echo "== $* (at ${SECONDS} s)"; }
+
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== core for thumbv7em-none-eabihf (with and without defmt)"
+step "core for thumbv7em-none-eabihf (with and without defmt)"
 cargo build -p dualform --release --locked --target thumbv7em-none-eabihf
 cargo build -p dualform --release --locked --target thumbv7em-none-eabihf --features defmt
-echo "== firmware: fmt, clippy, QEMU build and the board build"
+step "firmware: fmt, clippy, QEMU build and the board build"
 (cd firmware-example && cargo fmt -- --check && cargo clippy --release --locked --all-targets -- -D warnings &&
   cargo build --release --locked --no-default-features --features board --target-dir target/board)
-echo "== docs (warnings are errors)"
+step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
-echo "== the core with its declared minimum Rust version, for the Cortex-M4F"
+step "the core with its declared minimum Rust version, for the Cortex-M4F"
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 if ! rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
   ! rustup target list --toolchain "$msrv" --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf; then
@@ -77,7 +80,10 @@ if ! rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
     { echo "error: could not install Rust $msrv; run: rustup toolchain install $msrv --profile minimal --target thumbv7em-none-eabihf" >&2; exit 1; }
 fi
 cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --features defmt --target-dir target/msrv
-echo "== benches compile (they are timed by hand: cargo bench -p dualform-benches)"
-cargo bench -p dualform-benches --locked --no-run
-echo "== cargo test (core, harness, firmware under QEMU against the host)"
-cargo test --workspace --locked
+# The tests run optimised, in the release profile the binary and the benches are built in: one build of the
+# dependencies and the harness serves all three.
+step "cargo test --release (core, harness, firmware under QEMU against the host, doc examples)"
+cargo test --workspace --locked --release
+step "benches, each run once as a test (they are timed by hand: cargo bench -p dualform-benches)"
+cargo test --workspace --locked --release --benches
+step "done"
