@@ -88,8 +88,7 @@ fn softmax_at_run_time_widths_matches_the_definition_and_its_gradient() {
         let loss = |s: &Setup, ctx: &[f64], h: &[f64]| -> f64 {
             naive_update(s, ctx, h).iter().zip(h).zip(&r).map(|((ui, hi), ri)| (ui + hi) * ri).sum()
         };
-        let mut grads: Vec<[Vec<f64>; 4]> =
-            heads.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect();
+        let mut grads: Vec<[Vec<f64>; 4]> = heads.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect();
         let mut gm: Vec<HeadMut<'_, f64>> =
             grads.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
         let (mut dh, mut g_ctx) = (vec![0.0; w.e], vec![0.0; ctx.len()]);
@@ -192,7 +191,8 @@ fn bad_lengths_and_short_scratch_are_errors_not_panics() {
     let mut map = vec![0.0; 5];
     assert!(bad(linear_token_update(w, &refs, &ctx, &h, &mut u, &mut s.vectors(), &mut map)));
     let mut grads: Vec<[Vec<f64>; 4]> = heads.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect();
-    let mut gm: Vec<HeadMut<'_, f64>> = grads.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+    let mut gm: Vec<HeadMut<'_, f64>> =
+        grads.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
     let mut dh = vec![0.0; 4];
     let mut g_short = vec![0.0; 8];
     let r = token_backward(w, &refs, &ctx, &h, &h, &mut gm, &mut dh, Some(&mut g_short), &mut s.vectors());
