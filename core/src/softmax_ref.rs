@@ -1,10 +1,10 @@
 //! Softmax attention over shapes chosen at run time: heads borrowed as column-major slices ([`HeadRef`],
 //! [`HeadMut`] for gradients) of widths [`Widths`], tokens as rows of flat slices (token `j` at `j * e..`), and the
 //! small vectors of every kernel in caller-provided [`Vectors`]. It is the one implementation of softmax attention:
-//! the fixed-size forms in [`crate::softmax`] and [`crate::backward`] call these with their arrays, so both give the
+//! the fixed-size forms in [`mod@crate::softmax`] and [`crate::backward`] call these with their arrays, so both give the
 //! same bits.
 //!
-//! Numerical contract: that of [`crate::softmax`] (one pass with a running maximum and sum; a logit whose unscaled
+//! Numerical contract: that of [`mod@crate::softmax`] (one pass with a running maximum and sum; a logit whose unscaled
 //! dot product overflows is recomputed with the query scaled first; a weighted sum that overflows is recomputed with
 //! the values scaled down) and of [`crate::backward`] (softmax VJPs, weights recomputed from the logits' maximum and
 //! sum), operation for operation. Every length is checked before anything is written: [`Error::LengthMismatch`] for

@@ -32,7 +32,7 @@
 //! has another's label); FT and the reference gradient keep the true labels. Everything runs in f64 on the core's
 //! kernels (`softmax_token_update` / `softmax_token_backward`, `query_forward` / `lsa_query_backward`).
 
-use crate::net::{SoftmaxLayer, SOFTMAX_HEADS};
+use crate::net::{SoftmaxLayer, VectorsBuf, SOFTMAX_HEADS};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use crate::verdict::over_seeds;
@@ -85,27 +85,17 @@ fn sub(a: &[f64], b: &[f64]) -> Vec<f64> {
 /// The small vectors and the `E x E` matrix the kernels of one width need.
 #[derive(Clone, Debug)]
 struct Scratch {
-    key: Vec<f64>,
-    value: Vec<f64>,
-    token: Vec<f64>,
-    heads: Vec<f64>,
+    vecs: VectorsBuf<f64>,
     map: Vec<f64>,
 }
 
 impl Scratch {
     fn new(e: usize) -> Self {
-        Self {
-            key: vec![0.0; Vectors::<f64>::KEY * e],
-            value: vec![0.0; Vectors::<f64>::VALUE * e],
-            token: vec![0.0; Vectors::<f64>::TOKEN * e],
-            heads: vec![0.0; 2 * SOFTMAX_HEADS],
-            map: vec![0.0; e * e],
-        }
+        Self { vecs: VectorsBuf::new(Widths { e, dk: e, dv: e }, SOFTMAX_HEADS), map: vec![0.0; e * e] }
     }
 
     fn vectors(&mut self) -> (Vectors<'_, f64>, &mut [f64]) {
-        let Scratch { key, value, token, heads, map } = self;
-        (Vectors { key, value, token, heads }, map)
+        (self.vecs.vectors(), &mut self.map)
     }
 }
 

@@ -9,12 +9,12 @@
 //! ([`dualform::softmax_relaxation_error`]), and the logit scale the layer actually uses (the standard deviation of
 //! the query's scaled logits over the context). Everything in f64 from the f32 weights and tokens.
 
-use crate::net::{Forward, SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace};
+use crate::net::{Forward, SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, VectorsBuf};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use dualform::dual_form::{demo_effect_at, relaxation_error_at};
 use dualform::linalg::slices::{dot, matvec};
-use dualform::softmax_ref::{HeadRef, Vectors, Widths};
+use dualform::softmax_ref::{HeadRef, Widths};
 use serde::{Deserialize, Serialize};
 
 /// One layer's relaxation, over tasks and heads.
@@ -37,10 +37,7 @@ pub struct LayerRelaxation {
 /// The scratch of [`at_query`] for one token width.
 #[derive(Clone, Debug, Default)]
 pub struct Scratch {
-    key: Vec<f64>,
-    value: Vec<f64>,
-    token: Vec<f64>,
-    heads: Vec<f64>,
+    vecs: VectorsBuf<f64>,
     /// The change, `dW_ICL q`, `dW_ICL`, `W_Q q`, a key.
     change: Vec<f64>,
     predicted: Vec<f64>,
@@ -53,10 +50,7 @@ impl Scratch {
     /// Scratch for heads of widths `w`.
     pub fn new(w: Widths) -> Self {
         Self {
-            key: vec![0.0; Vectors::<f64>::KEY * w.dk],
-            value: vec![0.0; Vectors::<f64>::VALUE * w.dv],
-            token: vec![0.0; Vectors::<f64>::TOKEN * w.e],
-            heads: vec![0.0; 2],
+            vecs: VectorsBuf::new(w, 1),
             change: vec![0.0; w.dv],
             predicted: vec![0.0; w.dv],
             map: vec![0.0; w.dv * w.dk],
@@ -91,8 +85,8 @@ pub fn at_query(
         matvec(&mut sc.k, head.w_k, e);
         logits.push(dot(&sc.q, &sc.k) / scale);
     }
-    let Scratch { key, value, token, heads, change, predicted, map, .. } = sc;
-    let mut vecs = Vectors { key, value, token, heads };
+    let Scratch { vecs, change, predicted, map, .. } = sc;
+    let mut vecs = vecs.vectors();
     let out = (&mut change[..], &mut predicted[..], &mut map[..]);
     let dai =
         demo_effect_at(w, head, ctx, &[], query, out, &mut vecs).ok().map(|(cosine, _, residual)| (cosine, residual));

@@ -100,7 +100,7 @@ impl Softmax {
         Self { net: SoftmaxNet::new(e, layers) }
     }
 
-    /// `layers` layers (at least one) of width `e` initialised as the LSA models are ([`init_values`]), so training
+    /// `layers` layers (at least one) of width `e` initialised as the LSA models are (truncated normal, variance `0.002 / layers / E`), so training
     /// starts from near-uniform attention.
     pub fn init(rng: &mut impl rand::Rng, e: usize, layers: usize) -> Self {
         let mut all = vec![SoftmaxLayer::zeros(e); layers.max(1)];

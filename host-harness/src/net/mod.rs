@@ -21,7 +21,7 @@ pub mod zoo;
 pub use merged::{Merged, Net, NetError, NetWorkspace};
 pub use mlp::{MlpLsaGrad, MlpLsaNet};
 pub use mlp_zoo::{MlpZooGrad, MlpZooNet};
-pub use softmax::{SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, SOFTMAX_HEADS};
+pub use softmax::{SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, VectorsBuf, SOFTMAX_HEADS};
 pub use zoo::{Attention, ZooLayer, ZooNet, ZOO_HEADS};
 
 use dualform::{Layer, Real};

@@ -107,6 +107,32 @@ pub struct SoftmaxNet {
     layers: Vec<SoftmaxLayer>,
 }
 
+/// Owned [`Vectors`]: the small vectors the core's run-time attention kernels need for heads of widths `w`.
+#[derive(Clone, Debug, Default)]
+pub struct VectorsBuf<T> {
+    key: Vec<T>,
+    value: Vec<T>,
+    token: Vec<T>,
+    heads: Vec<T>,
+}
+
+impl<T: Real> VectorsBuf<T> {
+    /// Vectors for `heads` heads of widths `w`.
+    pub fn new(w: Widths, heads: usize) -> Self {
+        Self {
+            key: vec![T::ZERO; Vectors::<T>::KEY * w.dk],
+            value: vec![T::ZERO; Vectors::<T>::VALUE * w.dv],
+            token: vec![T::ZERO; Vectors::<T>::TOKEN * w.e],
+            heads: vec![T::ZERO; 2 * heads],
+        }
+    }
+
+    /// Borrowed, as the kernels take them.
+    pub fn vectors(&mut self) -> Vectors<'_, T> {
+        Vectors { key: &mut self.key, value: &mut self.value, token: &mut self.token, heads: &mut self.heads }
+    }
+}
+
 /// Per-task scratch of a [`SoftmaxNet`]: the tokens after every application, token gradients, every head's projected
 /// keys and values and their gradients, and the kernels' small vectors. It grows to any context length it meets.
 #[derive(Clone, Debug, Default)]
@@ -117,21 +143,8 @@ pub struct SoftmaxWorkspace {
     values: Vec<f32>,
     g_keys: Vec<f32>,
     g_values: Vec<f32>,
-    key: Vec<f32>,
-    value: Vec<f32>,
-    token: Vec<f32>,
-    heads: Vec<f32>,
+    vecs: VectorsBuf<f32>,
     u: Vec<f32>,
-}
-
-/// Borrows the small vectors of a workspace.
-fn vectors<'a>(
-    key: &'a mut [f32],
-    value: &'a mut [f32],
-    token: &'a mut [f32],
-    heads: &'a mut [f32],
-) -> Vectors<'a, f32> {
-    Vectors { key, value, token, heads }
 }
 
 impl SoftmaxNet {
@@ -178,17 +191,16 @@ impl SoftmaxNet {
         if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() != SOFTMAX_HEADS * n * e {
             *ws = self.workspace(n);
         }
-        let SoftmaxWorkspace { tokens, keys, values, key, value, token, heads, u, .. } = ws;
+        let SoftmaxWorkspace { tokens, keys, values, vecs, u, .. } = ws;
         tokens[..n * e].copy_from_slice(ctx);
         tokens[n * e..stride].copy_from_slice(query);
         for (app, layer) in self.layers.iter().enumerate() {
             let (done, rest) = tokens.split_at_mut((app + 1) * stride);
             let (c_in, q_in) = done[app * stride..].split_at(n * e);
             let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
-            let mut vecs = vectors(key, value, token, heads);
             let hs = layer.heads();
             let ok = if app + 1 == k {
-                softmax_ref::token_update(layer.widths(), &hs, c_in, q_in, u, &mut vecs).map(|()| {
+                softmax_ref::token_update(layer.widths(), &hs, c_in, q_in, u, &mut vecs.vectors()).map(|()| {
                     q_out.copy_from_slice(q_in);
                     Update::residual().apply_slice(q_out, u);
                 })
@@ -205,7 +217,7 @@ impl SoftmaxNet {
                     c_out,
                     q_out,
                     &mut work,
-                    &mut vecs,
+                    &mut vecs.vectors(),
                 )
             };
             if ok.is_err() {
@@ -261,10 +273,7 @@ impl Forward for SoftmaxNet {
             values: vec![0.0; entries],
             g_keys: vec![0.0; entries],
             g_values: vec![0.0; entries],
-            key: vec![0.0; Vectors::<f32>::KEY * e],
-            value: vec![0.0; Vectors::<f32>::VALUE * e],
-            token: vec![0.0; Vectors::<f32>::TOKEN * e],
-            heads: vec![0.0; 2 * SOFTMAX_HEADS],
+            vecs: VectorsBuf::new(Widths { e, dk: e, dv: e }, SOFTMAX_HEADS),
             u: vec![0.0; e],
         }
     }
@@ -306,7 +315,7 @@ impl Forward for SoftmaxNet {
                 &mut spare[..]
             }
         };
-        let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, key, value, token, heads, u } = ws;
+        let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, vecs, u } = ws;
         let g = &mut g[..stride];
         g.fill(0.0);
         g[stride - 1] = -seed(y_hat);
@@ -317,7 +326,7 @@ impl Forward for SoftmaxNet {
                 return failed(dh);
             };
             let (hs, mut gh) = (layer.heads(), grad.heads_mut());
-            let mut vecs = vectors(key, value, token, heads);
+            let mut vecs = vecs.vectors();
             let ok = if app + 1 == k {
                 // Only the query's output carries a gradient: the context's comes through keys and values alone.
                 gc.fill(0.0);
