@@ -80,8 +80,9 @@ if ! rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
     { echo "error: could not install Rust $msrv; run: rustup toolchain install $msrv --profile minimal --target thumbv7em-none-eabihf" >&2; exit 1; }
 fi
 cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --features defmt --target-dir target/msrv
-# The tests run optimised, in the release profile the binary and the benches are built in: one build of the
-# dependencies and the harness serves all three.
+# The tests run optimised, in the release profile: one build of the dependencies and the harness serves the tests,
+# the binary they run and the benches (without overflow checks; no code here relies on them, and the core's integer
+# arithmetic is on sizes or saturating).
 step "cargo test --release (core, harness, firmware under QEMU against the host, doc examples)"
 cargo test --workspace --locked --release
 step "benches, each run once as a test (they are timed by hand: cargo bench -p dualform-benches)"
