@@ -86,5 +86,5 @@ cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --featu
 step "cargo test --release (core, harness, firmware under QEMU against the host, doc examples)"
 cargo test --workspace --locked --release
 step "benches, each run once as a test (they are timed by hand: cargo bench -p dualform-benches)"
-cargo test --workspace --locked --release --benches
+cargo test --workspace --locked --release --bench '*'
 step "done"
