@@ -208,9 +208,8 @@ impl Subject {
             step.ok()?;
             for h in 0..SOFTMAX_HEADS {
                 for which in [1, 2] {
-                    let gm = grad.matrix(h, which).to_vec();
-                    for (v, d) in layer.matrix_mut(h, which).iter_mut().zip(gm) {
-                        *v -= d * lr;
+                    for (v, d) in layer.matrix_mut(h, which).iter_mut().zip(grad.matrix(h, which)) {
+                        *v -= *d * lr;
                     }
                 }
             }
