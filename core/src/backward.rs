@@ -27,10 +27,11 @@
 
 use crate::attention::{AssociativeState, Normalise};
 use crate::features::Identity;
+use crate::head_ref::{FixedVectors, HeadMut, HeadRef};
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
 use crate::softmax::SoftmaxWork;
-use crate::softmax_ref::{self, FixedVectors, HeadMut, HeadRef};
+use crate::softmax_ref;
 use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.

@@ -23,11 +23,12 @@
 //! demonstrations' mean value that `dW_ICL q` does not have.
 
 use crate::attention::attend_linear;
+use crate::head_ref::{carve, check_heads, FixedVectors, HeadRef, Vectors, Widths};
 use crate::layer::Head;
 use crate::linalg::slices as sl;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, zeros};
 use crate::softmax::logit_scale;
-use crate::softmax_ref::{carve, check_heads, online_finish, online_push, FixedVectors, HeadRef, Vectors, Widths};
+use crate::softmax_ref::{online_finish, online_push};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -173,7 +174,7 @@ fn check_tokens<T>(w: Widths, head: &HeadRef<'_, T>, demos: &[T], zs: &[T], x: &
 }
 
 /// [`softmax_relaxation_error`] at run-time widths: `head` of widths `w`, the tokens as rows of flat slices, the
-/// small vectors in `vecs`. Errors: those of [`softmax_relaxation_error`], and the lengths of [`crate::softmax_ref`].
+/// small vectors in `vecs`. Errors: those of [`softmax_relaxation_error`], and the lengths of [`crate::head_ref`].
 pub fn relaxation_error_at<T: Real>(
     w: Widths,
     head: HeadRef<'_, T>,
@@ -275,7 +276,7 @@ pub fn dai_demo_effect<T: Real, const E: usize, const DK: usize, const DV: usize
 /// [`dai_demo_effect`] at run-time widths: `head` of widths `w`, the tokens as rows of flat slices; `out` receives
 /// the change and `dW_ICL q` (`dv` values each) and holds `dW_ICL` (`dv * dk`, scratch); the small vectors in
 /// `vecs`. Returns `(cosine, scale, residual)` of [`DemoEffect`]. Errors: those of [`dai_demo_effect`], and the
-/// lengths of [`crate::softmax_ref`].
+/// lengths of [`crate::head_ref`].
 pub fn demo_effect_at<T: Real>(
     w: Widths,
     head: HeadRef<'_, T>,

@@ -16,9 +16,10 @@
 
 use crate::attention::{project_context, visible, LinearScratch};
 use crate::features::Identity;
+use crate::head_ref::{FixedVectors, HeadRef};
 use crate::layer::{Layer, Mask, Update};
 use crate::linalg::{matvec, matvec_acc};
-use crate::softmax_ref::{self, attend, online_finish, online_push, FixedVectors, HeadRef, Projected};
+use crate::softmax_ref::{self, attend, online_finish, online_push, Projected};
 use crate::{Error, Real};
 
 /// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the

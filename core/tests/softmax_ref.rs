@@ -1,13 +1,13 @@
-//! The run-time-shape attention kernels (`softmax_ref`): softmax at widths no fixed instance has, against a naive
+//! The run-time-shape attention kernels (`softmax_ref`, `linear_ref`): softmax at widths no fixed instance has, against a naive
 //! f64 reference (two-pass softmax, direct sums) and central differences; the linear kernels against the fixed LSA
 //! query forward and backward, bit for bit; bad lengths and short scratch refused without a panic.
 
 mod common;
 use common::*;
 use dualform::backward::{context_state, lsa_query_backward, query_forward, LayerGrad};
-use dualform::softmax_ref::{
-    linear_token_backward, linear_token_update, token_backward, token_update, HeadMut, HeadRef, Vectors, Widths,
-};
+use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
+use dualform::linear_ref::{token_backward as linear_token_backward, token_update as linear_token_update};
+use dualform::softmax_ref::{token_backward, token_update};
 use dualform::Error;
 
 /// Owned scratch and weights at run-time widths.

@@ -36,9 +36,10 @@ use crate::net::{SoftmaxLayer, VectorsBuf, SOFTMAX_HEADS};
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use crate::verdict::over_seeds;
+use dualform::head_ref::{HeadRef, Vectors, Widths};
 use dualform::linalg::slices::{add_outer, dot, matmul, matvec};
 use dualform::rng::SplitMix64;
-use dualform::softmax_ref::{self, HeadRef, Vectors, Widths};
+use dualform::{linear_ref, softmax_ref};
 use serde::{Deserialize, Serialize};
 
 /// One layer under Dai's method: [`SOFTMAX_HEADS`] heads in f64 (a one-head construction leaves the second zero).
@@ -153,7 +154,7 @@ impl Subject {
         let mut u = vec![0.0; w.e];
         match self.kind {
             Attention::Softmax => softmax_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs).ok()?,
-            Attention::Linear => softmax_ref::linear_token_update(w, &heads, ctx, q, &mut u, &mut vecs, map).ok()?,
+            Attention::Linear => linear_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs, map).ok()?,
         }
         Some(u)
     }
@@ -201,9 +202,9 @@ impl Subject {
                 Attention::Softmax => {
                     softmax_ref::token_backward(w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs)
                 }
-                Attention::Linear => softmax_ref::linear_token_backward(
-                    w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs, map,
-                ),
+                Attention::Linear => {
+                    linear_ref::token_backward(w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs, map)
+                }
             };
             step.ok()?;
             for h in 0..SOFTMAX_HEADS {

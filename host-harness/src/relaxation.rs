@@ -13,8 +13,8 @@ use crate::net::{Forward, SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, VectorsBuf
 use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use dualform::dual_form::{demo_effect_at, relaxation_error_at};
+use dualform::head_ref::{HeadRef, Widths};
 use dualform::linalg::slices::{dot, matvec};
-use dualform::softmax_ref::{HeadRef, Widths};
 use serde::{Deserialize, Serialize};
 
 /// One layer's relaxation, over tasks and heads.

@@ -3,7 +3,8 @@
 //! ([`dualform::softmax_ref`]: `attention`, `token_update` and their backward), at a token width chosen at run time.
 
 use super::Forward;
-use dualform::softmax_ref::{self, HeadMut, HeadRef, Vectors, Widths, Work};
+use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
+use dualform::softmax_ref::{self, Work};
 use dualform::{Layer, Mask, Real, Update};
 
 /// Heads per softmax layer.
