@@ -184,16 +184,9 @@ impl<T: Real> Update<T> {
             }
         }
         if let Some(c) = self.clip {
-            // Comparisons, not `max`/`min`: a NaN stays NaN (IEEE `maxNum` would replace it by the bound).
+            // Comparisons, not `max`/`min`: a NaN stays NaN (see [`Real::clip`]).
             for hi in h.iter_mut() {
-                let v = *hi;
-                *hi = if v > c {
-                    c
-                } else if v < -c {
-                    -c
-                } else {
-                    v
-                };
+                *hi = hi.clip(c);
             }
         }
     }

@@ -74,6 +74,7 @@ pub mod features;
 pub mod gd;
 pub mod head_ref;
 pub mod kernel_backward;
+pub mod lanes;
 pub mod layer;
 pub mod linalg;
 pub mod linear_ref;

@@ -93,8 +93,8 @@ fn gather<T: Real>(z: &mut [T], ctx: &[T], a: &[T]) {
 }
 
 /// Calls `$method` on a fixed-width instance (a function of its own, with the width a constant the compiler unrolls
-/// the short loops for) when the width is 2 to 17, and on the run-time width otherwise: the query kernels, whose
-/// loops are all of length E, are much faster with the width a constant. Every instance is the same
+/// the short loops for) when the width is 2 to 17, and on the run-time width otherwise: the kernels, whose inner
+/// loops are of length E, are much faster with the width a constant. Every instance is the same
 /// code, so the results are the same bits whichever runs.
 macro_rules! by_width {
     ($view:expr, $method:ident ( $($arg:expr),* )) => {
@@ -185,6 +185,35 @@ impl<'w, T: Real> MergedRef<'w, T> {
         self.at::<W>().query_backward_at(ctx, h, saved, g, grad, g_ctx, dh, scratch)
     }
 
+    #[inline(never)]
+    fn layer_forward_w<const W: usize>(
+        &self,
+        upd: &Update<T>,
+        ctx: &mut [T],
+        query: &mut [T],
+        cache: CacheMut<'_, T>,
+        u: &mut [T],
+    ) -> Result<(), Error> {
+        self.at::<W>().layer_forward_at(upd, ctx, query, cache, u)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn layer_backward_w<const W: usize>(
+        &self,
+        upd: &Update<T>,
+        cache: CacheRef<'_, T>,
+        ctx_in: &[T],
+        query_in: &[T],
+        g_ctx: &mut [T],
+        g_query: &mut [T],
+        grad: GradMut<'_, T>,
+        mats: &mut [T],
+        vecs: &mut [T],
+    ) -> Result<(), Error> {
+        self.at::<W>().layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
+    }
+
     /// The query's update `u = B z` with `z = sum_j e_j (e_j . A h)` over the tokens of `ctx`; `saved` (at least
     /// `2 e` values) receives `A h` and `z` for [`MergedRef::query_backward`].
     pub fn query_update(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
@@ -225,7 +254,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
         cache: CacheMut<'_, T>,
         u: &mut [T],
     ) -> Result<(), Error> {
-        self.layer_forward_at(upd, ctx, query, cache, u)
+        by_width!(self, layer_forward_w(upd, ctx, query, cache, u))
     }
 
     /// VJP of [`MergedRef::layer_forward`]. `ctx_in` / `query_in` are the layer's inputs and `cache` its forward
@@ -244,7 +273,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
         mats: &mut [T],
         vecs: &mut [T],
     ) -> Result<(), Error> {
-        self.layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
+        by_width!(self, layer_backward_w(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs))
     }
 
     /// The query's update `u = B z` with `z = sum_j e_j (e_j . A h)` over the tokens of `ctx`; `saved` (at least
@@ -423,12 +452,9 @@ impl<'w, T: Real> MergedRef<'w, T> {
                 pre.copy_from_slice(h);
                 let unclipped = Update { clip: None, ..*upd };
                 unclipped.apply_slice(pre, u);
-                for (gi, p) in g.iter_mut().zip(pre.iter()) {
+                for (gi, &p) in g.iter_mut().zip(pre.iter()) {
                     // A NaN coordinate passes no gradient either.
-                    let inside = p.abs() <= c;
-                    if !inside {
-                        *gi = T::ZERO;
-                    }
+                    *gi = gi.pass_if_within(p, c);
                 }
             }
             gu.fill(T::ZERO);

@@ -52,6 +52,29 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
     /// The smaller of two values; if one is NaN, the other is returned (IEEE `minNum`, by `libm`).
     fn min(self, other: Self) -> Self;
+
+    /// `self` clamped to `[-c, c]` by comparisons, not `max`/`min`: a NaN stays NaN (IEEE `maxNum` would replace it
+    /// by the bound). The token clipping of [`crate::Update`].
+    #[inline(always)]
+    fn clip(self, c: Self) -> Self {
+        if self > c {
+            c
+        } else if self < -c {
+            -c
+        } else {
+            self
+        }
+    }
+
+    /// `self` where `|p| <= c`, else zero (also for a NaN `p`): the gradient that a clip at `c` passes.
+    #[inline(always)]
+    fn pass_if_within(self, p: Self, c: Self) -> Self {
+        if p.abs() <= c {
+            self
+        } else {
+            Self::ZERO
+        }
+    }
 }
 
 macro_rules! impl_real {

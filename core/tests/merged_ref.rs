@@ -293,3 +293,81 @@ fn the_run_time_gd_constructions_are_the_fixed_size_ones() {
         assert!(gd_head_into(3, 2, w0.as_slice(), 0.7, gamma, 0, [a, b, c, d]).is_err());
     }
 }
+
+/// The layer kernels on [`Lanes`]: eight tasks side by side, lane `l` the same bits as the `f32` kernel on task `l`
+/// (outputs, caches, input gradients and weight gradients), under each rule and with token clipping that clamps
+/// some coordinates of some tasks only, at widths with and without a fixed-width instance.
+#[test]
+fn eight_tasks_in_lanes_are_the_bits_of_eight_f32_runs() {
+    use dualform::lanes::Lanes;
+    use dualform::Real;
+    const L: usize = 8;
+    let clipped = Update { scale: 1.0, first: 0, clip: Some(0.6) };
+    for (e, n) in [(1, 3), (3, 0), (5, 7), (11, 10), (17, 4), (23, 6)] {
+        let mut rng = Rng::new(41 + e as u64);
+        let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        let (a, b) = (f(rng.vec(e * e, 0.6)), f(rng.vec(e * e, 0.6)));
+        type Task = (Vec<f32>, Vec<f32>, Vec<f32>);
+        let tasks: Vec<Task> =
+            (0..L).map(|_| (f(rng.vec(n * e, 1.0)), f(rng.vec(e, 1.0)), f(rng.vec((n + 1) * e, 1.0)))).collect();
+        let lanes = |pick: &dyn Fn(&Task) -> &Vec<f32>| -> Vec<Lanes<L>> {
+            (0..pick(&tasks[0]).len()).map(|i| Lanes(core::array::from_fn(|l| pick(&tasks[l])[i]))).collect()
+        };
+        let splat = |m: &[f32]| m.iter().map(|&v| Lanes::<L>::splat(v)).collect::<Vec<_>>();
+        let (la, lb) = (splat(&a), splat(&b));
+        let rules = rules().map(|(name, r)| (name, at_width(r, e)));
+        let rules = rules.iter().map(|(name, r)| (*name, Update { scale: r.scale as f32, first: r.first, clip: None }));
+        for (name, upd) in rules.chain([("clipped at 0.6", clipped)]) {
+            let lupd = Update { scale: Lanes::splat(upd.scale), first: upd.first, clip: upd.clip.map(Lanes::splat) };
+            // The lanes' run.
+            let head = MergedRef::new(e, &la, &lb).unwrap();
+            let (mut ctx, mut query) = (lanes(&|t| &t.0), lanes(&|t| &t.1));
+            let (ctx_in, query_in) = (ctx.clone(), query.clone());
+            let z = || vec![Lanes::<L>::ZERO; e * e];
+            let (mut gram, mut ga, mut c) = (z(), z(), z());
+            let mut u = vec![Lanes::ZERO; e];
+            let cache = CacheMut { gram: &mut gram, ga: &mut ga, c: &mut c };
+            head.layer_forward(&lupd, &mut ctx, &mut query, cache, &mut u).unwrap();
+            let g_out = lanes(&|t| &t.2);
+            let (mut gc, mut gq) = (g_out[..n * e].to_vec(), g_out[n * e..].to_vec());
+            let (mut da, mut db) = (z(), z());
+            let (ms, vs) = MergedRef::<f32>::layer_backward_scratch(e);
+            let (mut mats, mut vecs) = (vec![Lanes::ZERO; ms], vec![Lanes::ZERO; vs]);
+            let cache = CacheRef { gram: &gram, ga: &ga, c: &c };
+            let grad = GradMut { a: &mut da, b: &mut db };
+            head.layer_backward(&lupd, cache, &ctx_in, &query_in, &mut gc, &mut gq, grad, &mut mats, &mut vecs)
+                .unwrap();
+            // Each task alone in f32.
+            let head = MergedRef::new(e, &a, &b).unwrap();
+            for (l, (t_ctx, t_query, t_g)) in tasks.iter().enumerate() {
+                let (mut ctx1, mut query1) = (t_ctx.clone(), t_query.clone());
+                let (mut gram1, mut ga1, mut c1) = (vec![0.0; e * e], vec![0.0; e * e], vec![0.0; e * e]);
+                let cache = CacheMut { gram: &mut gram1, ga: &mut ga1, c: &mut c1 };
+                head.layer_forward(&upd, &mut ctx1, &mut query1, cache, &mut vec![0.0; e]).unwrap();
+                let (mut gc1, mut gq1) = (t_g[..n * e].to_vec(), t_g[n * e..].to_vec());
+                let (mut da1, mut db1) = (vec![0.0; e * e], vec![0.0; e * e]);
+                let cache = CacheRef { gram: &gram1, ga: &ga1, c: &c1 };
+                let grad = GradMut { a: &mut da1, b: &mut db1 };
+                let (mut mats, mut vecs) = (vec![0.0; ms], vec![0.0; vs]);
+                head.layer_backward(&upd, cache, t_ctx, t_query, &mut gc1, &mut gq1, grad, &mut mats, &mut vecs)
+                    .unwrap();
+                let lane = |v: &[Lanes<L>]| v.iter().map(|x| x.0[l].to_bits()).collect::<Vec<u32>>();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                let at = format!("E {e} N {n} {name}, lane {l}");
+                assert_eq!(lane(&ctx), bits(&ctx1), "{at}: context out");
+                assert_eq!(lane(&query), bits(&query1), "{at}: query out");
+                assert_eq!(lane(&c), bits(&c1), "{at}: C");
+                assert_eq!(lane(&gc), bits(&gc1), "{at}: dL/dctx");
+                assert_eq!(lane(&gq), bits(&gq1), "{at}: dL/dquery");
+                assert_eq!(lane(&da), bits(&da1), "{at}: dA");
+                assert_eq!(lane(&db), bits(&db1), "{at}: dB");
+            }
+            if upd.clip.is_some() && n > 0 {
+                // The clip decided differently between tasks: some coordinate is clamped in one lane, free in another.
+                let clamped = |l: usize| ctx.iter().filter(|x| x.0[l].abs() == 0.6).count();
+                assert!((0..L).any(|l| clamped(l) > 0), "E {e}: the clip never acts");
+                assert!((0..L).any(|l| clamped(l) < n * e), "E {e}: the clip clamps everything");
+            }
+        }
+    }
+}

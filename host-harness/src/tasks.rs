@@ -17,6 +17,38 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// Tasks per random stream and per parallel work unit.
 pub const CHUNK: usize = 64;
 
+/// Consecutive tasks of one chunk ([`TaskSampler::par_groups`]), stored one after another: task `t`'s context
+/// (N tokens of width E) at `t * N * E..`, its query at `t * E..`, its label `y[t]`. Only the first `count` are
+/// tasks of this group (the buffers keep the group's full size).
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Tasks in the group.
+    pub count: usize,
+    /// Contexts, task after task.
+    pub ctx: Vec<f32>,
+    /// Queries, task after task.
+    pub query: Vec<f32>,
+    /// Labels.
+    pub y: Vec<f32>,
+    n: usize,
+    e: usize,
+}
+
+impl Group {
+    /// Context pairs N and token width E.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n, self.e)
+    }
+
+    /// Task `t`: context, query, label (empty slices and NaN past the buffers).
+    pub fn task(&self, t: usize) -> (&[f32], &[f32], f32) {
+        let (ne, e) = (self.n * self.e, self.e);
+        let ctx = self.ctx.get(t * ne..(t + 1) * ne).unwrap_or_default();
+        let query = self.query.get(t * e..(t + 1) * e).unwrap_or_default();
+        (ctx, query, self.y.get(t).copied().unwrap_or(f32::NAN))
+    }
+}
+
 /// The stream ids of a run. Two seeds: the training seed (initial weights, training batches) and the evaluation seed
 /// (held-out tasks, tuning tasks, curve probes), with disjoint stream ranges inside each.
 pub mod streams {
@@ -275,18 +307,48 @@ impl TaskSampler {
         init: impl Fn() -> A + Sync,
         f: impl Fn(&mut A, &[f32], &[f32], f32) + Sync,
     ) -> Vec<A> {
+        self.par_groups(seed, first_stream, count, 1, init, |acc, group| {
+            let (ctx, query, y) = group.task(0);
+            f(acc, ctx, query, y)
+        })
+    }
+
+    /// [`TaskSampler::par_chunks`] a group of up to `size` consecutive tasks at a time: the same tasks in the same
+    /// order, `f(acc, group)` called once per group (groups never span two chunks).
+    pub fn par_groups<A: Send>(
+        &self,
+        seed: u64,
+        first_stream: u64,
+        count: usize,
+        size: usize,
+        init: impl Fn() -> A + Sync,
+        f: impl Fn(&mut A, &Group) + Sync,
+    ) -> Vec<A> {
         use rayon::prelude::*;
-        let chunks = count.div_ceil(CHUNK);
-        let e = self.width();
-        (0..chunks)
+        let (size, e) = (size.max(1), self.width());
+        (0..count.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| {
                 let mut rng = stream_rng(seed, first_stream + c as u64);
-                let (mut ctx, mut query, mut w) = (vec![0.0f32; self.n * e], vec![0.0f32; e], vec![0.0f32; e]);
+                let mut group = Group {
+                    count: 0,
+                    ctx: vec![0.0; size * self.n * e],
+                    query: vec![0.0; size * e],
+                    y: vec![0.0; size],
+                    n: self.n,
+                    e,
+                };
+                let mut w = vec![0.0f32; e];
                 let mut acc = init();
-                for _ in 0..CHUNK.min(count - c * CHUNK) {
-                    let y = self.sample_into(&mut rng, &mut ctx, &mut query, &mut w);
-                    f(&mut acc, &ctx, &query, y);
+                let mut left = CHUNK.min(count - c * CHUNK);
+                while left > 0 {
+                    group.count = size.min(left);
+                    let tasks = group.ctx.chunks_exact_mut(self.n * e).zip(group.query.chunks_exact_mut(e));
+                    for ((ctx, query), y) in tasks.zip(group.y.iter_mut()).take(group.count) {
+                        *y = self.sample_into(&mut rng, ctx, query, &mut w);
+                    }
+                    f(&mut acc, &group);
+                    left -= group.count;
                 }
                 acc
             })

@@ -1,10 +1,12 @@
 //! Training any [`Model`] on fresh tasks with the core's forward and backward kernels: AdamW with global-norm
 //! clipping, parallel over the batch.
 //!
-//! Each step runs [`Forward::forward_backward`] per task, sums the parameter-group gradients (merged heads
-//! `(dA, dB)`, or softmax layers) per chunk, sums chunks in order, maps the sum to the model's parameters once
-//! ([`Model::pullback`]), and divides by the batch size. The single layer takes the core's query-only kernel, deep and
-//! recurrent models the full-layer kernel; per-task work is allocation-free (one workspace per chunk).
+//! Each step runs [`Forward::group_gradient`] on groups of consecutive tasks, which sums the parameter-group
+//! gradients (merged heads `(dA, dB)`, or softmax layers) task by task per chunk; chunks are summed in order, the sum
+//! is mapped to the model's parameters once ([`Model::pullback`]) and divided by the batch size. The single layer
+//! takes the core's query-only kernel one task at a time; deep and recurrent models the full-layer kernel with eight
+//! tasks in the lanes of a vector ([`crate::net::lanes`], the same bits as one at a time); per-task work is
+//! allocation-free (one workspace per chunk).
 //!
 //! Determinism: the batch of step `s` is chunks `streams::batch(s) + c` of the training seed
 //! ([`crate::tasks`]); each chunk sums its tasks in task order, chunks are summed in chunk order, so the weights
@@ -70,15 +72,13 @@ pub fn batch_gradient<M: Model>(
     let net = model.net();
     let zero = net.zero_grads();
     type Part<M> = (Vec<<<M as Model>::Net as Forward>::Grad>, f64, <<M as Model>::Net as Forward>::Workspace);
-    let parts = sampler.par_chunks::<Part<M>>(
+    let parts = sampler.par_groups::<Part<M>>(
         seed,
         streams::batch(step, batch),
         batch,
+        net.group_size(),
         || (zero.clone(), 0.0, net.workspace(sampler.n)),
-        |(g, loss, ws), ctx, query, y| {
-            let y_hat = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(g), None);
-            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
-        },
+        |(g, loss, ws), group| net.group_gradient(group, ws, g, loss),
     );
     let mut merged = zero;
     let mut loss = 0.0f64;

@@ -14,7 +14,9 @@
 //! The prediction is `y_hat = -h_query[last]`; [`Forward::forward_backward`] also returns `dL/dh_query` for a seed
 //! `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for seed 1.
 
-use super::Forward;
+use super::lanes::{LaneWorkspace, LANES};
+use super::{tasks_gradient, Forward};
+use crate::tasks::Group;
 use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
 use dualform::{MergedHead, MergedRef, Update};
 
@@ -101,6 +103,7 @@ pub struct NetWorkspace {
     spare: Vec<Merged>,
     mats: Vec<f32>,
     vecs: Vec<f32>,
+    lanes: LaneWorkspace,
 }
 
 impl NetWorkspace {
@@ -257,6 +260,7 @@ impl Forward for Net {
             mats: vec![0.0; mats],
             // The query-only path needs 6 e: its output, the saved `A h` and `z`, `dL/dh`, and the backward's scratch.
             vecs: vec![0.0; vecs.max(3 * e + MergedRef::<f32>::query_scratch(e) + e)],
+            lanes: LaneWorkspace::default(),
         }
     }
 
@@ -329,7 +333,7 @@ impl Forward for Net {
         }
         let (n, k) = (ctx.len() / e, self.schedule.len());
         let stride = (n + 1) * e;
-        let NetWorkspace { tokens, caches, grads: g, spare, mats, vecs } = ws;
+        let NetWorkspace { tokens, caches, grads: g, spare, mats, vecs, .. } = ws;
         let y_hat = -tokens[(k + 1) * stride - 1];
         let g = &mut g[..stride];
         g.fill(0.0);
@@ -352,6 +356,22 @@ impl Forward for Net {
             dh.copy_from_slice(&g[n * e..]);
         }
         y_hat
+    }
+
+    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`]); the single layer's query-only
+    /// kernel one at a time.
+    fn group_size(&self) -> usize {
+        if self.query_only() {
+            1
+        } else {
+            LANES
+        }
+    }
+
+    fn group_gradient(&self, group: &Group, ws: &mut NetWorkspace, grads: &mut [Merged], loss: &mut f64) {
+        if self.query_only() || !self.lanes_gradient(group, &mut ws.lanes, grads, loss) {
+            tasks_gradient(self, group, ws, grads, loss);
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! for a seed `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for
 //! seed 1.
 
+pub mod lanes;
 pub mod merged;
 pub mod mlp;
 pub mod mlp_zoo;
@@ -24,6 +25,7 @@ pub use mlp_zoo::{MlpZooGrad, MlpZooNet};
 pub use softmax::{SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, VectorsBuf, SOFTMAX_HEADS};
 pub use zoo::{Attention, ZooLayer, ZooNet, ZOO_HEADS};
 
+use crate::tasks::Group;
 use dualform::{Layer, Real};
 
 /// `into += from`, head by head (the gradient of a layer of unmerged heads).
@@ -71,6 +73,33 @@ pub trait Forward: Clone + Send + Sync {
         grads: Option<&mut [Self::Grad]>,
         dh: Option<&mut [f32]>,
     ) -> f32;
+
+    /// How many tasks [`Forward::group_gradient`] takes at once; 1 unless the net runs tasks in vector lanes.
+    fn group_size(&self) -> usize {
+        1
+    }
+
+    /// The loss `0.5 (y_hat - y)^2` of each task of `group`, in task order: its parameter gradients added into
+    /// `grads` and the loss into `loss`. By default task by task through [`Forward::forward_backward`]; a net that
+    /// runs tasks side by side gives the same bits.
+    fn group_gradient(&self, group: &Group, ws: &mut Self::Workspace, grads: &mut [Self::Grad], loss: &mut f64) {
+        tasks_gradient(self, group, ws, grads, loss);
+    }
+}
+
+/// [`Forward::group_gradient`] task by task.
+pub fn tasks_gradient<F: Forward>(
+    net: &F,
+    group: &Group,
+    ws: &mut F::Workspace,
+    grads: &mut [F::Grad],
+    loss: &mut f64,
+) {
+    for t in 0..group.count {
+        let (ctx, query, y) = group.task(t);
+        let y_hat = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(&mut *grads), None);
+        *loss += 0.5 * ((y_hat - y) as f64).powi(2);
+    }
 }
 
 /// The forward of a net whose token width is fixed at compile time (the softmax, attention-zoo and feature-map

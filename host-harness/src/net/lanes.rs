@@ -1,0 +1,170 @@
+//! A [`Net`]'s training gradient with [`LANES`] tasks side by side: the core's merged layer kernels
+//! ([`dualform::MergedRef`]) instantiated on [`Lanes`], tokens stored lane-minor (coordinate `i` of every task in
+//! one vector), the weights broadcast to every lane. Lane `l` performs exactly the `f32` kernel's operations on task
+//! `l` (the core's tests hold the lanes to those bits), and each task's gradient is added to the sum in the order the
+//! one-task path adds it (task by task, applications last to first), so a training step gives the same bits either
+//! way; only the vector units are fuller.
+
+use super::merged::{Merged, Net};
+use crate::tasks::Group;
+use dualform::lanes::Lanes;
+use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
+use dualform::{MergedRef, Real, Update};
+
+/// Tasks per group: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
+pub const LANES: usize = 8;
+type V = Lanes<LANES>;
+
+/// The lanes' scratch: broadcast weights, tokens after every application, caches, token gradients, each
+/// application's weight gradient, and the kernels' scratch. It grows to the shapes it meets.
+#[derive(Clone, Debug, Default)]
+pub struct LaneWorkspace {
+    heads: Vec<V>,
+    tokens: Vec<V>,
+    caches: Vec<V>,
+    grads: Vec<V>,
+    per_app: Vec<V>,
+    mats: Vec<V>,
+    vecs: Vec<V>,
+}
+
+fn sized(v: &mut Vec<V>, len: usize) -> &mut [V] {
+    v.resize(len, V::ZERO);
+    v
+}
+
+impl Net {
+    /// [`super::Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width.
+    /// Returns false, having added nothing, when the group does not fit (then the caller goes task by task).
+    pub(crate) fn lanes_gradient(
+        &self,
+        group: &Group,
+        ws: &mut LaneWorkspace,
+        grads: &mut [Merged],
+        loss: &mut f64,
+    ) -> bool {
+        let (n, e) = group.shape();
+        let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
+        if e != heads[0].width() || group.count == 0 || group.count > LANES || grads.len() != heads.len() {
+            return false;
+        }
+        let (ee, stride) = (e * e, (n + 1) * e);
+        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
+        let w = sized(&mut ws.heads, 2 * ee * heads.len());
+        for (h, m) in w.chunks_exact_mut(2 * ee).zip(heads) {
+            for (x, &v) in h.iter_mut().zip(m.a.iter().chain(&m.b)) {
+                *x = V::splat(v);
+            }
+        }
+        let tokens = sized(&mut ws.tokens, (k + 1) * stride);
+        for (l, lane) in (0..LANES).map(|l| (l, group.task(l))) {
+            let (ctx, query, _) = if l < group.count { lane } else { (&[][..], &[][..], 0.0) };
+            for (i, t) in tokens[..stride].iter_mut().enumerate() {
+                t.0[l] = if i < n * e { ctx.get(i) } else { query.get(i - n * e) }.copied().unwrap_or(0.0);
+            }
+        }
+        let u = self.update();
+        let upd = Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) };
+        let caches = sized(&mut ws.caches, 3 * ee * k);
+        let vecs = sized(&mut ws.vecs, vs.max(e));
+        let view = |h: usize| MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]);
+        for (app, &h) in schedule.iter().enumerate() {
+            let (done, rest) = tokens.split_at_mut((app + 1) * stride);
+            let next = &mut rest[..stride];
+            next.copy_from_slice(&done[app * stride..]);
+            let (c, q) = next.split_at_mut(n * e);
+            let (gram, rest) = caches[3 * ee * app..][..3 * ee].split_at_mut(ee);
+            let (ga, cm) = rest.split_at_mut(ee);
+            let ok =
+                view(h).and_then(|head| head.layer_forward(&upd, c, q, CacheMut { gram, ga, c: cm }, &mut vecs[..e]));
+            if ok.is_err() {
+                return false;
+            }
+        }
+        let y_hat: [f32; LANES] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
+        let g = sized(&mut ws.grads, stride);
+        g.fill(V::ZERO);
+        for ((seed, y_hat), &y) in g[stride - 1].0.iter_mut().zip(y_hat).zip(&group.y).take(group.count) {
+            *seed = -(y_hat - y);
+        }
+        let per_app = sized(&mut ws.per_app, 2 * ee * k);
+        let mats = sized(&mut ws.mats, ms);
+        for app in (0..k).rev() {
+            let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
+            let (gc, gq) = g.split_at_mut(n * e);
+            let all = &caches[3 * ee * app..][..3 * ee];
+            let cache = CacheRef { gram: &all[..ee], ga: &all[ee..2 * ee], c: &all[2 * ee..] };
+            let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
+            da.fill(V::ZERO);
+            db.fill(V::ZERO);
+            let grad = GradMut { a: da, b: db };
+            let ok = view(schedule[app])
+                .and_then(|head| head.layer_backward(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]));
+            if ok.is_err() {
+                return false;
+            }
+        }
+        // Task by task, applications last to first: the order of the one-task path.
+        for (l, (y_hat, &y)) in y_hat.iter().zip(&group.y).enumerate().take(group.count) {
+            for app in (0..k).rev() {
+                let into = &mut grads[schedule[app]];
+                let d = &per_app[2 * ee * app..][..2 * ee];
+                for (acc, v) in into.a.iter_mut().chain(into.b.iter_mut()).zip(d) {
+                    *acc += v.0[l];
+                }
+            }
+            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Lsa, Model};
+    use crate::net::{tasks_gradient, Forward};
+    use crate::tasks::{stream_rng, TaskSampler};
+
+    /// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits and
+    /// the same loss, for distinct clipped layers and for one damped layer looped three times.
+    #[test]
+    fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
+        for (d, n) in [(10, 10), (5, 3)] {
+            let e = d + 1;
+            let mut rng = stream_rng(3, 0);
+            let deep = Lsa::init(&mut rng, e, 3, vec![0, 1, 2], Update { scale: 1.0, first: 0, clip: Some(0.7) });
+            let looped = Lsa::init(&mut rng, e, 1, vec![0; 3], Update { scale: 0.5, first: e - 1, clip: None });
+            for model in [deep.unwrap(), looped.unwrap()] {
+                let net = model.net();
+                assert_eq!(net.group_size(), LANES);
+                let sampler = TaskSampler::new(d, n, 1.0);
+                let runs = sampler.par_groups(
+                    5,
+                    0,
+                    LANES + 5,
+                    LANES,
+                    || Vec::new(),
+                    |out, group| {
+                        let (mut lanes, mut one) = (net.zero_grads(), net.zero_grads());
+                        let (mut loss_lanes, mut loss_one) = (0.25, 0.25);
+                        let mut ws = net.workspace(n);
+                        assert!(net.lanes_gradient(group, &mut LaneWorkspace::default(), &mut lanes, &mut loss_lanes));
+                        tasks_gradient(net, group, &mut ws, &mut one, &mut loss_one);
+                        out.push((group.count, lanes, one, loss_lanes, loss_one));
+                    },
+                );
+                let runs: Vec<_> = runs.into_iter().flatten().collect();
+                assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [LANES, 5]);
+                for (count, lanes, one, loss_lanes, loss_one) in runs {
+                    assert_eq!(loss_lanes.to_bits(), loss_one.to_bits(), "d {d}, {count} tasks: loss");
+                    let bits = |g: &[Merged]| {
+                        g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&lanes), bits(&one), "d {d}, {count} tasks: gradients");
+                    assert!(lanes.iter().any(|m| m.a.iter().any(|&v| v != 0.0)), "a gradient that is not zero");
+                }
+            }
+        }
+    }
+}
