@@ -139,21 +139,14 @@ mod tests {
                 let net = model.net();
                 assert_eq!(net.group_size(), LANES);
                 let sampler = TaskSampler::new(d, n, 1.0);
-                let runs = sampler.par_groups(
-                    5,
-                    0,
-                    LANES + 5,
-                    LANES,
-                    || Vec::new(),
-                    |out, group| {
-                        let (mut lanes, mut one) = (net.zero_grads(), net.zero_grads());
-                        let (mut loss_lanes, mut loss_one) = (0.25, 0.25);
-                        let mut ws = net.workspace(n);
-                        assert!(net.lanes_gradient(group, &mut LaneWorkspace::default(), &mut lanes, &mut loss_lanes));
-                        tasks_gradient(net, group, &mut ws, &mut one, &mut loss_one);
-                        out.push((group.count, lanes, one, loss_lanes, loss_one));
-                    },
-                );
+                let runs = sampler.par_groups(5, 0, LANES + 5, LANES, Vec::new, |out, group| {
+                    let (mut lanes, mut one) = (net.zero_grads(), net.zero_grads());
+                    let (mut loss_lanes, mut loss_one) = (0.25, 0.25);
+                    let mut ws = net.workspace(n);
+                    assert!(net.lanes_gradient(group, &mut LaneWorkspace::default(), &mut lanes, &mut loss_lanes));
+                    tasks_gradient(net, group, &mut ws, &mut one, &mut loss_one);
+                    out.push((group.count, lanes, one, loss_lanes, loss_one));
+                });
                 let runs: Vec<_> = runs.into_iter().flatten().collect();
                 assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [LANES, 5]);
                 for (count, lanes, one, loss_lanes, loss_one) in runs {
