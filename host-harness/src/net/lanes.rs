@@ -5,10 +5,10 @@
 //! one-task path adds it (task by task, applications last to first), so a training step gives the same bits either
 //! way; only the vector units are fuller.
 
-use super::merged::{Merged, Net};
+use super::merged::{cache_mut, cache_ref, Merged, Net};
 use crate::tasks::Group;
 use dualform::lanes::Lanes;
-use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
+use dualform::merged_ref::GradMut;
 use dualform::{MergedRef, Real, Update};
 
 /// Tasks per group: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
@@ -73,10 +73,7 @@ impl Net {
             let next = &mut rest[..stride];
             next.copy_from_slice(&done[app * stride..]);
             let (c, q) = next.split_at_mut(n * e);
-            let (gram, rest) = caches[3 * ee * app..][..3 * ee].split_at_mut(ee);
-            let (ga, cm) = rest.split_at_mut(ee);
-            let ok =
-                view(h).and_then(|head| head.layer_forward(&upd, c, q, CacheMut { gram, ga, c: cm }, &mut vecs[..e]));
+            let ok = view(h).and_then(|head| head.layer_forward(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]));
             if ok.is_err() {
                 return false;
             }
@@ -92,8 +89,7 @@ impl Net {
         for app in (0..k).rev() {
             let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
             let (gc, gq) = g.split_at_mut(n * e);
-            let all = &caches[3 * ee * app..][..3 * ee];
-            let cache = CacheRef { gram: &all[..ee], ga: &all[ee..2 * ee], c: &all[2 * ee..] };
+            let cache = cache_ref(caches, e, app);
             let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
             da.fill(V::ZERO);
             db.fill(V::ZERO);

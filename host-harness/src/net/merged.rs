@@ -215,14 +215,14 @@ impl Net {
 }
 
 /// Application `app`'s cache (`G`, `F`, `C`) in the flat caches of a workspace.
-fn cache_mut(caches: &mut [f32], e: usize, app: usize) -> CacheMut<'_, f32> {
+pub(super) fn cache_mut<T>(caches: &mut [T], e: usize, app: usize) -> CacheMut<'_, T> {
     let ee = e * e;
     let (gram, rest) = caches[3 * ee * app..3 * ee * (app + 1)].split_at_mut(ee);
     let (ga, c) = rest.split_at_mut(ee);
     CacheMut { gram, ga, c }
 }
 
-fn cache_ref(caches: &[f32], e: usize, app: usize) -> CacheRef<'_, f32> {
+pub(super) fn cache_ref<T>(caches: &[T], e: usize, app: usize) -> CacheRef<'_, T> {
     let ee = e * e;
     let all = &caches[3 * ee * app..3 * ee * (app + 1)];
     CacheRef { gram: &all[..ee], ga: &all[ee..2 * ee], c: &all[2 * ee..] }
