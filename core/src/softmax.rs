@@ -205,6 +205,7 @@ impl<T: Real, const DK: usize, const DV: usize> SoftmaxWork<'_, T, DK, DV> {
             values: self.values.as_flattened_mut(),
             g_keys: self.g_keys.as_flattened_mut(),
             g_values: self.g_values.as_flattened_mut(),
+            weights: &mut [],
         }
     }
 }

@@ -160,6 +160,99 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     Ok(())
 }
 
+/// Every head's keys and values of one context (`N` tokens), projected once by [`project`] for the token kernels
+/// [`token_update_projected`] and [`token_backward_projected`]: the same bits as projecting them token by token, as
+/// [`token_update`] and [`token_backward`] do, without the `O(N E (DK + DV))` work per token.
+#[derive(Clone, Copy, Debug)]
+pub struct Projection<'a, T> {
+    keys: &'a [T],
+    values: &'a [T],
+    w: Widths,
+    heads: usize,
+    n: usize,
+}
+
+impl<'a, T> Projection<'a, T> {
+    /// The projection that [`project`] wrote into `keys` and `values` for `heads` heads of widths `w` over `n`
+    /// tokens, read again: the lengths are checked, the contents are the caller's word.
+    /// Errors: [`Error::LengthMismatch`] for buffers of other lengths.
+    pub fn written(w: Widths, heads: usize, n: usize, keys: &'a [T], values: &'a [T]) -> Result<Self, Error> {
+        let entries = heads.saturating_mul(n);
+        expect_len(entries.saturating_mul(w.dk), keys.len())?;
+        expect_len(entries.saturating_mul(w.dv), values.len())?;
+        Ok(Self { keys, values, w, heads, n })
+    }
+
+    /// The number of context tokens projected.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True for a projection of an empty context.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Head `hd`'s key of context token `j`.
+    #[inline(always)]
+    fn key(&self, hd: usize, j: usize) -> &[T] {
+        row(self.keys, hd * self.n + j, self.w.dk)
+    }
+
+    /// Head `hd`'s value of context token `j`.
+    #[inline(always)]
+    fn value(&self, hd: usize, j: usize) -> &[T] {
+        row(self.values, hd * self.n + j, self.w.dv)
+    }
+
+    /// [`Error::LengthMismatch`] unless it was projected at widths `w` for `heads` heads over `n` tokens.
+    fn check(&self, w: Widths, heads: usize, n: usize) -> Result<(), Error> {
+        if self.w != w {
+            return Err(Error::LengthMismatch { expected: w.e, found: self.w.e });
+        }
+        expect_len(heads, self.heads)?;
+        expect_len(n, self.n)
+    }
+}
+
+/// Projects every head's keys and values of `ctx` (`N * e`) into `keys` (`H * N * dk`, head-major: head `h`'s token
+/// `j` at `(h * N + j) * dk..`) and `values` (`H * N * dv`). Errors: lengths (see the module docs).
+pub fn project<'a, T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    keys: &'a mut [T],
+    values: &'a mut [T],
+) -> Result<Projection<'a, T>, Error> {
+    check_heads(w, heads)?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    let n = ctx.len() / w.e.max(1);
+    project_into(w, heads, ctx, n, keys, values)?;
+    Ok(Projection { keys, values, w, heads: heads.len(), n })
+}
+
+/// Checks the lengths of `keys` and `values` for `heads.len() * n` entries and writes the projections.
+fn project_into<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    n: usize,
+    keys: &mut [T],
+    values: &mut [T],
+) -> Result<(), Error> {
+    let entries = heads.len().saturating_mul(n);
+    expect_len(entries.saturating_mul(w.dk), keys.len())?;
+    expect_len(entries.saturating_mul(w.dv), values.len())?;
+    for (hd, head) in heads.iter().enumerate() {
+        for j in 0..n {
+            let tok = row(ctx, j, w.e);
+            matvec(row_mut(keys, hd * n + j, w.dk), head.w_k, tok);
+            matvec(row_mut(values, hd * n + j, w.dv), head.w_v, tok);
+        }
+    }
+    Ok(())
+}
+
 /// The softmax-attention update of one token `h` (`e` values) over `ctx` (`N * e`), every head, keys and values
 /// projected on the fly, written to `u` (`e` values) without the residual: the contract of
 /// [`crate::softmax_token_update`]. Errors: lengths (see the module docs), [`Error::NonFinite`].
@@ -188,6 +281,57 @@ pub fn token_update<T: Real>(
     Ok(())
 }
 
+/// [`token_update`] over a context whose keys and values were projected once by [`project`] (the same bits).
+/// Errors: those of [`token_update`], and [`Error::LengthMismatch`] for a projection of other widths or heads.
+pub fn token_update_projected<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    proj: &Projection<'_, T>,
+    h: &[T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    proj.check(w, heads.len(), proj.n)?;
+    expect_len(w.e, h.len())?;
+    expect_len(w.e, u.len())?;
+    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let scale = logit_scale::<T>(w.dk);
+    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs])
+}
+
+/// `u` = the update of token `h` over the first `seen` projected pairs, every head, logits scaled by `scale`
+/// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch).
+#[allow(clippy::too_many_arguments)]
+fn update_projected<T: Real>(
+    heads: &[HeadRef<'_, T>],
+    proj: &Projection<'_, T>,
+    seen: usize,
+    scale: T,
+    h: &[T],
+    u: &mut [T],
+    [q, qs]: [&mut [T]; 2],
+    [acc, vs]: [&mut [T]; 2],
+) -> Result<(), Error> {
+    let (w, n) = (proj.w, proj.n);
+    u.fill(T::ZERO);
+    for (hd, head) in heads.iter().enumerate() {
+        let at = hd * n;
+        let mut pairs = Projected {
+            keys: proj.keys.get(at * w.dk..).unwrap_or_default(),
+            values: proj.values.get(at * w.dv..).unwrap_or_default(),
+            dk: w.dk,
+            dv: w.dv,
+            count: seen,
+        };
+        matvec(q, head.w_q, h);
+        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        matvec_acc(u, head.p, acc);
+    }
+    Ok(())
+}
+
 /// Caller-provided buffers of [`attention`] and [`backward`]: every head's projected keys and values (head-major:
 /// head `h`'s token `j` at `(h * N + j) * dk..`, `H * N * dk` and `H * N * dv` values), and for the backward their
 /// gradients (likewise; may be empty for the forward).
@@ -201,6 +345,9 @@ pub struct Work<'a, T> {
     pub g_keys: &'a mut [T],
     /// `dL/dv_j` per head and token.
     pub g_values: &'a mut [T],
+    /// `N` values for the backward to keep one token's softmax weights between its two passes over the keys, or
+    /// empty to compute them twice (the same bits either way).
+    pub weights: &'a mut [T],
 }
 
 impl<T: Real> Work<'_, T> {
@@ -214,22 +361,12 @@ impl<T: Real> Work<'_, T> {
         n: usize,
         backward: bool,
     ) -> Result<(), Error> {
-        let entries = heads.len().saturating_mul(n);
-        let (k, v) = (entries.saturating_mul(w.dk), entries.saturating_mul(w.dv));
-        expect_len(k, self.keys.len())?;
-        expect_len(v, self.values.len())?;
         if backward {
-            expect_len(k, self.g_keys.len())?;
-            expect_len(v, self.g_values.len())?;
+            let entries = heads.len().saturating_mul(n);
+            expect_len(entries.saturating_mul(w.dk), self.g_keys.len())?;
+            expect_len(entries.saturating_mul(w.dv), self.g_values.len())?;
         }
-        for (hd, head) in heads.iter().enumerate() {
-            for j in 0..n {
-                let tok = row(ctx, j, w.e);
-                matvec(row_mut(self.keys, hd * n + j, w.dk), head.w_k, tok);
-                matvec(row_mut(self.values, hd * n + j, w.dv), head.w_v, tok);
-            }
-        }
-        Ok(())
+        project_into(w, heads, ctx, n, self.keys, self.values)
     }
 }
 
@@ -261,24 +398,10 @@ pub fn attention<T: Real>(
     let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
     let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
+    let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
     let scale = logit_scale::<T>(w.dk);
-    let (keys, values) = (&*work.keys, &*work.values);
-    let mut update = |h: &[T], seen: usize, u: &mut [T]| -> Result<(), Error> {
-        u.fill(T::ZERO);
-        for (hd, head) in heads.iter().enumerate() {
-            let at = hd * n;
-            let mut pairs = Projected {
-                keys: keys.get(at * w.dk..).unwrap_or_default(),
-                values: values.get(at * w.dv..).unwrap_or_default(),
-                dk: w.dk,
-                dv: w.dv,
-                count: seen,
-            };
-            matvec(q, head.w_q, h);
-            attend(q, &mut pairs, scale, qs, acc, vs)?;
-            matvec_acc(u, head.p, acc);
-        }
-        Ok(())
+    let mut update = |h: &[T], seen: usize, u: &mut [T]| {
+        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])
     };
     for (t, (h, out)) in ctx.chunks_exact(w.e.max(1)).zip(ctx_out.chunks_exact_mut(w.e.max(1))).enumerate() {
         update(h, visible(mask, t, n).min(n), u)?;
@@ -304,7 +427,88 @@ pub fn token_backward<T: Real>(
     g: &[T],
     grads: &mut [HeadMut<'_, T>],
     dh: &mut [T],
+    g_ctx: Option<&mut [T]>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    token_backward_from(w, heads, None, ctx, h, g, grads, dh, g_ctx, &mut [], vecs)
+}
+
+/// [`token_backward`] over a context whose keys and values were projected once by [`project`], with `weights` (`N`
+/// values) to keep the softmax weights between the passes: the same bits, with no projection and one exponential
+/// fewer per key. Errors: those of [`token_backward`], and [`Error::LengthMismatch`] for a projection of other
+/// widths, heads or length, or `weights` of another length.
+#[allow(clippy::too_many_arguments)]
+pub fn token_backward_projected<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    proj: &Projection<'_, T>,
+    ctx: &[T],
+    h: &[T],
+    g: &[T],
+    grads: &mut [HeadMut<'_, T>],
+    dh: &mut [T],
+    g_ctx: Option<&mut [T]>,
+    weights: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    let n = ctx.len() / w.e.max(1);
+    proj.check(w, heads.len(), n)?;
+    expect_len(n, weights.len())?;
+    token_backward_from(w, heads, Some(proj), ctx, h, g, grads, dh, g_ctx, weights, vecs)
+}
+
+/// Head `hd`'s key of context token `j` (`tok`): from `proj`, or projected into `k`.
+#[inline(always)]
+fn key_of<'s, T: Real>(
+    proj: Option<&'s Projection<'_, T>>,
+    head: &HeadRef<'_, T>,
+    hd: usize,
+    j: usize,
+    tok: &[T],
+    k: &'s mut [T],
+) -> &'s [T] {
+    match proj {
+        Some(p) => p.key(hd, j),
+        None => {
+            matvec(k, head.w_k, tok);
+            k
+        }
+    }
+}
+
+/// Head `hd`'s value of context token `j` (`tok`): from `proj`, or projected into `v`.
+#[inline(always)]
+fn value_of<'s, T: Real>(
+    proj: Option<&'s Projection<'_, T>>,
+    head: &HeadRef<'_, T>,
+    hd: usize,
+    j: usize,
+    tok: &[T],
+    v: &'s mut [T],
+) -> &'s [T] {
+    match proj {
+        Some(p) => p.value(hd, j),
+        None => {
+            matvec(v, head.w_v, tok);
+            v
+        }
+    }
+}
+
+/// [`token_backward`] with keys and values from `proj` when given (else projected token by token) and the weights
+/// kept in `weights` where it has room (else computed again).
+#[allow(clippy::too_many_arguments)]
+fn token_backward_from<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    proj: Option<&Projection<'_, T>>,
+    ctx: &[T],
+    h: &[T],
+    g: &[T],
+    grads: &mut [HeadMut<'_, T>],
+    dh: &mut [T],
     mut g_ctx: Option<&mut [T]>,
+    weights: &mut [T],
     vecs: &mut Vectors<'_, T>,
 ) -> Result<(), Error> {
     check_heads(w, heads)?;
@@ -323,12 +527,11 @@ pub fn token_backward<T: Real>(
     let c = logit_scale::<T>(w.dk);
     let e = w.e.max(1);
     // First pass, every head: the logits' running maximum and sum (and the errors, before anything is written).
-    for (head, st) in heads.iter().zip(stats.chunks_exact_mut(2)) {
+    for (hd, (head, st)) in heads.iter().zip(stats.chunks_exact_mut(2)).enumerate() {
         matvec(q, head.w_q, h);
         let mut acc = MaxSum::new();
-        for tok in ctx.chunks_exact(e) {
-            matvec(k, head.w_k, tok);
-            acc.push(dot(q, k) * c)?;
+        for (j, tok) in ctx.chunks_exact(e).enumerate() {
+            acc.push(dot(q, key_of(proj, head, hd, j, tok, k)) * c)?;
         }
         st.copy_from_slice(&[acc.m, acc.l]);
     }
@@ -336,27 +539,31 @@ pub fn token_backward<T: Real>(
     if ctx.is_empty() {
         return Ok(());
     }
-    for ((head, gh), st) in heads.iter().zip(grads.iter_mut()).zip(stats.chunks_exact(2)) {
+    for (hd, ((head, gh), st)) in heads.iter().zip(grads.iter_mut()).zip(stats.chunks_exact(2)).enumerate() {
         let (m, l) = (st.first().copied().unwrap_or(T::ZERO), st.get(1).copied().unwrap_or(T::ONE));
         matvec(q, head.w_q, h);
         // o = sum_j a_j v_j, in context order (each token's key, value and weight as in the first pass).
         o.fill(T::ZERO);
-        for tok in ctx.chunks_exact(e) {
-            matvec(k, head.w_k, tok);
-            let a = (dot(q, k) * c - m).exp() / l;
-            matvec(v, head.w_v, tok);
-            axpy(o, a, v);
+        for (j, tok) in ctx.chunks_exact(e).enumerate() {
+            let a = (dot(q, key_of(proj, head, hd, j, tok, k)) * c - m).exp() / l;
+            if let Some(kept) = weights.get_mut(j) {
+                *kept = a;
+            }
+            axpy(o, a, value_of(proj, head, hd, j, tok, v));
         }
         add_outer(gh.p, g, o);
         matvec_t(g_o, head.p, g);
         let g_dot_o = dot(g_o, o);
         g_q.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            matvec(k, head.w_k, tok);
-            let a = (dot(q, k) * c - m).exp() / l;
-            matvec(v, head.w_v, tok);
-            let g_s = a * (dot(g_o, v) - g_dot_o);
-            axpy(g_q, g_s * c, k);
+            let kj = key_of(proj, head, hd, j, tok, k);
+            let a = match weights.get(j) {
+                Some(&a) => a,
+                None => (dot(q, kj) * c - m).exp() / l,
+            };
+            let vj = value_of(proj, head, hd, j, tok, v);
+            let g_s = a * (dot(g_o, vj) - g_dot_o);
+            axpy(g_q, g_s * c, kj);
             for (d, &x) in g_k.iter_mut().zip(q.iter()) {
                 *d = x * (g_s * c);
             }
@@ -415,7 +622,7 @@ pub fn backward<T: Real>(
     let [o, g_o, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
     let c = logit_scale::<T>(w.dk);
-    let Work { keys, values, g_keys, g_values } = work;
+    let Work { keys, values, g_keys, g_values, weights } = work;
     // One token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`.
     let mut token = |h: &[T], g: &mut [T], seen: usize, grads: &mut [HeadMut<'_, T>]| {
         dh.copy_from_slice(g);
@@ -433,7 +640,11 @@ pub fn backward<T: Real>(
             let weight = |q: &[T], k: &[T]| (dot(q, k) * c - acc.m).exp() / acc.l;
             o.fill(T::ZERO);
             for j in 0..seen {
-                axpy(o, weight(q, key(j)), row(values, at + j, w.dv));
+                let a = weight(q, key(j));
+                if let Some(kept) = weights.get_mut(j) {
+                    *kept = a;
+                }
+                axpy(o, a, row(values, at + j, w.dv));
             }
             add_outer(gh.p, g, o);
             matvec_t(g_o, head.p, g);
@@ -441,7 +652,10 @@ pub fn backward<T: Real>(
             g_q.fill(T::ZERO);
             for j in 0..seen {
                 let (k, v) = (key(j), row(values, at + j, w.dv));
-                let a = weight(q, k);
+                let a = match weights.get(j) {
+                    Some(&a) => a,
+                    None => weight(q, k),
+                };
                 let g_s = a * (dot(g_o, v) - g_dot_o) * c;
                 axpy(g_q, g_s, k);
                 axpy(row_mut(g_keys, at + j, w.dk), g_s, q);

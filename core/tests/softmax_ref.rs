@@ -7,8 +7,10 @@ use common::*;
 use dualform::backward::{context_state, lsa_query_backward, query_forward, LayerGrad};
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
 use dualform::linear_ref::{token_backward as linear_token_backward, token_update as linear_token_update};
-use dualform::softmax_ref::{token_backward, token_update};
-use dualform::Error;
+use dualform::softmax_ref::{
+    backward, project, token_backward, token_backward_projected, token_update, token_update_projected, Projection, Work,
+};
+use dualform::{Error, Mask};
 
 /// Owned scratch and weights at run-time widths.
 struct Setup {
@@ -67,6 +69,123 @@ fn naive_update(s: &Setup, ctx: &[f64], h: &[f64]) -> Vec<f64> {
         }
     }
     u
+}
+
+/// The bits of an f32 slice.
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// The bits of every head's four gradient matrices, in order.
+fn flat_grads(gr: &[[Vec<f32>; 4]]) -> Vec<u32> {
+    gr.iter().flatten().flat_map(|m| bits(m)).collect()
+}
+
+/// Keys and values projected once (and the weights kept between the backward's two passes) give the bits of
+/// projecting them for every token and computing the weights twice: the token update and its VJP, and the full
+/// layer's VJP under both masks, in f32 at three width sets (1 to 3 heads, an empty context included). A projection
+/// of other widths, heads or length, and kept weights of another length, are refused.
+#[test]
+fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
+    let mut g = Gen::new(33);
+    for (w, heads, n) in [
+        (Widths { e: 11, dk: 11, dv: 11 }, 2, 10),
+        (Widths { e: 23, dk: 7, dv: 5 }, 3, 9),
+        (Widths { e: 4, dk: 3, dv: 2 }, 1, 0),
+    ] {
+        let mut m = |len: usize| (0..len).map(|_| (g.normal() * 0.6) as f32).collect::<Vec<f32>>();
+        let hs: Vec<[Vec<f32>; 4]> =
+            (0..heads).map(|_| [m(w.dk * w.e), m(w.dk * w.e), m(w.dv * w.e), m(w.e * w.dv)]).collect();
+        let (ctx, h, r, g_ctx_out) = (m(n * w.e), m(w.e), m(w.e), m(n * w.e));
+        let refs: Vec<HeadRef<'_, f32>> = hs.iter().map(|[w_q, w_k, w_v, p]| HeadRef { w_q, w_k, w_v, p }).collect();
+        let (mut key, mut value) =
+            (vec![0.0f32; Vectors::<f32>::KEY * w.dk], vec![0.0f32; Vectors::<f32>::VALUE * w.dv]);
+        let (mut token, mut stats) = (vec![0.0f32; Vectors::<f32>::TOKEN * w.e], vec![0.0f32; 2 * heads]);
+        let mut vecs = Vectors { key: &mut key, value: &mut value, token: &mut token, heads: &mut stats };
+        let entries = heads * n;
+        let (mut keys, mut values) = (vec![0.0f32; entries * w.dk], vec![0.0f32; entries * w.dv]);
+        let zero_grads =
+            || -> Vec<[Vec<f32>; 4]> { hs.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect() };
+
+        let (mut u1, mut u2) = (vec![0.0f32; w.e], vec![0.0f32; w.e]);
+        token_update(w, &refs, &ctx, &h, &mut u1, &mut vecs).unwrap();
+        let proj = project(w, &refs, &ctx, &mut keys, &mut values).unwrap();
+        token_update_projected(w, &refs, &proj, &h, &mut u2, &mut vecs).unwrap();
+        assert_eq!(bits(&u1), bits(&u2), "update at {w:?}");
+
+        let (mut gr1, mut gr2) = (zero_grads(), zero_grads());
+        let (mut dh1, mut dh2) = (vec![0.0f32; w.e], vec![0.0f32; w.e]);
+        let (mut gc1, mut gc2) = (g_ctx_out.clone(), g_ctx_out.clone());
+        let mut gm: Vec<HeadMut<'_, f32>> =
+            gr1.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+        token_backward(w, &refs, &ctx, &h, &r, &mut gm, &mut dh1, Some(&mut gc1), &mut vecs).unwrap();
+        let mut weights = vec![0.0f32; n];
+        let mut gm: Vec<HeadMut<'_, f32>> =
+            gr2.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+        token_backward_projected(
+            w,
+            &refs,
+            &proj,
+            &ctx,
+            &h,
+            &r,
+            &mut gm,
+            &mut dh2,
+            Some(&mut gc2),
+            &mut weights,
+            &mut vecs,
+        )
+        .unwrap();
+        assert_eq!(bits(&dh1), bits(&dh2), "dh at {w:?}");
+        assert_eq!(bits(&gc1), bits(&gc2), "g_ctx at {w:?}");
+        drop(gm);
+        assert_eq!(flat_grads(&gr1), flat_grads(&gr2), "parameter gradients at {w:?}");
+        // Refusals: kept weights of another length, a projection of fewer tokens, other heads.
+        let bad = |r: Result<(), Error>| matches!(r, Err(Error::LengthMismatch { .. }));
+        let (kc, vc) = (keys.clone(), values.clone());
+        let mut gm: Vec<HeadMut<'_, f32>> =
+            gr2.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+        let proj = Projection::written(w, heads, n, &kc, &vc).unwrap();
+        let mut long = vec![0.0f32; n + 1];
+        let r2 = &r;
+        assert!(bad(token_backward_projected(
+            w, &refs, &proj, &ctx, &h, r2, &mut gm, &mut dh2, None, &mut long, &mut vecs
+        )));
+        if n > 0 {
+            let m1 = heads * (n - 1);
+            let fewer = Projection::written(w, heads, n - 1, &kc[..m1 * w.dk], &vc[..m1 * w.dv]).unwrap();
+            let mut wf = vec![0.0f32; n];
+            assert!(bad(token_backward_projected(
+                w, &refs, &fewer, &ctx, &h, r2, &mut gm, &mut dh2, None, &mut wf, &mut vecs
+            )));
+        }
+        assert!(bad(Projection::written(w, heads, n + 1, &kc, &vc).map(|_| ())));
+        if heads > 1 {
+            assert!(bad(token_update_projected(w, &refs[1..], &proj, &h, &mut u2, &mut vecs)));
+        }
+        for mask in [Mask::Full, Mask::Causal] {
+            let mut outs = Vec::new();
+            for keep in [false, true] {
+                let mut gr = zero_grads();
+                let mut gm: Vec<HeadMut<'_, f32>> =
+                    gr.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+                let (mut gc, mut gq) = (g_ctx_out.clone(), r.clone());
+                let (mut gk, mut gv) = (vec![0.0f32; entries * w.dk], vec![0.0f32; entries * w.dv]);
+                let mut kept = vec![0.0f32; if keep { n } else { 0 }];
+                let mut work = Work {
+                    keys: &mut keys,
+                    values: &mut values,
+                    g_keys: &mut gk,
+                    g_values: &mut gv,
+                    weights: &mut kept,
+                };
+                backward(w, &refs, mask, &ctx, &h, &mut gc, &mut gq, &mut gm, &mut work, &mut vecs).unwrap();
+                drop(gm);
+                outs.push([bits(&gc), bits(&gq), flat_grads(&gr)]);
+            }
+            assert_eq!(outs[0], outs[1], "full layer backward at {w:?}, {mask:?}");
+        }
+    }
 }
 
 /// Softmax at widths no fixed instance was compiled for (E = 23 and 40, keys and values of other widths, three

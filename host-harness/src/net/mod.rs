@@ -196,6 +196,8 @@ pub struct Workspace<const E: usize> {
     keys: Vec<[f32; E]>,
     values: Vec<[f32; E]>,
     g_values: Vec<[f32; E]>,
+    /// The softmax kind's projected keys and values.
+    softmax: zoo::SoftmaxScratch,
 }
 
 impl<const E: usize> Workspace<E> {

@@ -4,7 +4,7 @@
 
 use super::Forward;
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
-use dualform::softmax_ref::{self, Work};
+use dualform::softmax_ref::{self, Projection, Work};
 use dualform::{Layer, Mask, Real, Update};
 
 /// Heads per softmax layer.
@@ -144,6 +144,8 @@ pub struct SoftmaxWorkspace {
     values: Vec<f32>,
     g_keys: Vec<f32>,
     g_values: Vec<f32>,
+    /// One token's softmax weights (kept between the backward's passes).
+    weights: Vec<f32>,
     vecs: VectorsBuf<f32>,
     u: Vec<f32>,
 }
@@ -201,12 +203,18 @@ impl SoftmaxNet {
             let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
             let hs = layer.heads();
             let ok = if app + 1 == k {
-                softmax_ref::token_update(layer.widths(), &hs, c_in, q_in, u, &mut vecs.vectors()).map(|()| {
-                    q_out.copy_from_slice(q_in);
-                    Update::residual().apply_slice(q_out, u);
-                })
+                // The last layer updates the query only; its keys and values stay in `keys` and `values` for the
+                // backward.
+                softmax_ref::project(layer.widths(), &hs, c_in, keys, values)
+                    .and_then(|p| {
+                        softmax_ref::token_update_projected(layer.widths(), &hs, &p, q_in, u, &mut vecs.vectors())
+                    })
+                    .map(|()| {
+                        q_out.copy_from_slice(q_in);
+                        Update::residual().apply_slice(q_out, u);
+                    })
             } else {
-                let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [] };
+                let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [] };
                 let upd = Update::residual();
                 softmax_ref::attention(
                     layer.widths(),
@@ -274,6 +282,7 @@ impl Forward for SoftmaxNet {
             values: vec![0.0; entries],
             g_keys: vec![0.0; entries],
             g_values: vec![0.0; entries],
+            weights: vec![0.0; n],
             vecs: VectorsBuf::new(Widths { e, dk: e, dv: e }, SOFTMAX_HEADS),
             u: vec![0.0; e],
         }
@@ -316,7 +325,7 @@ impl Forward for SoftmaxNet {
                 &mut spare[..]
             }
         };
-        let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, vecs, u } = ws;
+        let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, weights, vecs, u } = ws;
         let g = &mut g[..stride];
         g.fill(0.0);
         g[stride - 1] = -seed(y_hat);
@@ -329,12 +338,28 @@ impl Forward for SoftmaxNet {
             let (hs, mut gh) = (layer.heads(), grad.heads_mut());
             let mut vecs = vecs.vectors();
             let ok = if app + 1 == k {
-                // Only the query's output carries a gradient: the context's comes through keys and values alone.
+                // Only the query's output carries a gradient: the context's comes through keys and values alone
+                // (projected by the forward, which ran this layer last).
                 gc.fill(0.0);
-                softmax_ref::token_backward(layer.widths(), &hs, c_in, q_in, gq, &mut gh, u, Some(gc), &mut vecs)
+                Projection::written(layer.widths(), SOFTMAX_HEADS, n, keys, values)
+                    .and_then(|p| {
+                        softmax_ref::token_backward_projected(
+                            layer.widths(),
+                            &hs,
+                            &p,
+                            c_in,
+                            q_in,
+                            gq,
+                            &mut gh,
+                            u,
+                            Some(gc),
+                            weights,
+                            &mut vecs,
+                        )
+                    })
                     .map(|()| gq.copy_from_slice(u))
             } else {
-                let mut work = Work { keys, values, g_keys, g_values };
+                let mut work = Work { keys, values, g_keys, g_values, weights };
                 softmax_ref::backward(
                     layer.widths(),
                     &hs,

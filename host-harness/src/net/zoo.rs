@@ -4,14 +4,16 @@
 //!
 //! Forward and backward run on the core's kernels: [`AssociativeState::update`] and
 //! [`linear_attention_backward`] (LSA, elu+1, Performer), [`EfficientState::update`] and [`efficient_backward`],
-//! [`softmax_token_update`] and [`softmax_token_backward`].
+//! and for softmax [`token_update_projected`] and [`token_backward_projected`] over keys and values projected once
+//! per layer ([`project`]; the bits of `softmax_token_update` and `softmax_token_backward`, which project them for
+//! every token).
 
-use super::{FixedForward, Workspace};
-use dualform::backward::softmax_token_backward;
+use super::{FixedForward, VectorsBuf, Workspace};
+use dualform::head_ref::{HeadMut, HeadRef, Widths};
 use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
+use dualform::softmax_ref::{project, token_backward_projected, token_update_projected};
 use dualform::{
-    softmax_token_update, AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise,
-    PositiveRandomFeatures,
+    AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise, PositiveRandomFeatures,
 };
 
 /// Heads per layer, every kind.
@@ -84,6 +86,30 @@ fn kernel_updates<M: FeatureVjp<f32, E, F>, const E: usize, const F: usize>(
     Ok(())
 }
 
+/// Scratch of the softmax kind: every head's keys and values of one layer's context, one token's softmax weights
+/// and the kernels' small vectors. It grows to any context length it meets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SoftmaxScratch {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    weights: Vec<f32>,
+    vecs: Option<VectorsBuf<f32>>,
+}
+
+impl SoftmaxScratch {
+    /// Sized for [`ZOO_HEADS`] heads of widths `w` over `n` context tokens.
+    fn fit(&mut self, w: Widths, n: usize) {
+        self.keys.resize(ZOO_HEADS * n * w.dk, 0.0);
+        self.values.resize(ZOO_HEADS * n * w.dv, 0.0);
+        self.weights.resize(n, 0.0);
+    }
+}
+
+/// The widths and borrowed heads of a zoo layer, as the run-time softmax kernels take them.
+fn softmax_heads<const E: usize>(layer: &ZooLayer<E>) -> (Widths, [HeadRef<'_, f32>; ZOO_HEADS]) {
+    (Widths { e: E, dk: E, dv: E }, layer.heads.each_ref().map(HeadRef::from))
+}
+
 impl<const E: usize> ZooNet<E> {
     /// The layers (at least one: an empty list gets one zero layer, which predicts 0).
     pub fn new(kind: Attention, mut layers: Vec<ZooLayer<E>>) -> Self {
@@ -115,6 +141,7 @@ impl<const E: usize> ZooNet<E> {
         ctx: &[[f32; E]],
         tokens: &[[f32; E]],
         out: &mut [[f32; E]],
+        scratch: &mut SoftmaxScratch,
     ) -> Result<(), Error> {
         match self.kind {
             Attention::Lsa => kernel_updates(layer, &Identity, Normalise::None, ctx, tokens, out),
@@ -128,8 +155,13 @@ impl<const E: usize> ZooNet<E> {
                 Ok(())
             }
             Attention::Softmax => {
+                let (w, heads) = softmax_heads(layer);
+                scratch.fit(w, ctx.len());
+                let SoftmaxScratch { keys, values, vecs, .. } = scratch;
+                let proj = project(w, &heads, ctx.as_flattened(), keys, values)?;
+                let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
                 for (h, o) in tokens.iter().zip(out.iter_mut()) {
-                    *o = softmax_token_update(layer, ctx, h)?;
+                    token_update_projected(w, &heads, &proj, h, o, &mut vecs)?;
                 }
                 Ok(())
             }
@@ -148,10 +180,20 @@ impl<const E: usize> ZooNet<E> {
         grad: &mut ZooLayer<E>,
         g_ctx: &mut [[f32; E]],
         g_tokens: &mut [[f32; E]],
+        scratch: &mut SoftmaxScratch,
     ) -> Result<(), Error> {
         if self.kind == Attention::Softmax {
+            let (w, heads) = softmax_heads(layer);
+            let mut gh = grad.heads.each_mut().map(HeadMut::from);
+            scratch.fit(w, ctx.len());
+            let SoftmaxScratch { keys, values, weights, vecs } = scratch;
+            let flat = ctx.as_flattened();
+            let proj = project(w, &heads, flat, keys, values)?;
+            let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
+            let g_ctx = g_ctx.as_flattened_mut();
             for ((h, gt), out) in tokens.iter().zip(g.iter()).zip(g_tokens.iter_mut()) {
-                *out = softmax_token_backward(layer, ctx, h, gt, grad, Some(&mut *g_ctx))?;
+                let g_ctx = Some(&mut *g_ctx);
+                token_backward_projected(w, &heads, &proj, flat, h, gt, &mut gh, out, g_ctx, weights, &mut vecs)?;
             }
             return Ok(());
         }
@@ -190,7 +232,7 @@ impl<const E: usize> ZooNet<E> {
             let (c_in, tokens) = if last { (&input[..n], &input[n..]) } else { (&input[..n], input) };
             let first = if last { n } else { 0 };
             let u = &mut ws.keys[first..stride];
-            if self.updates(layer, c_in, tokens, u).is_err() {
+            if self.updates(layer, c_in, tokens, u, &mut ws.softmax).is_err() {
                 return false;
             }
             for ((o, h), ut) in rest[first..stride].iter_mut().zip(tokens).zip(u.iter()) {
@@ -218,7 +260,7 @@ impl<const E: usize> ZooNet<E> {
         let (n, k) = (ctx.len(), self.layers.len());
         let stride = n + 1;
         let y_hat = -ws.tokens[(k + 1) * stride - 1][E - 1];
-        let Workspace { tokens, grads: g, values: g_in, g_values: g_ctx, .. } = ws;
+        let Workspace { tokens, grads: g, values: g_in, g_values: g_ctx, softmax, .. } = ws;
         let (g, g_in, g_ctx) = (&mut g[..stride], &mut g_in[..stride], &mut g_ctx[..n]);
         g.fill([0.0; E]);
         g[n][E - 1] = -seed(y_hat);
@@ -227,7 +269,8 @@ impl<const E: usize> ZooNet<E> {
             let first = if app + 1 == k { n } else { 0 };
             g_ctx.fill([0.0; E]);
             let (layer, grad) = (&self.layers[app], grads.get_mut(app)?);
-            self.layer_backward(layer, &input[..n], &input[first..], &g[first..], grad, g_ctx, &mut g_in[first..])
+            let g_tokens = &mut g_in[first..];
+            self.layer_backward(layer, &input[..n], &input[first..], &g[first..], grad, g_ctx, g_tokens, softmax)
                 .ok()?;
             g_in[..first].fill([0.0; E]);
             for (gi, gc) in g_in.iter_mut().zip(g_ctx.iter()) {
@@ -264,6 +307,7 @@ impl<const E: usize> FixedForward<E> for ZooNet<E> {
             keys: vec![[0.0; E]; stride],
             values: vec![[0.0; E]; stride],
             g_values: vec![[0.0; E]; stride],
+            softmax: SoftmaxScratch::default(),
         }
     }
 
