@@ -25,16 +25,30 @@ fn gelu_parts<T: Real>(a: T) -> (T, T, T) {
 
 /// GELU, tanh form.
 pub fn gelu<T: Real>(a: T) -> T {
-    let (t, _, _) = gelu_parts(a);
-    T::from_f64(0.5) * a * (T::ONE + t)
+    gelu_and_grad(a).0
 }
 
 /// The derivative of [`gelu`].
 pub fn gelu_grad<T: Real>(a: T) -> T {
+    gelu_and_grad(a).1
+}
+
+/// [`gelu`] and [`gelu_grad`] at `a` from one `tanh` (the bits of each computed alone).
+#[inline(always)]
+pub fn gelu_and_grad<T: Real>(a: T) -> (T, T) {
     let (t, c, k) = gelu_parts(a);
     let half = T::from_f64(0.5);
     let d_inner = c * (T::ONE + T::from_f64(3.0) * k * a * a);
-    half * (T::ONE + t) + half * a * (T::ONE - t * t) * d_inner
+    (half * a * (T::ONE + t), half * (T::ONE + t) + half * a * (T::ONE - t * t) * d_inner)
+}
+
+/// What [`ScalarMlp::backward_cached`] needs of a forward pass: the embedding `h0`, the GELU of the first layer's
+/// output and its slope (see [`ScalarMlp::forward_cached`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MlpCache<T, const F: usize, const M: usize> {
+    h0: [T; F],
+    act: [T; M],
+    slope: [T; M],
 }
 
 /// The feature map `phi: R -> R^F` with a hidden width M (see the module documentation).
@@ -82,7 +96,24 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
     /// `phi(x)`.
     pub fn forward(&self, x: T) -> [T; F] {
         let (h0, a) = self.hidden(x);
-        let mut out = matvec(&self.w_2, &a.map(gelu));
+        self.output(&h0, &a.map(gelu))
+    }
+
+    /// `phi(x)` and what the backward needs of it (the same bits as [`ScalarMlp::forward`]; one `exp` per hidden
+    /// unit serves both).
+    pub fn forward_cached(&self, x: T) -> ([T; F], MlpCache<T, F, M>) {
+        let c = self.cache(x);
+        (self.output(&c.h0, &c.act), c)
+    }
+
+    fn cache(&self, x: T) -> MlpCache<T, F, M> {
+        let (h0, a) = self.hidden(x);
+        let act_slope = a.map(gelu_and_grad);
+        MlpCache { h0, act: act_slope.map(|(act, _)| act), slope: act_slope.map(|(_, slope)| slope) }
+    }
+
+    fn output(&self, h0: &[T; F], act: &[T; M]) -> [T; F] {
+        let mut out = matvec(&self.w_2, act);
         for ((o, h), b) in out.iter_mut().zip(h0.iter()).zip(self.b_2.iter()) {
             *o = *h + *o + *b;
         }
@@ -92,13 +123,18 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
     /// Given `g = dL/dphi(x)`, adds the parameter gradients into `grad` and returns `dL/dx` (the forward is
     /// recomputed).
     pub fn backward(&self, x: T, g: &[T; F], grad: &mut Self) -> T {
-        let (h0, a) = self.hidden(x);
-        add_outer(&mut grad.w_2, g, &a.map(gelu));
+        self.backward_cached(x, &self.cache(x), g, grad)
+    }
+
+    /// [`ScalarMlp::backward`] from the cache of [`ScalarMlp::forward_cached`] at the same `x` (the same bits).
+    pub fn backward_cached(&self, x: T, cache: &MlpCache<T, F, M>, g: &[T; F], grad: &mut Self) -> T {
+        let MlpCache { h0, act, slope } = cache;
+        add_outer(&mut grad.w_2, g, act);
         let mut da = matvec_t(&self.w_2, g);
-        for (d, ai) in da.iter_mut().zip(a.iter()) {
-            *d *= gelu_grad(*ai);
+        for (d, s) in da.iter_mut().zip(slope.iter()) {
+            *d *= *s;
         }
-        add_outer(&mut grad.w_1, &da, &h0);
+        add_outer(&mut grad.w_1, &da, h0);
         let through = matvec_t(&self.w_1, &da);
         let mut dx = T::ZERO;
         let per_unit = g.iter().zip(through.iter()).zip(self.w_e.iter());
@@ -167,6 +203,30 @@ mod tests {
             let analytic = *param(&mut grad, i);
             let num = (f(&plus, x) - f(&minus, x)) / (2.0 * eps);
             assert!((analytic - num).abs() < 1e-7 * (1.0 + num.abs()), "parameter {i}: {analytic} vs {num}");
+        }
+    }
+
+    /// The cached forward and backward give the bits of the plain ones (f32, inputs across GELU's range).
+    #[test]
+    fn cached_forward_and_backward_give_the_plain_bits() {
+        let m64 = random(9);
+        let cast = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let mut m = ScalarMlp::<f32, 3, 4>::zeros();
+        m.w_e.copy_from_slice(&cast(&m64.w_e));
+        m.b_e.copy_from_slice(&cast(&m64.b_e));
+        m.b_1.copy_from_slice(&cast(&m64.b_1));
+        m.b_2.copy_from_slice(&cast(&m64.b_2));
+        m.w_1.as_mut_slice().copy_from_slice(&cast(m64.w_1.as_slice()));
+        m.w_2.as_mut_slice().copy_from_slice(&cast(m64.w_2.as_slice()));
+        let g = [0.3f32, -1.1, 0.7];
+        for x in [-4.0f32, -0.9, 0.0, 0.35, 2.2, 7.5] {
+            let (phi, cache) = m.forward_cached(x);
+            assert_eq!(phi.map(f32::to_bits), m.forward(x).map(f32::to_bits), "phi({x})");
+            let (mut plain, mut cached) = (ScalarMlp::zeros(), ScalarMlp::zeros());
+            let dx = m.backward(x, &g, &mut plain);
+            let dx_cached = m.backward_cached(x, &cache, &g, &mut cached);
+            assert_eq!(dx.to_bits(), dx_cached.to_bits(), "dx at {x}");
+            assert_eq!(plain, cached, "gradients at {x}");
         }
     }
 

@@ -6,7 +6,7 @@
 
 use super::{FixedForward, Workspace};
 use dualform::backward::{context_state, lsa_query_backward, query_forward};
-use dualform::mlp::ScalarMlp;
+use dualform::mlp::{MlpCache, ScalarMlp};
 use dualform::LsaLayer;
 
 /// A feature map of width F (hidden width M) and one LSA layer on tokens of width `W = F + 1`.
@@ -36,6 +36,65 @@ impl<const F: usize, const M: usize, const W: usize> MlpLsaNet<F, M, W> {
     fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
         (ctx.iter().map(|t| self.embed(t)).collect(), self.embed(query))
     }
+}
+
+/// Embedded tokens of a context and its query ([`embed`]), with the feature map's caches for the backward.
+pub(crate) struct Embedded<const F: usize, const M: usize, const W: usize> {
+    pub(crate) ctx: Vec<[f32; W]>,
+    pub(crate) ctx_caches: Vec<MlpCache<f32, F, M>>,
+    pub(crate) query: [f32; W],
+    pub(crate) query_cache: MlpCache<f32, F, M>,
+}
+
+impl<const F: usize, const M: usize, const W: usize> Embedded<F, M, W> {
+    /// Every token through `mlp` (the bits of [`embed`]).
+    pub(crate) fn new(mlp: &ScalarMlp<f32, F, M>, ctx: &[[f32; 2]], query: &[f32; 2]) -> Self {
+        let (ctx, ctx_caches) = ctx.iter().map(|t| embed_cached(mlp, t)).unzip();
+        let (query, query_cache) = embed_cached(mlp, query);
+        Self { ctx, ctx_caches, query, query_cache }
+    }
+
+    /// Adds the feature map's gradients for the context tokens' gradients `g_ctx` (their first F entries) into
+    /// `grad`, token by token.
+    pub(crate) fn backward_ctx(
+        &self,
+        mlp: &ScalarMlp<f32, F, M>,
+        raw_ctx: &[[f32; 2]],
+        g_ctx: &[[f32; W]],
+        grad: &mut ScalarMlp<f32, F, M>,
+    ) {
+        for ((raw, c), gt) in raw_ctx.iter().zip(&self.ctx_caches).zip(g_ctx) {
+            mlp.backward_cached(raw[0], c, &head(gt), grad);
+        }
+    }
+
+    /// Adds the feature map's gradient for the query's gradient `g_query` into `grad`; returns `dL/dx` of the query.
+    pub(crate) fn backward_query(
+        &self,
+        mlp: &ScalarMlp<f32, F, M>,
+        raw_query: &[f32; 2],
+        g_query: &[f32; W],
+        grad: &mut ScalarMlp<f32, F, M>,
+    ) -> f32 {
+        mlp.backward_cached(raw_query[0], &self.query_cache, &head(g_query), grad)
+    }
+}
+
+/// The first F entries of a token (its features).
+fn head<const F: usize, const W: usize>(t: &[f32; W]) -> [f32; F] {
+    core::array::from_fn(|i| t[i])
+}
+
+/// [`embed`] with the feature map's cache.
+fn embed_cached<const F: usize, const M: usize, const W: usize>(
+    mlp: &ScalarMlp<f32, F, M>,
+    raw: &[f32; 2],
+) -> ([f32; W], MlpCache<f32, F, M>) {
+    let (phi, cache) = mlp.forward_cached(raw[0]);
+    let mut t = [0.0; W];
+    t[..F].copy_from_slice(&phi);
+    t[W - 1] = raw[1];
+    (t, cache)
 }
 
 /// The token `(phi(x), y)` of width W of a raw `(x, y)` (`W = F + 1`).
@@ -108,8 +167,9 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpLsaN
         seed: impl FnOnce(f32) -> f32,
         grads: Option<&mut [Self::Grad]>,
     ) -> (f32, [f32; 2]) {
-        let (tokens, q) = self.tokens(ctx, query);
-        let state = context_state(&self.layer, &tokens);
+        let emb = Embedded::<F, M, W>::new(&self.mlp, ctx, query);
+        let (tokens, q) = (&emb.ctx, emb.query);
+        let state = context_state(&self.layer, tokens);
         let y_hat = -query_forward(&self.layer, &state, &q)[W - 1];
         let mut g = [0.0; W];
         g[W - 1] = -seed(y_hat);
@@ -122,14 +182,11 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpLsaN
             }
         };
         let mut g_ctx = vec![[0.0f32; W]; tokens.len()];
-        let Ok(dq) = lsa_query_backward(&self.layer, &tokens, &state, &q, &g, &mut grad.layer, Some(&mut g_ctx)) else {
+        let Ok(dq) = lsa_query_backward(&self.layer, tokens, &state, &q, &g, &mut grad.layer, Some(&mut g_ctx)) else {
             return (f32::NAN, [f32::NAN; 2]);
         };
-        let head = |t: &[f32; W]| -> [f32; F] { core::array::from_fn(|i| t[i]) };
-        let dx = self.mlp.backward(query[0], &head(&dq), &mut grad.mlp);
-        for (raw, gt) in ctx.iter().zip(&g_ctx) {
-            self.mlp.backward(raw[0], &head(gt), &mut grad.mlp);
-        }
+        let dx = emb.backward_query(&self.mlp, query, &dq, &mut grad.mlp);
+        emb.backward_ctx(&self.mlp, ctx, &g_ctx, &mut grad.mlp);
         (y_hat, [dx, dq[W - 1]])
     }
 }

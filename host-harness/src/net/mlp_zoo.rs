@@ -2,7 +2,7 @@
 //! core's [`ScalarMlp`]), for the `sine+mlp` task of `attention-zoo`. The feature map's backward reaches every token
 //! through the input gradients [`ZooNet`] leaves in its workspace.
 
-use super::mlp::{add_mlp, embed};
+use super::mlp::{add_mlp, embed, Embedded};
 use super::zoo::{ZooLayer, ZooNet};
 use super::{FixedForward, Workspace};
 use dualform::mlp::ScalarMlp;
@@ -73,7 +73,7 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooN
         seed: impl FnOnce(f32) -> f32,
         grads: Option<&mut [Self::Grad]>,
     ) -> (f32, [f32; 2]) {
-        let (tokens, q) = self.tokens(ctx, query);
+        let emb = Embedded::<F, M, W>::new(&self.mlp, ctx, query);
         let mut spare;
         let grad = match grads.and_then(|g| g.first_mut()) {
             Some(g) => g,
@@ -83,16 +83,12 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooN
             }
         };
         let mut ws = self.net.workspace(ctx.len());
-        let Some(y_hat) = self.net.backward_all(&tokens, &q, &mut ws, seed, &mut grad.layers) else {
+        let Some(y_hat) = self.net.backward_all(&emb.ctx, &emb.query, &mut ws, seed, &mut grad.layers) else {
             return (f32::NAN, [f32::NAN; 2]);
         };
-        let head = |t: &[f32; W]| -> [f32; F] { core::array::from_fn(|i| t[i]) };
-        let g_in = &ws.grads[..=ctx.len()];
-        for (raw, gt) in ctx.iter().zip(g_in) {
-            self.mlp.backward(raw[0], &head(gt), &mut grad.mlp);
-        }
-        let dq = g_in[ctx.len()];
-        let dx = self.mlp.backward(query[0], &head(&dq), &mut grad.mlp);
+        let (g_ctx, dq) = (&ws.grads[..ctx.len()], ws.grads[ctx.len()]);
+        emb.backward_ctx(&self.mlp, ctx, g_ctx, &mut grad.mlp);
+        let dx = emb.backward_query(&self.mlp, query, &dq, &mut grad.mlp);
         (y_hat, [dx, dq[W - 1]])
     }
 }
