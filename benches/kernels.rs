@@ -7,7 +7,8 @@
 //! - `softmax`: online-softmax attention vs a naive two-pass version with an N x (N + 1) score buffer;
 //! - `stream`: one streaming update (add a pair, evict the oldest) vs recomputing the window's sums, N in {16, 64, 256};
 //! - `gd`: one primal GD step vs one dual (data-space) step vs one constructed LSA layer, d = 10;
-//! - `train`: one training step of the harness (tasks, forward, backward, Adam) at batch 2048, d = N = 10.
+//! - `train`: one training step of the harness (tasks, forward, backward, Adam) at batch 2048, d = N = 10: LSA models
+//!   of 1 to 5 layers and the 2-layer softmax model.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dualform::gd::{dual_step, gd_step};
@@ -201,6 +202,22 @@ fn train(c: &mut Criterion) {
             })
         });
     }
+    // The 2-layer softmax model of the `softmax` experiment (two heads of width E per layer, every token updated by
+    // the first layer, the query by the second), its learning rate 0.01.
+    let init = dualform_harness::model::Softmax::init(&mut stream_rng(0, streams::INIT), 11, 2);
+    let spec = TrainSpec {
+        steps: 1,
+        batch: 2048,
+        seed: 0,
+        adam: dualform_harness::optim::AdamW::reference(0.01),
+        clip: reference::grad_clip(2),
+    };
+    group.bench_function("step_batch_2048_d10_n10_softmax_layers_2", |b| {
+        b.iter(|| {
+            let mut m = init.clone();
+            black_box(train(&mut m, &sampler, &spec, |_, _, _| Ok(())).ok())
+        })
+    });
     group.finish();
 }
 
