@@ -457,40 +457,14 @@ pub fn token_backward_projected<T: Real>(
     token_backward_from(w, heads, Some(proj), ctx, h, g, grads, dh, g_ctx, weights, vecs)
 }
 
-/// Head `hd`'s key of context token `j` (`tok`): from `proj`, or projected into `k`.
+/// A key or value read from a projection (`stored`), or projected from `tok` through `m` into `scratch`.
 #[inline(always)]
-fn key_of<'s, T: Real>(
-    proj: Option<&'s Projection<'_, T>>,
-    head: &HeadRef<'_, T>,
-    hd: usize,
-    j: usize,
-    tok: &[T],
-    k: &'s mut [T],
-) -> &'s [T] {
-    match proj {
-        Some(p) => p.key(hd, j),
+fn or_project<'s, T: Real>(stored: Option<&'s [T]>, m: &[T], tok: &[T], scratch: &'s mut [T]) -> &'s [T] {
+    match stored {
+        Some(s) => s,
         None => {
-            matvec(k, head.w_k, tok);
-            k
-        }
-    }
-}
-
-/// Head `hd`'s value of context token `j` (`tok`): from `proj`, or projected into `v`.
-#[inline(always)]
-fn value_of<'s, T: Real>(
-    proj: Option<&'s Projection<'_, T>>,
-    head: &HeadRef<'_, T>,
-    hd: usize,
-    j: usize,
-    tok: &[T],
-    v: &'s mut [T],
-) -> &'s [T] {
-    match proj {
-        Some(p) => p.value(hd, j),
-        None => {
-            matvec(v, head.w_v, tok);
-            v
+            matvec(scratch, m, tok);
+            scratch
         }
     }
 }
@@ -531,7 +505,7 @@ fn token_backward_from<T: Real>(
         matvec(q, head.w_q, h);
         let mut acc = MaxSum::new();
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            acc.push(dot(q, key_of(proj, head, hd, j, tok, k)) * c)?;
+            acc.push(dot(q, or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k)) * c)?;
         }
         st.copy_from_slice(&[acc.m, acc.l]);
     }
@@ -545,23 +519,23 @@ fn token_backward_from<T: Real>(
         // o = sum_j a_j v_j, in context order (each token's key, value and weight as in the first pass).
         o.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let a = (dot(q, key_of(proj, head, hd, j, tok, k)) * c - m).exp() / l;
+            let a = (dot(q, or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k)) * c - m).exp() / l;
             if let Some(kept) = weights.get_mut(j) {
                 *kept = a;
             }
-            axpy(o, a, value_of(proj, head, hd, j, tok, v));
+            axpy(o, a, or_project(proj.map(|p| p.value(hd, j)), head.w_v, tok, v));
         }
         add_outer(gh.p, g, o);
         matvec_t(g_o, head.p, g);
         let g_dot_o = dot(g_o, o);
         g_q.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let kj = key_of(proj, head, hd, j, tok, k);
+            let kj = or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k);
             let a = match weights.get(j) {
                 Some(&a) => a,
                 None => (dot(q, kj) * c - m).exp() / l,
             };
-            let vj = value_of(proj, head, hd, j, tok, v);
+            let vj = or_project(proj.map(|p| p.value(hd, j)), head.w_v, tok, v);
             let g_s = a * (dot(g_o, vj) - g_dot_o);
             axpy(g_q, g_s * c, kj);
             for (d, &x) in g_k.iter_mut().zip(q.iter()) {
