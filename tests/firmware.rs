@@ -113,14 +113,12 @@ fn golden_tasks_follow_the_run_distribution() {
 #[test]
 fn cargo_run_prints_decoded_lines_and_the_firmware_exit_code() {
     let dir = std::path::absolute(firmware_dir()).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["run", "--release", "--bin", "dualform-firmware"]).current_dir(&dir);
-    cmd.env("CARGO_TARGET_DIR", dir.join("target"));
-    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cargo_in(&dir);
+    cmd.args(["run", "--release", "--bin", "dualform-firmware"]).env("CARGO_TARGET_DIR", dir.join("target"));
+    // Other tests build in the same folder: none may replace the ELF between this build and its run.
+    let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
     let out = cmd.output().unwrap();
+    drop(turn);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
@@ -184,20 +182,28 @@ fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
     for (file, mentions) in
         [(&random, "not a valid safetensors file"), (&nan, "w_v: value 3 is NaN"), (&narrow, "E = 4")]
     {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--release", "--bin", "dualform-firmware"]).current_dir(&dir);
+        let mut cmd = cargo_in(&dir);
+        cmd.args(["build", "--release", "--bin", "dualform-firmware"]);
         cmd.env("CARGO_TARGET_DIR", dir.join("target")).env("DUALFORM_WEIGHTS", file);
-        for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-            cmd.env_remove(var);
-        }
+        let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
         let out = cmd.output().unwrap();
+        drop(turn);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{}: the build must fail", file.display());
         let line = err.lines().find(|l| l.trim_start().starts_with("error: /")).unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains(file.to_str().unwrap()) && line.contains(mentions), "{mentions}: {line}");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// Cargo (the one running these tests) in folder `dir`, without the outer build's settings.
+fn cargo_in(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir);
+    for var in dualform_harness::firmware::cargo::OUTER_SETTINGS {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
@@ -242,14 +248,10 @@ fn the_readme_firmware_section_runs_under_qemu() {
         std::fs::write(&p, body).unwrap();
     }
     std::fs::copy(firmware_dir().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
+    let mut cmd = cargo_in(&krate);
     // Its own target folder under the firmware's, kept between runs.
     let target = std::path::absolute(firmware_dir()).unwrap().join("target").join("readme-learner");
-    cmd.args(["run", "--release"]).current_dir(&krate).env("CARGO_TARGET_DIR", target);
-    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-        cmd.env_remove(var);
-    }
+    cmd.args(["run", "--release"]).env("CARGO_TARGET_DIR", target);
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));

@@ -405,16 +405,22 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Determinism: `reproduce all --quick` again, with one thread instead of one per core, writes byte-identical weight
 /// files and tables, and identical reports once timings and the thread count are taken out, for every experiment.
+/// The single-thread run starts before the shared run is awaited, so the two run side by side.
 #[test]
 fn every_experiment_is_identical_across_runs_and_thread_counts() {
-    let first = quick_all();
     let dir = tempfile::tempdir().unwrap();
     let again = dir.path().join("results");
-    let o = Command::new(env!("CARGO_BIN_EXE_dualform"))
+    // Its output goes to a file: a pipe left unread while the shared run goes on would stall it once full.
+    let log = dir.path().join("stderr.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualform"))
         .args(["reproduce", "all", "--quick", "--threads", "1", "--out", again.to_str().unwrap()])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .expect("the dualform binary runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = quick_all();
+    let status = child.wait().expect("the single-thread run finishes");
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let (a, b) = (files(first), files(&again));
     let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
     assert_eq!(names(&a), names(&b), "the same files");
