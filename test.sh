@@ -85,8 +85,11 @@ cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --featu
 # The tests run optimised, in the release profile: one build of the dependencies and the harness serves the tests,
 # the binary they run and the benches (without overflow checks; no code here relies on them, and the core's integer
 # arithmetic is on sizes or saturating).
-step "cargo test --release (core, harness, firmware under QEMU against the host, doc examples)"
-cargo test --workspace --locked --release
-step "benches, each run once as a test (they are timed by hand: cargo bench -p dualform-benches)"
-cargo test --workspace --locked --release --bench '*'
+# Every target in one build: libraries, binaries, integration tests, examples, and the benches, each bench run once as
+# a test (they are timed by hand: cargo bench -p dualform-benches); then the doc examples, which --all-targets leaves
+# out.
+step "cargo test --release (core, harness, firmware under QEMU against the host, benches once each)"
+cargo test --workspace --locked --release --all-targets
+step "doc examples"
+cargo test --workspace --locked --release --doc
 step "done"
