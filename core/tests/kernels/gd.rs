@@ -1,7 +1,6 @@
 //! Gradient descent in activation space: every side of the identity "one LSA layer = one GD step", exactly.
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::gd::{dual_step, dual_steps, gd_step, gd_steps, gdpp_step, gradient, loss, predict};
 use dualform::*;
 use nalgebra::SMatrix;

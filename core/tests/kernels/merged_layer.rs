@@ -2,8 +2,7 @@
 //! and a naive f64 reference (forward), against central finite differences and the unmerged backward (backward),
 //! with every update rule the stacks use (plain residual, damping, "update only y", clipping).
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::backward::lsa_backward;
 use dualform::*;
 

@@ -1,8 +1,7 @@
 //! Hostile inputs (the probe of the core's promises): counts that would overflow, NaN through clipping and the
 //! streaming drift. Each test failed before its fix.
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::*;
 
 // Saturating token counts: a unit test in `attention/associative.rs` (the count is private).

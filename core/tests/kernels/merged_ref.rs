@@ -3,8 +3,7 @@
 //! backward against central finite differences, at widths the const-generic tests never reach (beyond one 16-wide
 //! tile, E = 1, empty contexts), and every bad length refused without a panic.
 
-mod common;
-use common::assert_close;
+use crate::common::assert_close;
 use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
 use dualform::{Error, MergedRef, Update};
 use nalgebra::{DMatrix, DVector};

@@ -1,7 +1,6 @@
 //! Online softmax and softmax attention against a plain two-pass reference, with the named edge cases.
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::*;
 use proptest::prelude::*;
 

@@ -2,8 +2,7 @@
 //! f64 reference (two-pass softmax, direct sums) and central differences; the linear kernels against the fixed LSA
 //! query forward and backward, bit for bit; bad lengths and short scratch refused without a panic.
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::backward::{context_state, lsa_query_backward, query_forward, LayerGrad};
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
 use dualform::linear_ref::{token_backward as linear_token_backward, token_update as linear_token_update};

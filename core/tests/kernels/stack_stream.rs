@@ -1,8 +1,7 @@
 //! Layer stacks (distinct and recurrent, readout per layer) and the streaming context (running sums against a
 //! full recompute after many add/evict cycles, with the measured drift).
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::*;
 
 #[test]

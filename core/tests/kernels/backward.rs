@@ -1,7 +1,6 @@
 //! The backward kernels against central finite differences in f64, for every parameter and every input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::backward::{
     context_state, lsa_backward, lsa_query_backward, query_forward, softmax_backward, softmax_backward_slices,
     softmax_token_backward, LayerGrad,

@@ -1,8 +1,7 @@
 //! Linear and kernelised attention: both evaluation orders against each other and against the naive reference,
 //! full and causal, over several shapes, in f64 (1e-12 relative) and f32 (stated bound).
 
-mod common;
-use common::*;
+use crate::common::*;
 use dualform::*;
 use proptest::prelude::*;
 
