@@ -9,6 +9,9 @@
 //! [`train`] and [`optim`] (training and fitting), [`eval`] (metrics), [`report`] (typed reports), [`settings`]
 //! (argument groups), [`tasks`] (seeded tasks and random streams), [`plot`], [`output`], [`golden`] and
 //! [`firmware`] (the device side).
+//!
+//! Tests: `tests/unit` holds the unit tests, one module per module here (the library is not built as a test
+//! target, which would compile the whole harness a second time); the other files of `tests/` test it end to end.
 
 pub mod assess;
 pub mod baselines;

@@ -96,7 +96,9 @@ const FONT_PATHS: [&str; 4] = [
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-fn register_font() -> Result<(), String> {
+/// Registers the plots' font once per process: `DUALFORM_FONT`, else the first of the usual system paths that loads;
+/// an error naming what to install when none does.
+pub fn register_font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let candidates = std::env::var("DUALFORM_FONT").into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
@@ -240,7 +242,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, p: 
 }
 
 /// A compact tick label: up to four significant decimals, no trailing zeros, scientific when tiny or huge.
-fn tick(v: f64) -> String {
+pub fn tick(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
@@ -249,34 +251,4 @@ fn tick(v: f64) -> String {
     }
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_two_panel_chart_is_a_png_of_the_expected_size() {
-        if register_font().is_err() {
-            eprintln!("no font on this machine; the CLI test covers the missing-font note");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.png");
-        let a = Panel::new("loss", "step", "loss").with(Series::line("a", vec![(0.0, 1.0), (1.0, 0.5)]));
-        let b = Panel::new("log", "x", "y")
-            .log_y()
-            .with(Series::dashed("b", vec![(0.0, 1.0), (1.0, 0.01), (2.0, f64::NAN)]).with_markers());
-        draw(&p, &[a, b]).unwrap();
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
-        // Width and height from the IHDR chunk.
-        let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-        assert_eq!((w, h), (1000, 460));
-        assert_eq!(
-            (tick(0.30000000000000004), tick(100.0), tick(2.5), tick(1e-5)),
-            ("0.3".into(), "100".into(), "2.5".into(), "1.0e-5".into())
-        );
-    }
 }

@@ -1,0 +1,44 @@
+//! Unit tests of `report` (`src/report.rs`).
+
+use dualform_harness::report::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct R {
+    x: f64,
+}
+
+impl Tables for R {
+    fn tables(&self) -> Vec<Table> {
+        let mut t = Table::new("numbers", &["name", "value"]);
+        t.row(vec!["x".into(), fmt_num(self.x)]);
+        vec![t]
+    }
+}
+
+#[test]
+fn a_report_round_trips_and_renders_its_checks() {
+    let checks =
+        vec![Check::at_most("loss", "loss vs GD", 0.01, 0.03), Check::at_least("cos", "model cos", f64::NAN, 0.99)];
+    assert!(checks[0].passed && !checks[1].passed, "NaN never passes");
+    let r = Report {
+        experiment: "t".into(),
+        config: 3u32,
+        results: R { x: 0.5 },
+        checks,
+        verdict: Verdict { passed: false, text: "DOES NOT".into() },
+        wall_seconds: 1.0,
+        files: vec!["a.csv".into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("report.json");
+    write(&r, &p).unwrap();
+    let back: Report<u32, R> = read(&p).unwrap();
+    assert_eq!(back.checks[0], r.checks[0]);
+    assert!(back.checks[1].value.is_nan());
+    let text = r.text();
+    assert!(text.contains("[pass] loss vs GD 0.0100 (needs <= 0.0300)"), "{text}");
+    assert!(text.contains("[FAIL] model cos NaN"), "{text}");
+    assert!(text.contains("numbers\n  name   value\n  x     0.5000\n"), "{text}");
+    assert!(Table::new("a<b", &["c"]).html().contains("a&lt;b"));
+}
