@@ -1,4 +1,4 @@
-//! Unit tests of `dai` (`src/dai.rs`).
+//! Unit tests of `dai` (`src/dai/mod.rs`, `src/dai/scores.rs`).
 
 use dualform_harness::dai::*;
 use dualform_harness::tasks::TaskSampler;
