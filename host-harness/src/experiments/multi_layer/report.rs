@@ -1,90 +1,15 @@
-//! `dualform reproduce multi-layer`: K = 2..5 distinct LSA layers (every token updated in every layer), each trained
-//! on in-context regression, against K steps of GD with one tuned rate, K steps with a tuned rate per step, and K
-//! layers of GD++ with tuned (eta, gamma) per layer; losses, Preds diff and Model cos against each, and the
-//! per-layer readout (the query's prediction after each layer) beside the loss after each GD / GD++ step.
-//!
-//! Training follows the reference rules by depth (docs/conventions.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
-//! norm clip 1e-3 up to 2 layers and 10 beyond, tokens clipped to +-10 after every layer beyond 3 layers,
-//! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::references`]).
-//!
-//! Files: `report.json`, `depths.csv` (one row per depth and model), `readout.csv` (loss after each layer),
-//! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
-//! `references-K.safetensors` (fitted scalars).
+//! The report of `reproduce multi-layer`: the authors' figures, the results and their tables, the checks, the
+//! verdict and the files.
 
-use super::trained::{references, trained_stack, StackSpec, TrainedStack};
-use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss, Comparison};
-use crate::model::{save, Model};
+use crate::eval::Comparison;
+use crate::experiments::Run;
 use crate::plot::{Panel, Series};
-use crate::references::{FitSpec, FittedParams};
+use crate::references::FittedParams;
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
-use crate::tasks::streams;
 use crate::train::{TrainSpec, TrainTiming};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
-
-/// The experiment.
-pub struct MultiLayer;
-
-/// Settings of `reproduce multi-layer`.
-#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
-    /// Depths K to train, comma-separated (each 2 to 8).
-    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
-    pub layers: Vec<usize>,
-    /// Gauss-Newton iterations per reference fit.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
-    pub fit_iters: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
-}
-
-impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
-        ("layers", "2,3"),
-        ("steps", "300"),
-        ("batch", "1024"),
-        ("eval_tasks", "2000"),
-        ("fit_iters", "10"),
-        ("log_every", "100"),
-        ("probe_tasks", "512"),
-    ];
-
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
-            return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
-        }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return Err(HarnessError::Usage(format!(
-                "--fit-iters must be between 1 and 1000 (got {})",
-                self.fit_iters
-            )));
-        }
-        self.curves.validate()?;
-        Ok(())
-    }
-}
 
 /// The authors' figures on this distribution (their released code: K-step GD with one tuned rate, and GD++),
 /// for comparison in the tables: `(K, GD low, GD high, GD++)`.
@@ -100,7 +25,7 @@ pub struct ReferenceResult {
     pub vs_trained: Comparison,
     /// Loss after each step.
     pub readout: Vec<Stat>,
-    /// Whether the trained model matches it ([`matches()`]).
+    /// Whether the trained model matches it ([`crate::eval::matches`]).
     pub matched: bool,
 }
 
@@ -280,15 +205,7 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
         format!("{} (failed: {})", parts.join("; "), failed.join(", "))
     }
 }
-
-impl Settings {
-    /// How this run trains its deep models.
-    pub fn stack_spec(&self) -> StackSpec<'_> {
-        StackSpec::of(&self.common, &self.task, &self.train, &self.curves)
-    }
-}
-
-fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
+pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
     let mut csv = String::from("layers,model,loss,loss_ci95,preds_diff,model_cos,model_diff\n");
     let mut readout = String::from("layers,model,after_layer,loss\n");
     let mut curves = String::from("layers,step,batch_loss,probe_loss\n");
@@ -354,66 +271,4 @@ fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
         &[losses, readout_panel, training],
     );
     Ok(())
-}
-
-impl Experiment for MultiLayer {
-    const NAME: &'static str = "multi-layer";
-    const ABOUT: &'static str =
-        "K = 2..5 distinct LSA layers, against K steps of GD (shared rate, rate per step) and K layers of GD++";
-    type Settings = Settings;
-    type Results = Results;
-
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-        let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-        let mut depths = Vec::new();
-        for &k in &s.layers {
-            let TrainedStack { model, training, token_clip, timing, curve } = trained_stack(run, k, s.stack_spec())?;
-            let refs = references(run, k, &s.task, fit_spec)?;
-            let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-            let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
-            let references = refs
-                .iter()
-                .zip(comparisons)
-                .map(|(r, c)| ReferenceResult {
-                    params: FittedParams::from(r),
-                    matched: matches(&c),
-                    vs_trained: c,
-                    readout: readout_losses(r.model.net(), &sampler, seed, streams::EVAL, count),
-                })
-                .collect();
-            let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
-            save(
-                &model,
-                &meta(format!("{k} trained LSA layers, seed {}", s.common.seed)),
-                &run.file(&format!("stack-{k}.safetensors")),
-            )?;
-            for (i, r) in refs.iter().enumerate() {
-                save(
-                    &r.model,
-                    &meta(format!("{}, {k} steps, fitted", r.name)),
-                    &run.file(&format!("reference-{k}-{i}.safetensors")),
-                )?;
-            }
-            depths.push(Depth {
-                layers: k,
-                training,
-                token_clip,
-                timing,
-                readout: readout_losses(model.net(), &sampler, seed, streams::EVAL, count),
-                references,
-                curve,
-            });
-        }
-        let results = Results {
-            depths,
-            zero: zero_loss(&sampler, seed, streams::EVAL, count),
-            ols: ols_loss(&sampler, seed, streams::EVAL, count),
-        };
-        write_files(run, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results, &checks);
-        Ok(Outcome { results, checks, verdict })
-    }
 }
