@@ -15,16 +15,18 @@ use super::{Experiment, Outcome, Run};
 use crate::eval::{best_scale, loss, zero_loss};
 use crate::model::{save, MlpLsa, Model};
 use crate::net::{FixedForward, MlpLsaNet, Workspace};
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
 use crate::settings::{Common, CurveArgs, EvalArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
-use crate::train::{train, TrainTiming};
+use crate::train::train;
 use crate::verdict::over_seeds;
 use crate::HarnessError;
 use dualform::{read_gd, GdFit};
 use serde::{Deserialize, Serialize};
+
+mod report;
+use report::write_files;
+pub use report::{checks, verdict, Results, SeedResult};
 
 /// Width of the feature map.
 pub const FEATURES: usize = 16;
@@ -91,157 +93,6 @@ impl super::Settings for Settings {
     }
 }
 
-/// One trained model against its features' GD step, on the held-out tasks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SeedResult {
-    /// The training seed.
-    pub seed: u64,
-    /// Held-out loss of the trained model.
-    pub loss: Stat,
-    /// Held-out loss of the same features + one tuned GD step.
-    pub gd_loss: Stat,
-    /// GD's tuned rate on the features.
-    pub gd_eta: f64,
-    /// The closest GD step to the trained head (the core's reader): its rate, the norm of its `W0`, and the relative
-    /// residual over the blocks that reach the prediction (0 = the head is exactly a GD step on its features).
-    pub read: (f64, f64, f64),
-    /// Held-out loss of that closest GD step (from its `W0`, at its rate) on the same features.
-    pub read_loss: Stat,
-    /// `|y_hat - y_hat_GD|`.
-    pub preds_diff: Stat,
-    /// The reference's Model cos with a scalar query: `sign(s * s_GD)` (1 agree, -1 disagree, 0 where one is 0).
-    pub sign_agreement: Stat,
-    /// Cosine of the sensitivity vectors over the grid of query points (same context).
-    pub grid_cos: Stat,
-    /// `|f - f_GD| / |f_GD|` of the prediction vectors over the grid.
-    pub grid_diff: Stat,
-    /// Training time.
-    pub timing: TrainTiming,
-    /// `(step, batch loss, probe loss)` during training.
-    pub curve: Vec<(u64, f64, f64)>,
-}
-
-/// What `reproduce mlp-sine` found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Results {
-    /// The task distribution in words.
-    pub distribution: String,
-    /// Feature and hidden widths.
-    pub widths: (usize, usize),
-    /// Every seed.
-    pub seeds: Vec<SeedResult>,
-    /// Over seeds: model loss, GD loss, preds diff, sign agreement, grid cosine, grid difference.
-    pub over_seeds: [Stat; 6],
-    /// Loss of predicting 0.
-    pub zero: Stat,
-}
-
-impl Tables for Results {
-    fn tables(&self) -> Vec<Table> {
-        let mut main = Table::new(
-            format!(
-                "trained feature map ({} features, hidden {}) + LSA against the same features + one tuned GD step; {}",
-                self.widths.0, self.widths.1, self.distribution
-            ),
-            &[
-                "seed",
-                "loss",
-                "GD loss",
-                "GD rate",
-                "preds diff",
-                "sign agreement",
-                "grid sensitivity cos",
-                "grid rel. diff",
-            ],
-        );
-        for r in &self.seeds {
-            main.row(vec![
-                r.seed.to_string(),
-                r.loss.show(),
-                r.gd_loss.show(),
-                format!("{:.3}", r.gd_eta),
-                r.preds_diff.show(),
-                r.sign_agreement.show(),
-                r.grid_cos.show(),
-                r.grid_diff.show(),
-            ]);
-        }
-        let o = &self.over_seeds;
-        main.row(vec![
-            "all".into(),
-            o[0].show(),
-            o[1].show(),
-            "-".into(),
-            o[2].show(),
-            o[3].show(),
-            o[4].show(),
-            o[5].show(),
-        ]);
-        let mut read = Table::new(
-            "the trained head read back as the closest GD step on its features (rate, |W0|, functional residual), and \
-             that step's loss",
-            &["seed", "rate", "|W0|", "functional residual", "loss of that step"],
-        );
-        for r in &self.seeds {
-            read.row(vec![
-                r.seed.to_string(),
-                format!("{:.3}", r.read.0),
-                format!("{:.3}", r.read.1),
-                format!("{:.3}", r.read.2),
-                r.read_loss.show(),
-            ]);
-        }
-        let mut time = Table::new("training", &["seed", "ms/step"]);
-        for r in &self.seeds {
-            time.row(vec![r.seed.to_string(), format!("{:.2}", r.timing.ms_per_step)]);
-        }
-        let mut base = Table::new("baseline", &["model", "loss"]);
-        base.row(vec!["predict 0".into(), self.zero.show()]);
-        vec![main, read, time, base]
-    }
-}
-
-/// Sound when every seed learned (loss at most 0.5 of predicting 0) and GD on the features helps (its loss below
-/// predicting 0).
-pub fn checks(r: &Results) -> Vec<Check> {
-    let worst = r.seeds.iter().map(|x| x.loss.mean).fold(f64::NAN, f64::max);
-    let worst_gd = r.seeds.iter().map(|x| x.gd_loss.mean).fold(f64::NAN, f64::max);
-    vec![
-        Check::at_most("learns", "worst seed: loss / loss of predicting 0", worst / r.zero.mean, 0.5),
-        Check::at_most(
-            "gd_helps",
-            "worst seed: GD on the features, loss / loss of predicting 0",
-            worst_gd / r.zero.mean,
-            1.0,
-        ),
-    ]
-}
-
-/// Whether the trained layer matches GD on its own features (loss within 3%, grid sensitivity cosine's lower bound
-/// at least 0.99), with the figures.
-pub fn verdict(r: &Results, checks: &[Check]) -> String {
-    let o = &r.over_seeds;
-    let gap = (o[0].mean - o[1].mean) / o[1].mean;
-    let matches = gap.abs() <= 0.03 && o[4].lo() >= 0.99;
-    let head = if matches {
-        "matches one GD step on its own features"
-    } else {
-        "DOES NOT MATCH one GD step on its own features"
-    };
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-    let tail = if failed.is_empty() { String::new() } else { format!(" (failed: {})", failed.join(", ")) };
-    format!(
-        "{head}: loss {:.4} against {:.4} ({:+.1}%), preds diff {:.4}, sensitivity cosine over the grid {:.4} (the \
-         scalar Model cos is a sign agreement: {:.4}){tail}",
-        o[0].mean,
-        o[1].mean,
-        100.0 * gap,
-        o[2].mean,
-        o[4].mean,
-        o[3].mean
-    )
-}
-
 /// The same feature map followed by the core's GD construction on the features at rate `eta`.
 fn gd_on_features(net: &SineNet, eta: f32, n: usize) -> Result<SineNet, dualform::Error> {
     let layer = dualform::gd_layer::<f32, FEATURES, 1, W>(&nalgebra::SMatrix::zeros(), eta, n)?;
@@ -290,44 +141,6 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
     );
     let rows: Vec<[f64; 6]> = parts.into_iter().flat_map(|p| p.0).collect();
     core::array::from_fn(|i| Stat::of(rows.iter().map(|r| r[i]).filter(|v| v.is_finite())))
-}
-
-fn write_files(
-    run: &mut Run<'_>,
-    r: &Results,
-    first: &SineNet,
-    sampler: &TaskSampler,
-    gd: &SineNet,
-) -> Result<(), HarnessError> {
-    let mut curves = String::from("seed,step,batch_loss,probe_loss\n");
-    for sr in &r.seeds {
-        for (step, b, p) in &sr.curve {
-            curves.push_str(&format!("{},{step},{b},{p}\n", sr.seed));
-        }
-    }
-    crate::output::write(&run.file("curves.csv"), &curves)?;
-    let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
-    for sr in &r.seeds {
-        training = training
-            .with(Series::line(format!("seed {}", sr.seed), sr.curve.iter().map(|c| (c.0 as f64, c.2)).collect()));
-    }
-    // One held-out task: the truth is unknown to the plot, so it shows the context and both predictors.
-    let mut rng = stream_rng(run_seed(r), streams::EVAL);
-    let mut ctx = vec![[0.0f32; 2]; sampler.n];
-    sampler.sample(&mut rng, &mut ctx);
-    let xs: Vec<f32> = (0..101).map(|k| -5.0 + 0.1 * k as f32).collect();
-    let mut ws = Workspace::default();
-    let curve = |net: &SineNet, ws: &mut Workspace<2>| -> Vec<(f64, f64)> {
-        xs.iter()
-            .map(|&x| (f64::from(x), f64::from(FixedForward::<2>::predict(net, &ctx, &[x, 0.0], ws, None))))
-            .collect()
-    };
-    let function = Panel::new("One held-out task", "x", "prediction")
-        .with(Series::line("trained (first seed)", curve(first, &mut ws)))
-        .with(Series::dashed("its features + one GD step", curve(gd, &mut ws)))
-        .with(Series::points("context", ctx.iter().map(|t| (f64::from(t[0]), f64::from(t[1]))).collect()));
-    run.plot("mlp-sine.png", "Sine regression in context: training, and one task's predictions", &[training, function]);
-    Ok(())
 }
 
 fn run_seed(r: &Results) -> u64 {

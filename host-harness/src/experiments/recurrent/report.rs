@@ -1,108 +1,17 @@
-//! `dualform reproduce recurrent`: one layer applied many times.
-//!
-//! 1. As the reference does: the trained single layer (not retrained) applied 50 times, each application updating
-//!    only the `y` coordinate and damped by 0.75, the loss after every application beside GD at 0.75 x the tuned
-//!    one-step rate (the GD construction applied the same way, undamped).
-//! 2. A layer trained *with* the recurrence in the loop: one layer applied K times (every token and coordinate
-//!    updated: the reference's looped model) and trained on the loss after the K-th application; against repeated
-//!    GD (one rate, fitted for K steps) and repeated GD++ (one rate and one gamma, fitted for K steps), with the
-//!    loss after every application up to 2K to see what it does beyond the depth it was trained at.
-//!
-//! Files: `report.json`, `iterated.csv`, `looped.csv`, `recurrent.png`, `looped.safetensors`.
+//! The report of `reproduce recurrent`: the authors' figures, the results of both parts and their tables, the
+//! checks, the verdict and the files.
 
-use super::single_layer::FamilyFit;
-use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate, Comparison};
-use crate::model::{save, GdFamily, GdKind, Lsa, Model};
+use super::Settings;
+use crate::eval::Comparison;
+use crate::experiments::Run;
+use crate::model::{save, Lsa};
 use crate::plot::{Panel, Series};
-use crate::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
+use crate::references::FittedParams;
 use crate::report::{fmt_num, Check, Table, Tables};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
-use crate::tasks::{stream_rng, streams};
-use crate::train::{reference, train, TrainSpec, TrainTiming};
+use crate::train::{TrainSpec, TrainTiming};
 use crate::HarnessError;
-use dualform::Update;
 use serde::{Deserialize, Serialize};
-
-/// The experiment.
-pub struct Recurrent;
-
-/// Settings of `reproduce recurrent`.
-#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
-    /// Applications of the trained single layer (part 1).
-    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
-    pub iterations: usize,
-    /// Damping of each application in part 1 (the GD reference runs at this fraction of the tuned rate).
-    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
-    pub damping: f32,
-    /// Applications K of the layer trained with the recurrence in the loop (part 2).
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
-    pub loop_applications: usize,
-    /// Gauss-Newton iterations per reference fit.
-    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
-    pub fit_iters: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
-}
-
-impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
-        ("steps", "600"),
-        ("eval_tasks", "2000"),
-        ("probe_tasks", "512"),
-        ("log_every", "50"),
-        ("loop_applications", "3"),
-        ("fit_iters", "10"),
-    ];
-
-    fn common(&self) -> &Common {
-        &self.common
-    }
-
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        if !(1..=1000).contains(&self.iterations) {
-            return Err(HarnessError::Usage(format!(
-                "--iterations must be between 1 and 1000 (got {})",
-                self.iterations
-            )));
-        }
-        if !(self.damping.is_finite() && self.damping > 0.0 && self.damping <= 1.0) {
-            return Err(HarnessError::Usage(format!("--damping must be in (0, 1] (got {})", self.damping)));
-        }
-        if !(2..=16).contains(&self.loop_applications) {
-            return Err(HarnessError::Usage(format!(
-                "--loop-applications must be between 2 and 16 (got {})",
-                self.loop_applications
-            )));
-        }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return Err(HarnessError::Usage(format!(
-                "--fit-iters must be between 1 and 1000 (got {})",
-                self.fit_iters
-            )));
-        }
-        self.curves.validate()?;
-        Ok(())
-    }
-}
 
 /// The authors' figures for part 1 (their code, seed 0, 5000 steps, run on a machine like ours):
 /// `(application, trained layer, GD)`.
@@ -288,7 +197,7 @@ pub fn verdict(r: &Results) -> String {
     )
 }
 
-fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Results) -> Result<(), HarnessError> {
+pub(super) fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Results) -> Result<(), HarnessError> {
     let it = &r.iterated;
     let mut csv = String::from("application,trained_loss,gd_loss\n");
     for (i, (t, g)) in it.trained.iter().zip(&it.gd).enumerate() {
@@ -342,85 +251,4 @@ fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Results) -> Re
         ],
     );
     Ok(())
-}
-
-impl Experiment for Recurrent {
-    const NAME: &'static str = "recurrent";
-    const ABOUT: &'static str =
-        "One layer applied many times: the trained layer iterated against GD, and a layer trained with the recurrence in the loop";
-    type Settings = Settings;
-    type Results = Results;
-
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
-        let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-        // Part 1.
-        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer(run, spec, s.common.seed)?.model;
-        let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
-        let y_only = Update { scale: 1.0, first: s.task.d, clip: None };
-        let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
-        let gd = gd_net(s.task.d, s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
-        let iterated = Iterated {
-            eta,
-            damping: s.damping,
-            trained: readout_losses(&iterated, &sampler, seed, streams::EVAL, count),
-            gd: readout_losses(&gd, &sampler, seed, streams::EVAL, count),
-            final_vs_gd: crate::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
-        };
-        // Part 2.
-        let k = s.loop_applications;
-        let training = s.train.spec(k, s.common.seed);
-        let token_clip = reference::token_clip(k);
-        let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
-        let (looped, timing) = run.cached(&key, |run| {
-            let update = Update { clip: token_clip, ..Update::residual() };
-            let mut m = Lsa::init(&mut stream_rng(s.common.seed, streams::INIT), s.task.d + 1, 1, vec![0; k], update)?;
-            let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
-            let timing = train(&mut m, &sampler, &training, |step, _, loss| {
-                progress.step(step, || format!("loss {loss:.4}"));
-                Ok(())
-            })?;
-            progress.finish();
-            Ok((m, timing))
-        })?;
-        let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-        let gd_rep: Fitted = shared_rate(k, fit_spec)?;
-        let eta_k = gd_rep.model.etas()[0];
-        let mut best: Option<Fitted> = None;
-        for gamma in [0.0f32, 0.2] {
-            let mut m = GdFamily::new(s.task.d, GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
-            m.set_params(&[eta_k, gamma]);
-            let fit = fit_spec.fit(&mut m);
-            if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
-                best = Some(Fitted { name: "repeated GD++", model: m, fit });
-            }
-        }
-        let pp_rep = best.ok_or_else(|| HarnessError::Usage("no GD++ fit".into()))?;
-        let gd_rep = Fitted { name: "repeated GD", ..gd_rep };
-        let refs = [gd_rep, pp_rep];
-        let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-        let vs_references = compare_many(looped.net(), &nets, &sampler, seed, streams::EVAL, count);
-        let long = |net: &crate::net::Net| -> Result<Vec<Stat>, HarnessError> {
-            Ok(readout_losses(&net.repeated(2 * k, *net.update())?, &sampler, seed, streams::EVAL, count))
-        };
-        let fit = FamilyFit::of(&looped.layers()[0], s.task.d, s.task.n)?;
-        let looped_result = Looped {
-            applications: k,
-            training,
-            token_clip,
-            timing,
-            readout: long(looped.net())?,
-            references: refs.iter().map(FittedParams::from).collect(),
-            reference_readouts: refs.iter().map(|r| long(r.model.net())).collect::<Result<_, _>>()?,
-            matched: vs_references.iter().map(matches).collect(),
-            vs_references,
-            gd_family_residual: fit.residual,
-        };
-        let results = Results { iterated, looped: looped_result };
-        write_files(s, run, &looped, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results);
-        Ok(Outcome { results, checks, verdict })
-    }
 }
