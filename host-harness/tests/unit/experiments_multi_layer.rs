@@ -1,4 +1,4 @@
-//! Unit tests of `experiments::multi_layer` (`src/experiments/multi_layer.rs`).
+//! Unit tests of `experiments::multi_layer` (`src/experiments/multi_layer/mod.rs`).
 
 use dualform_harness::eval::compare;
 use dualform_harness::eval::matches;

@@ -1,4 +1,4 @@
-//! Unit tests of `experiments::recurrent` (`src/experiments/recurrent.rs`).
+//! Unit tests of `experiments::recurrent` (`src/experiments/recurrent/mod.rs`).
 
 use dualform::Update;
 use dualform_harness::eval::{gd_net, readout_losses, tune_gd_rate, Comparison};

@@ -1,4 +1,4 @@
-//! Unit tests of `tasks` (`src/tasks.rs`).
+//! Unit tests of `tasks` (`src/tasks/mod.rs`, `src/tasks/closed_form.rs`).
 
 use dualform_harness::tasks::*;
 use rand::Rng;
