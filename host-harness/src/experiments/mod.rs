@@ -1,4 +1,5 @@
-//! The experiments of `dualform reproduce`: one file each, behind one small interface ([`Experiment`]) and one
+//! The experiments of `dualform reproduce`: one file each (or a folder: `mod.rs` the settings and the run,
+//! `report.rs` the results, tables, checks, verdict and files), behind one small interface ([`Experiment`]) and one
 //! runner.
 //!
 //! An experiment is a settings struct (at once its command-line arguments, its defaults and its report's `config`,
