@@ -8,6 +8,7 @@
 //! The tasks follow the distribution of the run the weights come from: `dualform golden --from DIR` reads it from
 //! `DIR/report.json`, so a model trained with `--input-range 2` is checked on tasks with that input range.
 
+use crate::settings::in_range;
 use crate::settings::TaskArgs;
 use crate::tasks::TaskSampler;
 use crate::HarnessError;
@@ -136,9 +137,7 @@ pub fn export(
     tasks: usize,
     seed: u64,
 ) -> Result<TaskArgs, HarnessError> {
-    if !(1..=4096).contains(&tasks) {
-        return Err(HarnessError::Usage(format!("--tasks must be between 1 and 4096 (got {tasks})")));
-    }
+    in_range("--tasks", tasks, 1..=4096)?;
     if !out.is_dir() {
         return Err(HarnessError::BadOutput(format!("--out {} is not a folder", out.display())));
     }

@@ -12,6 +12,7 @@ use crate::eval::{compare_predictors, Comparison};
 use crate::model::{Lsa, LsaHead, Model};
 use crate::net::{Merged, Net};
 use crate::report::{fmt_num, Table};
+use crate::settings::in_range;
 use crate::settings::TaskArgs;
 use crate::tasks::streams;
 use crate::HarnessError;
@@ -230,12 +231,7 @@ fn inspect_model(args: &InspectArgs) -> Result<Inspection, HarnessError> {
 
 /// `dualform inspect`: validates the arguments, reads the model's width, and judges the model.
 pub fn inspect(args: &InspectArgs) -> Result<Inspection, HarnessError> {
-    if !(2..=10_000_000).contains(&args.eval_tasks) {
-        return Err(HarnessError::Usage(format!(
-            "--eval-tasks must be between 2 and 10000000 (got {})",
-            args.eval_tasks
-        )));
-    }
+    in_range("--eval-tasks", args.eval_tasks, 2..=10_000_000)?;
     let e = token_width(&args.model)?;
     if e - 1 != args.task.d {
         return Err(HarnessError::Usage(format!(

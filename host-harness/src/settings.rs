@@ -5,6 +5,17 @@
 use crate::tasks::TaskSampler;
 use crate::{HarnessError, SUPPORTED_D};
 use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
+/// `Ok` when `value` lies in `range`; else the usage error of every range check, naming the flag:
+/// "`flag` must be between LO and HI (got VALUE)".
+pub fn in_range<T: PartialOrd + Display>(flag: &str, value: T, range: RangeInclusive<T>) -> Result<(), HarnessError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(HarnessError::Usage(format!("{flag} must be between {} and {} (got {value})", range.start(), range.end())))
+}
 
 /// Arguments every experiment takes.
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,17 +77,8 @@ pub struct TaskArgs {
 impl TaskArgs {
     /// Checks every field; the message names the flag.
     pub fn validate(&self) -> Result<(), HarnessError> {
-        if !SUPPORTED_D.contains(&self.d) {
-            return Err(HarnessError::Usage(format!(
-                "--d must be between {} and {} (got {})",
-                SUPPORTED_D.start(),
-                SUPPORTED_D.end(),
-                self.d
-            )));
-        }
-        if !(1..=4096).contains(&self.n) {
-            return Err(HarnessError::Usage(format!("--n must be between 1 and 4096 (got {})", self.n)));
-        }
+        in_range("--d", self.d, SUPPORTED_D)?;
+        in_range("--n", self.n, 1..=4096)?;
         if !(self.input_range.is_finite() && self.input_range > 0.0 && self.input_range <= 1e6) {
             return Err(HarnessError::Usage(format!(
                 "--input-range must be a positive number up to 1e6 (got {})",
@@ -108,9 +110,7 @@ impl TaskArgs {
                 self.input_mean
             )));
         }
-        if !(self.noise.is_finite() && (0.0..=1e3).contains(&self.noise)) {
-            return Err(HarnessError::Usage(format!("--noise must be between 0 and 1000 (got {})", self.noise)));
-        }
+        in_range("--noise", self.noise, 0.0..=1e3)?;
         Ok(())
     }
 
@@ -180,12 +180,8 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Checks every field; the message names the flag.
     pub fn validate(&self) -> Result<(), HarnessError> {
-        if !(1..=10_000_000).contains(&self.steps) {
-            return Err(HarnessError::Usage(format!("--steps must be between 1 and 10000000 (got {})", self.steps)));
-        }
-        if !(1..=1 << 20).contains(&self.batch) {
-            return Err(HarnessError::Usage(format!("--batch must be between 1 and 1048576 (got {})", self.batch)));
-        }
+        in_range("--steps", self.steps, 1..=10_000_000)?;
+        in_range("--batch", self.batch, 1..=1 << 20)?;
         for (flag, v) in [("--lr", self.lr), ("--clip", self.clip)] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0) {
@@ -242,12 +238,7 @@ pub struct EvalArgs {
 impl EvalArgs {
     /// Checks the count.
     pub fn validate(&self) -> Result<(), HarnessError> {
-        if !(2..=10_000_000).contains(&self.eval_tasks) {
-            return Err(HarnessError::Usage(format!(
-                "--eval-tasks must be between 2 and 10000000 (got {})",
-                self.eval_tasks
-            )));
-        }
+        in_range("--eval-tasks", self.eval_tasks, 2..=10_000_000)?;
         Ok(())
     }
 }

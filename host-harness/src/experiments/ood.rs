@@ -12,7 +12,7 @@ use crate::model::Model;
 use crate::net::Net;
 use crate::plot::{Panel, Series};
 use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -54,12 +54,7 @@ impl super::Settings for Settings {
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
-        if !(2..=1_000_000).contains(&self.ood_tasks) {
-            return Err(HarnessError::Usage(format!(
-                "--ood-tasks must be between 2 and 1000000 (got {})",
-                self.ood_tasks
-            )));
-        }
+        in_range("--ood-tasks", self.ood_tasks, 2..=1_000_000)?;
         self.curves.validate()?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::eval::{compare, ols_loss, zero_loss, Comparison};
 use crate::model::{save, Lsa, LsaHead, Model};
 use crate::plot::{Panel, Series};
 use crate::report::{fmt_num, Check, Table, Tables};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::train::{TrainSpec, TrainTiming};
@@ -58,9 +58,7 @@ impl super::Settings for Settings {
     }
 
     fn validate(&self) -> Result<(), HarnessError> {
-        if !(1..=64).contains(&self.seeds) {
-            return Err(HarnessError::Usage(format!("--seeds must be between 1 and 64 (got {})", self.seeds)));
-        }
+        in_range("--seeds", self.seeds, 1..=64)?;
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;

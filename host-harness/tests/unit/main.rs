@@ -29,6 +29,7 @@ mod plot;
 mod references;
 mod relaxation;
 mod report;
+mod settings;
 mod stats;
 mod tasks;
 mod verdict;

@@ -26,7 +26,7 @@ use crate::eval::{gd_net, loss, tune_gd_rate, zero_loss};
 use crate::model::{MlpZoo, Model, Zoo};
 use crate::net::{Attention, Forward, Net, ZOO_HEADS};
 use crate::optim::AdamW;
-use crate::settings::{Common, CurveArgs, EvalArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
 use crate::train::train;
@@ -139,9 +139,7 @@ impl super::Settings for Settings {
         self.eval.validate()?;
         self.curves.validate()?;
         let usage = |m: String| Err(HarnessError::Usage(m));
-        if !(2..=256).contains(&self.n) {
-            return usage(format!("--n must be between 2 and 256 (got {})", self.n));
-        }
+        in_range("--n", self.n, 2..=256)?;
         if self.tasks.is_empty() {
             return usage("--tasks must list at least one task".into());
         }
@@ -163,9 +161,7 @@ impl super::Settings for Settings {
                 self.train.steps, self.sweep_steps
             ));
         }
-        if !(1..=16).contains(&self.seeds) {
-            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
-        }
+        in_range("--seeds", self.seeds, 1..=16)?;
         if self.cost_n.is_empty() || self.cost_n.iter().any(|n| !(1..=4096).contains(n)) {
             return usage(format!("--cost-n must list context lengths from 1 to 4096 (got {:?})", self.cost_n));
         }

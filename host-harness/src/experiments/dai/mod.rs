@@ -19,7 +19,7 @@ use crate::dai::{evaluate, tune_ft_rate, Scores, Subject, Tasks};
 use crate::eval::{tune_gd_rate, zero_loss};
 use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -83,19 +83,10 @@ impl super::Settings for Settings {
         self.train.validate()?;
         self.eval.validate()?;
         self.curves.validate()?;
-        let usage = |m: String| Err(HarnessError::Usage(m));
-        if !(2..=64).contains(&self.prompt) {
-            return usage(format!("--prompt must be between 2 and 64 (got {})", self.prompt));
-        }
-        if !(1..=16).contains(&self.seeds) {
-            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
-        }
-        if !(2..=1_000_000).contains(&self.pool) {
-            return usage(format!("--pool must be between 2 and 1000000 (got {})", self.pool));
-        }
-        if !(10..=1_000_000).contains(&self.tune_tasks) {
-            return usage(format!("--tune-tasks must be between 10 and 1000000 (got {})", self.tune_tasks));
-        }
+        in_range("--prompt", self.prompt, 2..=64)?;
+        in_range("--seeds", self.seeds, 1..=16)?;
+        in_range("--pool", self.pool, 2..=1_000_000)?;
+        in_range("--tune-tasks", self.tune_tasks, 10..=1_000_000)?;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use super::{Experiment, Outcome, Run};
 use crate::eval::{best_scale, loss, zero_loss};
 use crate::model::{save, MlpLsa, Model};
 use crate::net::{FixedForward, MlpLsaNet, Workspace};
-use crate::settings::{Common, CurveArgs, EvalArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
 use crate::train::train;
@@ -79,16 +79,9 @@ impl super::Settings for Settings {
         self.train.validate()?;
         self.eval.validate()?;
         self.curves.validate()?;
-        let usage = |m: String| Err(HarnessError::Usage(m));
-        if !(2..=4096).contains(&self.n) {
-            return usage(format!("--n must be between 2 and 4096 (got {})", self.n));
-        }
-        if !(1..=16).contains(&self.seeds) {
-            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
-        }
-        if !(2..=1000).contains(&self.grid) {
-            return usage(format!("--grid must be between 2 and 1000 (got {})", self.grid));
-        }
+        in_range("--n", self.n, 2..=4096)?;
+        in_range("--seeds", self.seeds, 1..=16)?;
+        in_range("--grid", self.grid, 2..=1000)?;
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
 use crate::model::{save, Model};
 use crate::references::{FitSpec, FittedParams};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::streams;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -75,12 +75,7 @@ impl super::Settings for Settings {
         if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
             return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
         }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return Err(HarnessError::Usage(format!(
-                "--fit-iters must be between 1 and 1000 (got {})",
-                self.fit_iters
-            )));
-        }
+        in_range("--fit-iters", self.fit_iters, 1..=1000)?;
         self.curves.validate()?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use super::{Experiment, Outcome, Run};
 use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
 use crate::model::{GdFamily, GdKind, Lsa, Model};
 use crate::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams};
 use crate::train::{reference, train};
@@ -80,27 +80,12 @@ impl super::Settings for Settings {
         self.task.validate()?;
         self.train.validate()?;
         self.eval.validate()?;
-        if !(1..=1000).contains(&self.iterations) {
-            return Err(HarnessError::Usage(format!(
-                "--iterations must be between 1 and 1000 (got {})",
-                self.iterations
-            )));
-        }
+        in_range("--iterations", self.iterations, 1..=1000)?;
         if !(self.damping.is_finite() && self.damping > 0.0 && self.damping <= 1.0) {
             return Err(HarnessError::Usage(format!("--damping must be in (0, 1] (got {})", self.damping)));
         }
-        if !(2..=16).contains(&self.loop_applications) {
-            return Err(HarnessError::Usage(format!(
-                "--loop-applications must be between 2 and 16 (got {})",
-                self.loop_applications
-            )));
-        }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return Err(HarnessError::Usage(format!(
-                "--fit-iters must be between 1 and 1000 (got {})",
-                self.fit_iters
-            )));
-        }
+        in_range("--loop-applications", self.loop_applications, 2..=16)?;
+        in_range("--fit-iters", self.fit_iters, 1..=1000)?;
         self.curves.validate()?;
         Ok(())
     }

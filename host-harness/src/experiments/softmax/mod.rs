@@ -22,7 +22,7 @@ use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
 use crate::references::FitSpec;
 use crate::relaxation::measure;
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::stats::Stat;
 use crate::tasks::streams;
 use crate::verdict::over_seeds;
@@ -92,15 +92,9 @@ impl super::Settings for Settings {
         if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
             return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
         }
-        if !(1..=16).contains(&self.seeds) {
-            return usage(format!("--seeds must be between 1 and 16 (got {})", self.seeds));
-        }
-        if !(1..=1000).contains(&self.fit_iters) {
-            return usage(format!("--fit-iters must be between 1 and 1000 (got {})", self.fit_iters));
-        }
-        if !(10..=1_000_000).contains(&self.relaxation_tasks) {
-            return usage(format!("--relaxation-tasks must be between 10 and 1000000 (got {})", self.relaxation_tasks));
-        }
+        in_range("--seeds", self.seeds, 1..=16)?;
+        in_range("--fit-iters", self.fit_iters, 1..=1000)?;
+        in_range("--relaxation-tasks", self.relaxation_tasks, 10..=1_000_000)?;
         Ok(())
     }
 }
