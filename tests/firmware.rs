@@ -3,6 +3,7 @@
 //! check. Both tests build the firmware (release, fat LTO) and need `qemu-system-arm` (../test.sh installs both).
 
 use dualform::Update;
+use dualform_harness::firmware::cargo::cargo_in;
 use dualform_harness::firmware::golden_check::{check_golden, compare_bits, host_golden, run_golden};
 use dualform_harness::model::{save, Lsa};
 use dualform_tests::firmware_dir;
@@ -194,16 +195,6 @@ fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
         assert!(line.contains(file.to_str().unwrap()) && line.contains(mentions), "{mentions}: {line}");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
-}
-
-/// Cargo (the one running these tests) in folder `dir`, without the outer build's settings.
-fn cargo_in(dir: &std::path::Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir);
-    for var in dualform_harness::firmware::cargo::OUTER_SETTINGS {
-        cmd.env_remove(var);
-    }
-    cmd
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {

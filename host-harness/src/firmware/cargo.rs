@@ -25,12 +25,8 @@ pub fn build(dir: &Path, bin: &str, env: &[(&str, &str)]) -> Result<PathBuf, Har
     let target_dir =
         if flags.is_empty() { dir.join("target") } else { dir.join("target").join("flags").join(key(&flags)) };
     let _turn = lock(&target_dir)?;
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--release", "--bin", bin]).current_dir(dir).env("CARGO_TARGET_DIR", &target_dir);
-    // The outer cargo (when this runs inside `cargo test`) must not leak its settings into the firmware build.
-    for var in OUTER_SETTINGS {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cargo_in(dir);
+    cmd.args(["build", "--release", "--bin", bin]).env("CARGO_TARGET_DIR", &target_dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -49,9 +45,16 @@ pub fn build(dir: &Path, bin: &str, env: &[(&str, &str)]) -> Result<PathBuf, Har
     Ok(copy)
 }
 
-/// The outer cargo's variables that a firmware build started from a test or the harness must not inherit.
-pub const OUTER_SETTINGS: [&str; 4] =
-    ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"];
+/// Cargo (the one running this process when there is one) in folder `dir`, without the outer cargo's settings: when
+/// this runs inside `cargo test`, its flags, target and wrapper must not leak into a firmware build.
+pub fn cargo_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir);
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// Waits for, then holds, the turn to build in the firmware target folder `target_dir` (created if missing) until
 /// the returned file is dropped: an exclusive lock on `target_dir/dualform-build.lock`, across threads and processes.
