@@ -175,9 +175,9 @@ fn gd(c: &mut Criterion) {
 
 fn train(c: &mut Criterion) {
     use dualform::Update;
+    use dualform_harness::fit::train::{reference, train, TrainSpec};
     use dualform_harness::model::Lsa;
     use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
-    use dualform_harness::train::{reference, train, TrainSpec};
     let mut group = c.benchmark_group("train");
     group.sample_size(20);
     let sampler = TaskSampler::new(10, 10, 1.0);
@@ -192,7 +192,7 @@ fn train(c: &mut Criterion) {
             steps: 1,
             batch: 2048,
             seed: 0,
-            adam: dualform_harness::optim::AdamW::reference(reference::lr(layers)),
+            adam: dualform_harness::fit::optim::AdamW::reference(reference::lr(layers)),
             clip: reference::grad_clip(layers),
         };
         group.bench_function(format!("step_batch_2048_d10_n10_layers_{layers}"), |b| {
@@ -209,7 +209,7 @@ fn train(c: &mut Criterion) {
         steps: 1,
         batch: 2048,
         seed: 0,
-        adam: dualform_harness::optim::AdamW::reference(0.01),
+        adam: dualform_harness::fit::optim::AdamW::reference(0.01),
         clip: reference::grad_clip(2),
     };
     group.bench_function("step_batch_2048_d10_n10_softmax_layers_2", |b| {

@@ -9,7 +9,7 @@ mod embedded {
 }
 
 use dualform::{LayerCache, MergedHead, Update};
-use dualform_harness::golden::Golden;
+use dualform_harness::firmware::golden::Golden;
 use dualform_harness::model::{load_head, Lsa, Model};
 use dualform_harness::net::{Forward, Merged};
 use dualform_tests::firmware_dir;

@@ -71,9 +71,9 @@ fn golden_tasks_follow_the_run_distribution() {
     dualform_harness::experiments::reproduce("single-layer", &args, |_| {}).unwrap();
     let run = results.join("single-layer");
     // A size that contradicts the run is refused; leaving it out takes the run's.
-    let err = dualform_harness::golden::export(&run, &data, Some(12), None, 8, 42).unwrap_err().to_string();
+    let err = dualform_harness::firmware::golden::export(&run, &data, Some(12), None, 8, 42).unwrap_err().to_string();
     assert!(err.contains("--d 12") && err.contains("d = 10"), "{err}");
-    let task = dualform_harness::golden::export(&run, &data, None, None, 8, 42).unwrap();
+    let task = dualform_harness::firmware::golden::export(&run, &data, None, None, 8, 42).unwrap();
     assert_eq!(task.input_range, 2.0);
     let golden = dualform_tensors::TensorFile::read(&data.join("golden.safetensors")).unwrap();
     assert_eq!(golden.meta["input_range"], "2");

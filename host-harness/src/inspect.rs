@@ -1,19 +1,19 @@
 //! `dualform inspect MODEL.safetensors`: any one-layer LSA's weights against GD, preconditioned GD, the class
-//! optimum and the other alternatives, with the verdict of the written rules ([`crate::verdict`]).
+//! optimum and the other alternatives, with the verdict of the written rules ([`crate::judge::verdict`]).
 //!
 //! Accepted files: this project's weight files (`dualform-lsa-v1`, one layer applied once), or four `[E, E]` f32
 //! tensors `W_Q`, `W_K`, `W_V`, `P` (the reference layout, no metadata needed) acting on column vectors as in the
 //! layer `h <- h + P sum_j (W_Q h . W_K e_j) W_V e_j`, prediction `-h_query[last]`: PyTorch's `Linear.weight`
 //! layout. A matrix used as `x @ w` (haiku, flax) is exported transposed. The README shows a three-line export.
 
-use crate::assess::{assess, read_gd_f64, Assessment, Held, References};
-use crate::baselines::Predictor;
-use crate::eval::{compare_predictors, Comparison};
+use crate::experiments::settings::in_range;
+use crate::experiments::settings::TaskArgs;
+use crate::judge::assess::{assess, read_gd_f64, Assessment, Held, References};
+use crate::judge::baselines::Predictor;
+use crate::judge::eval::{compare_predictors, Comparison};
 use crate::model::{Lsa, LsaHead, Model};
 use crate::net::{Merged, Net};
-use crate::report::{fmt_num, Table};
-use crate::settings::in_range;
-use crate::settings::TaskArgs;
+use crate::output::report::{fmt_num, Table};
 use crate::tasks::streams;
 use crate::HarnessError;
 use dualform_tensors::TensorFile;
@@ -205,9 +205,12 @@ fn inspect_model(args: &InspectArgs) -> Result<Inspection, HarnessError> {
     );
     let row = |name: String,
                loss: String,
-               c: (&crate::stats::Stat, &crate::stats::Stat, &crate::stats::Stat, &crate::stats::Stat)| {
-        vec![name, loss, c.0.show(), c.1.show(), c.2.show(), c.3.show()]
-    };
+               c: (
+        &crate::judge::stats::Stat,
+        &crate::judge::stats::Stat,
+        &crate::judge::stats::Stat,
+        &crate::judge::stats::Stat,
+    )| { vec![name, loss, c.0.show(), c.1.show(), c.2.show(), c.3.show()] };
     if let (Some(c), Some(_)) = (&against_file, &other) {
         t.row(row(
             format!("{} (--against)", args.against),

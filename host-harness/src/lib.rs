@@ -4,36 +4,27 @@
 //! kernels, compares them with gradient descent and honest alternatives, and writes reports, curves, plots and
 //! weights. The binary `dualform` is a thin layer over [`experiments::reproduce`] and the firmware commands.
 //!
-//! Where things are: [`experiments`] (one file per experiment, the registry and the runner), [`net`] (the forward
-//! and backward every model runs), [`model`] (parameterisations: trained LSA weights, the GD references),
-//! [`train`] and [`optim`] (training and fitting), [`eval`] (metrics), [`report`] (typed reports), [`settings`]
-//! (argument groups), [`tasks`] (seeded tasks and random streams), [`plot`], [`output`], [`golden`] and
-//! [`firmware`] (the device side).
+//! Where things are, one folder per stage, each using only the ones listed before it: [`tasks`] (seeded tasks and
+//! random streams), [`net`] (the forward and backward every model runs, on the core's kernels), [`model`]
+//! (parameterisations: trained LSA weights, the GD references), [`output`] (typed reports, plots, all-or-nothing
+//! folders), [`fit`] (training, optimisers, fitted references), [`judge`] (evaluation, baselines, assessment, the
+//! verdict rules, statistics), [`probes`] (Dai et al.'s comparison, the relaxation), [`experiments`] (settings, one
+//! file or folder per experiment, the registry and the runner), [`inspect`] (judging a saved model) and
+//! [`firmware`] (the golden tasks and the device side).
 //!
 //! Tests: `tests/unit` holds the unit tests, one module per module here (the library is not built as a test
 //! target, which would compile the whole harness a second time); the other files of `tests/` test it end to end.
 
-pub mod assess;
-pub mod baselines;
-pub mod dai;
-pub mod eval;
 pub mod experiments;
 pub mod firmware;
-pub mod golden;
+pub mod fit;
 pub mod inspect;
+pub mod judge;
 pub mod model;
 pub mod net;
-pub mod optim;
 pub mod output;
-pub mod plot;
-pub mod references;
-pub mod relaxation;
-pub mod report;
-pub mod settings;
-pub mod stats;
+pub mod probes;
 pub mod tasks;
-pub mod train;
-pub mod verdict;
 
 use std::fmt;
 

@@ -97,7 +97,7 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::Golden(g) => {
-            let task = dualform_harness::golden::export(&g.from, &g.out, g.d, g.n, g.tasks, g.seed)?;
+            let task = dualform_harness::firmware::golden::export(&g.from, &g.out, g.d, g.n, g.tasks, g.seed)?;
             println!(
                 "wrote {} golden tasks ({}, the run's distribution) and the weights to {}",
                 g.tasks,

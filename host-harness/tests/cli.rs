@@ -2,7 +2,7 @@
 //! typed report), and runs are reproducible bit for bit (weights) across repetitions and thread counts.
 
 use dualform_harness::experiments::single_layer::{Results, Settings};
-use dualform_harness::report::{read, Report};
+use dualform_harness::output::report::{read, Report};
 mod common;
 use common::without_timings;
 use std::path::Path;

@@ -6,8 +6,8 @@ mod common;
 use dualform_harness::experiments::{
     attention_zoo, dai, gd_plus_plus, interpolate, mlp_sine, multi_layer, ood, recurrent, single_layer, softmax,
 };
-use dualform_harness::report::{read, Report, Tables};
-use dualform_harness::verdict::{Outcome, Role};
+use dualform_harness::judge::verdict::{Outcome, Role};
+use dualform_harness::output::report::{read, Report, Tables};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::process::Command;

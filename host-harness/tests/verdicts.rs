@@ -5,8 +5,8 @@
 //! with exit code 2.
 
 use dualform_harness::experiments::single_layer::{Results, Settings};
-use dualform_harness::report::{read, Report};
-use dualform_harness::verdict::Outcome;
+use dualform_harness::judge::verdict::Outcome;
+use dualform_harness::output::report::{read, Report};
 
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -68,7 +68,7 @@ fn stdout(o: &Output) -> String {
 
 /// The closed form at variance ratio 10 (d = N = 10): plain GD's best rate and the preconditioner.
 fn closed_form_at_ratio_10() -> dualform_harness::tasks::ClosedForm {
-    use dualform_harness::settings::TaskArgs;
+    use dualform_harness::experiments::settings::TaskArgs;
     let s = TaskArgs::anisotropic(10, 10, 10.0).sampler();
     dualform_harness::tasks::ClosedForm::of(&s).unwrap()
 }

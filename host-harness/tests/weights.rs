@@ -3,8 +3,8 @@
 //! tensors, NaN and infinite weights, and a valid file of another width E give exit code 2, one line naming the file
 //! (and the tensor where there is one), and an untouched output folder.
 
+use dualform_harness::experiments::settings::TaskArgs;
 use dualform_harness::model::{save, Lsa};
-use dualform_harness::settings::TaskArgs;
 use dualform_tensors::{Tensor, TensorFile};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! `x <- (I - gamma X X^T) x`; the reference fits it by training only the diagonal scalars of `W_V` and `P` (a scale
 //! for the `x` block and one for `y`, per layer). Those enter the layer only as the products `gamma` and
 //! `eta / N`, so dualform fits the same function class with one `(eta, gamma)` per layer, by least squares on tuning
-//! tasks ([`crate::references`]). For each depth K: the trained K-layer model of `multi-layer` (trained once per
+//! tasks ([`crate::fit::references`]). For each depth K: the trained K-layer model of `multi-layer` (trained once per
 //! `reproduce all`), the fitted plain-GD and GD++ references, the fraction of the trained model's advantage over
 //! plain GD (with a tuned rate per step) that GD++ achieves, `(L_GD - L_GD++) / (L_GD - L_trained)`, and whether the
 //! trained model is closer to GD++ than to plain GD.
@@ -14,12 +14,12 @@
 
 use super::trained::{references, trained_stack, StackSpec};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, matches, Comparison};
+use crate::fit::references::{FitSpec, FittedParams};
+use crate::judge::eval::{compare_many, matches, Comparison};
+use crate::judge::stats::Stat;
 use crate::model::Model;
-use crate::plot::{Panel, Series};
-use crate::references::{FitSpec, FittedParams};
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::tasks::streams;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,7 @@ impl Experiment for GdPlusPlus {
                 d.explained().unwrap_or(f64::NAN)
             ));
         }
-        crate::output::write(&run.file("gd-plus-plus.csv"), &csv)?;
+        crate::output::staged::write(&run.file("gd-plus-plus.csv"), &csv)?;
         let series = |i: Option<usize>| {
             results
                 .depths

@@ -2,7 +2,7 @@
 //! verdict, tables, checks and plots, with links to its report and files.
 
 use super::Summary;
-use crate::report::html_escape as esc;
+use crate::output::report::html_escape as esc;
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1600px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:bold;padding:.3em 0}\

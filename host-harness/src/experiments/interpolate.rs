@@ -12,12 +12,12 @@
 
 use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
+use crate::experiments::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::model::Model;
 use crate::net::{Merged, Net};
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::tasks::streams;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -242,7 +242,7 @@ impl Experiment for Interpolate {
                 p.alpha, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean
             ));
         }
-        crate::output::write(&run.file("interpolate.csv"), &csv)?;
+        crate::output::staged::write(&run.file("interpolate.csv"), &csv)?;
         let pts = |f: fn(&Comparison) -> f64| results.path.iter().map(|p| (p.alpha, f(&p.vs_gd))).collect::<Vec<_>>();
         run.plot(
             "interpolate.png",

@@ -3,11 +3,11 @@
 //! runner.
 //!
 //! An experiment is a settings struct (at once its command-line arguments, its defaults and its report's `config`,
-//! see [`crate::settings`]), a results struct that renders as tables ([`Tables`]), and a `run` function that trains
+//! see [`crate::experiments::settings`]), a results struct that renders as tables ([`Tables`]), and a `run` function that trains
 //! and evaluates with the core's kernels (for the input dimension its settings name), writes its files
 //! through [`Run`] and returns its results and named checks.
 //! The runner does the rest for every experiment alike: parses and validates the settings (`--quick` included),
-//! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::report::Report)), prints the
+//! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::output::report::Report)), prints the
 //! tables and the verdict, and commits the folder.
 //!
 //! **Adding an experiment** is adding its file beside the others and one line to [`REGISTRY`]. `reproduce all`
@@ -26,14 +26,15 @@ pub mod ood;
 pub mod preconditioned;
 pub mod recurrent;
 mod runner;
+pub mod settings;
 pub mod single_layer;
 pub mod softmax;
 pub mod trained;
 
 pub use runner::{overview, run_experiment, Cache, Progress, Run, Summary};
 
-use crate::report::{Check, Tables};
-use crate::settings::Common;
+use crate::experiments::settings::Common;
+use crate::output::report::{Check, Tables};
 use crate::HarnessError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

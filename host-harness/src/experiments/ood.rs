@@ -7,12 +7,12 @@
 
 use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare, gd_net, tune_gd_rate, Comparison};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::model::Model;
 use crate::net::Net;
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -166,7 +166,7 @@ impl Experiment for Ood {
                 ));
             }
         }
-        crate::output::write(&run.file("ood.csv"), &csv)?;
+        crate::output::staged::write(&run.file("ood.csv"), &csv)?;
         let pts = |v: &[OodPoint], f: fn(&Comparison) -> f64| v.iter().map(|p| (p.x, f(&p.vs_gd))).collect::<Vec<_>>();
         run.plot(
             "ood.png",

@@ -4,9 +4,9 @@
 //! it ([`Run`]): output files, plots, progress, and the models shared within one command ([`Cache`]).
 
 use super::{index, Experiment, Settings, REGISTRY};
-use crate::output::Staged;
-use crate::report::{self, Check, Report, Table, Tables, Verdict};
-use crate::settings::{self, Common};
+use crate::experiments::settings::{self, Common};
+use crate::output::report::{self, Check, Report, Table, Tables, Verdict};
+use crate::output::staged::Staged;
 use crate::HarnessError;
 use std::any::Any;
 use std::collections::HashMap;
@@ -37,8 +37,8 @@ impl Run<'_> {
 
     /// Draws `panels` into the image `name` with `caption` (shown on the index page). A plot that cannot be drawn
     /// (no font) is noted in the output instead of failing the run.
-    pub fn plot(&mut self, name: &str, caption: &str, panels: &[crate::plot::Panel]) {
-        match crate::plot::draw(&self.dir.join(name), panels) {
+    pub fn plot(&mut self, name: &str, caption: &str, panels: &[crate::output::plot::Panel]) {
+        match crate::output::plot::draw(&self.dir.join(name), panels) {
             Ok(()) => {
                 self.files.push(name.to_string());
                 self.images.push((name.to_string(), caption.to_string()));
@@ -267,7 +267,7 @@ pub(crate) fn run_all(
     let html = index::page(&summaries, a.common.quick, total);
     let path = a.out.join("index.html");
     let tmp = a.out.join(".index.html.partial");
-    crate::output::write(&tmp, &html)?;
+    crate::output::staged::write(&tmp, &html)?;
     std::fs::rename(&tmp, &path).map_err(|e| HarnessError::Io(format!("writing {}: {e}", path.display())))?;
     Ok(summaries)
 }

@@ -1,6 +1,6 @@
 //! `dualform reproduce single-layer`: train one LSA layer on in-context regression (one model per seed) and ask
 //! which algorithm it implements: one step of GD, one step of preconditioned GD, or neither, by the written rules of
-//! [`crate::verdict`] against every alternative ([`crate::assess`]: the class optimum, least squares, ridge, two GD
+//! [`crate::judge::verdict`] against every alternative ([`crate::judge::assess`]: the class optimum, least squares, ridge, two GD
 //! steps), with intervals over seeds and tasks. On the reference distribution (isotropic) GD is itself the optimum
 //! of its class and the verdict says so; `--variance-ratio` (or `reproduce preconditioned`) gives tasks where it is
 //! not.
@@ -11,15 +11,15 @@
 
 use super::trained::{trained_layer, CurvePoint, LayerSpec, TrainedLayer};
 use super::{Experiment, Outcome, Run};
-use crate::assess::{assess, Assessment, Held, ReferenceSummary, References};
-use crate::eval::{compare, ols_loss, zero_loss, Comparison};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::fit::train::{TrainSpec, TrainTiming};
+use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
+use crate::judge::eval::{compare, ols_loss, zero_loss, Comparison};
+use crate::judge::stats::Stat;
 use crate::model::{save, Lsa, LsaHead, Model};
-use crate::plot::{Panel, Series};
-use crate::report::{fmt_num, Check, Table, Tables};
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
-use crate::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{fmt_num, Check, Table, Tables};
 use crate::tasks::{streams, ClosedForm, TaskSampler};
-use crate::train::{TrainSpec, TrainTiming};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -256,7 +256,7 @@ fn write_files(
             p.step, p.train_loss, p.probe_loss, p.gd_probe_loss, p.model_cos, p.preds_diff
         ));
     }
-    crate::output::write(&run.file("curves.csv"), &csv)?;
+    crate::output::staged::write(&run.file("curves.csv"), &csv)?;
     let meta = |what: String| {
         vec![
             ("d", s.task.d.to_string()),
@@ -267,7 +267,7 @@ fn write_files(
         ]
     };
     save(model, &meta(format!("trained single-layer LSA, seed {}", s.common.seed)), &run.file("weights.safetensors"))?;
-    let gd = crate::eval::gd_head(s.task.d, gd_eta as f32, s.task.n)?;
+    let gd = crate::judge::eval::gd_head(s.task.d, gd_eta as f32, s.task.n)?;
     save(
         &Lsa::single(gd)?,
         &meta(format!("one GD step from W0 = 0, eta = {gd_eta}")),

@@ -4,12 +4,12 @@
 //! experiment run with other settings trains its own.
 
 use super::Run;
-use crate::eval::{compare, gd_net, tune_gd_rate};
+use crate::experiments::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::fit::references::{fit_all, FitSpec, Fitted};
+use crate::fit::train::{reference, train, TrainSpec, TrainTiming};
+use crate::judge::eval::{compare, gd_net, tune_gd_rate};
 use crate::model::{Lsa, Model, Softmax};
-use crate::references::{fit_all, FitSpec, Fitted};
-use crate::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::{stream_rng, streams, TaskSampler};
-use crate::train::{reference, train, TrainSpec, TrainTiming};
 use crate::HarnessError;
 use dualform::Update;
 use serde::{Deserialize, Serialize};
@@ -160,8 +160,13 @@ pub fn trained_stack(run: &mut Run<'_>, layers: usize, spec: StackSpec<'_>) -> R
         let mut curve = Vec::new();
         let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
             if step % spec.curves.log_every == 0 || step == train_spec.steps {
-                let probe =
-                    crate::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.curves.probe_tasks);
+                let probe = crate::judge::eval::loss(
+                    m.net(),
+                    &sampler,
+                    spec.eval_seed,
+                    streams::PROBE,
+                    spec.curves.probe_tasks,
+                );
                 curve.push((step, loss, probe.mean));
             }
             progress.step(step, || format!("loss {loss:.4}"));
@@ -212,7 +217,7 @@ pub fn trained_softmax(
         let mut curve = Vec::new();
         let timing = train(&mut model, sampler, &spec, |step, m, batch_loss| {
             if step % curves.log_every == 0 || step == spec.steps {
-                let probe = crate::eval::loss(m.net(), sampler, eval_seed, streams::PROBE, curves.probe_tasks);
+                let probe = crate::judge::eval::loss(m.net(), sampler, eval_seed, streams::PROBE, curves.probe_tasks);
                 curve.push((step, batch_loss, probe.mean));
             }
             progress.step(step, || format!("loss {batch_loss:.4}"));

@@ -11,7 +11,7 @@
 
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
-use crate::golden::Golden;
+use crate::firmware::golden::Golden;
 use crate::model::{load_head, Lsa, Model as _};
 use crate::net::Forward;
 use crate::HarnessError;

@@ -5,6 +5,7 @@
 //! `dualform-protocol` crate that the firmware also uses.
 
 pub mod cargo;
+pub mod golden;
 pub mod golden_check;
 pub mod measure;
 pub mod qemu;

@@ -35,7 +35,7 @@ pub const VARIANTS: [Variant; 2] = [
 /// `dualform firmware-report`: for each of [`VARIANTS`], checks the golden run bit for bit, measures every workload
 /// and reads the ELF sizes; writes `out/firmware/report.json` and returns the printed table.
 pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessError> {
-    let staged = crate::output::Staged::new(out, "firmware")?;
+    let staged = crate::output::staged::Staged::new(out, "firmware")?;
     // The deep models the firmware embeds (read as the build-time helper reads them).
     let mut models = Vec::new();
     for name in ["stack", "looped"] {
@@ -132,7 +132,7 @@ pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessE
                  the markers' own; cycles are an estimate from the executed instruction mix and the Cortex-M4 TRM \
                  cycle tables (no wait states, no bus contention); QEMU does not model timing",
     });
-    crate::output::write(
+    crate::output::staged::write(
         &staged.path().join("report.json"),
         &serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Io(e.to_string()))?,
     )?;

@@ -1,11 +1,11 @@
 //! Unit tests of `assess` (`src/assess.rs`).
 
-use dualform_harness::assess::*;
-use dualform_harness::baselines::{diagonal, m_net, Predictor};
+use dualform_harness::experiments::settings::TaskArgs;
+use dualform_harness::judge::assess::*;
+use dualform_harness::judge::baselines::{diagonal, m_net, Predictor};
+use dualform_harness::judge::verdict::Outcome;
 use dualform_harness::net::Net;
-use dualform_harness::settings::TaskArgs;
 use dualform_harness::tasks::{streams, TaskSampler};
-use dualform_harness::verdict::Outcome;
 use nalgebra::DMatrix;
 
 fn sampler(ratio: f64) -> TaskSampler {
@@ -89,6 +89,6 @@ fn without_weights_the_rules_judge_by_behaviour_alone() {
 
 /// `gamma` scaled by the factor that minimises the loss on tuning tasks (exact: the loss is quadratic in it).
 fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
-    let c = dualform_harness::eval::best_scale(&m_net(6, &diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
+    let c = dualform_harness::judge::eval::best_scale(&m_net(6, &diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
     gamma.iter().map(|g| g * c).collect()
 }

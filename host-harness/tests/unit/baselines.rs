@@ -1,9 +1,9 @@
 //! Unit tests of `baselines` (`src/baselines.rs`).
 
-use dualform_harness::baselines::*;
-use dualform_harness::eval::{gd_net, loss, tune_gd_rate};
+use dualform_harness::experiments::settings::TaskArgs;
+use dualform_harness::judge::baselines::*;
+use dualform_harness::judge::eval::{gd_net, loss, tune_gd_rate};
 use dualform_harness::net::Net;
-use dualform_harness::settings::TaskArgs;
 use dualform_harness::tasks::TaskSampler;
 use dualform_harness::tasks::{streams, ClosedForm};
 use nalgebra::DMatrix;

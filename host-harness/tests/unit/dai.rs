@@ -1,6 +1,6 @@
 //! Unit tests of `dai` (`src/dai/mod.rs`, `src/dai/scores.rs`).
 
-use dualform_harness::dai::*;
+use dualform_harness::probes::dai::*;
 use dualform_harness::tasks::TaskSampler;
 
 /// d = 3, E = 4: `m` demonstrations of `w . x` then `u` prompt inputs (label 0), and a query.

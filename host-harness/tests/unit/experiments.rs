@@ -1,7 +1,7 @@
 //! Unit tests of `experiments` (`src/experiments/mod.rs`).
 
+use dualform_harness::experiments::settings;
 use dualform_harness::experiments::*;
-use dualform_harness::settings;
 
 #[test]
 fn every_experiment_parses_its_defaults_and_quick_defaults() {

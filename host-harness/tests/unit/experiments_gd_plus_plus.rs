@@ -1,10 +1,10 @@
 //! Unit tests of `experiments::gd_plus_plus` (`src/experiments/gd_plus_plus.rs`).
 
-use dualform_harness::eval::compare_many;
 use dualform_harness::experiments::gd_plus_plus::*;
+use dualform_harness::fit::references::fit_all;
+use dualform_harness::fit::references::{FitSpec, FittedParams};
+use dualform_harness::judge::eval::compare_many;
 use dualform_harness::model::Model;
-use dualform_harness::references::fit_all;
-use dualform_harness::references::{FitSpec, FittedParams};
 use dualform_harness::tasks::streams;
 use dualform_harness::tasks::TaskSampler;
 

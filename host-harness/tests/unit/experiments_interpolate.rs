@@ -1,7 +1,7 @@
 //! Unit tests of `experiments::interpolate` (`src/experiments/interpolate.rs`).
 
-use dualform_harness::eval::{gd_net, tune_gd_rate};
 use dualform_harness::experiments::interpolate::*;
+use dualform_harness::judge::eval::{gd_net, tune_gd_rate};
 use dualform_harness::tasks::streams;
 use dualform_harness::tasks::TaskSampler;
 

@@ -1,7 +1,7 @@
 //! Unit tests of `experiments::multi_layer` (`src/experiments/multi_layer/mod.rs`).
 
-use dualform_harness::eval::compare;
-use dualform_harness::eval::matches;
+use dualform_harness::judge::eval::compare;
+use dualform_harness::judge::eval::matches;
 use dualform_harness::model::Model;
 use dualform_harness::model::{GdFamily, GdKind};
 use dualform_harness::tasks::streams;

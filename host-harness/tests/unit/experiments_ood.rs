@@ -1,7 +1,7 @@
 //! Unit tests of `experiments::ood` (`src/experiments/ood.rs`).
 
-use dualform_harness::eval::{gd_net, tune_gd_rate};
 use dualform_harness::experiments::ood::*;
+use dualform_harness::judge::eval::{gd_net, tune_gd_rate};
 use dualform_harness::tasks::{streams, TaskSampler};
 
 /// GD against itself tracks everywhere; against GD at twice the rate the in-distribution check fails.

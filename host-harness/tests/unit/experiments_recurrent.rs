@@ -1,9 +1,9 @@
 //! Unit tests of `experiments::recurrent` (`src/experiments/recurrent/mod.rs`).
 
 use dualform::Update;
-use dualform_harness::eval::{gd_net, readout_losses, tune_gd_rate, Comparison};
 use dualform_harness::experiments::recurrent::*;
-use dualform_harness::stats::Stat;
+use dualform_harness::judge::eval::{gd_net, readout_losses, tune_gd_rate, Comparison};
+use dualform_harness::judge::stats::Stat;
 use dualform_harness::tasks::streams;
 use dualform_harness::tasks::TaskSampler;
 

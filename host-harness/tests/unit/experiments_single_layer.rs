@@ -1,9 +1,9 @@
 //! Unit tests of `experiments::single_layer` (`src/experiments/single_layer.rs`).
 
-use dualform_harness::assess::{assess, Held, References};
-use dualform_harness::eval::gd_net;
+use dualform_harness::judge::assess::{assess, Held, References};
+use dualform_harness::judge::eval::gd_net;
+use dualform_harness::judge::verdict::Outcome as Verdict;
 use dualform_harness::tasks::TaskSampler;
-use dualform_harness::verdict::Outcome as Verdict;
 
 /// The comparison must catch a wrong reference: the GD construction assessed against references whose GD rate
 /// is off by 2x is not identified as GD (its loss is far from the wrong reference's, its predictions too), while

@@ -1,9 +1,9 @@
 //! Unit tests of `optim` (`src/optim.rs`).
 
+use dualform_harness::fit::optim::*;
 use dualform_harness::model::Model;
 use dualform_harness::model::{GdFamily, GdKind};
 use dualform_harness::net::Forward;
-use dualform_harness::optim::*;
 use dualform_harness::tasks::streams;
 use dualform_harness::tasks::TaskSampler;
 

@@ -1,6 +1,6 @@
 //! Unit tests of `plot` (`src/plot.rs`).
 
-use dualform_harness::plot::*;
+use dualform_harness::output::plot::*;
 
 #[test]
 fn a_two_panel_chart_is_a_png_of_the_expected_size() {

@@ -1,6 +1,6 @@
 //! Unit tests of `references` (`src/references.rs`).
 
-use dualform_harness::references::*;
+use dualform_harness::fit::references::*;
 use dualform_harness::tasks::TaskSampler;
 
 #[test]

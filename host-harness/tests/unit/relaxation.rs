@@ -1,7 +1,7 @@
 //! Unit tests of `relaxation` (`src/relaxation.rs`).
 
 use dualform::head_ref::Widths;
-use dualform_harness::relaxation::*;
+use dualform_harness::probes::relaxation::*;
 
 use dualform::Head;
 

@@ -1,6 +1,6 @@
 //! Unit tests of `report` (`src/report.rs`).
 
-use dualform_harness::report::*;
+use dualform_harness::output::report::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Unit tests of `settings` (`src/settings.rs`).
 
-use dualform_harness::settings::in_range;
+use dualform_harness::experiments::settings::in_range;
 use dualform_harness::HarnessError;
 
 /// Both ends are inside; one past either end is a usage error in the one message shape, naming the flag.

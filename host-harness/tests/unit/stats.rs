@@ -1,6 +1,6 @@
 //! Unit tests of `stats` (`src/stats.rs`).
 
-use dualform_harness::stats::*;
+use dualform_harness::judge::stats::*;
 
 #[test]
 fn mean_and_interval_of_a_known_sample() {

@@ -1,7 +1,7 @@
 //! Unit tests of `verdict` (`src/verdict.rs`).
 
-use dualform_harness::stats::Stat;
-use dualform_harness::verdict::*;
+use dualform_harness::judge::stats::Stat;
+use dualform_harness::judge::verdict::*;
 
 fn s(mean: f64, ci95: f64) -> Stat {
     Stat { mean, ci95, n: 3 }

@@ -3,10 +3,10 @@
 use super::cost::{Cost, M4_CYCLES_PER_DIV, M4_CYCLES_PER_EXP, M4_CYCLES_PER_OP, M4_HZ};
 use super::Task;
 use crate::experiments::Run;
+use crate::judge::stats::Stat;
 use crate::net::Attention;
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -251,7 +251,7 @@ pub fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
             x.preds_diff_gd.map_or(String::new(), |s| s.mean.to_string())
         ));
     }
-    crate::output::write(&run.file("losses.csv"), &losses)?;
+    crate::output::staged::write(&run.file("losses.csv"), &losses)?;
     let mut cost = String::from("kind,n,adds,muls,divs,exps,m4_cycles_estimated\n");
     for c in &r.costs {
         cost.push_str(&format!(
@@ -265,14 +265,14 @@ pub fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
             c.ops.m4_cycles()
         ));
     }
-    crate::output::write(&run.file("cost.csv"), &cost)?;
+    crate::output::staged::write(&run.file("cost.csv"), &cost)?;
     let mut curves = String::from("task,kind,layers,step,probe_loss\n");
     for x in &r.rows {
         for (step, l) in &x.curve {
             curves.push_str(&format!("{},{},{},{step},{l}\n", x.task.name(), x.kind.name(), x.layers));
         }
     }
-    crate::output::write(&run.file("curves.csv"), &curves)?;
+    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
     let panels: Vec<Panel> = r
         .tasks
         .iter()

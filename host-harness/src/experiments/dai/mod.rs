@@ -1,5 +1,5 @@
 //! `dualform reproduce dai`: Dai et al.'s method (zero-shot / in-context / fine-tuned; SimAOU, SimAM, Rec2FTP) and the
-//! weight-space comparison they did not make ([`crate::dai`]), on one attention layer whose mechanism is known:
+//! weight-space comparison they did not make ([`crate::probes::dai`]), on one attention layer whose mechanism is known:
 //! - positive control: the core's GD construction (linear attention), where ICL *is* one GD step;
 //! - trained: one softmax layer ([`SOFTMAX_HEADS`] heads) trained on the same tasks, several seeds;
 //! - negatives: a sharp softmax retrieval head (predicts the label of the demonstration most aligned with the query),
@@ -15,11 +15,11 @@
 
 use super::trained::{trained_softmax, TrainedSoftmax};
 use super::{Experiment, Outcome, Run};
-use crate::dai::{evaluate, tune_ft_rate, Scores, Subject, Tasks};
-use crate::eval::{tune_gd_rate, zero_loss};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::judge::eval::{tune_gd_rate, zero_loss};
 use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::probes::dai::{evaluate, tune_ft_rate, Scores, Subject, Tasks};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,12 @@
 //! The report of `reproduce dai`: its results, tables, the reading of each metric against the controls, the checks,
 //! the verdict and the files.
 
-use crate::dai::Scores;
 use crate::experiments::Run;
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
-use crate::train::TrainTiming;
+use crate::fit::train::TrainTiming;
+use crate::judge::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
+use crate::probes::dai::Scores;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +293,7 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             csv.push_str(&format!("{},{:?},{},{m},{},{},{}\n", row.model, row.role, row.shuffled, v.mean, v.ci95, v.n));
         }
     }
-    crate::output::write(&run.file("scores.csv"), &csv)?;
+    crate::output::staged::write(&run.file("scores.csv"), &csv)?;
     let mut panel = Panel::new("Every metric per model (true labels)", "metric (see the caption)", "value");
     for row in r.rows.iter().filter(|x| !x.shuffled) {
         let pts = METRICS.iter().enumerate().map(|(i, (_, f))| (i as f64, f(&row.scores).mean)).collect();

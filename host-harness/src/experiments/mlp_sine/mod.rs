@@ -12,14 +12,14 @@
 //! Files: `report.json`, `curves.csv`, `mlp-sine.png`, `mlp-sine.safetensors` (first seed, `dualform-mlp-lsa-v1`).
 
 use super::{Experiment, Outcome, Run};
-use crate::eval::{best_scale, loss, zero_loss};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
+use crate::fit::train::train;
+use crate::judge::eval::{best_scale, loss, zero_loss};
+use crate::judge::stats::Stat;
+use crate::judge::verdict::over_seeds;
 use crate::model::{save, MlpLsa, Model};
 use crate::net::{FixedForward, MlpLsaNet, Workspace};
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
-use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
-use crate::train::train;
-use crate::verdict::over_seeds;
 use crate::HarnessError;
 use dualform::{read_gd, GdFit};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
                 0.5 * (yg - y).powi(2),
                 (ym - yg).abs(),
                 (sm * sg).signum() * f64::from(u8::from(sm * sg != 0.0)),
-                crate::dai::cosine(&gm, &gg).unwrap_or(0.0),
+                crate::probes::dai::cosine(&gm, &gg).unwrap_or(0.0),
                 if norm > 0.0 { diff / norm } else { f64::NAN },
             ]);
         },

@@ -3,12 +3,12 @@
 
 use super::{run_seed, SineNet};
 use crate::experiments::Run;
+use crate::fit::train::TrainTiming;
+use crate::judge::stats::Stat;
 use crate::net::{FixedForward, Workspace};
-use crate::plot::{Panel, Series};
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::tasks::{stream_rng, streams, TaskSampler};
-use crate::train::TrainTiming;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -175,7 +175,7 @@ pub(super) fn write_files(
             curves.push_str(&format!("{},{step},{b},{p}\n", sr.seed));
         }
     }
-    crate::output::write(&run.file("curves.csv"), &curves)?;
+    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
     let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
     for sr in &r.seeds {
         training = training

@@ -5,7 +5,7 @@
 //!
 //! Training follows the reference rules by depth (docs/conventions.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
 //! norm clip 1e-3 up to 2 layers and 10 beyond, tokens clipped to +-10 after every layer beyond 3 layers,
-//! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::references`]).
+//! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::fit::references`]).
 //!
 //! Files: `report.json`, `depths.csv` (one row per depth and model), `readout.csv` (loss after each layer),
 //! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
@@ -13,10 +13,10 @@
 
 use super::trained::{references, trained_stack, StackSpec, TrainedStack};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::fit::references::{FitSpec, FittedParams};
+use crate::judge::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
 use crate::model::{save, Model};
-use crate::references::{FitSpec, FittedParams};
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::tasks::streams;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};

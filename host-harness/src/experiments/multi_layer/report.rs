@@ -1,13 +1,13 @@
 //! The report of `reproduce multi-layer`: the authors' figures, the results and their tables, the checks, the
 //! verdict and the files.
 
-use crate::eval::Comparison;
 use crate::experiments::Run;
-use crate::plot::{Panel, Series};
-use crate::references::FittedParams;
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
-use crate::train::{TrainSpec, TrainTiming};
+use crate::fit::references::FittedParams;
+use crate::fit::train::{TrainSpec, TrainTiming};
+use crate::judge::eval::Comparison;
+use crate::judge::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ pub struct ReferenceResult {
     pub vs_trained: Comparison,
     /// Loss after each step.
     pub readout: Vec<Stat>,
-    /// Whether the trained model matches it ([`crate::eval::matches`]).
+    /// Whether the trained model matches it ([`crate::judge::eval::matches`]).
     pub matched: bool,
 }
 
@@ -237,9 +237,9 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             curves.push_str(&format!("{},{step},{b},{p}\n", d.layers));
         }
     }
-    crate::output::write(&run.file("depths.csv"), &csv)?;
-    crate::output::write(&run.file("readout.csv"), &readout)?;
-    crate::output::write(&run.file("curves.csv"), &curves)?;
+    crate::output::staged::write(&run.file("depths.csv"), &csv)?;
+    crate::output::staged::write(&run.file("readout.csv"), &readout)?;
+    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
     let by_k = |f: &dyn Fn(&Depth) -> f64| r.depths.iter().map(|d| (d.layers as f64, f(d))).collect::<Vec<_>>();
     let reference = |i: usize| by_k(&|d| d.references.get(i).map_or(f64::NAN, |x| x.vs_trained.loss_b.mean));
     let mut losses = Panel::new("Held-out loss by depth", "layers / steps K", "loss")

@@ -13,13 +13,13 @@
 use super::single_layer::FamilyFit;
 use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Outcome, Run};
-use crate::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
+use crate::fit::train::{reference, train};
+use crate::judge::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
+use crate::judge::stats::Stat;
 use crate::model::{GdFamily, GdKind, Lsa, Model};
-use crate::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
-use crate::stats::Stat;
 use crate::tasks::{stream_rng, streams};
-use crate::train::{reference, train};
 use crate::HarnessError;
 use dualform::Update;
 use serde::{Deserialize, Serialize};
@@ -113,7 +113,7 @@ impl Experiment for Recurrent {
             damping: s.damping,
             trained: readout_losses(&iterated, &sampler, seed, streams::EVAL, count),
             gd: readout_losses(&gd, &sampler, seed, streams::EVAL, count),
-            final_vs_gd: crate::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
+            final_vs_gd: crate::judge::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
         };
         // Part 2.
         let k = s.loop_applications;

@@ -2,14 +2,14 @@
 //! checks, the verdict and the files.
 
 use super::Settings;
-use crate::eval::Comparison;
 use crate::experiments::Run;
+use crate::fit::references::FittedParams;
+use crate::fit::train::{TrainSpec, TrainTiming};
+use crate::judge::eval::Comparison;
+use crate::judge::stats::Stat;
 use crate::model::{save, Lsa};
-use crate::plot::{Panel, Series};
-use crate::references::FittedParams;
-use crate::report::{fmt_num, Check, Table, Tables};
-use crate::stats::Stat;
-use crate::train::{TrainSpec, TrainTiming};
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{fmt_num, Check, Table, Tables};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -203,7 +203,7 @@ pub(super) fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Res
     for (i, (t, g)) in it.trained.iter().zip(&it.gd).enumerate() {
         csv.push_str(&format!("{},{},{}\n", i + 1, t.mean, g.mean));
     }
-    crate::output::write(&run.file("iterated.csv"), &csv)?;
+    crate::output::staged::write(&run.file("iterated.csv"), &csv)?;
     let lp = &r.looped;
     let mut csv = String::from("application,looped_loss");
     for p in &lp.references {
@@ -217,7 +217,7 @@ pub(super) fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Res
         }
         csv.push('\n');
     }
-    crate::output::write(&run.file("looped.csv"), &csv)?;
+    crate::output::staged::write(&run.file("looped.csv"), &csv)?;
     save(
         looped,
         &[

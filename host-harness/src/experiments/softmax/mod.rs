@@ -2,30 +2,30 @@
 //! 1 and 2 layers, trained with the core's softmax kernels and their backward, several seeds each. The same
 //! verdict machinery as the linear models:
 //! - one layer: against every one-layer alternative of the verdict rules (plain and preconditioned GD, the class
-//!   optimum, least squares, ridge, two GD steps; [`crate::assess`]), with the trained one-layer LSA of the same
+//!   optimum, least squares, ridge, two GD steps; [`crate::judge::assess`]), with the trained one-layer LSA of the same
 //!   budget beside it. The weight rule (the functional GD-family residual) reads LSA weights and does not apply to
 //!   softmax heads: an identification here rests on behaviour alone, and the verdict says so;
 //! - K layers: against K steps of GD with a shared rate, a rate per step, and K layers of GD++, fitted
-//!   ([`crate::references`]);
+//!   ([`crate::fit::references`]);
 //! - every layer: Dai et al.'s relaxation as they wrote it (unnormalised `dW_ICL q`), at the logit scales the trained
-//!   models use, with the normalised expansion as a second, labelled number ([`crate::relaxation`]).
+//!   models use, with the normalised expansion as a second, labelled number ([`crate::probes::relaxation`]).
 //!
 //! Files: `report.json`, `models.csv` (per depth and reference), `relaxation.csv` (per depth and layer),
 //! `curves.csv`, `softmax.png`, `softmax-K.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{references, trained_layer, trained_softmax, LayerSpec};
 use super::{Experiment, Outcome, Run};
-use crate::assess::{assess_predictors, Held, References};
-use crate::baselines::Predictor;
-use crate::eval::{compare_predictors, loss, ols_loss, readout_losses, zero_loss, Comparison};
+use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use crate::fit::references::FitSpec;
+use crate::judge::assess::{assess_predictors, Held, References};
+use crate::judge::baselines::Predictor;
+use crate::judge::eval::{compare_predictors, loss, ols_loss, readout_losses, zero_loss, Comparison};
+use crate::judge::stats::Stat;
+use crate::judge::verdict::over_seeds;
 use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
-use crate::references::FitSpec;
-use crate::relaxation::measure;
-use crate::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
-use crate::stats::Stat;
+use crate::probes::relaxation::measure;
 use crate::tasks::streams;
-use crate::verdict::over_seeds;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 

@@ -1,13 +1,13 @@
 //! The report of `reproduce softmax`: the results by depth and their tables, the checks, the verdict and the
 //! files.
 
-use crate::assess::Assessment;
 use crate::experiments::Run;
-use crate::plot::{Panel, Series};
-use crate::relaxation::LayerRelaxation;
-use crate::report::{Check, Table, Tables};
-use crate::stats::Stat;
-use crate::train::{TrainSpec, TrainTiming};
+use crate::fit::train::{TrainSpec, TrainTiming};
+use crate::judge::assess::Assessment;
+use crate::judge::stats::Stat;
+use crate::output::plot::{Panel, Series};
+use crate::output::report::{Check, Table, Tables};
+use crate::probes::relaxation::LayerRelaxation;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -205,9 +205,9 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             curves.push_str(&format!("{},{step},{b},{p}\n", d.layers));
         }
     }
-    crate::output::write(&run.file("models.csv"), &csv)?;
-    crate::output::write(&run.file("relaxation.csv"), &relax)?;
-    crate::output::write(&run.file("curves.csv"), &curves)?;
+    crate::output::staged::write(&run.file("models.csv"), &csv)?;
+    crate::output::staged::write(&run.file("relaxation.csv"), &relax)?;
+    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
     let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
     for d in &r.depths {
         training = training.with(Series::line(

@@ -8,8 +8,8 @@
 //! The tasks follow the distribution of the run the weights come from: `dualform golden --from DIR` reads it from
 //! `DIR/report.json`, so a model trained with `--input-range 2` is checked on tasks with that input range.
 
-use crate::settings::in_range;
-use crate::settings::TaskArgs;
+use crate::experiments::settings::in_range;
+use crate::experiments::settings::TaskArgs;
 use crate::tasks::TaskSampler;
 use crate::HarnessError;
 use dualform_tensors::{Tensor, TensorFile};

@@ -16,8 +16,8 @@
 //! So every fit is validated on five times as many separate tasks ([`crate::tasks::streams::VALIDATE`]): the point
 //! of its trajectory with the lowest validation loss is kept, and starts are compared by validation loss.
 
+use crate::fit::optim::{fit_least_squares, mean_loss, FitReport, Validation};
 use crate::model::{GdFamily, GdKind, Model};
-use crate::optim::{fit_least_squares, mean_loss, FitReport, Validation};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};

@@ -215,5 +215,5 @@ pub fn read<S: DeserializeOwned, R: DeserializeOwned>(path: &Path) -> Result<Rep
 /// Writes a report as pretty JSON.
 pub fn write<S: Serialize, R: Serialize>(report: &Report<S, R>, path: &Path) -> Result<(), HarnessError> {
     let text = serde_json::to_string_pretty(report).map_err(|e| HarnessError::Io(e.to_string()))?;
-    crate::output::write(path, &text)
+    crate::output::staged::write(path, &text)
 }

@@ -9,8 +9,8 @@
 //! ([`dualform::softmax_relaxation_error`]), and the logit scale the layer actually uses (the standard deviation of
 //! the query's scaled logits over the context). Everything in f64 from the f32 weights and tokens.
 
+use crate::judge::stats::Stat;
 use crate::net::{Forward, SoftmaxLayer, SoftmaxNet, SoftmaxWorkspace, VectorsBuf};
-use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use dualform::dual_form::{demo_effect_at, relaxation_error_at};
 use dualform::head_ref::{HeadRef, Widths};

@@ -15,8 +15,8 @@
 //! algorithm not identified" (loss within 3% of GD's or below it); "does not match". Intervals combine training
 //! seeds and tasks (see [`over_seeds`]).
 
-use crate::report::Check;
-use crate::stats::Stat;
+use crate::judge::stats::Stat;
+use crate::output::report::Check;
 use serde::{Deserialize, Serialize};
 
 /// What a reference is, for the rules.

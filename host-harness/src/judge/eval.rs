@@ -6,9 +6,9 @@
 //! inputs and the backward is its exact derivative); Model cos `<g_a/|g_a|, g_b/|g_b|>` (0 where one is zero); Model
 //! diff `|g_a - g_b|`. Each with a 95% interval over tasks ([`Stat`]).
 
-use crate::baselines::Predictor;
+use crate::judge::baselines::Predictor;
+use crate::judge::stats::Stat;
 use crate::net::{Forward, Net};
-use crate::stats::Stat;
 use crate::tasks::TaskSampler;
 use serde::{Deserialize, Serialize};
 
@@ -160,7 +160,7 @@ pub fn ols_loss(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usiz
     let d = sampler.d;
     let rows = sampler
         .par_chunks::<Vec<f64>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
-            let w = crate::baselines::ridge_weights(ctx, d, 0.0);
+            let w = crate::judge::baselines::ridge_weights(ctx, d, 0.0);
             let pred: f64 = (0..d).map(|j| w[j] * query[j] as f64).sum();
             acc.push(0.5 * (pred - y as f64).powi(2));
         })

@@ -193,13 +193,13 @@ impl TrainArgs {
     }
 
     /// The training spec for a model applied `depth` times, by the reference rules unless overridden.
-    pub fn spec(&self, depth: usize, seed: u64) -> crate::train::TrainSpec {
-        use crate::train::reference;
-        crate::train::TrainSpec {
+    pub fn spec(&self, depth: usize, seed: u64) -> crate::fit::train::TrainSpec {
+        use crate::fit::train::reference;
+        crate::fit::train::TrainSpec {
             steps: self.steps,
             batch: self.batch,
             seed,
-            adam: crate::optim::AdamW::reference(self.lr.unwrap_or(reference::lr(depth))),
+            adam: crate::fit::optim::AdamW::reference(self.lr.unwrap_or(reference::lr(depth))),
             clip: self.clip.unwrap_or(reference::grad_clip(depth)),
         }
     }

@@ -1,16 +1,16 @@
-//! One-layer models against every reference the verdict rules need ([`crate::verdict`]): plain GD (tuned rate),
+//! One-layer models against every reference the verdict rules need ([`crate::judge::verdict`]): plain GD (tuned rate),
 //! preconditioned GD (closed form where the inputs have zero mean, else the fitted diagonal), the class optimum
 //! (fitted), least squares and ridge on the context, two GD steps; with the functional GD-family residual. Used by
 //! `reproduce single-layer` (trained models, one per seed) and by `dualform inspect` (any model's weights).
 
-use crate::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
-use crate::eval::{compare_predictors, gd_net, tune_gd_rate, Comparison};
+use crate::fit::references::{shared_rate, FitSpec};
+use crate::judge::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
+use crate::judge::eval::{compare_predictors, gd_net, tune_gd_rate, Comparison};
+use crate::judge::stats::Stat;
+use crate::judge::verdict::{over_seeds, rule, Agreement, Role, Ruling};
 use crate::model::Model;
 use crate::net::{Merged, Net};
-use crate::references::{shared_rate, FitSpec};
-use crate::stats::Stat;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
-use crate::verdict::{over_seeds, rule, Agreement, Role, Ruling};
 use crate::HarnessError;
 use dualform::{read_gd_slices, GdFitScalars};
 use serde::{Deserialize, Serialize};

@@ -12,9 +12,9 @@
 //! ([`crate::tasks`]); each chunk sums its tasks in task order, chunks are summed in chunk order, so the weights
 //! after any step are a function of the seed alone, whatever the number of threads.
 
+use crate::fit::optim::{clip_global_norm, AdamState, AdamW};
 use crate::model::Model;
 use crate::net::Forward;
-use crate::optim::{clip_global_norm, AdamState, AdamW};
 use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};

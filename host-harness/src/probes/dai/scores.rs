@@ -2,9 +2,9 @@
 //! [`super`]), and the tuning of the fine-tuning rate.
 
 use super::{cosine, relaxed_map, sub, unit, Subject};
-use crate::stats::Stat;
+use crate::judge::stats::Stat;
+use crate::judge::verdict::over_seeds;
 use crate::tasks::TaskSampler;
-use crate::verdict::over_seeds;
 use dualform::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
