@@ -10,25 +10,15 @@
 //! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::output::report::Report)), prints the
 //! tables and the verdict, and commits the folder.
 //!
-//! **Adding an experiment** is adding its file beside the others and one line to [`REGISTRY`]. `reproduce all`
+//! **Adding an experiment** is adding its file beside the others and one line, `module::Type,`, to the list that
+//! declares the modules and fills [`REGISTRY`]; every test and name list iterates the registry. `reproduce all`
 //! runs every registered experiment in registry order and writes `index.html` beside their folders; models that
 //! several experiments train with the same settings (the single layer, the deep stacks) are trained once per
 //! `reproduce all` and shared through [`Run::cached`].
 
-pub mod attention_zoo;
-pub mod dai;
-pub mod gd_plus_plus;
 mod index;
-pub mod interpolate;
-pub mod mlp_sine;
-pub mod multi_layer;
-pub mod ood;
-pub mod preconditioned;
-pub mod recurrent;
 mod runner;
 pub mod settings;
-pub mod single_layer;
-pub mod softmax;
 pub mod trained;
 
 pub use runner::{overview, run_experiment, Cache, Progress, Run, Summary};
@@ -40,21 +30,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::marker::PhantomData;
 
-/// Every experiment, in the order `reproduce all` runs them. Adding an experiment: one line here.
-#[rustfmt::skip]
-pub static REGISTRY: &[&dyn Entry] = &[
-    &Registered::<single_layer::SingleLayer>(PhantomData),
-    &Registered::<preconditioned::Preconditioned>(PhantomData),
-    &Registered::<multi_layer::MultiLayer>(PhantomData),
-    &Registered::<recurrent::Recurrent>(PhantomData),
-    &Registered::<gd_plus_plus::GdPlusPlus>(PhantomData),
-    &Registered::<interpolate::Interpolate>(PhantomData),
-    &Registered::<ood::Ood>(PhantomData),
-    &Registered::<softmax::SoftmaxExperiment>(PhantomData),
-    &Registered::<dai::Dai>(PhantomData),
-    &Registered::<mlp_sine::MlpSine>(PhantomData),
-    &Registered::<attention_zoo::AttentionZoo>(PhantomData),
-];
+/// Declares each experiment's module and lists it in [`REGISTRY`], in the order `reproduce all` runs them.
+macro_rules! registry {
+    ($($module:ident :: $experiment:ident,)+) => {
+        $(pub mod $module;)+
+
+        /// Every experiment, in the order `reproduce all` runs them.
+        pub static REGISTRY: &[&dyn Entry] = &[$(&Registered::<$module::$experiment>(PhantomData)),+];
+    };
+}
+
+// Adding an experiment: its file (or folder) beside the others and one line here, `module::Type,`.
+registry! {
+    single_layer::SingleLayer,
+    preconditioned::Preconditioned,
+    multi_layer::MultiLayer,
+    recurrent::Recurrent,
+    gd_plus_plus::GdPlusPlus,
+    interpolate::Interpolate,
+    ood::Ood,
+    softmax::SoftmaxExperiment,
+    dai::Dai,
+    mlp_sine::MlpSine,
+    attention_zoo::AttentionZoo,
+}
 
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.
 pub trait Settings:
@@ -107,6 +106,9 @@ pub trait Entry: Sync {
     fn about(&self) -> &'static str;
     /// Parses `args` (the words after `reproduce NAME`), runs, writes and commits; returns what happened.
     fn run(&self, args: &[String], cache: &mut Cache) -> Result<Summary, HarnessError>;
+    /// The validated default settings (`quick`: with `--quick`) as the report's `config` would show them; an error
+    /// names a `--quick` default that is not one of the experiment's arguments, or a default that does not validate.
+    fn defaults(&self, quick: bool) -> Result<serde_json::Value, HarnessError>;
 }
 
 /// The registry's handle on an experiment type.
@@ -124,6 +126,33 @@ impl<X: Experiment> Entry for Registered<X> {
     fn run(&self, args: &[String], cache: &mut Cache) -> Result<Summary, HarnessError> {
         run_experiment::<X>(args, cache)
     }
+
+    fn defaults(&self, quick: bool) -> Result<serde_json::Value, HarnessError> {
+        let quick_defaults = <X::Settings as Settings>::QUICK;
+        let command = <X::Settings as clap::Args>::augment_args(clap::Command::new(X::NAME));
+        for (id, _) in quick_defaults.iter().chain(X::DEFAULTS) {
+            if !command.get_arguments().any(|a| a.get_id() == *id) {
+                return Err(HarnessError::Usage(format!("{}: a default names no argument: {id}", X::NAME)));
+            }
+        }
+        let words: Vec<String> = if quick { vec!["--quick".into()] } else { vec![] };
+        let (s, _) =
+            settings::parse::<X::Settings>(X::NAME, own_defaults::<X>, quick_defaults, &words).map_err(|e| {
+                HarnessError::Usage(format!(
+                    "{}: invalid defaults: {}",
+                    X::NAME,
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
+        s.common().validate()?;
+        s.validate()?;
+        serde_json::to_value(&s).map_err(|e| HarnessError::Io(format!("{}: settings as JSON: {e}", X::NAME)))
+    }
+}
+
+/// `command` with experiment `X`'s own defaults ([`Experiment::DEFAULTS`]) set over its settings type's.
+fn own_defaults<X: Experiment>(command: clap::Command) -> clap::Command {
+    X::DEFAULTS.iter().fold(command, |c, (id, v)| c.mut_arg(*id, |a| a.default_value(*v)))
 }
 
 /// The names `reproduce` accepts: every registered experiment, and `all`.
@@ -133,15 +162,26 @@ pub fn names() -> Vec<&'static str> {
 
 /// `dualform reproduce NAME ARGS...`: runs one experiment, or all of them. Each finished experiment's summary is
 /// passed to `done` as soon as it is committed.
-pub fn reproduce(name: &str, args: &[String], mut done: impl FnMut(&Summary)) -> Result<Vec<Summary>, HarnessError> {
+pub fn reproduce(name: &str, args: &[String], done: impl FnMut(&Summary)) -> Result<Vec<Summary>, HarnessError> {
+    reproduce_in(REGISTRY, name, args, done)
+}
+
+/// [`reproduce`] over another list of experiments than [`REGISTRY`] (a test adds its own experiment this way).
+pub fn reproduce_in(
+    registry: &[&dyn Entry],
+    name: &str,
+    args: &[String],
+    mut done: impl FnMut(&Summary),
+) -> Result<Vec<Summary>, HarnessError> {
     let mut cache = Cache::default();
     if name == "all" {
-        return runner::run_all(args, &mut cache, done);
+        return runner::run_all(registry, args, &mut cache, done);
     }
-    let entry = REGISTRY
+    let names = || registry.iter().map(|e| e.name()).chain(["all"]).collect::<Vec<_>>().join(", ");
+    let entry = registry
         .iter()
         .find(|e| e.name() == name)
-        .ok_or_else(|| HarnessError::Usage(format!("unknown experiment {name:?} (one of: {})", names().join(", "))))?;
+        .ok_or_else(|| HarnessError::Usage(format!("unknown experiment {name:?} (one of: {})", names())))?;
     let summary = entry.run(args, &mut cache)?;
     done(&summary);
     Ok(vec![summary])

@@ -3,7 +3,7 @@
 //! the verdict, commit the folder; and `reproduce all` with its index page. Also what a running experiment sees of
 //! it ([`Run`]): output files, plots, progress, and the models shared within one command ([`Cache`]).
 
-use super::{index, Experiment, Settings, REGISTRY};
+use super::{index, Entry, Experiment, Settings};
 use crate::experiments::settings::{self, Common};
 use crate::output::report::{self, Check, Report, Table, Tables, Verdict};
 use crate::output::staged::Staged;
@@ -165,7 +165,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
                 .iter()
                 .map(|(id, v)| format!("--{} {v}", id.replace('_', "-")))
                 .collect();
-            let c = X::DEFAULTS.iter().fold(c, |c, (id, v)| c.mut_arg(*id, |a| a.default_value(*v)));
+            let c = super::own_defaults::<X>(c);
             c.about(X::ABOUT).bin_name(format!("dualform reproduce {}", X::NAME)).arg(out_arg()).after_help(format!(
                 "--quick sets the defaults {} (flags given explicitly still win).",
                 quick.join(", ")
@@ -235,6 +235,7 @@ struct AllArgs {
 }
 
 pub(crate) fn run_all(
+    registry: &[&dyn Entry],
     args: &[String],
     cache: &mut Cache,
     mut done: impl FnMut(&Summary),
@@ -245,7 +246,7 @@ pub(crate) fn run_all(
     a.common.validate()?;
     let started = Instant::now();
     let mut summaries = Vec::new();
-    for entry in REGISTRY {
+    for entry in registry {
         let mut words: Vec<String> = vec![
             "--out".into(),
             a.out.display().to_string(),

@@ -48,7 +48,7 @@ impl Common {
 /// `y = w . x + sigma z`, N context pairs (the reference: `c_i = 1`, `mu = 0`, `sigma = 0`, N = d = 10, r = 1).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskArgs {
-    /// Input dimension d (1 to 16).
+    /// Input dimension d (1 to 256).
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub d: usize,
     /// Context pairs per task N.

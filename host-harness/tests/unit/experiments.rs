@@ -3,37 +3,32 @@
 use dualform_harness::experiments::settings;
 use dualform_harness::experiments::*;
 
+/// Every registered experiment: its defaults and its `--quick` defaults parse and validate, every default names a
+/// real argument, `--quick` shows in the config, and no two experiments share a name.
 #[test]
 fn every_experiment_parses_its_defaults_and_quick_defaults() {
-    fn check<X: Experiment>() {
-        let full: X::Settings = settings::defaults(<X::Settings as Settings>::QUICK, false).unwrap();
-        let quick: X::Settings = settings::defaults(<X::Settings as Settings>::QUICK, true).unwrap();
-        full.validate().unwrap();
-        quick.validate().unwrap();
-        assert!(quick.common().quick && !full.common().quick, "{}", X::NAME);
-        // Every quick default names a real argument (mut_arg would otherwise panic at parse time).
-        let cmd = <X::Settings as clap::Args>::augment_args(clap::Command::new(X::NAME));
-        for (id, _) in <X::Settings as Settings>::QUICK {
-            assert!(cmd.get_arguments().any(|a| a.get_id() == *id), "{}: no argument {id}", X::NAME);
-        }
+    for entry in REGISTRY {
+        let full = entry.defaults(false).unwrap_or_else(|e| panic!("{}: {e}", entry.name()));
+        let quick = entry.defaults(true).unwrap_or_else(|e| panic!("{}: {e}", entry.name()));
+        assert_eq!(full["common"]["quick"], false, "{}", entry.name());
+        assert_eq!(quick["common"]["quick"], true, "{}", entry.name());
+        assert_ne!(full, quick, "{}: --quick changes some default", entry.name());
     }
-    check::<single_layer::SingleLayer>();
-    check::<preconditioned::Preconditioned>(); // the settings of single-layer
-    check::<multi_layer::MultiLayer>();
-    check::<recurrent::Recurrent>();
-    check::<gd_plus_plus::GdPlusPlus>(); // the settings of multi-layer
-    check::<interpolate::Interpolate>();
-    check::<ood::Ood>();
-    check::<softmax::SoftmaxExperiment>();
-    check::<dai::Dai>();
-    check::<mlp_sine::MlpSine>();
-    check::<attention_zoo::AttentionZoo>();
-    assert_eq!(REGISTRY.len(), 11);
-
     let mut names = names();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), REGISTRY.len() + 1, "names are unique");
+}
+
+/// The defaults an experiment sets over its settings type's (`preconditioned` over `single-layer`'s) are the ones
+/// its config shows.
+#[test]
+fn an_experiments_own_defaults_win_over_its_settings_types() {
+    let entry = |name: &str| REGISTRY.iter().find(|e| e.name() == name).unwrap();
+    let single = entry("single-layer").defaults(false).unwrap();
+    let precond = entry("preconditioned").defaults(false).unwrap();
+    assert_eq!(single["task"]["variance_ratio"], serde_json::Value::Null);
+    assert_eq!(precond["task"]["variance_ratio"], 10.0);
 }
 
 #[test]

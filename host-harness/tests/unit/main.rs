@@ -1,20 +1,25 @@
 //! The harness's unit tests, one module per module of `src` (kept here rather than beside the code: a unit-test
 //! build of the library would compile the whole harness a second time).
 
-mod assess;
-mod baselines;
-mod dai;
 mod experiments;
 mod experiments_attention_zoo_cost;
 mod experiments_gd_plus_plus;
 mod experiments_interpolate;
 mod experiments_multi_layer;
+mod experiments_new_experiment;
 mod experiments_ood;
 mod experiments_recurrent;
+mod experiments_settings;
 mod experiments_single_layer;
 mod firmware_golden_check;
 mod firmware_measure;
 mod firmware_qemu;
+mod fit_optim;
+mod fit_references;
+mod judge_assess;
+mod judge_baselines;
+mod judge_stats;
+mod judge_verdict;
 mod model;
 mod model_gd_family;
 mod model_lsa;
@@ -24,12 +29,8 @@ mod net_mlp;
 mod net_mlp_zoo;
 mod net_softmax;
 mod net_zoo;
-mod optim;
-mod plot;
-mod references;
-mod relaxation;
-mod report;
-mod settings;
-mod stats;
+mod output_plot;
+mod output_report;
+mod probes_dai;
+mod probes_relaxation;
 mod tasks;
-mod verdict;

@@ -1,4 +1,4 @@
-//! Unit tests of `baselines` (`src/baselines.rs`).
+//! Unit tests of `judge::baselines` (`src/judge/baselines.rs`).
 
 use dualform_harness::experiments::settings::TaskArgs;
 use dualform_harness::judge::baselines::*;

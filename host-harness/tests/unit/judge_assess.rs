@@ -1,4 +1,4 @@
-//! Unit tests of `assess` (`src/assess.rs`).
+//! Unit tests of `judge::assess` (`src/judge/assess.rs`).
 
 use dualform_harness::experiments::settings::TaskArgs;
 use dualform_harness::judge::assess::*;

@@ -1,4 +1,4 @@
-//! Unit tests of `settings` (`src/settings.rs`).
+//! Unit tests of `experiments::settings` (`src/experiments/settings.rs`).
 
 use dualform_harness::experiments::settings::in_range;
 use dualform_harness::HarnessError;

@@ -1,4 +1,4 @@
-//! Unit tests of `verdict` (`src/verdict.rs`).
+//! Unit tests of `judge::verdict` (`src/judge/verdict.rs`).
 
 use dualform_harness::judge::stats::Stat;
 use dualform_harness::judge::verdict::*;

@@ -1,4 +1,4 @@
-//! Unit tests of `plot` (`src/plot.rs`).
+//! Unit tests of `output::plot` (`src/output/plot.rs`).
 
 use dualform_harness::output::plot::*;
 

@@ -1,4 +1,4 @@
-//! Unit tests of `stats` (`src/stats.rs`).
+//! Unit tests of `judge::stats` (`src/judge/stats.rs`).
 
 use dualform_harness::judge::stats::*;
 

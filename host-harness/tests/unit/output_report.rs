@@ -1,4 +1,4 @@
-//! Unit tests of `report` (`src/report.rs`).
+//! Unit tests of `output::report` (`src/output/report.rs`).
 
 use dualform_harness::output::report::*;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Unit tests of `references` (`src/references.rs`).
+//! Unit tests of `fit::references` (`src/fit/references.rs`).
 
 use dualform_harness::fit::references::*;
 use dualform_harness::tasks::TaskSampler;

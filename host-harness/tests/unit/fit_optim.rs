@@ -1,4 +1,4 @@
-//! Unit tests of `optim` (`src/optim.rs`).
+//! Unit tests of `fit::optim` (`src/fit/optim.rs`).
 
 use dualform_harness::fit::optim::*;
 use dualform_harness::model::Model;

@@ -1,4 +1,4 @@
-//! Unit tests of `relaxation` (`src/relaxation.rs`).
+//! Unit tests of `probes::relaxation` (`src/probes/relaxation.rs`).
 
 use dualform::head_ref::Widths;
 use dualform_harness::probes::relaxation::*;

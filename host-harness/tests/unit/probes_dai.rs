@@ -1,4 +1,4 @@
-//! Unit tests of `dai` (`src/dai/mod.rs`, `src/dai/scores.rs`).
+//! Unit tests of `probes::dai` (`src/probes/dai/mod.rs`, `src/probes/dai/scores.rs`).
 
 use dualform_harness::probes::dai::*;
 use dualform_harness::tasks::TaskSampler;
