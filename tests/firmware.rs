@@ -5,11 +5,11 @@
 use dualform::Update;
 use dualform_harness::firmware::cargo::cargo_in;
 use dualform_harness::firmware::golden_check::{check_golden, compare_bits, host_golden, run_golden};
+use dualform_harness::firmware::DEVICE_E as E;
 use dualform_harness::model::{save, Lsa};
 use dualform_tests::firmware_dir;
 
 /// Token width of the committed golden data (d = 10).
-const E: usize = 11;
 
 #[test]
 fn firmware_predictions_are_bit_identical_to_the_host() {

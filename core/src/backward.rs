@@ -25,8 +25,7 @@
 //! (tokens in increasing index, heads in order). Only the plain residual update is differentiated (the harness
 //! trains with it). The tests check every formula against central finite differences in f64 (1e-7 relative).
 
-use crate::attention::{AssociativeState, Normalise};
-use crate::features::Identity;
+use crate::attention::{context_state, AssociativeState};
 use crate::head_ref::{FixedVectors, HeadMut, HeadRef};
 use crate::layer::Layer;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
@@ -36,34 +35,6 @@ use crate::{Error, Real};
 
 /// A gradient has the shape of the layer it belongs to.
 pub type LayerGrad<T, const E: usize, const DK: usize, const DV: usize, const H: usize> = Layer<T, E, DK, DV, H>;
-
-/// The running sums `S` of a layer's context given as a slice (N known at run time).
-pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
-    layer: &Layer<T, E, DK, DV, H>,
-    ctx: &[[T; E]],
-) -> AssociativeState<T, DK, DV, H> {
-    let mut state = AssociativeState::new();
-    for e in ctx {
-        state.add(layer, &Identity, Normalise::None, e);
-    }
-    state
-}
-
-/// The query's output `h + sum_heads P S W_Q h` for a context state (the forward of [`lsa_query_backward`]).
-pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
-    layer: &Layer<T, E, DK, DV, H>,
-    state: &AssociativeState<T, DK, DV, H>,
-    h: &[T; E],
-) -> [T; E] {
-    let mut out = *h;
-    // Identity features and no normaliser: `update` cannot fail.
-    if let Ok(u) = state.update(layer, &Identity, Normalise::None, h) {
-        for (o, ui) in out.iter_mut().zip(u.iter()) {
-            *o += *ui;
-        }
-    }
-    out
-}
 
 /// VJP of the query's output with respect to the parameters, the query input and (optionally) the context inputs,
 /// when only the query's output carries the gradient `g = dL/dh'`. `state` must be [`context_state`] of `ctx`.

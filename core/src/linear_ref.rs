@@ -1,7 +1,7 @@
 //! The query's unnormalised linear attention at widths chosen at run time (Dai's linear positive control in the
 //! harness): heads borrowed as column-major slices ([`crate::head_ref`]), tokens as rows of flat slices, the small
 //! vectors and the `dv x dk` state in caller-provided scratch. The operations of the fixed-size
-//! [`crate::backward::query_forward`] over [`crate::backward::context_state`] and of
+//! [`crate::attention::query_forward`] over [`crate::attention::context_state`] and of
 //! [`crate::backward::lsa_query_backward`], in the same order (a test holds both to the same bits).
 
 use crate::head_ref::{carve, check_grads, check_heads, expect_len, HeadMut, HeadRef, Vectors, Widths};
@@ -28,7 +28,7 @@ fn check_linear<T>(w: Widths, heads: &[HeadRef<'_, T>], ctx: &[T], h: &[T], map:
 
 /// Unnormalised linear attention of one token `h` over `ctx` (no scale), written to `u` without the residual:
 /// `sum_heads P S W_Q h` with `S = sum_j (W_V e_j)(W_K e_j)^T` accumulated in token order, the operations of
-/// [`crate::backward::query_forward`] over [`crate::backward::context_state`]. `map` (`dv * dk`) is scratch.
+/// [`crate::attention::query_forward`] over [`crate::attention::context_state`]. `map` (`dv * dk`) is scratch.
 pub fn token_update<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],

@@ -93,7 +93,7 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::FirmwareReport(f) => {
-            print!("{}", dualform_harness::firmware::report::report::<11>(&f.dir, &f.out)?);
+            print!("{}", dualform_harness::firmware::report::firmware_report(&f.dir, &f.out)?);
             Ok(())
         }
         Command::Golden(g) => {

@@ -112,8 +112,8 @@ fn quick_run_writes_a_complete_report_that_matches_gd() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("verdict:"), "{stdout}");
     let r = read_report(&out);
-    assert_eq!((r.config.task.d, r.config.task.n, r.config.train.steps), (10, 10, 600));
-    assert!(r.config.common.quick);
+    assert_eq!((r.config.task.d, r.config.task.n, r.config.shared.train.steps), (10, 10, 600));
+    assert!(r.config.shared.common.quick);
     // The quick run already learns GD: these are the report's own numbers, checked against what GD must give.
     let res = &r.results;
     assert!((res.closed_form.as_ref().unwrap().loss - 0.2062).abs() < 1e-4);

@@ -48,7 +48,7 @@ fn report<S: DeserializeOwned, R: DeserializeOwned + Tables>(name: &str) -> Repo
 #[test]
 fn quick_single_layer() {
     let r: Report<single_layer::Settings, single_layer::Results> = report("single-layer");
-    assert!(r.config.common.quick);
+    assert!(r.config.shared.common.quick);
     assert!(r.verdict.passed, "{}", r.verdict.text);
     assert!(r.results.seed_to_seed.is_some(), "reproduce all keeps the second seed");
     let a = &r.results.assessment;
@@ -255,7 +255,7 @@ fn quick_dai() {
             p.ft_lr.len(),
             if plain.role == dai::Role::Positive || plain.model.contains("retrieval") { 1 } else { 2 }
         );
-        assert_eq!(p.scored + p.skipped, r.config.eval.eval_tasks * p.ft_lr.len(), "{}", plain.model);
+        assert_eq!(p.scored + p.skipped, r.config.shared.eval.eval_tasks * p.ft_lr.len(), "{}", plain.model);
     }
     // Shuffled labels break the GD construction's agreement with the true labels' gradient.
     assert!(res.rows[5].scores.sensitivity_cos.mean.abs() < 0.2);
@@ -283,8 +283,8 @@ fn quick_mlp_sine() {
         assert!(x.loss.mean < 0.5 * res.zero.mean, "{x:?}");
         assert!(x.gd_eta > 0.0 && x.gd_loss.mean <= res.zero.mean * 1.05, "{x:?}");
         assert!((-1.0..=1.0).contains(&x.sign_agreement.mean) && (-1.0..=1.0).contains(&x.grid_cos.mean));
-        assert_eq!((x.loss.n, x.grid_cos.n), (r.config.eval.eval_tasks, r.config.eval.eval_tasks));
-        assert_eq!(x.curve.last().map(|c| c.0), Some(r.config.train.steps));
+        assert_eq!((x.loss.n, x.grid_cos.n), (r.config.shared.eval.eval_tasks, r.config.shared.eval.eval_tasks));
+        assert_eq!(x.curve.last().map(|c| c.0), Some(r.config.shared.train.steps));
     }
     assert_eq!(res.over_seeds[0].mean, (res.seeds[0].loss.mean + res.seeds[1].loss.mean) / 2.0);
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
@@ -304,7 +304,7 @@ fn quick_attention_zoo() {
     for row in &res.rows {
         assert_eq!(row.per_seed.len() + row.diverged, 2, "{row:?}");
         assert_eq!(row.preds_diff_gd.is_some(), row.task != attention_zoo::Task::SineMlp, "{row:?}");
-        assert_eq!(row.curve.last().map(|c| c.0), Some(r.config.train.steps), "{row:?}");
+        assert_eq!(row.curve.last().map(|c| c.0), Some(r.config.shared.train.steps), "{row:?}");
         assert_eq!(row.sweep.len(), r.config.lrs.len());
     }
     for t in &res.tasks {

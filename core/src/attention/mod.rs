@@ -25,7 +25,9 @@ pub mod associative;
 pub mod efficient;
 pub mod quadratic;
 
-pub use associative::{linear_attention_associative, lsa_associative, AssociativeState, Projection};
+pub use associative::{
+    context_state, linear_attention_associative, lsa_associative, query_forward, AssociativeState, Projection,
+};
 pub use efficient::{efficient_attention, EfficientState};
 pub use quadratic::{linear_attention_quadratic, lsa_quadratic};
 

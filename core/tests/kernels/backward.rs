@@ -1,9 +1,9 @@
 //! The backward kernels against central finite differences in f64, for every parameter and every input.
 
 use crate::common::*;
+use dualform::attention::{context_state, query_forward};
 use dualform::backward::{
-    context_state, lsa_backward, lsa_query_backward, query_forward, softmax_backward, softmax_backward_slices,
-    softmax_token_backward, LayerGrad,
+    lsa_backward, lsa_query_backward, softmax_backward, softmax_backward_slices, softmax_token_backward, LayerGrad,
 };
 use dualform::*;
 

@@ -236,7 +236,8 @@ fn efficient_attention_reports_non_finite_keys_like_softmax_attention() {
 /// The backward kernels refuse gradient slices and states that do not match the context, instead of truncating.
 #[test]
 fn backward_kernels_refuse_mismatched_gradients_and_states() {
-    use dualform::backward::{context_state, lsa_query_backward, LayerGrad};
+    use dualform::attention::context_state;
+    use dualform::backward::{lsa_query_backward, LayerGrad};
     let mut g = Gen::new(40);
     let layer = g.layer::<3, 3, 3, 1>();
     let ctx = g.tokens::<3, 4>();

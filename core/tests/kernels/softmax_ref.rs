@@ -3,7 +3,8 @@
 //! query forward and backward, bit for bit; bad lengths and short scratch refused without a panic.
 
 use crate::common::*;
-use dualform::backward::{context_state, lsa_query_backward, query_forward, LayerGrad};
+use dualform::attention::{context_state, query_forward};
+use dualform::backward::{lsa_query_backward, LayerGrad};
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
 use dualform::linear_ref::{token_backward as linear_token_backward, token_update as linear_token_update};
 use dualform::softmax_ref::{

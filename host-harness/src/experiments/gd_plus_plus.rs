@@ -12,7 +12,7 @@
 //!
 //! Files: `report.json`, `gd-plus-plus.csv`, `gd-plus-plus.png`.
 
-use super::trained::{references, trained_stack, StackSpec};
+use super::trained::{fitted_references, trained_stack, StackSpec};
 use super::{Experiment, Outcome, Run};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::eval::{compare_many, matches, Comparison};
@@ -33,7 +33,7 @@ pub type Settings = super::multi_layer::Settings;
 
 /// One depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Depth {
+pub struct FittedDepth {
     /// K.
     pub layers: usize,
     /// Shared-rate GD, per-step GD and GD++, fitted.
@@ -42,7 +42,7 @@ pub struct Depth {
     pub vs_trained: Vec<Comparison>,
 }
 
-impl Depth {
+impl FittedDepth {
     /// Held-out losses: trained, shared-rate GD, per-step GD, GD++.
     pub fn losses(&self) -> (Stat, Vec<Stat>) {
         let trained = self.vs_trained.first().map_or(Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }, |c| c.loss_a);
@@ -62,7 +62,7 @@ impl Depth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     /// Every depth.
-    pub depths: Vec<Depth>,
+    pub depths: Vec<FittedDepth>,
 }
 
 impl Tables for Results {
@@ -160,15 +160,15 @@ impl Experiment for GdPlusPlus {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let stack: StackSpec<'_> = s.stack_spec();
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
         let mut depths = Vec::new();
         for &k in &s.layers {
             let model = trained_stack(run, k, stack)?.model;
-            let refs = references(run, k, &s.task, fit_spec)?;
+            let refs = fitted_references(run, k, &s.task, fit_spec)?;
             let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-            depths.push(Depth {
+            depths.push(FittedDepth {
                 layers: k,
                 references: refs.iter().map(FittedParams::from).collect(),
                 vs_trained: compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count),

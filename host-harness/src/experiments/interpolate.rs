@@ -11,8 +11,8 @@
 //! Files: `report.json`, `interpolate.csv`, `interpolate.png`.
 
 use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{Shared, TaskArgs};
 use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::model::Model;
 use crate::net::{Merged, Net};
@@ -29,43 +29,30 @@ pub struct Interpolate;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Points on the path from the trained layer (0) to GD (1), both ends included.
     #[arg(long, default_value_t = 21, allow_negative_numbers = true)]
     pub points: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] =
         &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("points", "11")];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         if !(3..=1001).contains(&self.points) || self.points.is_multiple_of(2) {
             return Err(HarnessError::Usage(format!(
                 "--points must be odd (so the midpoint is on the path) and between 3 and 1001 (got {})",
                 self.points
             )));
         }
-        self.curves.validate()?;
         Ok(())
     }
 }
@@ -228,9 +215,9 @@ impl Experiment for Interpolate {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
-        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer(run, spec, s.common.seed)?.model;
+        let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
+        let spec = LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves);
+        let layer = trained_layer(run, spec, s.shared.common.seed)?.model;
         let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
         let gd = gd_net(s.task.d, eta as f32, s.task.n)?;
         let results = evaluate(&layer.net().heads()[0], &gd, eta, s.points, &sampler, seed, count);

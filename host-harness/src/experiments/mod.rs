@@ -23,7 +23,7 @@ pub mod trained;
 
 pub use runner::{overview, run_experiment, Cache, Progress, Run, Summary};
 
-use crate::experiments::settings::Common;
+use crate::experiments::settings::{Common, Shared, TaskArgs};
 use crate::output::report::{Check, Tables};
 use crate::HarnessError;
 use serde::de::DeserializeOwned;
@@ -61,12 +61,46 @@ pub trait Settings:
 {
     /// Argument defaults that `--quick` replaces: `(argument id, value)`.
     const QUICK: &'static [(&'static str, &'static str)];
-    /// The arguments every experiment has.
-    fn common(&self) -> &Common;
-    /// The input dimension d.
-    fn d(&self) -> usize;
-    /// Checks every field; the message names the flag.
-    fn validate(&self) -> Result<(), HarnessError>;
+    /// The shared groups and the task distribution (for an experiment that has one).
+    fn groups(&self) -> Groups<'_>;
+    /// Checks the experiment's own fields; the message names the flag.
+    fn check(&self) -> Result<(), HarnessError> {
+        Ok(())
+    }
+    /// Checks every field: the shared groups, the task, then the experiment's own.
+    fn validate(&self) -> Result<(), HarnessError> {
+        let groups = self.groups();
+        groups.shared.validate()?;
+        if let Some(task) = groups.task {
+            task.validate()?;
+        }
+        self.check()
+    }
+    /// The arguments every experiment takes.
+    fn common(&self) -> &Common {
+        &self.groups().shared.common
+    }
+}
+
+/// The groups of settings the runner reads: those every experiment has, and the task distribution.
+#[derive(Clone, Copy, Debug)]
+pub struct Groups<'a> {
+    /// Every experiment's.
+    pub shared: &'a Shared,
+    /// The task distribution, for an experiment that has one.
+    pub task: Option<&'a TaskArgs>,
+}
+
+impl<'a> Groups<'a> {
+    /// An experiment without a task distribution of [`TaskArgs`].
+    pub fn new(shared: &'a Shared) -> Self {
+        Self { shared, task: None }
+    }
+
+    /// An experiment with one.
+    pub fn with_task(shared: &'a Shared, task: &'a TaskArgs) -> Self {
+        Self { shared, task: Some(task) }
+    }
 }
 
 /// One experiment of `dualform reproduce`.
@@ -82,8 +116,8 @@ pub trait Experiment: 'static {
     type Settings: Settings;
     /// Its results.
     type Results: Serialize + DeserializeOwned + Tables + Clone + Send + 'static;
-    /// Runs with validated settings inside the runner's thread pool, writing files through `run`; the input
-    /// dimension is `settings.d()`, chosen at run time.
+    /// Runs with validated settings inside the runner's thread pool, writing files through `run`; shapes (the
+    /// input dimension d, the context length N) are the settings', chosen at run time.
     fn run(settings: &Self::Settings, run: &mut Run<'_>) -> Result<Outcome<Self::Results>, HarnessError>;
 }
 
@@ -144,7 +178,6 @@ impl<X: Experiment> Entry for Registered<X> {
                     e.to_string().lines().next().unwrap_or("")
                 ))
             })?;
-        s.common().validate()?;
         s.validate()?;
         serde_json::to_value(&s).map_err(|e| HarnessError::Io(format!("{}: settings as JSON: {e}", X::NAME)))
     }

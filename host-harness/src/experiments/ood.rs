@@ -6,8 +6,8 @@
 //! Files: `report.json`, `ood.csv`, `ood.png`.
 
 use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::model::Model;
 use crate::net::Net;
@@ -24,38 +24,25 @@ pub struct Ood;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Held-out tasks at each point of the curves.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     pub ood_tasks: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] =
         &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("ood_tasks", "500")];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--ood-tasks", self.ood_tasks, 2..=1_000_000)?;
-        self.curves.validate()?;
         Ok(())
     }
 }
@@ -149,10 +136,10 @@ impl Experiment for Ood {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let seed = s.common.eval_seed;
-        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer(run, spec, s.common.seed)?.model;
-        let gd_eta = tune_gd_rate(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
+        let seed = s.shared.common.eval_seed;
+        let spec = LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves);
+        let layer = trained_layer(run, spec, s.shared.common.seed)?.model;
+        let gd_eta = tune_gd_rate(&sampler, seed, streams::TUNE, s.shared.eval.eval_tasks)?;
         let gd = gd_net(s.task.d, gd_eta as f32, s.task.n)?;
         let (input_range, weight_scale) = curves(layer.net(), &gd, &sampler, seed, s.ood_tasks);
         let results = Results { gd_eta, input_range, weight_scale };

@@ -176,7 +176,6 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
     )
     .map_err(clap_error)?;
     let out = matches.get_one::<PathBuf>("out").cloned().unwrap_or_default();
-    s.common().validate()?;
     s.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(s.common().threads)

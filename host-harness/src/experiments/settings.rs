@@ -44,6 +44,30 @@ impl Common {
     }
 }
 
+/// The groups every experiment has: the common flags, the training budget, the evaluation budget and the training
+/// curves. Each experiment's settings flatten it in, so its flags and its `config` keys stay at the top level.
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shared {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[command(flatten)]
+    pub curves: CurveArgs,
+}
+
+impl Shared {
+    /// Checks every group; the message names the flag.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        self.common.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
+        self.curves.validate()
+    }
+}
+
 /// The task distribution: `w ~ N(0, I_d)`, inputs with independent coordinates `x_i = mu + c_i U(-r/2, r/2)`,
 /// `y = w . x + sigma z`, N context pairs (the reference: `c_i = 1`, `mu = 0`, `sigma = 0`, N = d = 10, r = 1).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@
 //! `optimum_weights.safetensors` (the fitted class optimum as an LSA layer).
 
 use super::trained::{trained_layer, CurvePoint, LayerSpec, TrainedLayer};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
 use crate::judge::eval::{compare, ols_loss, zero_loss, Comparison};
@@ -30,39 +30,26 @@ pub struct SingleLayer;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Models trained from seeds seed, seed + 1, ...: intervals over seeds and seed-to-seed agreement (at least 3
     /// for a verdict over seeds; 1 skips both).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub seeds: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] =
         &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("seeds", "2")];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--seeds", self.seeds, 1..=64)?;
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        self.curves.validate()?;
         Ok(())
     }
 }
@@ -237,7 +224,7 @@ impl Tables for Results {
 impl Settings {
     /// How this run trains its layer.
     pub fn layer_spec(&self) -> LayerSpec<'_> {
-        LayerSpec::of(&self.common, &self.task, &self.train, &self.eval, &self.curves)
+        LayerSpec::of(&self.shared.common, &self.task, &self.shared.train, &self.shared.eval, &self.shared.curves)
     }
 }
 
@@ -266,7 +253,7 @@ fn write_files(
             ("model", what),
         ]
     };
-    save(model, &meta(format!("trained single-layer LSA, seed {}", s.common.seed)), &run.file("weights.safetensors"))?;
+    save(model, &meta(format!("trained single-layer LSA, seed {}", s.shared.common.seed)), &run.file("weights.safetensors"))?;
     let gd = crate::judge::eval::gd_head(s.task.d, gd_eta as f32, s.task.n)?;
     save(
         &Lsa::single(gd)?,
@@ -306,15 +293,15 @@ impl Experiment for SingleLayer {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler: TaskSampler = s.task.sampler();
-        let refs = References::build(&sampler, s.common.eval_seed, s.eval.eval_tasks)?;
+        let refs = References::build(&sampler, s.shared.common.eval_seed, s.shared.eval.eval_tasks)?;
         let gd_eta = refs.summary.gd_eta;
-        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.shared.common.seed.wrapping_add(k)).collect();
         let mut layers = Vec::with_capacity(seeds.len());
         for &seed in &seeds {
             layers.push(trained_layer(run, s.layer_spec(), seed)?);
         }
         let TrainedLayer { model, training, timing, curves } = layers[0].clone();
-        let (smp, seed, stream, count) = (&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
+        let (smp, seed, stream, count) = (&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks);
         let nets: Vec<&crate::net::Net> = layers.iter().map(|l| l.model.net()).collect();
         let assessment = assess(&nets, &refs, Held { sampler: smp, seed, count })?;
         let vs_gd = compare(nets[0], refs.gd(), smp, seed, stream, count);
@@ -344,7 +331,7 @@ impl Experiment for SingleLayer {
         write_files(s, run, &model, &refs, &results)?;
         let (mut checks, mut verdict) = (ruling.checks, ruling.sentence);
         // A verdict over seeds needs at least three of them; a quick run says it has fewer.
-        if s.common.quick {
+        if s.shared.common.quick {
             if s.seeds < 3 {
                 verdict.push_str(&format!(" (quick run: {} seed(s), intervals are not a verdict)", s.seeds));
             }

@@ -178,7 +178,7 @@ pub fn trained_stack(run: &mut Run<'_>, layers: usize, spec: StackSpec<'_>) -> R
 }
 
 /// The references of depth `k`, fitted once per command (shared with `gd-plus-plus`).
-pub fn references(
+pub fn fitted_references(
     run: &mut Run<'_>,
     k: usize,
     task: &TaskArgs,

@@ -15,7 +15,7 @@ use crate::firmware::golden::Golden;
 use crate::model::{load_head, Lsa, Model as _};
 use crate::net::Forward;
 use crate::HarnessError;
-use dualform::backward::{context_state, query_forward};
+use dualform::attention::{context_state, query_forward};
 use dualform::{Head, Layer, MergedHead};
 use dualform_protocol::{Kind, Line, Model};
 use std::collections::BTreeMap;

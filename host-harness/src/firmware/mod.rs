@@ -11,5 +11,9 @@ pub mod measure;
 pub mod qemu;
 pub mod report;
 
+/// The token width (`d + 1`, d = 10) of the models the firmware embeds (`firmware-example/data`): the host side
+/// of the golden check runs the core's fixed-size kernels at this width.
+pub const DEVICE_E: usize = 11;
+
 /// The target of the firmware.
 pub const TARGET: &str = "thumbv7em-none-eabihf";

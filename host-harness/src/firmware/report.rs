@@ -4,6 +4,7 @@
 use super::cargo::build;
 use super::golden_check::check_golden;
 use super::measure::{elf_sizes, measure};
+use super::DEVICE_E;
 use crate::HarnessError;
 use std::path::Path;
 
@@ -34,7 +35,7 @@ pub const VARIANTS: [Variant; 2] = [
 
 /// `dualform firmware-report`: for each of [`VARIANTS`], checks the golden run bit for bit, measures every workload
 /// and reads the ELF sizes; writes `out/firmware/report.json` and returns the printed table.
-pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessError> {
+pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
     let staged = crate::output::staged::Staged::new(out, "firmware")?;
     // The deep models the firmware embeds (read as the build-time helper reads them).
     let mut models = Vec::new();
@@ -46,7 +47,7 @@ pub fn report<const E: usize>(dir: &Path, out: &Path) -> Result<String, HarnessE
     let mut variants = Vec::new();
     let mut t = String::new();
     for v in &VARIANTS {
-        let check = check_golden::<E>(dir, &dir.join("data"), v.env)?;
+        let check = check_golden::<DEVICE_E>(dir, &dir.join("data"), v.env)?;
         let measure_elf = build(dir, "measure", v.env)?;
         let golden_elf = build(dir, "dualform-firmware", v.env)?;
         let ms = measure(&measure_elf, &applications)?;

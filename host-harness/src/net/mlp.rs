@@ -5,7 +5,8 @@
 //! `lsa_query_backward`, `ScalarMlp::forward` / `backward`).
 
 use super::{FixedForward, Workspace};
-use dualform::backward::{context_state, lsa_query_backward, query_forward};
+use dualform::attention::{context_state, query_forward};
+use dualform::backward::lsa_query_backward;
 use dualform::mlp::{MlpCache, ScalarMlp};
 use dualform::LsaLayer;
 

@@ -37,6 +37,6 @@ fn a_value_given_with_quick_wins_over_the_quick_default() {
     let (s, _) =
         settings::parse::<single_layer::Settings>("t", |c| c, <single_layer::Settings as Settings>::QUICK, &args)
             .unwrap();
-    assert_eq!(s.train.steps, 7);
-    assert_eq!(s.eval.eval_tasks, 2000, "the other quick defaults still apply");
+    assert_eq!(s.shared.train.steps, 7);
+    assert_eq!(s.shared.eval.eval_tasks, 2000, "the other quick defaults still apply");
 }

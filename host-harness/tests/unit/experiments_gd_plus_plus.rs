@@ -19,7 +19,7 @@ fn a_gdpp_reference_with_its_rates_off_by_two_is_detected() {
     let depth = |pp_net: &dualform_harness::net::Net| {
         let nets = [refs[0].model.net(), refs[1].model.net(), pp_net];
         Results {
-            depths: vec![Depth {
+            depths: vec![FittedDepth {
                 layers: 2,
                 references: refs.iter().map(FittedParams::from).collect(),
                 vs_trained: compare_many(model.net(), &nets, &sampler, 5, streams::EVAL, 1500),

@@ -3,8 +3,8 @@
 //! (here the test's own list beside [`REGISTRY`]'s first entry). The runner gives it flags, `--quick`, validation,
 //! `--help`, its output folder and report, and a section of the `reproduce all` index page.
 
-use dualform_harness::experiments::settings::{in_range, Common, EvalArgs, TaskArgs};
-use dualform_harness::experiments::{reproduce_in, Entry, Experiment, Outcome, Registered, Run, REGISTRY};
+use dualform_harness::experiments::settings::{in_range, Shared, TaskArgs};
+use dualform_harness::experiments::{reproduce_in, Entry, Experiment, Groups, Outcome, Registered, Run, REGISTRY};
 use dualform_harness::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
 use dualform_harness::judge::stats::Stat;
 use dualform_harness::output::plot::{Panel, Series};
@@ -17,15 +17,15 @@ use std::marker::PhantomData;
 /// The experiment.
 pub struct GdRates;
 
-/// Settings of `reproduce gd-rates`: flags, defaults and the report's `config` at once.
+/// Settings of `reproduce gd-rates`: flags, defaults and the report's `config` at once (the groups every experiment
+/// has, the task distribution, and its own flag).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Step sizes on the grid, as multiples of the tuned rate.
     #[arg(long, default_value_t = 9, allow_negative_numbers = true)]
     pub rates: usize,
@@ -34,17 +34,11 @@ pub struct Settings {
 impl dualform_harness::experiments::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] = &[("eval_tasks", "500"), ("rates", "5")];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.eval.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--rates", self.rates, 3..=101)
     }
 }
@@ -79,15 +73,15 @@ impl Experiment for GdRates {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let seed = s.common.eval_seed;
-        let tuned = tune_gd_rate(&sampler, seed, streams::TUNE, s.eval.eval_tasks)?;
+        let seed = s.shared.common.eval_seed;
+        let tuned = tune_gd_rate(&sampler, seed, streams::TUNE, s.shared.eval.eval_tasks)?;
         let mut curve = Vec::new();
         for i in 0..s.rates {
             let rate = tuned * 2.0 * i as f64 / (s.rates - 1) as f64;
             let net = gd_net(s.task.d, rate as f32, s.task.n)?;
-            curve.push((rate, loss(&net, &sampler, seed, streams::EVAL, s.eval.eval_tasks)));
+            curve.push((rate, loss(&net, &sampler, seed, streams::EVAL, s.shared.eval.eval_tasks)));
         }
-        let zero = zero_loss(&sampler, seed, streams::EVAL, s.eval.eval_tasks);
+        let zero = zero_loss(&sampler, seed, streams::EVAL, s.shared.eval.eval_tasks);
         let csv: String = curve.iter().map(|(r, l)| format!("{r},{}\n", l.mean)).collect();
         dualform_harness::output::staged::write(&run.file("curve.csv"), &format!("rate,loss\n{csv}"))?;
         let points = curve.iter().map(|(r, l)| (*r, l.mean)).collect();

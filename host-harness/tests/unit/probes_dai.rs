@@ -59,7 +59,7 @@ fn fine_tuning_steps_down_the_zero_shot_gradient() {
     let (demos, prompt) = (flat(&ctx[..1]), flat(&ctx[1..]));
     for mut s in [Subject::random(4, 3), Subject::random(4, 4)] {
         if s.layer.matrix(0, 0)[0] > 0.0 {
-            s.kind = Attention::Linear;
+            s.kind = LayerKind::Linear;
         }
         let lr = 1e-3;
         let ft = s.fine_tune(&prompt, &demos, lr).unwrap();

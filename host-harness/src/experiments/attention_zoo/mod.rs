@@ -21,8 +21,8 @@
 pub mod cost;
 mod report;
 
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared};
 use crate::fit::optim::AdamW;
 use crate::fit::train::train;
 use crate::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
@@ -80,7 +80,8 @@ pub struct AttentionZoo;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     /// Context pairs N of every task.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub n: usize,
@@ -93,24 +94,18 @@ pub struct Settings {
     /// Depths, comma-separated (each 1 to 3).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub layers: Vec<usize>,
-    #[command(flatten)]
-    pub train: TrainArgs,
     /// Adam learning rates of the sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0.003,0.01,0.03")]
     pub lrs: Vec<f64>,
     /// Steps of each sweep run.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     pub sweep_steps: u64,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Models per configuration at the chosen rate, from seeds seed, seed + 1, ... (intervals over seeds).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub seeds: usize,
     /// Context lengths at which the cost of one layer is measured, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,64,256")]
     pub cost_n: Vec<usize>,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -126,18 +121,11 @@ impl super::Settings for Settings {
         ("probe_tasks", "128"),
     ];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::new(&self.shared)
     }
 
-    fn d(&self) -> usize {
-        D
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.train.validate()?;
-        self.eval.validate()?;
-        self.curves.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         let usage = |m: String| Err(HarnessError::Usage(m));
         in_range("--n", self.n, 2..=256)?;
         if self.tasks.is_empty() {
@@ -152,13 +140,13 @@ impl super::Settings for Settings {
         if self.lrs.is_empty() || self.lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0 && *lr < 1.0)) {
             return usage(format!("--lrs must list rates in (0, 1) (got {:?})", self.lrs));
         }
-        if self.train.lr.is_some() {
+        if self.shared.train.lr.is_some() {
             return usage("attention-zoo sweeps its rates: use --lrs instead of --lr".into());
         }
-        if self.sweep_steps == 0 || self.sweep_steps > self.train.steps {
+        if self.sweep_steps == 0 || self.sweep_steps > self.shared.train.steps {
             return usage(format!(
                 "--sweep-steps must be between 1 and --steps ({}) (got {})",
-                self.train.steps, self.sweep_steps
+                self.shared.train.steps, self.sweep_steps
             ));
         }
         in_range("--seeds", self.seeds, 1..=16)?;
@@ -181,9 +169,9 @@ fn sampler(task: Task, n: usize) -> TaskSampler {
 /// `|y_hat_a - y_hat_b|` over the held-out tasks.
 fn preds_diff<F: Forward>(a: &F, b: &Net, sampler: &TaskSampler, s: &Settings) -> Stat {
     let rows = sampler.par_chunks::<(Vec<f64>, _, _)>(
-        s.common.eval_seed,
+        s.shared.common.eval_seed,
         streams::EVAL,
-        s.eval.eval_tasks,
+        s.shared.eval.eval_tasks,
         || (Vec::new(), a.workspace(sampler.n), b.workspace(sampler.n)),
         |(acc, wa, wb), ctx, q, _| {
             acc.push(f64::from((a.predict(ctx, q, wa, None) - b.predict(ctx, q, wb, None)).abs()))
@@ -204,15 +192,15 @@ fn configuration<M: Model>(
 ) -> Result<Row, HarnessError> {
     let label = format!("{} / {} x {layers}", task.name(), kind.name());
     let spec_at = |seed: u64, lr: f64, steps: u64| {
-        let mut spec = s.train.spec(layers, seed);
+        let mut spec = s.shared.train.spec(layers, seed);
         spec.adam = AdamW::reference(lr);
         spec.steps = steps;
         spec
     };
     let mut sweep = Vec::new();
     for &lr in &s.lrs {
-        let mut model = make(s.common.seed);
-        let spec = spec_at(s.common.seed, lr, s.sweep_steps);
+        let mut model = make(s.shared.common.seed);
+        let spec = spec_at(s.shared.common.seed, lr, s.sweep_steps);
         let progress = run.progress(spec.steps, &format!("{label}, sweep lr {lr}"));
         let trained = train(&mut model, sampler, &spec, |step, _, l| {
             progress.step(step, || format!("loss {l:.4}"));
@@ -220,7 +208,7 @@ fn configuration<M: Model>(
         });
         progress.finish();
         let score = match trained {
-            Ok(_) => loss(model.net(), sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks).mean,
+            Ok(_) => loss(model.net(), sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks).mean,
             Err(HarnessError::NonFinite { .. }) => f64::INFINITY,
             Err(e) => return Err(e),
         };
@@ -234,14 +222,14 @@ fn configuration<M: Model>(
     for (i, &(lr, _)) in order.iter().enumerate() {
         let mut at = Attempt { lr, per_seed: Vec::new(), diffs: Vec::new(), curve: Vec::new(), ms: 0.0, diverged: 0 };
         for k in 0..s.seeds as u64 {
-            let seed = s.common.seed.wrapping_add(k);
+            let seed = s.shared.common.seed.wrapping_add(k);
             let mut model = make(seed);
-            let spec = spec_at(seed, lr, s.train.steps);
+            let spec = spec_at(seed, lr, s.shared.train.steps);
             let progress = run.progress(spec.steps, &format!("{label}, lr {lr}, seed {seed}"));
             let mut points = Vec::new();
             let trained = train(&mut model, sampler, &spec, |step, m, l| {
-                if k == 0 && (step % s.curves.log_every == 0 || step == spec.steps) {
-                    let probe = loss(m.net(), sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
+                if k == 0 && (step % s.shared.curves.log_every == 0 || step == spec.steps) {
+                    let probe = loss(m.net(), sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
                     points.push((step, probe.mean));
                 }
                 progress.step(step, || format!("loss {l:.4}"));
@@ -251,7 +239,7 @@ fn configuration<M: Model>(
             match trained {
                 Ok(timing) => {
                     at.ms += timing.ms_per_step / s.seeds as f64;
-                    at.per_seed.push(loss(model.net(), sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks));
+                    at.per_seed.push(loss(model.net(), sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks));
                     if let Some(g) = gd {
                         at.diffs.push(preds_diff(model.net(), g, sampler, s));
                     }
@@ -307,7 +295,7 @@ fn task_rows<const D2: usize, const E2: usize>(
     rows: &mut Vec<Row>,
 ) -> Result<TaskSummary, HarnessError> {
     let sampler = sampler(task, s.n);
-    let eta = tune_gd_rate(&sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+    let eta = tune_gd_rate(&sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks)?;
     let gd = gd_net(sampler.d, eta as f32, s.n)?;
     for &layers in &s.layers {
         for &kind in &s.kinds {
@@ -317,8 +305,8 @@ fn task_rows<const D2: usize, const E2: usize>(
     }
     Ok(TaskSummary {
         task,
-        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
-        gd: Some((eta, loss(&gd, &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks))),
+        zero: zero_loss(&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks),
+        gd: Some((eta, loss(&gd, &sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks))),
     })
 }
 
@@ -337,7 +325,7 @@ fn mlp_rows(s: &Settings, run: &mut Run<'_>, rows: &mut Vec<Row>) -> Result<Task
     }
     Ok(TaskSummary {
         task: Task::SineMlp,
-        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        zero: zero_loss(&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks),
         gd: None,
     })
 }
@@ -360,14 +348,14 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
     let results = Results {
         budget: format!(
             "{} steps of {} tasks (sweep: {} steps at each of {:?}), {} seeds, {ZOO_HEADS} heads per layer, N = {}",
-            s.train.steps, s.train.batch, s.sweep_steps, s.lrs, s.seeds, s.n
+            s.shared.train.steps, s.shared.train.batch, s.sweep_steps, s.lrs, s.seeds, s.n
         ),
         tasks,
         rows,
         costs,
     };
     report::write_files(run, &results)?;
-    let checks = report::checks(&results, s.common.quick);
+    let checks = report::checks(&results, s.shared.common.quick);
     let verdict = report::verdict(&results, &checks);
     Ok(Outcome { results, checks, verdict })
 }

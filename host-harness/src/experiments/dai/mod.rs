@@ -14,8 +14,8 @@
 //! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{trained_softmax, TrainedSoftmax};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{tune_gd_rate, zero_loss};
 use crate::model::{save, Model};
 use crate::net::SOFTMAX_HEADS;
@@ -36,13 +36,10 @@ pub struct Dai;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Unlabelled inputs after the demonstrations: the zero-shot prompt (at least 2, so SimAM compares vectors).
     #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub prompt: usize,
@@ -55,8 +52,6 @@ pub struct Settings {
     /// Tasks on which each model's fine-tuning rate is chosen.
     #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub tune_tasks: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -70,19 +65,11 @@ impl super::Settings for Settings {
         ("probe_tasks", "512"),
     ];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        self.curves.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--prompt", self.prompt, 2..=64)?;
         in_range("--seeds", self.seeds, 1..=16)?;
         in_range("--pool", self.pool, 2..=1_000_000)?;
@@ -100,7 +87,7 @@ fn train_all(
 ) -> Result<Vec<TrainedSoftmax>, HarnessError> {
     seeds
         .iter()
-        .map(|&sd| trained_softmax(run, sampler, 1, s.train.spec(1, sd), &s.curves, s.common.eval_seed))
+        .map(|&sd| trained_softmax(run, sampler, 1, s.shared.train.spec(1, sd), &s.shared.curves, s.shared.common.eval_seed))
         .collect()
 }
 
@@ -119,12 +106,12 @@ impl Experiment for Dai {
         let base = s.task.sampler();
         let (m, u) = (s.task.n, s.prompt);
         let sampler = TaskSampler { n: m + u, hidden: u, ..base };
-        let pool = TaskSampler { pool: s.pool, pool_seed: s.common.seed ^ 0x5EED_9001, ..sampler };
-        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
-        let eval_seed = s.common.eval_seed;
+        let pool = TaskSampler { pool: s.pool, pool_seed: s.shared.common.seed ^ 0x5EED_9001, ..sampler };
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.shared.common.seed.wrapping_add(k)).collect();
+        let eval_seed = s.shared.common.eval_seed;
         let at = |smp, stream, count| Tasks { sampler: smp, seed: eval_seed, first_stream: stream, count };
 
-        let eta = tune_gd_rate(&base, eval_seed, streams::TUNE, s.eval.eval_tasks)?;
+        let eta = tune_gd_rate(&base, eval_seed, streams::TUNE, s.shared.eval.eval_tasks)?;
         let trained = train_all(run, s, &sampler, &seeds)?;
         let pickers = train_all(run, s, &pool, &seeds)?;
         // Logits `beta x_q . x_j / sqrt(E)` with a standard deviation of about 10 over the inputs.
@@ -155,7 +142,7 @@ impl Experiment for Dai {
                 let per: Vec<Scores> = subjects
                     .iter()
                     .zip(&rates)
-                    .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.eval.eval_tasks), lr, shuffled))
+                    .map(|(x, &lr)| evaluate(x, at(*smp, streams::EVAL, s.shared.eval.eval_tasks), lr, shuffled))
                     .collect();
                 let icl_loss_per_seed = per.iter().map(|x| x.loss[1].mean).collect();
                 rows.push(Row {
@@ -178,7 +165,7 @@ impl Experiment for Dai {
             ];
             save(&t[0].model, &meta, &run.file(&format!("{name}.safetensors")))?;
         }
-        let count = s.eval.eval_tasks;
+        let count = s.shared.eval.eval_tasks;
         let results = Results {
             distribution: s.task.describe(),
             demos: m,

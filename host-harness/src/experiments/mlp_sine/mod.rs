@@ -11,8 +11,8 @@
 //!
 //! Files: `report.json`, `curves.csv`, `mlp-sine.png`, `mlp-sine.safetensors` (first seed, `dualform-mlp-lsa-v1`).
 
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared};
 use crate::fit::train::train;
 use crate::judge::eval::{best_scale, loss, zero_loss};
 use crate::judge::stats::Stat;
@@ -45,40 +45,28 @@ pub struct MlpSine;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     /// Context pairs N.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub n: usize,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Models, from seeds seed, seed + 1, ... (intervals over seeds).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub seeds: usize,
     /// Query points across the input range at which sensitivities are compared as one vector.
     #[arg(long, default_value_t = 21, allow_negative_numbers = true)]
     pub grid: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
     const QUICK: &'static [(&'static str, &'static str)] =
         &[("steps", "600"), ("batch", "256"), ("eval_tasks", "1000"), ("seeds", "2"), ("probe_tasks", "512")];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::new(&self.shared)
     }
 
-    fn d(&self) -> usize {
-        1
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.train.validate()?;
-        self.eval.validate()?;
-        self.curves.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--n", self.n, 2..=4096)?;
         in_range("--seeds", self.seeds, 1..=16)?;
         in_range("--grid", self.grid, 2..=1000)?;
@@ -103,9 +91,9 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
     let grid: Vec<f32> =
         (0..s.grid).map(|k| -INPUT_RANGE / 2.0 + INPUT_RANGE * k as f32 / (s.grid - 1) as f32).collect();
     let parts = sampler.par_chunks_fixed::<2, (Vec<[f64; 6]>, Workspace<2>)>(
-        s.common.eval_seed,
+        s.shared.common.eval_seed,
         streams::EVAL,
-        s.eval.eval_tasks,
+        s.shared.eval.eval_tasks,
         Default::default,
         |(acc, ws), ctx, q, y| {
             let (ym, sm) = probe(model, ctx, q[0], ws);
@@ -146,14 +134,14 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
     let mut seeds = Vec::new();
     let mut nets = Vec::new();
     for k in 0..s.seeds as u64 {
-        let seed = s.common.seed.wrapping_add(k);
-        let spec = s.train.spec(1, seed);
+        let seed = s.shared.common.seed.wrapping_add(k);
+        let spec = s.shared.train.spec(1, seed);
         let mut model = MlpLsa::<FEATURES, HIDDEN, W>::init(&mut stream_rng(seed, streams::INIT), input_std);
         let progress = run.progress(spec.steps, &format!("feature map + LSA, seed {seed}"));
         let mut curve = Vec::new();
         let timing = train(&mut model, &sampler, &spec, |step, m, batch_loss| {
-            if step % s.curves.log_every == 0 || step == spec.steps {
-                let probe = loss(m.net(), &sampler, s.common.eval_seed, streams::PROBE, s.curves.probe_tasks);
+            if step % s.shared.curves.log_every == 0 || step == spec.steps {
+                let probe = loss(m.net(), &sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
                 curve.push((step, batch_loss, probe.mean));
             }
             progress.step(step, || format!("loss {batch_loss:.4}"));
@@ -161,7 +149,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         })?;
         progress.finish();
         let unit = gd_on_features(model.net(), 1.0, s.n)?;
-        let eta = best_scale(&unit, &sampler, s.common.eval_seed, streams::TUNE, s.eval.eval_tasks);
+        let eta = best_scale(&unit, &sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks);
         let gd = gd_on_features(model.net(), eta as f32, s.n)?;
         let [l, gl, pd, sign, gc, gdiff] = compare(model.net(), &gd, &sampler, s);
         let fit: GdFit<f32, FEATURES, 1> = read_gd(&model.net().layer.heads[0], s.n)?;
@@ -169,7 +157,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
             mlp: model.net().mlp.clone(),
             layer: dualform::gd_layer::<f32, FEATURES, 1, W>(&fit.w0, fit.eta, s.n)?,
         };
-        let read_loss = loss(&closest, &sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks);
+        let read_loss = loss(&closest, &sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks);
         seeds.push(SeedResult {
             seed,
             loss: l,
@@ -202,10 +190,10 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         widths: (FEATURES, HIDDEN),
         seeds,
         over_seeds: over,
-        zero: zero_loss(&sampler, s.common.eval_seed, streams::EVAL, s.eval.eval_tasks),
+        zero: zero_loss(&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks),
     };
     if let Some((model, gd)) = nets.first() {
-        let meta = vec![("n", s.n.to_string()), ("model", format!("feature map + LSA, seed {}", s.common.seed))];
+        let meta = vec![("n", s.n.to_string()), ("model", format!("feature map + LSA, seed {}", s.shared.common.seed))];
         save(model, &meta, &run.file("mlp-sine.safetensors"))?;
         write_files(run, &results, model.net(), &sampler, gd)?;
     }

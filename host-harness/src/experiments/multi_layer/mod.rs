@@ -11,9 +11,9 @@
 //! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
 //! `references-K.safetensors` (fitted scalars).
 
-use super::trained::{references, trained_stack, StackSpec, TrainedStack};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::trained::{fitted_references, trained_stack, StackSpec, TrainedStack};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
 use crate::model::{save, Model};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 mod report;
 use report::write_files;
-pub use report::{checks, verdict, Depth, ReferenceResult, Results, AUTHORS};
+pub use report::{checks, verdict, TrainedDepth, ReferenceResult, Results, AUTHORS};
 
 /// The experiment.
 pub struct MultiLayer;
@@ -32,21 +32,16 @@ pub struct MultiLayer;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Depths K to train, comma-separated (each 2 to 8).
     #[arg(long, value_delimiter = ',', default_value = "2,3,4,5")]
     pub layers: Vec<usize>,
     /// Gauss-Newton iterations per reference fit.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub fit_iters: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -60,23 +55,15 @@ impl super::Settings for Settings {
         ("probe_tasks", "512"),
     ];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
             return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
         }
         in_range("--fit-iters", self.fit_iters, 1..=1000)?;
-        self.curves.validate()?;
         Ok(())
     }
 }
@@ -84,7 +71,7 @@ impl super::Settings for Settings {
 impl Settings {
     /// How this run trains its deep models.
     pub fn stack_spec(&self) -> StackSpec<'_> {
-        StackSpec::of(&self.common, &self.task, &self.train, &self.curves)
+        StackSpec::of(&self.shared.common, &self.task, &self.shared.train, &self.shared.curves)
     }
 }
 
@@ -97,12 +84,12 @@ impl Experiment for MultiLayer {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
         let mut depths = Vec::new();
         for &k in &s.layers {
             let TrainedStack { model, training, token_clip, timing, curve } = trained_stack(run, k, s.stack_spec())?;
-            let refs = references(run, k, &s.task, fit_spec)?;
+            let refs = fitted_references(run, k, &s.task, fit_spec)?;
             let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
             let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
             let references = refs
@@ -118,7 +105,7 @@ impl Experiment for MultiLayer {
             let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
             save(
                 &model,
-                &meta(format!("{k} trained LSA layers, seed {}", s.common.seed)),
+                &meta(format!("{k} trained LSA layers, seed {}", s.shared.common.seed)),
                 &run.file(&format!("stack-{k}.safetensors")),
             )?;
             for (i, r) in refs.iter().enumerate() {
@@ -128,7 +115,7 @@ impl Experiment for MultiLayer {
                     &run.file(&format!("reference-{k}-{i}.safetensors")),
                 )?;
             }
-            depths.push(Depth {
+            depths.push(TrainedDepth {
                 layers: k,
                 training,
                 token_clip,

@@ -31,7 +31,7 @@ pub struct ReferenceResult {
 
 /// One depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Depth {
+pub struct TrainedDepth {
     /// K.
     pub layers: usize,
     /// The training run.
@@ -48,7 +48,7 @@ pub struct Depth {
     pub curve: Vec<(u64, f64, f64)>,
 }
 
-impl Depth {
+impl TrainedDepth {
     /// The trained model's loss on the held-out tasks.
     pub fn trained_loss(&self) -> Stat {
         self.references.first().map_or(Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }, |r| r.vs_trained.loss_a)
@@ -59,7 +59,7 @@ impl Depth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     /// Every depth.
-    pub depths: Vec<Depth>,
+    pub depths: Vec<TrainedDepth>,
     /// Loss of predicting zero.
     pub zero: Stat,
     /// Loss of least squares on the context.
@@ -240,7 +240,7 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
     crate::output::staged::write(&run.file("depths.csv"), &csv)?;
     crate::output::staged::write(&run.file("readout.csv"), &readout)?;
     crate::output::staged::write(&run.file("curves.csv"), &curves)?;
-    let by_k = |f: &dyn Fn(&Depth) -> f64| r.depths.iter().map(|d| (d.layers as f64, f(d))).collect::<Vec<_>>();
+    let by_k = |f: &dyn Fn(&TrainedDepth) -> f64| r.depths.iter().map(|d| (d.layers as f64, f(d))).collect::<Vec<_>>();
     let reference = |i: usize| by_k(&|d| d.references.get(i).map_or(f64::NAN, |x| x.vs_trained.loss_b.mean));
     let mut losses = Panel::new("Held-out loss by depth", "layers / steps K", "loss")
         .with(Series::line("trained", by_k(&|d| d.trained_loss().mean)).with_markers())

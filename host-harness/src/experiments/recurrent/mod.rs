@@ -12,8 +12,8 @@
 
 use super::single_layer::FamilyFit;
 use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::fit::train::{reference, train};
 use crate::judge::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
@@ -35,13 +35,10 @@ pub struct Recurrent;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Applications of the trained single layer (part 1).
     #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     pub iterations: usize,
@@ -54,8 +51,6 @@ pub struct Settings {
     /// Gauss-Newton iterations per reference fit.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub fit_iters: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -68,25 +63,17 @@ impl super::Settings for Settings {
         ("fit_iters", "10"),
     ];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         in_range("--iterations", self.iterations, 1..=1000)?;
         if !(self.damping.is_finite() && self.damping > 0.0 && self.damping <= 1.0) {
             return Err(HarnessError::Usage(format!("--damping must be in (0, 1] (got {})", self.damping)));
         }
         in_range("--loop-applications", self.loop_applications, 2..=16)?;
         in_range("--fit-iters", self.fit_iters, 1..=1000)?;
-        self.curves.validate()?;
         Ok(())
     }
 }
@@ -100,10 +87,10 @@ impl Experiment for Recurrent {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         // Part 1.
-        let spec = LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves);
-        let layer = trained_layer(run, spec, s.common.seed)?.model;
+        let spec = LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves);
+        let layer = trained_layer(run, spec, s.shared.common.seed)?.model;
         let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
         let y_only = Update { scale: 1.0, first: s.task.d, clip: None };
         let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
@@ -117,12 +104,12 @@ impl Experiment for Recurrent {
         };
         // Part 2.
         let k = s.loop_applications;
-        let training = s.train.spec(k, s.common.seed);
+        let training = s.shared.train.spec(k, s.shared.common.seed);
         let token_clip = reference::token_clip(k);
         let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
         let (looped, timing) = run.cached(&key, |run| {
             let update = Update { clip: token_clip, ..Update::residual() };
-            let mut m = Lsa::init(&mut stream_rng(s.common.seed, streams::INIT), s.task.d + 1, 1, vec![0; k], update)?;
+            let mut m = Lsa::init(&mut stream_rng(s.shared.common.seed, streams::INIT), s.task.d + 1, 1, vec![0; k], update)?;
             let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
             let timing = train(&mut m, &sampler, &training, |step, _, loss| {
                 progress.step(step, || format!("loss {loss:.4}"));

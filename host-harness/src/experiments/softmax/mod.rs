@@ -13,9 +13,9 @@
 //! Files: `report.json`, `models.csv` (per depth and reference), `relaxation.csv` (per depth and layer),
 //! `curves.csv`, `softmax.png`, `softmax-K.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
-use super::trained::{references, trained_layer, trained_softmax, LayerSpec};
-use super::{Experiment, Outcome, Run};
-use crate::experiments::settings::{in_range, Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
+use super::trained::{fitted_references, trained_layer, trained_softmax, LayerSpec};
+use super::{Experiment, Groups, Outcome, Run};
+use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
 use crate::judge::baselines::Predictor;
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 mod report;
 use report::write_files;
-pub use report::{checks, verdict, Against, Depth, Results};
+pub use report::{checks, verdict, Against, SoftmaxDepth, Results};
 
 /// The experiment.
 pub struct SoftmaxExperiment;
@@ -40,13 +40,10 @@ pub struct SoftmaxExperiment;
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     #[command(flatten)]
-    pub common: Common,
+    #[serde(flatten)]
+    pub shared: Shared,
     #[command(flatten)]
     pub task: TaskArgs,
-    #[command(flatten)]
-    pub train: TrainArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
     /// Depths to train, comma-separated (each 1 to 3).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub layers: Vec<usize>,
@@ -59,8 +56,6 @@ pub struct Settings {
     /// Tasks on which Dai's relaxation is measured.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     pub relaxation_tasks: usize,
-    #[command(flatten)]
-    pub curves: CurveArgs,
 }
 
 impl super::Settings for Settings {
@@ -75,19 +70,11 @@ impl super::Settings for Settings {
         ("probe_tasks", "512"),
     ];
 
-    fn common(&self) -> &Common {
-        &self.common
+    fn groups(&self) -> Groups<'_> {
+        Groups::with_task(&self.shared, &self.task)
     }
 
-    fn d(&self) -> usize {
-        self.task.d
-    }
-
-    fn validate(&self) -> Result<(), HarnessError> {
-        self.task.validate()?;
-        self.train.validate()?;
-        self.eval.validate()?;
-        self.curves.validate()?;
+    fn check(&self) -> Result<(), HarnessError> {
         let usage = |m: String| Err(HarnessError::Usage(m));
         if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
             return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
@@ -132,15 +119,15 @@ impl Experiment for SoftmaxExperiment {
 
     fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
         let sampler = s.task.sampler();
-        let (seed, count) = (s.common.eval_seed, s.eval.eval_tasks);
+        let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let held = Held { sampler: &sampler, seed, count };
-        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.common.seed.wrapping_add(k)).collect();
+        let seeds: Vec<u64> = (0..s.seeds as u64).map(|k| s.shared.common.seed.wrapping_add(k)).collect();
         let mut depths = Vec::new();
         for &k in &s.layers {
             let mut trained = Vec::new();
             for &sd in &seeds {
-                let spec = s.train.spec(k, sd);
-                trained.push(trained_softmax(run, &sampler, k, spec, &s.curves, s.common.eval_seed)?);
+                let spec = s.shared.train.spec(k, sd);
+                trained.push(trained_softmax(run, &sampler, k, spec, &s.shared.curves, s.shared.common.eval_seed)?);
             }
             let models: Vec<Predictor<'_>> = trained.iter().map(|t| Predictor::Net(t.model.net())).collect();
             let first = &trained[0].model;
@@ -148,7 +135,7 @@ impl Experiment for SoftmaxExperiment {
                 let refs = References::build(&sampler, seed, count)?;
                 let a = assess_predictors(&models, None, &refs, held);
                 let lsa =
-                    trained_layer(run, LayerSpec::of(&s.common, &s.task, &s.train, &s.eval, &s.curves), s.common.seed)?;
+                    trained_layer(run, LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves), s.shared.common.seed)?;
                 let mut against: Vec<Against> = a
                     .agreements
                     .iter()
@@ -167,7 +154,7 @@ impl Experiment for SoftmaxExperiment {
                 (Some(a), against)
             } else {
                 let spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-                let refs = references(run, k, &s.task, spec)?;
+                let refs = fitted_references(run, k, &s.task, spec)?;
                 let named: Vec<(String, Predictor<'_>)> =
                     refs.iter().map(|r| (format!("{}, {k} steps", r.name), Predictor::Net(r.model.net()))).collect();
                 (None, self::against(&models, &named, held))
@@ -180,7 +167,7 @@ impl Experiment for SoftmaxExperiment {
                 ("model", format!("{k} trained softmax layer(s), seed {}", seeds[0])),
             ];
             save(first, &meta, &run.file(&format!("softmax-{k}.safetensors")))?;
-            depths.push(Depth {
+            depths.push(SoftmaxDepth {
                 layers: k,
                 training: trained[0].spec,
                 timing: trained.iter().map(|t| t.timing).collect(),

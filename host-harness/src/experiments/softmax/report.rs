@@ -26,7 +26,7 @@ pub struct Against {
 
 /// One depth.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Depth {
+pub struct SoftmaxDepth {
     /// K.
     pub layers: usize,
     /// The training run of the first seed (the others differ in the seed only).
@@ -59,7 +59,7 @@ pub struct Results {
     /// The training seeds.
     pub seeds: Vec<u64>,
     /// Every depth.
-    pub depths: Vec<Depth>,
+    pub depths: Vec<SoftmaxDepth>,
     /// Loss of predicting zero.
     pub zero: Stat,
     /// Loss of least squares on the context.

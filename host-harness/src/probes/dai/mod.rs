@@ -47,7 +47,7 @@ pub type DaiLayer = SoftmaxLayer<f64>;
 
 /// How a layer attends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Attention {
+pub enum LayerKind {
     /// Linear self-attention: `sum_j (W_V e_j)(W_K e_j . W_Q h)`, no normaliser.
     Linear,
     /// Softmax attention with logits scaled by `1/sqrt(E)`.
@@ -58,7 +58,7 @@ pub enum Attention {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subject {
     /// Linear or softmax.
-    pub kind: Attention,
+    pub kind: LayerKind,
     /// The weights.
     pub layer: DaiLayer,
 }
@@ -108,7 +108,7 @@ impl Subject {
 
     /// A trained softmax layer, in f64.
     pub fn softmax(layer: &SoftmaxLayer) -> Self {
-        Self { kind: Attention::Softmax, layer: layer.cast() }
+        Self { kind: LayerKind::Softmax, layer: layer.cast() }
     }
 
     /// The positive control: the core's construction of one GD step from `W0 = 0` at rate `eta` over `m`
@@ -117,7 +117,7 @@ impl Subject {
         let mut layer = DaiLayer::zeros(d + 1);
         let [head, _] = layer.heads_mut();
         dualform::gd_head_into(d, 1, &vec![0.0; d], eta, None, m, [head.w_q, head.w_k, head.w_v, head.p])?;
-        Ok(Self { kind: Attention::Linear, layer })
+        Ok(Self { kind: LayerKind::Linear, layer })
     }
 
     /// A sharp retrieval head of width `e`: softmax attention with logits `beta x_q . x_j / sqrt(E)` on the inputs
@@ -132,7 +132,7 @@ impl Subject {
         let last = (e - 1) * e + (e - 1);
         layer.matrix_mut(0, 2)[last] = 1.0;
         layer.matrix_mut(0, 3)[last] = -1.0;
-        Self { kind: Attention::Softmax, layer }
+        Self { kind: LayerKind::Softmax, layer }
     }
 
     /// Softmax attention of width `e` with independent `N(0, 1/E)` weights.
@@ -143,7 +143,7 @@ impl Subject {
         for v in layer.params_mut() {
             *v = s.next_normal() * scale;
         }
-        Self { kind: Attention::Softmax, layer }
+        Self { kind: LayerKind::Softmax, layer }
     }
 
     /// The attention output at `q` over `ctx` (after `P`, before the residual); `None` on a non-finite logit.
@@ -153,8 +153,8 @@ impl Subject {
         let (mut vecs, map) = sc.vectors();
         let mut u = vec![0.0; w.e];
         match self.kind {
-            Attention::Softmax => softmax_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs).ok()?,
-            Attention::Linear => linear_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs, map).ok()?,
+            LayerKind::Softmax => softmax_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs).ok()?,
+            LayerKind::Linear => linear_ref::token_update(w, &heads, ctx, q, &mut u, &mut vecs, map).ok()?,
         }
         Some(u)
     }
@@ -168,8 +168,8 @@ impl Subject {
     /// One head's pre-softmax scores of `q` to `ctx` (`W_Q q . W_K e`, scaled by `1/sqrt(E)` for softmax).
     pub fn scores(&self, w: Widths, head: HeadRef<'_, f64>, ctx: &[f64], q: &[f64]) -> Vec<f64> {
         let scale = match self.kind {
-            Attention::Softmax => 1.0 / (w.e as f64).sqrt(),
-            Attention::Linear => 1.0,
+            LayerKind::Softmax => 1.0 / (w.e as f64).sqrt(),
+            LayerKind::Linear => 1.0,
         };
         let (mut qv, mut k) = (vec![0.0; w.dk], vec![0.0; w.dk]);
         matvec(&mut qv, head.w_q, q);
@@ -199,10 +199,10 @@ impl Subject {
             let (heads, mut gh) = (layer.heads(), grad.heads_mut());
             let (mut vecs, map) = sc.vectors();
             let step = match self.kind {
-                Attention::Softmax => {
+                LayerKind::Softmax => {
                     softmax_ref::token_backward(w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs)
                 }
-                Attention::Linear => {
+                LayerKind::Linear => {
                     linear_ref::token_backward(w, &heads, prompt, &q, &g, &mut gh, &mut dh, None, &mut vecs, map)
                 }
             };
