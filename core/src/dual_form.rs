@@ -27,7 +27,7 @@ use crate::head_ref::{carve, check_heads, FixedVectors, HeadRef, Vectors, Widths
 use crate::layer::Head;
 use crate::linalg::slices as sl;
 use crate::linalg::{add_outer, axpy, dot, matvec, matvec_acc, zeros};
-use crate::softmax::logit_scale;
+use crate::softmax_ref::logit_scale;
 use crate::softmax_ref::{online_finish, online_push};
 use crate::{Error, Real};
 use nalgebra::SMatrix;

@@ -19,46 +19,8 @@ use crate::features::Identity;
 use crate::head_ref::{FixedVectors, HeadRef};
 use crate::layer::{Layer, Mask, Update};
 use crate::linalg::{matvec, matvec_acc};
-use crate::softmax_ref::{self, attend, online_finish, online_push, Projected};
+use crate::softmax_ref::{self, attend, logit_scale, online_finish, online_push, MaxSum, Projected};
 use crate::{Error, Real};
-
-/// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the
-/// empty dot product 0, so the weights are uniform, not `0 / sqrt(0)`).
-pub(crate) fn logit_scale<T: Real>(dk: usize) -> T {
-    if dk == 0 {
-        T::ZERO
-    } else {
-        T::ONE / T::from_f64(dk as f64).sqrt()
-    }
-}
-
-/// The running maximum `m` and sum `l = sum_i exp(x_i - m)` of logits seen one at a time.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct MaxSum<T> {
-    pub(crate) m: T,
-    pub(crate) l: T,
-}
-
-impl<T: Real> MaxSum<T> {
-    pub(crate) fn new() -> Self {
-        Self { m: -T::INFINITY, l: T::ZERO }
-    }
-
-    /// Takes logit `x`; [`Error::NonFinite`] for a NaN or infinite one.
-    #[inline(always)]
-    pub(crate) fn push(&mut self, x: T) -> Result<(), Error> {
-        if !x.is_finite() {
-            return Err(Error::NonFinite);
-        }
-        if x > self.m {
-            self.l = self.l * (self.m - x).exp() + T::ONE;
-            self.m = x;
-        } else {
-            self.l += (x - self.m).exp();
-        }
-        Ok(())
-    }
-}
 
 /// One pass over `logits`: their maximum `m` and `l = sum_i exp(x_i - m)`.
 pub fn online_max_sum<T: Real>(logits: &[T]) -> Result<(T, T), Error> {

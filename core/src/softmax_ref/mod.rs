@@ -1,0 +1,367 @@
+//! Softmax attention over shapes chosen at run time: heads borrowed as column-major slices
+//! ([`crate::head_ref`]), tokens as rows of flat slices (token `j` at `j * e..`), and the small vectors of every kernel
+//! in caller-provided [`Vectors`]. It is the one implementation of softmax attention:
+//! the fixed-size forms in [`mod@crate::softmax`] and [`crate::backward`] call these with their arrays, so both give the
+//! same bits.
+//!
+//! Numerical contract: that of [`mod@crate::softmax`] (one pass with a running maximum and sum; a logit whose unscaled
+//! dot product overflows is recomputed with the query scaled first; a weighted sum that overflows is recomputed with
+//! the values scaled down) and of [`crate::backward`] (softmax VJPs, weights recomputed from the logits' maximum and
+//! sum), operation for operation. Every length is checked before anything is written: [`Error::LengthMismatch`] for
+//! a token, context, gradient or weight of the wrong length, [`Error::BufferTooSmall`] for short scratch.
+
+use crate::attention::visible;
+use crate::head_ref::{carve, check_heads, expect_len, row, HeadRef, Vectors, Widths};
+use crate::layer::{Mask, Update};
+use crate::linalg::slices::{axpy, dot, matvec, matvec_acc};
+use crate::{Error, Real};
+
+mod backward;
+mod projection;
+
+pub use backward::{backward, token_backward, token_backward_projected};
+pub use projection::{project, Projection};
+
+use projection::project_into;
+
+/// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the
+/// empty dot product 0, so the weights are uniform, not `0 / sqrt(0)`).
+pub(crate) fn logit_scale<T: Real>(dk: usize) -> T {
+    if dk == 0 {
+        T::ZERO
+    } else {
+        T::ONE / T::from_f64(dk as f64).sqrt()
+    }
+}
+
+/// The running maximum `m` and sum `l = sum_i exp(x_i - m)` of logits seen one at a time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MaxSum<T> {
+    pub(crate) m: T,
+    pub(crate) l: T,
+}
+
+impl<T: Real> MaxSum<T> {
+    pub(crate) fn new() -> Self {
+        Self { m: -T::INFINITY, l: T::ZERO }
+    }
+
+    /// Takes logit `x`; [`Error::NonFinite`] for a NaN or infinite one.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, x: T) -> Result<(), Error> {
+        if !x.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        if x > self.m {
+            self.l = self.l * (self.m - x).exp() + T::ONE;
+            self.m = x;
+        } else {
+            self.l += (x - self.m).exp();
+        }
+        Ok(())
+    }
+}
+
+/// The running state of one-pass softmax: maximum `m`, normaliser `l` relative to `m`, and the weighted sum in
+/// `acc`. Adds the term with logit `s` and value `v`; [`Error::NonFinite`] for a NaN or infinite logit.
+#[inline(always)]
+pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v: &[T]) -> Result<(), Error> {
+    if !s.is_finite() {
+        return Err(Error::NonFinite);
+    }
+    if s > *m {
+        let c = (*m - s).exp();
+        for a in acc.iter_mut() {
+            *a *= c;
+        }
+        *l *= c;
+        *m = s;
+    }
+    let w = (s - *m).exp();
+    *l += w;
+    axpy(acc, w, v);
+    Ok(())
+}
+
+/// `acc /= l` when some term was added (`l > 0`).
+#[inline(always)]
+pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
+    if l > T::ZERO {
+        for a in acc.iter_mut() {
+            *a /= l;
+        }
+    }
+}
+
+/// A source of `(key, value)` pairs, visited in order by [`attend`] (once per pass).
+pub(crate) trait Pairs<T> {
+    /// Number of pairs.
+    fn count(&self) -> usize;
+    /// Pair `j` (`j < count()`).
+    fn pair(&mut self, j: usize) -> (&[T], &[T]);
+}
+
+/// Keys and values already projected: `count` rows of `dk` and `dv` values.
+pub(crate) struct Projected<'a, T> {
+    pub(crate) keys: &'a [T],
+    pub(crate) values: &'a [T],
+    pub(crate) dk: usize,
+    pub(crate) dv: usize,
+    pub(crate) count: usize,
+}
+
+impl<T> Pairs<T> for Projected<'_, T> {
+    fn count(&self) -> usize {
+        self.count
+    }
+    #[inline(always)]
+    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
+        (row(self.keys, j, self.dk), row(self.values, j, self.dv))
+    }
+}
+
+/// Keys and values projected from context tokens on the fly, into `k` and `v`.
+struct OnTheFly<'a, T> {
+    head: HeadRef<'a, T>,
+    ctx: &'a [T],
+    e: usize,
+    k: &'a mut [T],
+    v: &'a mut [T],
+}
+
+impl<T: Real> Pairs<T> for OnTheFly<'_, T> {
+    fn count(&self) -> usize {
+        self.ctx.len().checked_div(self.e).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
+        let tok = row(self.ctx, j, self.e);
+        matvec(self.k, self.head.w_k, tok);
+        matvec(self.v, self.head.w_v, tok);
+        (self.k, self.v)
+    }
+}
+
+/// `acc = sum_j softmax_j(scale q . k_j) v_j` over `pairs` (zeros for none), by the contract of
+/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch.
+#[inline(always)]
+pub(crate) fn attend<T: Real, P: Pairs<T>>(
+    q: &[T],
+    pairs: &mut P,
+    scale: T,
+    qs: &mut [T],
+    acc: &mut [T],
+    vs: &mut [T],
+) -> Result<(), Error> {
+    for (s, &x) in qs.iter_mut().zip(q) {
+        *s = x * scale;
+    }
+    // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
+    // first (only then, so ordinary logits keep their bits).
+    let logit = |k: &[T], qs: &[T]| {
+        let l = dot(q, k) * scale;
+        if l.is_finite() {
+            l
+        } else {
+            dot(qs, k)
+        }
+    };
+    let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    acc.fill(T::ZERO);
+    for j in 0..pairs.count() {
+        let (k, v) = pairs.pair(j);
+        online_push(&mut m, &mut l, acc, logit(k, qs), v)?;
+    }
+    online_finish(l, acc);
+    if acc.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
+    // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
+    let mut s = T::ZERO;
+    for j in 0..pairs.count() {
+        for &x in pairs.pair(j).1 {
+            if x.abs() > s {
+                s = x.abs();
+            }
+        }
+    }
+    if !s.is_finite() || s == T::ZERO {
+        return Ok(());
+    }
+    let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    acc.fill(T::ZERO);
+    for j in 0..pairs.count() {
+        let (k, v) = pairs.pair(j);
+        for (d, &x) in vs.iter_mut().zip(v) {
+            *d = x / s;
+        }
+        online_push(&mut m, &mut l, acc, logit(k, qs), vs)?;
+    }
+    online_finish(l, acc);
+    for a in acc.iter_mut() {
+        *a *= s;
+    }
+    Ok(())
+}
+
+/// The softmax-attention update of one token `h` (`e` values) over `ctx` (`N * e`), every head, keys and values
+/// projected on the fly, written to `u` (`e` values) without the residual: the contract of
+/// [`crate::softmax_token_update`]. Errors: lengths (see the module docs), [`Error::NonFinite`].
+pub fn token_update<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    ctx: &[T],
+    h: &[T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    expect_len(w.e, h.len())?;
+    expect_len(w.e, u.len())?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    let [q, qs, k, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, v, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let scale = logit_scale::<T>(w.dk);
+    u.fill(T::ZERO);
+    for head in heads {
+        matvec(q, head.w_q, h);
+        let mut pairs = OnTheFly { head: *head, ctx, e: w.e, k: &mut *k, v: &mut *v };
+        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        matvec_acc(u, head.p, acc);
+    }
+    Ok(())
+}
+
+/// [`token_update`] over a context whose keys and values were projected once by [`project`] (the same bits).
+/// Errors: those of [`token_update`], and [`Error::LengthMismatch`] for a projection of other widths or heads.
+pub fn token_update_projected<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    proj: &Projection<'_, T>,
+    h: &[T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    check_heads(w, heads)?;
+    proj.check(w, heads.len(), proj.n)?;
+    expect_len(w.e, h.len())?;
+    expect_len(w.e, u.len())?;
+    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let scale = logit_scale::<T>(w.dk);
+    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs])
+}
+
+/// `u` = the update of token `h` over the first `seen` projected pairs, every head, logits scaled by `scale`
+/// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch).
+#[allow(clippy::too_many_arguments)]
+fn update_projected<T: Real>(
+    heads: &[HeadRef<'_, T>],
+    proj: &Projection<'_, T>,
+    seen: usize,
+    scale: T,
+    h: &[T],
+    u: &mut [T],
+    [q, qs]: [&mut [T]; 2],
+    [acc, vs]: [&mut [T]; 2],
+) -> Result<(), Error> {
+    let (w, n) = (proj.w, proj.n);
+    u.fill(T::ZERO);
+    for (hd, head) in heads.iter().enumerate() {
+        let at = hd * n;
+        let mut pairs = Projected {
+            keys: proj.keys.get(at * w.dk..).unwrap_or_default(),
+            values: proj.values.get(at * w.dv..).unwrap_or_default(),
+            dk: w.dk,
+            dv: w.dv,
+            count: seen,
+        };
+        matvec(q, head.w_q, h);
+        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        matvec_acc(u, head.p, acc);
+    }
+    Ok(())
+}
+
+/// Caller-provided buffers of [`attention`] and [`backward`]: every head's projected keys and values (head-major:
+/// head `h`'s token `j` at `(h * N + j) * dk..`, `H * N * dk` and `H * N * dv` values), and for the backward their
+/// gradients (likewise; may be empty for the forward).
+#[derive(Debug)]
+pub struct Work<'a, T> {
+    /// `W_K e_j` per head and token.
+    pub keys: &'a mut [T],
+    /// `W_V e_j` per head and token.
+    pub values: &'a mut [T],
+    /// `dL/dk_j` per head and token.
+    pub g_keys: &'a mut [T],
+    /// `dL/dv_j` per head and token.
+    pub g_values: &'a mut [T],
+    /// `N` values for the backward to keep one token's softmax weights between its two passes over the keys, or
+    /// empty to compute them twice (the same bits either way).
+    pub weights: &'a mut [T],
+}
+
+impl<T: Real> Work<'_, T> {
+    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
+    /// head's keys and values of `ctx`.
+    fn project(
+        &mut self,
+        w: Widths,
+        heads: &[HeadRef<'_, T>],
+        ctx: &[T],
+        n: usize,
+        backward: bool,
+    ) -> Result<(), Error> {
+        if backward {
+            let entries = heads.len().saturating_mul(n);
+            expect_len(entries.saturating_mul(w.dk), self.g_keys.len())?;
+            expect_len(entries.saturating_mul(w.dv), self.g_values.len())?;
+        }
+        project_into(w, heads, ctx, n, self.keys, self.values)
+    }
+}
+
+/// A softmax attention layer on run-time shapes, out of place: `ctx_out[t] = ctx[t]` updated over the context tokens
+/// it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input, keys and values
+/// are projected once into `work`. The contract of [`crate::softmax_attention_slices`].
+/// Errors: lengths (see the module docs), [`Error::NonFinite`], an invalid rule.
+#[allow(clippy::too_many_arguments)]
+pub fn attention<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    mask: Mask,
+    upd: &Update<T>,
+    ctx: &[T],
+    query: &[T],
+    ctx_out: &mut [T],
+    query_out: &mut [T],
+    work: &mut Work<'_, T>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    upd.validate(w.e)?;
+    check_heads(w, heads)?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    expect_len(ctx.len(), ctx_out.len())?;
+    expect_len(w.e, query.len())?;
+    expect_len(w.e, query_out.len())?;
+    let n = ctx.len() / w.e.max(1);
+    work.project(w, heads, ctx, n, false)?;
+    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
+    let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
+    let scale = logit_scale::<T>(w.dk);
+    let mut update = |h: &[T], seen: usize, u: &mut [T]| {
+        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])
+    };
+    for (t, (h, out)) in ctx.chunks_exact(w.e.max(1)).zip(ctx_out.chunks_exact_mut(w.e.max(1))).enumerate() {
+        update(h, visible(mask, t, n).min(n), u)?;
+        out.copy_from_slice(h);
+        upd.apply_slice(out, u);
+    }
+    update(query, n, u)?;
+    query_out.copy_from_slice(query);
+    upd.apply_slice(query_out, u);
+    Ok(())
+}
