@@ -1,11 +1,11 @@
 //! The VJPs of softmax attention on run-time shapes: one token ([`token_backward`], over a projection
 //! [`token_backward_projected`]) and every token of a layer ([`backward`]).
 
+use super::{logit_scale, MaxSum};
 use crate::attention::visible;
 use crate::head_ref::{carve, check_grads, check_heads, expect_len, row, row_mut, HeadMut, HeadRef, Vectors, Widths};
 use crate::layer::Mask;
 use crate::linalg::slices::{add_outer, axpy, dot, matvec, matvec_t};
-use super::{logit_scale, MaxSum};
 use crate::{Error, Real};
 
 use super::{Projection, Work};

@@ -14,6 +14,7 @@ use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Groups, Outcome, Run};
 use crate::experiments::settings::{Shared, TaskArgs};
 use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
+use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE, MODEL_COS_BOUND};
 use crate::model::Model;
 use crate::net::{Merged, Net};
 use crate::output::plot::{Panel, Series};
@@ -123,20 +124,20 @@ pub fn checks(r: &Results) -> Vec<Check> {
     };
     let top = r.path.iter().map(|p| p.vs_gd.loss_a.mean).fold(f64::NEG_INFINITY, f64::max);
     let mut c =
-        vec![Check::at_most("path_no_barrier", "highest loss on the path / worse end's loss", top / ends, 1.03)];
+        vec![Check::at_most("path_no_barrier", "highest loss on the path / worse end's loss", top / ends, 1.0 + LOSS_TOLERANCE)];
     if let Some(m) = r.midpoint() {
         let v = &m.vs_gd;
         c.push(Check::at_most(
             "midpoint_loss_vs_gd",
             "midpoint: |loss - GD loss| / GD loss",
-            ((v.loss_a.mean - v.loss_b.mean) / v.loss_b.mean).abs(),
-            0.03,
+            loss_gap(v.loss_a.mean, v.loss_b.mean),
+            LOSS_TOLERANCE,
         ));
         c.push(Check::at_least(
             "midpoint_model_cos",
             "midpoint: model cos vs GD, lower 95% bound",
             v.model_cos.lo(),
-            0.99,
+            MODEL_COS_BOUND,
         ));
     }
     c

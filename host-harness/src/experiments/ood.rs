@@ -9,6 +9,7 @@ use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Groups, Outcome, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
+use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE};
 use crate::model::Model;
 use crate::net::Net;
 use crate::output::plot::{Panel, Series};
@@ -64,7 +65,7 @@ pub struct OodPoint {
 impl OodPoint {
     /// `|L_trained - L_GD| / L_GD`.
     pub fn gap(&self) -> f64 {
-        ((self.vs_gd.loss_a.mean - self.vs_gd.loss_b.mean) / self.vs_gd.loss_b.mean).abs()
+        loss_gap(self.vs_gd.loss_a.mean, self.vs_gd.loss_b.mean)
     }
 }
 
@@ -112,7 +113,7 @@ pub fn checks(r: &Results) -> Vec<Check> {
     let at_one = r.input_range.iter().find(|p| (p.x - 1.0).abs() < 1e-9).map_or(f64::NAN, OodPoint::gap);
     let worst = r.input_range.iter().chain(&r.weight_scale).map(OodPoint::gap).fold(0.0, f64::max);
     vec![
-        Check::at_most("in_distribution_vs_gd", "training distribution: |loss - GD loss| / GD loss", at_one, 0.03),
+        Check::at_most("in_distribution_vs_gd", "training distribution: |loss - GD loss| / GD loss", at_one, LOSS_TOLERANCE),
         Check::at_most("ood_tracks_gd", "largest |loss - GD loss| / GD loss on both curves", worst, 0.10),
     ]
 }

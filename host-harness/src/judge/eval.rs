@@ -29,10 +29,19 @@ pub struct Comparison {
     pub model_diff_rel: Stat,
 }
 
-/// Whether model `a` matches model `b`: losses within 3% of `b`'s and the lower 95% bound of Model cos at least
-/// 0.99 (the single-layer verdict's criteria, used for every "matches" in the reports).
+/// `cos(a, b) = a . b / (|a| |b|)` (each sum in index order), or `None` when either is zero or the result is not
+/// finite.
+pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (na, nb) = (norm(a), norm(b));
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let c = dot / (na * nb);
+    (na > 0.0 && nb > 0.0 && c.is_finite()).then_some(c)
+}
+
+/// Whether model `a` matches model `b` by [`verdict::matches`](crate::judge::verdict::matches).
 pub fn matches(c: &Comparison) -> bool {
-    ((c.loss_a.mean - c.loss_b.mean) / c.loss_b.mean).abs() <= 0.03 && c.model_cos.lo() >= 0.99
+    crate::judge::verdict::matches(c.loss_a.mean, c.loss_b.mean, c.model_cos.lo())
 }
 
 /// `a` against each of `refs` on `count` tasks of the streams `(seed, first_stream + chunk)`.
@@ -69,13 +78,11 @@ pub fn compare_predictors(
             |(acc, wa, wb), ctx, query, y| {
                 let y = y as f64;
                 let (ya, ga) = a.predict_with_sensitivity(ctx, query, wa);
-                let na = ga.iter().map(|x| x * x).sum::<f64>().sqrt();
                 let mut row = vec![0.5 * (ya - y).powi(2)];
                 for (b, ws) in refs.iter().zip(wb.iter_mut()) {
                     let (yb, gb) = b.predict_with_sensitivity(ctx, query, ws);
                     let nb = gb.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    let dot: f64 = ga.iter().zip(&gb).map(|(x, z)| x * z).sum();
-                    let cos = if na > 0.0 && nb > 0.0 { dot / (na * nb) } else { 0.0 };
+                    let cos = cosine(&ga, &gb).unwrap_or(0.0);
                     let diff = ga.iter().zip(&gb).map(|(x, z)| (x - z).powi(2)).sum::<f64>().sqrt();
                     let rel = if nb > 0.0 { diff / nb } else { f64::NAN };
                     row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel]);

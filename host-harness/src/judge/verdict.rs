@@ -95,6 +95,20 @@ impl Ruling {
 
 /// The bound on the loss gap and on the functional residual.
 pub const LOSS_TOLERANCE: f64 = 0.03;
+/// The lower 95% bound of Model cos from which a model's sensitivities count as a reference's.
+pub const MODEL_COS_BOUND: f64 = 0.99;
+
+/// A loss's relative gap to a reference's: `|loss - reference| / reference`.
+pub fn loss_gap(loss: f64, reference: f64) -> f64 {
+    ((loss - reference) / reference).abs()
+}
+
+/// The rule behind every "matches" in the reports: the loss within [`LOSS_TOLERANCE`] of the reference's, and the
+/// lower 95% bound of Model cos to it at least [`MODEL_COS_BOUND`].
+pub fn matches(loss: f64, reference: f64, model_cos_lo: f64) -> bool {
+    loss_gap(loss, reference) <= LOSS_TOLERANCE && model_cos_lo >= MODEL_COS_BOUND
+}
+
 /// The largest functional GD-family residual of a model that implements GD.
 pub const RESIDUAL_BOUND: f64 = 0.1;
 /// The class optimum's relative gain over GD below which GD counts as the optimum of its class.
@@ -113,7 +127,7 @@ fn candidate(
     let mut checks = vec![Check::at_most(
         &format!("loss_vs_{tag}"),
         &format!("|loss - loss of {}| / its loss", c.reference),
-        ((model_loss.mean - c.loss.mean) / c.loss.mean).abs(),
+        loss_gap(model_loss.mean, c.loss.mean),
         LOSS_TOLERANCE,
     )];
     let mut set_aside = Vec::new();

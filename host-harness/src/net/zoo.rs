@@ -13,7 +13,8 @@ use dualform::head_ref::{HeadMut, HeadRef, Widths};
 use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
 use dualform::softmax_ref::{project, token_backward_projected, token_update_projected};
 use dualform::{
-    AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise, PositiveRandomFeatures,
+    AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise,
+    PositiveRandomFeatures, Real,
 };
 
 /// Heads per layer, every kind.
@@ -56,6 +57,37 @@ impl Attention {
             Attention::EluPlusOne => "elu+1",
             Attention::Performer => "performer",
             Attention::Efficient => "efficient",
+        }
+    }
+}
+
+/// What is done with one kind of attention, given its kernel. The kinds come in three shapes, and
+/// [`Attention::dispatch`] is the one `match` that maps a kind to its shape.
+pub trait KindVisitor<T: Real, const E: usize> {
+    /// What the visit returns.
+    type Output;
+    /// Kernelised linear attention with feature map `phi` and normaliser `norm` (LSA, elu+1, Performer).
+    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output;
+    /// Efficient Attention.
+    fn efficient(self) -> Self::Output;
+    /// Softmax attention.
+    fn softmax(self) -> Self::Output;
+}
+
+impl Attention {
+    /// Visits this kind's shape with its kernel: LSA is identity features with no normaliser, elu+1 and the
+    /// Performer (its fixed projection `performer`) are feature maps with the sum normaliser.
+    pub fn dispatch<T: Real, const E: usize, V: KindVisitor<T, E>>(
+        self,
+        performer: &PositiveRandomFeatures<T, E, PERFORMER_FEATURES>,
+        visitor: V,
+    ) -> V::Output {
+        match self {
+            Attention::Lsa => visitor.linear(&Identity, Normalise::None),
+            Attention::EluPlusOne => visitor.linear(&EluPlusOne, Normalise::Sum),
+            Attention::Performer => visitor.linear(performer, Normalise::Sum),
+            Attention::Efficient => visitor.efficient(),
+            Attention::Softmax => visitor.softmax(),
         }
     }
 }
@@ -110,6 +142,87 @@ fn softmax_heads<const E: usize>(layer: &ZooLayer<E>) -> (Widths, [HeadRef<'_, f
     (Widths { e: E, dk: E, dv: E }, layer.heads.each_ref().map(HeadRef::from))
 }
 
+/// The forward of one layer over some tokens: [`ZooNet`]'s visit of its kind.
+struct Updates<'a, const E: usize> {
+    layer: &'a ZooLayer<E>,
+    ctx: &'a [[f32; E]],
+    tokens: &'a [[f32; E]],
+    out: &'a mut [[f32; E]],
+    scratch: &'a mut SoftmaxScratch,
+}
+
+impl<const E: usize> KindVisitor<f32, E> for Updates<'_, E> {
+    type Output = Result<(), Error>;
+
+    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
+        kernel_updates(self.layer, phi, norm, self.ctx, self.tokens, self.out)
+    }
+
+    fn efficient(self) -> Self::Output {
+        let state = EfficientState::new(self.layer, self.ctx)?;
+        for (h, o) in self.tokens.iter().zip(self.out.iter_mut()) {
+            *o = state.update(self.layer, h)?;
+        }
+        Ok(())
+    }
+
+    fn softmax(self) -> Self::Output {
+        let (w, heads) = softmax_heads(self.layer);
+        self.scratch.fit(w, self.ctx.len());
+        let SoftmaxScratch { keys, values, vecs, .. } = self.scratch;
+        let proj = project(w, &heads, self.ctx.as_flattened(), keys, values)?;
+        let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
+        for (h, o) in self.tokens.iter().zip(self.out.iter_mut()) {
+            token_update_projected(w, &heads, &proj, h, o, &mut vecs)?;
+        }
+        Ok(())
+    }
+}
+
+/// The backward of one layer: [`ZooNet`]'s visit of its kind.
+struct LayerBackward<'a, const E: usize> {
+    layer: &'a ZooLayer<E>,
+    ctx: &'a [[f32; E]],
+    tokens: &'a [[f32; E]],
+    g: &'a [[f32; E]],
+    grad: &'a mut ZooLayer<E>,
+    g_ctx: &'a mut [[f32; E]],
+    g_tokens: &'a mut [[f32; E]],
+    scratch: &'a mut SoftmaxScratch,
+}
+
+impl<const E: usize> KindVisitor<f32, E> for LayerBackward<'_, E> {
+    type Output = Result<(), Error>;
+
+    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
+        let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
+        g_tokens.copy_from_slice(g);
+        linear_attention_backward(layer, phi, norm, ctx, tokens, g, grad, g_ctx, g_tokens)
+    }
+
+    fn efficient(self) -> Self::Output {
+        let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
+        g_tokens.copy_from_slice(g);
+        efficient_backward(layer, ctx, tokens, g, grad, g_ctx, g_tokens)
+    }
+
+    fn softmax(self) -> Self::Output {
+        let (w, heads) = softmax_heads(self.layer);
+        let mut gh = self.grad.heads.each_mut().map(HeadMut::from);
+        self.scratch.fit(w, self.ctx.len());
+        let SoftmaxScratch { keys, values, weights, vecs } = self.scratch;
+        let flat = self.ctx.as_flattened();
+        let proj = project(w, &heads, flat, keys, values)?;
+        let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
+        let g_ctx = self.g_ctx.as_flattened_mut();
+        for ((h, gt), out) in self.tokens.iter().zip(self.g.iter()).zip(self.g_tokens.iter_mut()) {
+            let g_ctx = Some(&mut *g_ctx);
+            token_backward_projected(w, &heads, &proj, flat, h, gt, &mut gh, out, g_ctx, weights, &mut vecs)?;
+        }
+        Ok(())
+    }
+}
+
 impl<const E: usize> ZooNet<E> {
     /// The layers (at least one: an empty list gets one zero layer, which predicts 0).
     pub fn new(kind: Attention, mut layers: Vec<ZooLayer<E>>) -> Self {
@@ -143,29 +256,7 @@ impl<const E: usize> ZooNet<E> {
         out: &mut [[f32; E]],
         scratch: &mut SoftmaxScratch,
     ) -> Result<(), Error> {
-        match self.kind {
-            Attention::Lsa => kernel_updates(layer, &Identity, Normalise::None, ctx, tokens, out),
-            Attention::EluPlusOne => kernel_updates(layer, &EluPlusOne, Normalise::Sum, ctx, tokens, out),
-            Attention::Performer => kernel_updates(layer, &self.features, Normalise::Sum, ctx, tokens, out),
-            Attention::Efficient => {
-                let state = EfficientState::new(layer, ctx)?;
-                for (h, o) in tokens.iter().zip(out.iter_mut()) {
-                    *o = state.update(layer, h)?;
-                }
-                Ok(())
-            }
-            Attention::Softmax => {
-                let (w, heads) = softmax_heads(layer);
-                scratch.fit(w, ctx.len());
-                let SoftmaxScratch { keys, values, vecs, .. } = scratch;
-                let proj = project(w, &heads, ctx.as_flattened(), keys, values)?;
-                let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
-                for (h, o) in tokens.iter().zip(out.iter_mut()) {
-                    token_update_projected(w, &heads, &proj, h, o, &mut vecs)?;
-                }
-                Ok(())
-            }
-        }
+        self.kind.dispatch(&self.features, Updates { layer, ctx, tokens, out, scratch })
     }
 
     /// `g_tokens[t] = dL/dh_t` through the residual and the query path, for `g[t] = dL/dh'_t`; the key and value
@@ -182,36 +273,7 @@ impl<const E: usize> ZooNet<E> {
         g_tokens: &mut [[f32; E]],
         scratch: &mut SoftmaxScratch,
     ) -> Result<(), Error> {
-        if self.kind == Attention::Softmax {
-            let (w, heads) = softmax_heads(layer);
-            let mut gh = grad.heads.each_mut().map(HeadMut::from);
-            scratch.fit(w, ctx.len());
-            let SoftmaxScratch { keys, values, weights, vecs } = scratch;
-            let flat = ctx.as_flattened();
-            let proj = project(w, &heads, flat, keys, values)?;
-            let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
-            let g_ctx = g_ctx.as_flattened_mut();
-            for ((h, gt), out) in tokens.iter().zip(g.iter()).zip(g_tokens.iter_mut()) {
-                let g_ctx = Some(&mut *g_ctx);
-                token_backward_projected(w, &heads, &proj, flat, h, gt, &mut gh, out, g_ctx, weights, &mut vecs)?;
-            }
-            return Ok(());
-        }
-        g_tokens.copy_from_slice(g);
-        match self.kind {
-            Attention::Lsa => {
-                linear_attention_backward(layer, &Identity, Normalise::None, ctx, tokens, g, grad, g_ctx, g_tokens)
-            }
-            Attention::EluPlusOne => {
-                linear_attention_backward(layer, &EluPlusOne, Normalise::Sum, ctx, tokens, g, grad, g_ctx, g_tokens)
-            }
-            Attention::Performer => {
-                linear_attention_backward(layer, &self.features, Normalise::Sum, ctx, tokens, g, grad, g_ctx, g_tokens)
-            }
-            Attention::Efficient | Attention::Softmax => {
-                efficient_backward(layer, ctx, tokens, g, grad, g_ctx, g_tokens)
-            }
-        }
+        self.kind.dispatch(&self.features, LayerBackward { layer, ctx, tokens, g, grad, g_ctx, g_tokens, scratch })
     }
 
     /// Runs every layer but the last on all tokens and the last on the query; layer `k`'s output tokens are then

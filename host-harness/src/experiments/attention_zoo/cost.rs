@@ -15,9 +15,10 @@
 //! projections) may differ from it.
 
 use crate::net::zoo::{PERFORMER_FEATURES, PERFORMER_SEED};
+use crate::net::zoo::KindVisitor;
 use crate::net::{Attention, ZooLayer, ZOO_HEADS};
 use dualform::{
-    softmax_attention_slices, AssociativeState, EfficientState, EluPlusOne, FeatureMap, Identity, Layer, Mask,
+    softmax_attention_slices, AssociativeState, EfficientState, FeatureVjp, Layer, Mask,
     Normalise, PositiveRandomFeatures, Real, SoftmaxWork, Update,
 };
 use serde::{Deserialize, Serialize};
@@ -156,42 +157,47 @@ fn full_layer<T: Real, const E: usize>(
     ctx: &mut [[T; E]],
     query: &mut [T; E],
 ) -> Result<(), dualform::Error> {
-    fn kernel<T: Real, M: FeatureMap<T, E, F>, const E: usize, const F: usize>(
-        layer: &Layer<T, E, E, E, ZOO_HEADS>,
-        phi: &M,
-        norm: Normalise,
-        ctx: &mut [[T; E]],
-        query: &mut [T; E],
-    ) -> Result<(), dualform::Error> {
+    kind.dispatch(features, FullLayer { layer, ctx, query })
+}
+
+/// [`full_layer`]'s visit of the kind.
+struct FullLayer<'a, T: Real, const E: usize> {
+    layer: &'a Layer<T, E, E, E, ZOO_HEADS>,
+    ctx: &'a mut [[T; E]],
+    query: &'a mut [T; E],
+}
+
+impl<T: Real, const E: usize> KindVisitor<T, E> for FullLayer<'_, T, E> {
+    type Output = Result<(), dualform::Error>;
+
+    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
         let mut state = AssociativeState::<T, F, E, ZOO_HEADS>::new();
-        for e in ctx.iter() {
-            state.add(layer, phi, norm, e);
+        for e in self.ctx.iter() {
+            state.add(self.layer, phi, norm, e);
         }
-        for h in ctx.iter_mut().chain(std::iter::once(query)) {
-            let u = state.update(layer, phi, norm, h)?;
+        for h in self.ctx.iter_mut().chain(std::iter::once(self.query)) {
+            let u = state.update(self.layer, phi, norm, h)?;
             Update::residual().apply(h, &u);
         }
         Ok(())
     }
-    match kind {
-        Attention::Lsa => kernel(layer, &Identity, Normalise::None, ctx, query),
-        Attention::EluPlusOne => kernel(layer, &EluPlusOne, Normalise::Sum, ctx, query),
-        Attention::Performer => kernel(layer, features, Normalise::Sum, ctx, query),
-        Attention::Efficient => {
-            let state = EfficientState::new(layer, ctx)?;
-            for h in ctx.iter_mut().chain(std::iter::once(query)) {
-                let u = state.update(layer, h)?;
-                Update::residual().apply(h, &u);
-            }
-            Ok(())
+
+    fn efficient(self) -> Self::Output {
+        let state = EfficientState::new(self.layer, self.ctx)?;
+        for h in self.ctx.iter_mut().chain(std::iter::once(self.query)) {
+            let u = state.update(self.layer, h)?;
+            Update::residual().apply(h, &u);
         }
-        Attention::Softmax => {
-            let n = ctx.len();
-            let (mut keys, mut values) = (vec![[T::ZERO; E]; ZOO_HEADS * n], vec![[T::ZERO; E]; ZOO_HEADS * n]);
-            let mut work = SoftmaxWork { keys: &mut keys, values: &mut values, g_keys: &mut [], g_values: &mut [] };
-            let (c_in, q_in) = (ctx.to_vec(), *query);
-            softmax_attention_slices(layer, Mask::Full, &Update::residual(), &c_in, &q_in, ctx, query, &mut work)
-        }
+        Ok(())
+    }
+
+    fn softmax(self) -> Self::Output {
+        let n = self.ctx.len();
+        let (mut keys, mut values) = (vec![[T::ZERO; E]; ZOO_HEADS * n], vec![[T::ZERO; E]; ZOO_HEADS * n]);
+        let mut work = SoftmaxWork { keys: &mut keys, values: &mut values, g_keys: &mut [], g_values: &mut [] };
+        let (c_in, q_in) = (self.ctx.to_vec(), *self.query);
+        let upd = Update::residual();
+        softmax_attention_slices(self.layer, Mask::Full, &upd, &c_in, &q_in, self.ctx, self.query, &mut work)
     }
 }
 

@@ -115,7 +115,7 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
                 0.5 * (yg - y).powi(2),
                 (ym - yg).abs(),
                 (sm * sg).signum() * f64::from(u8::from(sm * sg != 0.0)),
-                crate::probes::dai::cosine(&gm, &gg).unwrap_or(0.0),
+                crate::judge::eval::cosine(&gm, &gg).unwrap_or(0.0),
                 if norm > 0.0 { diff / norm } else { f64::NAN },
             ]);
         },

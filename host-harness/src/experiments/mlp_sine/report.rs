@@ -5,6 +5,7 @@ use super::{run_seed, SineNet};
 use crate::experiments::Run;
 use crate::fit::train::TrainTiming;
 use crate::judge::stats::Stat;
+use crate::judge::verdict::matches;
 use crate::net::{FixedForward, Workspace};
 use crate::output::plot::{Panel, Series};
 use crate::output::report::{Check, Table, Tables};
@@ -138,13 +139,12 @@ pub fn checks(r: &Results) -> Vec<Check> {
     ]
 }
 
-/// Whether the trained layer matches GD on its own features (loss within 3%, grid sensitivity cosine's lower bound
-/// at least 0.99), with the figures.
+/// Whether the trained layer matches GD on its own features ([`matches`]: loss within 3%, here the grid sensitivity
+/// cosine's lower bound at least 0.99), with the figures.
 pub fn verdict(r: &Results, checks: &[Check]) -> String {
     let o = &r.over_seeds;
     let gap = (o[0].mean - o[1].mean) / o[1].mean;
-    let matches = gap.abs() <= 0.03 && o[4].lo() >= 0.99;
-    let head = if matches {
+    let head = if matches(o[0].mean, o[1].mean, o[4].lo()) {
         "matches one GD step on its own features"
     } else {
         "DOES NOT MATCH one GD step on its own features"

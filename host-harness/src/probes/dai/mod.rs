@@ -63,13 +63,6 @@ pub struct Subject {
     pub layer: DaiLayer,
 }
 
-/// `cos(a, b)`, or `None` when either is zero (or not finite).
-pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
-    let (ab, aa, bb) = a.iter().zip(b).fold((0.0, 0.0, 0.0), |s, (x, y)| (s.0 + x * y, s.1 + x * x, s.2 + y * y));
-    let c = ab / (aa * bb).sqrt();
-    (aa > 0.0 && bb > 0.0 && c.is_finite()).then_some(c)
-}
-
 fn unit(v: &[f64]) -> Vec<f64> {
     let norm = dot(v, v).sqrt();
     if norm > 0.0 {

@@ -1,7 +1,8 @@
 //! The scores of Dai et al.'s comparison on one task and over tasks (the metrics of the module documentation of
 //! [`super`]), and the tuning of the fine-tuning rate.
 
-use super::{cosine, relaxed_map, sub, unit, Subject};
+use super::{relaxed_map, sub, unit, Subject};
+use crate::judge::eval::cosine;
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
 use crate::tasks::TaskSampler;
