@@ -5,8 +5,11 @@
 
 use super::{index, Entry, Experiment, Settings};
 use crate::experiments::settings::{self, Common};
+use crate::fit::train::{train, TrainSpec, TrainTiming};
+use crate::model::Model;
 use crate::output::report::{self, Check, Report, Table, Tables, Verdict};
 use crate::output::staged::Staged;
+use crate::tasks::TaskSampler;
 use crate::HarnessError;
 use std::any::Any;
 use std::collections::HashMap;
@@ -50,6 +53,29 @@ impl Run<'_> {
     /// A progress display for `len` steps of `label`.
     pub fn progress(&self, len: u64, label: &str) -> Progress {
         Progress::new(len, label)
+    }
+
+    /// Trains `model` (see [`train`]) with a progress display labelled `label`; every `log_every` steps and at the
+    /// last, `log(step, model, batch loss)` records what the caller probes (`None`: no log).
+    pub fn train<M: Model>(
+        &self,
+        label: &str,
+        model: &mut M,
+        sampler: &TaskSampler,
+        spec: &TrainSpec,
+        log_every: Option<u64>,
+        mut log: impl FnMut(u64, &M, f64),
+    ) -> Result<TrainTiming, HarnessError> {
+        let progress = self.progress(spec.steps, label);
+        let timing = train(model, sampler, spec, |step, m, loss| {
+            if log_every.is_some_and(|every| step % every == 0 || step == spec.steps) {
+                log(step, m, loss);
+            }
+            progress.step(step, || format!("loss {loss:.4}"));
+            Ok(())
+        });
+        progress.finish();
+        timing
     }
 
     /// The model cached under `key` in this command, or `make`'s, cached. The key must spell everything the model

@@ -6,7 +6,7 @@
 use super::Run;
 use crate::experiments::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::fit::references::{fit_all, FitSpec, Fitted};
-use crate::fit::train::{reference, train, TrainSpec, TrainTiming};
+use crate::fit::train::{reference, TrainSpec, TrainTiming};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate};
 use crate::model::{Lsa, Model, Softmax};
 use crate::tasks::{stream_rng, streams, TaskSampler};
@@ -84,24 +84,19 @@ pub fn trained_layer(run: &mut Run<'_>, spec: LayerSpec<'_>, seed: u64) -> Resul
         let eta = tune_gd_rate(&sampler, eval_seed, streams::TUNE, eval_tasks)?;
         let gd = gd_net(task.d, eta as f32, task.n)?;
         let mut model = Lsa::init(&mut stream_rng(seed, streams::INIT), task.d + 1, 1, vec![0], Update::residual())?;
-        let progress = run.progress(spec.steps, &format!("single layer, seed {seed}"));
         let mut curves = Vec::new();
-        let timing = train(&mut model, &sampler, &spec, |step, m, loss| {
-            if step % log_every == 0 || step == spec.steps {
-                let c = compare(m.net(), &gd, &sampler, eval_seed, streams::PROBE, probe_tasks);
-                curves.push(CurvePoint {
-                    step,
-                    train_loss: loss,
-                    probe_loss: c.loss_a.mean,
-                    gd_probe_loss: c.loss_b.mean,
-                    model_cos: c.model_cos.mean,
-                    preds_diff: c.preds_diff.mean,
-                });
-            }
-            progress.step(step, || format!("loss {loss:.4}"));
-            Ok(())
+        let label = format!("single layer, seed {seed}");
+        let timing = run.train(&label, &mut model, &sampler, &spec, Some(log_every), |step, m, loss| {
+            let c = compare(m.net(), &gd, &sampler, eval_seed, streams::PROBE, probe_tasks);
+            curves.push(CurvePoint {
+                step,
+                train_loss: loss,
+                probe_loss: c.loss_a.mean,
+                gd_probe_loss: c.loss_b.mean,
+                model_cos: c.model_cos.mean,
+                preds_diff: c.preds_diff.mean,
+            });
         })?;
-        progress.finish();
         Ok(TrainedLayer { model, training: spec, timing, curves })
     })
 }
@@ -156,23 +151,13 @@ pub fn trained_stack(run: &mut Run<'_>, layers: usize, spec: StackSpec<'_>) -> R
         let update = Update { clip, ..Update::residual() };
         let mut model =
             Lsa::init(&mut stream_rng(spec.seed, streams::INIT), sampler.d + 1, layers, (0..layers).collect(), update)?;
-        let progress = run.progress(train_spec.steps, &format!("{layers} layers"));
         let mut curve = Vec::new();
-        let timing = train(&mut model, &sampler, &train_spec, |step, m, loss| {
-            if step % spec.curves.log_every == 0 || step == train_spec.steps {
-                let probe = crate::judge::eval::loss(
-                    m.net(),
-                    &sampler,
-                    spec.eval_seed,
-                    streams::PROBE,
-                    spec.curves.probe_tasks,
-                );
-                curve.push((step, loss, probe.mean));
-            }
-            progress.step(step, || format!("loss {loss:.4}"));
-            Ok(())
+        let (every, label) = (Some(spec.curves.log_every), format!("{layers} layers"));
+        let timing = run.train(&label, &mut model, &sampler, &train_spec, every, |step, m, loss| {
+            let probe =
+                crate::judge::eval::loss(m.net(), &sampler, spec.eval_seed, streams::PROBE, spec.curves.probe_tasks);
+            curve.push((step, loss, probe.mean));
         })?;
-        progress.finish();
         Ok(TrainedStack { model, training: train_spec, token_clip: clip, timing, curve })
     })
 }
@@ -213,17 +198,12 @@ pub fn trained_softmax(
     let key = format!("softmax|{layers}|{sampler:?}|{spec:?}|{eval_seed} {curves:?}");
     run.cached(&key, |run| {
         let mut model = Softmax::init(&mut stream_rng(spec.seed, streams::INIT), sampler.width(), layers);
-        let progress = run.progress(spec.steps, &format!("softmax, {layers} layer(s), seed {}", spec.seed));
         let mut curve = Vec::new();
-        let timing = train(&mut model, sampler, &spec, |step, m, batch_loss| {
-            if step % curves.log_every == 0 || step == spec.steps {
-                let probe = crate::judge::eval::loss(m.net(), sampler, eval_seed, streams::PROBE, curves.probe_tasks);
-                curve.push((step, batch_loss, probe.mean));
-            }
-            progress.step(step, || format!("loss {batch_loss:.4}"));
-            Ok(())
+        let label = format!("softmax, {layers} layer(s), seed {}", spec.seed);
+        let timing = run.train(&label, &mut model, sampler, &spec, Some(curves.log_every), |step, m, batch_loss| {
+            let probe = crate::judge::eval::loss(m.net(), sampler, eval_seed, streams::PROBE, curves.probe_tasks);
+            curve.push((step, batch_loss, probe.mean));
         })?;
-        progress.finish();
         Ok(TrainedSoftmax { model, spec, timing, curve })
     })
 }

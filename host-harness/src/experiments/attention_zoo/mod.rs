@@ -24,7 +24,6 @@ mod report;
 use super::{Experiment, Groups, Outcome, Run};
 use crate::experiments::settings::{in_range, Shared};
 use crate::fit::optim::AdamW;
-use crate::fit::train::train;
 use crate::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
@@ -201,12 +200,7 @@ fn configuration<M: Model>(
     for &lr in &s.lrs {
         let mut model = make(s.shared.common.seed);
         let spec = spec_at(s.shared.common.seed, lr, s.sweep_steps);
-        let progress = run.progress(spec.steps, &format!("{label}, sweep lr {lr}"));
-        let trained = train(&mut model, sampler, &spec, |step, _, l| {
-            progress.step(step, || format!("loss {l:.4}"));
-            Ok(())
-        });
-        progress.finish();
+        let trained = run.train(&format!("{label}, sweep lr {lr}"), &mut model, sampler, &spec, None, |_, _, _| {});
         let score = match trained {
             Ok(_) => loss(model.net(), sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks).mean,
             Err(HarnessError::NonFinite { .. }) => f64::INFINITY,
@@ -225,17 +219,12 @@ fn configuration<M: Model>(
             let seed = s.shared.common.seed.wrapping_add(k);
             let mut model = make(seed);
             let spec = spec_at(seed, lr, s.shared.train.steps);
-            let progress = run.progress(spec.steps, &format!("{label}, lr {lr}, seed {seed}"));
             let mut points = Vec::new();
-            let trained = train(&mut model, sampler, &spec, |step, m, l| {
-                if k == 0 && (step % s.shared.curves.log_every == 0 || step == spec.steps) {
-                    let probe = loss(m.net(), sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
-                    points.push((step, probe.mean));
-                }
-                progress.step(step, || format!("loss {l:.4}"));
-                Ok(())
+            let (seed_label, every) = (format!("{label}, lr {lr}, seed {seed}"), (k == 0).then_some(s.shared.curves.log_every));
+            let trained = run.train(&seed_label, &mut model, sampler, &spec, every, |step, m, _| {
+                let probe = loss(m.net(), sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
+                points.push((step, probe.mean));
             });
-            progress.finish();
             match trained {
                 Ok(timing) => {
                     at.ms += timing.ms_per_step / s.seeds as f64;

@@ -13,7 +13,6 @@
 
 use super::{Experiment, Groups, Outcome, Run};
 use crate::experiments::settings::{in_range, Shared};
-use crate::fit::train::train;
 use crate::judge::eval::{best_scale, loss, zero_loss};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
@@ -137,17 +136,12 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         let seed = s.shared.common.seed.wrapping_add(k);
         let spec = s.shared.train.spec(1, seed);
         let mut model = MlpLsa::<FEATURES, HIDDEN, W>::init(&mut stream_rng(seed, streams::INIT), input_std);
-        let progress = run.progress(spec.steps, &format!("feature map + LSA, seed {seed}"));
         let mut curve = Vec::new();
-        let timing = train(&mut model, &sampler, &spec, |step, m, batch_loss| {
-            if step % s.shared.curves.log_every == 0 || step == spec.steps {
-                let probe = loss(m.net(), &sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
-                curve.push((step, batch_loss, probe.mean));
-            }
-            progress.step(step, || format!("loss {batch_loss:.4}"));
-            Ok(())
+        let (label, every) = (format!("feature map + LSA, seed {seed}"), Some(s.shared.curves.log_every));
+        let timing = run.train(&label, &mut model, &sampler, &spec, every, |step, m, batch_loss| {
+            let probe = loss(m.net(), &sampler, s.shared.common.eval_seed, streams::PROBE, s.shared.curves.probe_tasks);
+            curve.push((step, batch_loss, probe.mean));
         })?;
-        progress.finish();
         let unit = gd_on_features(model.net(), 1.0, s.n)?;
         let eta = best_scale(&unit, &sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks);
         let gd = gd_on_features(model.net(), eta as f32, s.n)?;

@@ -15,7 +15,7 @@ use super::trained::{trained_layer, LayerSpec};
 use super::{Experiment, Groups, Outcome, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
-use crate::fit::train::{reference, train};
+use crate::fit::train::reference;
 use crate::judge::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
 use crate::judge::stats::Stat;
 use crate::model::{GdFamily, GdKind, Lsa, Model};
@@ -110,12 +110,7 @@ impl Experiment for Recurrent {
         let (looped, timing) = run.cached(&key, |run| {
             let update = Update { clip: token_clip, ..Update::residual() };
             let mut m = Lsa::init(&mut stream_rng(s.shared.common.seed, streams::INIT), s.task.d + 1, 1, vec![0; k], update)?;
-            let progress = run.progress(training.steps, &format!("one layer looped {k} times"));
-            let timing = train(&mut m, &sampler, &training, |step, _, loss| {
-                progress.step(step, || format!("loss {loss:.4}"));
-                Ok(())
-            })?;
-            progress.finish();
+            let timing = run.train(&format!("one layer looped {k} times"), &mut m, &sampler, &training, None, |_, _, _| {})?;
             Ok((m, timing))
         })?;
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
