@@ -10,8 +10,8 @@
 //!
 //! Files: `report.json`, `interpolate.csv`, `interpolate.png`.
 
-use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Groups, Outcome, Run};
+use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{Shared, TaskArgs};
 use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE, MODEL_COS_BOUND};
@@ -40,8 +40,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] =
-        &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("points", "11")];
+    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("points", "11")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

@@ -55,12 +55,20 @@ registry! {
     attention_zoo::AttentionZoo,
 }
 
+/// A set of `--quick` defaults: `(argument id, value)`.
+pub type QuickSet = &'static [(&'static str, &'static str)];
+
 /// An experiment's settings: clap arguments, serde config, the `--quick` defaults and validation.
 pub trait Settings:
     clap::Args + clap::FromArgMatches + Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
 {
-    /// Argument defaults that `--quick` replaces: `(argument id, value)`.
-    const QUICK: &'static [(&'static str, &'static str)];
+    /// Argument defaults that `--quick` replaces, in sets: a named set shared with the experiments whose cached
+    /// model this one uses (such as [`trained::QUICK_LAYER`]), then its own.
+    const QUICK: &'static [QuickSet];
+    /// The `--quick` defaults, every set in order (a later value wins).
+    fn quick() -> Vec<(&'static str, &'static str)> {
+        Self::QUICK.iter().flat_map(|set| set.iter().copied()).collect()
+    }
     /// The shared groups and the task distribution (for an experiment that has one).
     fn groups(&self) -> Groups<'_>;
     /// Checks the experiment's own fields; the message names the flag.
@@ -162,9 +170,9 @@ impl<X: Experiment> Entry for Registered<X> {
     }
 
     fn defaults(&self, quick: bool) -> Result<serde_json::Value, HarnessError> {
-        let quick_defaults = <X::Settings as Settings>::QUICK;
+        let quick_defaults = &<X::Settings as Settings>::quick();
         let command = <X::Settings as clap::Args>::augment_args(clap::Command::new(X::NAME));
-        for (id, _) in quick_defaults.iter().chain(X::DEFAULTS) {
+        for (id, _) in quick_defaults.iter().chain(X::DEFAULTS.iter()) {
             if !command.get_arguments().any(|a| a.get_id() == *id) {
                 return Err(HarnessError::Usage(format!("{}: a default names no argument: {id}", X::NAME)));
             }

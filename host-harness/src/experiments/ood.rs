@@ -5,8 +5,8 @@
 //!
 //! Files: `report.json`, `ood.csv`, `ood.png`.
 
-use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Groups, Outcome, Run};
+use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE};
@@ -35,8 +35,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] =
-        &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("ood_tasks", "500")];
+    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("ood_tasks", "500")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

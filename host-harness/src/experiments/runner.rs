@@ -187,7 +187,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
     let (s, matches) = settings::parse::<X::Settings>(
         X::NAME,
         |c| {
-            let quick: Vec<String> = <X::Settings as Settings>::QUICK
+            let quick: Vec<String> = <X::Settings as Settings>::quick()
                 .iter()
                 .map(|(id, v)| format!("--{} {v}", id.replace('_', "-")))
                 .collect();
@@ -197,7 +197,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
                 quick.join(", ")
             ))
         },
-        <X::Settings as Settings>::QUICK,
+        &<X::Settings as Settings>::quick(),
         args,
     )
     .map_err(clap_error)?;

@@ -9,8 +9,8 @@
 //! `weights.safetensors` (the first seed's trained layer), `gd_weights.safetensors` (the GD construction),
 //! `optimum_weights.safetensors` (the fitted class optimum as an LSA layer).
 
-use super::trained::{trained_layer, CurvePoint, LayerSpec, TrainedLayer};
-use super::{Experiment, Groups, Outcome, Run};
+use super::trained::{trained_layer, QUICK_LAYER, CurvePoint, LayerSpec, TrainedLayer};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
@@ -41,8 +41,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] =
-        &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50"), ("seeds", "2")];
+    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("seeds", "2")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

@@ -3,7 +3,7 @@
 //! fitted GD references (`multi-layer`, `gd-plus-plus`). The cache key spells everything a model depends on, so an
 //! experiment run with other settings trains its own.
 
-use super::Run;
+use super::{QuickSet, Run};
 use crate::experiments::settings::{Common, CurveArgs, EvalArgs, TaskArgs, TrainArgs};
 use crate::fit::references::{fit_all, FitSpec, Fitted};
 use crate::fit::train::{reference, TrainSpec, TrainTiming};
@@ -100,6 +100,11 @@ pub fn trained_layer(run: &mut Run<'_>, spec: LayerSpec<'_>, seed: u64) -> Resul
         Ok(TrainedLayer { model, training: spec, timing, curves })
     })
 }
+
+/// The `--quick` defaults of the single layer that `single-layer`, `preconditioned`, `ood`, `interpolate` and
+/// `recurrent` share (one training within `reproduce all --quick`: the cache key spells these settings).
+pub const QUICK_LAYER: QuickSet =
+    &[("steps", "600"), ("eval_tasks", "2000"), ("probe_tasks", "512"), ("log_every", "50")];
 
 /// How a deep model is trained: what [`trained_stack`] depends on besides the depth.
 #[derive(Clone, Copy, Debug)]

@@ -35,7 +35,7 @@ fn an_experiments_own_defaults_win_over_its_settings_types() {
 fn a_value_given_with_quick_wins_over_the_quick_default() {
     let args: Vec<String> = ["--quick", "--steps", "7"].iter().map(|s| s.to_string()).collect();
     let (s, _) =
-        settings::parse::<single_layer::Settings>("t", |c| c, <single_layer::Settings as Settings>::QUICK, &args)
+        settings::parse::<single_layer::Settings>("t", |c| c, &<single_layer::Settings as Settings>::quick(), &args)
             .unwrap();
     assert_eq!(s.shared.train.steps, 7);
     assert_eq!(s.shared.eval.eval_tasks, 2000, "the other quick defaults still apply");

@@ -4,7 +4,9 @@
 //! `--help`, its output folder and report, and a section of the `reproduce all` index page.
 
 use dualform_harness::experiments::settings::{in_range, Shared, TaskArgs};
-use dualform_harness::experiments::{reproduce_in, Entry, Experiment, Groups, Outcome, Registered, Run, REGISTRY};
+use dualform_harness::experiments::{
+    reproduce_in, Entry, Experiment, Groups, Outcome, QuickSet, Registered, Run, REGISTRY,
+};
 use dualform_harness::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
 use dualform_harness::judge::stats::Stat;
 use dualform_harness::output::plot::{Panel, Series};
@@ -32,7 +34,7 @@ pub struct Settings {
 }
 
 impl dualform_harness::experiments::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[("eval_tasks", "500"), ("rates", "5")];
+    const QUICK: &'static [QuickSet] = &[&[("eval_tasks", "500"), ("rates", "5")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

@@ -21,7 +21,7 @@
 pub mod cost;
 mod report;
 
-use super::{Experiment, Groups, Outcome, Run};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared};
 use crate::fit::optim::AdamW;
 use crate::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
@@ -108,7 +108,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
+    const QUICK: &'static [QuickSet] = &[ &[
         ("steps", "60"),
         ("sweep_steps", "30"),
         ("batch", "64"),
@@ -118,7 +118,7 @@ impl super::Settings for Settings {
         ("cost_n", "10,32"),
         ("log_every", "20"),
         ("probe_tasks", "128"),
-    ];
+    ]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::new(&self.shared)

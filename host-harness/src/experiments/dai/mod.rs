@@ -14,7 +14,7 @@
 //! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{trained_softmax, TrainedSoftmax};
-use super::{Experiment, Groups, Outcome, Run};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{tune_gd_rate, zero_loss};
 use crate::model::{save, Model};
@@ -55,7 +55,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
+    const QUICK: &'static [QuickSet] = &[ &[
         ("steps", "600"),
         ("batch", "256"),
         ("eval_tasks", "1000"),
@@ -63,7 +63,7 @@ impl super::Settings for Settings {
         ("tune_tasks", "200"),
         ("log_every", "100"),
         ("probe_tasks", "512"),
-    ];
+    ]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

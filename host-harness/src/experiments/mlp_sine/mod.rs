@@ -11,7 +11,7 @@
 //!
 //! Files: `report.json`, `curves.csv`, `mlp-sine.png`, `mlp-sine.safetensors` (first seed, `dualform-mlp-lsa-v1`).
 
-use super::{Experiment, Groups, Outcome, Run};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared};
 use crate::judge::eval::{best_scale, loss, zero_loss};
 use crate::judge::stats::Stat;
@@ -58,8 +58,8 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] =
-        &[("steps", "600"), ("batch", "256"), ("eval_tasks", "1000"), ("seeds", "2"), ("probe_tasks", "512")];
+    const QUICK: &'static [QuickSet] = &[
+        &[("steps", "600"), ("batch", "256"), ("eval_tasks", "1000"), ("seeds", "2"), ("probe_tasks", "512")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::new(&self.shared)

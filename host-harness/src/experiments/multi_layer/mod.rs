@@ -12,7 +12,7 @@
 //! `references-K.safetensors` (fitted scalars).
 
 use super::trained::{fitted_references, trained_stack, StackSpec, TrainedStack};
-use super::{Experiment, Groups, Outcome, Run};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
@@ -45,7 +45,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
+    const QUICK: &'static [QuickSet] = &[ &[
         ("layers", "2,3"),
         ("steps", "300"),
         ("batch", "1024"),
@@ -53,7 +53,7 @@ impl super::Settings for Settings {
         ("fit_iters", "10"),
         ("log_every", "100"),
         ("probe_tasks", "512"),
-    ];
+    ]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

@@ -11,8 +11,8 @@
 //! Files: `report.json`, `iterated.csv`, `looped.csv`, `recurrent.png`, `looped.safetensors`.
 
 use super::single_layer::FamilyFit;
-use super::trained::{trained_layer, LayerSpec};
-use super::{Experiment, Groups, Outcome, Run};
+use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::fit::train::reference;
@@ -54,14 +54,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
-        ("steps", "600"),
-        ("eval_tasks", "2000"),
-        ("probe_tasks", "512"),
-        ("log_every", "50"),
-        ("loop_applications", "3"),
-        ("fit_iters", "10"),
-    ];
+    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("loop_applications", "3"), ("fit_iters", "10")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)

@@ -14,7 +14,7 @@
 //! `curves.csv`, `softmax.png`, `softmax-K.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{fitted_references, trained_layer, trained_softmax, LayerSpec};
-use super::{Experiment, Groups, Outcome, Run};
+use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
@@ -59,7 +59,7 @@ pub struct Settings {
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [(&'static str, &'static str)] = &[
+    const QUICK: &'static [QuickSet] = &[ &[
         ("steps", "600"),
         ("batch", "256"),
         ("eval_tasks", "2000"),
@@ -68,7 +68,7 @@ impl super::Settings for Settings {
         ("relaxation_tasks", "500"),
         ("log_every", "100"),
         ("probe_tasks", "512"),
-    ];
+    ]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)
