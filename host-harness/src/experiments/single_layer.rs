@@ -14,7 +14,8 @@ use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
-use crate::judge::eval::{compare, ols_loss, zero_loss, Comparison};
+use crate::judge::baselines::Predictor;
+use crate::judge::eval::{evaluate, Agreement, Comparison, Metric, OlsLoss, ZeroLoss};
 use crate::judge::stats::Stat;
 use crate::model::{save, Lsa, LsaHead, Model};
 use crate::output::plot::{Panel, Series};
@@ -303,13 +304,27 @@ impl Experiment for SingleLayer {
         let (smp, seed, stream, count) = (&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks);
         let nets: Vec<&crate::net::Net> = layers.iter().map(|l| l.model.net()).collect();
         let assessment = assess(&nets, &refs, Held { sampler: smp, seed, count })?;
-        let vs_gd = compare(nets[0], refs.gd(), smp, seed, stream, count);
+        // One pass over the held-out tasks: the first seed against GD (and the second seed), the second seed
+        // against GD, the baselines.
+        let gd = Predictor::Net(refs.gd());
+        let mut first_refs = vec![gd];
+        first_refs.extend(nets.get(1).map(|n| Predictor::Net(*n)));
+        let first = Agreement { a: Predictor::Net(nets[0]), refs: first_refs };
+        let second = nets.get(1).map(|n| Agreement { a: Predictor::Net(*n), refs: vec![gd] });
+        let ols = OlsLoss(s.task.d);
+        let mut metrics: Vec<&dyn Metric> = vec![&first, &ZeroLoss, &ols];
+        metrics.extend(second.as_ref().map(|m| m as &dyn Metric));
+        let stats = evaluate(&metrics, smp, seed, stream, count);
+        let (first, second) = (Agreement::comparisons(&stats[0]), stats.get(3).map(|c| Agreement::comparisons(c)));
         let fit = FamilyFit::of(&model.layers()[0], s.task.d, s.task.n)?;
-        let seed_to_seed = (nets.len() > 1).then(|| SeedToSeed {
-            second_seed: seeds[1],
-            vs_first: compare(nets[0], nets[1], smp, seed, stream, count),
-            second_vs_gd: compare(nets[1], refs.gd(), smp, seed, stream, count),
-        });
+        let seed_to_seed = match (&first[..], second.as_deref()) {
+            ([_, vs_first], Some([second_vs_gd])) => {
+                Some(SeedToSeed { second_seed: seeds[1], vs_first: *vs_first, second_vs_gd: *second_vs_gd })
+            }
+            _ => None,
+        };
+        let vs_gd = first[0];
+        let baseline = |i: usize| stats[i][0];
         let ruling = assessment.ruling.clone();
         let results = Results {
             distribution: s.task.describe(),
@@ -319,8 +334,8 @@ impl Experiment for SingleLayer {
             vs_gd,
             assessment,
             references: refs.summary.clone(),
-            zero: zero_loss(smp, seed, stream, count),
-            ols: ols_loss(smp, seed, stream, count),
+            zero: baseline(1),
+            ols: baseline(2),
             gd_family: fit,
             seed_to_seed,
             training,

@@ -1,5 +1,6 @@
 //! Evaluation on held-out tasks with the core's kernels: losses, the reference work's agreement metrics between two
-//! models, loss after every layer application, and the baselines (predict zero, least squares on the context).
+//! models, loss after every layer application, and the baselines (predict zero, least squares on the context), each
+//! a [`Metric`]; [`evaluate`] draws every task once and measures any set of metrics on it.
 //!
 //! Metrics of model `a` against model `b` on the same tasks (von Oswald et al.): Preds diff `|y_hat_a - y_hat_b|`;
 //! the sensitivities `g = d y_hat / d x_q` (exact, from the backward kernels; an LSA stack is a polynomial in its
@@ -11,6 +12,7 @@ use crate::judge::stats::Stat;
 use crate::net::{Forward, Net};
 use crate::tasks::TaskSampler;
 use serde::{Deserialize, Serialize};
+use std::any::Any;
 
 /// Model `a` against model `b` on the same tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +46,194 @@ pub fn matches(c: &Comparison) -> bool {
     crate::judge::verdict::matches(c.loss_a.mean, c.loss_b.mean, c.model_cos.lo())
 }
 
+/// Scratch of one metric on one worker.
+pub type Scratch = Box<dyn Any + Send>;
+
+/// A quantity measured on every held-out task: [`evaluate`] computes any set of them in one pass.
+pub trait Metric: Sync {
+    /// Values per task.
+    fn columns(&self) -> usize;
+    /// Scratch for contexts of `n` pairs.
+    fn scratch(&self, n: usize) -> Scratch;
+    /// Appends this task's [`Metric::columns`] values to `row`.
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], y: f32, row: &mut Vec<f64>);
+}
+
+/// One pass over the `count` tasks of the streams `(seed, first_stream + chunk)`: each task drawn once and every
+/// metric measured on it. Returns, per metric, a [`Stat`] per column (over tasks, in task order).
+pub fn evaluate(
+    metrics: &[&dyn Metric],
+    sampler: &TaskSampler,
+    seed: u64,
+    first_stream: u64,
+    count: usize,
+) -> Vec<Vec<Stat>> {
+    let width = metrics.iter().map(|m| m.columns()).sum();
+    let rows: Vec<Vec<f64>> = sampler
+        .par_chunks::<(Vec<Vec<f64>>, Vec<Scratch>)>(
+            seed,
+            first_stream,
+            count,
+            || (Vec::new(), metrics.iter().map(|m| m.scratch(sampler.n)).collect()),
+            |(acc, scratch), ctx, query, y| {
+                let mut row = Vec::with_capacity(width);
+                for (m, s) in metrics.iter().zip(scratch.iter_mut()) {
+                    m.measure(s, ctx, query, y, &mut row);
+                }
+                acc.push(row);
+            },
+        )
+        .into_iter()
+        .flat_map(|(rows, _)| rows)
+        .collect();
+    let mut first = 0;
+    metrics
+        .iter()
+        .map(|m| {
+            let columns = (first..first + m.columns()).map(|k| Stat::of(rows.iter().map(move |r| r[k]))).collect();
+            first += m.columns();
+            columns
+        })
+        .collect()
+}
+
+/// The scratch `s` as a `W`, made by `make` the first time (or when it holds another type).
+fn scratch_as<W: Send + 'static>(s: &mut Scratch, make: impl FnOnce() -> W) -> &mut W {
+    if !s.is::<W>() {
+        *s = Box::new(make());
+    }
+    s.downcast_mut::<W>().expect("just made")
+}
+
+/// The loss `0.5 (y_hat - y)^2` of a net.
+pub struct Loss<'a, F>(pub &'a F);
+
+impl<F: Forward> Metric for Loss<'_, F> {
+    fn columns(&self) -> usize {
+        1
+    }
+
+    fn scratch(&self, n: usize) -> Scratch {
+        Box::new(self.0.workspace(n))
+    }
+
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], y: f32, row: &mut Vec<f64>) {
+        let ws = scratch_as(scratch, || self.0.workspace(0));
+        row.push(0.5 * ((self.0.predict(ctx, query, ws, None) - y) as f64).powi(2));
+    }
+}
+
+/// The loss after each of a net's applications (the per-layer readout of the query's prediction).
+pub struct Readout<'a, F>(pub &'a F);
+
+impl<F: Forward> Metric for Readout<'_, F> {
+    fn columns(&self) -> usize {
+        self.0.applications()
+    }
+
+    fn scratch(&self, n: usize) -> Scratch {
+        Box::new((self.0.workspace(n), vec![0.0f32; self.0.applications()]))
+    }
+
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], y: f32, row: &mut Vec<f64>) {
+        let k = self.0.applications();
+        let (ws, readout) = scratch_as(scratch, || (self.0.workspace(0), vec![0.0f32; k]));
+        self.0.predict(ctx, query, ws, Some(readout));
+        row.extend(readout.iter().map(|p| 0.5 * ((p - y) as f64).powi(2)));
+    }
+}
+
+/// Predicting 0.
+pub struct ZeroLoss;
+
+impl Metric for ZeroLoss {
+    fn columns(&self) -> usize {
+        1
+    }
+
+    fn scratch(&self, _: usize) -> Scratch {
+        Box::new(())
+    }
+
+    fn measure(&self, _: &mut Scratch, _: &[f32], _: &[f32], y: f32, row: &mut Vec<f64>) {
+        row.push(0.5 * (y as f64).powi(2));
+    }
+}
+
+/// Ordinary least squares on each task's context (minimum-norm solution when N < d), in f64, for `d` inputs: the
+/// loss of the best linear fit of the context, an alternative that GD steps approach only slowly.
+pub struct OlsLoss(pub usize);
+
+impl Metric for OlsLoss {
+    fn columns(&self) -> usize {
+        1
+    }
+
+    fn scratch(&self, _: usize) -> Scratch {
+        Box::new(())
+    }
+
+    fn measure(&self, _: &mut Scratch, ctx: &[f32], query: &[f32], y: f32, row: &mut Vec<f64>) {
+        let d = self.0;
+        let w = crate::judge::baselines::ridge_weights(ctx, d, 0.0);
+        let pred: f64 = (0..d).map(|j| w[j] * query[j] as f64).sum();
+        row.push(0.5 * (pred - y as f64).powi(2));
+    }
+}
+
+/// Predictor `a` against each of `refs` ([`Comparison`]): per task the loss of `a`, then per reference its loss,
+/// Preds diff, Model cos, Model diff and relative Model diff.
+pub struct Agreement<'a> {
+    /// The model compared.
+    pub a: Predictor<'a>,
+    /// What it is compared with.
+    pub refs: Vec<Predictor<'a>>,
+}
+
+impl Agreement<'_> {
+    /// The comparisons from the [`evaluate`] columns of this metric.
+    pub fn comparisons(columns: &[Stat]) -> Vec<Comparison> {
+        let col = |k: usize| columns[k];
+        (0..(columns.len().saturating_sub(1)) / 5)
+            .map(|i| Comparison {
+                loss_a: col(0),
+                loss_b: col(1 + 5 * i),
+                preds_diff: col(2 + 5 * i),
+                model_cos: col(3 + 5 * i),
+                model_diff: col(4 + 5 * i),
+                model_diff_rel: col(5 + 5 * i),
+            })
+            .collect()
+    }
+}
+
+impl Metric for Agreement<'_> {
+    fn columns(&self) -> usize {
+        1 + 5 * self.refs.len()
+    }
+
+    fn scratch(&self, n: usize) -> Scratch {
+        let spaces: Vec<_> = std::iter::once(&self.a).chain(&self.refs).map(|p| p.workspace(n)).collect();
+        Box::new(spaces)
+    }
+
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], y: f32, row: &mut Vec<f64>) {
+        let spaces = scratch_as(scratch, || (0..=self.refs.len()).map(|_| None).collect::<Vec<_>>());
+        let (wa, wb) = spaces.split_at_mut(1);
+        let y = y as f64;
+        let (ya, ga) = self.a.predict_with_sensitivity(ctx, query, &mut wa[0]);
+        row.push(0.5 * (ya - y).powi(2));
+        for (b, ws) in self.refs.iter().zip(wb.iter_mut()) {
+            let (yb, gb) = b.predict_with_sensitivity(ctx, query, ws);
+            let nb = gb.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cos = cosine(&ga, &gb).unwrap_or(0.0);
+            let diff = ga.iter().zip(&gb).map(|(x, z)| (x - z).powi(2)).sum::<f64>().sqrt();
+            let rel = if nb > 0.0 { diff / nb } else { f64::NAN };
+            row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel]);
+        }
+    }
+}
+
 /// `a` against each of `refs` on `count` tasks of the streams `(seed, first_stream + chunk)`.
 pub fn compare_many(
     a: &Net,
@@ -66,44 +256,8 @@ pub fn compare_predictors(
     first_stream: u64,
     count: usize,
 ) -> Vec<Comparison> {
-    let r = refs.len();
-    type Space = Option<Box<dyn std::any::Any + Send>>;
-    // Per task: loss_a, then per reference (loss_b, preds diff, cos, diff, relative diff).
-    let rows: Vec<Vec<f64>> = sampler
-        .par_chunks::<(Vec<Vec<f64>>, Space, Vec<Space>)>(
-            seed,
-            first_stream,
-            count,
-            || (Vec::new(), a.workspace(sampler.n), refs.iter().map(|b| b.workspace(sampler.n)).collect()),
-            |(acc, wa, wb), ctx, query, y| {
-                let y = y as f64;
-                let (ya, ga) = a.predict_with_sensitivity(ctx, query, wa);
-                let mut row = vec![0.5 * (ya - y).powi(2)];
-                for (b, ws) in refs.iter().zip(wb.iter_mut()) {
-                    let (yb, gb) = b.predict_with_sensitivity(ctx, query, ws);
-                    let nb = gb.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    let cos = cosine(&ga, &gb).unwrap_or(0.0);
-                    let diff = ga.iter().zip(&gb).map(|(x, z)| (x - z).powi(2)).sum::<f64>().sqrt();
-                    let rel = if nb > 0.0 { diff / nb } else { f64::NAN };
-                    row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel]);
-                }
-                acc.push(row);
-            },
-        )
-        .into_iter()
-        .flat_map(|(rows, _, _)| rows)
-        .collect();
-    let col = |k: usize| Stat::of(rows.iter().map(move |row| row[k]));
-    (0..r)
-        .map(|i| Comparison {
-            loss_a: col(0),
-            loss_b: col(1 + 5 * i),
-            preds_diff: col(2 + 5 * i),
-            model_cos: col(3 + 5 * i),
-            model_diff: col(4 + 5 * i),
-            model_diff_rel: col(5 + 5 * i),
-        })
-        .collect()
+    let metric = Agreement { a, refs: refs.to_vec() };
+    Agreement::comparisons(&evaluate(&[&metric], sampler, seed, first_stream, count)[0])
 }
 
 /// `a` against `b` (see [`compare_many`]).
@@ -111,7 +265,7 @@ pub fn compare(a: &Net, b: &Net, sampler: &TaskSampler, seed: u64, first_stream:
     compare_many(a, &[b], sampler, seed, first_stream, count).remove(0)
 }
 
-/// The loss after each of the net's applications (the per-layer readout of the query's prediction).
+/// [`Readout`] alone.
 pub fn readout_losses<F: Forward>(
     net: &F,
     sampler: &TaskSampler,
@@ -119,60 +273,22 @@ pub fn readout_losses<F: Forward>(
     first_stream: u64,
     count: usize,
 ) -> Vec<Stat> {
-    let k = net.applications();
-    let rows: Vec<Vec<f64>> = sampler
-        .par_chunks::<(Vec<Vec<f64>>, F::Workspace, Vec<f32>)>(
-            seed,
-            first_stream,
-            count,
-            || (Vec::new(), net.workspace(sampler.n), vec![0.0; k]),
-            |(acc, ws, readout), ctx, query, y| {
-                net.predict(ctx, query, ws, Some(readout));
-                acc.push(readout.iter().map(|p| 0.5 * ((p - y) as f64).powi(2)).collect());
-            },
-        )
-        .into_iter()
-        .flat_map(|(rows, _, _)| rows)
-        .collect();
-    (0..k).map(|i| Stat::of(rows.iter().map(move |r| r[i]))).collect()
+    evaluate(&[&Readout(net)], sampler, seed, first_stream, count).remove(0)
 }
 
-/// The loss of `net` alone.
+/// [`Loss`] alone.
 pub fn loss<F: Forward>(net: &F, sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
-    let rows: Vec<f64> = sampler
-        .par_chunks::<(Vec<f64>, F::Workspace)>(
-            seed,
-            first_stream,
-            count,
-            || (Vec::new(), net.workspace(sampler.n)),
-            |(acc, ws), ctx, query, y| acc.push(0.5 * ((net.predict(ctx, query, ws, None) - y) as f64).powi(2)),
-        )
-        .into_iter()
-        .flat_map(|(rows, _)| rows)
-        .collect();
-    Stat::of(rows.iter().copied())
+    evaluate(&[&Loss(net)], sampler, seed, first_stream, count)[0][0]
 }
 
-/// The loss of predicting 0.
+/// [`ZeroLoss`] alone.
 pub fn zero_loss(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
-    let rows = sampler
-        .par_chunks::<Vec<f64>>(seed, first_stream, count, Vec::new, |acc, _, _, y| acc.push(0.5 * (y as f64).powi(2)))
-        .concat();
-    Stat::of(rows.iter().copied())
+    evaluate(&[&ZeroLoss], sampler, seed, first_stream, count)[0][0]
 }
 
-/// Ordinary least squares on each task's context (minimum-norm solution when N < d), in f64: the loss of the best
-/// linear fit of the context, an alternative that GD steps approach only slowly.
+/// [`OlsLoss`] alone.
 pub fn ols_loss(sampler: &TaskSampler, seed: u64, first_stream: u64, count: usize) -> Stat {
-    let d = sampler.d;
-    let rows = sampler
-        .par_chunks::<Vec<f64>>(seed, first_stream, count, Vec::new, |acc, ctx, query, y| {
-            let w = crate::judge::baselines::ridge_weights(ctx, d, 0.0);
-            let pred: f64 = (0..d).map(|j| w[j] * query[j] as f64).sum();
-            acc.push(0.5 * (pred - y as f64).powi(2));
-        })
-        .concat();
-    Stat::of(rows.iter().copied())
+    evaluate(&[&OlsLoss(sampler.d)], sampler, seed, first_stream, count)[0][0]
 }
 
 /// The rate of one GD step from 0 that minimises the mean loss over the given tasks, exactly (see [`best_scale`]).

@@ -18,6 +18,7 @@ mod fit_optim;
 mod fit_references;
 mod judge_assess;
 mod judge_baselines;
+mod judge_eval;
 mod judge_stats;
 mod judge_verdict;
 mod model;

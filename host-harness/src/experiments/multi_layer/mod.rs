@@ -15,7 +15,9 @@ use super::trained::{fitted_references, trained_stack, StackSpec, TrainedStack};
 use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
-use crate::judge::eval::{compare_many, matches, ols_loss, readout_losses, zero_loss};
+use crate::judge::baselines::Predictor;
+use crate::judge::stats::Stat;
+use crate::judge::eval::{evaluate, matches, Agreement, Metric, OlsLoss, Readout, ZeroLoss};
 use crate::model::{save, Model};
 use crate::tasks::streams;
 use crate::HarnessError;
@@ -86,25 +88,14 @@ impl Experiment for MultiLayer {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-        let mut depths = Vec::new();
+        // Train and fit every depth first (cached within a command), then evaluate them all in one pass.
+        let mut trained = Vec::new();
         for &k in &s.layers {
-            let TrainedStack { model, training, token_clip, timing, curve } = trained_stack(run, k, s.stack_spec())?;
+            let stack = trained_stack(run, k, s.stack_spec())?;
             let refs = fitted_references(run, k, &s.task, fit_spec)?;
-            let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
-            let comparisons = compare_many(model.net(), &nets, &sampler, seed, streams::EVAL, count);
-            let references = refs
-                .iter()
-                .zip(comparisons)
-                .map(|(r, c)| ReferenceResult {
-                    params: FittedParams::from(r),
-                    matched: matches(&c),
-                    vs_trained: c,
-                    readout: readout_losses(r.model.net(), &sampler, seed, streams::EVAL, count),
-                })
-                .collect();
             let meta = |what: String| vec![("d", s.task.d.to_string()), ("n", s.task.n.to_string()), ("model", what)];
             save(
-                &model,
+                &stack.model,
                 &meta(format!("{k} trained LSA layers, seed {}", s.shared.common.seed)),
                 &run.file(&format!("stack-{k}.safetensors")),
             )?;
@@ -115,21 +106,41 @@ impl Experiment for MultiLayer {
                     &run.file(&format!("reference-{k}-{i}.safetensors")),
                 )?;
             }
-            depths.push(TrainedDepth {
-                layers: k,
-                training,
-                token_clip,
-                timing,
-                readout: readout_losses(model.net(), &sampler, seed, streams::EVAL, count),
-                references,
-                curve,
-            });
+            trained.push((k, stack, refs));
         }
-        let results = Results {
-            depths,
-            zero: zero_loss(&sampler, seed, streams::EVAL, count),
-            ols: ols_loss(&sampler, seed, streams::EVAL, count),
+        let stats = {
+            let mut metrics: Vec<Box<dyn Metric + '_>> = Vec::new();
+            for (_, stack, refs) in &trained {
+                let refs_p = refs.iter().map(|r| Predictor::Net(r.model.net())).collect();
+                metrics.push(Box::new(Agreement { a: Predictor::Net(stack.model.net()), refs: refs_p }));
+                metrics.push(Box::new(Readout(stack.model.net())));
+                metrics.extend(refs.iter().map(|r| Box::new(Readout(r.model.net())) as Box<dyn Metric>));
+            }
+            metrics.push(Box::new(ZeroLoss));
+            metrics.push(Box::new(OlsLoss(s.task.d)));
+            let metric_refs: Vec<&dyn Metric> = metrics.iter().map(|m| m.as_ref()).collect();
+            evaluate(&metric_refs, &sampler, seed, streams::EVAL, count)
         };
+        let mut stats = stats.into_iter();
+        let mut next = || stats.next().unwrap_or_default();
+        let mut depths = Vec::new();
+        for (k, TrainedStack { training, token_clip, timing, curve, .. }, refs) in trained {
+            let comparisons = Agreement::comparisons(&next());
+            let readout = next();
+            let references = refs
+                .iter()
+                .zip(comparisons)
+                .map(|(r, c)| ReferenceResult {
+                    params: FittedParams::from(r),
+                    matched: matches(&c),
+                    vs_trained: c,
+                    readout: next(),
+                })
+                .collect();
+            depths.push(TrainedDepth { layers: k, training, token_clip, timing, readout, references, curve });
+        }
+        let mut one = || next().first().copied().unwrap_or_else(|| Stat::of(std::iter::empty()));
+        let results = Results { depths, zero: one(), ols: one() };
         write_files(run, &results)?;
         let checks = checks(&results);
         let verdict = verdict(&results, &checks);

@@ -16,7 +16,8 @@ use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::fit::train::reference;
-use crate::judge::eval::{compare_many, gd_net, matches, readout_losses, tune_gd_rate};
+use crate::judge::baselines::Predictor;
+use crate::judge::eval::{compare_many, evaluate, gd_net, matches, readout_losses, tune_gd_rate, Agreement, Metric, Readout};
 use crate::judge::stats::Stat;
 use crate::model::{GdFamily, GdKind, Lsa, Model};
 use crate::tasks::{stream_rng, streams};
@@ -88,13 +89,15 @@ impl Experiment for Recurrent {
         let y_only = Update { scale: 1.0, first: s.task.d, clip: None };
         let iterated = layer.net().repeated(s.iterations, Update { scale: s.damping, ..y_only })?;
         let gd = gd_net(s.task.d, s.damping * eta as f32, s.task.n)?.repeated(s.iterations, y_only)?;
-        let iterated = Iterated {
-            eta,
-            damping: s.damping,
-            trained: readout_losses(&iterated, &sampler, seed, streams::EVAL, count),
-            gd: readout_losses(&gd, &sampler, seed, streams::EVAL, count),
-            final_vs_gd: crate::judge::eval::compare(&iterated, &gd, &sampler, seed, streams::EVAL, count),
+        let agreement = Agreement { a: Predictor::Net(&iterated), refs: vec![Predictor::Net(&gd)] };
+        let metrics: [&dyn Metric; 3] = [&Readout(&iterated), &Readout(&gd), &agreement];
+        let [trained, gd, final_vs_gd] = match <[Vec<Stat>; 3]>::try_from(evaluate(&metrics, &sampler, seed, streams::EVAL, count)) {
+            Ok(stats) => stats,
+            Err(_) => return Err(HarnessError::Io("evaluation: missing metrics".into())),
         };
+        let final_vs_gd = Agreement::comparisons(&final_vs_gd).into_iter().next();
+        let final_vs_gd = final_vs_gd.ok_or_else(|| HarnessError::Io("evaluation: no comparison".into()))?;
+        let iterated = Iterated { eta, damping: s.damping, trained, gd, final_vs_gd };
         // Part 2.
         let k = s.loop_applications;
         let training = s.shared.train.spec(k, s.shared.common.seed);

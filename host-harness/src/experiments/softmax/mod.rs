@@ -19,7 +19,7 @@ use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
 use crate::judge::baselines::Predictor;
-use crate::judge::eval::{compare_predictors, loss, ols_loss, readout_losses, zero_loss, Comparison};
+use crate::judge::eval::{compare_predictors, evaluate, Comparison, Loss, Metric, OlsLoss, Readout, ZeroLoss};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
 use crate::model::{save, Model};
@@ -159,8 +159,14 @@ impl Experiment for SoftmaxExperiment {
                     refs.iter().map(|r| (format!("{}, {k} steps", r.name), Predictor::Net(r.model.net()))).collect();
                 (None, self::against(&models, &named, held))
             };
-            let loss_per_seed: Vec<Stat> =
-                trained.iter().map(|t| loss(t.model.net(), &sampler, seed, streams::EVAL, count)).collect();
+            // One pass: every seed's loss and the first seed's per-layer readout.
+            let losses: Vec<Loss<'_, _>> = trained.iter().map(|t| Loss(t.model.net())).collect();
+            let first_readout = Readout(first.net());
+            let mut metrics: Vec<&dyn Metric> = losses.iter().map(|l| l as &dyn Metric).collect();
+            metrics.push(&first_readout);
+            let mut stats = evaluate(&metrics, &sampler, seed, streams::EVAL, count);
+            let readout = stats.pop().unwrap_or_default();
+            let loss_per_seed: Vec<Stat> = stats.iter().filter_map(|s| s.first().copied()).collect();
             let meta = vec![
                 ("d", s.task.d.to_string()),
                 ("n", s.task.n.to_string()),
@@ -173,21 +179,20 @@ impl Experiment for SoftmaxExperiment {
                 timing: trained.iter().map(|t| t.timing).collect(),
                 loss: over_seeds(&loss_per_seed),
                 loss_per_seed,
-                readout: readout_losses(first.net(), &sampler, seed, streams::EVAL, count),
+                readout,
                 assessment,
                 against,
                 relaxation: measure(first.net(), &sampler, seed, streams::EVAL, s.relaxation_tasks),
                 curve: trained[0].curve.clone(),
             });
         }
-        let results = Results {
-            distribution: s.task.describe(),
-            heads: SOFTMAX_HEADS,
-            seeds,
-            depths,
-            zero: zero_loss(&sampler, seed, streams::EVAL, count),
-            ols: ols_loss(&sampler, seed, streams::EVAL, count),
+        let baselines = evaluate(&[&ZeroLoss, &OlsLoss(s.task.d)], &sampler, seed, streams::EVAL, count);
+        let baseline = |i: usize| baselines.get(i).and_then(|s| s.first().copied());
+        let (zero, ols) = match (baseline(0), baseline(1)) {
+            (Some(zero), Some(ols)) => (zero, ols),
+            _ => return Err(HarnessError::Io("evaluation: missing baselines".into())),
         };
+        let results = Results { distribution: s.task.describe(), heads: SOFTMAX_HEADS, seeds, depths, zero, ols };
         write_files(run, &results)?;
         let checks = checks(&results);
         let verdict = verdict(&results, &checks);
