@@ -143,6 +143,24 @@ impl<F: Forward> Metric for Readout<'_, F> {
     }
 }
 
+/// Preds diff `|y_hat_a - y_hat_b|` of two nets, from their predictions alone.
+pub struct PredsDiff<'a, A, B>(pub &'a A, pub &'a B);
+
+impl<A: Forward, B: Forward> Metric for PredsDiff<'_, A, B> {
+    fn columns(&self) -> usize {
+        1
+    }
+
+    fn scratch(&self, n: usize) -> Scratch {
+        Box::new((self.0.workspace(n), self.1.workspace(n)))
+    }
+
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], _: f32, row: &mut Vec<f64>) {
+        let (wa, wb) = scratch_as(scratch, || (self.0.workspace(0), self.1.workspace(0)));
+        row.push(f64::from((self.0.predict(ctx, query, wa, None) - self.1.predict(ctx, query, wb, None)).abs()));
+    }
+}
+
 /// Predicting 0.
 pub struct ZeroLoss;
 

@@ -24,11 +24,11 @@ mod report;
 use super::{Experiment, Groups, Outcome, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared};
 use crate::fit::optim::AdamW;
-use crate::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
+use crate::judge::eval::{evaluate, gd_net, loss, tune_gd_rate, zero_loss, Loss, Metric, PredsDiff};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
 use crate::model::{MlpZoo, Model, Zoo};
-use crate::net::{Attention, Forward, Net, ZOO_HEADS};
+use crate::net::{Attention, Net, ZOO_HEADS};
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
 use crate::HarnessError;
 pub use report::{Results, Row, TaskSummary};
@@ -165,19 +165,6 @@ fn sampler(task: Task, n: usize) -> TaskSampler {
     }
 }
 
-/// `|y_hat_a - y_hat_b|` over the held-out tasks.
-fn preds_diff<F: Forward>(a: &F, b: &Net, sampler: &TaskSampler, s: &Settings) -> Stat {
-    let rows = sampler.par_chunks::<(Vec<f64>, _, _)>(
-        s.shared.common.eval_seed,
-        streams::EVAL,
-        s.shared.eval.eval_tasks,
-        || (Vec::new(), a.workspace(sampler.n), b.workspace(sampler.n)),
-        |(acc, wa, wb), ctx, q, _| {
-            acc.push(f64::from((a.predict(ctx, q, wa, None) - b.predict(ctx, q, wb, None)).abs()))
-        },
-    );
-    Stat::of(rows.into_iter().flat_map(|r| r.0))
-}
 
 /// One configuration: the sweep, then the seeds at the chosen rate; `gd` is the task's tuned GD step where it
 /// applies.
@@ -228,10 +215,14 @@ fn configuration<M: Model>(
             match trained {
                 Ok(timing) => {
                     at.ms += timing.ms_per_step / s.seeds as f64;
-                    at.per_seed.push(loss(model.net(), sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks));
-                    if let Some(g) = gd {
-                        at.diffs.push(preds_diff(model.net(), g, sampler, s));
-                    }
+                    // One pass: the held-out loss and, where the task has one, Preds diff to GD.
+                    let (model_loss, diff) = (Loss(model.net()), gd.map(|g| PredsDiff(model.net(), g)));
+                    let mut metrics: Vec<&dyn Metric> = vec![&model_loss];
+                    metrics.extend(diff.as_ref().map(|d| d as &dyn Metric));
+                    let (eval_seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
+                    let stats = evaluate(&metrics, sampler, eval_seed, streams::EVAL, count);
+                    at.per_seed.extend(stats.first().and_then(|l| l.first()));
+                    at.diffs.extend(stats.get(1).and_then(|d| d.first()));
                 }
                 Err(HarnessError::NonFinite { .. }) => at.diverged += 1,
                 Err(e) => return Err(e),
