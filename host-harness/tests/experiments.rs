@@ -368,6 +368,20 @@ fn the_index_page_shows_every_experiment_and_plot() {
     assert!(html.contains("Quick run"));
 }
 
+/// The checks and the verdict are functions of a report's settings and results: judged again from every saved
+/// quick report, they are the ones it stores.
+#[test]
+fn every_saved_report_judges_again_to_its_own_checks_and_verdict() {
+    for entry in dualform_harness::experiments::REGISTRY {
+        let path = quick_all().join(entry.name()).join("report.json");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let (checks, verdict) = entry.judge(&report).unwrap_or_else(|e| panic!("{}: {e}", entry.name()));
+        assert_eq!(serde_json::to_value(&checks).unwrap(), report["checks"], "{}", entry.name());
+        assert_eq!(verdict, report["verdict"]["text"].as_str().unwrap(), "{}", entry.name());
+        assert_eq!(checks.iter().all(|c| c.passed), report["verdict"]["passed"], "{}", entry.name());
+    }
+}
+
 /// Every file under `dir` (relative path, bytes), sorted.
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

@@ -13,7 +13,7 @@
 //! Files: `report.json`, `gd-plus-plus.csv`, `gd-plus-plus.png`.
 
 use super::trained::{fitted_references, trained_stack, StackSpec};
-use super::{Experiment, Outcome, Run};
+use super::{Experiment, Run};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::eval::{compare_many, matches, Comparison};
 use crate::judge::stats::Stat;
@@ -158,7 +158,15 @@ impl Experiment for GdPlusPlus {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, _: &[Check]) -> String {
+        verdict(r)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let stack: StackSpec<'_> = s.stack_spec();
@@ -209,8 +217,6 @@ impl Experiment for GdPlusPlus {
                 .with(Series::dashed("GD, rate per step", series(Some(1))).with_markers())
                 .with(Series::dashed("GD++", series(Some(2))).with_markers())],
         );
-        let checks = checks(&results);
-        let verdict = verdict(&results);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -11,7 +11,7 @@
 //! Files: `report.json`, `interpolate.csv`, `interpolate.png`.
 
 use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
 use crate::experiments::settings::{Shared, TaskArgs};
 use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE, MODEL_COS_BOUND};
@@ -213,7 +213,15 @@ impl Experiment for Interpolate {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        verdict(r, checks)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let spec = LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves);
@@ -244,8 +252,6 @@ impl Experiment for Interpolate {
                     .with(Series::line("preds diff", pts(|c| c.preds_diff.mean)).with_markers()),
             ],
         );
-        let checks = checks(&results);
-        let verdict = verdict(&results, &checks);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -5,7 +5,8 @@
 //! An experiment is a settings struct (at once its command-line arguments, its defaults and its report's `config`,
 //! see [`crate::experiments::settings`]), a results struct that renders as tables ([`Tables`]), and a `run` function that trains
 //! and evaluates with the core's kernels (for the input dimension its settings name), writes its files
-//! through [`Run`] and returns its results and named checks.
+//! through [`Run`] and returns its results; the named checks and the verdict sentence are functions of the settings
+//! and results alone ([`Experiment::checks`], [`Experiment::verdict`]), so a saved report can be judged again.
 //! The runner does the rest for every experiment alike: parses and validates the settings (`--quick` included),
 //! builds the thread pool, opens the all-or-nothing output folder, writes `report.json` ([`Report`](crate::output::report::Report)), prints the
 //! tables and the verdict, and commits the folder.
@@ -126,18 +127,12 @@ pub trait Experiment: 'static {
     type Results: Serialize + DeserializeOwned + Tables + Clone + Send + 'static;
     /// Runs with validated settings inside the runner's thread pool, writing files through `run`; shapes (the
     /// input dimension d, the context length N) are the settings', chosen at run time.
-    fn run(settings: &Self::Settings, run: &mut Run<'_>) -> Result<Outcome<Self::Results>, HarnessError>;
-}
-
-/// What an experiment returns to the runner.
-#[derive(Clone, Debug)]
-pub struct Outcome<R> {
-    /// Its results.
-    pub results: R,
-    /// The named criteria of its verdict (the verdict passes when all do).
-    pub checks: Vec<Check>,
+    fn run(settings: &Self::Settings, run: &mut Run<'_>) -> Result<Self::Results, HarnessError>;
+    /// The named criteria of the verdict (it passes when all do), from the settings and results alone: a saved
+    /// report can be judged again.
+    fn checks(settings: &Self::Settings, results: &Self::Results) -> Vec<Check>;
     /// The verdict sentence.
-    pub verdict: String,
+    fn verdict(settings: &Self::Settings, results: &Self::Results, checks: &[Check]) -> String;
 }
 
 /// A registered experiment, as the runner sees it.
@@ -151,6 +146,9 @@ pub trait Entry: Sync {
     /// The validated default settings (`quick`: with `--quick`) as the report's `config` would show them; an error
     /// names a `--quick` default that is not one of the experiment's arguments, or a default that does not validate.
     fn defaults(&self, quick: bool) -> Result<serde_json::Value, HarnessError>;
+    /// The checks and the verdict of a saved `report.json` of this experiment, computed again from its `config` and
+    /// `results`.
+    fn judge(&self, report: &serde_json::Value) -> Result<(Vec<Check>, String), HarnessError>;
 }
 
 /// The registry's handle on an experiment type.
@@ -167,6 +165,21 @@ impl<X: Experiment> Entry for Registered<X> {
 
     fn run(&self, args: &[String], cache: &mut Cache) -> Result<Summary, HarnessError> {
         run_experiment::<X>(args, cache)
+    }
+
+    fn judge(&self, report: &serde_json::Value) -> Result<(Vec<Check>, String), HarnessError> {
+        let part = |key: &str| {
+            report
+                .get(key)
+                .cloned()
+                .ok_or_else(|| HarnessError::BadInput(format!("{}: the report has no {key}", X::NAME)))
+        };
+        let bad = |e: serde_json::Error| HarnessError::BadInput(format!("{}: report: {e}", X::NAME));
+        let settings: X::Settings = serde_json::from_value(part("config")?).map_err(bad)?;
+        let results: X::Results = serde_json::from_value(part("results")?).map_err(bad)?;
+        let checks = X::checks(&settings, &results);
+        let verdict = X::verdict(&settings, &results, &checks);
+        Ok((checks, verdict))
     }
 
     fn defaults(&self, quick: bool) -> Result<serde_json::Value, HarnessError> {

@@ -6,7 +6,7 @@
 //! Files: `report.json`, `ood.csv`, `ood.png`.
 
 use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE};
@@ -134,7 +134,31 @@ impl Experiment for Ood {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        let worst = r.input_range.iter().chain(&r.weight_scale).max_by(|a, b| a.gap().total_cmp(&b.gap()));
+        format!(
+            "out of distribution the trained layer {} GD: the largest loss gap is {:.1}%{}",
+            if checks.iter().all(|c| c.passed) { "fails as" } else { "does NOT behave as" },
+            100.0 * worst.map_or(f64::NAN, OodPoint::gap),
+            worst.map_or(String::new(), |p| format!(
+                " (at {} {:.2}: {:.4} against {:.4})",
+                if r.input_range.iter().any(|q| std::ptr::eq(q, p)) {
+                    "input-range factor"
+                } else {
+                    "weight scale"
+                },
+                p.x,
+                p.vs_gd.loss_a.mean,
+                p.vs_gd.loss_b.mean
+            ))
+        )
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let seed = s.shared.common.eval_seed;
         let spec = LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves);
@@ -170,24 +194,6 @@ impl Experiment for Ood {
                     .with(Series::dashed("GD", pts(&results.weight_scale, |c| c.loss_b.mean)).with_markers()),
             ],
         );
-        let checks = checks(&results);
-        let worst = results.input_range.iter().chain(&results.weight_scale).max_by(|a, b| a.gap().total_cmp(&b.gap()));
-        let verdict = format!(
-            "out of distribution the trained layer {} GD: the largest loss gap is {:.1}%{}",
-            if checks.iter().all(|c| c.passed) { "fails as" } else { "does NOT behave as" },
-            100.0 * worst.map_or(f64::NAN, OodPoint::gap),
-            worst.map_or(String::new(), |p| format!(
-                " (at {} {:.2}: {:.4} against {:.4})",
-                if results.input_range.iter().any(|q| std::ptr::eq(q, p)) {
-                    "input-range factor"
-                } else {
-                    "weight scale"
-                },
-                p.x,
-                p.vs_gd.loss_a.mean,
-                p.vs_gd.loss_b.mean
-            ))
-        );
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -5,7 +5,8 @@
 //! GD" from "as good as the best of its class". Same settings, files and rules as `single-layer`.
 
 use super::single_layer::{Results, Settings, SingleLayer};
-use super::{Experiment, Outcome, Run};
+use super::{Experiment, Run};
+use crate::output::report::Check;
 use crate::HarnessError;
 
 /// The experiment.
@@ -19,7 +20,15 @@ impl Experiment for Preconditioned {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(settings: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn run(settings: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         SingleLayer::run(settings, run)
+    }
+
+    fn checks(settings: &Settings, results: &Results) -> Vec<Check> {
+        SingleLayer::checks(settings, results)
+    }
+
+    fn verdict(settings: &Settings, results: &Results, checks: &[Check]) -> String {
+        SingleLayer::verdict(settings, results, checks)
     }
 }

@@ -210,16 +210,18 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
     let staged = Staged::new(&out, X::NAME)?;
     let started = Instant::now();
     let mut run = Run { dir: staged.path().to_path_buf(), cache, files: vec![], images: vec![], notes: vec![] };
-    let outcome = pool.install(|| X::run(&s, &mut run))?;
-    let passed = outcome.checks.iter().all(|c| c.passed);
+    let results = pool.install(|| X::run(&s, &mut run))?;
+    let checks = X::checks(&s, &results);
+    let verdict = X::verdict(&s, &results, &checks);
+    let passed = checks.iter().all(|c| c.passed);
     let mut files = run.files.clone();
     files.insert(0, "report.json".into());
     let report = Report {
         experiment: X::NAME.to_string(),
         config: s.clone(),
-        results: outcome.results,
-        checks: outcome.checks,
-        verdict: Verdict { passed, text: outcome.verdict },
+        results,
+        checks,
+        verdict: Verdict { passed, text: verdict },
         wall_seconds: started.elapsed().as_secs_f64(),
         files,
     };

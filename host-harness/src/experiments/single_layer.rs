@@ -10,7 +10,7 @@
 //! `optimum_weights.safetensors` (the fitted class optimum as an LSA layer).
 
 use super::trained::{trained_layer, QUICK_LAYER, CurvePoint, LayerSpec, TrainedLayer};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
@@ -291,7 +291,26 @@ impl Experiment for SingleLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    /// The rules' checks of the first seed's ruling, and (but in a quick run) at least three seeds: a verdict over
+    /// seeds needs them.
+    fn checks(s: &Settings, r: &Results) -> Vec<Check> {
+        let mut checks = r.assessment.ruling.checks.clone();
+        if !s.shared.common.quick {
+            checks.push(Check::at_least("training_seeds", "training seeds", s.seeds as f64, 3.0));
+        }
+        checks
+    }
+
+    /// The ruling's sentence; a quick run with fewer than three seeds says that its intervals are not a verdict.
+    fn verdict(s: &Settings, r: &Results, _: &[Check]) -> String {
+        let mut verdict = r.assessment.ruling.sentence.clone();
+        if s.shared.common.quick && s.seeds < 3 {
+            verdict.push_str(&format!(" (quick run: {} seed(s), intervals are not a verdict)", s.seeds));
+        }
+        verdict
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler: TaskSampler = s.task.sampler();
         let refs = References::build(&sampler, s.shared.common.eval_seed, s.shared.eval.eval_tasks)?;
         let gd_eta = refs.summary.gd_eta;
@@ -325,7 +344,6 @@ impl Experiment for SingleLayer {
         };
         let vs_gd = first[0];
         let baseline = |i: usize| stats[i][0];
-        let ruling = assessment.ruling.clone();
         let results = Results {
             distribution: s.task.describe(),
             seeds,
@@ -343,15 +361,6 @@ impl Experiment for SingleLayer {
             curves,
         };
         write_files(s, run, &model, &refs, &results)?;
-        let (mut checks, mut verdict) = (ruling.checks, ruling.sentence);
-        // A verdict over seeds needs at least three of them; a quick run says it has fewer.
-        if s.shared.common.quick {
-            if s.seeds < 3 {
-                verdict.push_str(&format!(" (quick run: {} seed(s), intervals are not a verdict)", s.seeds));
-            }
-        } else {
-            checks.push(Check::at_least("training_seeds", "training seeds", s.seeds as f64, 3.0));
-        }
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -4,9 +4,7 @@
 //! `--help`, its output folder and report, and a section of the `reproduce all` index page.
 
 use dualform_harness::experiments::settings::{in_range, Shared, TaskArgs};
-use dualform_harness::experiments::{
-    reproduce_in, Entry, Experiment, Groups, Outcome, QuickSet, Registered, Run, REGISTRY,
-};
+use dualform_harness::experiments::{reproduce_in, Entry, Experiment, Groups, QuickSet, Registered, Run, REGISTRY};
 use dualform_harness::judge::eval::{gd_net, loss, tune_gd_rate, zero_loss};
 use dualform_harness::judge::stats::Stat;
 use dualform_harness::output::plot::{Panel, Series};
@@ -73,7 +71,20 @@ impl Experiment for GdRates {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        let best = r.curve.iter().map(|(_, l)| l.mean).fold(f64::INFINITY, f64::min);
+        let middle = r.curve.get(r.curve.len() / 2).map_or(f64::NAN, |(_, l)| l.mean);
+        vec![
+            Check::at_most("tuned_is_best", "loss at the tuned rate / best on the grid", middle / best, 1.0 + 1e-9),
+            Check::at_most("gd_beats_zero", "GD's loss / predicting zero's", middle / r.zero.mean, 1.0),
+        ]
+    }
+
+    fn verdict(_: &Settings, r: &Results, _: &[Check]) -> String {
+        format!("the tuned rate {:.3} is the best on the grid", r.tuned)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let seed = s.shared.common.eval_seed;
         let tuned = tune_gd_rate(&sampler, seed, streams::TUNE, s.shared.eval.eval_tasks)?;
@@ -92,14 +103,7 @@ impl Experiment for GdRates {
             "GD's loss over step sizes",
             &[Panel::new("One GD step", "rate", "loss").with(Series::line("GD", points).with_markers())],
         );
-        let best = curve.iter().map(|(_, l)| l.mean).fold(f64::INFINITY, f64::min);
-        let middle = curve[s.rates / 2].1.mean;
-        let checks = vec![
-            Check::at_most("tuned_is_best", "loss at the tuned rate / best on the grid", middle / best, 1.0 + 1e-9),
-            Check::at_most("gd_beats_zero", "GD's loss / predicting zero's", middle / zero.mean, 1.0),
-        ];
-        let verdict = format!("the tuned rate {tuned:.3} is the best on the grid");
-        Ok(Outcome { results: Results { tuned, curve, zero }, checks, verdict })
+        Ok(Results { tuned, curve, zero })
     }
 }
 

@@ -21,7 +21,8 @@
 pub mod cost;
 mod report;
 
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared};
 use crate::fit::optim::AdamW;
 use crate::judge::eval::{evaluate, gd_net, loss, tune_gd_rate, zero_loss, Loss, Metric, PredsDiff};
@@ -310,7 +311,7 @@ fn mlp_rows(s: &Settings, run: &mut Run<'_>, rows: &mut Vec<Row>) -> Result<Task
     })
 }
 
-fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
     let (mut rows, mut tasks) = (Vec::new(), Vec::new());
     for &task in &s.tasks {
         tasks.push(match task {
@@ -335,9 +336,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         costs,
     };
     report::write_files(run, &results)?;
-    let checks = report::checks(&results, s.shared.common.quick);
-    let verdict = report::verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
+    Ok(results)
 }
 
 impl Experiment for AttentionZoo {
@@ -349,7 +348,15 @@ impl Experiment for AttentionZoo {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(s: &Settings, r: &Results) -> Vec<Check> {
+        report::checks(r, s.shared.common.quick)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        report::verdict(r, checks)
+    }
+
+    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Results, HarnessError> {
         run(s, r)
     }
 }

@@ -14,7 +14,8 @@
 //! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{trained_softmax, TrainedSoftmax};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{tune_gd_rate, zero_loss};
 use crate::model::{save, Model};
@@ -102,7 +103,15 @@ impl Experiment for Dai {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        verdict(r, checks)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let base = s.task.sampler();
         let (m, u) = (s.task.n, s.prompt);
         let sampler = TaskSampler { n: m + u, hidden: u, ..base };
@@ -185,8 +194,6 @@ impl Experiment for Dai {
             ],
         };
         write_files(run, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results, &checks);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

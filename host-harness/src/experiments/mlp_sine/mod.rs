@@ -11,7 +11,8 @@
 //!
 //! Files: `report.json`, `curves.csv`, `mlp-sine.png`, `mlp-sine.safetensors` (first seed, `dualform-mlp-lsa-v1`).
 
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared};
 use crate::judge::eval::{best_scale, loss, zero_loss};
 use crate::judge::stats::Stat;
@@ -127,7 +128,7 @@ fn run_seed(r: &Results) -> u64 {
     r.seeds.first().map_or(0, |s| s.seed) ^ 0xF00D
 }
 
-fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
     let sampler = TaskSampler { family: Family::Sine, ..TaskSampler::new(1, s.n, INPUT_RANGE) };
     let input_std = f64::from(INPUT_RANGE) / 12f64.sqrt();
     let mut seeds = Vec::new();
@@ -191,9 +192,7 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError
         save(model, &meta, &run.file("mlp-sine.safetensors"))?;
         write_files(run, &results, model.net(), &sampler, gd)?;
     }
-    let checks = checks(&results);
-    let verdict = verdict(&results, &checks);
-    Ok(Outcome { results, checks, verdict })
+    Ok(results)
 }
 
 impl Experiment for MlpSine {
@@ -203,7 +202,15 @@ impl Experiment for MlpSine {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        verdict(r, checks)
+    }
+
+    fn run(s: &Settings, r: &mut Run<'_>) -> Result<Results, HarnessError> {
         run(s, r)
     }
 }

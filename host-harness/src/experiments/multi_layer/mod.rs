@@ -12,7 +12,8 @@
 //! `references-K.safetensors` (fitted scalars).
 
 use super::trained::{fitted_references, trained_stack, StackSpec, TrainedStack};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::baselines::Predictor;
@@ -84,7 +85,15 @@ impl Experiment for MultiLayer {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        verdict(r, checks)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
@@ -142,8 +151,6 @@ impl Experiment for MultiLayer {
         let mut one = || next().first().copied().unwrap_or_else(|| Stat::of(std::iter::empty()));
         let results = Results { depths, zero: one(), ols: one() };
         write_files(run, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results, &checks);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -12,7 +12,8 @@
 
 use super::single_layer::FamilyFit;
 use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
 use crate::fit::train::reference;
@@ -79,7 +80,15 @@ impl Experiment for Recurrent {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, _: &[Check]) -> String {
+        verdict(r)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         // Part 1.
@@ -144,8 +153,6 @@ impl Experiment for Recurrent {
         };
         let results = Results { iterated, looped: looped_result };
         write_files(s, run, &looped, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }

@@ -14,7 +14,8 @@
 //! `curves.csv`, `softmax.png`, `softmax-K.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
 
 use super::trained::{fitted_references, trained_layer, trained_softmax, LayerSpec};
-use super::{Experiment, Groups, Outcome, QuickSet, Run};
+use super::{Experiment, Groups, QuickSet, Run};
+use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
@@ -117,7 +118,15 @@ impl Experiment for SoftmaxExperiment {
     type Settings = Settings;
     type Results = Results;
 
-    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Outcome<Results>, HarnessError> {
+    fn checks(_: &Settings, r: &Results) -> Vec<Check> {
+        checks(r)
+    }
+
+    fn verdict(_: &Settings, r: &Results, checks: &[Check]) -> String {
+        verdict(r, checks)
+    }
+
+    fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let sampler = s.task.sampler();
         let (seed, count) = (s.shared.common.eval_seed, s.shared.eval.eval_tasks);
         let held = Held { sampler: &sampler, seed, count };
@@ -194,8 +203,6 @@ impl Experiment for SoftmaxExperiment {
         };
         let results = Results { distribution: s.task.describe(), heads: SOFTMAX_HEADS, seeds, depths, zero, ols };
         write_files(run, &results)?;
-        let checks = checks(&results);
-        let verdict = verdict(&results, &checks);
-        Ok(Outcome { results, checks, verdict })
+        Ok(results)
     }
 }
