@@ -14,6 +14,7 @@
 
 use super::trained::{fitted_references, trained_stack, StackSpec};
 use super::{Experiment, Run};
+use crate::cells;
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::eval::{compare_many, matches, Comparison};
 use crate::judge::stats::Stat;
@@ -183,21 +184,13 @@ impl Experiment for GdPlusPlus {
             });
         }
         let results = Results { depths };
-        let mut csv = String::from("layers,trained,gd_shared,gd_per_step,gdpp,explained\n");
+        let mut csv = Table::new("csv", &["layers", "trained", "gd_shared", "gd_per_step", "gdpp", "explained"]);
         for d in &results.depths {
             let (t, r) = d.losses();
             let l = |i: usize| r.get(i).map_or(f64::NAN, |s| s.mean);
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                d.layers,
-                t.mean,
-                l(0),
-                l(1),
-                l(2),
-                d.explained().unwrap_or(f64::NAN)
-            ));
+            csv.row(cells![d.layers, t.mean, l(0), l(1), l(2), d.explained().unwrap_or(f64::NAN)]);
         }
-        crate::output::staged::write(&run.file("gd-plus-plus.csv"), &csv)?;
+        run.csv("gd-plus-plus.csv", &csv)?;
         let series = |i: Option<usize>| {
             results
                 .depths

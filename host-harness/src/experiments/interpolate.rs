@@ -12,6 +12,7 @@
 
 use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
 use super::{Experiment, Groups, QuickSet, Run};
+use crate::cells;
 use crate::experiments::settings::{Shared, TaskArgs};
 use crate::judge::eval::{compare_many, gd_net, matches, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE, MODEL_COS_BOUND};
@@ -229,15 +230,12 @@ impl Experiment for Interpolate {
         let eta = tune_gd_rate(&sampler, seed, streams::TUNE, count)?;
         let gd = gd_net(s.task.d, eta as f32, s.task.n)?;
         let results = evaluate(&layer.net().heads()[0], &gd, eta, s.points, &sampler, seed, count);
-        let mut csv = String::from("alpha,loss,gd_loss,preds_diff,model_cos,model_diff\n");
+        let mut csv = Table::new("csv", &["alpha", "loss", "gd_loss", "preds_diff", "model_cos", "model_diff"]);
         for p in &results.path {
             let c = &p.vs_gd;
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                p.alpha, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean
-            ));
+            csv.row(cells![p.alpha, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean]);
         }
-        crate::output::staged::write(&run.file("interpolate.csv"), &csv)?;
+        run.csv("interpolate.csv", &csv)?;
         let pts = |f: fn(&Comparison) -> f64| results.path.iter().map(|p| (p.alpha, f(&p.vs_gd))).collect::<Vec<_>>();
         run.plot(
             "interpolate.png",

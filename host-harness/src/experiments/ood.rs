@@ -7,6 +7,7 @@
 
 use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
 use super::{Experiment, Groups, QuickSet, Run};
+use crate::cells;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::judge::eval::{compare, gd_net, tune_gd_rate, Comparison};
 use crate::judge::verdict::{loss_gap, LOSS_TOLERANCE};
@@ -167,17 +168,14 @@ impl Experiment for Ood {
         let gd = gd_net(s.task.d, gd_eta as f32, s.task.n)?;
         let (input_range, weight_scale) = curves(layer.net(), &gd, &sampler, seed, s.ood_tasks);
         let results = Results { gd_eta, input_range, weight_scale };
-        let mut csv = String::from("curve,x,trained_loss,gd_loss,preds_diff,model_cos\n");
+        let mut csv = Table::new("csv", &["curve", "x", "trained_loss", "gd_loss", "preds_diff", "model_cos"]);
         for (name, pts) in [("input_range", &results.input_range), ("weight_scale", &results.weight_scale)] {
             for p in pts.iter() {
                 let c = &p.vs_gd;
-                csv.push_str(&format!(
-                    "{name},{},{},{},{},{}\n",
-                    p.x, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean
-                ));
+                csv.row(cells![name, p.x, c.loss_a.mean, c.loss_b.mean, c.preds_diff.mean, c.model_cos.mean]);
             }
         }
-        crate::output::staged::write(&run.file("ood.csv"), &csv)?;
+        run.csv("ood.csv", &csv)?;
         let pts = |v: &[OodPoint], f: fn(&Comparison) -> f64| v.iter().map(|p| (p.x, f(&p.vs_gd))).collect::<Vec<_>>();
         run.plot(
             "ood.png",

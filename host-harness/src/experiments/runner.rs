@@ -38,6 +38,11 @@ impl Run<'_> {
         self.dir.join(name)
     }
 
+    /// Writes `table` as the CSV file `name` ([`Table::csv`]).
+    pub fn csv(&mut self, name: &str, table: &Table) -> Result<(), HarnessError> {
+        crate::output::staged::write(&self.file(name), &table.csv())
+    }
+
     /// Draws `panels` into the image `name` with `caption` (shown on the index page). A plot that cannot be drawn
     /// (no font) is noted in the output instead of failing the run.
     pub fn plot(&mut self, name: &str, caption: &str, panels: &[crate::output::plot::Panel]) {

@@ -11,6 +11,7 @@
 
 use super::trained::{trained_layer, QUICK_LAYER, CurvePoint, LayerSpec, TrainedLayer};
 use super::{Experiment, Groups, QuickSet, Run};
+use crate::cells;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::{assess, Assessment, Held, ReferenceSummary, References};
@@ -236,14 +237,11 @@ fn write_files(
     r: &Results,
 ) -> Result<(), HarnessError> {
     let gd_eta = refs.summary.gd_eta;
-    let mut csv = String::from("step,train_loss,probe_loss,gd_probe_loss,model_cos,preds_diff\n");
+    let mut csv = Table::new("csv", &["step", "train_loss", "probe_loss", "gd_probe_loss", "model_cos", "preds_diff"]);
     for p in &r.curves {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            p.step, p.train_loss, p.probe_loss, p.gd_probe_loss, p.model_cos, p.preds_diff
-        ));
+        csv.row(cells![p.step, p.train_loss, p.probe_loss, p.gd_probe_loss, p.model_cos, p.preds_diff]);
     }
-    crate::output::staged::write(&run.file("curves.csv"), &csv)?;
+    run.csv("curves.csv", &csv)?;
     let meta = |what: String| {
         vec![
             ("d", s.task.d.to_string()),

@@ -136,6 +136,25 @@ impl Table {
         t
     }
 
+    /// The table as CSV (the title left out): the header, then one line per row; a cell holding a comma, a quote
+    /// or a line break is quoted.
+    pub fn csv(&self) -> String {
+        let line = |row: &Vec<String>| {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| {
+                    if c.contains([',', '"', '\n', '\r']) {
+                        format!("\"{}\"", c.replace('"', "\"\""))
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            cells.join(",") + "\n"
+        };
+        std::iter::once(&self.columns).chain(&self.rows).map(line).collect()
+    }
+
     /// An HTML table with a caption.
     pub fn html(&self) -> String {
         let esc = html_escape;
@@ -154,6 +173,16 @@ impl Table {
         h.push_str("</table>\n");
         h
     }
+}
+
+/// A table row from values that display: `cells![k, "trained", loss.mean]` is
+/// `vec![k.to_string(), "trained".to_string(), loss.mean.to_string()]` (numbers in Rust's shortest form that reads
+/// back to the same value).
+#[macro_export]
+macro_rules! cells {
+    ($($cell:expr),* $(,)?) => {
+        vec![$($cell.to_string()),*]
+    };
 }
 
 /// Escapes `&`, `<`, `>` and `"` for HTML.

@@ -10,7 +10,7 @@ use dualform_harness::judge::stats::Stat;
 use dualform_harness::output::plot::{Panel, Series};
 use dualform_harness::output::report::{Check, Table, Tables};
 use dualform_harness::tasks::streams;
-use dualform_harness::HarnessError;
+use dualform_harness::{cells, HarnessError};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
@@ -95,8 +95,11 @@ impl Experiment for GdRates {
             curve.push((rate, loss(&net, &sampler, seed, streams::EVAL, s.shared.eval.eval_tasks)));
         }
         let zero = zero_loss(&sampler, seed, streams::EVAL, s.shared.eval.eval_tasks);
-        let csv: String = curve.iter().map(|(r, l)| format!("{r},{}\n", l.mean)).collect();
-        dualform_harness::output::staged::write(&run.file("curve.csv"), &format!("rate,loss\n{csv}"))?;
+        let mut csv = Table::new("curve", &["rate", "loss"]);
+        for (rate, l) in &curve {
+            csv.row(cells![rate, l.mean]);
+        }
+        run.csv("curve.csv", &csv)?;
         let points = curve.iter().map(|(r, l)| (*r, l.mean)).collect();
         run.plot(
             "gd-rates.png",

@@ -42,3 +42,13 @@ fn a_report_round_trips_and_renders_its_checks() {
     assert!(text.contains("numbers\n  name   value\n  x     0.5000\n"), "{text}");
     assert!(Table::new("a<b", &["c"]).html().contains("a&lt;b"));
 }
+
+/// CSV from a table: the header, a line per row, numbers in their shortest round-trip form, and a cell with a comma
+/// or a quote quoted (a reference named "GD, rate per step" stays one cell).
+#[test]
+fn tables_write_csv_with_quoted_cells() {
+    let mut t = Table::new("ignored title", &["layers", "model", "loss"]);
+    t.row(dualform_harness::cells![2, "GD, rate per step", 0.1f64 + 0.2]);
+    t.row(dualform_harness::cells![3, "say \"hi\"", f64::NAN]);
+    assert_eq!(t.csv(), "layers,model,loss\n2,\"GD, rate per step\",0.30000000000000004\n3,\"say \"\"hi\"\"\",NaN\n");
+}

@@ -2,6 +2,7 @@
 
 use super::cost::{Cost, M4_CYCLES_PER_DIV, M4_CYCLES_PER_EXP, M4_CYCLES_PER_OP, M4_HZ};
 use super::Task;
+use crate::cells;
 use crate::experiments::Run;
 use crate::judge::stats::Stat;
 use crate::net::Attention;
@@ -236,43 +237,23 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
 
 /// `losses.csv`, `cost.csv` (deterministic: no host times), `curves.csv` and the plot.
 pub fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
-    let mut losses = String::from("task,kind,layers,lr,loss,ci95,seeds_trained,diverged,preds_diff_gd\n");
+    let mut losses = Table::new("losses", &["task", "kind", "layers", "lr", "loss", "ci95", "seeds_trained", "diverged", "preds_diff_gd"]);
     for x in &r.rows {
-        losses.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
-            x.task.name(),
-            x.kind.name(),
-            x.layers,
-            x.lr,
-            x.loss.mean,
-            x.loss.ci95,
-            x.per_seed.len(),
-            x.diverged,
-            x.preds_diff_gd.map_or(String::new(), |s| s.mean.to_string())
-        ));
+        losses.row(cells![x.task.name(), x.kind.name(), x.layers, x.lr, x.loss.mean, x.loss.ci95, x.per_seed.len(), x.diverged, x.preds_diff_gd.map_or(String::new(), |s| s.mean.to_string())]);
     }
-    crate::output::staged::write(&run.file("losses.csv"), &losses)?;
-    let mut cost = String::from("kind,n,adds,muls,divs,exps,m4_cycles_estimated\n");
+    run.csv("losses.csv", &losses)?;
+    let mut cost = Table::new("cost", &["kind", "n", "adds", "muls", "divs", "exps", "m4_cycles_estimated"]);
     for c in &r.costs {
-        cost.push_str(&format!(
-            "{},{},{},{},{},{},{:.0}\n",
-            c.kind.name(),
-            c.n,
-            c.ops.add,
-            c.ops.mul,
-            c.ops.div,
-            c.ops.exp,
-            c.ops.m4_cycles()
-        ));
+        cost.row(cells![c.kind.name(), c.n, c.ops.add, c.ops.mul, c.ops.div, c.ops.exp, format!("{:.0}", c.ops.m4_cycles())]);
     }
-    crate::output::staged::write(&run.file("cost.csv"), &cost)?;
-    let mut curves = String::from("task,kind,layers,step,probe_loss\n");
+    run.csv("cost.csv", &cost)?;
+    let mut curves = Table::new("curves", &["task", "kind", "layers", "step", "probe_loss"]);
     for x in &r.rows {
         for (step, l) in &x.curve {
-            curves.push_str(&format!("{},{},{},{step},{l}\n", x.task.name(), x.kind.name(), x.layers));
+            curves.row(cells![x.task.name(), x.kind.name(), x.layers, step, l]);
         }
     }
-    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
+    run.csv("curves.csv", &curves)?;
     let panels: Vec<Panel> = r
         .tasks
         .iter()

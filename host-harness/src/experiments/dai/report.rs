@@ -1,6 +1,7 @@
 //! The report of `reproduce dai`: its results, tables, the reading of each metric against the controls, the checks,
 //! the verdict and the files.
 
+use crate::cells;
 use crate::experiments::Run;
 use crate::fit::train::TrainTiming;
 use crate::judge::stats::Stat;
@@ -271,7 +272,7 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
 }
 
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
-    let mut csv = String::from("model,role,shuffled,metric,mean,ci95,n\n");
+    let mut csv = Table::new("csv", &["model", "role", "shuffled", "metric", "mean", "ci95", "n"]);
     for row in &r.rows {
         let s = &row.scores;
         let named = [
@@ -290,10 +291,10 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             ("sensitivity_cos", s.sensitivity_cos),
         ];
         for (m, v) in named {
-            csv.push_str(&format!("{},{:?},{},{m},{},{},{}\n", row.model, row.role, row.shuffled, v.mean, v.ci95, v.n));
+            csv.row(cells![row.model, format!("{:?}", row.role), row.shuffled, m, v.mean, v.ci95, v.n]);
         }
     }
-    crate::output::staged::write(&run.file("scores.csv"), &csv)?;
+    run.csv("scores.csv", &csv)?;
     let mut panel = Panel::new("Every metric per model (true labels)", "metric (see the caption)", "value");
     for row in r.rows.iter().filter(|x| !x.shuffled) {
         let pts = METRICS.iter().enumerate().map(|(i, (_, f))| (i as f64, f(&row.scores).mean)).collect();

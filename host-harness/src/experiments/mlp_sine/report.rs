@@ -2,6 +2,7 @@
 //! files.
 
 use super::{run_seed, SineNet};
+use crate::cells;
 use crate::experiments::Run;
 use crate::fit::train::TrainTiming;
 use crate::judge::stats::Stat;
@@ -169,13 +170,13 @@ pub(super) fn write_files(
     sampler: &TaskSampler,
     gd: &SineNet,
 ) -> Result<(), HarnessError> {
-    let mut curves = String::from("seed,step,batch_loss,probe_loss\n");
+    let mut curves = Table::new("curves", &["seed", "step", "batch_loss", "probe_loss"]);
     for sr in &r.seeds {
         for (step, b, p) in &sr.curve {
-            curves.push_str(&format!("{},{step},{b},{p}\n", sr.seed));
+            curves.row(cells![sr.seed, step, b, p]);
         }
     }
-    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
+    run.csv("curves.csv", &curves)?;
     let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
     for sr in &r.seeds {
         training = training

@@ -1,6 +1,7 @@
 //! The report of `reproduce multi-layer`: the authors' figures, the results and their tables, the checks, the
 //! verdict and the files.
 
+use crate::cells;
 use crate::experiments::Run;
 use crate::fit::references::FittedParams;
 use crate::fit::train::{TrainSpec, TrainTiming};
@@ -206,40 +207,31 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     }
 }
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
-    let mut csv = String::from("layers,model,loss,loss_ci95,preds_diff,model_cos,model_diff\n");
-    let mut readout = String::from("layers,model,after_layer,loss\n");
-    let mut curves = String::from("layers,step,batch_loss,probe_loss\n");
+    let mut csv = Table::new("csv", &["layers", "model", "loss", "loss_ci95", "preds_diff", "model_cos", "model_diff"]);
+    let mut readout = Table::new("readout", &["layers", "model", "after_layer", "loss"]);
+    let mut curves = Table::new("curves", &["layers", "step", "batch_loss", "probe_loss"]);
     for d in &r.depths {
         let t = d.trained_loss();
-        csv.push_str(&format!("{},trained,{},{},,,\n", d.layers, t.mean, t.ci95));
+        csv.row(cells![d.layers, "trained", t.mean, t.ci95, "", "", ""]);
         for x in &d.references {
             let c = &x.vs_trained;
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
-                d.layers,
-                x.params.name,
-                c.loss_b.mean,
-                c.loss_b.ci95,
-                c.preds_diff.mean,
-                c.model_cos.mean,
-                c.model_diff.mean
-            ));
+            csv.row(cells![d.layers, x.params.name, c.loss_b.mean, c.loss_b.ci95, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean]);
         }
         for (i, s) in d.readout.iter().enumerate() {
-            readout.push_str(&format!("{},trained,{},{}\n", d.layers, i + 1, s.mean));
+            readout.row(cells![d.layers, "trained", i + 1, s.mean]);
         }
         for x in &d.references {
             for (i, s) in x.readout.iter().enumerate() {
-                readout.push_str(&format!("{},{},{},{}\n", d.layers, x.params.name, i + 1, s.mean));
+                readout.row(cells![d.layers, x.params.name, i + 1, s.mean]);
             }
         }
         for (step, b, p) in &d.curve {
-            curves.push_str(&format!("{},{step},{b},{p}\n", d.layers));
+            curves.row(cells![d.layers, step, b, p]);
         }
     }
-    crate::output::staged::write(&run.file("depths.csv"), &csv)?;
-    crate::output::staged::write(&run.file("readout.csv"), &readout)?;
-    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
+    run.csv("depths.csv", &csv)?;
+    run.csv("readout.csv", &readout)?;
+    run.csv("curves.csv", &curves)?;
     let by_k = |f: &dyn Fn(&TrainedDepth) -> f64| r.depths.iter().map(|d| (d.layers as f64, f(d))).collect::<Vec<_>>();
     let reference = |i: usize| by_k(&|d| d.references.get(i).map_or(f64::NAN, |x| x.vs_trained.loss_b.mean));
     let mut losses = Panel::new("Held-out loss by depth", "layers / steps K", "loss")

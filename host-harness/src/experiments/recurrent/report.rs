@@ -2,6 +2,7 @@
 //! checks, the verdict and the files.
 
 use super::Settings;
+use crate::cells;
 use crate::experiments::Run;
 use crate::fit::references::FittedParams;
 use crate::fit::train::{TrainSpec, TrainTiming};
@@ -199,25 +200,21 @@ pub fn verdict(r: &Results) -> String {
 
 pub(super) fn write_files(s: &Settings, run: &mut Run<'_>, looped: &Lsa, r: &Results) -> Result<(), HarnessError> {
     let it = &r.iterated;
-    let mut csv = String::from("application,trained_loss,gd_loss\n");
+    let mut iterated = Table::new("iterated", &["application", "trained_loss", "gd_loss"]);
     for (i, (t, g)) in it.trained.iter().zip(&it.gd).enumerate() {
-        csv.push_str(&format!("{},{},{}\n", i + 1, t.mean, g.mean));
+        iterated.row(cells![i + 1, t.mean, g.mean]);
     }
-    crate::output::staged::write(&run.file("iterated.csv"), &csv)?;
+    run.csv("iterated.csv", &iterated)?;
     let lp = &r.looped;
-    let mut csv = String::from("application,looped_loss");
-    for p in &lp.references {
-        csv.push_str(&format!(",{}", p.name.replace(' ', "_")));
+    let names: Vec<String> = lp.references.iter().map(|p| p.name.replace(' ', "_")).collect();
+    let columns: Vec<&str> = ["application", "looped_loss"].into_iter().chain(names.iter().map(String::as_str)).collect();
+    let mut csv = Table::new("looped", &columns);
+    for (i, readout) in lp.readout.iter().enumerate() {
+        let mut row = cells![i + 1, readout.mean];
+        row.extend(lp.reference_readouts.iter().map(|rr| rr.get(i).map_or(f64::NAN, |s| s.mean).to_string()));
+        csv.row(row);
     }
-    csv.push('\n');
-    for i in 0..lp.readout.len() {
-        csv.push_str(&format!("{},{}", i + 1, lp.readout[i].mean));
-        for rr in &lp.reference_readouts {
-            csv.push_str(&format!(",{}", rr.get(i).map_or(f64::NAN, |s| s.mean)));
-        }
-        csv.push('\n');
-    }
-    crate::output::staged::write(&run.file("looped.csv"), &csv)?;
+    run.csv("looped.csv", &csv)?;
     save(
         looped,
         &[

@@ -1,6 +1,7 @@
 //! The report of `reproduce softmax`: the results by depth and their tables, the checks, the verdict and the
 //! files.
 
+use crate::cells;
 use crate::experiments::Run;
 use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::assess::Assessment;
@@ -177,37 +178,24 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     }
 }
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
-    let mut csv = String::from("layers,model,loss,loss_ci95,preds_diff,model_cos\n");
-    let mut relax = String::from("layers,layer,cosine,cosine_ci95,residual,normalised_error,logit_std,skipped\n");
-    let mut curves = String::from("layers,step,batch_loss,probe_loss\n");
+    let mut csv = Table::new("csv", &["layers", "model", "loss", "loss_ci95", "preds_diff", "model_cos"]);
+    let mut relax = Table::new("relax", &["layers", "layer", "cosine", "cosine_ci95", "residual", "normalised_error", "logit_std", "skipped"]);
+    let mut curves = Table::new("curves", &["layers", "step", "batch_loss", "probe_loss"]);
     for d in &r.depths {
-        csv.push_str(&format!("{},softmax,{},{},,\n", d.layers, d.loss.mean, d.loss.ci95));
+        csv.row(cells![d.layers, "softmax", d.loss.mean, d.loss.ci95, "", ""]);
         for a in &d.against {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                d.layers, a.reference, a.loss.mean, a.loss.ci95, a.preds_diff.mean, a.model_cos.mean
-            ));
+            csv.row(cells![d.layers, a.reference, a.loss.mean, a.loss.ci95, a.preds_diff.mean, a.model_cos.mean]);
         }
         for x in &d.relaxation {
-            relax.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
-                d.layers,
-                x.layer,
-                x.cosine.mean,
-                x.cosine.ci95,
-                x.residual.mean,
-                x.normalised_error.mean,
-                x.logit_std.mean,
-                x.skipped
-            ));
+            relax.row(cells![d.layers, x.layer, x.cosine.mean, x.cosine.ci95, x.residual.mean, x.normalised_error.mean, x.logit_std.mean, x.skipped]);
         }
         for (step, b, p) in &d.curve {
-            curves.push_str(&format!("{},{step},{b},{p}\n", d.layers));
+            curves.row(cells![d.layers, step, b, p]);
         }
     }
-    crate::output::staged::write(&run.file("models.csv"), &csv)?;
-    crate::output::staged::write(&run.file("relaxation.csv"), &relax)?;
-    crate::output::staged::write(&run.file("curves.csv"), &curves)?;
+    run.csv("models.csv", &csv)?;
+    run.csv("relaxation.csv", &relax)?;
+    run.csv("curves.csv", &curves)?;
     let mut training = Panel::new("Training (probe loss)", "training step", "loss").log_y();
     for d in &r.depths {
         training = training.with(Series::line(
