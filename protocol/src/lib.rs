@@ -94,6 +94,80 @@ impl Model {
     }
 }
 
+/// The workloads of the measurement program, each once between two markers; the number on the wire is the
+/// position here (the empty run, 0, calibrates the markers). A new workload is one entry here, its arms in
+/// [`Workload::as_str`] and in the host's multiply-accumulate count (a `match` without a catch-all), and its run on
+/// the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Nothing: the markers' own cost.
+    Empty,
+    /// The full LSA layer (`lsa_associative`).
+    LsaForward,
+    /// Merging a head (`A = W_K^T W_Q`, `B = P W_V`).
+    Merge,
+    /// A prediction with the merged query kernel.
+    MergedPredict,
+    /// The streaming learner: add a pair, evict the oldest.
+    StreamPush,
+    /// The streaming learner's prediction.
+    StreamPredict,
+    /// A plain `E x E` matrix-vector product.
+    Matvec,
+    /// The full layer in the merged form.
+    MergedLayer,
+    /// `E N` exponentials and their sum.
+    Exp,
+    /// The embedded stack of trained layers.
+    Stack,
+    /// The embedded looped layer.
+    Looped,
+}
+
+impl Workload {
+    /// Every workload, in the order of their numbers.
+    pub const ALL: [Workload; 11] = [
+        Workload::Empty,
+        Workload::LsaForward,
+        Workload::Merge,
+        Workload::MergedPredict,
+        Workload::StreamPush,
+        Workload::StreamPredict,
+        Workload::Matvec,
+        Workload::MergedLayer,
+        Workload::Exp,
+        Workload::Stack,
+        Workload::Looped,
+    ];
+
+    /// The number on the wire.
+    pub const fn id(self) -> u32 {
+        self as u32
+    }
+
+    /// The name on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Workload::Empty => "empty",
+            Workload::LsaForward => "lsa_forward",
+            Workload::Merge => "merge",
+            Workload::MergedPredict => "merged_predict",
+            Workload::StreamPush => "stream_push",
+            Workload::StreamPredict => "stream_predict",
+            Workload::Matvec => "matvec",
+            Workload::MergedLayer => "merged_layer",
+            Workload::Exp => "exp",
+            Workload::Stack => "stack",
+            Workload::Looped => "looped",
+        }
+    }
+
+    /// The workload with this number and name (both must agree).
+    fn parse(id: u32, word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.id() == id && w.as_str() == word)
+    }
+}
+
 /// One record the firmware prints.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Line<'a> {
@@ -173,10 +247,8 @@ pub enum Line<'a> {
     },
     /// One measured workload of the measurement program.
     Measure {
-        /// Workload number (0 is the empty calibration run).
-        id: u32,
-        /// Workload name.
-        name: &'a str,
+        /// The workload (its number and name on the wire).
+        workload: Workload,
         /// Stack the workload itself used, in bytes.
         stack: usize,
         /// Peak stack depth during the workload, in bytes.
@@ -223,9 +295,13 @@ impl<'a> Line<'a> {
             Line::Stack { bytes } => defmt::println!("stack {=usize}", bytes),
             Line::Done => defmt::println!("done"),
             Line::Config { e, n } => defmt::println!("config {=usize} {=usize}", e, n),
-            Line::Measure { id, name, stack, total } => {
-                defmt::println!("measure {=u32} {=str} stack {=usize} total {=usize}", id, name, stack, total)
-            }
+            Line::Measure { workload, stack, total } => defmt::println!(
+                "measure {=u32} {=str} stack {=usize} total {=usize}",
+                workload.id(),
+                workload.as_str(),
+                stack,
+                total
+            ),
         }
     }
 
@@ -301,11 +377,11 @@ impl<'a> Line<'a> {
             "done" => Line::Done,
             "config" => Line::Config { e: num(word()?)?, n: num(word()?)? },
             "measure" => {
-                let (id, name) = (num(word()?)?, word()?);
+                let workload = Workload::parse(num(word()?)?, word()?).ok_or(ParseError)?;
                 literal(word()?, "stack")?;
                 let stack = num(word()?)?;
                 literal(word()?, "total")?;
-                Line::Measure { id, name, stack, total: num(word()?)? }
+                Line::Measure { workload, stack, total: num(word()?)? }
             }
             _ => return Ok(None),
         };
@@ -344,8 +420,8 @@ mod tests {
             ("done", Line::Done),
             ("config 11 10", Line::Config { e: 11, n: 10 }),
             (
-                "measure 2 merged_predict stack 256 total 3084",
-                Line::Measure { id: 2, name: "merged_predict", stack: 256, total: 3084 },
+                "measure 3 merged_predict stack 256 total 3084",
+                Line::Measure { workload: Workload::MergedPredict, stack: 256, total: 3084 },
             ),
         ];
         for (text, want) in cases {
@@ -353,6 +429,9 @@ mod tests {
         }
         for k in Kind::ALL {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        for (i, w) in Workload::ALL.into_iter().enumerate() {
+            assert_eq!((w.id(), Workload::parse(i as u32, w.as_str())), (i as u32, Some(w)));
         }
     }
 
@@ -372,7 +451,9 @@ mod tests {
             "weights gd a trained b",
             "models stack a",
             "models looped a stack b",
-            "measure 1 x stack 2 totl 3",
+            "measure 1 lsa_forward stack 2 totl 3",
+            "measure 1 merge stack 2 total 3",
+            "measure 11 x stack 2 total 3",
             "stack",
             "dualform firmware: E 11 N 10 tasks",
         ] {

@@ -14,7 +14,7 @@ use dualform_firmware::{
 
 /// The trained single layer, read in place from flash.
 static TRAINED: &Model = &trained::WEIGHTS[0];
-use dualform_protocol::Line;
+use dualform_protocol::{Line, Workload};
 
 // The markers must survive optimisation: `black_box` keeps the calls (they would otherwise be side-effect free
 // and removed), and the two bodies differ (`id` vs `id | 1 << 31`) so the linker cannot fold them into one address.
@@ -36,14 +36,14 @@ pub extern "C" fn dualform_mark_end(id: u32) {
 /// Runs `f` between the markers and prints the workload's own stack use (the peak below the depth at which it was
 /// called) and the program's total peak depth.
 #[inline(never)]
-fn measure<R>(id: u32, name: &str, f: impl FnOnce() -> R) -> R {
+fn measure<R>(workload: Workload, f: impl FnOnce() -> R) -> R {
     let floor = paint_stack();
     let depth = stack_depth();
-    dualform_mark_begin(id);
+    dualform_mark_begin(workload.id());
     let r = black_box(f());
-    dualform_mark_end(id);
+    dualform_mark_end(workload.id());
     let peak = stack_peak(floor);
-    Line::Measure { id, name, stack: peak.saturating_sub(depth), total: peak }.emit();
+    Line::Measure { workload, stack: peak.saturating_sub(depth), total: peak }.emit();
     r
 }
 
@@ -51,20 +51,20 @@ fn measure<R>(id: u32, name: &str, f: impl FnOnce() -> R) -> R {
 fn lsa_forward() -> Result<f32, dualform::Error> {
     let mut ctx = black_box(CTX0);
     let mut query = black_box(QUERY0);
-    measure(1, "lsa_forward", || lsa_associative(TRAINED, Mask::Full, &Update::residual(), &mut ctx, &mut query))?;
+    measure(Workload::LsaForward, || lsa_associative(TRAINED, Mask::Full, &Update::residual(), &mut ctx, &mut query))?;
     Ok(prediction::<f32, E, 1>(&query)[0])
 }
 
 #[inline(never)]
 fn merge() -> f32 {
-    let m = measure(2, "merge", || MergedHead::from_head(&TRAINED.heads[0]));
+    let m = measure(Workload::Merge, || MergedHead::from_head(&TRAINED.heads[0]));
     m.a[(0, 0)]
 }
 
 #[inline(never)]
 fn merged_predict() -> f32 {
     // Context and merged head are read in place from flash.
-    measure(3, "merged_predict", || trained::HEADS[0].predict_scalar(black_box(&CTX0), black_box(&QUERY0)))
+    measure(Workload::MergedPredict, || trained::HEADS[0].predict_scalar(black_box(&CTX0), black_box(&QUERY0)))
 }
 
 /// Fills a streaming window over the trained layer with the first task's pairs (in reverse order), in place.
@@ -80,7 +80,7 @@ fn stream_push() -> Result<usize, dualform::Error> {
     let mut stream = StreamingContext::new(TRAINED, 0);
     fill(&mut stream)?;
     // The window is full: this push evicts the oldest pair and adds the new one.
-    measure(4, "stream_push", || stream.push(black_box(CTX0[0])))?;
+    measure(Workload::StreamPush, || stream.push(black_box(CTX0[0])))?;
     Ok(stream.len())
 }
 
@@ -90,7 +90,7 @@ fn stream_predict() -> Result<f32, dualform::Error> {
     fill(&mut stream)?;
     let mut x = [0.0f32; { E - 1 }];
     x.copy_from_slice(&QUERY0[..E - 1]);
-    Ok(measure(5, "stream_predict", || stream.predict::<{ E - 1 }, 1>(black_box(&x)))[0])
+    Ok(measure(Workload::StreamPredict, || stream.predict::<{ E - 1 }, 1>(black_box(&x)))[0])
 }
 
 /// The full layer (all 11 tokens) in the merged form `C = B G A`, with the head merged at build time.
@@ -99,7 +99,7 @@ fn merged_layer() -> Result<f32, dualform::Error> {
     let mut ctx = black_box(CTX0);
     let mut query = black_box(QUERY0);
     let mut cache = LayerCache::zeros();
-    measure(7, "merged_layer", || {
+    measure(Workload::MergedLayer, || {
         trained::HEADS[0].layer_forward(&Update::residual(), &mut ctx, &mut query, &mut cache)
     })?;
     Ok(prediction::<f32, E, 1>(&query)[0])
@@ -107,15 +107,14 @@ fn merged_layer() -> Result<f32, dualform::Error> {
 
 #[inline(never)]
 fn plain_matvec() -> f32 {
-    measure(6, "matvec", || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
+    measure(Workload::Matvec, || matvec(&TRAINED.heads[0].w_q, black_box(&QUERY0)))[0]
 }
 
 /// A trained model of merged heads in its schedule and update rule on the first task (every token, every
 /// application), as the golden run computes it.
 #[inline(never)]
 fn scheduled(
-    id: u32,
-    name: &str,
+    workload: Workload,
     heads: &[MergedHead<f32, E>],
     schedule: &[usize],
     upd: &Update<f32>,
@@ -123,13 +122,13 @@ fn scheduled(
     let mut ctx = black_box(CTX0);
     let mut query = black_box(QUERY0);
     let mut cache = LayerCache::zeros();
-    measure(id, name, || MergedHead::run_schedule(heads, schedule, upd, &mut ctx, &mut query, &mut cache))
+    measure(workload, || MergedHead::run_schedule(heads, schedule, upd, &mut ctx, &mut query, &mut cache))
 }
 
 /// `E N` exponentials of the context's entries (the core's `Real::exp`, libm's `expf`), summed.
 #[inline(never)]
 fn exps() -> f32 {
-    measure(8, "exp", || {
+    measure(Workload::Exp, || {
         let mut s = 0.0f32;
         for &x in black_box(&CTX0).iter().flatten() {
             s += <f32 as Real>::exp(x);
@@ -140,7 +139,7 @@ fn exps() -> f32 {
 
 fn run() -> Result<(), dualform::Error> {
     Line::Config { e: E, n: N }.emit();
-    measure(0, "empty", || ());
+    measure(Workload::Empty, || ());
     black_box(lsa_forward()?);
     black_box(merge());
     black_box(merged_predict());
@@ -149,8 +148,8 @@ fn run() -> Result<(), dualform::Error> {
     black_box(plain_matvec());
     black_box(merged_layer()?);
     black_box(exps());
-    black_box(scheduled(9, "stack", &stack::HEADS, &stack::SCHEDULE, &stack::UPDATE)?);
-    black_box(scheduled(10, "looped", &looped::HEADS, &looped::SCHEDULE, &looped::UPDATE)?);
+    black_box(scheduled(Workload::Stack, &stack::HEADS, &stack::SCHEDULE, &stack::UPDATE)?);
+    black_box(scheduled(Workload::Looped, &looped::HEADS, &looped::SCHEDULE, &looped::UPDATE)?);
     Line::Done.emit();
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::qemu::{decode, run_qemu};
 use crate::HarnessError;
-use dualform_protocol::Line;
+use dualform_protocol::{Line, Workload};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -199,14 +199,14 @@ pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measureme
         }
     }
     let mut config = (0u64, 0u64);
-    let mut meta: Vec<(u32, String, usize, usize)> = Vec::new();
+    let mut meta: Vec<(Workload, usize, usize)> = Vec::new();
     for l in &lines {
         if l.starts_with("ERROR") {
             return Err(HarnessError::Io(format!("the firmware reported: {l}")));
         }
         match Line::parse(l) {
             Ok(Some(Line::Config { e, n })) => config = (e as u64, n as u64),
-            Ok(Some(Line::Measure { id, name, stack, total })) => meta.push((id, name.to_string(), stack, total)),
+            Ok(Some(Line::Measure { workload, stack, total })) => meta.push((workload, stack, total)),
             Ok(_) => {}
             Err(_) => return Err(HarnessError::Io(format!("unexpected firmware output line: {l}"))),
         }
@@ -222,29 +222,30 @@ pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measureme
     let full_layer = 3 * n * e * e + 3 * (n + 1) * e * e;
     // A model of merged full layers (`stack`, `looped`) is credited with the naive full-layer count per application.
     let model = |name: &str| applications.iter().find(|(w, _)| *w == name).map(|(_, k)| k * full_layer);
-    let macs = |name: &str| {
-        model(name).unwrap_or(match name {
-            "lsa_forward" => full_layer,
-            "merge" => 2 * e * e * e,
-            // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
-            // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
-            "merged_predict" => 2 * e * e + 2 * n * e,
-            // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
-            "stream_push" => 4 * e * e,
-            "stream_predict" => 3 * e * e,
-            "matvec" => e * e,
-            // The full layer in the merged form is credited with the naive count of the full layer (`lsa_forward`);
-            // it needs N E^2 + 2 E^3 + (N + 1) E^2.
-            "merged_layer" => full_layer,
-            // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
-            _ => 0,
-        })
+    // Every workload's count, by an exhaustive match: a new workload does not compile until it has one.
+    let macs = |w: Workload| match w {
+        Workload::Empty => 0,
+        // The full LSA layer; the merged form (it needs N E^2 + 2 E^3 + (N + 1) E^2) is credited with the same
+        // naive count.
+        Workload::LsaForward | Workload::MergedLayer => full_layer,
+        Workload::Merge => 2 * e * e * e,
+        // The naive count of a merged prediction (A h, the context sums, B z); `predict_scalar`, measured here,
+        // needs only E^2 + 2 N E + N of them, and is credited with the naive count.
+        Workload::MergedPredict => 2 * e * e + 2 * n * e,
+        // Project the new pair (W_K e, W_V e) and replace the evicted pair's terms in S (its projections are kept).
+        Workload::StreamPush => 4 * e * e,
+        Workload::StreamPredict => 3 * e * e,
+        Workload::Matvec => e * e,
+        // N E exponentials and their sum: no multiply-adds (the report gives its cycles per exponential).
+        Workload::Exp => 0,
+        // A model of merged full layers is credited with the naive full-layer count per application.
+        Workload::Stack | Workload::Looped => model(w.as_str()).unwrap_or(0),
     };
     let (base_n, base_c, base_mix) = raw[0].clone();
     Ok(raw
         .into_iter()
         .zip(meta)
-        .map(|((n_instr, cyc, mut mix), (id, name, stack, stack_total))| {
+        .map(|((n_instr, cyc, mut mix), (workload, stack, stack_total))| {
             for (k, v) in &base_mix {
                 if let Some(x) = mix.get_mut(k) {
                     *x = x.saturating_sub(*v);
@@ -252,9 +253,9 @@ pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measureme
             }
             mix.retain(|_, v| *v > 0);
             Measurement {
-                id,
-                macs: macs(&name),
-                name,
+                id: workload.id(),
+                macs: macs(workload),
+                name: workload.as_str().to_string(),
                 instructions: n_instr.saturating_sub(base_n),
                 est_cycles: cyc.saturating_sub(base_c),
                 mix,
