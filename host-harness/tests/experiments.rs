@@ -279,14 +279,15 @@ fn quick_mlp_sine() {
     let res = &r.results;
     assert_eq!(res.seeds.len(), 2);
     assert!(res.distribution.contains("drawn independently"), "{}", res.distribution);
-    for x in &res.seeds {
-        assert!(x.loss.mean < 0.5 * res.zero.mean, "{x:?}");
-        assert!(x.gd_eta > 0.0 && x.gd_loss.mean <= res.zero.mean * 1.05, "{x:?}");
+    for seed in &res.seeds {
+        let x = &seed.vs_gd;
+        assert!(x.loss.mean < 0.5 * res.zero.mean, "{seed:?}");
+        assert!(seed.gd_eta > 0.0 && x.gd_loss.mean <= res.zero.mean * 1.05, "{seed:?}");
         assert!((-1.0..=1.0).contains(&x.sign_agreement.mean) && (-1.0..=1.0).contains(&x.grid_cos.mean));
         assert_eq!((x.loss.n, x.grid_cos.n), (r.config.shared.eval.eval_tasks, r.config.shared.eval.eval_tasks));
-        assert_eq!(x.curve.last().map(|c| c.0), Some(r.config.shared.train.steps));
+        assert_eq!(seed.curve.last().map(|c| c.0), Some(r.config.shared.train.steps));
     }
-    assert_eq!(res.over_seeds[0].mean, (res.seeds[0].loss.mean + res.seeds[1].loss.mean) / 2.0);
+    assert_eq!(res.over_seeds.loss.mean, (res.seeds[0].vs_gd.loss.mean + res.seeds[1].vs_gd.loss.mean) / 2.0);
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["learns", "gd_helps"]);
     assert!(r.verdict.text.contains("sign agreement"), "{}", r.verdict.text);

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 mod report;
 use report::write_files;
-pub use report::{checks, verdict, Results, SeedResult};
+pub use report::{checks, verdict, ReadGd, Results, SeedResult, VsGd};
 
 /// Width of the feature map.
 pub const FEATURES: usize = 16;
@@ -87,7 +87,7 @@ fn probe(net: &SineNet, ctx: &[[f32; 2]], x: f32, ws: &mut Workspace<2>) -> (f64
 }
 
 /// Per task: model and GD at the query, and over the grid.
-fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -> [Stat; 6] {
+fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -> VsGd {
     let grid: Vec<f32> =
         (0..s.grid).map(|k| -INPUT_RANGE / 2.0 + INPUT_RANGE * k as f32 / (s.grid - 1) as f32).collect();
     let parts = sampler.par_chunks_fixed::<2, (Vec<[f64; 6]>, Workspace<2>)>(
@@ -121,7 +121,7 @@ fn compare(model: &SineNet, gd: &SineNet, sampler: &TaskSampler, s: &Settings) -
         },
     );
     let rows: Vec<[f64; 6]> = parts.into_iter().flat_map(|p| p.0).collect();
-    core::array::from_fn(|i| Stat::of(rows.iter().map(|r| r[i]).filter(|v| v.is_finite())))
+    VsGd::from_figures(core::array::from_fn(|i| Stat::of(rows.iter().map(|r| r[i]).filter(|v| v.is_finite()))))
 }
 
 fn run_seed(r: &Results) -> u64 {
@@ -146,43 +146,29 @@ fn run(s: &Settings, run: &mut Run<'_>) -> Result<Results, HarnessError> {
         let unit = gd_on_features(model.net(), 1.0, s.n)?;
         let eta = best_scale(&unit, &sampler, s.shared.common.eval_seed, streams::TUNE, s.shared.eval.eval_tasks);
         let gd = gd_on_features(model.net(), eta as f32, s.n)?;
-        let [l, gl, pd, sign, gc, gdiff] = compare(model.net(), &gd, &sampler, s);
+        let vs_gd = compare(model.net(), &gd, &sampler, s);
         let fit: GdFit<f32, FEATURES, 1> = read_gd(&model.net().layer.heads[0], s.n)?;
         let closest = MlpLsaNet {
             mlp: model.net().mlp.clone(),
             layer: dualform::gd_layer::<f32, FEATURES, 1, W>(&fit.w0, fit.eta, s.n)?,
         };
         let read_loss = loss(&closest, &sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks);
-        seeds.push(SeedResult {
-            seed,
-            loss: l,
-            gd_loss: gl,
-            gd_eta: eta,
-            read: (f64::from(fit.eta), f64::from(fit.w0.norm()), f64::from(fit.functional)),
-            read_loss,
-            preds_diff: pd,
-            sign_agreement: sign,
-            grid_cos: gc,
-            grid_diff: gdiff,
-            timing,
-            curve,
-        });
+        let read =
+            ReadGd { eta: f64::from(fit.eta), w0_norm: f64::from(fit.w0.norm()), residual: f64::from(fit.functional) };
+        seeds.push(SeedResult { seed, vs_gd, gd_eta: eta, read, read_loss, timing, curve });
         nets.push((model, gd));
     }
-    let over: [Stat; 6] = core::array::from_fn(|i| {
-        let per: Vec<Stat> = seeds
-            .iter()
-            .map(|x| [x.loss, x.gd_loss, x.preds_diff, x.sign_agreement, x.grid_cos, x.grid_diff][i])
-            .collect();
-        over_seeds(&per)
-    });
+    let over = VsGd::from_figures(core::array::from_fn(|i| {
+        over_seeds(&seeds.iter().map(|x| x.vs_gd.figures()[i]).collect::<Vec<_>>())
+    }));
     let results = Results {
         distribution: format!(
             "x ~ U(-5, 5), y = a sin(x + b), a ~ U(0.1, 5) and b ~ U(0, pi) drawn independently (the reference code \
              drew both from one random key, so they were correlated), N = {}",
             s.n
         ),
-        widths: (FEATURES, HIDDEN),
+        features: FEATURES,
+        hidden: HIDDEN,
         seeds,
         over_seeds: over,
         zero: zero_loss(&sampler, s.shared.common.eval_seed, streams::EVAL, s.shared.eval.eval_tasks),

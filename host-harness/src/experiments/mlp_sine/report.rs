@@ -14,22 +14,13 @@ use crate::tasks::{stream_rng, streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
-/// One trained model against its features' GD step, on the held-out tasks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SeedResult {
-    /// The training seed.
-    pub seed: u64,
+/// The trained model against one tuned GD step on the same features, on the held-out tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VsGd {
     /// Held-out loss of the trained model.
     pub loss: Stat,
     /// Held-out loss of the same features + one tuned GD step.
     pub gd_loss: Stat,
-    /// GD's tuned rate on the features.
-    pub gd_eta: f64,
-    /// The closest GD step to the trained head (the core's reader): its rate, the norm of its `W0`, and the relative
-    /// residual over the blocks that reach the prediction (0 = the head is exactly a GD step on its features).
-    pub read: (f64, f64, f64),
-    /// Held-out loss of that closest GD step (from its `W0`, at its rate) on the same features.
-    pub read_loss: Stat,
     /// `|y_hat - y_hat_GD|`.
     pub preds_diff: Stat,
     /// The reference's Model cos with a scalar query: `sign(s * s_GD)` (1 agree, -1 disagree, 0 where one is 0).
@@ -38,6 +29,45 @@ pub struct SeedResult {
     pub grid_cos: Stat,
     /// `|f - f_GD| / |f_GD|` of the prediction vectors over the grid.
     pub grid_diff: Stat,
+}
+
+impl VsGd {
+    /// The six figures, in the order of the fields.
+    pub fn figures(&self) -> [Stat; 6] {
+        [self.loss, self.gd_loss, self.preds_diff, self.sign_agreement, self.grid_cos, self.grid_diff]
+    }
+
+    /// From the six figures in that order.
+    pub fn from_figures([loss, gd_loss, preds_diff, sign_agreement, grid_cos, grid_diff]: [Stat; 6]) -> Self {
+        Self { loss, gd_loss, preds_diff, sign_agreement, grid_cos, grid_diff }
+    }
+}
+
+/// The closest GD step to a trained head (the core's reader).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadGd {
+    /// Its rate.
+    pub eta: f64,
+    /// The norm of its `W0`.
+    pub w0_norm: f64,
+    /// The relative residual over the blocks that reach the prediction (0: the head is exactly a GD step).
+    pub residual: f64,
+}
+
+/// One seed's model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedResult {
+    /// The training seed.
+    pub seed: u64,
+    /// Against GD on its features.
+    #[serde(flatten)]
+    pub vs_gd: VsGd,
+    /// GD's tuned rate on the features.
+    pub gd_eta: f64,
+    /// The closest GD step to the trained head.
+    pub read: ReadGd,
+    /// Held-out loss of that closest GD step (from its `W0`, at its rate) on the same features.
+    pub read_loss: Stat,
     /// Training time.
     pub timing: TrainTiming,
     /// `(step, batch loss, probe loss)` during training.
@@ -49,12 +79,14 @@ pub struct SeedResult {
 pub struct Results {
     /// The task distribution in words.
     pub distribution: String,
-    /// Feature and hidden widths.
-    pub widths: (usize, usize),
+    /// Feature width.
+    pub features: usize,
+    /// Hidden width of the feature map.
+    pub hidden: usize,
     /// Every seed.
     pub seeds: Vec<SeedResult>,
-    /// Over seeds: model loss, GD loss, preds diff, sign agreement, grid cosine, grid difference.
-    pub over_seeds: [Stat; 6],
+    /// Every figure over seeds.
+    pub over_seeds: VsGd,
     /// Loss of predicting 0.
     pub zero: Stat,
 }
@@ -64,7 +96,7 @@ impl Tables for Results {
         let mut main = Table::new(
             format!(
                 "trained feature map ({} features, hidden {}) + LSA against the same features + one tuned GD step; {}",
-                self.widths.0, self.widths.1, self.distribution
+                self.features, self.hidden, self.distribution
             ),
             &[
                 "seed",
@@ -80,25 +112,25 @@ impl Tables for Results {
         for r in &self.seeds {
             main.row(vec![
                 r.seed.to_string(),
-                r.loss.show(),
-                r.gd_loss.show(),
+                r.vs_gd.loss.show(),
+                r.vs_gd.gd_loss.show(),
                 format!("{:.3}", r.gd_eta),
-                r.preds_diff.show(),
-                r.sign_agreement.show(),
-                r.grid_cos.show(),
-                r.grid_diff.show(),
+                r.vs_gd.preds_diff.show(),
+                r.vs_gd.sign_agreement.show(),
+                r.vs_gd.grid_cos.show(),
+                r.vs_gd.grid_diff.show(),
             ]);
         }
         let o = &self.over_seeds;
         main.row(vec![
             "all".into(),
-            o[0].show(),
-            o[1].show(),
+            o.loss.show(),
+            o.gd_loss.show(),
             "-".into(),
-            o[2].show(),
-            o[3].show(),
-            o[4].show(),
-            o[5].show(),
+            o.preds_diff.show(),
+            o.sign_agreement.show(),
+            o.grid_cos.show(),
+            o.grid_diff.show(),
         ]);
         let mut read = Table::new(
             "the trained head read back as the closest GD step on its features (rate, |W0|, functional residual), and \
@@ -108,9 +140,9 @@ impl Tables for Results {
         for r in &self.seeds {
             read.row(vec![
                 r.seed.to_string(),
-                format!("{:.3}", r.read.0),
-                format!("{:.3}", r.read.1),
-                format!("{:.3}", r.read.2),
+                format!("{:.3}", r.read.eta),
+                format!("{:.3}", r.read.w0_norm),
+                format!("{:.3}", r.read.residual),
                 r.read_loss.show(),
             ]);
         }
@@ -127,8 +159,8 @@ impl Tables for Results {
 /// Sound when every seed learned (loss at most 0.5 of predicting 0) and GD on the features helps (its loss below
 /// predicting 0).
 pub fn checks(r: &Results) -> Vec<Check> {
-    let worst = r.seeds.iter().map(|x| x.loss.mean).fold(f64::NAN, f64::max);
-    let worst_gd = r.seeds.iter().map(|x| x.gd_loss.mean).fold(f64::NAN, f64::max);
+    let worst = r.seeds.iter().map(|x| x.vs_gd.loss.mean).fold(f64::NAN, f64::max);
+    let worst_gd = r.seeds.iter().map(|x| x.vs_gd.gd_loss.mean).fold(f64::NAN, f64::max);
     vec![
         Check::at_most("learns", "worst seed: loss / loss of predicting 0", worst / r.zero.mean, 0.5),
         Check::at_most(
@@ -144,8 +176,8 @@ pub fn checks(r: &Results) -> Vec<Check> {
 /// cosine's lower bound at least 0.99), with the figures.
 pub fn verdict(r: &Results, checks: &[Check]) -> String {
     let o = &r.over_seeds;
-    let gap = (o[0].mean - o[1].mean) / o[1].mean;
-    let head = if matches(o[0].mean, o[1].mean, o[4].lo()) {
+    let gap = (o.loss.mean - o.gd_loss.mean) / o.gd_loss.mean;
+    let head = if matches(o.loss.mean, o.gd_loss.mean, o.grid_cos.lo()) {
         "matches one GD step on its own features"
     } else {
         "DOES NOT MATCH one GD step on its own features"
@@ -155,12 +187,12 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     format!(
         "{head}: loss {:.4} against {:.4} ({:+.1}%), preds diff {:.4}, sensitivity cosine over the grid {:.4} (the \
          scalar Model cos is a sign agreement: {:.4}){tail}",
-        o[0].mean,
-        o[1].mean,
+        o.loss.mean,
+        o.gd_loss.mean,
         100.0 * gap,
-        o[2].mean,
-        o[4].mean,
-        o[3].mean
+        o.preds_diff.mean,
+        o.grid_cos.mean,
+        o.sign_agreement.mean
     )
 }
 pub(super) fn write_files(
