@@ -17,6 +17,24 @@ pub fn in_range<T: PartialOrd + Display>(flag: &str, value: T, range: RangeInclu
     Err(HarnessError::Usage(format!("{flag} must be between {} and {} (got {value})", range.start(), range.end())))
 }
 
+/// `Ok` when `values` lists at least one value and each lies in `range`; else the usage error of every list check:
+/// "`flag` must list `what` from LO to HI (got [VALUES])".
+pub fn all_in_range<T: PartialOrd + Display + std::fmt::Debug>(
+    flag: &str,
+    what: &str,
+    values: &[T],
+    range: RangeInclusive<T>,
+) -> Result<(), HarnessError> {
+    if !values.is_empty() && values.iter().all(|v| range.contains(v)) {
+        return Ok(());
+    }
+    Err(HarnessError::Usage(format!(
+        "{flag} must list {what} from {} to {} (got {values:?})",
+        range.start(),
+        range.end()
+    )))
+}
+
 /// Arguments every experiment takes.
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Common {
@@ -37,10 +55,7 @@ pub struct Common {
 impl Common {
     /// Checks the thread count.
     pub fn validate(&self) -> Result<(), HarnessError> {
-        if self.threads > 1024 {
-            return Err(HarnessError::Usage(format!("--threads must be at most 1024 (got {})", self.threads)));
-        }
-        Ok(())
+        in_range("--threads", self.threads, 0..=1024)
     }
 }
 
@@ -110,9 +125,7 @@ impl TaskArgs {
             )));
         }
         if let Some(r) = self.variance_ratio {
-            if !(r.is_finite() && (1.0..=1e6).contains(&r)) {
-                return Err(HarnessError::Usage(format!("--variance-ratio must be between 1 and 1e6 (got {r})")));
-            }
+            in_range("--variance-ratio", r, 1.0..=1e6)?;
         }
         if let Some(c) = &self.input_scales {
             if c.len() != self.d {
@@ -244,10 +257,8 @@ pub struct CurveArgs {
 impl CurveArgs {
     /// Checks both; the message names the flags.
     pub fn validate(&self) -> Result<(), HarnessError> {
-        if self.log_every == 0 || self.probe_tasks < 2 {
-            return Err(HarnessError::Usage("--log-every must be at least 1 and --probe-tasks at least 2".into()));
-        }
-        Ok(())
+        in_range("--log-every", self.log_every, 1..=u64::MAX)?;
+        in_range("--probe-tasks", self.probe_tasks, 2..=usize::MAX)
     }
 }
 

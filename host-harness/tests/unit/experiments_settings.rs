@@ -20,3 +20,17 @@ fn range_checks_take_both_ends_and_name_the_flag_past_them() {
         "{nan:?}"
     );
 }
+
+#[test]
+fn list_checks_need_one_value_and_every_value_in_range() {
+    use dualform_harness::experiments::settings::all_in_range;
+    assert!(all_in_range("--layers", "depths", &[2usize, 8], 2..=8).is_ok());
+    for (bad, shown) in [(vec![], "[]"), (vec![2usize, 9], "[2, 9]"), (vec![1], "[1]")] {
+        match all_in_range("--layers", "depths", &bad, 2..=8) {
+            Err(HarnessError::Usage(m)) => {
+                assert_eq!(m, format!("--layers must list depths from 2 to 8 (got {shown})"))
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}

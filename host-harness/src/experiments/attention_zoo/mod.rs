@@ -23,7 +23,7 @@ mod report;
 
 use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
-use crate::experiments::settings::{in_range, Shared};
+use crate::experiments::settings::{all_in_range, in_range, Shared};
 use crate::fit::optim::AdamW;
 use crate::judge::eval::{evaluate, gd_net, loss, tune_gd_rate, zero_loss, Loss, Metric, PredsDiff};
 use crate::judge::stats::Stat;
@@ -134,25 +134,17 @@ impl super::Settings for Settings {
         if self.kinds.is_empty() {
             return usage("--kinds must list at least one attention kind".into());
         }
-        if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
-            return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
-        }
+        all_in_range("--layers", "depths", &self.layers, 1..=3)?;
         if self.lrs.is_empty() || self.lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0 && *lr < 1.0)) {
             return usage(format!("--lrs must list rates in (0, 1) (got {:?})", self.lrs));
         }
         if self.shared.train.lr.is_some() {
             return usage("attention-zoo sweeps its rates: use --lrs instead of --lr".into());
         }
-        if self.sweep_steps == 0 || self.sweep_steps > self.shared.train.steps {
-            return usage(format!(
-                "--sweep-steps must be between 1 and --steps ({}) (got {})",
-                self.shared.train.steps, self.sweep_steps
-            ));
-        }
+        // The sweep is at most the training run (the message names --steps's value as the upper end).
+        in_range("--sweep-steps", self.sweep_steps, 1..=self.shared.train.steps)?;
         in_range("--seeds", self.seeds, 1..=16)?;
-        if self.cost_n.is_empty() || self.cost_n.iter().any(|n| !(1..=4096).contains(n)) {
-            return usage(format!("--cost-n must list context lengths from 1 to 4096 (got {:?})", self.cost_n));
-        }
+        all_in_range("--cost-n", "context lengths", &self.cost_n, 1..=4096)?;
         Ok(())
     }
 }

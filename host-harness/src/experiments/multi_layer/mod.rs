@@ -14,7 +14,7 @@
 use super::trained::{fitted_references, trained_stack, StackSpec, TrainedStack};
 use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
-use crate::experiments::settings::{in_range, Shared, TaskArgs};
+use crate::experiments::settings::{all_in_range, in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
 use crate::judge::baselines::Predictor;
 use crate::judge::stats::Stat;
@@ -63,9 +63,7 @@ impl super::Settings for Settings {
     }
 
     fn check(&self) -> Result<(), HarnessError> {
-        if self.layers.is_empty() || self.layers.iter().any(|k| !(2..=8).contains(k)) {
-            return Err(HarnessError::Usage(format!("--layers must list depths from 2 to 8 (got {:?})", self.layers)));
-        }
+        all_in_range("--layers", "depths", &self.layers, 2..=8)?;
         in_range("--fit-iters", self.fit_iters, 1..=1000)?;
         Ok(())
     }

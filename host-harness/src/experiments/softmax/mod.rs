@@ -16,7 +16,7 @@
 use super::trained::{fitted_references, trained_layer, trained_softmax, LayerSpec};
 use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
-use crate::experiments::settings::{in_range, Shared, TaskArgs};
+use crate::experiments::settings::{all_in_range, in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
 use crate::judge::baselines::Predictor;
@@ -76,10 +76,7 @@ impl super::Settings for Settings {
     }
 
     fn check(&self) -> Result<(), HarnessError> {
-        let usage = |m: String| Err(HarnessError::Usage(m));
-        if self.layers.is_empty() || self.layers.iter().any(|k| !(1..=3).contains(k)) {
-            return usage(format!("--layers must list depths from 1 to 3 (got {:?})", self.layers));
-        }
+        all_in_range("--layers", "depths", &self.layers, 1..=3)?;
         in_range("--seeds", self.seeds, 1..=16)?;
         in_range("--fit-iters", self.fit_iters, 1..=1000)?;
         in_range("--relaxation-tasks", self.relaxation_tasks, 10..=1_000_000)?;
