@@ -68,6 +68,16 @@ impl Check {
     }
 }
 
+/// `sentence`, followed by the names of the checks that failed, if any: "SENTENCE (failed: a, b)".
+pub fn naming_failures(sentence: String, checks: &[Check]) -> String {
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    if failed.is_empty() {
+        sentence
+    } else {
+        format!("{sentence} (failed: {})", failed.join(", "))
+    }
+}
+
 /// A number with four significant decimals, or in scientific notation when small or large.
 pub fn fmt_num(v: f64) -> String {
     if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {

@@ -6,7 +6,7 @@ use crate::experiments::Run;
 use crate::fit::train::TrainTiming;
 use crate::judge::stats::Stat;
 use crate::output::plot::{Panel, Series};
-use crate::output::report::{Check, Table, Tables};
+use crate::output::report::{naming_failures, Check, Table, Tables};
 use crate::probes::dai::Scores;
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -263,12 +263,7 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
             format!("{}: {how} (GD {:.3}, trained softmax {:.3})", x.metric, x.positive.mean, x.trained.mean)
         })
         .collect();
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-    if failed.is_empty() {
-        parts.join("; ")
-    } else {
-        format!("{} (failed: {})", parts.join("; "), failed.join(", "))
-    }
+    naming_failures(parts.join("; "), checks)
 }
 
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {

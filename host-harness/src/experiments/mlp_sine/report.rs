@@ -9,7 +9,7 @@ use crate::judge::stats::Stat;
 use crate::judge::verdict::matches;
 use crate::net::{FixedForward, Workspace};
 use crate::output::plot::{Panel, Series};
-use crate::output::report::{Check, Table, Tables};
+use crate::output::report::{naming_failures, Check, Table, Tables};
 use crate::tasks::{stream_rng, streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
@@ -182,19 +182,19 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     } else {
         "DOES NOT MATCH one GD step on its own features"
     };
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-    let tail = if failed.is_empty() { String::new() } else { format!(" (failed: {})", failed.join(", ")) };
-    format!(
+    let sentence = format!(
         "{head}: loss {:.4} against {:.4} ({:+.1}%), preds diff {:.4}, sensitivity cosine over the grid {:.4} (the \
-         scalar Model cos is a sign agreement: {:.4}){tail}",
+         scalar Model cos is a sign agreement: {:.4})",
         o.loss.mean,
         o.gd_loss.mean,
         100.0 * gap,
         o.preds_diff.mean,
         o.grid_cos.mean,
         o.sign_agreement.mean
-    )
+    );
+    naming_failures(sentence, checks)
 }
+
 pub(super) fn write_files(
     run: &mut Run<'_>,
     r: &Results,

@@ -8,7 +8,7 @@ use crate::fit::train::{TrainSpec, TrainTiming};
 use crate::judge::eval::Comparison;
 use crate::judge::stats::Stat;
 use crate::output::plot::{Panel, Series};
-use crate::output::report::{Check, Table, Tables};
+use crate::output::report::{naming_failures, Check, Table, Tables};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -199,12 +199,7 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
             )
         })
         .collect();
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-    if failed.is_empty() {
-        parts.join("; ")
-    } else {
-        format!("{} (failed: {})", parts.join("; "), failed.join(", "))
-    }
+    naming_failures(parts.join("; "), checks)
 }
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
     let mut csv = Table::new("csv", &["layers", "model", "loss", "loss_ci95", "preds_diff", "model_cos", "model_diff"]);
