@@ -267,6 +267,35 @@ pub fn lsa_associative<T: Real, const E: usize, const DK: usize, const DV: usize
     linear_attention_associative(layer, &Identity, Normalise::None, mask, upd, ctx, query)
 }
 
+/// The running sums `S` of a layer's context given as a slice (N known at run time).
+pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    ctx: &[[T; E]],
+) -> AssociativeState<T, DK, DV, H> {
+    let mut state = AssociativeState::new();
+    for e in ctx {
+        state.add(layer, &Identity, Normalise::None, e);
+    }
+    state
+}
+
+/// The query's output `h + sum_heads P S W_Q h` for a context state (the forward of
+/// [`lsa_query_backward`](crate::backward::lsa_query_backward)).
+pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
+    layer: &Layer<T, E, DK, DV, H>,
+    state: &AssociativeState<T, DK, DV, H>,
+    h: &[T; E],
+) -> [T; E] {
+    let mut out = *h;
+    // Identity features and no normaliser: `update` cannot fail.
+    if let Ok(u) = state.update(layer, &Identity, Normalise::None, h) {
+        for (o, ui) in out.iter_mut().zip(u.iter()) {
+            *o += *ui;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,33 +325,4 @@ mod tests {
         empty.remove(&layer, &Identity, Normalise::Sum, &[1.0, 2.0, 3.0]);
         assert_eq!(empty.count(), 0);
     }
-}
-
-/// The running sums `S` of a layer's context given as a slice (N known at run time).
-pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
-    layer: &Layer<T, E, DK, DV, H>,
-    ctx: &[[T; E]],
-) -> AssociativeState<T, DK, DV, H> {
-    let mut state = AssociativeState::new();
-    for e in ctx {
-        state.add(layer, &Identity, Normalise::None, e);
-    }
-    state
-}
-
-/// The query's output `h + sum_heads P S W_Q h` for a context state (the forward of
-/// [`lsa_query_backward`](crate::backward::lsa_query_backward)).
-pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
-    layer: &Layer<T, E, DK, DV, H>,
-    state: &AssociativeState<T, DK, DV, H>,
-    h: &[T; E],
-) -> [T; E] {
-    let mut out = *h;
-    // Identity features and no normaliser: `update` cannot fail.
-    if let Ok(u) = state.update(layer, &Identity, Normalise::None, h) {
-        for (o, ui) in out.iter_mut().zip(u.iter()) {
-            *o += *ui;
-        }
-    }
-    out
 }

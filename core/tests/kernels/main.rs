@@ -3,6 +3,7 @@
 
 mod backward;
 mod common;
+mod dai_split;
 mod fuzz_hostile;
 mod gd;
 mod hostile;

@@ -18,7 +18,7 @@ pub fn in_range<T: PartialOrd + Display>(flag: &str, value: T, range: RangeInclu
 }
 
 /// `Ok` when `values` lists at least one value and each lies in `range`; else the usage error of every list check:
-/// "`flag` must list `what` from LO to HI (got [VALUES])".
+/// "`flag` must list `what` from LO to HI (got `[values]`)".
 pub fn all_in_range<T: PartialOrd + Display + std::fmt::Debug>(
     flag: &str,
     what: &str,

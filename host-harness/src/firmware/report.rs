@@ -8,7 +8,7 @@ use super::DEVICE_E;
 use crate::HarnessError;
 use std::path::Path;
 
-/// A firmware code-generation variant measured by [`report`].
+/// A firmware code-generation variant measured by [`firmware_report`].
 pub struct Variant {
     /// Short name.
     pub name: &'static str,

@@ -172,7 +172,7 @@ pub fn checks(r: &Results) -> Vec<Check> {
     ]
 }
 
-/// Whether the trained layer matches GD on its own features ([`matches`]: loss within 3%, here the grid sensitivity
+/// Whether the trained layer matches GD on its own features ([`matches`](fn@matches): loss within 3%, here the grid sensitivity
 /// cosine's lower bound at least 0.99), with the figures.
 pub fn verdict(r: &Results, checks: &[Check]) -> String {
     let o = &r.over_seeds;

@@ -3,19 +3,23 @@
 //! output of the last one is read). [`super::MlpZooNet`] puts a learned feature map in front.
 //!
 //! Forward and backward run on the core's kernels: [`AssociativeState::update`] and
-//! [`linear_attention_backward`] (LSA, elu+1, Performer), [`EfficientState::update`] and [`efficient_backward`],
-//! and for softmax [`token_update_projected`] and [`token_backward_projected`] over keys and values projected once
-//! per layer ([`project`]; the bits of `softmax_token_update` and `softmax_token_backward`, which project them for
-//! every token).
+//! [`linear_attention_backward`](dualform::kernel_backward::linear_attention_backward) (LSA, elu+1, Performer),
+//! [`EfficientState::update`](dualform::EfficientState::update) and
+//! [`efficient_backward`](dualform::kernel_backward::efficient_backward), and for softmax
+//! [`token_update_projected`](dualform::softmax_ref::token_update_projected) and
+//! [`token_backward_projected`](dualform::softmax_ref::token_backward_projected) over keys and values projected once
+//! per layer ([`project`](dualform::softmax_ref::project); the bits of `softmax_token_update` and
+//! `softmax_token_backward`, which project them for every token). The one `match` on the kind is
+//! [`Attention::dispatch`]; `visits.rs` holds this net's visits.
+
+mod visits;
 
 use super::{FixedForward, VectorsBuf, Workspace};
-use dualform::head_ref::{HeadMut, HeadRef, Widths};
-use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
-use dualform::softmax_ref::{project, token_backward_projected, token_update_projected};
+use dualform::head_ref::{HeadRef, Widths};
 use dualform::{
-    AssociativeState, EfficientState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise,
-    PositiveRandomFeatures, Real,
+    AssociativeState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise, PositiveRandomFeatures, Real,
 };
+use visits::{LayerBackward, Updates};
 
 /// Heads per layer, every kind.
 pub const ZOO_HEADS: usize = 2;
@@ -140,87 +144,6 @@ impl SoftmaxScratch {
 /// The widths and borrowed heads of a zoo layer, as the run-time softmax kernels take them.
 fn softmax_heads<const E: usize>(layer: &ZooLayer<E>) -> (Widths, [HeadRef<'_, f32>; ZOO_HEADS]) {
     (Widths { e: E, dk: E, dv: E }, layer.heads.each_ref().map(HeadRef::from))
-}
-
-/// The forward of one layer over some tokens: [`ZooNet`]'s visit of its kind.
-struct Updates<'a, const E: usize> {
-    layer: &'a ZooLayer<E>,
-    ctx: &'a [[f32; E]],
-    tokens: &'a [[f32; E]],
-    out: &'a mut [[f32; E]],
-    scratch: &'a mut SoftmaxScratch,
-}
-
-impl<const E: usize> KindVisitor<f32, E> for Updates<'_, E> {
-    type Output = Result<(), Error>;
-
-    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
-        kernel_updates(self.layer, phi, norm, self.ctx, self.tokens, self.out)
-    }
-
-    fn efficient(self) -> Self::Output {
-        let state = EfficientState::new(self.layer, self.ctx)?;
-        for (h, o) in self.tokens.iter().zip(self.out.iter_mut()) {
-            *o = state.update(self.layer, h)?;
-        }
-        Ok(())
-    }
-
-    fn softmax(self) -> Self::Output {
-        let (w, heads) = softmax_heads(self.layer);
-        self.scratch.fit(w, self.ctx.len());
-        let SoftmaxScratch { keys, values, vecs, .. } = self.scratch;
-        let proj = project(w, &heads, self.ctx.as_flattened(), keys, values)?;
-        let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
-        for (h, o) in self.tokens.iter().zip(self.out.iter_mut()) {
-            token_update_projected(w, &heads, &proj, h, o, &mut vecs)?;
-        }
-        Ok(())
-    }
-}
-
-/// The backward of one layer: [`ZooNet`]'s visit of its kind.
-struct LayerBackward<'a, const E: usize> {
-    layer: &'a ZooLayer<E>,
-    ctx: &'a [[f32; E]],
-    tokens: &'a [[f32; E]],
-    g: &'a [[f32; E]],
-    grad: &'a mut ZooLayer<E>,
-    g_ctx: &'a mut [[f32; E]],
-    g_tokens: &'a mut [[f32; E]],
-    scratch: &'a mut SoftmaxScratch,
-}
-
-impl<const E: usize> KindVisitor<f32, E> for LayerBackward<'_, E> {
-    type Output = Result<(), Error>;
-
-    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
-        let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
-        g_tokens.copy_from_slice(g);
-        linear_attention_backward(layer, phi, norm, ctx, tokens, g, grad, g_ctx, g_tokens)
-    }
-
-    fn efficient(self) -> Self::Output {
-        let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
-        g_tokens.copy_from_slice(g);
-        efficient_backward(layer, ctx, tokens, g, grad, g_ctx, g_tokens)
-    }
-
-    fn softmax(self) -> Self::Output {
-        let (w, heads) = softmax_heads(self.layer);
-        let mut gh = self.grad.heads.each_mut().map(HeadMut::from);
-        self.scratch.fit(w, self.ctx.len());
-        let SoftmaxScratch { keys, values, weights, vecs } = self.scratch;
-        let flat = self.ctx.as_flattened();
-        let proj = project(w, &heads, flat, keys, values)?;
-        let mut vecs = vecs.get_or_insert_with(|| VectorsBuf::new(w, ZOO_HEADS)).vectors();
-        let g_ctx = self.g_ctx.as_flattened_mut();
-        for ((h, gt), out) in self.tokens.iter().zip(self.g.iter()).zip(self.g_tokens.iter_mut()) {
-            let g_ctx = Some(&mut *g_ctx);
-            token_backward_projected(w, &heads, &proj, flat, h, gt, &mut gh, out, g_ctx, weights, &mut vecs)?;
-        }
-        Ok(())
-    }
 }
 
 impl<const E: usize> ZooNet<E> {

@@ -1,0 +1,63 @@
+//! Every record parses back to what it prints; free text is skipped and malformed records are errors.
+
+use super::*;
+
+#[test]
+fn every_record_parses_from_the_layout_the_device_prints() {
+    let cases: [(&str, Line<'_>); 13] = [
+        (
+            "summary: 16 golden tasks, mean loss trained 0.2078 gd 0.1, weights 0a1b2c3d4e5f",
+            Line::Summary { tasks: 16, trained: 0.2078f32.to_bits(), gd: 0.1f32.to_bits(), weights: "0a1b2c3d4e5f" },
+        ),
+        ("dualform firmware: E 11 N 10 tasks 16", Line::Header { e: 11, n: 10, tasks: 16 }),
+        ("weights trained ab12 gd cd34", Line::Weights { trained: "ab12", gd: "cd34" }),
+        ("models stack ef56 looped 0789", Line::Models { stack: "ef56", looped: "0789" }),
+        ("pred 5 looped -0.5 3204448256", Line::Pred { task: 5, kind: Kind::Looped, bits: 3204448256 }),
+        ("pred 3 trained_full 0.5 1056964608", Line::Pred { task: 3, kind: Kind::TrainedFull, bits: 1056964608 }),
+        ("pred 0 gd_merged -1.25 3214934016", Line::Pred { task: 0, kind: Kind::GdMerged, bits: 3214934016 }),
+        ("stream 2 7 0.25 1048576000", Line::Stream { task: 2, pairs: 7, bits: 1048576000 }),
+        ("loss gd 0.1 1036831949", Line::Loss { model: Model::Gd, bits: 1036831949 }),
+        ("stack 3080", Line::Stack { bytes: 3080 }),
+        ("done", Line::Done),
+        ("config 11 10", Line::Config { e: 11, n: 10 }),
+        (
+            "measure 3 merged_predict stack 256 total 3084",
+            Line::Measure { workload: Workload::MergedPredict, stack: 256, total: 3084 },
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(Line::parse(text), Ok(Some(want)), "{text}");
+    }
+    for k in Kind::ALL {
+        assert_eq!(Kind::parse(k.as_str()), Some(k));
+    }
+    for (i, w) in Workload::ALL.into_iter().enumerate() {
+        assert_eq!((w.id(), Workload::parse(i as u32, w.as_str())), (i as u32, Some(w)));
+    }
+}
+
+#[test]
+fn free_text_is_skipped_and_malformed_records_are_errors() {
+    assert_eq!(Line::parse(""), Ok(None));
+    assert_eq!(Line::parse("hello from the device"), Ok(None));
+    assert_eq!(Line::parse("dualform says hi"), Ok(None));
+    for bad in [
+        "pred x trained_full 1 2",
+        "pred 1 no_such_kind 1 2",
+        "pred 1 trained_full 1",
+        "pred 1 trained_full 1 2 extra",
+        "stream 1 2 0.5 -3",
+        "loss someone 0.1 5",
+        "weights trained a gd",
+        "weights gd a trained b",
+        "models stack a",
+        "models looped a stack b",
+        "measure 1 lsa_forward stack 2 totl 3",
+        "measure 1 merge stack 2 total 3",
+        "measure 11 x stack 2 total 3",
+        "stack",
+        "dualform firmware: E 11 N 10 tasks",
+    ] {
+        assert_eq!(Line::parse(bad), Err(ParseError), "{bad}");
+    }
+}
