@@ -2,19 +2,17 @@
 //! with the build-time helper `dualform-embed` (which validates every file with the shared loader, merges each
 //! layer's head with the core on the host, and writes one module per file into `data.rs`).
 //!
-//! Inputs (each a `.safetensors` file; paths from environment variables, committed defaults in `data/`):
-//! - `DUALFORM_WEIGHTS` (default `data/trained.safetensors`): the trained single-layer LSA (`dualform-lsa-v1`,
-//!   one layer applied once), module `trained`;
-//! - `DUALFORM_GD_WEIGHTS` (default `data/gd.safetensors`): the GD construction, same layout, module `gd`;
-//! - `DUALFORM_STACK` (default `data/stack.safetensors`): a stack of K trained layers (any K, schedule and update
-//!   rule), module `stack`;
-//! - `DUALFORM_LOOPED` (default `data/looped.safetensors`): one trained layer applied K times, module `looped`;
-//! - `DUALFORM_GOLDEN` (default `data/golden.safetensors`): golden tasks (`dualform-golden-v1`), module `tasks`.
+//! Inputs (each a `.safetensors` file; paths from environment variables, committed defaults in `data/`): every
+//! model of the golden run's list (`dualform_protocol::Model::ALL`: its file in `data/` and the variable that names
+//! another, for example `DUALFORM_WEIGHTS` for the trained single layer), one module each named after the model,
+//! and the table `MODELS` of them all; and `DUALFORM_GOLDEN` (default `data/golden.safetensors`): golden tasks
+//! (`dualform-golden-v1`), module `tasks`.
 //!
 //! A file that the loader refuses, a single layer that is not one layer applied once, or a width E that differs
 //! between the files stops the build with one line naming the file.
 
 use dualform_embed::{Embed, EmbedError};
+use dualform_protocol::Model;
 use std::path::PathBuf;
 use std::{env, fs};
 
@@ -31,19 +29,21 @@ fn input(var: &str, default: &str) -> PathBuf {
     path
 }
 
-fn embed() -> Result<Embed, EmbedError> {
+/// The embedded data, and the source of the table `MODELS` (one entry per model of the list, in its order).
+fn embed() -> Result<(Embed, String), EmbedError> {
     let mut out = Embed::new();
     let golden = input("DUALFORM_GOLDEN", "data/golden.safetensors");
     let tasks = out.golden("tasks", &golden)?;
-    for (module, var, default, single) in [
-        ("trained", "DUALFORM_WEIGHTS", "data/trained.safetensors", true),
-        ("gd", "DUALFORM_GD_WEIGHTS", "data/gd.safetensors", true),
-        ("stack", "DUALFORM_STACK", "data/stack.safetensors", false),
-        ("looped", "DUALFORM_LOOPED", "data/looped.safetensors", false),
-    ] {
-        let path = input(var, default);
+    let mut table = String::from(
+        "/// Every golden model, in the order of `dualform_protocol::Model::ALL`.\n\
+         pub static MODELS: [Embedded; MODEL_COUNT] = [\n",
+    );
+    for model in Model::ALL {
+        let (file, var) = model.source();
+        let path = input(var, &format!("data/{file}"));
+        let module = model.as_str();
         let m = out.lsa(module, &path)?;
-        if single && (m.layers, m.applications) != (1, 1) {
+        if model.single() && (m.layers, m.applications) != (1, 1) {
             let (l, a) = (m.layers, m.applications);
             return Err(EmbedError(format!(
                 "{}: {l} layer(s) applied {a} time(s); the golden run's single layer is one layer applied once",
@@ -59,8 +59,14 @@ fn embed() -> Result<Embed, EmbedError> {
                 tasks.e
             )));
         }
+        table.push_str(&format!("    Embedded {{ model: ::dualform_protocol::Model::{model:?}, "));
+        // A scheduled model runs its merged heads only: its unmerged layers stay out of the table (and of flash).
+        let weights = if model.single() { format!("&{module}::WEIGHTS") } else { "&[]".to_string() };
+        table.push_str(&format!("weights: {weights}, heads: &{module}::HEADS, schedule: &{module}::SCHEDULE, "));
+        table.push_str(&format!("update: {module}::UPDATE, sha256: {module}::SHA256 }},\n"));
     }
-    Ok(out)
+    table.push_str("];\n");
+    Ok((out, table))
 }
 
 fn main() {
@@ -73,6 +79,7 @@ fn main() {
     println!("cargo:rustc-link-arg=--nmagic");
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rustc-link-arg=-Tdefmt.x");
-    let data = embed().unwrap_or_else(|e| fail(e.to_string()));
+    let (data, table) = embed().unwrap_or_else(|e| fail(e.to_string()));
     data.write(&out.join("data.rs")).unwrap_or_else(|e| fail(e.to_string()));
+    fs::write(out.join("models.rs"), table).unwrap_or_else(|e| fail(format!("cannot write models.rs: {e}")));
 }

@@ -20,7 +20,7 @@ fn firmware_predictions_are_bit_identical_to_the_host() {
     assert_eq!(r.stream.len(), 16 * 10, "a streaming prediction after each of 10 pairs");
     assert_eq!(check.values, 16 * 8 + 16 * 10 + 4);
     // The committed deep models: 5 distinct layers, one layer looped 4 times.
-    let stack = r.preds.iter().filter(|((_, k), _)| *k == dualform_protocol::Kind::Stack).count();
+    let stack = r.preds.iter().filter(|((_, k), _)| k.model == dualform_protocol::Model::Stack).count();
     assert_eq!(stack, 16);
     eprintln!("firmware: {} values bit-identical to the host; peak stack {:?} bytes", check.values, check.device.stack);
 }

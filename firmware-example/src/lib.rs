@@ -12,10 +12,10 @@ use defmt_semihosting as _;
 use defmt_rtt as _;
 
 use cortex_m_rt::exception;
-use dualform::Layer;
+use dualform::{Layer, MergedHead, Update};
 
-// The modules `trained`, `gd`, `stack`, `looped` (models) and `tasks` (golden tasks), written by build.rs with the
-// build-time helper `dualform-embed`.
+// One module per golden model (`trained`, `gd`, `stack`, `looped`: the names of `dualform_protocol::Model`) and
+// `tasks` (golden tasks), written by build.rs with the build-time helper `dualform-embed`.
 include!(concat!(env!("OUT_DIR"), "/data.rs"));
 
 pub use tasks::{CTX, CTX0, E, N, QUERY, QUERY0, TASKS, Y};
@@ -23,11 +23,34 @@ pub use tasks::{CTX, CTX0, E, N, QUERY, QUERY0, TASKS, Y};
 /// The single-layer model type: one LSA head with key and value size E.
 pub type Model = Layer<f32, E, E, E, 1>;
 
+/// The golden models, one per entry of `dualform_protocol::Model::ALL`.
+pub const MODEL_COUNT: usize = dualform_protocol::Model::ALL.len();
+
+/// One embedded golden model: what its module holds, by reference.
+pub struct Embedded {
+    /// Which model of the list.
+    pub model: dualform_protocol::Model,
+    /// Its layers as trained (`W_Q, W_K, W_V, P`), for a single layer (empty for a scheduled model, which runs its
+    /// merged heads only).
+    pub weights: &'static [Model],
+    /// Its layers merged at build time.
+    pub heads: &'static [MergedHead<f32, E>],
+    /// The layer of each application.
+    pub schedule: &'static [usize],
+    /// Its update rule.
+    pub update: Update<f32>,
+    /// SHA-256 of its weight file.
+    pub sha256: &'static str,
+}
+
+// `MODELS`, the table of every embedded model, written by build.rs.
+include!(concat!(env!("OUT_DIR"), "/models.rs"));
+
 /// The golden program's per-task work (see `main.rs`); in the library so the measurement binary can call it too.
 pub mod golden {
-    use super::{gd, looped, stack, trained, CTX, E, N, QUERY, Y};
+    use super::{gd, CTX, E, MODELS, MODEL_COUNT, N, QUERY, Y};
     use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, StreamingContext, Update};
-    use dualform_protocol::{Kind, Line};
+    use dualform_protocol::{Kernel, Kind, Line};
 
     fn report(task: usize, kind: Kind, v: f32) {
         Line::Pred { task, kind, bits: v.to_bits() }.emit();
@@ -71,24 +94,29 @@ pub mod golden {
         Ok(())
     }
 
-    /// Runs one golden task, prints its predictions, and returns the squared errors / 2 of the trained layer, the
-    /// GD construction (full layers), the stack and the looped layer.
+    /// Runs one golden task: every model of [`MODELS`](super::MODELS) predicts the query (a single layer with each of
+    /// its kernels), every prediction is printed, then the streaming learner's; returns each model's squared error
+    /// / 2 (a single layer's from its full-layer prediction).
     #[inline(never)]
-    pub fn task(task: usize) -> Result<[f32; 4], dualform::Error> {
-        let (t, g) = (full(&trained::WEIGHTS[0], task)?, full(&gd::WEIGHTS[0], task)?);
-        report(task, Kind::TrainedFull, t);
-        report(task, Kind::GdFull, g);
-        report(task, Kind::TrainedMerged, trained::HEADS[0].predict_scalar(&CTX[task], &QUERY[task]));
-        report(task, Kind::GdMerged, gd::HEADS[0].predict_scalar(&CTX[task], &QUERY[task]));
-        let residual = Update::residual();
-        report(task, Kind::TrainedLayer, scheduled(&trained::HEADS, &[0], &residual, task)?);
-        report(task, Kind::GdLayer, scheduled(&gd::HEADS, &[0], &residual, task)?);
-        let s = scheduled(&stack::HEADS, &stack::SCHEDULE, &stack::UPDATE, task)?;
-        let l = scheduled(&looped::HEADS, &looped::SCHEDULE, &looped::UPDATE, task)?;
-        report(task, Kind::Stack, s);
-        report(task, Kind::Looped, l);
+    pub fn task(task: usize) -> Result<[f32; MODEL_COUNT], dualform::Error> {
+        let mut losses = [0.0f32; MODEL_COUNT];
+        for (m, loss) in MODELS.iter().zip(losses.iter_mut()) {
+            let mut first = None;
+            for &kernel in m.model.kernels() {
+                let p = match kernel {
+                    Kernel::Full => full(&m.weights[0], task)?,
+                    Kernel::Merged => m.heads[0].predict_scalar(&CTX[task], &QUERY[task]),
+                    Kernel::Layer => scheduled(m.heads, &[0], &Update::residual(), task)?,
+                    Kernel::Scheduled => scheduled(m.heads, m.schedule, &m.update, task)?,
+                };
+                report(task, Kind { model: m.model, kernel }, p);
+                first.get_or_insert(p);
+            }
+            let p = first.unwrap_or(f32::NAN);
+            *loss = 0.5 * (p - Y[task]) * (p - Y[task]);
+        }
         stream(task)?;
-        Ok([t, g, s, l].map(|p| 0.5 * (p - Y[task]) * (p - Y[task])))
+        Ok(losses)
     }
 }
 

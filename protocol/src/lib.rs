@@ -12,60 +12,10 @@
 
 use core::fmt;
 
-/// Which model and which kernel produced a golden prediction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// The trained layer, full LSA layer kernel.
-    TrainedFull,
-    /// The GD construction, full LSA layer kernel.
-    GdFull,
-    /// The trained head, merged query kernel.
-    TrainedMerged,
-    /// The GD head, merged query kernel.
-    GdMerged,
-    /// The trained head, merged full layer (`C = B G A` applied to every token).
-    TrainedLayer,
-    /// The GD head, merged full layer.
-    GdLayer,
-    /// The stack of K trained layers (merged full layers, in its schedule and update rule).
-    Stack,
-    /// The looped model: one trained layer applied K times.
-    Looped,
-}
-
-impl Kind {
-    /// Every kind, in the order the device reports them.
-    pub const ALL: [Kind; 8] = [
-        Kind::TrainedFull,
-        Kind::GdFull,
-        Kind::TrainedMerged,
-        Kind::GdMerged,
-        Kind::TrainedLayer,
-        Kind::GdLayer,
-        Kind::Stack,
-        Kind::Looped,
-    ];
-
-    /// The word on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::TrainedFull => "trained_full",
-            Kind::GdFull => "gd_full",
-            Kind::TrainedMerged => "trained_merged",
-            Kind::GdMerged => "gd_merged",
-            Kind::TrainedLayer => "trained_layer",
-            Kind::GdLayer => "gd_layer",
-            Kind::Stack => "stack",
-            Kind::Looped => "looped",
-        }
-    }
-
-    fn parse(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == word)
-    }
-}
-
-/// The model a mean loss belongs to.
+/// The models of the golden run, in the order the device runs them. A new golden model is one entry here (its name,
+/// its weights file and the build variable that overrides it, whether it is a single layer) and its file in
+/// `firmware-example/data`: the firmware's build embeds every entry, the device runs and reports every entry, and the
+/// host reads and recomputes every entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Model {
     /// The trained layer.
@@ -74,12 +24,15 @@ pub enum Model {
     Gd,
     /// The stack of K trained layers.
     Stack,
-    /// The looped model.
+    /// The looped model: one trained layer applied K times.
     Looped,
 }
 
 impl Model {
-    /// The word on the wire.
+    /// Every model, in the order the device runs them.
+    pub const ALL: [Model; 4] = [Model::Trained, Model::Gd, Model::Stack, Model::Looped];
+
+    /// The word on the wire, also the name of its module in the firmware's embedded data.
     pub const fn as_str(self) -> &'static str {
         match self {
             Model::Trained => "trained",
@@ -89,8 +42,88 @@ impl Model {
         }
     }
 
+    /// The weights file in `firmware-example/data`, and the build variable that names another.
+    pub const fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Model::Trained => ("trained.safetensors", "DUALFORM_WEIGHTS"),
+            Model::Gd => ("gd.safetensors", "DUALFORM_GD_WEIGHTS"),
+            Model::Stack => ("stack.safetensors", "DUALFORM_STACK"),
+            Model::Looped => ("looped.safetensors", "DUALFORM_LOOPED"),
+        }
+    }
+
+    /// One layer applied once, predicted by the kernels [`Kernel::SINGLE`]; otherwise a model of merged layers run
+    /// in its schedule ([`Kernel::Scheduled`]).
+    pub const fn single(self) -> bool {
+        matches!(self, Model::Trained | Model::Gd)
+    }
+
+    /// The kernels its predictions come from.
+    pub const fn kernels(self) -> &'static [Kernel] {
+        if self.single() {
+            &Kernel::SINGLE
+        } else {
+            &[Kernel::Scheduled]
+        }
+    }
+
     fn parse(word: &str) -> Option<Self> {
-        [Model::Trained, Model::Gd, Model::Stack, Model::Looped].into_iter().find(|m| m.as_str() == word)
+        Self::ALL.into_iter().find(|m| m.as_str() == word)
+    }
+}
+
+/// The kernel that produced a golden prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kernel {
+    /// The full LSA layer (`lsa_associative`).
+    Full,
+    /// The merged query kernel (`MergedHead::predict_scalar`).
+    Merged,
+    /// The merged full layer (`C = B G A` applied to every token).
+    Layer,
+    /// Merged full layers in the model's schedule and update rule.
+    Scheduled,
+}
+
+impl Kernel {
+    /// The kernels of a single layer, in the order the device reports them.
+    pub const SINGLE: [Kernel; 3] = [Kernel::Full, Kernel::Merged, Kernel::Layer];
+
+    /// What follows the model's name on the wire (`trained_full`; a scheduled model is its name alone).
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Kernel::Full => "_full",
+            Kernel::Merged => "_merged",
+            Kernel::Layer => "_layer",
+            Kernel::Scheduled => "",
+        }
+    }
+}
+
+/// Which model and which kernel produced a golden prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind {
+    /// The model.
+    pub model: Model,
+    /// The kernel.
+    pub kernel: Kernel,
+}
+
+impl Kind {
+    /// Every kind the device reports, model by model in [`Model::ALL`]'s order.
+    pub fn all() -> impl Iterator<Item = Kind> {
+        Model::ALL.into_iter().flat_map(|model| model.kernels().iter().map(move |&kernel| Kind { model, kernel }))
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        Self::all().find(|k| word.strip_prefix(k.model.as_str()) == Some(k.kernel.suffix()))
+    }
+}
+
+impl fmt::Display for Kind {
+    /// The word on the wire: `trained_full`, `gd_merged`, `stack`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.model.as_str(), self.kernel.suffix())
     }
 }
 
@@ -180,19 +213,12 @@ pub enum Line<'a> {
         /// Golden tasks.
         tasks: usize,
     },
-    /// SHA-256 of the weight files the firmware embeds.
+    /// SHA-256 of a model's weight file, as the firmware embeds it.
     Weights {
-        /// Trained weights.
-        trained: &'a str,
-        /// GD weights.
-        gd: &'a str,
-    },
-    /// SHA-256 of the deep models' weight files: the stack of K layers and the looped layer.
-    Models {
-        /// The stack.
-        stack: &'a str,
-        /// The looped layer.
-        looped: &'a str,
+        /// The model.
+        model: Model,
+        /// Its file's SHA-256, hex.
+        sha256: &'a str,
     },
     /// A golden prediction.
     Pred {
@@ -274,11 +300,15 @@ impl<'a> Line<'a> {
             Line::Header { e, n, tasks } => {
                 defmt::println!("dualform firmware: E {=usize} N {=usize} tasks {=usize}", e, n, tasks)
             }
-            Line::Weights { trained, gd } => defmt::println!("weights trained {=str} gd {=str}", trained, gd),
-            Line::Models { stack, looped } => defmt::println!("models stack {=str} looped {=str}", stack, looped),
-            Line::Pred { task, kind, bits } => {
-                defmt::println!("pred {=usize} {=str} {=f32} {=u32}", task, kind.as_str(), f32::from_bits(bits), bits)
-            }
+            Line::Weights { model, sha256 } => defmt::println!("weights {=str} {=str}", model.as_str(), sha256),
+            Line::Pred { task, kind, bits } => defmt::println!(
+                "pred {=usize} {=str}{=str} {=f32} {=u32}",
+                task,
+                kind.model.as_str(),
+                kind.kernel.suffix(),
+                f32::from_bits(bits),
+                bits
+            ),
             Line::Stream { task, pairs, bits } => {
                 defmt::println!("stream {=usize} {=usize} {=f32} {=u32}", task, pairs, f32::from_bits(bits), bits)
             }
@@ -334,16 +364,8 @@ impl<'a> Line<'a> {
                 Line::Header { e, n, tasks: num(word()?)? }
             }
             "weights" => {
-                literal(word()?, "trained")?;
-                let trained = word()?;
-                literal(word()?, "gd")?;
-                Line::Weights { trained, gd: word()? }
-            }
-            "models" => {
-                literal(word()?, "stack")?;
-                let stack = word()?;
-                literal(word()?, "looped")?;
-                Line::Models { stack, looped: word()? }
+                let model = Model::parse(word()?).ok_or(ParseError)?;
+                Line::Weights { model, sha256: word()? }
             }
             "pred" => {
                 let task = num(word()?)?;

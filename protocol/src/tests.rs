@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn kind(model: Model, kernel: Kernel) -> Kind {
+    Kind { model, kernel }
+}
+
 #[test]
 fn every_record_parses_from_the_layout_the_device_prints() {
     let cases: [(&str, Line<'_>); 13] = [
@@ -10,11 +14,20 @@ fn every_record_parses_from_the_layout_the_device_prints() {
             Line::Summary { tasks: 16, trained: 0.2078f32.to_bits(), gd: 0.1f32.to_bits(), weights: "0a1b2c3d4e5f" },
         ),
         ("dualform firmware: E 11 N 10 tasks 16", Line::Header { e: 11, n: 10, tasks: 16 }),
-        ("weights trained ab12 gd cd34", Line::Weights { trained: "ab12", gd: "cd34" }),
-        ("models stack ef56 looped 0789", Line::Models { stack: "ef56", looped: "0789" }),
-        ("pred 5 looped -0.5 3204448256", Line::Pred { task: 5, kind: Kind::Looped, bits: 3204448256 }),
-        ("pred 3 trained_full 0.5 1056964608", Line::Pred { task: 3, kind: Kind::TrainedFull, bits: 1056964608 }),
-        ("pred 0 gd_merged -1.25 3214934016", Line::Pred { task: 0, kind: Kind::GdMerged, bits: 3214934016 }),
+        ("weights trained ab12", Line::Weights { model: Model::Trained, sha256: "ab12" }),
+        ("weights looped 0789", Line::Weights { model: Model::Looped, sha256: "0789" }),
+        (
+            "pred 5 looped -0.5 3204448256",
+            Line::Pred { task: 5, kind: kind(Model::Looped, Kernel::Scheduled), bits: 3204448256 },
+        ),
+        (
+            "pred 3 trained_full 0.5 1056964608",
+            Line::Pred { task: 3, kind: kind(Model::Trained, Kernel::Full), bits: 1056964608 },
+        ),
+        (
+            "pred 0 gd_merged -1.25 3214934016",
+            Line::Pred { task: 0, kind: kind(Model::Gd, Kernel::Merged), bits: 3214934016 },
+        ),
         ("stream 2 7 0.25 1048576000", Line::Stream { task: 2, pairs: 7, bits: 1048576000 }),
         ("loss gd 0.1 1036831949", Line::Loss { model: Model::Gd, bits: 1036831949 }),
         ("stack 3080", Line::Stack { bytes: 3080 }),
@@ -28,8 +41,14 @@ fn every_record_parses_from_the_layout_the_device_prints() {
     for (text, want) in cases {
         assert_eq!(Line::parse(text), Ok(Some(want)), "{text}");
     }
-    for k in Kind::ALL {
-        assert_eq!(Kind::parse(k.as_str()), Some(k));
+    // Every kind's word parses back to it; two single layers' three kernels and two scheduled models.
+    let words: Vec<String> = Kind::all().map(|k| k.to_string()).collect();
+    assert_eq!(
+        words,
+        ["trained_full", "trained_merged", "trained_layer", "gd_full", "gd_merged", "gd_layer", "stack", "looped"]
+    );
+    for k in Kind::all() {
+        assert_eq!(Kind::parse(&k.to_string()), Some(k));
     }
     for (i, w) in Workload::ALL.into_iter().enumerate() {
         assert_eq!((w.id(), Workload::parse(i as u32, w.as_str())), (i as u32, Some(w)));
@@ -48,10 +67,11 @@ fn free_text_is_skipped_and_malformed_records_are_errors() {
         "pred 1 trained_full 1 2 extra",
         "stream 1 2 0.5 -3",
         "loss someone 0.1 5",
-        "weights trained a gd",
-        "weights gd a trained b",
-        "models stack a",
-        "models looped a stack b",
+        "weights trained",
+        "weights someone a",
+        "weights gd a b",
+        "pred 1 stack_full 1 2",
+        "pred 1 trained 1 2",
         "measure 1 lsa_forward stack 2 totl 3",
         "measure 1 merge stack 2 total 3",
         "measure 11 x stack 2 total 3",

@@ -12,12 +12,12 @@
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
 use crate::firmware::golden::Golden;
-use crate::model::{load_head, Lsa, Model as _};
+use crate::model::{Lsa, Model as _};
 use crate::net::Forward;
 use crate::HarnessError;
 use dualform::attention::{context_state, query_forward};
 use dualform::{Head, Layer, MergedHead};
-use dualform_protocol::{Kind, Line, Model};
+use dualform_protocol::{Kernel, Kind, Line, Model};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -37,10 +37,8 @@ pub struct GoldenResults {
 pub struct DeviceRun {
     /// The results.
     pub results: GoldenResults,
-    /// SHA-256 of the trained and GD weight files it embeds.
-    pub weights_sha256: (String, String),
-    /// SHA-256 of the stack's and the looped layer's weight files it embeds.
-    pub models_sha256: (String, String),
+    /// SHA-256 of each model's weight file, as it embeds it.
+    pub weights: WeightHashes,
     /// Peak stack in bytes.
     pub stack: Option<usize>,
     /// Its summary line: tasks, mean loss bits of the trained layer and of GD, start of the trained weights' hash.
@@ -70,8 +68,9 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
             Some(Line::Loss { model, bits }) => {
                 run.results.losses.insert(model, bits);
             }
-            Some(Line::Weights { trained, gd }) => run.weights_sha256 = (trained.to_string(), gd.to_string()),
-            Some(Line::Models { stack, looped }) => run.models_sha256 = (stack.to_string(), looped.to_string()),
+            Some(Line::Weights { model, sha256 }) => {
+                run.weights.insert(model, sha256.to_string());
+            }
             Some(Line::Summary { tasks, trained, gd, weights }) => {
                 run.summary = Some((tasks, trained, gd, weights.to_string()))
             }
@@ -84,73 +83,72 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
     Ok(run)
 }
 
-/// The models the golden run embeds, as the host reads them.
+/// A model of the golden run as the host reads it: the model, and for a single layer its head at width E.
 #[derive(Clone, Debug)]
-pub struct GoldenModels<const E: usize> {
-    /// The trained single layer.
-    pub trained: Head<f32, E, E, E>,
-    /// The GD construction.
-    pub gd: Head<f32, E, E, E>,
-    /// The stack of K trained layers.
-    pub stack: Lsa,
-    /// One trained layer applied K times.
-    pub looped: Lsa,
+pub struct GoldenModel<const E: usize> {
+    /// Which model of the list.
+    pub model: Model,
+    /// Its layers, schedule and update rule.
+    pub lsa: Lsa,
+    /// A single layer's head (see [`Model::single`]).
+    pub head: Option<Head<f32, E, E, E>>,
 }
 
-/// SHA-256 of the four weight files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WeightHashes {
-    /// The trained and GD single layers.
-    pub weights: (String, String),
-    /// The stack and the looped layer.
-    pub models: (String, String),
-}
+/// SHA-256 of each model's weight file.
+pub type WeightHashes = BTreeMap<Model, String>;
 
-/// The golden results computed on the host with the core (see the module docs).
+/// The golden results computed on the host with the core (see the module docs): every model of `models` with each
+/// of its kernels, and the streaming learner over the GD construction.
 ///
 /// Golden tasks of another width than E give no values (and the comparison with the device then fails).
-pub fn host_results<const E: usize>(golden: &Golden, models: &GoldenModels<E>) -> GoldenResults {
-    let GoldenModels { trained, gd, stack, looped } = models;
+pub fn host_results<const E: usize>(golden: &Golden, models: &[GoldenModel<E>]) -> GoldenResults {
     let mut r = GoldenResults::default();
-    let (lt_layer, lg_layer) = (Layer::from(trained.clone()), Layer::from(gd.clone()));
     let full = |m: &Layer<f32, E, E, E, 1>, ctx: &[[f32; E]], q: &[f32; E]| {
         -query_forward(m, &context_state(m, ctx), q)[E - 1]
     };
-    let (mt, mg) = (MergedHead::from_head(trained), MergedHead::from_head(gd));
-    let (mut lt, mut lg, mut ls, mut ll) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+    let gd = models.iter().find(|m| m.model == Model::Gd).and_then(|m| m.head.clone()).map(Layer::from);
+    let mut sums = vec![0.0f32; models.len()];
     let tasks = golden.tasks().filter_map(|(c, q, y)| Some((c.as_chunks::<E>().0, <&[f32; E]>::try_from(q).ok()?, y)));
     for (task, (ctx, q, y)) in tasks.enumerate() {
-        let (t, g) = (full(&lt_layer, ctx, q), full(&lg_layer, ctx, q));
-        r.preds.insert((task, Kind::TrainedFull), t.to_bits());
-        r.preds.insert((task, Kind::GdFull), g.to_bits());
-        r.preds.insert((task, Kind::TrainedMerged), mt.predict_scalar(ctx, q).to_bits());
-        r.preds.insert((task, Kind::GdMerged), mg.predict_scalar(ctx, q).to_bits());
-        let layer = |m: &MergedHead<f32, E>| {
-            let (mut c, mut h, mut cache) = (ctx.to_vec(), *q, dualform::LayerCache::zeros());
-            // The residual rule is valid, so the forward cannot fail.
-            m.layer_forward(&dualform::Update::residual(), &mut c, &mut h, &mut cache).map(|()| -h[E - 1])
-        };
-        if let (Ok(a), Ok(b)) = (layer(&mt), layer(&mg)) {
-            r.preds.insert((task, Kind::TrainedLayer), a.to_bits());
-            r.preds.insert((task, Kind::GdLayer), b.to_bits());
+        for (m, sum) in models.iter().zip(sums.iter_mut()) {
+            let mut first = None;
+            for &kernel in m.model.kernels() {
+                let p = match (kernel, &m.head) {
+                    (Kernel::Full, Some(head)) => Some(full(&Layer::from(head.clone()), ctx, q)),
+                    (Kernel::Merged, Some(head)) => Some(MergedHead::from_head(head).predict_scalar(ctx, q)),
+                    (Kernel::Layer, Some(head)) => {
+                        let (mut c, mut h, mut cache) = (ctx.to_vec(), *q, dualform::LayerCache::zeros());
+                        // The residual rule is valid, so the forward cannot fail.
+                        let upd = dualform::Update::residual();
+                        MergedHead::from_head(head)
+                            .layer_forward(&upd, &mut c, &mut h, &mut cache)
+                            .ok()
+                            .map(|()| -h[E - 1])
+                    }
+                    (Kernel::Scheduled, _) => {
+                        let net = m.lsa.net();
+                        Some(net.predict(ctx.as_flattened(), q, &mut net.workspace(ctx.len()), None))
+                    }
+                    _ => None,
+                };
+                if let Some(p) = p {
+                    r.preds.insert((task, Kind { model: m.model, kernel }), p.to_bits());
+                    first.get_or_insert(p);
+                }
+            }
+            let p = first.unwrap_or(f32::NAN);
+            *sum += 0.5 * (p - y) * (p - y);
         }
-        let deep = |m: &Lsa| m.net().predict(ctx.as_flattened(), q, &mut m.net().workspace(ctx.len()), None);
-        let (s, l) = (deep(stack), deep(looped));
-        r.preds.insert((task, Kind::Stack), s.to_bits());
-        r.preds.insert((task, Kind::Looped), l.to_bits());
-        lt += 0.5 * (t - y) * (t - y);
-        lg += 0.5 * (g - y) * (g - y);
-        ls += 0.5 * (s - y) * (s - y);
-        ll += 0.5 * (l - y) * (l - y);
-        for k in 1..=ctx.len() {
-            r.stream.insert((task, k), full(&lg_layer, &ctx[..k], q).to_bits());
+        if let Some(gd) = &gd {
+            for k in 1..=ctx.len() {
+                r.stream.insert((task, k), full(gd, &ctx[..k], q).to_bits());
+            }
         }
     }
     let n = golden.y.len() as f32;
-    r.losses.insert(Model::Trained, (lt / n).to_bits());
-    r.losses.insert(Model::Gd, (lg / n).to_bits());
-    r.losses.insert(Model::Stack, (ls / n).to_bits());
-    r.losses.insert(Model::Looped, (ll / n).to_bits());
+    for (m, sum) in models.iter().zip(sums) {
+        r.losses.insert(m.model, (sum / n).to_bits());
+    }
     r
 }
 
@@ -162,10 +160,8 @@ pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usiz
     for (key, h) in &host.preds {
         match device.preds.get(key) {
             Some(d) if d == h => checked += 1,
-            Some(d) => {
-                return Err(format!("task {} {}: device {} vs host {}", key.0, key.1.as_str(), show(*d), show(*h)))
-            }
-            None => return Err(format!("task {} {}: missing from the device output", key.0, key.1.as_str())),
+            Some(d) => return Err(format!("task {} {}: device {} vs host {}", key.0, key.1, show(*d), show(*h))),
+            None => return Err(format!("task {} {}: missing from the device output", key.0, key.1)),
         }
     }
     for (key, h) in &host.stream {
@@ -210,24 +206,32 @@ pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, Harness
     Ok(device)
 }
 
-/// The golden results the host computes from the files in `data` (`golden.safetensors`, `trained.safetensors`,
-/// `gd.safetensors`, `stack.safetensors`, `looped.safetensors`), and the SHA-256 of the weight files.
+/// The golden results the host computes from the files in `data` (`golden.safetensors` and every model's file of
+/// [`Model::ALL`]), and the SHA-256 of the weight files.
 pub fn host_golden<const E: usize>(data: &Path) -> Result<(GoldenResults, WeightHashes), HarnessError> {
     let golden = Golden::load(&data.join("golden.safetensors"), Some(E))?;
-    let fixed = |name: &str| -> Result<(Head<f32, E, E, E>, String), HarnessError> {
-        let (head, sha) = load_head(&data.join(name), E)?;
-        let head = head.to_fixed::<E>().ok_or_else(|| HarnessError::BadInput(format!("{name}: not of width {E}")))?;
-        Ok((head, sha))
-    };
-    let (trained, h1) = fixed("trained.safetensors")?;
-    let (gd, h2) = fixed("gd.safetensors")?;
-    let deep = |name: &str| -> Result<(Lsa, String), HarnessError> {
+    let mut models = Vec::new();
+    let mut hashes = WeightHashes::new();
+    for model in Model::ALL {
+        let name = model.source().0;
         let f = dualform_tensors::TensorFile::read(&data.join(name))?;
-        Ok((Lsa::from_file(&f, Some(E))?, f.sha256.clone()))
-    };
-    let ((stack, h3), (looped, h4)) = (deep("stack.safetensors")?, deep("looped.safetensors")?);
-    let models = GoldenModels { trained, gd, stack, looped };
-    Ok((host_results(&golden, &models), WeightHashes { weights: (h1, h2), models: (h3, h4) }))
+        let lsa = Lsa::from_file(&f, Some(E))?;
+        let head = match (model.single(), lsa.layers()) {
+            (false, _) => None,
+            (true, [head]) => {
+                Some(head.to_fixed::<E>().ok_or_else(|| HarnessError::BadInput(format!("{name}: not of width {E}")))?)
+            }
+            (true, layers) => {
+                return Err(HarnessError::BadInput(format!(
+                    "{name}: {} layers, the golden run takes one",
+                    layers.len()
+                )))
+            }
+        };
+        hashes.insert(model, f.sha256.clone());
+        models.push(GoldenModel { model, lsa, head });
+    }
+    Ok((host_results(&golden, &models), hashes))
 }
 
 /// The outcome of [`check_golden`].
@@ -248,8 +252,8 @@ pub fn check_golden<const E: usize>(
 ) -> Result<GoldenCheck, HarnessError> {
     let device = run_golden(dir, env)?;
     let (host, want) = host_golden::<E>(data)?;
-    let found = WeightHashes { weights: device.weights_sha256.clone(), models: device.models_sha256.clone() };
-    if found != want {
+    let found = &device.weights;
+    if *found != want {
         return Err(HarnessError::Io(format!(
             "the firmware embeds other weights than the host uses: device sha256 {found:?}, host {want:?}"
         )));
@@ -264,11 +268,11 @@ pub fn check_golden<const E: usize>(
                 && Some(*tr) == loss(Model::Trained)
                 && Some(*g) == loss(Model::Gd)
                 && !w.is_empty()
-                && want.weights.0.starts_with(w.as_str()) => {}
+                && want.get(&Model::Trained).is_some_and(|h| h.starts_with(w.as_str())) => {}
         other => {
             return Err(HarnessError::Io(format!(
-                "the firmware's summary line does not match its records: {other:?} ({tasks} tasks, weights {})",
-                want.weights.0
+                "the firmware's summary line does not match its records: {other:?} ({tasks} tasks, weights {:?})",
+                want.get(&Model::Trained)
             )))
         }
     }

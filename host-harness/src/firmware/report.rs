@@ -39,8 +39,9 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
     let staged = crate::output::staged::Staged::new(out, "firmware")?;
     // The deep models the firmware embeds (read as the build-time helper reads them).
     let mut models = Vec::new();
-    for name in ["stack", "looped"] {
-        let f = dualform_tensors::LsaFile::read(&dir.join("data").join(format!("{name}.safetensors")))?;
+    for model in dualform_protocol::Model::ALL.into_iter().filter(|m| !m.single()) {
+        let name = model.as_str();
+        let f = dualform_tensors::LsaFile::read(&dir.join("data").join(model.source().0))?;
         models.push((name, f.layers.len(), f.schedule.len(), f.layers.len() * 2 * f.e * f.e * 4));
     }
     let applications: Vec<(&str, u64)> = models.iter().map(|m| (m.0, m.2 as u64)).collect();
@@ -122,8 +123,9 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
             "instructions_per_mac": {"lsa_forward": per_mac("lsa_forward"), "merged_predict": per_mac("merged_predict"),
                                      "matvec": per_mac("matvec")},
             "models": per_model,
-            "weights_sha256": {"trained": check.device.weights_sha256.0, "gd": check.device.weights_sha256.1,
-                               "stack": check.device.models_sha256.0, "looped": check.device.models_sha256.1},
+            "weights_sha256": check.device.weights.iter()
+                .map(|(m, h)| (m.as_str().to_string(), serde_json::json!(h)))
+                .collect::<serde_json::Map<_, _>>(),
         }));
     }
     let json = serde_json::json!({
