@@ -5,7 +5,7 @@
 
 use crate::fit::references::{shared_rate, FitSpec};
 use crate::judge::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
-use crate::judge::eval::{compare_predictors, gd_net, tune_gd_rate, Comparison};
+use crate::judge::eval::{evaluate, gd_net, tune_gd_rate, Agreement as EvalAgreement, Comparison, Metric};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::{over_seeds, rule, Agreement, Role, Ruling};
 use crate::model::Model;
@@ -211,10 +211,19 @@ pub fn assess_predictors(
     let Held { sampler, seed, count } = held;
     let list = refs.list();
     let preds: Vec<Predictor<'_>> = list.iter().map(|(_, _, p)| *p).collect();
-    let compare = |a: Predictor<'_>| compare_predictors(a, &preds, sampler, seed, streams::EVAL, count);
-    let per_seed: Vec<Vec<Comparison>> = models.iter().map(|m| compare(*m)).collect();
-    let to_gd = compare(Predictor::Net(&refs.gd));
-    let to_pgd = compare(Predictor::Net(&refs.preconditioned));
+    // One pass over the held-out tasks: every seed's model, GD and preconditioned GD, each against every reference.
+    let subjects: Vec<Predictor<'_>> =
+        models.iter().copied().chain([Predictor::Net(&refs.gd), Predictor::Net(&refs.preconditioned)]).collect();
+    let metrics: Vec<EvalAgreement<'_>> =
+        subjects.iter().map(|a| EvalAgreement { a: *a, refs: preds.clone() }).collect();
+    let dyn_metrics: Vec<&dyn Metric> = metrics.iter().map(|m| m as &dyn Metric).collect();
+    let mut compared: Vec<Vec<Comparison>> = evaluate(&dyn_metrics, sampler, seed, streams::EVAL, count)
+        .iter()
+        .map(|c| EvalAgreement::comparisons(c))
+        .collect();
+    let to_pgd = compared.pop().unwrap_or_default();
+    let to_gd = compared.pop().unwrap_or_default();
+    let per_seed = compared;
     let agreements = list
         .iter()
         .enumerate()
