@@ -190,15 +190,7 @@ impl<X: Experiment> Entry for Registered<X> {
                 return Err(HarnessError::Usage(format!("{}: a default names no argument: {id}", X::NAME)));
             }
         }
-        let words: Vec<String> = if quick { vec!["--quick".into()] } else { vec![] };
-        let (s, _) =
-            settings::parse::<X::Settings>(X::NAME, own_defaults::<X>, quick_defaults, &words).map_err(|e| {
-                HarnessError::Usage(format!(
-                    "{}: invalid defaults: {}",
-                    X::NAME,
-                    e.to_string().lines().next().unwrap_or("")
-                ))
-            })?;
+        let s: X::Settings = settings::defaults(X::NAME, own_defaults::<X>, quick_defaults, quick)?;
         s.validate()?;
         serde_json::to_value(&s).map_err(|e| HarnessError::Io(format!("{}: settings as JSON: {e}", X::NAME)))
     }

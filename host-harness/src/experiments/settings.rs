@@ -302,13 +302,16 @@ pub fn parse<S: clap::Args + clap::FromArgMatches>(
     Ok((S::from_arg_matches(&matches)?, matches))
 }
 
-/// The default settings of `S` (`quick`: with `--quick`).
+/// The default settings of `S` named `name` (`quick`: with `--quick`), `extra` applied to its command first (an
+/// experiment's own defaults over its settings type's).
 pub fn defaults<S: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    extra: impl Fn(clap::Command) -> clap::Command,
     quick_defaults: &[(&str, &str)],
     quick: bool,
 ) -> Result<S, HarnessError> {
     let args: Vec<String> = if quick { vec!["--quick".into()] } else { vec![] };
-    parse::<S>("defaults", |c| c, quick_defaults, &args).map(|(s, _)| s).map_err(|e| {
-        HarnessError::Usage(format!("invalid default settings: {}", e.to_string().lines().next().unwrap_or("")))
+    parse::<S>(name, extra, quick_defaults, &args).map(|(s, _)| s).map_err(|e| {
+        HarnessError::Usage(format!("{name}: invalid defaults: {}", e.to_string().lines().next().unwrap_or("")))
     })
 }
