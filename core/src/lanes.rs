@@ -43,6 +43,64 @@ impl<const L: usize> Lanes<L> {
     }
 }
 
+/// `libm::expf` (0.2, FreeBSD's `e_expf.c`) of every lane, the same bits, with its branches turned into per-lane
+/// choices so that the lanes run as vector instructions: the reduction `x = k ln2 + r` (`k` from `x / ln2` rounded
+/// for `|x| > 1.5 ln2`, `+-1` down to `0.5 ln2`, `0` below; `k = 0` gives `hi = x`, `lo = 0` through the same
+/// formulas, exactly), the same rational approximation in the same order of operations, and `2^k` applied by one
+/// multiplication, which is what `scalbnf` does for the `k` of that range (`|k| <= 126`). `|x| <= 2^-14` gives
+/// `1 + x` as `expf` does, `x <= -103.97` (and `-inf`) gives 0. The lanes left (NaN, `x >= 87.34`, `x` within
+/// `(-103.97, -87.34]`, where the result overflows or is subnormal and `scalbnf` takes several steps) are computed by
+/// `libm::expf` itself, one by one.
+#[inline(always)]
+fn exp_lanes<const L: usize>(x: [f32; L]) -> [f32; L] {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    const P1: f32 = f32::from_bits(0x3e2a_aa8f);
+    const P2: f32 = f32::from_bits(0xbb35_5215);
+    let at = |v: &[f32; L], i: usize| v.get(i).copied().unwrap_or(0.0);
+    let hx: [u32; L] = core::array::from_fn(|i| at(&x, i).to_bits() & 0x7fff_ffff);
+    let neg: [bool; L] = core::array::from_fn(|i| at(&x, i).is_sign_negative());
+    let h = |i: usize| hx.get(i).copied().unwrap_or(0);
+    let n = |i: usize| neg.get(i).copied().unwrap_or(false);
+    let k: [i32; L] = core::array::from_fn(|i| {
+        if h(i) > 0x3f85_1592 {
+            (INV_LN2 * at(&x, i) + if n(i) { -0.5 } else { 0.5 }) as i32
+        } else if h(i) > 0x3eb1_7218 {
+            if n(i) {
+                -1
+            } else {
+                1
+            }
+        } else {
+            0
+        }
+    });
+    let kk = |i: usize| k.get(i).copied().unwrap_or(0);
+    let out: [f32; L] = core::array::from_fn(|i| {
+        let (xi, kf) = (at(&x, i), kk(i) as f32);
+        let hi = xi - kf * LN2_HI;
+        let lo = kf * LN2_LO;
+        let r = hi - lo;
+        let rr = r * r;
+        let c = r - rr * (P1 + rr * P2);
+        let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
+        let scale = f32::from_bits(((127 + kk(i).clamp(-126, 127)) as u32) << 23);
+        if h(i) <= 0x3900_0000 {
+            1.0 + xi
+        } else if n(i) && h(i) >= 0x42cf_f1b5 && h(i) <= 0x7f80_0000 {
+            0.0
+        } else {
+            y * scale
+        }
+    });
+    let rare = |i: usize| h(i) >= 0x42ae_ac50 && !(n(i) && h(i) >= 0x42cf_f1b5 && h(i) <= 0x7f80_0000);
+    if (0..L).any(rare) {
+        return core::array::from_fn(|i| if rare(i) { <f32 as Real>::exp(at(&x, i)) } else { at(&out, i) });
+    }
+    out
+}
+
 impl<const L: usize> Default for Lanes<L> {
     fn default() -> Self {
         Self::splat(0.0)
@@ -94,6 +152,7 @@ impl<const L: usize> Real for Lanes<L> {
     const ONE: Self = Self::splat(1.0);
     const INFINITY: Self = Self::splat(f32::INFINITY);
     const EPSILON: Self = Self::splat(f32::EPSILON);
+    const LANES: usize = L;
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         Self::splat(v as f32)
@@ -103,9 +162,11 @@ impl<const L: usize> Real for Lanes<L> {
     fn to_f64(self) -> f64 {
         self.0.first().map_or(0.0, |&v| v as f64)
     }
+    /// `libm`'s `expf` in every lane, bit for bit: its operations written lane-wise so that they run as vector
+    /// instructions ([`exp_lanes`]).
     #[inline(always)]
     fn exp(self) -> Self {
-        self.map(<f32 as Real>::exp)
+        Self(exp_lanes(self.0))
     }
     #[inline(always)]
     fn ln(self) -> Self {
@@ -139,6 +200,31 @@ impl<const L: usize> Real for Lanes<L> {
     fn clip(self, c: Self) -> Self {
         self.zip(c, <f32 as Real>::clip)
     }
+    /// Each lane's side: `then()` alone when every lane has `self > other`, `otherwise()` alone when none has,
+    /// both and a choice per lane when they disagree (a NaN lane takes `otherwise`, as `f32` does).
+    #[inline(always)]
+    fn if_gt(self, other: Self, then: impl FnOnce() -> Self, otherwise: impl FnOnce() -> Self) -> Self {
+        let gt: [bool; L] = core::array::from_fn(|i| self.0.get(i) > other.0.get(i));
+        if gt.iter().all(|&g| g) {
+            then()
+        } else if !gt.iter().any(|&g| g) {
+            otherwise()
+        } else {
+            let (a, b) = (then(), otherwise());
+            Self(core::array::from_fn(|i| {
+                if gt.get(i) == Some(&true) { a.0.get(i) } else { b.0.get(i) }.copied().unwrap_or(0.0)
+            }))
+        }
+    }
+    /// Each lane where finite, `alt()`'s lane elsewhere (`alt` runs only when some lane is not finite).
+    #[inline(always)]
+    fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {
+        if self.is_finite() {
+            return self;
+        }
+        let b = alt();
+        self.zip(b, |a, b| if a.is_finite() { a } else { b })
+    }
     #[inline(always)]
     fn pass_if_within(self, p: Self, c: Self) -> Self {
         let at = |v: &[f32; L], i: usize| v.get(i).copied().unwrap_or(0.0);
@@ -156,6 +242,44 @@ mod tests {
         assert!(Lanes::splat(0.0) < a);
         assert_eq!(Lanes([3.0, 0.0]).partial_cmp(&a), None, "lanes that disagree are not ordered");
         assert!(!Lanes([1.0, f32::NAN]).is_finite() && a.is_finite());
+    }
+
+    #[test]
+    fn selections_decide_per_lane_and_evaluate_only_what_lanes_need() {
+        let (a, b) = (Lanes([1.0, 5.0, f32::NAN, 2.0]), Lanes::splat(2.0));
+        let v = a.if_gt(b, || Lanes::splat(10.0), || Lanes::splat(20.0));
+        assert_eq!(v.0, [20.0, 10.0, 20.0, 20.0], "NaN and equal lanes take `otherwise`, as f32 does");
+        let one_side = Lanes::<4>::splat(3.0).if_gt(b, || Lanes::splat(1.0), || panic!("no lane needs `otherwise`"));
+        assert_eq!(one_side, Lanes::splat(1.0));
+        let f = Lanes([1.0, f32::INFINITY, f32::NAN, -0.0]).finite_or(|| Lanes::splat(7.0));
+        assert_eq!(f.0, [1.0, 7.0, 7.0, -0.0]);
+        assert_eq!(Lanes::<2>::splat(1.0).finite_or(|| panic!("every lane is finite")), Lanes::splat(1.0));
+        assert_eq!(<Lanes<4> as Real>::LANES, 4);
+    }
+
+    /// Every `f32` through the lanes' exponential against `libm::expf`, bit for bit: all 2^32 patterns with
+    /// `DUALFORM_EXHAUSTIVE=1` (a minute), else every 61st pattern and every pattern of the boundaries between the
+    /// lanes' cases.
+    #[test]
+    fn the_lanes_exponential_is_libms_expf_bit_for_bit() {
+        let exhaustive = std::env::var_os("DUALFORM_EXHAUSTIVE").is_some();
+        let boundaries = [0x3900_0000u32, 0x3eb1_7218, 0x3f85_1592, 0x42ae_ac50, 0x42b1_7218, 0x42cf_f1b5, 0x7f80_0000];
+        let near = boundaries.iter().flat_map(|&b| (b - 4096..=b + 4096).flat_map(|h| [h, h | 0x8000_0000]));
+        let sweep = (0..=u32::MAX).step_by(if exhaustive { 1 } else { 61 });
+        let mut batch = [0.0f32; 8];
+        let mut checked = 0u64;
+        for (i, bits) in near.chain(sweep).enumerate() {
+            batch[i % 8] = f32::from_bits(bits);
+            if i % 8 == 7 {
+                let got = Lanes(batch).exp();
+                for (x, g) in batch.iter().zip(got.0) {
+                    let want = libm::expf(*x);
+                    assert!(g.to_bits() == want.to_bits(), "exp({x:e}) [{:#010x}]: {g:e} vs {want:e}", x.to_bits());
+                }
+                checked += 8;
+            }
+        }
+        assert!(checked > 70_000_000);
     }
 
     #[test]

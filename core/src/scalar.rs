@@ -66,6 +66,34 @@ pub trait Real:
         }
     }
 
+    /// `then()` where `self > other`, else `otherwise()`, decided per element: how a kernel that may run on
+    /// [`crate::lanes::Lanes`] branches on values that differ between problems (a softmax's running maximum). A
+    /// scalar evaluates one of the two; lanes evaluate the side their lanes need (both when they disagree) and take
+    /// each lane's own, so every lane gets the scalar's bits.
+    #[inline(always)]
+    fn if_gt(self, other: Self, then: impl FnOnce() -> Self, otherwise: impl FnOnce() -> Self) -> Self {
+        if self > other {
+            then()
+        } else {
+            otherwise()
+        }
+    }
+
+    /// `self` where it is finite, else `alt()`, per element (see [`Real::if_gt`]).
+    #[inline(always)]
+    fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {
+        if self.is_finite() {
+            self
+        } else {
+            alt()
+        }
+    }
+
+    /// How many independent problems one value holds: 1 for `f32` and `f64`, `L` for `Lanes<L>`. A kernel whose
+    /// rare path cannot be decided per element (the softmax's recovery from an overflowing weighted sum) refuses
+    /// values of more than one lane with [`crate::Error::NonFinite`]; the caller then runs those problems one by one.
+    const LANES: usize = 1;
+
     /// `self` where `|p| <= c`, else zero (also for a NaN `p`): the gradient that a clip at `c` passes.
     #[inline(always)]
     fn pass_if_within(self, p: Self, c: Self) -> Self {

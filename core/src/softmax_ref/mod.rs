@@ -52,12 +52,9 @@ impl<T: Real> MaxSum<T> {
         if !x.is_finite() {
             return Err(Error::NonFinite);
         }
-        if x > self.m {
-            self.l = self.l * (self.m - x).exp() + T::ONE;
-            self.m = x;
-        } else {
-            self.l += (x - self.m).exp();
-        }
+        let (m, l) = (self.m, self.l);
+        self.l = x.if_gt(m, || l * (m - x).exp() + T::ONE, || l + (x - m).exp());
+        self.m = x.if_gt(m, || x, || m);
         Ok(())
     }
 }
@@ -69,26 +66,30 @@ pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v:
     if !s.is_finite() {
         return Err(Error::NonFinite);
     }
-    if s > *m {
-        let c = (*m - s).exp();
+    // A new maximum rescales what was summed. Per element (a lane whose maximum stays scales by 1, which changes
+    // no finite value), and skipped when no element needs it.
+    let old = *m;
+    let c = s.if_gt(old, || (old - s).exp(), || T::ONE);
+    if c != T::ONE {
         for a in acc.iter_mut() {
             *a *= c;
         }
         *l *= c;
-        *m = s;
     }
+    *m = s.if_gt(old, || s, || old);
     let w = (s - *m).exp();
     *l += w;
     axpy(acc, w, v);
     Ok(())
 }
 
-/// `acc /= l` when some term was added (`l > 0`).
+/// `acc /= l` where some term was added (`l > 0`; per element, see [`Real::if_gt`]).
 #[inline(always)]
 pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
-    if l > T::ZERO {
+    let d = l.if_gt(T::ZERO, || l, || T::ONE);
+    if d != T::ONE {
         for a in acc.iter_mut() {
-            *a /= l;
+            *a /= d;
         }
     }
 }
@@ -158,14 +159,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     }
     // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
     // first (only then, so ordinary logits keep their bits).
-    let logit = |k: &[T], qs: &[T]| {
-        let l = dot(q, k) * scale;
-        if l.is_finite() {
-            l
-        } else {
-            dot(qs, k)
-        }
-    };
+    let logit = |k: &[T], qs: &[T]| (dot(q, k) * scale).finite_or(|| dot(qs, k));
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     acc.fill(T::ZERO);
     for j in 0..pairs.count() {
@@ -175,6 +169,10 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     online_finish(l, acc);
     if acc.iter().all(|v| v.is_finite()) {
         return Ok(());
+    }
+    if T::LANES > 1 {
+        // The recovery below compares magnitudes across the context: not decided per lane (see [`Real::LANES`]).
+        return Err(Error::NonFinite);
     }
     // The weighted sum overflowed although it is a convex combination of the values: again with the values divided
     // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).

@@ -11,5 +11,6 @@ mod linear_attention;
 mod merged_layer;
 mod merged_ref;
 mod softmax;
+mod softmax_lanes;
 mod softmax_ref;
 mod stack_stream;

@@ -1,11 +1,14 @@
-//! A [`Net`]'s training gradient with [`LANES`] tasks side by side: the core's merged layer kernels
-//! ([`dualform::MergedRef`]) instantiated on [`Lanes`], tokens stored lane-minor (coordinate `i` of every task in
-//! one vector), the weights broadcast to every lane. Lane `l` performs exactly the `f32` kernel's operations on task
-//! `l` (the core's tests hold the lanes to those bits), and each task's gradient is added to the sum in the order the
-//! one-task path adds it (task by task, applications last to first), so a training step gives the same bits either
-//! way; only the vector units are fuller.
+//! Training gradients with [`LANES`] tasks side by side: the core's kernels instantiated on [`Lanes`] (a [`Net`]'s
+//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]), tokens stored
+//! lane-minor (coordinate `i` of every task in one vector), the weights broadcast to every lane. Lane `l` performs
+//! exactly the `f32` kernel's operations on task `l` (the core's tests hold the lanes to those bits), and each
+//! task's gradient is added to the sum in the order the one-task path adds it (task by task; for a `Net`
+//! applications last to first, for a `SoftmaxNet` layer by layer), so a training step gives the same bits either way;
+//! only the vector units are fuller. A group the lanes refuse (a non-finite value in some lane) goes task by task.
 
 use super::merged::{cache_mut, cache_ref, Merged, Net};
+use super::softmax::{backward_layers, run_layers, SoftmaxWorkspace};
+use super::{Forward, SoftmaxLayer, SoftmaxNet};
 use crate::tasks::Group;
 use dualform::lanes::Lanes;
 use dualform::merged_ref::GradMut;
@@ -26,6 +29,24 @@ pub struct LaneWorkspace {
     per_app: Vec<V>,
     mats: Vec<V>,
     vecs: Vec<V>,
+}
+
+/// Task `l`'s context and query into lane `l` of `tokens` (`(n + 1) * e` values); lanes past the group's tasks get
+/// zeros (their results are never read).
+fn load(group: &Group, tokens: &mut [V]) {
+    let ne = group.shape().0 * group.shape().1;
+    for l in 0..LANES {
+        let (ctx, query, _) = if l < group.count { group.task(l) } else { (&[][..], &[][..], 0.0) };
+        for (i, t) in tokens.iter_mut().enumerate() {
+            t.0[l] = if i < ne { ctx.get(i) } else { query.get(i - ne) }.copied().unwrap_or(0.0);
+        }
+    }
+}
+
+/// The seed `dL/dy_hat = y_hat - y` of each task, negated (the prediction is `-h_query[last]`), in its lane; 0 in the
+/// lanes past the group's tasks.
+fn seeds(group: &Group, y_hat: &[f32; LANES]) -> V {
+    Lanes(core::array::from_fn(|l| if l < group.count { -(y_hat[l] - group.task(l).2) } else { 0.0 }))
 }
 
 fn sized(v: &mut Vec<V>, len: usize) -> &mut [V] {
@@ -51,12 +72,7 @@ impl Net {
             }
         }
         let tokens = sized(&mut ws.tokens, (k + 1) * stride);
-        for (l, lane) in (0..LANES).map(|l| (l, group.task(l))) {
-            let (ctx, query, _) = if l < group.count { lane } else { (&[][..], &[][..], 0.0) };
-            for (i, t) in tokens[..stride].iter_mut().enumerate() {
-                t.0[l] = if i < n * e { ctx.get(i) } else { query.get(i - n * e) }.copied().unwrap_or(0.0);
-            }
-        }
+        load(group, &mut tokens[..stride]);
         let u = self.update();
         let upd = Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) };
         let caches = sized(&mut ws.caches, 3 * ee * k);
@@ -75,9 +91,7 @@ impl Net {
         let y_hat: [f32; LANES] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
         let g = sized(&mut ws.grads, stride);
         g.fill(V::ZERO);
-        for ((seed, y_hat), &y) in g[stride - 1].0.iter_mut().zip(y_hat).zip(&group.y).take(group.count) {
-            *seed = -(y_hat - y);
-        }
+        g[stride - 1] = seeds(group, &y_hat);
         let per_app = sized(&mut ws.per_app, 2 * ee * k);
         let mats = sized(&mut ws.mats, ms);
         for app in (0..k).rev() {
@@ -106,5 +120,87 @@ impl Net {
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         }
         true
+    }
+}
+
+/// Eight tasks of a [`SoftmaxNet`] in lanes: its layers broadcast to every lane, their gradients per lane, the lane
+/// workspace. Kept in the net's `f32` workspace, made on first use.
+#[derive(Clone, Debug, Default)]
+pub struct SoftmaxLanes {
+    layers: Vec<SoftmaxLayer<V>>,
+    grads: Vec<SoftmaxLayer<V>>,
+    ws: SoftmaxWorkspace<V>,
+}
+
+impl SoftmaxNet {
+    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width: each task's
+    /// gradient from zero, added into `grads` task by task, layer by layer (the order of
+    /// [`SoftmaxNet::tasks_gradient`]). Returns false, having added nothing, when the group does not fit or some
+    /// lane meets a non-finite logit.
+    pub fn lanes_gradient(
+        &self,
+        group: &Group,
+        ws: &mut SoftmaxLanes,
+        grads: &mut [SoftmaxLayer],
+        loss: &mut f64,
+    ) -> bool {
+        let (n, e) = group.shape();
+        let (layers, k) = (self.layers(), self.layers().len());
+        if e != self.width() || group.count == 0 || group.count > LANES || grads.len() != k {
+            return false;
+        }
+        if layers.iter().chain(grads.iter()).any(|l| l.width() != e) {
+            return false;
+        }
+        if ws.layers.len() != k || ws.layers.first().is_some_and(|l| l.width() != e) {
+            ws.layers = vec![SoftmaxLayer::zeros(e); k];
+            ws.grads = vec![SoftmaxLayer::zeros(e); k];
+        }
+        for (to, from) in ws.layers.iter_mut().zip(layers) {
+            for (v, &x) in to.params_mut().iter_mut().zip(from.params()) {
+                *v = V::splat(x);
+            }
+        }
+        for g in &mut ws.grads {
+            g.params_mut().fill(V::ZERO);
+        }
+        let stride = (n + 1) * e;
+        ws.ws.fit(e, k, n);
+        load(group, ws.ws.input(stride));
+        if !run_layers(&ws.layers, e, n, &mut ws.ws) {
+            return false;
+        }
+        let last = ws.ws.last(k, stride);
+        let y_hat: [f32; LANES] = core::array::from_fn(|l| -last.0[l]);
+        ws.ws.seed(stride, seeds(group, &y_hat));
+        if !backward_layers(&ws.layers, e, n, &mut ws.ws, &mut ws.grads) {
+            return false;
+        }
+        for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
+            for (into, from) in grads.iter_mut().zip(&ws.grads) {
+                for (acc, v) in into.params_mut().iter_mut().zip(from.params()) {
+                    *acc += v.0[l];
+                }
+            }
+            *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
+        }
+        true
+    }
+
+    /// [`Forward::group_gradient`] one task at a time, in the lanes' order: each task's gradient from zero, then
+    /// added into `grads` layer by layer.
+    pub fn tasks_gradient(&self, group: &Group, ws: &mut SoftmaxWorkspace, grads: &mut [SoftmaxLayer], loss: &mut f64) {
+        let mut one = self.zero_grads();
+        for t in 0..group.count {
+            let (ctx, query, y) = group.task(t);
+            for g in &mut one {
+                g.params_mut().fill(0.0);
+            }
+            let y_hat = self.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(&mut one), None);
+            for (into, from) in grads.iter_mut().zip(&one) {
+                Self::add_grad(into, from);
+            }
+            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
+        }
     }
 }
