@@ -58,7 +58,7 @@ impl<T: Real, const D: usize> FeatureMap<T, D, D> for EluPlusOne {
     fn map(&self, x: &[T; D]) -> [T; D] {
         let mut out = [T::ZERO; D];
         for (o, &xi) in out.iter_mut().zip(x.iter()) {
-            *o = if xi > T::ZERO { xi + T::ONE } else { xi.exp() };
+            *o = xi.if_gt(T::ZERO, || xi + T::ONE, || xi.exp());
         }
         out
     }
@@ -70,7 +70,7 @@ impl<T: Real, const D: usize> FeatureVjp<T, D, D> for EluPlusOne {
     fn vjp(&self, x: &[T; D], g: &[T; D]) -> [T; D] {
         let mut out = [T::ZERO; D];
         for ((o, &xi), &gi) in out.iter_mut().zip(x.iter()).zip(g.iter()) {
-            *o = if xi > T::ZERO { gi } else { gi * xi.exp() };
+            *o = xi.if_gt(T::ZERO, || gi, || gi * xi.exp());
         }
         out
     }

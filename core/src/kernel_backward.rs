@@ -112,7 +112,7 @@ where
             let mut o = matvec(s, &q);
             let den = if sum { dot(z, &q) } else { T::ONE };
             if sum {
-                if den == T::ZERO || !den.is_finite() {
+                if den.has_zero() || !den.is_finite() {
                     return Err(Error::ZeroNormaliser);
                 }
                 for x in o.iter_mut() {

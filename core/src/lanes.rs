@@ -216,6 +216,11 @@ impl<const L: usize> Real for Lanes<L> {
             }))
         }
     }
+    /// Zero in any lane.
+    #[inline(always)]
+    fn has_zero(self) -> bool {
+        self.0.contains(&0.0)
+    }
     /// Each lane where finite, `alt()`'s lane elsewhere (`alt` runs only when some lane is not finite).
     #[inline(always)]
     fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {
@@ -255,6 +260,7 @@ mod tests {
         assert_eq!(f.0, [1.0, 7.0, 7.0, -0.0]);
         assert_eq!(Lanes::<2>::splat(1.0).finite_or(|| panic!("every lane is finite")), Lanes::splat(1.0));
         assert_eq!(<Lanes<4> as Real>::LANES, 4);
+        assert!(Lanes([1.0, -0.0, 2.0]).has_zero() && !Lanes([1.0, -1.0, f32::NAN]).has_zero(), "zero in any lane");
     }
 
     /// Every `f32` through the lanes' exponential against `libm::expf`, bit for bit: all 2^32 patterns with

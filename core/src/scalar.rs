@@ -89,6 +89,13 @@ pub trait Real:
         }
     }
 
+    /// Whether the value is zero (for [`crate::lanes::Lanes`]: in any lane), so that a division by it is refused
+    /// whenever some problem would divide by zero.
+    #[inline(always)]
+    fn has_zero(self) -> bool {
+        self == Self::ZERO
+    }
+
     /// How many independent problems one value holds: 1 for `f32` and `f64`, `L` for `Lanes<L>`. A kernel whose
     /// rare path cannot be decided per element (the softmax's recovery from an overflowing weighted sum) refuses
     /// values of more than one lane with [`crate::Error::NonFinite`]; the caller then runs those problems one by one.

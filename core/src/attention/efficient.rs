@@ -33,12 +33,10 @@ impl<T: Real, const DK: usize, const DV: usize, const H: usize> EfficientState<T
                     if !kf.is_finite() {
                         return Err(Error::NonFinite);
                     }
-                    if kf > *mf {
-                        *lf = *lf * (*mf - kf).exp() + T::ONE;
-                        *mf = kf;
-                    } else {
-                        *lf += (kf - *mf).exp();
-                    }
+                    // Per element (see `Real::if_gt`): the same choice as a branch, lane by lane.
+                    let (mm, ll) = (*mf, *lf);
+                    *lf = kf.if_gt(mm, || ll * (mm - kf).exp() + T::ONE, || ll + (kf - mm).exp());
+                    *mf = kf.if_gt(mm, || kf, || mm);
                 }
             }
             // Pass 2: S = sum_j v_j rho_k(k_j)^T.

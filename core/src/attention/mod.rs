@@ -89,7 +89,7 @@ pub(crate) fn normalise<T: Real, const DV: usize>(
     if norm == Normalise::None || !any {
         return Ok(());
     }
-    if den == T::ZERO || !den.is_finite() {
+    if den.has_zero() || !den.is_finite() {
         return Err(Error::ZeroNormaliser);
     }
     for x in r.iter_mut() {

@@ -1,18 +1,20 @@
 //! Training gradients with [`LANES`] tasks side by side: the core's kernels instantiated on [`Lanes`] (a [`Net`]'s
-//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]), tokens stored
+//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]; a [`ZooNet`]'s
+//! layers of every attention kind), tokens stored
 //! lane-minor (coordinate `i` of every task in one vector), the weights broadcast to every lane. Lane `l` performs
 //! exactly the `f32` kernel's operations on task `l` (the core's tests hold the lanes to those bits), and each
 //! task's gradient is added to the sum in the order the one-task path adds it (task by task; for a `Net`
-//! applications last to first, for a `SoftmaxNet` layer by layer), so a training step gives the same bits either way;
+//! applications last to first, for the others each task's gradient from zero, then added layer by layer), so a training step gives the same bits either way;
 //! only the vector units are fuller. A group the lanes refuse (a non-finite value in some lane) goes task by task.
 
 use super::merged::{cache_mut, cache_ref, Merged, Net};
 use super::softmax::{backward_layers, run_layers, SoftmaxWorkspace};
-use super::{Forward, SoftmaxLayer, SoftmaxNet};
+use super::zoo::{Stack, PERFORMER_FEATURES, ZOO_HEADS};
+use super::{Forward, SoftmaxLayer, SoftmaxNet, Workspace, ZooLayer, ZooNet};
 use crate::tasks::Group;
 use dualform::lanes::Lanes;
 use dualform::merged_ref::GradMut;
-use dualform::{MergedRef, Real, Update};
+use dualform::{Head, Layer, MergedRef, PositiveRandomFeatures, Real, Update};
 
 /// Tasks per group: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
 pub const LANES: usize = 8;
@@ -202,5 +204,83 @@ impl SoftmaxNet {
             }
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         }
+    }
+}
+
+/// Eight tasks of a [`ZooNet`] in lanes: its layers and Performer projection broadcast to every lane, their
+/// gradients per lane, the lane workspace. Kept in the net's `f32` workspace, made on first use.
+#[derive(Clone, Debug)]
+pub struct ZooLanes<const E: usize> {
+    layers: Vec<Layer<V, E, E, E, ZOO_HEADS>>,
+    grads: Vec<Layer<V, E, E, E, ZOO_HEADS>>,
+    features: PositiveRandomFeatures<V, E, PERFORMER_FEATURES>,
+    ws: Workspace<E, V>,
+}
+
+impl<const E: usize> Default for ZooLanes<E> {
+    fn default() -> Self {
+        let features = PositiveRandomFeatures { w: [[V::ZERO; E]; PERFORMER_FEATURES], scale: V::ZERO };
+        Self { layers: Vec::new(), grads: Vec::new(), features, ws: Workspace::default() }
+    }
+}
+
+/// `layer` in every lane.
+fn broadcast<const E: usize>(layer: &ZooLayer<E>) -> Layer<V, E, E, E, ZOO_HEADS> {
+    let head = |h: &Head<f32, E, E, E>| Head {
+        w_q: h.w_q.map(V::splat),
+        w_k: h.w_k.map(V::splat),
+        w_v: h.w_v.map(V::splat),
+        p: h.p.map(V::splat),
+    };
+    Layer { heads: layer.heads.each_ref().map(head) }
+}
+
+impl<const E: usize> ZooNet<E> {
+    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of width `E`: each task's
+    /// gradient from zero, added into `grads` task by task (the order of [`ZooNet::tasks_gradient`]). Returns false,
+    /// having added nothing, when the group does not fit or some lane meets a kernel error (a non-finite logit, a zero
+    /// normaliser).
+    pub fn lanes_gradient(
+        &self,
+        group: &Group,
+        ws: &mut ZooLanes<E>,
+        grads: &mut [ZooLayer<E>],
+        loss: &mut f64,
+    ) -> bool {
+        let (n, e) = group.shape();
+        let k = self.layers().len();
+        if e != E || group.count == 0 || group.count > LANES || grads.len() != k {
+            return false;
+        }
+        ws.layers.clear();
+        ws.layers.extend(self.layers().iter().map(broadcast));
+        ws.grads.clear();
+        ws.grads.resize(k, Layer::zeros());
+        let f = self.features();
+        ws.features = PositiveRandomFeatures { w: f.w.map(|row| row.map(V::splat)), scale: V::splat(f.scale) };
+        let stack = Stack { kind: self.kind(), layers: &ws.layers, features: &ws.features };
+        load(group, stack.input(n, &mut ws.ws).as_flattened_mut());
+        if !stack.forward(n, &mut ws.ws) {
+            return false;
+        }
+        let last = stack.last(n, &ws.ws);
+        let y_hat: [f32; LANES] = core::array::from_fn(|l| -last.0[l]);
+        if stack.backward(n, &mut ws.ws, seeds(group, &y_hat), &mut ws.grads).is_none() {
+            return false;
+        }
+        for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
+            for (into, from) in grads.iter_mut().zip(&ws.grads) {
+                for (a, b) in into.heads.iter_mut().zip(&from.heads) {
+                    let pairs = [(&mut a.w_q, &b.w_q), (&mut a.w_k, &b.w_k), (&mut a.w_v, &b.w_v), (&mut a.p, &b.p)];
+                    for (m, d) in pairs {
+                        for (acc, v) in m.iter_mut().zip(d.iter()) {
+                            *acc += v.0[l];
+                        }
+                    }
+                }
+            }
+            *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
+        }
+        true
     }
 }

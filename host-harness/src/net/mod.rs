@@ -126,6 +126,21 @@ pub trait FixedForward<const E: usize>: Clone + Send + Sync {
         seed: impl FnOnce(f32) -> f32,
         grads: Option<&mut [Self::Grad]>,
     ) -> (f32, [f32; E]);
+    /// See [`Forward::group_size`].
+    fn group_size(&self) -> usize {
+        1
+    }
+    /// [`Forward::group_gradient`] when the net has its own; false, having added nothing, to go task by task
+    /// ([`tasks_gradient`]).
+    fn group_gradient(
+        &self,
+        _group: &Group,
+        _ws: &mut Workspace<E>,
+        _grads: &mut [Self::Grad],
+        _loss: &mut f64,
+    ) -> bool {
+        false
+    }
 }
 
 /// Implements [`Forward`] for a [`FixedForward`] net: the context slice is read as tokens of width E, the query as
@@ -149,6 +164,20 @@ macro_rules! forward_from_fixed {
             }
             fn workspace(&self, n: usize) -> Self::Workspace {
                 $crate::net::FixedForward::<{ $e }>::workspace(self, n)
+            }
+            fn group_size(&self) -> usize {
+                $crate::net::FixedForward::<{ $e }>::group_size(self)
+            }
+            fn group_gradient(
+                &self,
+                group: &$crate::tasks::Group,
+                ws: &mut Self::Workspace,
+                grads: &mut [Self::Grad],
+                loss: &mut f64,
+            ) {
+                if !$crate::net::FixedForward::<{ $e }>::group_gradient(self, group, ws, grads, loss) {
+                    $crate::net::tasks_gradient(self, group, ws, grads, loss);
+                }
             }
             fn predict(
                 &self,
@@ -188,16 +217,36 @@ pub(crate) use forward_from_fixed;
 
 /// Per-task scratch for a [`FixedForward`]: the tokens after every application, the caches of the backward, token
 /// gradients. Make one per thread or chunk with [`FixedForward::workspace`]; it grows to any context length it meets.
+/// `T = Lanes<8>` is the scratch of eight tasks side by side ([`lanes`]), kept inside the `f32` one.
 #[derive(Clone, Debug, Default)]
-pub struct Workspace<const E: usize> {
-    tokens: Vec<[f32; E]>,
-    grads: Vec<[f32; E]>,
+pub struct Workspace<const E: usize, T = f32> {
+    tokens: Vec<[T; E]>,
+    grads: Vec<[T; E]>,
     /// Per-token scratch of the attention-zoo layers (`n + 1` each).
-    keys: Vec<[f32; E]>,
-    values: Vec<[f32; E]>,
-    g_values: Vec<[f32; E]>,
+    keys: Vec<[T; E]>,
+    values: Vec<[T; E]>,
+    g_values: Vec<[T; E]>,
     /// The softmax kind's projected keys and values.
-    softmax: zoo::SoftmaxScratch,
+    softmax: zoo::SoftmaxScratch<T>,
+    /// A [`ZooNet`]'s training scratch for tasks in lanes, made on first use.
+    lanes: Option<Box<lanes::ZooLanes<E>>>,
+}
+
+impl<const E: usize, T: Real> Workspace<E, T> {
+    /// Scratch for `k` applications over contexts of `n` pairs.
+    fn new(k: usize, n: usize) -> Self {
+        let stride = n + 1;
+        let zero = || vec![[T::ZERO; E]; stride];
+        Self {
+            tokens: vec![[T::ZERO; E]; (k + 1) * stride],
+            grads: zero(),
+            keys: zero(),
+            values: zero(),
+            g_values: zero(),
+            softmax: zoo::SoftmaxScratch::default(),
+            lanes: None,
+        }
+    }
 }
 
 impl<const E: usize> Workspace<E> {

@@ -82,3 +82,53 @@ fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
         }
     }
 }
+
+/// Every attention kind of the zoo, one and two layers: a group in lanes against the same group task by task (a
+/// full group and a partial one), the same gradient bits and loss; a lane with a NaN refuses the group.
+#[test]
+fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
+    use dualform_harness::model::Zoo;
+    use dualform_harness::net::{Attention, ZooLayer};
+    fn check<const E: usize>(n: usize) {
+        let sampler = TaskSampler::new(E - 1, n, 1.0);
+        for kind in Attention::ALL {
+            for layers in [1, 2] {
+                let model = Zoo::<E>::init(&mut stream_rng(7, layers as u64), kind, layers);
+                let net = model.net();
+                assert_eq!(net.group_size(), LANES);
+                let runs = sampler.par_groups(8, 0, LANES + 2, LANES, Vec::new, |out, group| {
+                    let (mut lanes, mut one, mut again) = (net.zero_grads(), net.zero_grads(), net.zero_grads());
+                    let mut losses = [0.5; 3];
+                    let mut ws = net.workspace(n);
+                    assert!(net.lanes_gradient(group, &mut ZooLanes::default(), &mut lanes, &mut losses[0]));
+                    net.tasks_gradient(group, &mut ws, &mut one, &mut losses[1]);
+                    net.group_gradient(group, &mut ws, &mut net.zero_grads(), &mut 0.0);
+                    net.group_gradient(group, &mut ws, &mut again, &mut losses[2]);
+                    let mut bad = group.clone();
+                    bad.query[0] = f32::NAN;
+                    let refused = !net.lanes_gradient(&bad, &mut ZooLanes::default(), &mut net.zero_grads(), &mut 0.0);
+                    out.push((group.count, lanes, one, again, losses, refused));
+                });
+                let runs: Vec<_> = runs.into_iter().flatten().collect();
+                assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [LANES, 2]);
+                let bits = |g: &[ZooLayer<E>]| {
+                    let heads = g.iter().flat_map(|l| l.heads.iter());
+                    heads
+                        .flat_map(|h| h.w_q.iter().chain(&h.w_k).chain(&h.w_v).chain(&h.p))
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                for (count, lanes, one, again, losses, refused) in runs {
+                    let at = format!("{} x {layers}, E {E}, N {n}, {count} tasks", kind.name());
+                    assert_eq!(losses.map(f64::to_bits), [losses[1].to_bits(); 3], "{at}: loss");
+                    assert_eq!(bits(&lanes), bits(&one), "{at}: gradients");
+                    assert_eq!(bits(&again), bits(&one), "{at}: gradients through the trait");
+                    assert!(bits(&lanes).iter().any(|&b| b != 0), "{at}: no gradient");
+                    assert!(refused || kind == Attention::Lsa, "{at}: a NaN in the first query");
+                }
+            }
+        }
+    }
+    check::<11>(10);
+    check::<5>(3);
+}

@@ -15,6 +15,7 @@
 mod visits;
 
 use super::{FixedForward, VectorsBuf, Workspace};
+use crate::tasks::Group;
 use dualform::head_ref::{HeadRef, Widths};
 use dualform::{
     AssociativeState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise, PositiveRandomFeatures, Real,
@@ -104,15 +105,15 @@ pub struct ZooNet<const E: usize> {
     features: PositiveRandomFeatures<f32, E, PERFORMER_FEATURES>,
 }
 
-fn kernel_updates<M: FeatureVjp<f32, E, F>, const E: usize, const F: usize>(
-    layer: &ZooLayer<E>,
+fn kernel_updates<T: Real, M: FeatureVjp<T, E, F>, const E: usize, const F: usize>(
+    layer: &Layer<T, E, E, E, ZOO_HEADS>,
     phi: &M,
     norm: Normalise,
-    ctx: &[[f32; E]],
-    tokens: &[[f32; E]],
-    out: &mut [[f32; E]],
+    ctx: &[[T; E]],
+    tokens: &[[T; E]],
+    out: &mut [[T; E]],
 ) -> Result<(), Error> {
-    let mut state = AssociativeState::<f32, F, E, ZOO_HEADS>::new();
+    let mut state = AssociativeState::<T, F, E, ZOO_HEADS>::new();
     for e in ctx {
         state.add(layer, phi, norm, e);
     }
@@ -125,25 +126,141 @@ fn kernel_updates<M: FeatureVjp<f32, E, F>, const E: usize, const F: usize>(
 /// Scratch of the softmax kind: every head's keys and values of one layer's context, one token's softmax weights
 /// and the kernels' small vectors. It grows to any context length it meets.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct SoftmaxScratch {
-    keys: Vec<f32>,
-    values: Vec<f32>,
-    weights: Vec<f32>,
-    vecs: Option<VectorsBuf<f32>>,
+pub(crate) struct SoftmaxScratch<T = f32> {
+    keys: Vec<T>,
+    values: Vec<T>,
+    weights: Vec<T>,
+    vecs: Option<VectorsBuf<T>>,
 }
 
-impl SoftmaxScratch {
+impl<T: Real> SoftmaxScratch<T> {
     /// Sized for [`ZOO_HEADS`] heads of widths `w` over `n` context tokens.
     fn fit(&mut self, w: Widths, n: usize) {
-        self.keys.resize(ZOO_HEADS * n * w.dk, 0.0);
-        self.values.resize(ZOO_HEADS * n * w.dv, 0.0);
-        self.weights.resize(n, 0.0);
+        self.keys.resize(ZOO_HEADS * n * w.dk, T::ZERO);
+        self.values.resize(ZOO_HEADS * n * w.dv, T::ZERO);
+        self.weights.resize(n, T::ZERO);
     }
 }
 
 /// The widths and borrowed heads of a zoo layer, as the run-time softmax kernels take them.
-fn softmax_heads<const E: usize>(layer: &ZooLayer<E>) -> (Widths, [HeadRef<'_, f32>; ZOO_HEADS]) {
+fn softmax_heads<T: Real, const E: usize>(
+    layer: &Layer<T, E, E, E, ZOO_HEADS>,
+) -> (Widths, [HeadRef<'_, T>; ZOO_HEADS]) {
     (Widths { e: E, dk: E, dv: E }, layer.heads.each_ref().map(HeadRef::from))
+}
+
+/// What a [`ZooNet`]'s forward and backward read, in scalar `T`: its kind, layers and Performer projection (`f32`,
+/// or broadcast to [`super::lanes::LANES`] tasks side by side). One implementation for both.
+pub(super) struct Stack<'a, T: Real, const E: usize> {
+    pub(super) kind: Attention,
+    pub(super) layers: &'a [Layer<T, E, E, E, ZOO_HEADS>],
+    pub(super) features: &'a PositiveRandomFeatures<T, E, PERFORMER_FEATURES>,
+}
+
+impl<T: Real, const E: usize> Stack<'_, T, E> {
+    /// The updates `u_t` of `tokens` attending over `ctx` through `layer` (the residual is the caller's).
+    fn updates(
+        &self,
+        layer: &Layer<T, E, E, E, ZOO_HEADS>,
+        ctx: &[[T; E]],
+        tokens: &[[T; E]],
+        out: &mut [[T; E]],
+        scratch: &mut SoftmaxScratch<T>,
+    ) -> Result<(), Error> {
+        self.kind.dispatch(self.features, Updates { layer, ctx, tokens, out, scratch })
+    }
+
+    /// `g_tokens[t] = dL/dh_t` through the residual and the query path, for `g[t] = dL/dh'_t`; the key and value
+    /// paths are added into `g_ctx`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        layer: &Layer<T, E, E, E, ZOO_HEADS>,
+        ctx: &[[T; E]],
+        tokens: &[[T; E]],
+        g: &[[T; E]],
+        grad: &mut Layer<T, E, E, E, ZOO_HEADS>,
+        g_ctx: &mut [[T; E]],
+        g_tokens: &mut [[T; E]],
+        scratch: &mut SoftmaxScratch<T>,
+    ) -> Result<(), Error> {
+        self.kind.dispatch(self.features, LayerBackward { layer, ctx, tokens, g, grad, g_ctx, g_tokens, scratch })
+    }
+
+    /// `ws` sized for contexts of `n` pairs, its input tokens (context, then query: `n + 1`) to be written.
+    pub(super) fn input<'w>(&self, n: usize, ws: &'w mut Workspace<E, T>) -> &'w mut [[T; E]] {
+        let (k, stride) = (self.layers.len(), n + 1);
+        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() < stride {
+            let lanes = ws.lanes.take();
+            *ws = Workspace::new(k, n);
+            ws.lanes = lanes;
+        }
+        &mut ws.tokens[..stride]
+    }
+
+    /// Runs every layer but the last on all tokens and the last on the query, from the input written through
+    /// [`Stack::input`]; layer `k`'s output tokens are then `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last,
+    /// only the query). False on a kernel error (a non-finite logit, a zero normaliser).
+    pub(super) fn forward(&self, n: usize, ws: &mut Workspace<E, T>) -> bool {
+        let stride = n + 1;
+        let k = self.layers.len();
+        for (app, layer) in self.layers.iter().enumerate() {
+            let (done, rest) = ws.tokens.split_at_mut((app + 1) * stride);
+            let input = &done[app * stride..];
+            let last = app + 1 == k;
+            let (c_in, tokens) = if last { (&input[..n], &input[n..]) } else { (&input[..n], input) };
+            let first = if last { n } else { 0 };
+            let u = &mut ws.keys[first..stride];
+            if self.updates(layer, c_in, tokens, u, &mut ws.softmax).is_err() {
+                return false;
+            }
+            for ((o, h), ut) in rest[first..stride].iter_mut().zip(tokens).zip(u.iter()) {
+                for ((oi, hi), ui) in o.iter_mut().zip(h).zip(ut) {
+                    *oi = *hi + *ui;
+                }
+            }
+        }
+        true
+    }
+
+    /// The final query's last coordinate (`-y_hat`) after [`Stack::forward`].
+    pub(super) fn last(&self, n: usize, ws: &Workspace<E, T>) -> T {
+        ws.tokens[(self.layers.len() + 1) * (n + 1) - 1][E - 1]
+    }
+
+    /// The backward of [`Stack::forward`] (which ran last on `ws`) for the output gradient `g` of the final query's
+    /// last coordinate: each layer's parameter gradients added into `grads`; afterwards `ws.grads[..n + 1]` holds
+    /// `dL/d(input token)` (context, then query). `None` on a kernel error.
+    pub(super) fn backward(
+        &self,
+        n: usize,
+        ws: &mut Workspace<E, T>,
+        g_last: T,
+        grads: &mut [Layer<T, E, E, E, ZOO_HEADS>],
+    ) -> Option<()> {
+        let (k, stride) = (self.layers.len(), n + 1);
+        let Workspace { tokens, grads: g, values: g_in, g_values: g_ctx, softmax, .. } = ws;
+        let (g, g_in, g_ctx) = (&mut g[..stride], &mut g_in[..stride], &mut g_ctx[..n]);
+        g.fill([T::ZERO; E]);
+        g[n][E - 1] = g_last;
+        for app in (0..k).rev() {
+            let input = &tokens[app * stride..(app + 1) * stride];
+            let first = if app + 1 == k { n } else { 0 };
+            g_ctx.fill([T::ZERO; E]);
+            let (layer, grad) = (&self.layers[app], grads.get_mut(app)?);
+            let g_tokens = &mut g_in[first..];
+            self.layer_backward(layer, &input[..n], &input[first..], &g[first..], grad, g_ctx, g_tokens, softmax)
+                .ok()?;
+            g_in[..first].fill([T::ZERO; E]);
+            for (gi, gc) in g_in.iter_mut().zip(g_ctx.iter()) {
+                for (a, b) in gi.iter_mut().zip(gc) {
+                    *a += *b;
+                }
+            }
+            g.copy_from_slice(g_in);
+        }
+        Some(())
+    }
 }
 
 impl<const E: usize> ZooNet<E> {
@@ -170,63 +287,22 @@ impl<const E: usize> ZooNet<E> {
         &mut self.layers
     }
 
-    /// The updates `u_t` of `tokens` attending over `ctx` through `layer` (the residual is the caller's).
-    fn updates(
-        &self,
-        layer: &ZooLayer<E>,
-        ctx: &[[f32; E]],
-        tokens: &[[f32; E]],
-        out: &mut [[f32; E]],
-        scratch: &mut SoftmaxScratch,
-    ) -> Result<(), Error> {
-        self.kind.dispatch(&self.features, Updates { layer, ctx, tokens, out, scratch })
+    /// The Performer kind's fixed projection.
+    pub(super) fn features(&self) -> &PositiveRandomFeatures<f32, E, PERFORMER_FEATURES> {
+        &self.features
     }
 
-    /// `g_tokens[t] = dL/dh_t` through the residual and the query path, for `g[t] = dL/dh'_t`; the key and value
-    /// paths are added into `g_ctx`.
-    #[allow(clippy::too_many_arguments)]
-    fn layer_backward(
-        &self,
-        layer: &ZooLayer<E>,
-        ctx: &[[f32; E]],
-        tokens: &[[f32; E]],
-        g: &[[f32; E]],
-        grad: &mut ZooLayer<E>,
-        g_ctx: &mut [[f32; E]],
-        g_tokens: &mut [[f32; E]],
-        scratch: &mut SoftmaxScratch,
-    ) -> Result<(), Error> {
-        self.kind.dispatch(&self.features, LayerBackward { layer, ctx, tokens, g, grad, g_ctx, g_tokens, scratch })
+    fn stack(&self) -> Stack<'_, f32, E> {
+        Stack { kind: self.kind, layers: &self.layers, features: &self.features }
     }
 
-    /// Runs every layer but the last on all tokens and the last on the query; layer `k`'s output tokens are then
-    /// `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last, only the query). False on a kernel error (a
-    /// non-finite logit, a zero normaliser).
+    /// [`Stack::forward`] on one task. False on a kernel error.
     fn run_all(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>) -> bool {
-        let (n, k) = (ctx.len(), self.layers.len());
-        let stride = n + 1;
-        if ws.tokens.len() < (k + 1) * stride || ws.grads.len() < stride || ws.keys.len() < stride {
-            *ws = self.workspace(n);
-        }
-        ws.tokens[..n].copy_from_slice(ctx);
-        ws.tokens[n] = *query;
-        for (app, layer) in self.layers.iter().enumerate() {
-            let (done, rest) = ws.tokens.split_at_mut((app + 1) * stride);
-            let input = &done[app * stride..];
-            let last = app + 1 == k;
-            let (c_in, tokens) = if last { (&input[..n], &input[n..]) } else { (&input[..n], input) };
-            let first = if last { n } else { 0 };
-            let u = &mut ws.keys[first..stride];
-            if self.updates(layer, c_in, tokens, u, &mut ws.softmax).is_err() {
-                return false;
-            }
-            for ((o, h), ut) in rest[first..stride].iter_mut().zip(tokens).zip(u.iter()) {
-                for ((oi, hi), ui) in o.iter_mut().zip(h).zip(ut) {
-                    *oi = hi + ui;
-                }
-            }
-        }
-        true
+        let (stack, n) = (self.stack(), ctx.len());
+        let input = stack.input(n, ws);
+        input[..n].copy_from_slice(ctx);
+        input[n] = *query;
+        stack.forward(n, ws)
     }
 
     /// Forward and backward for one task; afterwards `ws.grads[..n + 1]` holds `dL/d(input token)` (context, then
@@ -242,30 +318,28 @@ impl<const E: usize> ZooNet<E> {
         if !self.run_all(ctx, query, ws) {
             return None;
         }
-        let (n, k) = (ctx.len(), self.layers.len());
-        let stride = n + 1;
-        let y_hat = -ws.tokens[(k + 1) * stride - 1][E - 1];
-        let Workspace { tokens, grads: g, values: g_in, g_values: g_ctx, softmax, .. } = ws;
-        let (g, g_in, g_ctx) = (&mut g[..stride], &mut g_in[..stride], &mut g_ctx[..n]);
-        g.fill([0.0; E]);
-        g[n][E - 1] = -seed(y_hat);
-        for app in (0..k).rev() {
-            let input = &tokens[app * stride..(app + 1) * stride];
-            let first = if app + 1 == k { n } else { 0 };
-            g_ctx.fill([0.0; E]);
-            let (layer, grad) = (&self.layers[app], grads.get_mut(app)?);
-            let g_tokens = &mut g_in[first..];
-            self.layer_backward(layer, &input[..n], &input[first..], &g[first..], grad, g_ctx, g_tokens, softmax)
-                .ok()?;
-            g_in[..first].fill([0.0; E]);
-            for (gi, gc) in g_in.iter_mut().zip(g_ctx.iter()) {
-                for (a, b) in gi.iter_mut().zip(gc) {
-                    *a += b;
-                }
-            }
-            g.copy_from_slice(g_in);
-        }
+        let (stack, n) = (self.stack(), ctx.len());
+        let y_hat = -stack.last(n, ws);
+        stack.backward(n, ws, -seed(y_hat), grads)?;
         Some(y_hat)
+    }
+
+    /// [`Forward::group_gradient`](super::Forward::group_gradient) one task at a time, in the lanes' order: each
+    /// task's gradient from zero, then added into `grads`.
+    pub fn tasks_gradient(&self, group: &Group, ws: &mut Workspace<E>, grads: &mut [ZooLayer<E>], loss: &mut f64) {
+        let mut one = FixedForward::zero_grads(self);
+        for t in 0..group.count {
+            let (ctx, query, y) = group.task(t);
+            one.iter_mut().for_each(|g| *g = Layer::zeros());
+            let y_hat = match <&[f32; E]>::try_from(query) {
+                Ok(q) => self.backward_all(ctx.as_chunks().0, q, ws, |y_hat| y_hat - y, &mut one).unwrap_or(f32::NAN),
+                Err(_) => f32::NAN,
+            };
+            for (into, from) in grads.iter_mut().zip(&one) {
+                super::add_layer(into, from);
+            }
+            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
+        }
     }
 }
 
@@ -285,15 +359,22 @@ impl<const E: usize> FixedForward<E> for ZooNet<E> {
     }
 
     fn workspace(&self, n: usize) -> Workspace<E> {
-        let stride = n + 1;
-        Workspace {
-            tokens: vec![[0.0; E]; (self.layers.len() + 1) * stride],
-            grads: vec![[0.0; E]; stride],
-            keys: vec![[0.0; E]; stride],
-            values: vec![[0.0; E]; stride],
-            g_values: vec![[0.0; E]; stride],
-            softmax: SoftmaxScratch::default(),
+        Workspace::new(self.layers.len(), n)
+    }
+
+    /// Training runs [`super::lanes::LANES`] tasks side by side ([`super::lanes`]).
+    fn group_size(&self) -> usize {
+        super::lanes::LANES
+    }
+
+    fn group_gradient(&self, group: &Group, ws: &mut Workspace<E>, grads: &mut [ZooLayer<E>], loss: &mut f64) -> bool {
+        let mut lanes = ws.lanes.take().unwrap_or_default();
+        let done = self.lanes_gradient(group, &mut lanes, grads, loss);
+        ws.lanes = Some(lanes);
+        if !done {
+            self.tasks_gradient(group, ws, grads, loss);
         }
+        true
     }
 
     fn predict(&self, ctx: &[[f32; E]], query: &[f32; E], ws: &mut Workspace<E>, readout: Option<&mut [f32]>) -> f32 {

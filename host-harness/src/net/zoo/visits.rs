@@ -1,26 +1,26 @@
 //! [`ZooNet`](super::ZooNet)'s visits of its attention kind ([`KindVisitor`]): a layer's forward over some tokens
 //! and its backward, for each of the three shapes the kinds come in.
 
-use super::{kernel_updates, softmax_heads, KindVisitor, SoftmaxScratch, ZooLayer, ZOO_HEADS};
+use super::{kernel_updates, softmax_heads, KindVisitor, SoftmaxScratch, ZOO_HEADS};
 use crate::net::VectorsBuf;
 use dualform::head_ref::HeadMut;
 use dualform::kernel_backward::{efficient_backward, linear_attention_backward};
 use dualform::softmax_ref::{project, token_backward_projected, token_update_projected};
-use dualform::{EfficientState, Error, FeatureVjp, Normalise};
+use dualform::{EfficientState, Error, FeatureVjp, Layer, Normalise, Real};
 
 /// The forward of one layer over some tokens: [`ZooNet`]'s visit of its kind.
-pub(super) struct Updates<'a, const E: usize> {
-    pub(super) layer: &'a ZooLayer<E>,
-    pub(super) ctx: &'a [[f32; E]],
-    pub(super) tokens: &'a [[f32; E]],
-    pub(super) out: &'a mut [[f32; E]],
-    pub(super) scratch: &'a mut SoftmaxScratch,
+pub(super) struct Updates<'a, T: Real, const E: usize> {
+    pub(super) layer: &'a Layer<T, E, E, E, ZOO_HEADS>,
+    pub(super) ctx: &'a [[T; E]],
+    pub(super) tokens: &'a [[T; E]],
+    pub(super) out: &'a mut [[T; E]],
+    pub(super) scratch: &'a mut SoftmaxScratch<T>,
 }
 
-impl<const E: usize> KindVisitor<f32, E> for Updates<'_, E> {
+impl<T: Real, const E: usize> KindVisitor<T, E> for Updates<'_, T, E> {
     type Output = Result<(), Error>;
 
-    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
+    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
         kernel_updates(self.layer, phi, norm, self.ctx, self.tokens, self.out)
     }
 
@@ -46,21 +46,21 @@ impl<const E: usize> KindVisitor<f32, E> for Updates<'_, E> {
 }
 
 /// The backward of one layer: [`ZooNet`]'s visit of its kind.
-pub(super) struct LayerBackward<'a, const E: usize> {
-    pub(super) layer: &'a ZooLayer<E>,
-    pub(super) ctx: &'a [[f32; E]],
-    pub(super) tokens: &'a [[f32; E]],
-    pub(super) g: &'a [[f32; E]],
-    pub(super) grad: &'a mut ZooLayer<E>,
-    pub(super) g_ctx: &'a mut [[f32; E]],
-    pub(super) g_tokens: &'a mut [[f32; E]],
-    pub(super) scratch: &'a mut SoftmaxScratch,
+pub(super) struct LayerBackward<'a, T: Real, const E: usize> {
+    pub(super) layer: &'a Layer<T, E, E, E, ZOO_HEADS>,
+    pub(super) ctx: &'a [[T; E]],
+    pub(super) tokens: &'a [[T; E]],
+    pub(super) g: &'a [[T; E]],
+    pub(super) grad: &'a mut Layer<T, E, E, E, ZOO_HEADS>,
+    pub(super) g_ctx: &'a mut [[T; E]],
+    pub(super) g_tokens: &'a mut [[T; E]],
+    pub(super) scratch: &'a mut SoftmaxScratch<T>,
 }
 
-impl<const E: usize> KindVisitor<f32, E> for LayerBackward<'_, E> {
+impl<T: Real, const E: usize> KindVisitor<T, E> for LayerBackward<'_, T, E> {
     type Output = Result<(), Error>;
 
-    fn linear<M: FeatureVjp<f32, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
+    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
         let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
         g_tokens.copy_from_slice(g);
         linear_attention_backward(layer, phi, norm, ctx, tokens, g, grad, g_ctx, g_tokens)
