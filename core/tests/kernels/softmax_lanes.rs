@@ -1,5 +1,5 @@
-//! Softmax attention on [`Lanes`]: eight tasks side by side give, lane by lane, the bits of eight `f32` runs of the
-//! same kernels (layer forward and backward under both masks, the projected token update and its backward), with
+//! Softmax attention on [`Lanes`]: tasks side by side (4, 8 or 16 lanes) give, lane by lane, the bits of `f32` runs
+//! of the same kernels (layer forward and backward under both masks, the projected token update and its backward), with
 //! logits scaled per task so that the running maximum moves in some lanes and not in others; a lane that needs the
 //! scalar-only recovery, or meets a NaN, makes the group an error (the caller then goes task by task).
 
@@ -103,24 +103,34 @@ struct Tasks {
 
 impl Tasks {
     fn new(seed: u64, w: Widths, heads: usize, n: usize) -> Self {
+        Self::with(L, seed, w, heads, n)
+    }
+
+    /// `count` tasks.
+    fn with(count: usize, seed: u64, w: Widths, heads: usize, n: usize) -> Self {
         let mut r = Gen::new(seed);
         let mut m = |len: usize, s: f64| (0..len).map(|_| (r.normal() * s) as f32).collect::<Vec<f32>>();
         let hs = (0..heads)
             .map(|_| [m(w.dk * w.e, 0.6), m(w.dk * w.e, 0.6), m(w.dv * w.e, 0.6), m(w.e * w.dv, 0.6)])
             .collect();
         let scale = |l: usize| 0.3 + 0.5 * l as f64;
-        let ctx = (0..L).map(|l| m(n * w.e, scale(l))).collect();
-        let query = (0..L).map(|l| m(w.e, scale(l))).collect();
-        let g = (0..L).map(|_| m((n + 1) * w.e, 1.0)).collect();
+        let ctx = (0..count).map(|l| m(n * w.e, scale(l))).collect();
+        let query = (0..count).map(|l| m(w.e, scale(l))).collect();
+        let g = (0..count).map(|_| m((n + 1) * w.e, 1.0)).collect();
         Self { hs, ctx, query, g }
     }
 
-    fn lanes(of: &[Vec<f32>]) -> Vec<Lanes<L>> {
+    fn lanes<const W: usize>(of: &[Vec<f32>]) -> Vec<Lanes<W>> {
         (0..of[0].len()).map(|i| Lanes(core::array::from_fn(|l| of[l][i]))).collect()
     }
 
     fn run_lanes(&self, w: Widths, mask: Mask) -> Result<Outputs<Lanes<L>>, Error> {
-        let hs: Vec<[Vec<Lanes<L>>; 4]> =
+        self.run_width::<L>(w, mask)
+    }
+
+    /// The first `W` tasks in `W` lanes.
+    fn run_width<const W: usize>(&self, w: Widths, mask: Mask) -> Result<Outputs<Lanes<W>>, Error> {
+        let hs: Vec<[Vec<Lanes<W>>; 4]> =
             self.hs.iter().map(|m| [0, 1, 2, 3].map(|i| m[i].iter().map(|&v| Lanes::splat(v)).collect())).collect();
         run(w, mask, &hs, &Self::lanes(&self.ctx), &Self::lanes(&self.query), &Self::lanes(&self.g))
     }
@@ -174,4 +184,26 @@ fn a_lane_the_lanes_cannot_decide_makes_the_group_an_error() {
         Err(Error::NonFinite)
     ));
     assert!(matches!(tasks.run_lanes(w, Mask::Full), Err(Error::NonFinite)));
+}
+
+/// The bits do not depend on how many lanes run side by side: 4, 8 and 16 lanes (one 128-bit register, two, four)
+/// give each task the bits of its `f32` run.
+#[test]
+fn every_lane_width_gives_the_same_bits() {
+    fn check<const W: usize>(tasks: &Tasks, w: Widths) {
+        let lanes = tasks.run_width::<W>(w, Mask::Causal).unwrap();
+        for l in 0..W {
+            let one = run(w, Mask::Causal, &tasks.hs, &tasks.ctx[l], &tasks.query[l], &tasks.g[l]).unwrap();
+            let lane = |v: &[Lanes<W>]| v.iter().map(|x| x.0[l].to_bits()).collect::<Vec<u32>>();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let all = |o: &Outputs<Lanes<W>>| [lane(&o.forward), lane(&o.backward), lane(&o.token)].concat();
+            let all1 = [bits(&one.forward), bits(&one.backward), bits(&one.token)].concat();
+            assert_eq!(all(&lanes), all1, "{W} lanes, lane {l}");
+        }
+    }
+    let w = Widths { e: 11, dk: 11, dv: 11 };
+    let tasks = Tasks::with(16, 90, w, 2, 10);
+    check::<4>(&tasks, w);
+    check::<8>(&tasks, w);
+    check::<16>(&tasks, w);
 }
