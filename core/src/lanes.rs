@@ -163,7 +163,7 @@ impl<const L: usize> Real for Lanes<L> {
         self.0.first().map_or(0.0, |&v| v as f64)
     }
     /// `libm`'s `expf` in every lane, bit for bit: its operations written lane-wise so that they run as vector
-    /// instructions ([`exp_lanes`]).
+    /// instructions (`exp_lanes` in this module).
     #[inline(always)]
     fn exp(self) -> Self {
         Self(exp_lanes(self.0))
