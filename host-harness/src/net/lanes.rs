@@ -137,7 +137,7 @@ pub struct SoftmaxLanes {
 impl SoftmaxNet {
     /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width: each task's
     /// gradient from zero, added into `grads` task by task, layer by layer (the order of
-    /// [`SoftmaxNet::tasks_gradient`]). Returns false, having added nothing, when the group does not fit or some
+    /// [`super::tasks_gradient_from_zero`]). Returns false, having added nothing, when the group does not fit or some
     /// lane meets a non-finite logit.
     pub fn lanes_gradient(
         &self,
@@ -188,23 +188,6 @@ impl SoftmaxNet {
         }
         true
     }
-
-    /// [`Forward::group_gradient`] one task at a time, in the lanes' order: each task's gradient from zero, then
-    /// added into `grads` layer by layer.
-    pub fn tasks_gradient(&self, group: &Group, ws: &mut SoftmaxWorkspace, grads: &mut [SoftmaxLayer], loss: &mut f64) {
-        let mut one = self.zero_grads();
-        for t in 0..group.count {
-            let (ctx, query, y) = group.task(t);
-            for g in &mut one {
-                g.params_mut().fill(0.0);
-            }
-            let y_hat = self.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(&mut one), None);
-            for (into, from) in grads.iter_mut().zip(&one) {
-                Self::add_grad(into, from);
-            }
-            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
-        }
-    }
 }
 
 /// Eight tasks of a [`ZooNet`] in lanes: its layers and Performer projection broadcast to every lane, their
@@ -237,7 +220,7 @@ fn broadcast<const E: usize>(layer: &ZooLayer<E>) -> Layer<V, E, E, E, ZOO_HEADS
 
 impl<const E: usize> ZooNet<E> {
     /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of width `E`: each task's
-    /// gradient from zero, added into `grads` task by task (the order of [`ZooNet::tasks_gradient`]). Returns false,
+    /// gradient from zero, added into `grads` task by task (the order of [`super::tasks_gradient_from_zero`]). Returns false,
     /// having added nothing, when the group does not fit or some lane meets a kernel error (a non-finite logit, a zero
     /// normaliser).
     pub fn lanes_gradient(

@@ -102,6 +102,29 @@ pub fn tasks_gradient<F: Forward>(
     }
 }
 
+/// [`Forward::group_gradient`] task by task in the order of the nets that run tasks in lanes ([`lanes`]): each task's
+/// gradient from zero, then added into `grads` (the fallback of [`SoftmaxNet`] and [`ZooNet`], which give the same
+/// bits in lanes or one by one).
+pub fn tasks_gradient_from_zero<F: Forward>(
+    net: &F,
+    group: &Group,
+    ws: &mut F::Workspace,
+    grads: &mut [F::Grad],
+    loss: &mut f64,
+) {
+    let zero = net.zero_grads();
+    let mut one = zero.clone();
+    for t in 0..group.count {
+        let (ctx, query, y) = group.task(t);
+        one.clone_from(&zero);
+        let y_hat = net.forward_backward(ctx, query, ws, |y_hat| y_hat - y, Some(&mut one), None);
+        for (into, from) in grads.iter_mut().zip(&one) {
+            F::add_grad(into, from);
+        }
+        *loss += 0.5 * ((y_hat - y) as f64).powi(2);
+    }
+}
+
 /// The forward of a net whose token width is fixed at compile time (the softmax, attention-zoo and feature-map
 /// nets); [`Forward`] is implemented for each of them on top of it.
 pub trait FixedForward<const E: usize>: Clone + Send + Sync {

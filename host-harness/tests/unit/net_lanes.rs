@@ -4,7 +4,7 @@ use dualform::Update;
 use dualform_harness::model::{Lsa, Model};
 use dualform_harness::net::lanes::*;
 use dualform_harness::net::merged::Merged;
-use dualform_harness::net::{tasks_gradient, Forward};
+use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, Forward};
 use dualform_harness::tasks::{stream_rng, TaskSampler};
 
 /// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits and
@@ -59,7 +59,7 @@ fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
             let (mut loss_lanes, mut loss_one) = (0.5, 0.5);
             let mut ws = net.workspace(n);
             assert!(net.lanes_gradient(group, &mut SoftmaxLanes::default(), &mut lanes, &mut loss_lanes));
-            net.tasks_gradient(group, &mut ws, &mut one, &mut loss_one);
+            tasks_gradient_from_zero(net, group, &mut ws, &mut one, &mut loss_one);
             // Through the trait, twice on one workspace: the second run reuses the lanes the first one kept.
             let (mut again, mut loss_again) = (net.zero_grads(), 0.5);
             net.group_gradient(group, &mut ws, &mut net.zero_grads(), &mut 0.0);
@@ -101,7 +101,7 @@ fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
                     let mut losses = [0.5; 3];
                     let mut ws = net.workspace(n);
                     assert!(net.lanes_gradient(group, &mut ZooLanes::default(), &mut lanes, &mut losses[0]));
-                    net.tasks_gradient(group, &mut ws, &mut one, &mut losses[1]);
+                    tasks_gradient_from_zero(net, group, &mut ws, &mut one, &mut losses[1]);
                     net.group_gradient(group, &mut ws, &mut net.zero_grads(), &mut 0.0);
                     net.group_gradient(group, &mut ws, &mut again, &mut losses[2]);
                     let mut bad = group.clone();

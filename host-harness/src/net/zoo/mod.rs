@@ -323,24 +323,6 @@ impl<const E: usize> ZooNet<E> {
         stack.backward(n, ws, -seed(y_hat), grads)?;
         Some(y_hat)
     }
-
-    /// [`Forward::group_gradient`](super::Forward::group_gradient) one task at a time, in the lanes' order: each
-    /// task's gradient from zero, then added into `grads`.
-    pub fn tasks_gradient(&self, group: &Group, ws: &mut Workspace<E>, grads: &mut [ZooLayer<E>], loss: &mut f64) {
-        let mut one = FixedForward::zero_grads(self);
-        for t in 0..group.count {
-            let (ctx, query, y) = group.task(t);
-            one.iter_mut().for_each(|g| *g = Layer::zeros());
-            let y_hat = match <&[f32; E]>::try_from(query) {
-                Ok(q) => self.backward_all(ctx.as_chunks().0, q, ws, |y_hat| y_hat - y, &mut one).unwrap_or(f32::NAN),
-                Err(_) => f32::NAN,
-            };
-            for (into, from) in grads.iter_mut().zip(&one) {
-                super::add_layer(into, from);
-            }
-            *loss += 0.5 * ((y_hat - y) as f64).powi(2);
-        }
-    }
 }
 
 impl<const E: usize> FixedForward<E> for ZooNet<E> {
@@ -372,7 +354,7 @@ impl<const E: usize> FixedForward<E> for ZooNet<E> {
         let done = self.lanes_gradient(group, &mut lanes, grads, loss);
         ws.lanes = Some(lanes);
         if !done {
-            self.tasks_gradient(group, ws, grads, loss);
+            super::tasks_gradient_from_zero(self, group, ws, grads, loss);
         }
         true
     }

@@ -2,11 +2,15 @@
 //! layer but the last (only the query's output of the last one is read), on the core's run-time softmax kernels
 //! ([`dualform::softmax_ref`]: `attention`, `token_update` and their backward), at a token width chosen at run time.
 
+mod run;
+
+pub use run::SoftmaxWorkspace;
+pub(in crate::net) use run::{backward_layers, run_layers};
+
 use super::Forward;
 use crate::tasks::Group;
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
-use dualform::softmax_ref::{self, Projection, Work};
-use dualform::{Layer, Mask, Real, Update};
+use dualform::{Layer, Real};
 
 /// Heads per softmax layer.
 pub const SOFTMAX_HEADS: usize = 2;
@@ -135,170 +139,6 @@ impl<T: Real> VectorsBuf<T> {
     }
 }
 
-/// Per-task scratch of a [`SoftmaxNet`] (`T = f32`), or of eight tasks in lanes (`T = Lanes<8>`, inside the
-/// `f32` one): the tokens after every application, token gradients, every head's projected keys and values and
-/// their gradients, and the kernels' small vectors. It grows to any context length it meets.
-#[derive(Clone, Debug, Default)]
-pub struct SoftmaxWorkspace<T = f32> {
-    tokens: Vec<T>,
-    grads: Vec<T>,
-    keys: Vec<T>,
-    values: Vec<T>,
-    g_keys: Vec<T>,
-    g_values: Vec<T>,
-    /// One token's softmax weights (kept between the backward's passes).
-    weights: Vec<T>,
-    vecs: VectorsBuf<T>,
-    u: Vec<T>,
-    /// The training gradient's scratch for tasks in lanes ([`super::lanes`]), made on first use.
-    pub(super) lanes: Option<Box<super::lanes::SoftmaxLanes>>,
-}
-
-impl<T: Real> SoftmaxWorkspace<T> {
-    /// Scratch for `layers` layers of width `e` over contexts of `n` pairs.
-    pub(super) fn new(e: usize, layers: usize, n: usize) -> Self {
-        let entries = SOFTMAX_HEADS * n * e;
-        Self {
-            tokens: vec![T::ZERO; (layers + 1) * (n + 1) * e],
-            grads: vec![T::ZERO; (n + 1) * e],
-            keys: vec![T::ZERO; entries],
-            values: vec![T::ZERO; entries],
-            g_keys: vec![T::ZERO; entries],
-            g_values: vec![T::ZERO; entries],
-            weights: vec![T::ZERO; n],
-            vecs: VectorsBuf::new(Widths { e, dk: e, dv: e }, SOFTMAX_HEADS),
-            u: vec![T::ZERO; e],
-            lanes: None,
-        }
-    }
-
-    /// Sized for `layers` layers of width `e` over `n` pairs (made anew when it is not).
-    pub(super) fn fit(&mut self, e: usize, layers: usize, n: usize) {
-        let stride = (n + 1) * e;
-        if self.tokens.len() < (layers + 1) * stride
-            || self.grads.len() < stride
-            || self.keys.len() != SOFTMAX_HEADS * n * e
-        {
-            let lanes = self.lanes.take();
-            *self = Self::new(e, layers, n);
-            self.lanes = lanes;
-        }
-    }
-
-    /// The input tokens (context, then query: `(n + 1) * e` values), to be written before [`run_layers`].
-    pub(super) fn input(&mut self, stride: usize) -> &mut [T] {
-        &mut self.tokens[..stride]
-    }
-
-    /// The output gradient of the last layer's query (coordinate `e - 1`, the prediction's), every other token
-    /// gradient zero, before [`backward_layers`].
-    pub(super) fn seed(&mut self, stride: usize, g: T) {
-        let grads = &mut self.grads[..stride];
-        grads.fill(T::ZERO);
-        grads[stride - 1] = g;
-    }
-
-    /// The final query's last coordinate after a run of `k` layers over `stride` values per application.
-    pub(super) fn last(&self, k: usize, stride: usize) -> T {
-        self.tokens[(k + 1) * stride - 1]
-    }
-}
-
-/// Runs every layer but the last on all tokens and the last on the query, from the input in `ws` (sized by
-/// [`SoftmaxWorkspace::fit`]); afterwards layer `k`'s output tokens are `ws.tokens[(k + 1) * stride..][..stride]` with
-/// `stride = (n + 1) * e` (for the last, only the query). False on a non-finite logit. Generic over the scalar:
-/// the `f32` net and eight tasks in lanes run this same code.
-pub(super) fn run_layers<T: Real>(
-    layers: &[SoftmaxLayer<T>],
-    e: usize,
-    n: usize,
-    ws: &mut SoftmaxWorkspace<T>,
-) -> bool {
-    let (k, stride) = (layers.len(), (n + 1) * e);
-    let SoftmaxWorkspace { tokens, keys, values, vecs, u, .. } = ws;
-    for (app, layer) in layers.iter().enumerate() {
-        let (done, rest) = tokens.split_at_mut((app + 1) * stride);
-        let (c_in, q_in) = done[app * stride..].split_at(n * e);
-        let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
-        let hs = layer.heads();
-        let ok = if app + 1 == k {
-            // The last layer updates the query only; its keys and values stay in `keys` and `values` for the
-            // backward.
-            softmax_ref::project(layer.widths(), &hs, c_in, keys, values)
-                .and_then(|p| {
-                    softmax_ref::token_update_projected(layer.widths(), &hs, &p, q_in, u, &mut vecs.vectors())
-                })
-                .map(|()| {
-                    q_out.copy_from_slice(q_in);
-                    Update::residual().apply_slice(q_out, u);
-                })
-        } else {
-            let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [] };
-            let upd = Update::residual();
-            let (w, vecs) = (layer.widths(), &mut vecs.vectors());
-            softmax_ref::attention(w, &hs, Mask::Full, &upd, c_in, q_in, c_out, q_out, &mut work, vecs)
-        };
-        if ok.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// The backward of [`run_layers`] (which ran last on `ws`) from the gradient set by [`SoftmaxWorkspace::seed`]:
-/// each layer's parameter gradients added into `grads` (last layer first); afterwards `ws.grads[n * e..][..e]` is
-/// `dL/dh_query`. False on a non-finite logit.
-pub(super) fn backward_layers<T: Real>(
-    layers: &[SoftmaxLayer<T>],
-    e: usize,
-    n: usize,
-    ws: &mut SoftmaxWorkspace<T>,
-    grads: &mut [SoftmaxLayer<T>],
-) -> bool {
-    let (k, stride) = (layers.len(), (n + 1) * e);
-    let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, weights, vecs, u, .. } = ws;
-    let g = &mut g[..stride];
-    for app in (0..k).rev() {
-        let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
-        let (gc, gq) = g.split_at_mut(n * e);
-        let (Some(grad), Some(layer)) = (grads.get_mut(app), layers.get(app)) else {
-            return false;
-        };
-        let (w, hs, mut gh) = (layer.widths(), layer.heads(), grad.heads_mut());
-        let mut vecs = vecs.vectors();
-        let ok = if app + 1 == k {
-            // Only the query's output carries a gradient: the context's comes through keys and values alone
-            // (projected by the forward, which ran this layer last).
-            gc.fill(T::ZERO);
-            Projection::written(w, SOFTMAX_HEADS, n, keys, values)
-                .and_then(|p| {
-                    let ws = &mut *weights;
-                    softmax_ref::token_backward_projected(
-                        w,
-                        &hs,
-                        &p,
-                        c_in,
-                        q_in,
-                        gq,
-                        &mut gh,
-                        u,
-                        Some(gc),
-                        ws,
-                        &mut vecs,
-                    )
-                })
-                .map(|()| gq.copy_from_slice(u))
-        } else {
-            let mut work = Work { keys, values, g_keys, g_values, weights };
-            softmax_ref::backward(w, &hs, Mask::Full, c_in, q_in, gc, gq, &mut gh, &mut work, &mut vecs)
-        };
-        if ok.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 impl SoftmaxNet {
     /// The layers, applied in order, every one of width `e` (at least one: an empty list gets one zero layer,
     /// which predicts 0). A layer of another width makes every prediction NaN.
@@ -394,7 +234,7 @@ impl Forward for SoftmaxNet {
         let done = self.lanes_gradient(group, &mut lanes, grads, loss);
         ws.lanes = Some(lanes);
         if !done {
-            self.tasks_gradient(group, ws, grads, loss);
+            super::tasks_gradient_from_zero(self, group, ws, grads, loss);
         }
     }
 
