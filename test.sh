@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check of the project: formatting, lints, the no_std core for Cortex-M4F, all tests.
+# Runs every check of the project: formatting, lints, the no_std core for Cortex-M4F, all tests (the firmware on
+# every emulated Cortex-M core under QEMU against the host).
 # It installs what it needs through rustup (and apt when run as root), or stops with one line saying what to install.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,7 +22,10 @@ need_component() {
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
-need_target thumbv7em-none-eabihf
+# The firmware's cores (dualform_protocol::BOARDS): Cortex-M0, M3, M4F and M7, M33 and M55.
+for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
+  need_target "$target"
+done
 need_component rustfmt
 need_component clippy
 

@@ -1,4 +1,6 @@
-//! Puts `memory.x` and the link arguments in place, and embeds the models and golden tasks as constants in flash
+//! Writes the board's `memory.x` (from its entry in `dualform_protocol::BOARDS`, chosen by `DUALFORM_BOARD`; by
+//! default QEMU's Cortex-M4F, or the NUCLEO-F411RE with the `board` feature) and its constants and stack guard, puts
+//! the link arguments in place, and embeds the models and golden tasks as constants in flash
 //! with the build-time helper `dualform-embed` (which validates every file with the shared loader, merges each
 //! layer's head with the core on the host, and writes one module per file into `data.rs`).
 //!
@@ -12,7 +14,7 @@
 //! between the files stops the build with one line naming the file.
 
 use dualform_embed::{Embed, EmbedError};
-use dualform_protocol::Model;
+use dualform_protocol::{boards, Board, Model, BOARDS};
 use std::path::PathBuf;
 use std::{env, fs};
 
@@ -69,12 +71,48 @@ fn embed() -> Result<(Embed, String), EmbedError> {
     Ok((out, table))
 }
 
+/// The board to build for: `DUALFORM_BOARD`, or the feature's default (QEMU's Cortex-M4F; the NUCLEO-F411RE with
+/// `board`). It must be a board of the list, and the build's target must be its target.
+fn board() -> &'static Board {
+    println!("cargo:rerun-if-env-changed=DUALFORM_BOARD");
+    let probe = env::var_os("CARGO_FEATURE_BOARD").is_some();
+    let default = if probe { boards::PROBE_DEFAULT } else { boards::DEFAULT };
+    let name = env::var("DUALFORM_BOARD").unwrap_or_else(|_| default.to_string());
+    let known = || BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", ");
+    let board = Board::named(&name)
+        .unwrap_or_else(|| fail(format!("DUALFORM_BOARD={name} is not a board of the list ({})", known())));
+    let target = env::var("TARGET").unwrap_or_default();
+    if target != board.target {
+        fail(format!("board {name} ({}) builds for --target {}, not {target}", board.core, board.target));
+    }
+    if !probe && board.qemu.is_none() {
+        fail(format!("board {name} is not emulated: build it with --no-default-features --features board"));
+    }
+    board
+}
+
+/// The linker's memory map (cortex-m-rt's `FLASH` and `RAM`) from the board's entry.
+fn memory_x(b: &Board) -> String {
+    format!(
+        "/* {} ({}), from dualform_protocol::BOARDS. */\nMEMORY\n{{\n  FLASH : ORIGIN = {:#010x}, LENGTH = {}\n  \
+         RAM   : ORIGIN = {:#010x}, LENGTH = {}\n}}\n",
+        b.name, b.core, b.flash.0, b.flash.1, b.ram.0, b.ram.1
+    )
+}
+
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_default());
-    let memory = if env::var_os("CARGO_FEATURE_BOARD").is_some() { "memory-board.x" } else { "memory-qemu.x" };
-    println!("cargo:rerun-if-changed={memory}");
-    let text = fs::read_to_string(memory).unwrap_or_else(|e| fail(format!("cannot read {memory}: {e}")));
-    fs::write(out.join("memory.x"), text).unwrap_or_else(|e| fail(format!("cannot write memory.x: {e}")));
+    let board = board();
+    fs::write(out.join("memory.x"), memory_x(board)).unwrap_or_else(|e| fail(format!("cannot write memory.x: {e}")));
+    // The board's constants, and its stack guard as `cfg(dualform_guard = "mpu" | "msplim" | "none")`.
+    let consts = format!(
+        "/// The board this firmware was built for.\npub const BOARD: &str = {:?};\n\
+         /// The origin of RAM (the floor of flip-link's stack).\npub const RAM_ORIGIN: usize = {:#x};\n",
+        board.name, board.ram.0
+    );
+    fs::write(out.join("board.rs"), consts).unwrap_or_else(|e| fail(format!("cannot write board.rs: {e}")));
+    println!("cargo::rustc-check-cfg=cfg(dualform_guard, values(\"mpu\", \"msplim\", \"none\"))");
+    println!("cargo:rustc-cfg=dualform_guard=\"{}\"", board.guard.as_str());
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=--nmagic");
     println!("cargo:rustc-link-arg=-Tlink.x");

@@ -1,11 +1,12 @@
 //! The firmware example under QEMU against the host: every golden prediction, streaming prediction and loss must be
-//! the same f32 bits on the Cortex-M4F (emulated) as on the host; and a build with a changed weight must fail the
-//! check. Both tests build the firmware (release, fat LTO) and need `qemu-system-arm` (../test.sh installs both).
+//! the same f32 bits on every emulated core (Cortex-M0, M3, M4F, M7, M33, M55) as on the host, and the fault paths
+//! must report their cause on each; a build with a changed weight must fail the check. The tests build the firmware
+//! (release, fat LTO) and need `qemu-system-arm` and the Rust targets (../test.sh installs them).
 
 use dualform::Update;
 use dualform_harness::firmware::cargo::cargo_in;
 use dualform_harness::firmware::golden_check::{check_golden, compare_bits, host_golden, run_golden};
-use dualform_harness::firmware::DEVICE_E as E;
+use dualform_harness::firmware::{default_board, Board, StackGuard, DEVICE_E as E};
 use dualform_harness::model::{save, Lsa};
 use dualform_tests::firmware_dir;
 
@@ -14,7 +15,7 @@ use dualform_tests::firmware_dir;
 #[test]
 fn firmware_predictions_are_bit_identical_to_the_host() {
     let dir = firmware_dir();
-    let check = check_golden::<E>(&dir, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let check = check_golden::<E>(&dir, default_board(), &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{e}"));
     let r = &check.device.results;
     assert_eq!(r.preds.len(), 16 * 8, "eight predictions per golden task");
     assert_eq!(r.stream.len(), 16 * 10, "a streaming prediction after each of 10 pairs");
@@ -41,10 +42,10 @@ fn a_changed_weight_fails_the_check() {
     save(&Lsa::single(head).unwrap(), &[("model", "changed".into())], &changed).unwrap();
     let env = [("DUALFORM_WEIGHTS", changed.to_str().unwrap())];
     // The hash check names the weights...
-    let err = check_golden::<E>(&dir, &data, &env).unwrap_err().to_string();
+    let err = check_golden::<E>(&dir, default_board(), &data, &env).unwrap_err().to_string();
     assert!(err.contains("other weights"), "{err}");
     // ...and the bit comparison alone also catches the change.
-    let device = run_golden(&dir, &env).unwrap();
+    let (device, _) = run_golden(&dir, default_board(), &env).unwrap();
     let (host, _) = host_golden::<E>(&data).unwrap();
     let mismatch = compare_bits(&device.results, &host).unwrap_err();
     assert!(mismatch.contains("trained") && mismatch.contains("device 0x"), "{mismatch}");
@@ -99,7 +100,7 @@ fn golden_tasks_follow_the_run_distribution() {
         ("DUALFORM_STACK", s.as_str()),
         ("DUALFORM_LOOPED", l.as_str()),
     ];
-    let check = check_golden::<E>(&dir, &data, &env).unwrap_or_else(|e| panic!("{e}"));
+    let check = check_golden::<E>(&dir, default_board(), &data, &env).unwrap_or_else(|e| panic!("{e}"));
     let (host, _) = host_golden::<E>(&data).unwrap();
     assert_eq!(check.device.results.losses, host.losses, "mean losses, bit for bit");
     let summary = check.device.lines.iter().find(|l| l.starts_with("summary:")).unwrap();
@@ -132,24 +133,56 @@ fn cargo_run_prints_decoded_lines_and_the_firmware_exit_code() {
     assert_ne!(bad.status.code(), Some(0), "a file QEMU cannot run must not exit 0");
 }
 
-/// The fault paths: an index out of range panics with its location (exit 101), and a stack overflow (flip-link's
-/// layout plus the MPU guard below the RAM origin) is a hard fault reported as a stack overflow (exit 102), not
-/// corrupted memory or a hang.
-#[test]
-fn a_panic_and_a_stack_overflow_report_their_cause_and_exit_non_zero() {
+/// The fault paths on `board`: an index out of range panics with its location (exit 101), and a stack overflow
+/// (flip-link's layout plus the board's guard) is a hard fault reported as a stack overflow (exit 102), not corrupted
+/// memory or a hang. Where the guard is the ARMv8-M stack limit, the fault comes before the stack pointer leaves RAM
+/// (it stops at the limit); elsewhere (the MPU region, or the Cortex-M0's unmapped memory) it has gone below.
+fn faults_report_their_cause(board: &Board) {
     use dualform_harness::firmware::{cargo, qemu};
     let dir = firmware_dir();
     for (bin, code, first, last) in [
         ("fault-index", 101, "indexing out of range", "ERROR panic at src/bin/fault-index.rs:16"),
-        ("fault-stack", 102, "overflowing the stack", "ERROR hard fault: stack overflow (stack pointer 0x1ff"),
+        ("fault-stack", 102, "overflowing the stack", "ERROR hard fault: stack overflow (stack pointer 0x"),
     ] {
-        let elf = cargo::build(&dir, bin, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let (bytes, exit) = qemu::run_qemu(&elf, 60, &[]).unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let elf = cargo::build(&dir, board, bin, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let (bytes, exit) = qemu::run_qemu(board, &elf, 60, &[]).unwrap_or_else(|e| panic!("{bin}: {e}"));
         let lines = qemu::decode(&elf, &bytes).unwrap();
-        assert_eq!(exit, code, "{bin}: {lines:?}");
-        assert_eq!(lines.first().map(String::as_str), Some(first), "{bin}: {lines:?}");
-        assert!(lines.last().is_some_and(|l| l.starts_with(last)), "{bin}: {lines:?}");
-        assert_eq!(lines.len(), 2, "{bin}: nothing runs after the fault: {lines:?}");
+        let at = board.name;
+        assert_eq!(exit, code, "{at} {bin}: {lines:?}");
+        assert_eq!(lines.first().map(String::as_str), Some(first), "{at} {bin}: {lines:?}");
+        let fault = lines.last().filter(|l| l.starts_with(last)).unwrap_or_else(|| panic!("{at} {bin}: {lines:?}"));
+        assert_eq!(lines.len(), 2, "{at} {bin}: nothing runs after the fault: {lines:?}");
+        if bin == "fault-stack" {
+            let hex = fault[last.len()..].split(|c: char| !c.is_ascii_hexdigit()).next().unwrap();
+            let sp = u32::from_str_radix(hex, 16).unwrap();
+            let origin = board.ram.0;
+            match board.guard {
+                StackGuard::Msplim => assert!((origin..origin + 256).contains(&sp), "{at}: {fault}"),
+                StackGuard::Mpu | StackGuard::None => assert!(sp < origin, "{at}: {fault}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_panic_and_a_stack_overflow_report_their_cause_and_exit_non_zero() {
+    faults_report_their_cause(default_board());
+}
+
+/// Every other emulated core (`dualform_protocol::BOARDS`) gives the host's bits on every golden value, with its
+/// own code generation (soft float on the M0 and M3, double-precision FPUs on the M7 and M55, Helium vector
+/// instructions on the M55), and reports its faults.
+#[test]
+fn every_core_matches_the_host_bit_for_bit_and_reports_its_faults() {
+    let dir = firmware_dir();
+    let others: Vec<&Board> = Board::emulated().filter(|b| *b != default_board()).collect();
+    assert!(others.len() >= 5, "M0, M3, M7, M33, M55 besides the M4F");
+    for board in others {
+        let name = board.name;
+        let check = check_golden::<E>(&dir, board, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(check.values, 16 * 8 + 16 * 10 + 4, "{name}");
+        eprintln!("{name} ({}): {} values bit-identical to the host", board.core, check.values);
+        faults_report_their_cause(board);
     }
 }
 
@@ -195,6 +228,27 @@ fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
         assert!(line.contains(file.to_str().unwrap()) && line.contains(mentions), "{mentions}: {line}");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// The board comes from `DUALFORM_BOARD`: a name not in the list, or a board of another target than the build's,
+/// stops the build with one line saying what to do.
+#[test]
+fn an_unknown_board_or_the_wrong_target_stops_the_firmware_build() {
+    let dir = std::path::absolute(firmware_dir()).unwrap();
+    for (board, says) in [
+        ("mps2-an999", "DUALFORM_BOARD=mps2-an999 is not a board of the list (microbit, mps2-an385"),
+        ("microbit", "board microbit (Cortex-M0) builds for --target thumbv6m-none-eabi, not thumbv7em-none-eabihf"),
+    ] {
+        let mut cmd = cargo_in(&dir);
+        cmd.args(["build", "--release", "--bin", "dualform-firmware"]);
+        cmd.env("CARGO_TARGET_DIR", dir.join("target")).env("DUALFORM_BOARD", board);
+        let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
+        let out = cmd.output().unwrap();
+        drop(turn);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{board}: the build must fail");
+        assert!(err.lines().any(|l| l.trim_start().starts_with(&format!("error: {says}"))), "{board}: {err}");
+    }
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
@@ -267,4 +321,34 @@ fn the_readme_firmware_section_runs_under_qemu() {
     let line = stdout.lines().find(|l| l.starts_with("prediction ")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.ends_with(&format!("(bits {bits:#x})")), "device: {line}; host bits {bits:#x}");
     std::fs::remove_dir_all(&krate).unwrap();
+}
+
+/// `dualform firmware-report` on the Cortex-M55: a row per core with every golden value bit-identical, sizes and
+/// exact instruction counts, and the comparison row without Helium: the vector instructions are there with Helium
+/// and gone without it, the bits are the same either way, and Helium takes fewer instructions per MAC.
+#[test]
+fn the_firmware_report_has_a_row_per_core_and_shows_what_helium_does() {
+    let dir = firmware_dir();
+    let out = tempfile_dir("firmware-report");
+    let board = Board::named("mps3-an547").unwrap();
+    let text = dualform_harness::firmware::report::firmware_report(&dir, &out, &[board], |_| {}).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("firmware/report.json")).unwrap()).unwrap();
+    let rows = json["cores"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in rows {
+        assert_eq!(row["values"], 292, "{row}");
+        assert_eq!(row["identical"], row["values"], "{row}");
+        assert!(row["flash"].as_u64().unwrap() > 10_000 && row["stack"].as_u64().unwrap() > 1_000, "{row}");
+        assert!(row["prediction_instructions"].as_u64().unwrap() > 462, "at least one per MAC: {row}");
+        assert!(row["layer_est_cycles"].is_null(), "no cost model for the M55: {row}");
+    }
+    let (helium, plain) = (&rows[0], &rows[1]);
+    assert_eq!(plain["board"], "mps3-an547 -mve");
+    assert!(helium["layer_vector_instructions"].as_u64().unwrap() > 100, "{helium}");
+    assert_eq!(plain["layer_vector_instructions"], 0, "{plain}");
+    let per_mac = |r: &serde_json::Value| r["layer_instructions_per_mac"].as_f64().unwrap();
+    assert!(per_mac(helium) < per_mac(plain), "{text}");
+    assert!(json["variants"].as_array().unwrap().is_empty(), "the M4F variants only with the M4F");
+    std::fs::remove_dir_all(&out).unwrap();
 }

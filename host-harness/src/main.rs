@@ -31,8 +31,8 @@ enum Command {
     /// Write golden tasks for the firmware, from the distribution of a single-layer run, and copy the run's weights
     /// beside them.
     Golden(GoldenArgs),
-    /// Build the firmware, check it under QEMU against the host bit for bit, and measure it (instructions, cycles
-    /// estimate, flash, RAM, stack).
+    /// Build the firmware for every emulated core, check it under QEMU against the host bit for bit, and measure it
+    /// (instructions, flash, RAM, stack; cycles estimated on the Cortex-M4F).
     FirmwareReport(FirmwareArgs),
 }
 
@@ -44,6 +44,10 @@ struct FirmwareArgs {
     /// Output folder; the report goes to OUT/firmware/report.json.
     #[arg(long, default_value = "results")]
     out: PathBuf,
+    /// The boards (QEMU machines) to build, check and measure, comma-separated, or all: microbit (Cortex-M0),
+    /// mps2-an385 (M3), mps2-an386 (M4F), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55).
+    #[arg(long, default_value = "all")]
+    boards: String,
 }
 
 #[derive(clap::Args)]
@@ -93,7 +97,9 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::FirmwareReport(f) => {
-            print!("{}", dualform_harness::firmware::report::firmware_report(&f.dir, &f.out)?);
+            let boards = dualform_harness::firmware::emulated_boards(&f.boards)?;
+            let progress = |s: &str| eprint!("{s}");
+            print!("{}", dualform_harness::firmware::report::firmware_report(&f.dir, &f.out, &boards, progress)?);
             Ok(())
         }
         Command::Golden(g) => {

@@ -12,6 +12,9 @@
 
 use core::fmt;
 
+pub mod boards;
+pub use boards::{Board, StackGuard, BOARDS};
+
 /// The models of the golden run, in the order the device runs them. A new golden model is one entry here (its name,
 /// its weights file and the build variable that overrides it, whether it is a single layer) and its file in
 /// `firmware-example/data`: the firmware's build embeds every entry, the device runs and reports every entry, and the

@@ -81,3 +81,29 @@ fn free_text_is_skipped_and_malformed_records_are_errors() {
         assert_eq!(Line::parse(bad), Err(ParseError), "{bad}");
     }
 }
+
+/// The board table is consistent: unique names, both defaults present (the QEMU one emulated, the probe one not),
+/// flash and RAM disjoint and non-empty, the stack guard matching the architecture of the target (an MPU region on
+/// ARMv7-M, the stack limit register on ARMv8-M, nothing on ARMv6-M), and software floating point exactly on the
+/// targets without `hf`.
+#[test]
+fn the_board_table_is_consistent() {
+    for (i, b) in BOARDS.iter().enumerate() {
+        assert!(BOARDS[..i].iter().all(|o| o.name != b.name), "{} twice", b.name);
+        let (f, r) = (b.flash, b.ram);
+        assert!(f.1 > 0 && r.1 > 0, "{}", b.name);
+        assert!(f.0 + f.1 <= r.0 || r.0 + r.1 <= f.0, "{}: flash and RAM overlap", b.name);
+        let guard = match b.target.split('-').next() {
+            Some("thumbv6m") => StackGuard::None,
+            Some("thumbv7m" | "thumbv7em") => StackGuard::Mpu,
+            Some("thumbv8m.main") => StackGuard::Msplim,
+            other => panic!("{}: no guard rule for {other:?}", b.name),
+        };
+        assert_eq!(b.guard, guard, "{}", b.name);
+        assert_eq!(b.fpu == "none", !b.target.ends_with("hf"), "{}", b.name);
+    }
+    assert!(Board::named(boards::DEFAULT).is_some_and(|b| b.qemu.is_some()));
+    assert!(Board::named(boards::PROBE_DEFAULT).is_some_and(|b| b.qemu.is_none()));
+    assert!(Board::named("no-such-board").is_none());
+    assert_eq!(Board::emulated().count(), BOARDS.len() - 1);
+}

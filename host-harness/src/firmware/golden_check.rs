@@ -11,6 +11,7 @@
 
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
+use super::Board;
 use crate::firmware::golden::Golden;
 use crate::model::{Lsa, Model as _};
 use crate::net::Forward;
@@ -194,16 +195,23 @@ pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usiz
     Ok(checked)
 }
 
-/// Builds and runs the golden firmware in `dir` under QEMU and parses what it printed; an exit code other than 0 or
-/// a missing `done` is an error.
-pub fn run_golden(dir: &Path, env: &[(&str, &str)]) -> Result<DeviceRun, HarnessError> {
-    let elf = build(dir, "dualform-firmware", env)?;
-    let (bytes, code) = run_qemu(&elf, 120, &[])?;
+/// Builds the golden firmware in `dir` for `board`, runs it under QEMU and parses what it printed; an exit code
+/// other than 0 or a missing `done` is an error. Returns the run and the ELF.
+pub fn run_golden(
+    dir: &Path,
+    board: &Board,
+    env: &[(&str, &str)],
+) -> Result<(DeviceRun, std::path::PathBuf), HarnessError> {
+    let elf = build(dir, board, "dualform-firmware", env)?;
+    let (bytes, code) = run_qemu(board, &elf, 120, &[])?;
     let device = parse(decode(&elf, &bytes)?)?;
     if code != 0 || !device.done {
-        return Err(HarnessError::Io(format!("the firmware exited with code {code} (done: {})", device.done)));
+        return Err(HarnessError::Io(format!(
+            "the firmware on {} exited with code {code} (done: {})",
+            board.name, device.done
+        )));
     }
-    Ok(device)
+    Ok((device, elf))
 }
 
 /// The golden results the host computes from the files in `data` (`golden.safetensors` and every model's file of
@@ -241,16 +249,20 @@ pub struct GoldenCheck {
     pub device: DeviceRun,
     /// Values compared (all equal).
     pub values: usize,
+    /// The golden firmware's ELF.
+    pub elf: std::path::PathBuf,
 }
 
-/// Builds and runs the golden firmware in `dir` with the weight and golden files in `data`, and compares every
-/// value with the host's; `env` is passed to the firmware build (for example a different `DUALFORM_WEIGHTS`).
+/// Builds and runs the golden firmware in `dir` for `board` with the weight and golden files in `data`, and
+/// compares every value with the host's; `env` is passed to the firmware build (for example a different
+/// `DUALFORM_WEIGHTS`).
 pub fn check_golden<const E: usize>(
     dir: &Path,
+    board: &Board,
     data: &Path,
     env: &[(&str, &str)],
 ) -> Result<GoldenCheck, HarnessError> {
-    let device = run_golden(dir, env)?;
+    let (device, elf) = run_golden(dir, board, env)?;
     let (host, want) = host_golden::<E>(data)?;
     let found = &device.weights;
     if *found != want {
@@ -258,7 +270,8 @@ pub fn check_golden<const E: usize>(
             "the firmware embeds other weights than the host uses: device sha256 {found:?}, host {want:?}"
         )));
     }
-    let values = compare_bits(&device.results, &host).map_err(|e| HarnessError::Io(format!("bit mismatch: {e}")))?;
+    let values = compare_bits(&device.results, &host)
+        .map_err(|e| HarnessError::Io(format!("bit mismatch on {} ({}): {e}", board.name, board.core)))?;
     // The summary a person reads says the same as the records the host checked.
     let tasks = host.preds.keys().map(|k| k.0 + 1).max().unwrap_or(0);
     let loss = |m: Model| device.results.losses.get(&m).copied();
@@ -276,5 +289,5 @@ pub fn check_golden<const E: usize>(
             )))
         }
     }
-    Ok(GoldenCheck { device, values })
+    Ok(GoldenCheck { device, values, elf })
 }

@@ -1,8 +1,10 @@
 //! Exact executed-instruction counts of the `measure` binary under QEMU (`-singlestep -d exec,nochain,in_asm`,
-//! between two marker functions, less the markers' own), with an instruction mix weighted by the Cortex-M4 TRM
-//! cycle tables for an estimate of cycles, and ELF sizes.
+//! between two marker functions, less the markers' own), on any emulated board; on the Cortex-M4F, an instruction
+//! mix weighted by the Cortex-M4 TRM cycle tables for an estimate of cycles (the only core with a cost model here);
+//! and ELF sizes.
 
 use super::qemu::{decode, run_qemu};
+use super::Board;
 use crate::HarnessError;
 use dualform_protocol::{Line, Workload};
 use std::collections::BTreeMap;
@@ -17,8 +19,9 @@ pub struct Measurement {
     pub name: String,
     /// Executed instructions between the markers, less the empty run's.
     pub instructions: u64,
-    /// Estimated Cortex-M4 cycles of those instructions (see [`cycles`]), less the empty run's.
-    pub est_cycles: u64,
+    /// Estimated Cortex-M4 cycles of those instructions (see [`cycles`]), less the empty run's; `None` on other
+    /// cores (no cost model).
+    pub est_cycles: Option<u64>,
     /// Multiply-accumulates the workload performs (from E and N).
     pub macs: u64,
     /// Executed instructions by class.
@@ -35,7 +38,14 @@ pub struct Measurement {
 /// single loads and stores 2, or 1 right after another load or store (they pipeline); `ldrd`/`strd` 3;
 /// `ldm`/`stm`/`push`/`pop`/`vldm`/`vstm`/`vpush`/`vpop` 1 + registers; a taken branch 3 (1 + a refill of 1 to 3,
 /// taken as 2), an untaken one 1. An estimate: wait states, bus contention and folding are not modelled.
+///
+/// An instruction on a vector (`q`) register is classed `mve` (Helium, Cortex-M55; never on the M4), its cycles
+/// taken as 1: only its count is reported.
 pub fn cycles(mnemonic: &str, operands: &str, prev_was_ldst: bool, taken: bool) -> (&'static str, u64) {
+    let vector = |w: &str| w.strip_prefix('q').is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if operands.split([',', ' ', '[', ']', '{', '}']).any(vector) {
+        return ("mve", 1);
+    }
     let m = mnemonic.trim_end_matches(".w").trim_end_matches(".n");
     let m = m.split('.').next().unwrap_or(m);
     let regs = || {
@@ -130,16 +140,17 @@ pub fn elf_sizes(elf: &Path) -> Result<(u64, u64), HarnessError> {
     Ok((flash, ram))
 }
 
-/// Runs the `measure` binary under QEMU with one log line per executed instruction and returns every workload's
-/// counts (calibrated by workload 0) and peak stack. `applications` names the workloads that run a model of merged
-/// full layers, with its number of layer applications (for their multiply-add counts).
-pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measurement>, HarnessError> {
+/// Runs the `measure` binary under QEMU as `board` with one log line per executed instruction and returns every
+/// workload's counts (calibrated by workload 0) and peak stack; cycles are estimated on the Cortex-M4 only.
+/// `applications` names the workloads that run a model of merged full layers, with its number of layer applications
+/// (for their multiply-add counts).
+pub fn measure(board: &Board, elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measurement>, HarnessError> {
     let elf_bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
     let begin = symbol_address(&elf_bytes, "dualform_mark_begin")?;
     let end = symbol_address(&elf_bytes, "dualform_mark_end")?;
-    let log = std::env::temp_dir().join(format!("dualform-qemu-{}.log", std::process::id()));
+    let log = std::env::temp_dir().join(format!("dualform-qemu-{}-{}.log", std::process::id(), board.name));
     let log_arg = log.to_string_lossy().into_owned();
-    let (bytes, code) = run_qemu(elf, 600, &["-singlestep", "-d", "exec,nochain,in_asm", "-D", &log_arg])?;
+    let (bytes, code) = run_qemu(board, elf, 600, &["-singlestep", "-d", "exec,nochain,in_asm", "-D", &log_arg])?;
     let lines = decode(elf, &bytes)?;
     if code != 0 {
         let _ = std::fs::remove_file(&log);
@@ -257,7 +268,7 @@ pub fn measure(elf: &Path, applications: &[(&str, u64)]) -> Result<Vec<Measureme
                 macs: macs(workload),
                 name: workload.as_str().to_string(),
                 instructions: n_instr.saturating_sub(base_n),
-                est_cycles: cyc.saturating_sub(base_c),
+                est_cycles: (board.cpu == "cortex-m4").then(|| cyc.saturating_sub(base_c)),
                 mix,
                 stack,
                 stack_total,

@@ -1,18 +1,21 @@
-//! Running a firmware ELF under QEMU `mps2-an386` with semihosting, and decoding its defmt stream with
+//! Running a firmware ELF under QEMU (the board's machine) with semihosting, and decoding its defmt stream with
 //! `defmt-print` (the decoder of the firmware's own runner).
 
+use super::Board;
 use crate::HarnessError;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs an ELF under QEMU `mps2-an386` with semihosting, killed after `timeout_s` seconds; `extra` adds QEMU
-/// arguments (logging). Returns the program's semihosting output and its exit code.
-pub fn run_qemu(elf: &Path, timeout_s: u32, extra: &[&str]) -> Result<(Vec<u8>, i32), HarnessError> {
-    let qemu = "qemu-system-arm";
+/// Runs an ELF under QEMU as `board` (its QEMU program and machine) with semihosting, killed after `timeout_s`
+/// seconds; `extra` adds QEMU arguments (logging). Returns the program's semihosting output and its exit code.
+pub fn run_qemu(board: &Board, elf: &Path, timeout_s: u32, extra: &[&str]) -> Result<(Vec<u8>, i32), HarnessError> {
+    let Some(qemu) = board.qemu else {
+        return Err(HarnessError::Usage(format!("board {} is not emulated by QEMU", board.name)));
+    };
     let out = Command::new("timeout")
         .arg(format!("{timeout_s}"))
         .arg(qemu)
-        .args(["-machine", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native", "-kernel"])
+        .args(["-machine", board.name, "-nographic", "-semihosting-config", "enable=on,target=native", "-kernel"])
         .arg(elf)
         .args(extra)
         .stdin(std::process::Stdio::null())
@@ -20,9 +23,7 @@ pub fn run_qemu(elf: &Path, timeout_s: u32, extra: &[&str]) -> Result<(Vec<u8>, 
         .map_err(|e| HarnessError::Io(format!("cannot run timeout/{qemu}: {e}")))?;
     let code = out.status.code().unwrap_or(-1);
     if code == 127 {
-        return Err(HarnessError::Io(format!(
-            "{qemu} not found: install it (Debian: apt-get install qemu-system-arm)"
-        )));
+        return Err(HarnessError::Io(format!("{qemu} not found: install it (Debian: apt-get install {qemu})")));
     }
     if code == 124 {
         return Err(HarnessError::Io(format!("{qemu} did not finish within {timeout_s} s")));

@@ -1,10 +1,11 @@
-//! `dualform firmware-report`: the golden check and the measurements for each code-generation variant, as a table
-//! and `OUT/firmware/report.json`.
+//! `dualform firmware-report`: per emulated core, the golden check bit for bit and the measurements (one row each);
+//! on the Cortex-M4F, each code-generation variant in detail with estimated cycles; as tables and
+//! `OUT/firmware/report.json`.
 
 use super::cargo::build;
 use super::golden_check::check_golden;
-use super::measure::{elf_sizes, measure};
-use super::DEVICE_E;
+use super::measure::{elf_sizes, measure, Measurement};
+use super::{default_board, Board, DEVICE_E};
 use crate::HarnessError;
 use std::path::Path;
 
@@ -33,9 +34,17 @@ pub const VARIANTS: [Variant; 2] = [
     },
 ];
 
-/// `dualform firmware-report`: for each of [`VARIANTS`], checks the golden run bit for bit, measures every workload
-/// and reads the ELF sizes; writes `out/firmware/report.json` and returns the printed table.
-pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
+/// `dualform firmware-report`: for each board of `boards` (emulated ones), builds the golden and measurement
+/// firmware, checks the golden run against the host bit for bit, measures every workload and reads the ELF sizes
+/// ([`core_row`]); when the default board (the Cortex-M4F) is among them, also each of [`VARIANTS`] on it with
+/// estimated cycles. Writes `out/firmware/report.json` and returns the printed tables; `progress` hears of each
+/// board as it starts. A board whose bits differ from the host's is an error naming the first difference.
+pub fn firmware_report(
+    dir: &Path,
+    out: &Path,
+    boards: &[&Board],
+    mut progress: impl FnMut(&str),
+) -> Result<String, HarnessError> {
     let staged = crate::output::staged::Staged::new(out, "firmware")?;
     // The deep models the firmware embeds (read as the build-time helper reads them).
     let mut models = Vec::new();
@@ -45,13 +54,170 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
         models.push((name, f.layers.len(), f.schedule.len(), f.layers.len() * 2 * f.e * f.e * 4));
     }
     let applications: Vec<(&str, u64)> = models.iter().map(|m| (m.0, m.2 as u64)).collect();
-    let mut variants = Vec::new();
     let mut t = String::new();
+    let mut cores = Vec::new();
+    for board in boards {
+        progress(&format!("{} ({}): building, running the golden check and measuring\n", board.name, board.core));
+        cores.push(core_row(dir, board, &[], &applications)?);
+        // Helium's effect, with everything else equal: the same core without its vector extension.
+        if board.cpu == "cortex-m55" {
+            progress(&format!("{} ({}) without Helium\n", board.name, board.core));
+            let mut row = core_row(dir, board, &NO_HELIUM, &applications)?;
+            row.board = format!("{} -mve", board.name);
+            row.cpu = NO_HELIUM[0].1.to_string();
+            cores.push(row);
+        }
+    }
+    t.push_str(&cores_table(&cores));
+    let board = default_board();
+    let variants = if boards.contains(&board) { variants(dir, board, &models, &applications, &mut t)? } else { vec![] };
+    let json = serde_json::json!({
+        "cores": cores,
+        "variants_target": format!("{} ({}), QEMU {}", board.target, board.core, board.name),
+        "variants": variants,
+        "note": "instructions are exact counts from QEMU -singlestep -d exec,nochain between marker functions, less \
+                 the markers' own; cycles (Cortex-M4F only) are an estimate from the executed instruction mix and the \
+                 Cortex-M4 TRM cycle tables (no wait states, no bus contention); QEMU does not model timing",
+    });
+    crate::output::staged::write(
+        &staged.path().join("report.json"),
+        &serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Io(e.to_string()))?,
+    )?;
+    let dest = staged.commit()?;
+    t.push_str(&format!("report: {}\n", dest.join("report.json").display()));
+    Ok(t)
+}
+
+/// One core's row of the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CoreRow {
+    /// The board (QEMU machine).
+    pub board: String,
+    /// The core.
+    pub core: String,
+    /// The Rust target and CPU.
+    pub target: String,
+    /// LLVM's CPU (or the flags that replaced it).
+    pub cpu: String,
+    /// Hardware floating point (`none`: software floating point).
+    pub fpu: String,
+    /// Golden values compared with the host.
+    pub values: usize,
+    /// Of those, bit-identical (all of them, or the report is an error).
+    pub identical: usize,
+    /// The golden program's flash, in bytes.
+    pub flash: u64,
+    /// The golden program's static RAM, in bytes.
+    pub static_ram: u64,
+    /// The golden program's peak stack, in bytes.
+    pub stack: usize,
+    /// Executed instructions of one full LSA layer (`lsa_forward`, E = 11, N = 10).
+    pub layer_instructions: u64,
+    /// Executed instructions of one prediction with the merged query kernel (`merged_predict`).
+    pub prediction_instructions: u64,
+    /// Instructions per multiply-accumulate of the full layer.
+    pub layer_instructions_per_mac: f64,
+    /// Of the full layer's instructions, those on vector registers (Helium).
+    pub layer_vector_instructions: u64,
+    /// Estimated cycles of the full layer (Cortex-M4 TRM tables), where this core has a cost model.
+    pub layer_est_cycles: Option<u64>,
+    /// Every workload of the measurement program.
+    pub workloads: Vec<Measurement>,
+}
+
+/// The Cortex-M55 without its M-profile vector extension (Helium): the report's comparison row. (rustc warns that it
+/// does not know the LLVM features `mve` and `mve.fp`, and passes them on.)
+const NO_HELIUM: [(&str, &str); 1] = [("RUSTFLAGS", "-C target-cpu=cortex-m55 -C target-feature=-mve.fp,-mve")];
+
+/// Builds, checks and measures the firmware on one board (see [`firmware_report`]); `env` is passed to the builds
+/// (`RUSTFLAGS` replaces the board's `-C target-cpu`).
+pub fn core_row(
+    dir: &Path,
+    board: &Board,
+    env: &[(&str, &str)],
+    applications: &[(&str, u64)],
+) -> Result<CoreRow, HarnessError> {
+    let check = check_golden::<DEVICE_E>(dir, board, &dir.join("data"), env)?;
+    let (flash, static_ram) = elf_sizes(&check.elf)?;
+    let ms = measure(board, &build(dir, board, "measure", env)?, applications)?;
+    let find = |name: &str| {
+        ms.iter().find(|m| m.name == name).ok_or_else(|| HarnessError::Io(format!("no {name} workload measured")))
+    };
+    let (layer, predict) = (find("lsa_forward")?, find("merged_predict")?);
+    Ok(CoreRow {
+        board: board.name.into(),
+        core: board.core.into(),
+        target: board.target.into(),
+        cpu: board.cpu.into(),
+        fpu: board.fpu.into(),
+        values: check.values,
+        identical: check.values,
+        flash,
+        static_ram,
+        stack: check.device.stack.unwrap_or(0),
+        layer_instructions: layer.instructions,
+        prediction_instructions: predict.instructions,
+        layer_instructions_per_mac: layer.instructions as f64 / layer.macs.max(1) as f64,
+        layer_vector_instructions: layer.mix.get("mve").copied().unwrap_or(0),
+        layer_est_cycles: layer.est_cycles,
+        workloads: ms,
+    })
+}
+
+/// The per-core table: one row per board.
+pub fn cores_table(rows: &[CoreRow]) -> String {
+    let mut t = String::from("golden check and measurements per core (E 11, N 10; instructions exact under QEMU):\n");
+    t.push_str(&format!(
+        "  {:<15} {:<10} {:<25} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9} {:>10} {:>7} {:>11}\n",
+        "board",
+        "core",
+        "target",
+        "FPU",
+        "bit-identical",
+        "flash",
+        "RAM",
+        "stack",
+        "instr/layer",
+        "instr/MAC",
+        "instr/pred",
+        "vector",
+        "est. cycles"
+    ));
+    for r in rows {
+        t.push_str(&format!(
+            "  {:<15} {:<10} {:<25} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9.2} {:>10} {:>7} {:>11}\n",
+            r.board,
+            r.core,
+            r.target,
+            r.fpu,
+            format!("{}/{}", r.identical, r.values),
+            r.flash,
+            r.static_ram,
+            r.stack,
+            r.layer_instructions,
+            r.layer_instructions_per_mac,
+            r.prediction_instructions,
+            r.layer_vector_instructions,
+            r.layer_est_cycles.map_or("-".to_string(), |c| c.to_string())
+        ));
+    }
+    t
+}
+
+/// The Cortex-M4F's code-generation variants in detail (see [`VARIANTS`]), appended to `t`; their JSON.
+fn variants(
+    dir: &Path,
+    board: &Board,
+    models: &[(&str, usize, usize, usize)],
+    applications: &[(&str, u64)],
+    t: &mut String,
+) -> Result<Vec<serde_json::Value>, HarnessError> {
+    let mut variants = Vec::new();
     for v in &VARIANTS {
-        let check = check_golden::<DEVICE_E>(dir, &dir.join("data"), v.env)?;
-        let measure_elf = build(dir, "measure", v.env)?;
-        let golden_elf = build(dir, "dualform-firmware", v.env)?;
-        let ms = measure(&measure_elf, &applications)?;
+        let check = check_golden::<DEVICE_E>(dir, board, &dir.join("data"), v.env)?;
+        let measure_elf = build(dir, board, "measure", v.env)?;
+        let golden_elf = check.elf.clone();
+        let ms = measure(board, &measure_elf, applications)?;
         let (flash, ram) = elf_sizes(&measure_elf)?;
         let (golden_flash, golden_ram) = elf_sizes(&golden_elf)?;
         let own_stack = ms.iter().map(|m| m.stack).max().unwrap_or(0);
@@ -59,14 +225,15 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
         let per_mac =
             |name: &str| ms.iter().find(|m| m.name == name).map(|m| m.instructions as f64 / m.macs.max(1) as f64);
         t.push_str(&format!(
-            "{} ({}): {} golden values bit-identical to the host (QEMU mps2-an386, Cortex-M4F)\n",
-            v.name, v.description, check.values
+            "{} ({}): {} golden values bit-identical to the host (QEMU {}, {})\n",
+            v.name, v.description, check.values, board.name, board.core
         ));
         t.push_str(&format!(
             "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10} {:>10}\n",
             "workload", "instr", "MACs", "instr/MAC", "est. cycles", "cyc/MAC", "stack (B)"
         ));
         let ratio = |x: u64, macs: u64| if macs > 0 { format!("{:.2}", x as f64 / macs as f64) } else { "-".into() };
+        let cycles = |m: &Measurement| m.est_cycles.unwrap_or(0);
         for m in ms.iter().filter(|m| m.id != 0) {
             t.push_str(&format!(
                 "  {:<16} {:>9} {:>7} {:>9} {:>12} {:>10} {:>10}\n",
@@ -74,8 +241,8 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
                 m.instructions,
                 m.macs,
                 ratio(m.instructions, m.macs),
-                m.est_cycles,
-                ratio(m.est_cycles, m.macs),
+                cycles(m),
+                ratio(cycles(m), m.macs),
                 m.stack
             ));
         }
@@ -86,7 +253,7 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
             "  {:<16} {:>6} {:>12} {:>12} {:>10} {:>12} {:>9} {:>10}\n",
             "model", "layers", "applications", "flash (B)", "RAM (B)", "est. cycles", "cyc/MAC", "ms @100MHz"
         ));
-        for &(name, layers, apps, flash_bytes) in &models {
+        for &(name, layers, apps, flash_bytes) in models {
             if let Some(m) = ms.iter().find(|m| m.name == name) {
                 t.push_str(&format!(
                     "  {:<16} {:>6} {:>12} {:>12} {:>10} {:>12} {:>9} {:>10.2}\n",
@@ -95,9 +262,9 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
                     apps,
                     flash_bytes,
                     m.stack,
-                    m.est_cycles,
-                    ratio(m.est_cycles, m.macs),
-                    m.est_cycles as f64 / 1e5
+                    cycles(m),
+                    ratio(cycles(m), m.macs),
+                    cycles(m) as f64 / 1e5
                 ));
                 per_model.push(serde_json::json!({
                     "model": name, "layers": layers, "applications": apps, "flash_merged_heads": flash_bytes,
@@ -128,18 +295,5 @@ pub fn firmware_report(dir: &Path, out: &Path) -> Result<String, HarnessError> {
                 .collect::<serde_json::Map<_, _>>(),
         }));
     }
-    let json = serde_json::json!({
-        "target": "thumbv7em-none-eabihf (Cortex-M4F), QEMU mps2-an386",
-        "variants": variants,
-        "note": "instructions are exact counts from QEMU -singlestep -d exec,nochain between marker functions, less \
-                 the markers' own; cycles are an estimate from the executed instruction mix and the Cortex-M4 TRM \
-                 cycle tables (no wait states, no bus contention); QEMU does not model timing",
-    });
-    crate::output::staged::write(
-        &staged.path().join("report.json"),
-        &serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Io(e.to_string()))?,
-    )?;
-    let dest = staged.commit()?;
-    t.push_str(&format!("report: {}\n", dest.join("report.json").display()));
-    Ok(t)
+    Ok(variants)
 }

@@ -21,4 +21,9 @@ fn cycle_table_follows_the_cortex_m4_trm() {
     assert_eq!(cycles("bne", "#0x40", false, false), ("branch", 1));
     assert_eq!(cycles("bic", "r0, r0, #1", false, false), ("int_other", 1));
     assert_eq!(cycles("mla", "r0, r1, r2, r3", false, false), ("int_mul", 2));
+    // Helium (M55): any instruction on a q register is a vector instruction, whatever its mnemonic.
+    assert_eq!(cycles("vldrw.u32", "q0, [r1], #16", false, false).0, "mve");
+    assert_eq!(cycles("vmul.f32", "q1, q1, q0", false, false).0, "mve");
+    assert_eq!(cycles("vmov", "s0, r1", false, false).0, "fp_other");
+    assert_eq!(cycles("vldr", "s0, [r0, #4]", false, false).0, "fp_load");
 }
