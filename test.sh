@@ -22,8 +22,9 @@ need_component() {
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
-# The firmware's cores (dualform_protocol::BOARDS): Cortex-M0, M3, M4F and M7, M33 and M55.
-for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
+# The firmware's cores (dualform_protocol::BOARDS): Cortex-M0, M3, M4F and M7, M33 and M55, RISC-V RV32IMAC.
+for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf \
+  riscv32imac-unknown-none-elf; do
   need_target "$target"
 done
 need_component rustfmt
@@ -55,6 +56,8 @@ need_apt() { # need_apt PACKAGE MESSAGE
 }
 command -v qemu-system-arm >/dev/null ||
   need_apt qemu-system-arm "qemu-system-arm not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)"
+command -v qemu-system-riscv32 >/dev/null ||
+  need_apt qemu-system-misc "qemu-system-riscv32 not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-misc)"
 # The training plot needs a TrueType font (the tests check that curves.png is written).
 if [ -z "${DUALFORM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
   need_apt fonts-dejavu-core "no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file"
@@ -71,9 +74,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # builds of the tests); here it is built without.
 step "core for thumbv7em-none-eabihf (without defmt)"
 cargo build -p dualform --release --locked --target thumbv7em-none-eabihf
-step "firmware: fmt, clippy and the board build"
+step "firmware: fmt, clippy (Cortex-M4F and RISC-V) and the board build"
 # The board build shares the firmware's target folder with the QEMU builds of the tests: they reuse its dependencies.
 (cd firmware-example && cargo fmt -- --check && cargo clippy --release --locked --all-targets -- -D warnings &&
+  DUALFORM_BOARD=sifive_e cargo clippy --release --locked --target riscv32imac-unknown-none-elf --all-targets -- -D warnings &&
   cargo build --release --locked --no-default-features --features board)
 step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

@@ -91,13 +91,29 @@ fn board() -> &'static Board {
     board
 }
 
-/// The linker's memory map (cortex-m-rt's `FLASH` and `RAM`) from the board's entry.
+/// Bytes at the top of RAM for static data on RISC-V, above the stack.
+const RISCV_STATIC: u32 = 1024;
+
+/// The linker's memory map from the board's entry: cortex-m-rt's `FLASH` and `RAM` (flip-link then moves the stack
+/// below static RAM); for riscv-rt, the same layout written out: the stack at the bottom of RAM, growing down to the
+/// RAM origin, and static data in the top [`RISCV_STATIC`] bytes.
 fn memory_x(b: &Board) -> String {
-    format!(
-        "/* {} ({}), from dualform_protocol::BOARDS. */\nMEMORY\n{{\n  FLASH : ORIGIN = {:#010x}, LENGTH = {}\n  \
-         RAM   : ORIGIN = {:#010x}, LENGTH = {}\n}}\n",
-        b.name, b.core, b.flash.0, b.flash.1, b.ram.0, b.ram.1
-    )
+    let head = format!("/* {} ({}), from dualform_protocol::BOARDS. */\nMEMORY\n{{\n", b.name, b.core);
+    let flash = format!("  FLASH : ORIGIN = {:#010x}, LENGTH = {}\n", b.flash.0, b.flash.1);
+    if b.target.starts_with("riscv") {
+        let stack = b.ram.1 - RISCV_STATIC;
+        format!(
+            "{head}{flash}  STACK : ORIGIN = {:#010x}, LENGTH = {stack}\n  RAM   : ORIGIN = {:#010x}, LENGTH = {}\n}}\n\
+             REGION_ALIAS(\"REGION_TEXT\", FLASH);\nREGION_ALIAS(\"REGION_RODATA\", FLASH);\n\
+             REGION_ALIAS(\"REGION_DATA\", RAM);\nREGION_ALIAS(\"REGION_BSS\", RAM);\n\
+             REGION_ALIAS(\"REGION_HEAP\", RAM);\nREGION_ALIAS(\"REGION_STACK\", STACK);\n",
+            b.ram.0,
+            b.ram.0 + stack,
+            RISCV_STATIC
+        )
+    } else {
+        format!("{head}{flash}  RAM   : ORIGIN = {:#010x}, LENGTH = {}\n}}\n", b.ram.0, b.ram.1)
+    }
 }
 
 fn main() {

@@ -1,7 +1,8 @@
 //! The firmware example under QEMU against the host: every golden prediction, streaming prediction and loss must be
-//! the same f32 bits on every emulated core (Cortex-M0, M3, M4F, M7, M33, M55) as on the host, and the fault paths
-//! must report their cause on each; a build with a changed weight must fail the check. The tests build the firmware
-//! (release, fat LTO) and need `qemu-system-arm` and the Rust targets (../test.sh installs them).
+//! the same f32 bits on every emulated core (Cortex-M0, M3, M4F, M7, M33, M55, and the RISC-V SiFive E31) as on the
+//! host, and the fault paths must report their cause on each; a build with a changed weight must fail the check. The
+//! tests build the firmware (release, fat LTO) and need `qemu-system-arm`, `qemu-system-riscv32` and the Rust targets
+//! (../test.sh installs them).
 
 use dualform::Update;
 use dualform_harness::firmware::cargo::cargo_in;
@@ -170,13 +171,13 @@ fn a_panic_and_a_stack_overflow_report_their_cause_and_exit_non_zero() {
 }
 
 /// Every other emulated core (`dualform_protocol::BOARDS`) gives the host's bits on every golden value, with its
-/// own code generation (soft float on the M0 and M3, double-precision FPUs on the M7 and M55, Helium vector
-/// instructions on the M55), and reports its faults.
+/// own code generation (soft float on the M0, the M3 and the RISC-V E31, double-precision FPUs on the M7 and M55,
+/// Helium vector instructions on the M55), and reports its faults.
 #[test]
 fn every_core_matches_the_host_bit_for_bit_and_reports_its_faults() {
     let dir = firmware_dir();
     let others: Vec<&Board> = Board::emulated().filter(|b| *b != default_board()).collect();
-    assert!(others.len() >= 5, "M0, M3, M7, M33, M55 besides the M4F");
+    assert!(others.len() >= 6, "M0, M3, M7, M33, M55 and a RISC-V core besides the M4F");
     for board in others {
         let name = board.name;
         let check = check_golden::<E>(&dir, board, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));

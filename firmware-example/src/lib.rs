@@ -11,7 +11,6 @@ use defmt_semihosting as _;
 #[cfg(feature = "board")]
 use defmt_rtt as _;
 
-use cortex_m_rt::exception;
 use dualform::{Layer, MergedHead, Update};
 
 // One module per golden model (`trained`, `gd`, `stack`, `looped`: the names of `dualform_protocol::Model`) and
@@ -130,9 +129,7 @@ pub fn exit(code: i32) -> ! {
     #[cfg(not(feature = "qemu"))]
     {
         let _ = code;
-        loop {
-            cortex_m::asm::bkpt();
-        }
+        arch::halt()
     }
 }
 
@@ -146,94 +143,23 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     exit(101)
 }
 
-// The HardFault entry, in assembly because it may run with the stack pointer outside RAM (a stack overflow under
-// flip-link): it passes the faulting stack pointer to `hard_fault` and gives that a fresh stack from the top of the
-// stack region. (cortex-m-rt's own entry would run the Rust handler on the broken stack.) A register branch rather
-// than `b`, whose 16-bit form on ARMv6-M reaches only 2 KiB.
-core::arch::global_asm!(
-    ".section .HardFault.user, \"ax\"",
-    ".global HardFault",
-    ".type HardFault, %function",
-    ".thumb_func",
-    "HardFault:",
-    "    mrs r0, MSP",
-    "    ldr r1, ={top}",
-    "    msr MSP, r1",
-    "    ldr r1, ={handler}",
-    "    bx r1",
-    top = sym _stack_start,
-    handler = sym hard_fault,
-);
-
-/// Reports a hard fault and exits (code 102). `sp` is the stack pointer at the fault: at or below the stack's floor
-/// (within [`OVERFLOW_MARGIN`] of the RAM origin, or under it) it was a stack overflow, and the exception frame may
-/// never have been written, so only `sp` is reported; otherwise the faulting instruction's address is read from the
-/// frame.
-extern "C" fn hard_fault(sp: u32) -> ! {
-    if (sp as usize) < RAM_ORIGIN + OVERFLOW_MARGIN {
-        defmt::error!("hard fault: stack overflow (stack pointer {=u32:#x}, at or below the stack's floor)", sp);
-    } else {
-        // The frame's sixth word is the return address (the faulting pc); it is inside RAM here.
-        let pc = unsafe { core::ptr::read_volatile((sp as usize + 24) as *const u32) };
-        defmt::error!("hard fault at pc {=u32:#x}", pc);
-    }
-    exit(102)
-}
-
 /// A fault with the stack pointer this close to the floor (or below it) is reported as a stack overflow.
 const OVERFLOW_MARGIN: usize = 256;
 
-/// Bytes below the RAM origin that the MPU guard covers: 1 MiB, more than any stack frame, because a frame's stores
-/// need not touch every address (a function that reserves 512 bytes and writes only the lowest 256 steps over a
-/// 32-byte guard; found with the `fault-stack` binary).
-#[cfg(dualform_guard = "mpu")]
-const STACK_GUARD: usize = 1 << 20;
-
-/// Makes the stack's floor fault, with the board's mechanism (`dualform_protocol::StackGuard`). flip-link places
-/// the stack below static RAM, growing down to the RAM origin, so an overflow leaves RAM instead of overwriting data;
-/// on a microcontroller the addresses below RAM usually fault, but QEMU's MPS2 boards map them to a reserved region
-/// that ignores writes.
-///
-/// ARMv7-M (M3, M4F, M7): one MPU region (no access, never executed) over the 1 MiB below the RAM origin; the rest
-/// of memory keeps its default map (PRIVDEFENA). (On the STM32F411 that range holds the system memory and option
-/// bytes, which this program never reads.) ARMv8-M (M33, M55): the main stack limit register at the RAM origin, so a
-/// push below it faults before it is written. ARMv6-M (M0): no MPU on the nRF51 and no stack limit register:
-/// nothing to set; the micro:bit's addresses below RAM are unmapped and fault on their own.
-pub fn guard_stack() {
-    #[cfg(dualform_guard = "mpu")]
-    {
-        // SAFETY: only this function configures the MPU, once at start-up, before anything relies on the memory map.
-        let mpu = unsafe { &*cortex_m::peripheral::MPU::PTR };
-        let (base, size_log2) = ((RAM_ORIGIN - STACK_GUARD) as u32, STACK_GUARD.trailing_zeros());
-        // RASR: XN (bit 28), AP = 000 (no access, bits 24..26), SIZE = log2(bytes) - 1 (bits 1..5), ENABLE (bit 0).
-        let rasr = (1 << 28) | ((size_log2 - 1) << 1) | 1;
-        unsafe {
-            mpu.rnr.write(0);
-            mpu.rbar.write(base);
-            mpu.rasr.write(rasr);
-            // CTRL: PRIVDEFENA (bit 2) | ENABLE (bit 0).
-            mpu.ctrl.write(0b101);
-        }
-    }
-    // SAFETY: the limit is the floor of the stack region, below every frame; only this function sets it, at start-up.
-    #[cfg(dualform_guard = "msplim")]
-    unsafe {
-        cortex_m::register::msplim::write(RAM_ORIGIN as u32)
-    };
-    cortex_m::asm::dsb();
-    cortex_m::asm::isb();
-}
-
-#[exception]
-unsafe fn DefaultHandler(irq: i16) {
-    defmt::error!("unexpected exception {=i16}", irq);
-    exit(103)
-}
+// The core's architecture: its fault entry and handler, the stack guard, the stack pointer, the entry attribute.
+#[cfg(target_arch = "arm")]
+#[path = "arm.rs"]
+mod arch;
+#[cfg(target_arch = "riscv32")]
+#[path = "riscv.rs"]
+mod arch;
+pub use arch::{entry, guard_stack};
 
 const PAINT: u32 = 0x5AA5_C33C;
 
 unsafe extern "C" {
-    /// Top of the stack (cortex-m-rt's symbol; with flip-link the stack runs from here down to the RAM origin).
+    /// Top of the stack (the runtime's symbol; the stack runs from here down to the RAM origin: flip-link's layout
+    /// on Cortex-M, the memory map's on RISC-V).
     static _stack_start: u32;
 }
 
@@ -249,7 +175,7 @@ const PAINT_SPAN: usize = 16 * 1024;
 /// with a pattern and returns the lowest painted address; [`stack_peak`] later finds how far down the stack reached.
 #[inline(never)]
 pub fn paint_stack() -> usize {
-    let sp = cortex_m::register::msp::read() as usize;
+    let sp = arch::sp();
     let floor = sp.saturating_sub(PAINT_SPAN).max(RAM_ORIGIN);
     let mut p = floor;
     while p + 4 <= sp.saturating_sub(256) {
@@ -263,7 +189,7 @@ pub fn paint_stack() -> usize {
 
 /// The current depth of the stack (top of the stack minus the stack pointer), in bytes.
 pub fn stack_depth() -> usize {
-    stack_top() - cortex_m::register::msp::read() as usize
+    stack_top() - arch::sp()
 }
 
 /// The deepest stack use, in bytes from the top of the stack, since [`paint_stack`] returned `floor`.

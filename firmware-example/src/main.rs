@@ -7,7 +7,7 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
+use dualform_firmware::entry;
 use dualform_firmware::{exit, golden, paint_stack, stack_peak, trained, E, MODELS, MODEL_COUNT, N, TASKS};
 use dualform_protocol::{Line, Model};
 

@@ -45,7 +45,8 @@ struct FirmwareArgs {
     #[arg(long, default_value = "results")]
     out: PathBuf,
     /// The boards (QEMU machines) to build, check and measure, comma-separated, or all: microbit (Cortex-M0),
-    /// mps2-an385 (M3), mps2-an386 (M4F), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55).
+    /// mps2-an385 (M3), mps2-an386 (M4F), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55), sifive_e (RISC-V
+    /// RV32IMAC).
     #[arg(long, default_value = "all")]
     boards: String,
 }

@@ -13,8 +13,9 @@ pub enum StackGuard {
     Mpu,
     /// The ARMv8-M main stack limit register (`MSPLIM`) set to the RAM origin: a push below it is a fault.
     Msplim,
-    /// No mechanism on this core (no MPU, no stack limit register): the addresses below the RAM origin must fault on
-    /// their own (unmapped memory), or an overflow goes unnoticed.
+    /// No mechanism set (no MPU on the nRF51, no stack limit register on ARMv6-M; on RISC-V, physical memory
+    /// protection is not used): the addresses below the RAM origin fault on their own (unmapped memory), or an
+    /// overflow would go unnoticed.
     None,
 }
 
@@ -77,7 +78,7 @@ const MIB: u32 = 1024 * 1024;
 /// Every board. RAM is limited to 64 KiB on the emulated boards that have more, so that stack painting is quick and
 /// the figures read like a small microcontroller's; the memory maps are QEMU's (`info mtree`), the secure aliases
 /// on the ARMv8-M images (which start in the Secure state).
-pub const BOARDS: [Board; 7] = [
+pub const BOARDS: [Board; 8] = [
     Board {
         name: "microbit",
         core: "Cortex-M0",
@@ -143,6 +144,18 @@ pub const BOARDS: [Board; 7] = [
         flash: (0x1000_0000, 512 * KIB),
         ram: (0x3000_0000, 64 * KIB),
         guard: StackGuard::Msplim,
+    },
+    Board {
+        name: "sifive_e",
+        core: "SiFive E31",
+        target: "riscv32imac-unknown-none-elf",
+        cpu: "sifive-e31",
+        fpu: "none",
+        qemu: Some("qemu-system-riscv32"),
+        // The HiFive1's flash (memory-mapped SPI) where QEMU's boot ROM jumps, and its 16 KiB data RAM.
+        flash: (0x2040_0000, 4 * MIB),
+        ram: (0x8000_0000, 16 * KIB),
+        guard: StackGuard::None,
     },
     Board {
         name: "nucleo-f411re",

@@ -84,8 +84,8 @@ fn free_text_is_skipped_and_malformed_records_are_errors() {
 
 /// The board table is consistent: unique names, both defaults present (the QEMU one emulated, the probe one not),
 /// flash and RAM disjoint and non-empty, the stack guard matching the architecture of the target (an MPU region on
-/// ARMv7-M, the stack limit register on ARMv8-M, nothing on ARMv6-M), and software floating point exactly on the
-/// targets without `hf`.
+/// ARMv7-M, the stack limit register on ARMv8-M, nothing on ARMv6-M and RISC-V), and software floating point exactly
+/// on the targets without `hf` (Arm) or the F extension (RISC-V).
 #[test]
 fn the_board_table_is_consistent() {
     for (i, b) in BOARDS.iter().enumerate() {
@@ -97,10 +97,13 @@ fn the_board_table_is_consistent() {
             Some("thumbv6m") => StackGuard::None,
             Some("thumbv7m" | "thumbv7em") => StackGuard::Mpu,
             Some("thumbv8m.main") => StackGuard::Msplim,
+            Some(isa) if isa.starts_with("riscv32") => StackGuard::None,
             other => panic!("{}: no guard rule for {other:?}", b.name),
         };
         assert_eq!(b.guard, guard, "{}", b.name);
-        assert_eq!(b.fpu == "none", !b.target.ends_with("hf"), "{}", b.name);
+        let isa = b.target.split('-').next().unwrap_or("");
+        let float = b.target.ends_with("hf") || isa.strip_prefix("riscv32").is_some_and(|ext| ext.contains('f'));
+        assert_eq!(b.fpu == "none", !float, "{}", b.name);
     }
     assert!(Board::named(boards::DEFAULT).is_some_and(|b| b.qemu.is_some()));
     assert!(Board::named(boards::PROBE_DEFAULT).is_some_and(|b| b.qemu.is_none()));

@@ -4,7 +4,7 @@
 #![no_main]
 
 use core::hint::black_box;
-use cortex_m_rt::entry;
+use dualform_firmware::entry;
 use dualform_firmware::exit;
 
 #[entry]

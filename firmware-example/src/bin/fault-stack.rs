@@ -6,7 +6,7 @@
 #![no_main]
 
 use core::hint::black_box;
-use cortex_m_rt::entry;
+use dualform_firmware::entry;
 use dualform_firmware::exit;
 
 /// Recurses `depth` times with a frame of more than 256 bytes that the optimiser cannot remove.

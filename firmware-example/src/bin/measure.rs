@@ -5,9 +5,9 @@
 #![no_main]
 
 use core::hint::black_box;
-use cortex_m_rt::entry;
 use dualform::linalg::matvec;
 use dualform::{lsa_associative, prediction, LayerCache, Mask, MergedHead, Real, StreamingContext, Update};
+use dualform_firmware::entry;
 use dualform_firmware::{
     exit, looped, paint_stack, stack, stack_depth, stack_peak, trained, Model, CTX0, E, N, QUERY0,
 };

@@ -120,13 +120,14 @@ fn symbol_address(elf: &[u8], name: &str) -> Result<u64, HarnessError> {
 }
 
 /// Flash (code, read-only data, initialised data) and static RAM (initialised and zeroed data) of an ELF, in bytes,
-/// from its allocated sections.
+/// from its allocated sections (riscv-rt's stack and heap regions left out).
 pub fn elf_sizes(elf: &Path) -> Result<(u64, u64), HarnessError> {
     use object::{Object, ObjectSection, SectionKind};
     let bytes = std::fs::read(elf).map_err(|e| HarnessError::Io(format!("reading {}: {e}", elf.display())))?;
     let file = object::File::parse(&*bytes).map_err(|e| HarnessError::Io(format!("ELF: {e}")))?;
     let (mut flash, mut ram) = (0, 0);
-    for s in file.sections() {
+    // riscv-rt's `.stack` and `.heap` are regions marked out for the linker's checks, not static data.
+    for s in file.sections().filter(|s| !matches!(s.name(), Ok(".stack" | ".heap"))) {
         match s.kind() {
             SectionKind::Text | SectionKind::ReadOnlyData | SectionKind::ReadOnlyString => flash += s.size(),
             SectionKind::Data => {
@@ -173,9 +174,10 @@ pub fn measure(board: &Board, elf: &Path, applications: &[(&str, u64)]) -> Resul
             let mut words = rest.split_whitespace();
             let mut size = 0;
             let mut mnemonic = String::new();
+            // The encoding comes first, in hex: Thumb as 16-bit halves, RISC-V as one word of 16 or 32 bits.
             for w in words.by_ref() {
-                if w.len() == 4 && w.chars().all(|c| c.is_ascii_hexdigit()) {
-                    size += 2;
+                if (w.len() == 4 || w.len() == 8) && w.chars().all(|c| c.is_ascii_hexdigit()) {
+                    size += w.len() as u64 / 2;
                 } else {
                     mnemonic = w.to_string();
                     break;

@@ -22,7 +22,7 @@ fn board_lists_parse_to_emulated_boards_in_table_order() {
     let names = |list: &str| emulated_boards(list).unwrap().iter().map(|b| b.name).collect::<Vec<_>>();
     assert_eq!(names("mps3-an547, microbit,microbit"), ["microbit", "mps3-an547"]);
     assert_eq!(names("all"), Board::emulated().map(|b| b.name).collect::<Vec<_>>());
-    assert_eq!(names("all").len(), 6);
+    assert_eq!(names("all").len(), 7);
     for (list, says) in [("mps2-an999", "unknown board mps2-an999"), ("nucleo-f411re", "is not emulated")] {
         let err = emulated_boards(list).unwrap_err().to_string();
         assert!(err.contains(says) && err.contains("microbit, mps2-an385"), "{err}");
