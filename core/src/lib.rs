@@ -1,7 +1,7 @@
 //! # dualform
 //!
 //! `no_std`, allocation-free attention kernels that compute gradient descent in context, with the same bits on a
-//! host and on a Cortex-M4F.
+//! host and on microcontrollers (checked on the Cortex-M0, M3, M4F, M7, M33, M55 and a RISC-V RV32IMAC core).
 //!
 //! One linear self-attention (LSA) layer with the right weights computes exactly one step of gradient descent on the
 //! least-squares problem whose `(x, y)` pairs sit in its context (von Oswald et al. 2022). This crate holds the

@@ -19,8 +19,8 @@ pub struct Measurement {
     pub name: String,
     /// Executed instructions between the markers, less the empty run's.
     pub instructions: u64,
-    /// Estimated Cortex-M4 cycles of those instructions (see [`cycles`]), less the empty run's; `None` on other
-    /// cores (no cost model).
+    /// Estimated cycles of those instructions by the core's published cycle tables ([`CostModel`]), less the empty
+    /// run's; `None` on a core without one.
     pub est_cycles: Option<u64>,
     /// Multiply-accumulates the workload performs (from E and N).
     pub macs: u64,
@@ -109,6 +109,60 @@ pub fn cycles(mnemonic: &str, operands: &str, prev_was_ldst: bool, taken: bool) 
     }
 }
 
+/// A core's published cycle table, applied instruction by instruction to the executed stream (zero wait states; an
+/// estimate: bus contention, folding and the pipeline's finer effects are not modelled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostModel {
+    /// Cortex-M0 Technical Reference Manual (Arm DDI 0432C), table 3-1: most instructions 1; loads and stores 2
+    /// (they do not pipeline); `ldm`/`stm`/`push`/`pop` 1 + registers, a `pop` into `pc` 4 + the others; a taken
+    /// conditional branch and `b` 3, `bl` 4, `bx`/`blx` 3, an untaken branch 1; `muls` 1 (the fast-multiplier
+    /// configuration; 32 with the small one); `mrs`/`msr`/barriers 4; writing `pc` with `mov`/`add` 3.
+    CortexM0,
+    /// Cortex-M3 Technical Reference Manual (Arm DDI 0337), table 18-1: as the Cortex-M4's integer table
+    /// ([`cycles`]), but the long multiplies (`umull`, `smull`, `umlal`, `smlal`) take 3 to 5 cycles (taken as 4),
+    /// where the M4 takes 1.
+    CortexM3,
+    /// Cortex-M4 Technical Reference Manual tables 3-1 and 7-1 ([`cycles`]).
+    CortexM4,
+}
+
+impl CostModel {
+    /// The model for an LLVM CPU name, where one is published and modelled here (the M7, M33, M55 and the RISC-V
+    /// cores have none here: their vendors publish no per-instruction table of this kind, or one this crate does not
+    /// model).
+    pub fn for_cpu(cpu: &str) -> Option<Self> {
+        match cpu {
+            "cortex-m0" => Some(CostModel::CortexM0),
+            "cortex-m3" => Some(CostModel::CortexM3),
+            "cortex-m4" => Some(CostModel::CortexM4),
+            _ => None,
+        }
+    }
+
+    /// The estimated cycles of one executed instruction (arguments as for [`cycles`]).
+    pub fn cycles(self, mnemonic: &str, operands: &str, prev_was_ldst: bool, taken: bool) -> u64 {
+        let (class, m4) = cycles(mnemonic, operands, prev_was_ldst, taken);
+        let m = mnemonic.trim_end_matches(".w").trim_end_matches(".n");
+        let m = m.split('.').next().unwrap_or(m);
+        match self {
+            CostModel::CortexM4 => m4,
+            CostModel::CortexM3 if matches!(m, "umull" | "smull" | "umlal" | "smlal") => 4,
+            CostModel::CortexM3 => m4,
+            CostModel::CortexM0 => match class {
+                "load" | "store" => 2,
+                // 1 + registers; a pop into pc 4 + the other registers, which the M4's estimate also gives.
+                "load_store_multiple" => m4,
+                "branch" if m == "bl" => 4,
+                "branch" if m == "bx" || m == "blx" || m == "b" => 3,
+                "branch" => m4,
+                _ if matches!(m, "mrs" | "msr" | "dmb" | "dsb" | "isb") => 4,
+                _ if matches!(m, "mov" | "add") && operands.starts_with("pc") => 3,
+                _ => 1,
+            },
+        }
+    }
+}
+
 /// Address of a function symbol in an ELF (Thumb bit cleared).
 fn symbol_address(elf: &[u8], name: &str) -> Result<u64, HarnessError> {
     use object::{Object, ObjectSymbol};
@@ -192,6 +246,7 @@ pub fn measure(board: &Board, elf: &Path, applications: &[(&str, u64)]) -> Resul
     let mut raw: Vec<(u64, u64, BTreeMap<String, u64>)> = Vec::new();
     let mut current: Option<(u64, u64, BTreeMap<String, u64>)> = None;
     let mut prev_ldst = false;
+    let cost = CostModel::for_cpu(board.cpu);
     for (i, &pc) in pcs.iter().enumerate() {
         if pc == begin && current.is_none() {
             current = Some((0, 0, BTreeMap::new()));
@@ -204,7 +259,8 @@ pub fn measure(board: &Board, elf: &Path, applications: &[(&str, u64)]) -> Resul
             let (mnemonic, operands, size) = asm.get(&pc).cloned().unwrap_or_default();
             let next = pcs.get(i + 1).copied().unwrap_or(0);
             let taken = next != pc + size;
-            let (class, c) = cycles(&mnemonic, &operands, prev_ldst, taken);
+            let class = cycles(&mnemonic, &operands, prev_ldst, taken).0;
+            let c = cost.map_or(0, |m| m.cycles(&mnemonic, &operands, prev_ldst, taken));
             prev_ldst = matches!(class, "load" | "store" | "fp_load" | "fp_store");
             *n += 1;
             *cyc += c;
@@ -270,7 +326,7 @@ pub fn measure(board: &Board, elf: &Path, applications: &[(&str, u64)]) -> Resul
                 macs: macs(workload),
                 name: workload.as_str().to_string(),
                 instructions: n_instr.saturating_sub(base_n),
-                est_cycles: (board.cpu == "cortex-m4").then(|| cyc.saturating_sub(base_c)),
+                est_cycles: cost.map(|_| cyc.saturating_sub(base_c)),
                 mix,
                 stack,
                 stack_total,

@@ -168,7 +168,7 @@ pub fn core_row(
 pub fn cores_table(rows: &[CoreRow]) -> String {
     let mut t = String::from("golden check and measurements per core (E 11, N 10; instructions exact under QEMU):\n");
     t.push_str(&format!(
-        "  {:<15} {:<10} {:<25} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9} {:>10} {:>7} {:>11}\n",
+        "  {:<15} {:<10} {:<28} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9} {:>10} {:>7} {:>11}\n",
         "board",
         "core",
         "target",
@@ -185,7 +185,7 @@ pub fn cores_table(rows: &[CoreRow]) -> String {
     ));
     for r in rows {
         t.push_str(&format!(
-            "  {:<15} {:<10} {:<25} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9.2} {:>10} {:>7} {:>11}\n",
+            "  {:<15} {:<10} {:<28} {:<6} {:>13} {:>8} {:>6} {:>6} {:>11} {:>9.2} {:>10} {:>7} {:>11}\n",
             r.board,
             r.core,
             r.target,

@@ -27,3 +27,27 @@ fn cycle_table_follows_the_cortex_m4_trm() {
     assert_eq!(cycles("vmov", "s0, r1", false, false).0, "fp_other");
     assert_eq!(cycles("vldr", "s0, [r0, #4]", false, false).0, "fp_load");
 }
+
+/// The Cortex-M0 and M3 tables where they differ from the M4's: on the M0 loads never pipeline, `bl` costs 4 and
+/// `bx` 3, a `pop` into pc 4 + the other registers, `muls` 1; on the M3 a long multiply costs 4 (3 to 5) where the M4 takes 1. Cores without
+/// a published table get no model.
+#[test]
+fn the_m0_and_m3_tables_differ_from_the_m4_where_their_manuals_do() {
+    let (m0, m3, m4) = (CostModel::CortexM0, CostModel::CortexM3, CostModel::CortexM4);
+    assert_eq!(m0.cycles("ldr", "r1, [r0]", true, false), 2);
+    assert_eq!(m4.cycles("ldr", "r1, [r0]", true, false), 1);
+    assert_eq!(m0.cycles("bl", "#0x100", false, true), 4);
+    assert_eq!(m0.cycles("bx", "lr", false, true), 3);
+    assert_eq!(m0.cycles("beq", "#0x10", false, false), 1);
+    assert_eq!(m0.cycles("pop", "{r4, r5, pc}", false, true), 4 + 2);
+    assert_eq!(m4.cycles("pop", "{r4, r5, pc}", false, true), 1 + 3 + 2);
+    assert_eq!(m0.cycles("push", "{r4, r5, lr}", false, false), 4);
+    assert_eq!(m0.cycles("muls", "r0, r1, r0", false, false), 1);
+    assert_eq!(m3.cycles("umull", "r0, r1, r2, r3", false, false), 4);
+    assert_eq!(m4.cycles("umull", "r0, r1, r2, r3", false, false), 1);
+    assert_eq!(m3.cycles("mla", "r0, r1, r2, r3", false, false), 2);
+    assert_eq!(CostModel::for_cpu("cortex-m3"), Some(m3));
+    for cpu in ["cortex-m7", "cortex-m33", "cortex-m55", "sifive-e31"] {
+        assert_eq!(CostModel::for_cpu(cpu), None, "{cpu}");
+    }
+}
