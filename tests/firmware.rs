@@ -191,7 +191,6 @@ fn every_core_matches_the_host_bit_for_bit_and_reports_its_faults() {
 /// of another width E, stops `cargo build` with an error naming the file, and nothing is embedded.
 #[test]
 fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
-    let dir = std::path::absolute(firmware_dir()).unwrap();
     let tmp = tempfile_dir("bad-weights");
     let meta: std::collections::BTreeMap<String, String> =
         [("format".to_string(), "dualform-lsa-v1".to_string())].into_iter().collect();
@@ -217,14 +216,8 @@ fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
     for (file, mentions) in
         [(&random, "not a valid safetensors file"), (&nan, "w_v: value 3 is NaN"), (&narrow, "E = 4")]
     {
-        let mut cmd = cargo_in(&dir);
-        cmd.args(["build", "--release", "--bin", "dualform-firmware"]);
-        cmd.env("CARGO_TARGET_DIR", dir.join("target")).env("DUALFORM_WEIGHTS", file);
-        let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
-        let out = cmd.output().unwrap();
-        drop(turn);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{}: the build must fail", file.display());
+        let (ok, err) = build_default_firmware_with("DUALFORM_WEIGHTS", file.as_os_str());
+        assert!(!ok, "{}: the build must fail", file.display());
         let line = err.lines().find(|l| l.trim_start().starts_with("error: /")).unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains(file.to_str().unwrap()) && line.contains(mentions), "{mentions}: {line}");
     }
@@ -235,21 +228,27 @@ fn a_bad_weight_file_stops_the_firmware_build_naming_it() {
 /// stops the build with one line saying what to do.
 #[test]
 fn an_unknown_board_or_the_wrong_target_stops_the_firmware_build() {
-    let dir = std::path::absolute(firmware_dir()).unwrap();
     for (board, says) in [
         ("mps2-an999", "DUALFORM_BOARD=mps2-an999 is not a board of the list (microbit, mps2-an385"),
         ("microbit", "board microbit (Cortex-M0) builds for --target thumbv6m-none-eabi, not thumbv7em-none-eabihf"),
     ] {
-        let mut cmd = cargo_in(&dir);
-        cmd.args(["build", "--release", "--bin", "dualform-firmware"]);
-        cmd.env("CARGO_TARGET_DIR", dir.join("target")).env("DUALFORM_BOARD", board);
-        let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
-        let out = cmd.output().unwrap();
-        drop(turn);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{board}: the build must fail");
+        let (ok, err) = build_default_firmware_with("DUALFORM_BOARD", board.as_ref());
+        assert!(!ok, "{board}: the build must fail");
         assert!(err.lines().any(|l| l.trim_start().starts_with(&format!("error: {says}"))), "{board}: {err}");
     }
+}
+
+/// `cargo build --release` of the golden firmware in its default target folder, in turn with the other builds there,
+/// with one more variable set: whether it succeeded, and its standard error.
+fn build_default_firmware_with(var: &str, value: &std::ffi::OsStr) -> (bool, String) {
+    let dir = std::path::absolute(firmware_dir()).unwrap();
+    let mut cmd = cargo_in(&dir);
+    cmd.args(["build", "--release", "--bin", "dualform-firmware"]);
+    cmd.env("CARGO_TARGET_DIR", dir.join("target")).env(var, value);
+    let turn = dualform_harness::firmware::cargo::lock(&dir.join("target")).unwrap();
+    let out = cmd.output().unwrap();
+    drop(turn);
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
