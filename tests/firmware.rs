@@ -178,13 +178,21 @@ fn every_core_matches_the_host_bit_for_bit_and_reports_its_faults() {
     let dir = firmware_dir();
     let others: Vec<&Board> = Board::emulated().filter(|b| *b != default_board()).collect();
     assert!(others.len() >= 6, "M0, M3, M7, M33, M55 and a RISC-V core besides the M4F");
-    for board in others {
-        let name = board.name;
-        let check = check_golden::<E>(&dir, board, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(check.values, 16 * 8 + 16 * 10 + 4, "{name}");
-        eprintln!("{name} ({}): {} values bit-identical to the host", board.core, check.values);
-        faults_report_their_cause(board);
-    }
+    // Two boards at a time (each builds in its own target folder; a fat-LTO link uses one core).
+    let next = std::sync::Mutex::new(others.into_iter());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let Some(board) = next.lock().unwrap().next() else { break };
+                let name = board.name;
+                let check =
+                    check_golden::<E>(&dir, board, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(check.values, 16 * 8 + 16 * 10 + 4, "{name}");
+                eprintln!("{name} ({}): {} values bit-identical to the host", board.core, check.values);
+                faults_report_their_cause(board);
+            });
+        }
+    });
 }
 
 /// The firmware's build script reads weights through the shared loader: a broken or non-finite weight file, or one

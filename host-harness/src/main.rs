@@ -31,9 +31,44 @@ enum Command {
     /// Write golden tasks for the firmware, from the distribution of a single-layer run, and copy the run's weights
     /// beside them.
     Golden(GoldenArgs),
+    /// Run a grid of experiment cells over d, N / d, input anisotropy, depth and label noise (all of it, or one shard
+    /// of it), or merge the cells' records into one table and heat maps. See docs/experiments.md, "Sweeps".
+    #[command(subcommand)]
+    Sweep(SweepCommand),
     /// Build the firmware for every emulated core, check it under QEMU against the host bit for bit, and measure it
     /// (instructions, flash, RAM, stack; cycles estimated on the Cortex-M4F).
     FirmwareReport(FirmwareArgs),
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Run the cells of the spec (or of one shard) that have no record in OUT yet; without --shard, merge at the end.
+    Run {
+        /// The sweep's spec (JSON: d, n_over_d, variance_ratio, layers, noise, seeds, args).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Output folder: OUT/cells/CELL/ per cell, and the merged table.
+        #[arg(long)]
+        out: PathBuf,
+        /// Run only shard I of N (I/N, from 0/N), or `slurm` for this task of a Slurm array job.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Worker threads per cell (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Run again the cells recorded as failed or diverged.
+        #[arg(long)]
+        retry_failed: bool,
+    },
+    /// Merge every cell's record in OUT into sweep.csv, sweep.json, times.csv and heat maps.
+    Merge {
+        /// Output folder of the sweep (its spec is read from OUT/spec.json unless given).
+        #[arg(long)]
+        out: PathBuf,
+        /// The sweep's spec [default: OUT/spec.json].
+        #[arg(long)]
+        spec: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -101,6 +136,34 @@ fn run(command: Command) -> Result<(), HarnessError> {
             let boards = dualform_harness::firmware::emulated_boards(&f.boards)?;
             let progress = |s: &str| eprint!("{s}");
             print!("{}", dualform_harness::firmware::report::firmware_report(&f.dir, &f.out, &boards, progress)?);
+            Ok(())
+        }
+        Command::Sweep(SweepCommand::Run { spec, out, shard, threads, retry_failed }) => {
+            use dualform_harness::sweep;
+            let parsed = sweep::spec::Spec::read(&spec)?;
+            let part = match &shard {
+                Some(s) => sweep::spec::Shard::parse(s, |k| std::env::var(k).ok())?,
+                None => sweep::spec::Shard::ALL,
+            };
+            let progress = |s: &str| {
+                use std::io::Write;
+                eprint!("{s}");
+                let _ = std::io::stderr().flush();
+            };
+            let r = sweep::run(&parsed, &out, part, threads, retry_failed, progress)?;
+            println!(
+                "shard {}/{}: {} cells, {} recorded before, {} finished now, {} failed or diverged",
+                part.index, part.count, r.cells, r.skipped, r.ok, r.not_ok
+            );
+            if shard.is_none() {
+                print!("{}", sweep::merge(&parsed, &out)?.text);
+            }
+            Ok(())
+        }
+        Command::Sweep(SweepCommand::Merge { out, spec }) => {
+            use dualform_harness::sweep;
+            let parsed = sweep::spec::Spec::read(&spec.unwrap_or_else(|| out.join("spec.json")))?;
+            print!("{}", sweep::merge(&parsed, &out)?.text);
             Ok(())
         }
         Command::Golden(g) => {

@@ -252,3 +252,91 @@ pub fn tick(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
+
+/// An RGB colour.
+pub type Rgb = (u8, u8, u8);
+
+/// One heat map: a grid of labelled cells, each with a fill colour (RGB) and a short text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeatPanel {
+    /// Panel title.
+    pub title: String,
+    /// The x axis's name.
+    pub x_label: String,
+    /// The y axis's name.
+    pub y_label: String,
+    /// Column names, left to right.
+    pub columns: Vec<String>,
+    /// Row names, bottom to top.
+    pub rows: Vec<String>,
+    /// `(column, row, colour, text)`; a cell not listed stays white.
+    pub cells: Vec<(usize, usize, Rgb, String)>,
+}
+
+/// Draws heat maps side by side into `path` (PNG, 420 x 420 pixels per panel), with a legend line of `(colour,
+/// meaning)` pairs under them (none if empty).
+pub fn draw_heatmaps(path: &Path, panels: &[HeatPanel], legend: &[(Rgb, String)]) -> Result<(), HarnessError> {
+    register_font().map_err(HarnessError::Io)?;
+    if panels.is_empty() {
+        return Err(HarnessError::Io("plot: no panels".into()));
+    }
+    let legend_h = if legend.is_empty() { 0 } else { 36 };
+    let (w, h) = (420 * panels.len() as u32, 420 + legend_h);
+    let mut rgb = vec![0u8; 3 * w as usize * h as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let (top, bottom) = root.split_vertically(420);
+        for (area, p) in top.split_evenly((1, panels.len())).iter().zip(panels) {
+            let (nx, ny) = (p.columns.len().max(1) as i32, p.rows.len().max(1) as i32);
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", 17))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                // A segmented range covers its end too: 0..n - 1 gives the n cells.
+                .build_cartesian_2d((0..nx - 1).into_segmented(), (0..ny - 1).into_segmented())
+                .map_err(draw_err)?;
+            let name = |names: &[String], v: &SegmentValue<i32>| match v {
+                SegmentValue::CenterOf(i) => usize::try_from(*i).ok().and_then(|i| names.get(i).cloned()),
+                _ => None,
+            };
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc(&p.x_label)
+                .y_desc(&p.y_label)
+                .x_label_formatter(&|v| name(&p.columns, v).unwrap_or_default())
+                .y_label_formatter(&|v| name(&p.rows, v).unwrap_or_default())
+                .draw()
+                .map_err(draw_err)?;
+            for (cx, cy, (r, g, b), text) in &p.cells {
+                let (x, y) = (*cx as i32, *cy as i32);
+                let corners = [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ];
+                chart
+                    .draw_series([Rectangle::new(corners.clone(), RGBColor(*r, *g, *b).filled())])
+                    .map_err(draw_err)?;
+                chart.draw_series([Rectangle::new(corners, WHITE.stroke_width(2))]).map_err(draw_err)?;
+                let style = TextStyle::from(("sans-serif", 14).into_font()).pos(text_anchor_center());
+                let centre = (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y));
+                chart.draw_series([Text::new(text.clone(), centre, style)]).map_err(draw_err)?;
+            }
+        }
+        let mut x = 12;
+        for ((r, g, b), meaning) in legend {
+            bottom.draw(&Rectangle::new([(x, 10), (x + 16, 26)], RGBColor(*r, *g, *b).filled())).map_err(draw_err)?;
+            bottom.draw(&Text::new(meaning.clone(), (x + 22, 11), ("sans-serif", 15))).map_err(draw_err)?;
+            x += 30 + 8 * meaning.len() as i32;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    write_png(path, &rgb, w, h)
+}
+
+fn text_anchor_center() -> plotters::style::text_anchor::Pos {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    Pos::new(HPos::Center, VPos::Center)
+}

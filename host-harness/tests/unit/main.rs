@@ -34,4 +34,5 @@ mod output_plot;
 mod output_report;
 mod probes_dai;
 mod probes_relaxation;
+mod sweep;
 mod tasks;
