@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check of the project: formatting, lints, the no_std core for Cortex-M4F, all tests (the firmware on
-# every emulated Cortex-M core under QEMU against the host).
+# every emulated core under QEMU against the host), and a sweep as a Slurm array job on a local single-node Slurm.
 # It installs what it needs through rustup (and apt when run as root), or stops with one line saying what to install.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,10 +44,11 @@ if ! command -v defmt-print >/dev/null; then
     { echo "error: could not install defmt-print; run: cargo install defmt-print --locked" >&2; exit 1; }
 fi
 # Installs a Debian package when run as root, or stops with one line saying what to install.
-need_apt() { # need_apt PACKAGE MESSAGE
+need_apt() { # need_apt "PACKAGE..." MESSAGE
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== apt-get install $1"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; } ||
+    # shellcheck disable=SC2086 # $1 is a list of packages
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $1 >/dev/null; } ||
       { echo "error: could not install $1; $2" >&2; exit 1; }
   else
     echo "error: $2" >&2
@@ -58,6 +59,10 @@ command -v qemu-system-arm >/dev/null ||
   need_apt qemu-system-arm "qemu-system-arm not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)"
 command -v qemu-system-riscv32 >/dev/null ||
   need_apt qemu-system-misc "qemu-system-riscv32 not found; install it (Debian/Ubuntu: sudo apt-get install qemu-system-misc)"
+# The sweep's Slurm check starts a local single-node Slurm.
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  need_apt "slurm-wlm munge" "Slurm or munge not found; install them (Debian/Ubuntu: sudo apt-get install slurm-wlm munge)"
+fi
 # The training plot needs a TrueType font (the tests check that curves.png is written).
 if [ -z "${DUALFORM_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
   need_apt fonts-dejavu-core "no TrueType font for the plots; install fonts-dejavu-core or set DUALFORM_FONT to a .ttf file"
@@ -100,4 +105,7 @@ step "cargo test --release (core, harness, firmware under QEMU against the host,
 cargo test --workspace --locked --release --all-targets
 step "doc examples"
 cargo test --workspace --locked --release --doc
+# A sweep as a Slurm array job on a single-node Slurm started here, against the same sweep unsharded.
+step "sweep as a Slurm array on a local single-node Slurm"
+bash slurm/local-check.sh target/release/dualform
 step "done"

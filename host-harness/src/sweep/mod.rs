@@ -41,9 +41,12 @@ pub fn cell_dir(out: &Path, cell: &Cell) -> PathBuf {
     out.join("cells").join(&cell.id)
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so a record is whole or absent.
+/// Writes `text` to `path` through a temporary file of its own (process and call) and a rename, so a record is whole or absent
+/// even when several shards write the same file (the spec) at once.
 fn write_atomic(path: &Path, text: &str) -> Result<(), HarnessError> {
-    let tmp = path.with_extension("json.tmp");
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
