@@ -261,7 +261,7 @@ fn verdict_colour(outcome: &str, status: &str) -> (Rgb, &'static str) {
         ("ok", "implements_gd" | "matches_gd") => ((44, 160, 44), "GD"),
         ("ok", "implements_preconditioned_gd") => ((31, 119, 180), "preconditioned GD"),
         ("ok", "matches_gd_per_step" | "matches_gd_plus_plus") => ((23, 190, 207), "GD per step / GD++"),
-        ("ok", "matches_loss_only") => ((255, 170, 60), "GD's loss only"),
+        ("ok", "matches_loss_only") => ((255, 170, 60), "GD's loss or better, not identified"),
         ("ok", "mixed") => ((200, 200, 120), "seeds disagree"),
         ("ok", _) => ((214, 39, 40), "neither"),
         _ => ((150, 150, 150), "not finished"),
