@@ -9,8 +9,8 @@
 //! (parameterisations: trained LSA weights, the GD references), [`output`] (typed reports, plots, all-or-nothing
 //! folders), [`fit`] (training, optimisers, fitted references), [`judge`] (evaluation, baselines, assessment, the
 //! verdict rules, statistics), [`probes`] (Dai et al.'s comparison, the relaxation), [`experiments`] (settings, one
-//! file or folder per experiment, the registry and the runner), [`inspect`] (judging a saved model), [`sweep`]
-//! (a grid of experiment runs, sharded, merged into a map) and [`firmware`] (the golden tasks and the device side).
+//! file or folder per experiment, the registry and the runner, and sweeps of experiments over a grid), [`inspect`]
+//! (judging a saved model) and [`firmware`] (the golden tasks and the device side).
 //!
 //! Tests: `tests/unit` holds the unit tests, one module per module here (the library is not built as a test
 //! target, which would compile the whole harness a second time); the other files of `tests/` test it end to end.
@@ -24,7 +24,6 @@ pub mod model;
 pub mod net;
 pub mod output;
 pub mod probes;
-pub mod sweep;
 pub mod tasks;
 
 use std::fmt;

@@ -139,7 +139,7 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::Sweep(SweepCommand::Run { spec, out, shard, threads, retry_failed }) => {
-            use dualform_harness::sweep;
+            use dualform_harness::experiments::sweep;
             let parsed = sweep::spec::Spec::read(&spec)?;
             let part = match &shard {
                 Some(s) => sweep::spec::Shard::parse(s, |k| std::env::var(k).ok())?,
@@ -161,7 +161,7 @@ fn run(command: Command) -> Result<(), HarnessError> {
             Ok(())
         }
         Command::Sweep(SweepCommand::Merge { out, spec }) => {
-            use dualform_harness::sweep;
+            use dualform_harness::experiments::sweep;
             let parsed = sweep::spec::Spec::read(&spec.unwrap_or_else(|| out.join("spec.json")))?;
             print!("{}", sweep::merge(&parsed, &out)?.text);
             Ok(())

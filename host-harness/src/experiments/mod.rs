@@ -54,6 +54,7 @@ registry! {
     dai::Dai,
     mlp_sine::MlpSine,
     attention_zoo::AttentionZoo,
+    sweep::Sweep,
 }
 
 /// A set of `--quick` defaults: `(argument id, value)`.

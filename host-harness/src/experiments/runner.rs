@@ -55,6 +55,18 @@ impl Run<'_> {
         }
     }
 
+    /// Draws the image `name` with `draw` (given its path) and shows it with `caption` on the index page, for a
+    /// picture that is not line charts ([`Run::plot`]); one that cannot be drawn is noted instead of failing the run.
+    pub fn image(&mut self, name: &str, caption: &str, draw: impl FnOnce(&Path) -> Result<(), HarnessError>) {
+        match draw(&self.dir.join(name)) {
+            Ok(()) => {
+                self.files.push(name.to_string());
+                self.images.push((name.to_string(), caption.to_string()));
+            }
+            Err(e) => self.notes.push(format!("{name} not written: {e}")),
+        }
+    }
+
     /// A progress display for `len` steps of `label`.
     pub fn progress(&self, len: u64, label: &str) -> Progress {
         Progress::new(len, label)

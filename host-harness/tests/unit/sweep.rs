@@ -1,8 +1,8 @@
 //! Unit tests of `sweep` (`src/sweep/`): the spec and its cells, shards (and the Slurm array's variables), and runs
 //! that merge to the same bytes however they were sharded, resume, and record failures.
 
-use dualform_harness::sweep::spec::{Shard, Spec};
-use dualform_harness::sweep::{merge, run};
+use dualform_harness::experiments::sweep::spec::{Shard, Spec};
+use dualform_harness::experiments::sweep::{merge, run};
 use std::path::{Path, PathBuf};
 
 fn spec(text: &str) -> Spec {

@@ -1,4 +1,4 @@
-//! `dualform sweep`: where a verdict holds, over a grid of d, N / d, input anisotropy, depth and label noise.
+//! Sweeps (`dualform sweep`, and the main job's `reproduce sweep`): where a verdict holds, over a grid of d, N / d, input anisotropy, depth and label noise.
 //!
 //! A spec ([`spec::Spec`], JSON) names the grid; every cell runs an existing experiment (`single-layer` at depth 1,
 //! `multi-layer --layers K` per seed at depth K) into its own folder `OUT/cells/ID/` and records what became of it
@@ -10,7 +10,10 @@
 //! (`times.csv`, apart, since they depend on the machine) and heat maps of the verdict and of the loss gaps.
 
 pub mod cell;
+mod experiment;
 pub mod spec;
+
+pub use experiment::{Results, Settings, Sweep};
 
 use crate::output::plot::{draw_heatmaps, HeatPanel, Rgb};
 use crate::HarnessError;
@@ -156,9 +159,37 @@ fn field(s: &str) -> String {
 /// (`heatmap-verdict.png`, `heatmap-gap-gd.png`, `heatmap-gap-pgd.png` where there are depth-1 cells). The table
 /// depends only on the records' results, not on which shard or machine wrote them, nor on their times.
 pub fn merge(spec: &Spec, out: &Path) -> Result<MergeSummary, HarnessError> {
+    let merged = merge_table(spec, out)?;
+    let mut times = String::from("cell,status,wall_seconds\n");
+    for (c, r) in merged.results.iter().filter_map(|(c, r)| Some((c, r.as_ref()?))) {
+        times.push_str(&format!("{},{},{:.2}\n", c.id, r.status, r.wall_seconds));
+    }
+    std::fs::write(out.join("times.csv"), times).map_err(io(out))?;
+    let mut text = merged.text;
+    for map in Map::ALL {
+        if let Err(e) = heatmap(map, spec, &merged.results, &out.join(map.file())) {
+            text.push_str(&format!("{} not drawn: {e}\n", map.file()));
+        }
+    }
+    text.push_str(&format!("table: {}\n", out.join("sweep.csv").display()));
+    Ok(MergeSummary { text, cells: merged.results.len(), missing: merged.missing })
+}
+
+/// The cells and their records, merged (see [`merge_table`]).
+pub struct Merged {
+    /// Every cell in the spec's order, with its record if it has one.
+    pub results: Vec<(Cell, Option<CellResult>)>,
+    /// Cells without a record.
+    pub missing: Vec<String>,
+    /// The table as printed, with a line on the missing cells.
+    pub text: String,
+}
+
+/// Reads every cell's record in `out`, in the spec's order, and writes `sweep.csv` and `sweep.json` there (the parts
+/// of [`merge`] that do not depend on the machine).
+pub fn merge_table(spec: &Spec, out: &Path) -> Result<Merged, HarnessError> {
     let cells = spec.cells();
     let mut csv = COLUMNS.join(",") + "\n";
-    let mut times = String::from("cell,status,wall_seconds\n");
     let mut rows = Vec::new();
     let mut missing = Vec::new();
     let mut results = Vec::new();
@@ -198,9 +229,6 @@ pub fn merge(spec: &Spec, out: &Path) -> Result<MergeSummary, HarnessError> {
         rows.push(serde_json::Value::Object(
             COLUMNS.iter().zip(&line).map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect(),
         ));
-        if let Some(r) = &r {
-            times.push_str(&format!("{},{},{:.2}\n", c.id, r.status, r.wall_seconds));
-        }
         results.push((c.clone(), r));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
@@ -208,8 +236,6 @@ pub fn merge(spec: &Spec, out: &Path) -> Result<MergeSummary, HarnessError> {
     let json = serde_json::json!({ "spec": spec, "cells": rows, "missing": missing });
     let json = serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Io(e.to_string()))?;
     std::fs::write(out.join("sweep.json"), json).map_err(io(out))?;
-    std::fs::write(out.join("times.csv"), times).map_err(io(out))?;
-    let plots = heatmaps(spec, &results, out);
     let mut text = table(&results);
     if !missing.is_empty() {
         text.push_str(&format!(
@@ -219,11 +245,7 @@ pub fn merge(spec: &Spec, out: &Path) -> Result<MergeSummary, HarnessError> {
             missing.join(", ")
         ));
     }
-    if let Err(e) = plots {
-        text.push_str(&format!("heat maps not drawn: {e}\n"));
-    }
-    text.push_str(&format!("table: {}\n", out.join("sweep.csv").display()));
-    Ok(MergeSummary { text, cells: cells.len(), missing })
+    Ok(Merged { results, missing, text })
 }
 
 /// The merged table as printed: one line per cell.
@@ -280,82 +302,100 @@ fn gap_colour(gap: f64) -> Rgb {
 }
 
 /// A heat map cell's colour and text for a cell's result (`None`: left blank).
-type CellShade<'a> = dyn Fn(&Cell, &CellResult) -> Option<(Rgb, String)> + 'a;
+type CellShade<'a> = dyn Fn(&CellResult) -> Option<(Rgb, String)> + 'a;
 
-/// Heat maps over (N / d, d), one panel per variance ratio, depth and noise: the verdict, the gap to GD and (depth 1)
-/// the gap to preconditioned GD.
-fn heatmaps(spec: &Spec, results: &[(Cell, Option<CellResult>)], out: &Path) -> Result<(), HarnessError> {
+/// The heat maps of a sweep, each over (N / d, d) with one panel per variance ratio, depth and noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Map {
+    /// The verdict (colour) and the loss gap to GD (text).
+    Verdict,
+    /// The loss gap to GD (K steps with one tuned rate at depth K).
+    GapGd,
+    /// The loss gap to preconditioned GD (depth 1 only).
+    GapPgd,
+}
+
+impl Map {
+    /// Every map.
+    pub const ALL: [Map; 3] = [Map::Verdict, Map::GapGd, Map::GapPgd];
+
+    /// Its file.
+    pub fn file(self) -> &'static str {
+        match self {
+            Map::Verdict => "heatmap-verdict.png",
+            Map::GapGd => "heatmap-gap-gd.png",
+            Map::GapPgd => "heatmap-gap-pgd.png",
+        }
+    }
+
+    /// Its caption.
+    pub fn caption(self) -> &'static str {
+        match self {
+            Map::Verdict => "The verdict over d and N / d (colour) with the loss gap to GD (text), per depth and input anisotropy",
+            Map::GapGd => "Loss gap to GD (K steps, one tuned rate) over d and N / d",
+            Map::GapPgd => "Loss gap of the one-layer models to preconditioned GD over d and N / d",
+        }
+    }
+}
+
+/// Draws `map` of `results` into `path`; the preconditioned-GD map needs depth-1 cells (an error otherwise).
+pub fn heatmap(map: Map, spec: &Spec, results: &[(Cell, Option<CellResult>)], path: &Path) -> Result<(), HarnessError> {
     let columns: Vec<String> = spec.n_over_d.iter().map(|r| format!("{r}")).collect();
     let rows: Vec<String> = spec.d.iter().map(|d| d.to_string()).collect();
     let mut groups: Vec<(f64, usize, f64)> = Vec::new();
     for (c, _) in results {
-        if !groups.contains(&(c.variance_ratio, c.layers, c.noise)) {
+        if !groups.contains(&(c.variance_ratio, c.layers, c.noise)) && (map != Map::GapPgd || c.layers == 1) {
             groups.push((c.variance_ratio, c.layers, c.noise));
         }
+    }
+    if groups.is_empty() {
+        return Err(HarnessError::Io("no cells for this map".into()));
     }
     let title = |what: &str, (ratio, k, noise): (f64, usize, f64)| {
         let noise = if spec.noise.len() > 1 { format!(", noise {noise}") } else { String::new() };
         format!("{what}: K = {k}, variance ratio {ratio}{noise}")
     };
-    let at = |c: &Cell| {
-        let x = spec.n_over_d.iter().position(|r| *r == c.n_over_d).unwrap_or(0);
-        let y = spec.d.iter().position(|d| *d == c.d).unwrap_or(0);
-        (x, y)
-    };
-    let panel = |what: &str, g: (f64, usize, f64), cell: &CellShade<'_>| {
-        let cells = results
+    let panel = |what: &str, g: (f64, usize, f64), shade: &CellShade<'_>| HeatPanel {
+        title: title(what, g),
+        x_label: "N / d".into(),
+        y_label: "d".into(),
+        columns: columns.clone(),
+        rows: rows.clone(),
+        cells: results
             .iter()
             .filter(|(c, _)| (c.variance_ratio, c.layers, c.noise) == g)
             .filter_map(|(c, r)| {
-                let (x, y) = at(c);
-                let (colour, text) = cell(c, r.as_ref()?)?;
+                let x = spec.n_over_d.iter().position(|r| *r == c.n_over_d)?;
+                let y = spec.d.iter().position(|d| *d == c.d)?;
+                let (colour, text) = shade(r.as_ref()?)?;
                 Some((x, y, colour, text))
             })
-            .collect();
-        HeatPanel {
-            title: title(what, g),
-            x_label: "N / d".into(),
-            y_label: "d".into(),
-            columns: columns.clone(),
-            rows: rows.clone(),
-            cells,
-        }
+            .collect(),
     };
-    let mut seen = BTreeSet::new();
-    let mut legend = Vec::new();
-    for (_, r) in results.iter().filter_map(|(c, r)| Some((c, r.as_ref()?))) {
-        let (colour, word) = verdict_colour(&r.outcome, &r.status);
-        if seen.insert(word) {
-            legend.push((colour, word.to_string()));
-        }
-    }
-    let verdicts: Vec<HeatPanel> = groups
-        .iter()
-        .map(|&g| {
-            panel("verdict", g, &|_, r| {
+    let gap = |f: fn(&CellResult) -> Option<f64>| {
+        move |r: &CellResult| r.gap(f(r)).map(|v| (gap_colour(v), format!("{:+.1}%", 100.0 * v)))
+    };
+    let key = vec![(gap_colour(0.3), "loss above the reference".to_string()), (gap_colour(-0.3), "below".to_string())];
+    let (panels, legend): (Vec<HeatPanel>, Vec<(Rgb, String)>) = match map {
+        Map::Verdict => {
+            let mut seen = BTreeSet::new();
+            let mut legend = Vec::new();
+            for r in results.iter().filter_map(|(_, r)| r.as_ref()) {
+                let (colour, word) = verdict_colour(&r.outcome, &r.status);
+                if seen.insert(word) {
+                    legend.push((colour, word.to_string()));
+                }
+            }
+            let shade = |r: &CellResult| {
                 let gap = r.gap(r.gd_loss).map_or(String::new(), |v| format!("{:+.0}%", 100.0 * v));
                 Some((verdict_colour(&r.outcome, &r.status).0, gap))
-            })
-        })
-        .collect();
-    draw_heatmaps(&out.join("heatmap-verdict.png"), &verdicts, &legend)?;
-    let gaps = |f: fn(&CellResult) -> Option<f64>, what: &str, only_single: bool| -> Vec<HeatPanel> {
-        groups
-            .iter()
-            .filter(|g| !only_single || g.1 == 1)
-            .map(|&g| {
-                panel(what, g, &|_, r| {
-                    let v = r.gap(f(r))?;
-                    Some((gap_colour(v), format!("{:+.1}%", 100.0 * v)))
-                })
-            })
-            .collect()
+            };
+            (groups.iter().map(|&g| panel("verdict", g, &shade)).collect(), legend)
+        }
+        Map::GapGd => (groups.iter().map(|&g| panel("loss gap to GD", g, &gap(|r| r.gd_loss))).collect(), key),
+        Map::GapPgd => {
+            (groups.iter().map(|&g| panel("loss gap to preconditioned GD", g, &gap(|r| r.pgd_loss))).collect(), key)
+        }
     };
-    let key = [(gap_colour(0.3), "loss above the reference".to_string()), (gap_colour(-0.3), "below".to_string())];
-    draw_heatmaps(&out.join("heatmap-gap-gd.png"), &gaps(|r| r.gd_loss, "loss gap to GD", false), &key)?;
-    let pgd = gaps(|r| r.pgd_loss, "loss gap to preconditioned GD", true);
-    if !pgd.is_empty() {
-        draw_heatmaps(&out.join("heatmap-gap-pgd.png"), &pgd, &key)?;
-    }
-    Ok(())
+    draw_heatmaps(path, &panels, &legend)
 }
