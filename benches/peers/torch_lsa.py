@@ -3,8 +3,9 @@
 In-context regression, d = N = 10 (tokens of width E = 11), fresh tasks every step, AdamW.
 --layers 1: one layer in merged form (A = W_K^T W_Q, B = P W_V), the query's prediction only, as dualform trains it.
 --layers K >= 2 (or --layers 1 --full): K full LSA layers (W_Q, W_K, W_V, P per layer, every token updated),
-gradient clipping. --save FILE writes the first layer's W_Q, W_K, W_V, P as the safetensors file that
-`dualform inspect` reads (needs the safetensors package).
+gradient clipping. --save FILE writes the layers' W_Q, W_K, W_V, P as the safetensors file that
+`dualform inspect` reads (the reference layout: [E, E] tensors for one layer, [K, E, E] with the layer index first
+for K layers; needs the safetensors package).
 Prints one line: RESULT ... ms_per_step=...
 
 usage: python torch_lsa.py --layers K [--full] [--steps 300] [--batch 2048] [--threads 2] [--save FILE]
@@ -20,7 +21,7 @@ ap.add_argument("--steps", type=int, default=300)
 ap.add_argument("--batch", type=int, default=2048)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--full", action="store_true", help="at --layers 1, the full layer instead of the merged form")
-ap.add_argument("--save", help="write the first full layer's matrices to this safetensors file")
+ap.add_argument("--save", help="write the full layers' matrices to this safetensors file")
 a = ap.parse_args()
 if a.save and a.layers == 1 and not a.full:
     ap.error("--save writes a full layer: add --full at --layers 1")
@@ -76,8 +77,11 @@ el = time.perf_counter() - t0
 if a.save:
     from safetensors.torch import save_file
 
-    wq, wk, wv, p = (t.detach().float().contiguous() for t in params[:4])
-    save_file({"W_Q": wq, "W_K": wk, "W_V": wv, "P": p}, a.save)
+    def stacked(which):
+        mats = [params[4 * k + which].detach().float() for k in range(a.layers)]
+        return (mats[0] if a.layers == 1 else torch.stack(mats)).contiguous()
+
+    save_file({name: stacked(i) for i, name in enumerate(["W_Q", "W_K", "W_V", "P"])}, a.save)
 print(
     f"RESULT peer=torch-{torch.__version__} model=lsa-{a.layers}{'-full' if a.full else ''} threads={torch.get_num_threads()} steps={a.steps} "
     f"batch={a.batch} ms_per_step={el * 1e3 / a.steps:.3f} final_loss={loss.item():.5f}"

@@ -17,6 +17,8 @@
 //! [`TensorFile::meta`], which fail with the same kind of one-line error.
 
 mod formats;
+#[cfg(feature = "npz")]
+mod npz;
 pub use formats::{GoldenFile, LsaFile, GOLDEN_FORMAT, LSA_FORMAT, LSA_NAMES, MAX_LAYERS};
 
 use safetensors::{Dtype, SafeTensors};
@@ -99,10 +101,16 @@ impl TensorFile {
         Self::parse(path, &bytes)
     }
 
-    /// Reads and validates a file written by other tools (PyTorch's or NumPy's `save_file`): the same checks as
-    /// [`TensorFile::read`], but the `dualform` metadata entry is optional (an empty map without it).
+    /// Reads and validates a file written by other tools (PyTorch's or NumPy's `save_file`, and with the `npz`
+    /// feature NumPy's `np.savez`): the same checks as [`TensorFile::read`], but the `dualform` metadata entry is
+    /// optional. Without it, the file's other string metadata (safetensors' `metadata=` argument; an `.npz`
+    /// archive's one-dimensional integer arrays) is the metadata map.
     pub fn read_foreign(path: &Path) -> Result<Self, TensorError> {
         let bytes = std::fs::read(path).map_err(|e| TensorError::new(path, None, format!("cannot read it: {e}")))?;
+        #[cfg(feature = "npz")]
+        if bytes.starts_with(npz::ZIP_MAGIC) {
+            return npz::parse(path, &bytes);
+        }
         Self::parse_with(path, &bytes, false)
     }
 
@@ -134,7 +142,11 @@ impl TensorFile {
             None if need_meta => {
                 return Err(TensorError::new(path, Some(META_KEY), "metadata entry missing (not a dualform file)"))
             }
-            None => BTreeMap::new(),
+            None => header
+                .metadata()
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
         };
         Ok(Self { path: path.to_path_buf(), tensors, meta, sha256: sha256_hex(bytes) })
     }

@@ -163,3 +163,14 @@ fn without_last_gamma(mut f: Fitted) -> Fitted {
     }
     f
 }
+
+/// The references of one layer applied `steps` times (the reference code's looped model): repeated GD (one rate,
+/// [`shared_rate`]) and repeated GD++ (one rate and one `gamma` for every step, from `gamma` 0 and 0.2 at the
+/// repeated-GD rate, the lower validation loss kept).
+pub fn fit_looped(steps: usize, spec: FitSpec<'_>) -> Result<Vec<Fitted>, HarnessError> {
+    let gd = shared_rate(steps, spec)?;
+    let eta = gd.model.etas()[0];
+    let starts: Vec<Vec<f32>> = [0.0f32, 0.2].iter().map(|&g| vec![eta, g]).collect();
+    let pp = best_of("repeated GD++", GdKind::PlusPlusShared, steps, &starts, spec)?;
+    Ok(vec![Fitted { name: "repeated GD", ..gd }, pp])
+}

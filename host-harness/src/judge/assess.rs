@@ -5,17 +5,20 @@
 
 use crate::fit::references::{shared_rate, FitSpec};
 use crate::judge::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
+use crate::judge::eval::fit_scale;
 use crate::judge::eval::{evaluate, gd_net, tune_gd_rate, Agreement as EvalAgreement, Comparison, Metric};
 use crate::judge::stats::Stat;
-use crate::judge::verdict::{over_seeds, rule, Agreement, Role, Ruling};
+use crate::judge::verdict::{over_seeds, rule, Agreement, Outcome, Role, Ruling, MODEL_COS_BOUND, RESIDUAL_BOUND};
 use crate::model::Model;
 use crate::net::{Merged, Net};
+use crate::output::report::Check;
 use crate::tasks::{streams, ClosedForm, TaskSampler};
 use crate::HarnessError;
 use dualform::{read_gd_slices, GdFitScalars};
 use serde::{Deserialize, Serialize};
 
 /// The references, built on the evaluation seed's tuning tasks.
+#[derive(Clone)]
 pub struct References {
     /// What the references are (for the report).
     pub summary: ReferenceSummary,
@@ -102,6 +105,26 @@ impl References {
     pub fn with_gd_eta(mut self, eta: f64) -> Result<Self, HarnessError> {
         self.gd = gd_net(self.d, eta as f32, self.n)?;
         Ok(self)
+    }
+
+    /// The same references with candidate `role`'s step scaled by `c`: plain GD at `c` times the tuned rate, or the
+    /// preconditioned step with `c` times the preconditioner (a one-step prediction from `W0 = 0` is linear in
+    /// either, so the candidate's predictions scale by `c`). Other roles are not candidates and are left as they are.
+    pub fn rescaled(&self, role: Role, c: f64) -> Result<Self, HarnessError> {
+        let mut out = self.clone();
+        match role {
+            Role::Gd => {
+                out.summary.gd_eta = c * self.summary.gd_eta;
+                out.gd = gd_net(self.d, out.summary.gd_eta as f32, self.n)?;
+            }
+            Role::Preconditioned => {
+                let scaled: Vec<f64> = self.summary.preconditioner.iter().map(|g| c * g).collect();
+                out.preconditioned = m_net(self.d, &diagonal(&scaled), self.n);
+                out.summary.preconditioner = scaled;
+            }
+            _ => {}
+        }
+        Ok(out)
     }
 
     /// The GD reference.
@@ -248,4 +271,102 @@ pub fn assess_predictors(
     let loss = over_seeds(&loss_per_seed);
     let ruling = rule(&loss, &agreements, residual);
     Assessment { loss, loss_per_seed, agreements, residual_per_seed, dead_per_seed, residual, ruling }
+}
+
+/// A model that implements a candidate at a rate other than the tuned one: its direction is the candidate's, its
+/// step length is not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OtherRate {
+    /// The candidate (plain GD or preconditioned GD).
+    pub role: Role,
+    /// The multiple of the tuned candidate's predictions closest to the model's (fitted on the tuning tasks).
+    pub scale: f64,
+    /// The candidate's rate at that multiple: for plain GD `scale` times the tuned rate; for preconditioned GD the
+    /// multiple of the tuned preconditioner (`scale`).
+    pub rate: f64,
+    /// The tuned rate (plain GD), or 1 (the tuned preconditioner).
+    pub tuned: f64,
+    /// The assessment with the candidate at the model's rate in place of the tuned one (every other reference as
+    /// before): its ruling identifies the candidate.
+    pub assessment: Assessment,
+    /// That the direction is the candidate's, whatever the scale: the lower end of Model cos to the rescaled
+    /// candidate at least [`MODEL_COS_BOUND`], and the upper end of the relative Model diff at most
+    /// [`RESIDUAL_BOUND`] (all pass).
+    pub direction: Vec<Check>,
+}
+
+impl OtherRate {
+    /// The verdict sentence.
+    pub fn sentence(&self, tuned_loss: f64) -> String {
+        let loss = self.assessment.loss.mean;
+        let gap = 100.0 * (loss - tuned_loss) / tuned_loss;
+        let what = match self.role {
+            Role::Gd => format!("GD AT RATE {:.3}; the tuned rate here is {:.3}", self.rate, self.tuned),
+            _ => format!("PRECONDITIONED GD AT {:.3} TIMES THE TUNED PRECONDITIONER'S STEP", self.rate),
+        };
+        format!(
+            "IMPLEMENTS {what} (its loss {loss:.4} is {gap:+.1}% from the tuned step's {tuned_loss:.4}): with the \
+             candidate at the model's own rate, {}",
+            self.assessment.ruling.sentence
+        )
+    }
+}
+
+/// When `first` (the assessment of `models` against `refs`) identifies no candidate: plain GD, then preconditioned
+/// GD, each rescaled to the multiple of its predictions that fits the models' best on the tuning tasks, and the
+/// rules applied again with that candidate in place of the tuned one, with two more checks that the direction is
+/// the candidate's ([`OtherRate::direction`]; without them a model that predicts almost nothing would "implement" a
+/// candidate shrunk towards zero). The first candidate the models implement at their own rate, or `None` (also when
+/// `first` already identifies one).
+pub fn at_own_rate(
+    models: &[Predictor<'_>],
+    weights: Option<&[(f64, f64)]>,
+    refs: &References,
+    held: Held<'_>,
+    first: &Assessment,
+) -> Result<Option<OtherRate>, HarnessError> {
+    if first.ruling.identified() {
+        return Ok(None);
+    }
+    for (role, outcome) in
+        [(Role::Gd, Outcome::ImplementsGd), (Role::Preconditioned, Outcome::ImplementsPreconditionedGd)]
+    {
+        let candidate = match role {
+            Role::Gd => Predictor::Net(&refs.gd),
+            _ => Predictor::Net(&refs.preconditioned),
+        };
+        let scales: Vec<f64> = models
+            .iter()
+            .map(|m| fit_scale(*m, candidate, held.sampler, held.seed, streams::TUNE, held.count))
+            .collect();
+        let scale = scales.iter().sum::<f64>() / scales.len().max(1) as f64;
+        if !scale.is_finite() || scale <= 0.0 {
+            continue;
+        }
+        let rescaled = refs.rescaled(role, scale)?;
+        let assessment = assess_predictors(models, weights, &rescaled, held);
+        let Some(to) = assessment.agreements.iter().find(|a| a.role == role) else { continue };
+        let direction = vec![
+            Check::at_least(
+                &format!("model_cos_to_rescaled_{}", role.id()),
+                &format!("Model cos to {} at the model's rate (lower end)", to.reference),
+                to.model_cos.lo(),
+                MODEL_COS_BOUND,
+            ),
+            Check::at_most(
+                &format!("model_diff_rel_to_rescaled_{}", role.id()),
+                &format!("|g - g_ref| / |g_ref| to {} at the model's rate (upper end)", to.reference),
+                to.model_diff_rel.hi(),
+                RESIDUAL_BOUND,
+            ),
+        ];
+        if assessment.ruling.outcome == outcome && direction.iter().all(|c| c.passed) {
+            let (rate, tuned) = match role {
+                Role::Gd => (rescaled.summary.gd_eta, refs.summary.gd_eta),
+                _ => (scale, 1.0),
+            };
+            return Ok(Some(OtherRate { role, scale, rate, tuned, assessment, direction }));
+        }
+    }
+    Ok(None)
 }

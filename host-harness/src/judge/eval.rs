@@ -252,6 +252,50 @@ impl Metric for Agreement<'_> {
     }
 }
 
+/// Per task, `y_hat_a * y_hat_b` and `y_hat_b^2`: their means give the factor `c` that brings `c * y_hat_b` closest
+/// to `y_hat_a` in mean square ([`fit_scale`]).
+pub struct Products<'a> {
+    /// The model.
+    pub a: Predictor<'a>,
+    /// The reference it is scaled onto.
+    pub b: Predictor<'a>,
+}
+
+impl Metric for Products<'_> {
+    fn columns(&self) -> usize {
+        2
+    }
+
+    fn scratch(&self, n: usize) -> Scratch {
+        Box::new(vec![self.a.workspace(n), self.b.workspace(n)])
+    }
+
+    fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], _: f32, row: &mut Vec<f64>) {
+        let spaces = scratch_as(scratch, || vec![None, None]);
+        let (wa, wb) = spaces.split_at_mut(1);
+        let (ya, _) = self.a.predict_with_sensitivity(ctx, query, &mut wa[0]);
+        let (yb, _) = self.b.predict_with_sensitivity(ctx, query, &mut wb[0]);
+        row.extend([ya * yb, yb * yb]);
+    }
+}
+
+/// The factor `c` minimising the mean of `(y_hat_a - c y_hat_b)^2` over the given tasks (NaN when `b` predicts
+/// zero everywhere).
+pub fn fit_scale(
+    a: Predictor<'_>,
+    b: Predictor<'_>,
+    sampler: &TaskSampler,
+    seed: u64,
+    first_stream: u64,
+    count: usize,
+) -> f64 {
+    let stats = evaluate(&[&Products { a, b }], sampler, seed, first_stream, count);
+    match stats.first().map(Vec::as_slice) {
+        Some([ab, bb]) if bb.mean > 0.0 => ab.mean / bb.mean,
+        _ => f64::NAN,
+    }
+}
+
 /// `a` against each of `refs` on `count` tasks of the streams `(seed, first_stream + chunk)`.
 pub fn compare_many(
     a: &Net,

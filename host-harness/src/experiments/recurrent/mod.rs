@@ -15,12 +15,12 @@ use super::trained::{trained_layer, QUICK_LAYER, LayerSpec};
 use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
-use crate::fit::references::{score, shared_rate, FitSpec, Fitted, FittedParams};
+use crate::fit::references::{fit_looped, FitSpec, FittedParams};
 use crate::fit::train::reference;
 use crate::judge::baselines::Predictor;
 use crate::judge::eval::{compare_many, evaluate, gd_net, matches, readout_losses, tune_gd_rate, Agreement, Metric, Readout};
 use crate::judge::stats::Stat;
-use crate::model::{GdFamily, GdKind, Lsa, Model};
+use crate::model::{Lsa, Model};
 use crate::tasks::{stream_rng, streams};
 use crate::HarnessError;
 use dualform::Update;
@@ -119,20 +119,7 @@ impl Experiment for Recurrent {
             Ok((m, timing))
         })?;
         let fit_spec = FitSpec { sampler: &sampler, eval_seed: seed, tasks: count, iters: s.fit_iters };
-        let gd_rep: Fitted = shared_rate(k, fit_spec)?;
-        let eta_k = gd_rep.model.etas()[0];
-        let mut best: Option<Fitted> = None;
-        for gamma in [0.0f32, 0.2] {
-            let mut m = GdFamily::new(s.task.d, GdKind::PlusPlusShared, k, s.task.n, eta_k)?;
-            m.set_params(&[eta_k, gamma]);
-            let fit = fit_spec.fit(&mut m);
-            if best.as_ref().is_none_or(|b| score(&fit) < score(&b.fit)) {
-                best = Some(Fitted { name: "repeated GD++", model: m, fit });
-            }
-        }
-        let pp_rep = best.ok_or_else(|| HarnessError::Usage("no GD++ fit".into()))?;
-        let gd_rep = Fitted { name: "repeated GD", ..gd_rep };
-        let refs = [gd_rep, pp_rep];
+        let refs = fit_looped(k, fit_spec)?;
         let nets: Vec<_> = refs.iter().map(|r| r.model.net()).collect();
         let vs_references = compare_many(looped.net(), &nets, &sampler, seed, streams::EVAL, count);
         let long = |net: &crate::net::Net| -> Result<Vec<Stat>, HarnessError> {

@@ -2,7 +2,7 @@
 //! "implements preconditioned GD" at variance ratio 10; `dualform inspect` on weight files in the reference layout
 //! (four [E, E] tensors W_Q, W_K, W_V, P and no metadata, as PyTorch's `save_file` writes them) gives constructed
 //! models the verdict their construction implies, and bad files one-line errors naming the file and the tensor,
-//! with exit code 2.
+//! with exit code 2. `inspect` on deeper, looped, softmax, rescaled and `.npz` models: [`inspect`].
 
 use dualform_harness::experiments::single_layer::{Results, Settings};
 use dualform_harness::judge::verdict::Outcome;
@@ -12,6 +12,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+mod inspect;
 
 fn dualform(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dualform")).args(args).output().expect("the dualform binary runs")
