@@ -153,6 +153,15 @@ impl<T: Real, const E: usize> MergedHead<T, E> {
         -(h.last().copied().unwrap_or(T::ZERO) + acc)
     }
 
+    /// The prediction of [`MergedHead::predict_scalar`] (the same bits) and, in `terms` (one per context token), what
+    /// each demonstration contributes to it: `terms[j] = -(b . e_j) (e_j . a)`, so that the prediction is
+    /// `-h_y + sum_j terms[j]` ([`MergedRef::attribution`]). Errors: [`Error::LengthMismatch`] when `terms` has
+    /// another length than `ctx`.
+    pub fn attribution(&self, ctx: &[[T; E]], h: &[T; E], terms: &mut [T]) -> Result<T, Error> {
+        let mut saved = [[T::ZERO; E]; 2];
+        self.view().attribution(ctx.as_flattened(), h, terms, saved.as_flattened_mut())
+    }
+
     /// VJP of [`MergedHead::query_forward`] for `g = dL/dh'`: adds `(dA, dB)` into `grad` and the context inputs'
     /// gradients into `g_ctx` (when given); returns `dL/dh`. Errors: [`Error::LengthMismatch`] when `g_ctx` is given
     /// with another length than `ctx` (nothing is accumulated then).

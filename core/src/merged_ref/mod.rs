@@ -229,6 +229,32 @@ impl<'w, T: Real> MergedRef<'w, T> {
         by_width!(self, query_forward_w(ctx, h, out, saved))
     }
 
+    /// Which demonstration the scalar prediction draws on: with `a = A h` and `b` the last row of `B`, the prediction
+    /// `-(h_y + sum_j (e_j . a) (e_j . b))` is the query's own term `-h_y` plus one term per context token,
+    /// `terms[j] = -(e_j . a) (e_j . b)` (exact: the layer is a sum over its context). Writes `terms` (one per token
+    /// of `ctx`) and returns the prediction, in the operation order of [`crate::MergedHead::predict_scalar`] (the
+    /// same bits). `saved`: at least `2 e` values. `E^2 + 2 N E` multiply-adds, no allocation.
+    pub fn attribution(&self, ctx: &[T], h: &[T], terms: &mut [T], saved: &mut [T]) -> Result<T, Error> {
+        let e = self.e;
+        let n = token_count(ctx.len(), e)?;
+        expect_len(e, h.len())?;
+        expect_len(n, terms.len())?;
+        expect_room(2 * e, saved.len())?;
+        let (a, rest) = saved.split_at_mut(e);
+        let b = rest.get_mut(..e).unwrap_or_default();
+        matvec(a, self.a, h);
+        for (bc, col) in b.iter_mut().zip(self.b.chunks_exact(e)) {
+            *bc = col.last().copied().unwrap_or(T::ZERO);
+        }
+        let mut acc = T::ZERO;
+        for (t, tok) in terms.iter_mut().zip(ctx.chunks_exact(e)) {
+            let product = dot(tok, a) * dot(tok, b);
+            acc += product;
+            *t = -product;
+        }
+        Ok(-(h.last().copied().unwrap_or(T::ZERO) + acc))
+    }
+
     /// VJP of [`MergedRef::query_forward`] for `g = dL/dout`, from its `saved` values: adds `(dA, dB)` into `grad`
     /// and the context tokens' gradients into `g_ctx` (when given, of the length of `ctx`), and writes `dL/dh` into
     /// `dh`. `scratch`: [`MergedRef::query_scratch`] values.

@@ -370,3 +370,59 @@ fn eight_tasks_in_lanes_are_the_bits_of_eight_f32_runs() {
         }
     }
 }
+
+/// The attribution of a scalar prediction to the demonstrations: each term against the naive f64 term
+/// `-(e_j . A h) (B e_j)_last` of the definition; the prediction it returns is `-h_y + sum_j terms[j]` exactly, and
+/// the same bits as `MergedHead::predict_scalar` (f32, E = 11); removing demonstration `j` from the context changes
+/// the prediction by exactly its term in f64 (the layer is a sum over its context). Bad lengths are refused.
+#[test]
+fn attribution_splits_the_prediction_into_one_exact_term_per_demonstration() {
+    let mut rng = Rng::new(71);
+    for &(e, n) in &SHAPES {
+        let (a, b) = (rng.vec(e * e, 0.4), rng.vec(e * e, 0.4));
+        let (ctx, h) = (rng.vec(n * e, 1.0), rng.vec(e, 1.0));
+        let head = MergedRef::new(e, &a, &b).unwrap();
+        let (mut terms, mut saved) = (vec![0.0; n], vec![0.0; 2 * e]);
+        let pred = head.attribution(&ctx, &h, &mut terms, &mut saved).unwrap();
+        let (da, db) = (dense(e, &a), dense(e, &b));
+        let ah = &da * DVector::from_column_slice(&h);
+        let want: Vec<f64> = ctx
+            .chunks_exact(e)
+            .map(|tok| {
+                let v = DVector::from_column_slice(tok);
+                -(v.dot(&ah)) * (&db * &v)[e - 1]
+            })
+            .collect();
+        assert_close(&format!("E {e} N {n}: terms"), &terms, &want, F64_REL);
+        assert_eq!(pred, -h[e - 1] + terms.iter().sum::<f64>(), "E {e} N {n}: prediction = -h_y + sum of terms");
+        // Leaving demonstration j out removes exactly its term.
+        for (j, term) in terms.iter().enumerate() {
+            let mut rest = ctx.clone();
+            rest.drain(j * e..(j + 1) * e);
+            let mut t = vec![0.0; n - 1];
+            let without = head.attribution(&rest, &h, &mut t, &mut saved.clone()).unwrap();
+            assert!((pred - without - term).abs() <= F64_REL * pred.abs().max(1.0), "E {e} N {n}: leave {j} out");
+        }
+        assert_eq!(
+            head.attribution(&ctx, &h, &mut vec![0.0; n + 1], &mut saved),
+            Err(Error::LengthMismatch { expected: n, found: n + 1 })
+        );
+        assert!(head.attribution(&ctx, &h, &mut terms, &mut saved[..2 * e - 1]).is_err());
+        assert!(head.attribution(&ctx[..ctx.len().saturating_sub(1)], &h, &mut terms, &mut saved).is_err() || n == 0);
+    }
+    // f32 at E = 11: the prediction is predict_scalar's, bit for bit.
+    let mut rng = Rng::new(72);
+    for _ in 0..20 {
+        let head = dualform::MergedHead::<f32, 11> {
+            a: nalgebra::SMatrix::from_iterator(rng.vec(121, 0.4).into_iter().map(|v| v as f32)),
+            b: nalgebra::SMatrix::from_iterator(rng.vec(121, 0.4).into_iter().map(|v| v as f32)),
+        };
+        let ctx: Vec<[f32; 11]> = (0..10).map(|_| core::array::from_fn(|_| (rng.vec(1, 1.0)[0]) as f32)).collect();
+        let h: [f32; 11] = core::array::from_fn(|_| rng.vec(1, 1.0)[0] as f32);
+        let mut terms = [0.0f32; 10];
+        let pred = head.attribution(&ctx, &h, &mut terms).unwrap();
+        assert_eq!(pred.to_bits(), head.predict_scalar(&ctx, &h).to_bits());
+        let sum = terms.iter().fold(0.0f32, |s, t| s + t);
+        assert_eq!((-h[10] + sum).to_bits(), pred.to_bits(), "the terms sum to the prediction in f32 too");
+    }
+}

@@ -146,9 +146,10 @@ impl Tables for Results {
                 self.vs_gd.loss_a.n,
                 self.distribution
             ),
-            &["model", "loss", "preds diff", "model cos", "model diff / |g_ref|", "ref vs GD (preds diff)"],
+            &["model", "loss", "preds diff", "model cos", "model diff / |g_ref|", "attribution cos", "ref vs GD (preds diff)"],
         );
-        t.row(vec!["trained LSA".into(), a.loss.show(), String::new(), String::new(), String::new(), String::new()]);
+        let blank = || vec![String::new(); 5];
+        t.row([vec!["trained LSA".into(), a.loss.show()], blank()].concat());
         for g in &a.agreements {
             t.row(vec![
                 g.reference.clone(),
@@ -156,10 +157,11 @@ impl Tables for Results {
                 g.preds_diff.show(),
                 g.model_cos.show(),
                 g.model_diff_rel.show(),
+                g.attribution_cos.show(),
                 fmt_num(g.ref_to_gd.mean),
             ]);
         }
-        t.row(vec!["predict 0".into(), self.zero.show(), String::new(), String::new(), String::new(), String::new()]);
+        t.row([vec!["predict 0".into(), self.zero.show()], blank()].concat());
         let mut w = Table::new(
             "the weights against the GD family (functional: the blocks that reach the prediction)",
             &["weights", "functional residual", "dead blocks", "note"],

@@ -8,6 +8,7 @@
 use super::load::{LoadedModel, Weights};
 use super::{header, InspectArgs, Inspection};
 use crate::fit::references::{fit_all, fit_looped, FitSpec, FittedParams};
+use crate::judge::attribution::{AttributionAgreement, Attributor};
 use crate::judge::baselines::Predictor;
 use crate::judge::eval::{evaluate, matches, Agreement, Comparison, Metric, Readout};
 use crate::judge::stats::Stat;
@@ -28,19 +29,34 @@ pub struct DeepFinding {
     pub behaviour_only: bool,
     /// The model's loss after each application.
     pub readout: Vec<Stat>,
-    /// Per reference: its fitted scalars, the model against it, its loss after each step, and whether it matches.
-    pub references: Vec<(FittedParams, Comparison, Vec<Stat>, bool)>,
+    /// The model against each reference.
+    pub references: Vec<DeepReference>,
+}
+
+/// The model against one fitted reference.
+#[derive(Clone, Debug)]
+pub struct DeepReference {
+    /// Its fitted scalars.
+    pub params: FittedParams,
+    /// The model (a) against it (b).
+    pub vs: Comparison,
+    /// Its loss after each step.
+    pub readout: Vec<Stat>,
+    /// Whether the model matches it.
+    pub matched: bool,
+    /// Cosine over demonstrations of the model's attribution and the reference's, both by leaving one out.
+    pub attribution_cos: Stat,
 }
 
 impl DeepFinding {
     /// The model's held-out loss.
     pub fn loss(&self) -> Stat {
-        self.references.first().map_or(Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }, |r| r.1.loss_a)
+        self.references.first().map_or_else(Stat::missing, |r| r.vs.loss_a)
     }
 
     /// The names of the references it matches.
     pub fn matched(&self) -> Vec<&str> {
-        self.references.iter().filter(|r| r.3).map(|r| r.0.name.as_str()).collect()
+        self.references.iter().filter(|r| r.matched).map(|r| r.params.name.as_str()).collect()
     }
 
     /// The verdict sentence.
@@ -49,8 +65,8 @@ impl DeepFinding {
         let closest = self
             .references
             .iter()
-            .min_by(|a, b| a.1.preds_diff.mean.total_cmp(&b.1.preds_diff.mean))
-            .map_or("-".to_string(), |r| format!("{} (preds diff {:.4})", r.0.name, r.1.preds_diff.mean));
+            .min_by(|a, b| a.vs.preds_diff.mean.total_cmp(&b.vs.preds_diff.mean))
+            .map_or("-".to_string(), |r| format!("{} (preds diff {:.4})", r.params.name, r.vs.preds_diff.mean));
         let matched = self.matched();
         let what = if matched.is_empty() {
             format!("MATCHES NO {k}-STEP REFERENCE")
@@ -80,17 +96,31 @@ fn judge_net<F: Forward + Sync>(
     let agreement =
         Agreement { a: Predictor::Net(net), refs: refs.iter().map(|r| Predictor::Net(r.model.net())).collect() };
     let readout = Readout(net);
+    // Like with like: from the second step on, GD's dual-form terms and its leave-one-out differences are different
+    // quantities (cosine 0.81 between them for two steps at d = N = 10), so the model and every reference are
+    // attributed by leaving one demonstration out.
+    let attributors: Vec<Attributor<'_>> =
+        refs.iter().map(|r| Attributor::LeaveOneOut(Predictor::Net(r.model.net()))).collect();
+    let attribution = AttributionAgreement { a: Attributor::LeaveOneOut(Predictor::Net(net)), refs: attributors };
     let ref_readouts: Vec<Readout<'_, _>> = refs.iter().map(|r| Readout(r.model.net())).collect();
-    let mut metrics: Vec<&dyn Metric> = vec![&agreement, &readout];
+    let mut metrics: Vec<&dyn Metric> = vec![&agreement, &readout, &attribution];
     metrics.extend(ref_readouts.iter().map(|r| r as &dyn Metric));
     let mut stats = evaluate(&metrics, &sampler, args.eval_seed, streams::EVAL, args.eval_tasks).into_iter();
     let comparisons = Agreement::comparisons(&stats.next().unwrap_or_default());
     let readout = stats.next().unwrap_or_default();
+    let attribution = stats.next().unwrap_or_default();
     let references = refs
         .iter()
         .zip(comparisons)
         .zip(stats)
-        .map(|((r, c), ro)| (FittedParams::from(r), c, ro, matches(&c)))
+        .zip(attribution)
+        .map(|(((r, vs), readout), attribution_cos)| DeepReference {
+            params: FittedParams::from(r),
+            matched: matches(&vs),
+            vs,
+            readout,
+            attribution_cos,
+        })
         .collect();
     Ok(DeepFinding { applications: k, looped, behaviour_only, readout, references })
 }
@@ -120,7 +150,16 @@ pub fn judge(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
     head.row(vec!["loss".into(), finding.loss().show()]);
     let mut t = Table::new(
         format!("against {}-step references fitted on tuning tasks (95% intervals over tasks)", finding.applications),
-        &["reference", "eta per step", "gamma per step", "its loss", "preds diff", "model cos", "matches"],
+        &[
+            "reference",
+            "eta per step",
+            "gamma per step",
+            "its loss",
+            "preds diff",
+            "model cos",
+            "attribution cos",
+            "matches",
+        ],
     );
     let list = |v: &[f32]| {
         if v.is_empty() {
@@ -129,15 +168,16 @@ pub fn judge(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
             v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
         }
     };
-    for (p, c, _, m) in &finding.references {
+    for r in &finding.references {
         t.row(vec![
-            p.name.clone(),
-            list(&p.etas),
-            list(&p.gammas),
-            c.loss_b.show(),
-            c.preds_diff.show(),
-            c.model_cos.show(),
-            if *m { "yes".into() } else { "no".into() },
+            r.params.name.clone(),
+            list(&r.params.etas),
+            list(&r.params.gammas),
+            r.vs.loss_b.show(),
+            r.vs.preds_diff.show(),
+            r.vs.model_cos.show(),
+            r.attribution_cos.show(),
+            if r.matched { "yes".into() } else { "no".into() },
         ]);
     }
     let mut r = Table::new(
@@ -146,8 +186,8 @@ pub fn judge(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
     );
     let row = |v: &[Stat]| v.iter().map(|s| format!("{:.4}", s.mean)).collect::<Vec<_>>().join("  ");
     r.row(vec!["the model".into(), row(&finding.readout)]);
-    for (p, _, ro, _) in &finding.references {
-        r.row(vec![p.name.clone(), row(ro)]);
+    for x in &finding.references {
+        r.row(vec![x.params.name.clone(), row(&x.readout)]);
     }
     let verdict = finding.sentence();
     let text = format!("{}{}{}verdict: {verdict}\n", head.text(), t.text(), r.text());

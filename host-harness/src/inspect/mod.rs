@@ -17,6 +17,7 @@ pub mod load;
 use crate::experiments::settings::in_range;
 use crate::experiments::settings::TaskArgs;
 use crate::judge::assess::{assess_predictors, at_own_rate, read_gd_f64, Assessment, Held, OtherRate, References};
+use crate::judge::attribution::Subject;
 use crate::judge::baselines::Predictor;
 use crate::judge::eval::{compare_predictors, Comparison};
 use crate::judge::stats::Stat;
@@ -103,14 +104,15 @@ fn agreement_rows(t: &mut Table, a: &Assessment, first: usize) {
             g.loss.show(),
             g.preds_diff.show(),
             g.model_cos.show(),
-            g.model_diff.show(),
             g.model_diff_rel.show(),
+            g.attribution_cos.show(),
+            g.model_diff.show(),
         ]);
     }
 }
 
-const AGREEMENT_COLUMNS: [&str; 6] =
-    ["reference", "its loss", "preds diff", "model cos", "model diff", "model diff / |g_ref|"];
+const AGREEMENT_COLUMNS: [&str; 7] =
+    ["reference", "its loss", "preds diff", "model cos", "model diff / |g_ref|", "attribution cos", "model diff"];
 
 /// One application of one LSA layer or one softmax layer: the written rules (see the module docs).
 fn one_layer(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, HarnessError> {
@@ -118,14 +120,14 @@ fn one_layer(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
     let (d, n) = (args.task.d, args.task.n);
     let refs = References::build(&sampler, args.eval_seed, args.eval_tasks)?;
     let held = Held { sampler: &sampler, seed: args.eval_seed, count: args.eval_tasks };
-    let (subject, fits, head): (Predictor<'_>, Option<Vec<(f64, f64)>>, _) = match &model.weights {
+    let (subject, fits, head): (Subject<'_>, Option<Vec<(f64, f64)>>, _) = match &model.weights {
         Weights::Lsa(m) => {
             let head = m.net().heads()[0].clone();
             let fit =
                 read_gd_f64(d, &head, n).map_or((f64::NAN, f64::NAN, f64::NAN), |(f, _)| (f.functional, f.dead, f.eta));
-            (Predictor::Net(m.net()), Some(vec![(fit.0, fit.1)]), Some(fit))
+            (Subject::net(m.net()), Some(vec![(fit.0, fit.1)]), Some(fit))
         }
-        Weights::Softmax(m) => (Predictor::Net(m.net()), None, None),
+        Weights::Softmax(m) => (Subject::any(Predictor::Net(m.net())), None, None),
     };
     let assessment = assess_predictors(&[subject], fits.as_deref(), &refs, held);
     let other_rate = at_own_rate(&[subject], fits.as_deref(), &refs, held, &assessment)?;
@@ -155,7 +157,7 @@ fn one_layer(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
             Weights::Lsa(m) => Predictor::Net(m.net()),
             Weights::Softmax(m) => Predictor::Net(m.net()),
         };
-        compare_predictors(subject, &[b], &sampler, args.eval_seed, streams::EVAL, args.eval_tasks)[0]
+        compare_predictors(subject.predictor, &[b], &sampler, args.eval_seed, streams::EVAL, args.eval_tasks)[0]
     });
 
     let mut head_t = header(args, model);
@@ -185,8 +187,9 @@ fn one_layer(args: &InspectArgs, model: &LoadedModel) -> Result<Inspection, Harn
             row(&c.loss_b),
             row(&c.preds_diff),
             row(&c.model_cos),
-            row(&c.model_diff),
             row(&c.model_diff_rel),
+            "-".into(),
+            row(&c.model_diff),
         ]);
     }
     agreement_rows(&mut t, &assessment, first);

@@ -4,6 +4,7 @@
 //! `reproduce single-layer` (trained models, one per seed) and by `dualform inspect` (any model's weights).
 
 use crate::fit::references::{shared_rate, FitSpec};
+use crate::judge::attribution::{AttributionAgreement, Attributor, Subject};
 use crate::judge::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predictor};
 use crate::judge::eval::fit_scale;
 use crate::judge::eval::{evaluate, gd_net, tune_gd_rate, Agreement as EvalAgreement, Comparison, Metric};
@@ -142,6 +143,20 @@ impl References {
         &self.optimum
     }
 
+    /// Every reference's attribution, in the order of [`References::list`]: GD and two GD steps by the dual form,
+    /// the one-layer nets by their terms, least squares and ridge by leaving one demonstration out.
+    fn attributors(&self) -> Vec<Attributor<'_>> {
+        let ridge = |lambda: f64| Attributor::LeaveOneOut(Predictor::Ridge { lambda, d: self.d });
+        vec![
+            Attributor::Gd { eta: self.summary.gd_eta, steps: 1 },
+            Attributor::of_net(&self.preconditioned),
+            Attributor::of_net(&self.optimum),
+            ridge(0.0),
+            ridge(self.summary.ridge_lambda),
+            Attributor::Gd { eta: self.summary.two_step_eta, steps: 2 },
+        ]
+    }
+
     /// Every reference with its name and role, in the order of the report's table.
     fn list(&self) -> Vec<(String, Role, Predictor<'_>)> {
         let pgd = if self.summary.preconditioner_closed_form {
@@ -218,15 +233,15 @@ pub fn assess(models: &[&Net], refs: &References, held: Held<'_>) -> Result<Asse
             Err(_) => (f64::NAN, f64::NAN),
         })
         .collect();
-    let preds: Vec<Predictor<'_>> = models.iter().map(|m| Predictor::Net(*m)).collect();
-    Ok(assess_predictors(&preds, Some(&fits), refs, held))
+    let subjects: Vec<Subject<'_>> = models.iter().map(|m| Subject::net(m)).collect();
+    Ok(assess_predictors(&subjects, Some(&fits), refs, held))
 }
 
 /// Assesses any one-layer models (one per seed) against `refs`; `weights` holds each model's functional residual
 /// and dead-block norm where the model has LSA weights to read (`None`: the weight rule does not apply, and no
 /// residuals are reported).
 pub fn assess_predictors(
-    models: &[Predictor<'_>],
+    models: &[Subject<'_>],
     weights: Option<&[(f64, f64)]>,
     refs: &References,
     held: Held<'_>,
@@ -235,15 +250,20 @@ pub fn assess_predictors(
     let list = refs.list();
     let preds: Vec<Predictor<'_>> = list.iter().map(|(_, _, p)| *p).collect();
     // One pass over the held-out tasks: every seed's model, GD and preconditioned GD, each against every reference.
-    let subjects: Vec<Predictor<'_>> =
-        models.iter().copied().chain([Predictor::Net(&refs.gd), Predictor::Net(&refs.preconditioned)]).collect();
+    let subjects: Vec<Predictor<'_>> = models
+        .iter()
+        .map(|m| m.predictor)
+        .chain([Predictor::Net(&refs.gd), Predictor::Net(&refs.preconditioned)])
+        .collect();
     let metrics: Vec<EvalAgreement<'_>> =
         subjects.iter().map(|a| EvalAgreement { a: *a, refs: preds.clone() }).collect();
-    let dyn_metrics: Vec<&dyn Metric> = metrics.iter().map(|m| m as &dyn Metric).collect();
-    let mut compared: Vec<Vec<Comparison>> = evaluate(&dyn_metrics, sampler, seed, streams::EVAL, count)
-        .iter()
-        .map(|c| EvalAgreement::comparisons(c))
-        .collect();
+    let attributions: Vec<AttributionAgreement<'_>> =
+        models.iter().map(|m| AttributionAgreement { a: m.attributor, refs: refs.attributors() }).collect();
+    let dyn_metrics: Vec<&dyn Metric> =
+        metrics.iter().map(|m| m as &dyn Metric).chain(attributions.iter().map(|m| m as &dyn Metric)).collect();
+    let mut columns = evaluate(&dyn_metrics, sampler, seed, streams::EVAL, count);
+    let attribution_per_seed = columns.split_off(metrics.len());
+    let mut compared: Vec<Vec<Comparison>> = columns.iter().map(|c| EvalAgreement::comparisons(c)).collect();
     let to_pgd = compared.pop().unwrap_or_default();
     let to_gd = compared.pop().unwrap_or_default();
     let per_seed = compared;
@@ -260,6 +280,12 @@ pub fn assess_predictors(
                 model_cos: over(|c| c.model_cos),
                 model_diff: over(|c| c.model_diff),
                 model_diff_rel: over(|c| c.model_diff_rel),
+                attribution_cos: over_seeds(
+                    &attribution_per_seed
+                        .iter()
+                        .map(|a| a.get(i).copied().unwrap_or_else(Stat::missing))
+                        .collect::<Vec<_>>(),
+                ),
                 ref_to_gd: to_gd[i].preds_diff,
                 ref_to_preconditioned: to_pgd[i].preds_diff,
             }
@@ -319,7 +345,7 @@ impl OtherRate {
 /// candidate shrunk towards zero). The first candidate the models implement at their own rate, or `None` (also when
 /// `first` already identifies one).
 pub fn at_own_rate(
-    models: &[Predictor<'_>],
+    models: &[Subject<'_>],
     weights: Option<&[(f64, f64)]>,
     refs: &References,
     held: Held<'_>,
@@ -337,7 +363,7 @@ pub fn at_own_rate(
         };
         let scales: Vec<f64> = models
             .iter()
-            .map(|m| fit_scale(*m, candidate, held.sampler, held.seed, streams::TUNE, held.count))
+            .map(|m| fit_scale(m.predictor, candidate, held.sampler, held.seed, streams::TUNE, held.count))
             .collect();
         let scale = scales.iter().sum::<f64>() / scales.len().max(1) as f64;
         if !scale.is_finite() || scale <= 0.0 {

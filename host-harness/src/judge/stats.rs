@@ -29,6 +29,11 @@ impl Stat {
         Stat { mean, ci95: 1.96 * (var / n as f64).sqrt(), n }
     }
 
+    /// No measurement: NaN mean and interval, no samples (what a report written before a metric existed reads as).
+    pub fn missing() -> Stat {
+        Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }
+    }
+
     /// The lower end of the interval.
     pub fn lo(&self) -> f64 {
         self.mean - self.ci95

@@ -54,6 +54,10 @@ pub struct Agreement {
     pub model_diff: Stat,
     /// Model diff relative to the reference's sensitivity, `|g - g_ref| / |g_ref|`.
     pub model_diff_rel: Stat,
+    /// Cosine over the demonstrations of the model's attribution and the reference's (which demonstrations each
+    /// prediction draws on, and in what proportion; [`crate::judge::attribution`]).
+    #[serde(default = "Stat::missing")]
+    pub attribution_cos: Stat,
     /// Preds diff of the reference itself against plain GD (how distinct it is from GD).
     pub ref_to_gd: Stat,
     /// Preds diff of the reference against preconditioned GD.

@@ -77,7 +77,12 @@ fn without_weights_the_rules_judge_by_behaviour_alone() {
     let s = sampler(1.0);
     let refs = References::build(&s, 11, 20_000).unwrap();
     let held = Held { sampler: &s, seed: 11, count: 4000 };
-    let a = assess_predictors(&[Predictor::Net(refs.gd())], None, &refs, held);
+    let a = assess_predictors(
+        &[dualform_harness::judge::attribution::Subject::any(Predictor::Net(refs.gd()))],
+        None,
+        &refs,
+        held,
+    );
     assert_eq!(a.ruling.outcome, Outcome::ImplementsGd, "{:?}", a.ruling);
     assert!(a.ruling.sentence.contains("by behaviour alone"), "{}", a.ruling.sentence);
     assert!(a.residual.is_none() && a.residual_per_seed.is_empty());

@@ -17,6 +17,7 @@ mod firmware_qemu;
 mod fit_optim;
 mod fit_references;
 mod judge_assess;
+mod judge_attribution;
 mod judge_baselines;
 mod judge_eval;
 mod judge_stats;

@@ -90,13 +90,14 @@ pub struct Results {
 /// The metrics the readings judge, with how to read each from [`Scores`].
 type Metric = (&'static str, fn(&Scores) -> Stat);
 
-const METRICS: [Metric; 6] = [
+const METRICS: [Metric; 7] = [
     ("SimAOU", |s| s.sim_aou),
     ("SimAM (ICL vs FT)", |s| s.sim_am),
     ("Rec2FTP", |s| s.rec2ftp),
     ("cos(M_ICL, M_FT)", |s| s.map_cos),
     ("cos(implied predictor, -gradient)", |s| s.readout_cos),
     ("cos(ICL sensitivity, -gradient)", |s| s.sensitivity_cos),
+    ("attribution cos (ICL vs GD)", |s| s.attribution_cos),
 ];
 
 impl Tables for Results {
@@ -125,8 +126,16 @@ impl Tables for Results {
         );
         let mut weights = Table::new(
             "weight space (Dai's relaxed maps): cos(M_ICL, M_FT), and ICL's implied predictor against minus the \
-             least-squares gradient; function: the demonstrations' effect d(ICL - ZS)/dx_q against the same",
-            &["model", "cos(M_ICL, M_FT)", "cos(implied, -gradient)", "cos(sensitivity, -gradient)", "skipped"],
+             least-squares gradient; function: the demonstrations' effect d(ICL - ZS)/dx_q against the same, and \
+             which demonstrations ICL draws on (leaving one out) against one GD step's terms",
+            &[
+                "model",
+                "cos(M_ICL, M_FT)",
+                "cos(implied, -gradient)",
+                "cos(sensitivity, -gradient)",
+                "attribution cos",
+                "skipped",
+            ],
         );
         for r in &self.rows {
             let s = &r.scores;
@@ -156,6 +165,7 @@ impl Tables for Results {
                 s.map_cos.show(),
                 s.readout_cos.show(),
                 s.sensitivity_cos.show(),
+                s.attribution_cos.show(),
                 s.skipped.to_string(),
             ]);
         }
@@ -284,6 +294,7 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             ("map_cos", s.map_cos),
             ("readout_cos", s.readout_cos),
             ("sensitivity_cos", s.sensitivity_cos),
+            ("attribution_cos", s.attribution_cos),
         ];
         for (m, v) in named {
             csv.row(cells![row.model, format!("{:?}", row.role), row.shuffled, m, v.mean, v.ci95, v.n]);

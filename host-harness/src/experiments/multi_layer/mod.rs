@@ -16,6 +16,7 @@ use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
 use crate::experiments::settings::{all_in_range, in_range, Shared, TaskArgs};
 use crate::fit::references::{FitSpec, FittedParams};
+use crate::judge::attribution::{AttributionAgreement, Attributor};
 use crate::judge::baselines::Predictor;
 use crate::judge::stats::Stat;
 use crate::judge::eval::{evaluate, matches, Agreement, Metric, OlsLoss, Readout, ZeroLoss};
@@ -121,6 +122,10 @@ impl Experiment for MultiLayer {
                 let refs_p = refs.iter().map(|r| Predictor::Net(r.model.net())).collect();
                 metrics.push(Box::new(Agreement { a: Predictor::Net(stack.model.net()), refs: refs_p }));
                 metrics.push(Box::new(Readout(stack.model.net())));
+                // Attributions by leaving one demonstration out, on both sides (docs of `judge::attribution`).
+                let loo = |net| Attributor::LeaveOneOut(Predictor::Net(net));
+                let refs_a = refs.iter().map(|r| loo(r.model.net())).collect();
+                metrics.push(Box::new(AttributionAgreement { a: loo(stack.model.net()), refs: refs_a }));
                 metrics.extend(refs.iter().map(|r| Box::new(Readout(r.model.net())) as Box<dyn Metric>));
             }
             metrics.push(Box::new(ZeroLoss));
@@ -134,14 +139,17 @@ impl Experiment for MultiLayer {
         for (k, TrainedStack { training, token_clip, timing, curve, .. }, refs) in trained {
             let comparisons = Agreement::comparisons(&next());
             let readout = next();
+            let attribution = next();
             let references = refs
                 .iter()
                 .zip(comparisons)
-                .map(|(r, c)| ReferenceResult {
+                .zip(attribution)
+                .map(|((r, c), attribution_cos)| ReferenceResult {
                     params: FittedParams::from(r),
                     matched: matches(&c),
                     vs_trained: c,
                     readout: next(),
+                    attribution_cos,
                 })
                 .collect();
             depths.push(TrainedDepth { layers: k, training, token_clip, timing, readout, references, curve });

@@ -28,6 +28,10 @@ pub struct ReferenceResult {
     pub readout: Vec<Stat>,
     /// Whether the trained model matches it ([`crate::judge::eval::matches`]).
     pub matched: bool,
+    /// Cosine over demonstrations of the trained model's attribution and this reference's, both by leaving one
+    /// demonstration out ([`crate::judge::attribution`]).
+    #[serde(default = "Stat::missing")]
+    pub attribution_cos: Stat,
 }
 
 /// One depth.
@@ -74,7 +78,8 @@ impl Tables for Results {
             &["K", "trained", "GD (shared rate)", "GD (rate per step)", "GD++", "authors: GD", "authors: GD++"],
         );
         let mut agree = Table::new(
-            "trained model against each reference: preds diff / model cos",
+            "trained model against each reference: preds diff / model cos / attribution cos (leaving one demonstration \
+             out on both sides)",
             &["K", "GD (shared rate)", "GD (rate per step)", "GD++"],
         );
         let mut params = Table::new(
@@ -97,9 +102,10 @@ impl Tables for Results {
             let mut row = vec![d.layers.to_string()];
             row.extend(d.references.iter().map(|r| {
                 format!(
-                    "{:.4} / {:.4}{}",
+                    "{:.4} / {:.4} / {:.3}{}",
                     r.vs_trained.preds_diff.mean,
                     r.vs_trained.model_cos.mean,
+                    r.attribution_cos.mean,
                     if r.matched { " (match)" } else { "" }
                 )
             }));
@@ -202,15 +208,27 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
     naming_failures(parts.join("; "), checks)
 }
 pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessError> {
-    let mut csv = Table::new("csv", &["layers", "model", "loss", "loss_ci95", "preds_diff", "model_cos", "model_diff"]);
+    let mut csv = Table::new(
+        "csv",
+        &["layers", "model", "loss", "loss_ci95", "preds_diff", "model_cos", "model_diff", "attribution_cos"],
+    );
     let mut readout = Table::new("readout", &["layers", "model", "after_layer", "loss"]);
     let mut curves = Table::new("curves", &["layers", "step", "batch_loss", "probe_loss"]);
     for d in &r.depths {
         let t = d.trained_loss();
-        csv.row(cells![d.layers, "trained", t.mean, t.ci95, "", "", ""]);
+        csv.row(cells![d.layers, "trained", t.mean, t.ci95, "", "", "", ""]);
         for x in &d.references {
             let c = &x.vs_trained;
-            csv.row(cells![d.layers, x.params.name, c.loss_b.mean, c.loss_b.ci95, c.preds_diff.mean, c.model_cos.mean, c.model_diff.mean]);
+            csv.row(cells![
+                d.layers,
+                x.params.name,
+                c.loss_b.mean,
+                c.loss_b.ci95,
+                c.preds_diff.mean,
+                c.model_cos.mean,
+                c.model_diff.mean,
+                x.attribution_cos.mean
+            ]);
         }
         for (i, s) in d.readout.iter().enumerate() {
             readout.row(cells![d.layers, "trained", i + 1, s.mean]);

@@ -19,6 +19,7 @@ use crate::output::report::Check;
 use crate::experiments::settings::{all_in_range, in_range, Shared, TaskArgs};
 use crate::fit::references::FitSpec;
 use crate::judge::assess::{assess_predictors, Held, References};
+use crate::judge::attribution::{attribution_agreement, Attributor, Subject};
 use crate::judge::baselines::Predictor;
 use crate::judge::eval::{compare_predictors, evaluate, Comparison, Loss, Metric, OlsLoss, Readout, ZeroLoss};
 use crate::judge::stats::Stat;
@@ -84,12 +85,20 @@ impl super::Settings for Settings {
     }
 }
 
-/// Every model (one per seed) against each reference, over seeds.
+/// Every model (one per seed) against each reference, over seeds; attributions by leaving one demonstration out on
+/// both sides.
 fn against(models: &[Predictor<'_>], refs: &[(String, Predictor<'_>)], held: Held<'_>) -> Vec<Against> {
     let preds: Vec<Predictor<'_>> = refs.iter().map(|(_, p)| *p).collect();
     let per_seed: Vec<Vec<Comparison>> = models
         .iter()
         .map(|m| compare_predictors(*m, &preds, held.sampler, held.seed, streams::EVAL, held.count))
+        .collect();
+    let attribution: Vec<Vec<Stat>> = models
+        .iter()
+        .map(|m| {
+            let refs = preds.iter().map(|p| Attributor::LeaveOneOut(*p)).collect();
+            attribution_agreement(Attributor::LeaveOneOut(*m), refs, held.sampler, held.seed, streams::EVAL, held.count)
+        })
         .collect();
     refs.iter()
         .enumerate()
@@ -100,6 +109,9 @@ fn against(models: &[Predictor<'_>], refs: &[(String, Predictor<'_>)], held: Hel
                 loss: per_seed[0][i].loss_b,
                 preds_diff: over(|c| c.preds_diff),
                 model_cos: over(|c| c.model_cos),
+                attribution_cos: over_seeds(
+                    &attribution.iter().map(|a| a.get(i).copied().unwrap_or_else(Stat::missing)).collect::<Vec<_>>(),
+                ),
             }
         })
         .collect()
@@ -139,7 +151,8 @@ impl Experiment for SoftmaxExperiment {
             let first = &trained[0].model;
             let (assessment, against) = if k == 1 {
                 let refs = References::build(&sampler, seed, count)?;
-                let a = assess_predictors(&models, None, &refs, held);
+                let subjects: Vec<Subject<'_>> = models.iter().map(|m| Subject::any(*m)).collect();
+                let a = assess_predictors(&subjects, None, &refs, held);
                 let lsa =
                     trained_layer(run, LayerSpec::of(&s.shared.common, &s.task, &s.shared.train, &s.shared.eval, &s.shared.curves), s.shared.common.seed)?;
                 let mut against: Vec<Against> = a
@@ -150,6 +163,7 @@ impl Experiment for SoftmaxExperiment {
                         loss: g.loss,
                         preds_diff: g.preds_diff,
                         model_cos: g.model_cos,
+                        attribution_cos: g.attribution_cos,
                     })
                     .collect();
                 against.extend(self::against(

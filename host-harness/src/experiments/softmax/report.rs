@@ -23,6 +23,9 @@ pub struct Against {
     pub preds_diff: Stat,
     /// Model cos of the sensitivities, over seeds and tasks.
     pub model_cos: Stat,
+    /// Cosine over demonstrations of the attributions (both by leaving one demonstration out), over seeds and tasks.
+    #[serde(default = "Stat::missing")]
+    pub attribution_cos: Stat,
 }
 
 /// One depth.
@@ -72,13 +75,14 @@ impl Tables for Results {
         let mut models = Table::new(
             format!(
                 "softmax attention ({} heads per layer) against the references: held-out loss (95% CI over seeds and \
-                 tasks), preds diff, model cos",
+                 tasks), preds diff, model cos, attribution cos",
                 self.heads
             ),
-            &["K", "model", "loss", "preds diff", "model cos"],
+            &["K", "model", "loss", "preds diff", "model cos", "attribution cos"],
         );
         for d in &self.depths {
-            models.row(vec![d.layers.to_string(), "softmax (trained)".into(), d.loss.show(), "-".into(), "-".into()]);
+            let dash = || "-".to_string();
+            models.row(vec![d.layers.to_string(), "softmax (trained)".into(), d.loss.show(), dash(), dash(), dash()]);
             for a in &d.against {
                 models.row(vec![
                     d.layers.to_string(),
@@ -86,6 +90,7 @@ impl Tables for Results {
                     a.loss.show(),
                     a.preds_diff.show(),
                     a.model_cos.show(),
+                    a.attribution_cos.show(),
                 ]);
             }
         }

@@ -26,7 +26,10 @@
 //!   the inputs) against minus the gradient at 0 of the in-context least-squares loss, `sum_i y_i x_i`: cosine. The
 //!   relaxation drops the softmax, so beside it what the layer actually does: the sensitivity of the
 //!   demonstrations' effect on the prediction to the query's input, `d(ICL - ZS)/dx_q` (central differences),
-//!   against the same gradient (for one GD step from 0 the two are the same vector).
+//!   against the same gradient (for one GD step from 0 the two are the same vector);
+//! - which demonstrations ICL draws on ([`crate::judge::attribution`]): per demonstration, the prediction with all of
+//!   them minus the prediction without it (the prompt kept), against one GD step's terms `y_i (x_i . x_q)`: cosine
+//!   over the demonstrations.
 //!
 //! Shuffled labels: the same with ICL's demonstrations relabelled (labels rotated by one position, so every input
 //! has another's label); FT and the reference gradient keep the true labels. Everything runs in f64 on the core's

@@ -6,6 +6,7 @@ use crate::judge::eval::cosine;
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
 use crate::tasks::TaskSampler;
+use dualform::linalg::slices::dot;
 use dualform::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,9 @@ pub struct TaskScore {
     pub readout_cos: Option<f64>,
     /// `cos(d(ICL - ZS)/dx_q, sum_i y_i x_i)`.
     pub sensitivity_cos: Option<f64>,
+    /// Cosine over the demonstrations of ICL's attribution (the prediction with all of them minus without demonstration
+    /// `i`, the prompt kept) and one GD step's (`y_i (x_i . x_q)`, true labels).
+    pub attribution_cos: Option<f64>,
 }
 
 /// The step of the central differences of the sensitivity.
@@ -101,8 +105,20 @@ pub fn score_task(
         minus[i] -= SENSITIVITY_STEP;
         *v = (effect(&plus)? - effect(&minus)?) / (2.0 * SENSITIVITY_STEP);
     }
+    // Which demonstrations ICL draws on: leave each out (the prompt stays), against one GD step's terms.
+    let all = subject.predict(layer, &icl_ctx, &q)?;
+    let mut attribution = Vec::with_capacity(m);
+    let mut rest = Vec::with_capacity(icl_ctx.len());
+    for j in 0..m {
+        rest.clear();
+        rest.extend_from_slice(&icl_ctx[..j * e]);
+        rest.extend_from_slice(&icl_ctx[(j + 1) * e..]);
+        attribution.push(all - subject.predict(layer, &rest, &q)?);
+    }
+    let gd_terms: Vec<f64> = demos.chunks_exact(e).map(|t| t[e - 1] * dot(&t[..e - 1], &q[..e - 1])).collect();
     Some(TaskScore {
         errors,
+        attribution_cos: cosine(&attribution, &gd_terms),
         sensitivity_cos: cosine(&sensitivity, &gradient),
         sim_aou,
         sim_am,
@@ -136,6 +152,9 @@ pub struct Scores {
     pub readout_cos: Stat,
     /// `cos(d(ICL - ZS)/dx_q, minus the least-squares gradient)`: what the layer does, not its relaxation.
     pub sensitivity_cos: Stat,
+    /// Cosine over the demonstrations of ICL's attribution (leaving one out) and one GD step's.
+    #[serde(default = "Stat::missing")]
+    pub attribution_cos: Stat,
     /// FT's SGD rate (per seed when combined).
     pub ft_lr: Vec<f64>,
     /// Tasks scored (over seeds when combined).
@@ -176,6 +195,7 @@ impl Scores {
             map_cos: stat(&|t| t.map_cos),
             readout_cos: stat(&|t| t.readout_cos),
             sensitivity_cos: stat(&|t| t.sensitivity_cos),
+            attribution_cos: stat(&|t| t.attribution_cos),
             ft_lr: vec![lr],
             scored: tasks.len(),
             skipped,
@@ -197,6 +217,7 @@ impl Scores {
             map_cos: over(&|s| s.map_cos),
             readout_cos: over(&|s| s.readout_cos),
             sensitivity_cos: over(&|s| s.sensitivity_cos),
+            attribution_cos: over(&|s| s.attribution_cos),
             ft_lr: per_seed.iter().flat_map(|s| s.ft_lr.iter().copied()).collect(),
             scored: per_seed.iter().map(|s| s.scored).sum(),
             skipped: per_seed.iter().map(|s| s.skipped).sum(),
