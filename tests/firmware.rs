@@ -1,6 +1,6 @@
-//! The firmware example under QEMU against the host: every golden prediction, streaming prediction and loss must be
-//! the same f32 bits on every emulated core (Cortex-M0, M3, M4F, M7, M33, M55, and the RISC-V SiFive E31) as on the
-//! host, and the fault paths must report their cause on each; a build with a changed weight must fail the check. The
+//! The firmware example under QEMU against the host: every golden prediction, streaming prediction, attribution term
+//! and loss must be the same f32 bits on every emulated core (Cortex-M0, M3, M4F, M7, M33, M55, and the RISC-V SiFive
+//! E31) as on the host, and the fault paths must report their cause on each; a build with a changed weight must fail the check. The
 //! tests build the firmware (release, fat LTO) and need `qemu-system-arm`, `qemu-system-riscv32` and the Rust targets
 //! (../test.sh installs them).
 
@@ -20,7 +20,8 @@ fn firmware_predictions_are_bit_identical_to_the_host() {
     let r = &check.device.results;
     assert_eq!(r.preds.len(), 16 * 8, "eight predictions per golden task");
     assert_eq!(r.stream.len(), 16 * 10, "a streaming prediction after each of 10 pairs");
-    assert_eq!(check.values, 16 * 8 + 16 * 10 + 4);
+    assert_eq!(r.attribution.len(), 10, "the trained layer's attribution on the first task, one term per pair");
+    assert_eq!(check.values, 16 * 8 + 16 * 10 + 10 + 4);
     // The committed deep models: 5 distinct layers, one layer looped 4 times.
     let stack = r.preds.iter().filter(|((_, k), _)| k.model == dualform_protocol::Model::Stack).count();
     assert_eq!(stack, 16);
@@ -187,7 +188,7 @@ fn every_core_matches_the_host_bit_for_bit_and_reports_its_faults() {
                 let name = board.name;
                 let check =
                     check_golden::<E>(&dir, board, &dir.join("data"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
-                assert_eq!(check.values, 16 * 8 + 16 * 10 + 4, "{name}");
+                assert_eq!(check.values, 16 * 8 + 16 * 10 + 10 + 4, "{name}");
                 eprintln!("{name} ({}): {} values bit-identical to the host", board.core, check.values);
                 faults_report_their_cause(board);
             });
@@ -345,7 +346,7 @@ fn the_firmware_report_has_a_row_per_core_and_shows_what_helium_does() {
     let rows = json["cores"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{text}");
     for row in rows {
-        assert_eq!(row["values"], 292, "{row}");
+        assert_eq!(row["values"], 302, "{row}");
         assert_eq!(row["identical"], row["values"], "{row}");
         assert!(row["flash"].as_u64().unwrap() > 10_000 && row["stack"].as_u64().unwrap() > 1_000, "{row}");
         assert!(row["prediction_instructions"].as_u64().unwrap() > 462, "at least one per MAC: {row}");

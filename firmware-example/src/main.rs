@@ -2,13 +2,14 @@
 //! query from its context (a single layer, the trained one and the GD construction, with the full layer, the merged
 //! query kernel and the merged full layer, heads merged at build time; the stack of K trained layers and the looped
 //! layer as merged full layers in their schedule and update rule), the streaming learner predicts it after each new
-//! pair, and every prediction is printed with its raw f32 bits for the host to compare; then the mean losses, one
-//! summary line for people, the peak stack and exit code 0.
+//! pair, and every prediction is printed with its raw f32 bits for the host to compare; then which demonstrations
+//! the trained layer's prediction on the first task draws on (`MergedHead::attribution`, one term per pair), the mean
+//! losses, one summary line for people, the peak stack and exit code 0.
 #![no_std]
 #![no_main]
 
 use dualform_firmware::entry;
-use dualform_firmware::{exit, golden, paint_stack, stack_peak, trained, E, MODELS, MODEL_COUNT, N, TASKS};
+use dualform_firmware::{exit, golden, paint_stack, stack_peak, trained, CTX, E, MODELS, MODEL_COUNT, N, QUERY, TASKS};
 use dualform_protocol::{Line, Model};
 
 fn run() -> Result<(), dualform::Error> {
@@ -20,6 +21,15 @@ fn run() -> Result<(), dualform::Error> {
     for task in 0..TASKS {
         for (sum, loss) in sums.iter_mut().zip(golden::task(task)?) {
             *sum += loss;
+        }
+    }
+    if let Some(m) = MODELS.iter().find(|m| m.model == Model::Trained) {
+        let mut terms = [0.0f32; N];
+        if let (Some(head), Some(ctx), Some(query)) = (m.heads.first(), CTX.first(), QUERY.first()) {
+            head.attribution(ctx, query, &mut terms)?;
+            for (pair, t) in terms.iter().enumerate() {
+                Line::Attribution { task: 0, pair, bits: t.to_bits() }.emit();
+            }
         }
     }
     let means = sums.map(|s| s / TASKS as f32);

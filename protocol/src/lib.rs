@@ -241,6 +241,16 @@ pub enum Line<'a> {
         /// The prediction's f32 bits.
         bits: u32,
     },
+    /// What demonstration `pair` contributes to the trained single layer's merged prediction on golden task `task`
+    /// (`MergedHead::attribution`): the prediction is minus the query's label plus the sum of these.
+    Attribution {
+        /// Task index.
+        task: usize,
+        /// Context pair index.
+        pair: usize,
+        /// The term's f32 bits.
+        bits: u32,
+    },
     /// A mean loss over the golden tasks.
     Loss {
         /// Which model.
@@ -315,6 +325,9 @@ impl<'a> Line<'a> {
             Line::Stream { task, pairs, bits } => {
                 defmt::println!("stream {=usize} {=usize} {=f32} {=u32}", task, pairs, f32::from_bits(bits), bits)
             }
+            Line::Attribution { task, pair, bits } => {
+                defmt::println!("attribution {=usize} {=usize} {=f32} {=u32}", task, pair, f32::from_bits(bits), bits)
+            }
             Line::Loss { model, bits } => {
                 defmt::println!("loss {=str} {=f32} {=u32}", model.as_str(), f32::from_bits(bits), bits)
             }
@@ -380,6 +393,11 @@ impl<'a> Line<'a> {
                 let (task, pairs) = (num(word()?)?, num(word()?)?);
                 let _decimal = word()?;
                 Line::Stream { task, pairs, bits: num(word()?)? }
+            }
+            "attribution" => {
+                let (task, pair) = (num(word()?)?, num(word()?)?);
+                let _decimal = word()?;
+                Line::Attribution { task, pair, bits: num(word()?)? }
             }
             "loss" => {
                 let model = Model::parse(word()?).ok_or(ParseError)?;

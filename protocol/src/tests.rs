@@ -8,7 +8,7 @@ fn kind(model: Model, kernel: Kernel) -> Kind {
 
 #[test]
 fn every_record_parses_from_the_layout_the_device_prints() {
-    let cases: [(&str, Line<'_>); 13] = [
+    let cases: [(&str, Line<'_>); 14] = [
         (
             "summary: 16 golden tasks, mean loss trained 0.2078 gd 0.1, weights 0a1b2c3d4e5f",
             Line::Summary { tasks: 16, trained: 0.2078f32.to_bits(), gd: 0.1f32.to_bits(), weights: "0a1b2c3d4e5f" },
@@ -29,6 +29,7 @@ fn every_record_parses_from_the_layout_the_device_prints() {
             Line::Pred { task: 0, kind: kind(Model::Gd, Kernel::Merged), bits: 3214934016 },
         ),
         ("stream 2 7 0.25 1048576000", Line::Stream { task: 2, pairs: 7, bits: 1048576000 }),
+        ("attribution 0 9 -0.25 3196059648", Line::Attribution { task: 0, pair: 9, bits: 3196059648 }),
         ("loss gd 0.1 1036831949", Line::Loss { model: Model::Gd, bits: 1036831949 }),
         ("stack 3080", Line::Stack { bytes: 3080 }),
         ("done", Line::Done),
@@ -66,6 +67,7 @@ fn free_text_is_skipped_and_malformed_records_are_errors() {
         "pred 1 trained_full 1",
         "pred 1 trained_full 1 2 extra",
         "stream 1 2 0.5 -3",
+        "attribution 0 1 0.5",
         "loss someone 0.1 5",
         "weights trained",
         "weights someone a",

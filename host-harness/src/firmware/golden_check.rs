@@ -7,7 +7,8 @@
 //! streaming prediction after `k` pairs (the window never evicts in the golden run) is the same sums over the first
 //! `k` pairs. The stack of K layers and the looped layer are the harness's own models (`Lsa`, read from the same
 //! files) predicting through the forward that training runs (`Net::predict`: `MergedHead::layer_forward` per
-//! application); the device runs `MergedHead::run_schedule` on heads merged at build time.
+//! application); the device runs `MergedHead::run_schedule` on heads merged at build time. The trained layer's
+//! attribution on the first task is `MergedHead::attribution` on both sides.
 
 use super::cargo::build;
 use super::qemu::{decode, run_qemu};
@@ -31,6 +32,8 @@ pub struct GoldenResults {
     pub stream: BTreeMap<(usize, usize), u32>,
     /// Model -> mean loss bits.
     pub losses: BTreeMap<Model, u32>,
+    /// `(task, pair)` -> bits of the trained single layer's attribution term (`MergedHead::attribution`).
+    pub attribution: BTreeMap<(usize, usize), u32>,
 }
 
 /// What the device printed.
@@ -68,6 +71,9 @@ pub fn parse(lines: Vec<String>) -> Result<DeviceRun, HarnessError> {
             }
             Some(Line::Loss { model, bits }) => {
                 run.results.losses.insert(model, bits);
+            }
+            Some(Line::Attribution { task, pair, bits }) => {
+                run.results.attribution.insert((task, pair), bits);
             }
             Some(Line::Weights { model, sha256 }) => {
                 run.weights.insert(model, sha256.to_string());
@@ -140,6 +146,14 @@ pub fn host_results<const E: usize>(golden: &Golden, models: &[GoldenModel<E>]) 
             let p = first.unwrap_or(f32::NAN);
             *sum += 0.5 * (p - y) * (p - y);
         }
+        if task == 0 {
+            if let Some(head) = models.iter().find(|m| m.model == Model::Trained).and_then(|m| m.head.as_ref()) {
+                let mut terms = vec![0.0f32; ctx.len()];
+                if MergedHead::from_head(head).attribution(ctx, q, &mut terms).is_ok() {
+                    r.attribution.extend(terms.iter().enumerate().map(|(j, t)| ((task, j), t.to_bits())));
+                }
+            }
+        }
         if let Some(gd) = &gd {
             for k in 1..=ctx.len() {
                 r.stream.insert((task, k), full(gd, &ctx[..k], q).to_bits());
@@ -189,7 +203,27 @@ pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usiz
             None => return Err(format!("mean loss {}: missing from the device output", key.as_str())),
         }
     }
-    if device.preds.len() != host.preds.len() || device.stream.len() != host.stream.len() {
+    for (key, h) in &host.attribution {
+        match device.attribution.get(key) {
+            Some(d) if d == h => checked += 1,
+            Some(d) => {
+                return Err(format!(
+                    "task {} attribution of pair {}: device {} vs host {}",
+                    key.0,
+                    key.1,
+                    show(*d),
+                    show(*h)
+                ))
+            }
+            None => {
+                return Err(format!("task {} attribution of pair {}: missing from the device output", key.0, key.1))
+            }
+        }
+    }
+    if device.preds.len() != host.preds.len()
+        || device.stream.len() != host.stream.len()
+        || device.attribution.len() != host.attribution.len()
+    {
         return Err("the device reported a different number of values than the host computed".into());
     }
     Ok(checked)
