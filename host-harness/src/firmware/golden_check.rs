@@ -170,56 +170,11 @@ pub fn host_results<const E: usize>(golden: &Golden, models: &[GoldenModel<E>]) 
 /// `Ok(values compared)` if device and host agree on every value; otherwise the first difference with both bit
 /// patterns.
 pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usize, String> {
-    let show = |b: u32| format!("{:#010x} ({})", b, f32::from_bits(b));
-    let mut checked = 0;
-    for (key, h) in &host.preds {
-        match device.preds.get(key) {
-            Some(d) if d == h => checked += 1,
-            Some(d) => return Err(format!("task {} {}: device {} vs host {}", key.0, key.1, show(*d), show(*h))),
-            None => return Err(format!("task {} {}: missing from the device output", key.0, key.1)),
-        }
-    }
-    for (key, h) in &host.stream {
-        match device.stream.get(key) {
-            Some(d) if d == h => checked += 1,
-            Some(d) => {
-                return Err(format!(
-                    "task {} streaming after {} pairs: device {} vs host {}",
-                    key.0,
-                    key.1,
-                    show(*d),
-                    show(*h)
-                ))
-            }
-            None => {
-                return Err(format!("task {} streaming after {} pairs: missing from the device output", key.0, key.1))
-            }
-        }
-    }
-    for (key, h) in &host.losses {
-        match device.losses.get(key) {
-            Some(d) if d == h => checked += 1,
-            Some(d) => return Err(format!("mean loss {}: device {} vs host {}", key.as_str(), show(*d), show(*h))),
-            None => return Err(format!("mean loss {}: missing from the device output", key.as_str())),
-        }
-    }
-    for (key, h) in &host.attribution {
-        match device.attribution.get(key) {
-            Some(d) if d == h => checked += 1,
-            Some(d) => {
-                return Err(format!(
-                    "task {} attribution of pair {}: device {} vs host {}",
-                    key.0,
-                    key.1,
-                    show(*d),
-                    show(*h)
-                ))
-            }
-            None => {
-                return Err(format!("task {} attribution of pair {}: missing from the device output", key.0, key.1))
-            }
-        }
-    }
+    let mut checked = same_bits(&device.preds, &host.preds, |k| format!("task {} {}", k.0, k.1))?;
+    checked += same_bits(&device.stream, &host.stream, |k| format!("task {} streaming after {} pairs", k.0, k.1))?;
+    checked += same_bits(&device.losses, &host.losses, |k| format!("mean loss {}", k.as_str()))?;
+    checked +=
+        same_bits(&device.attribution, &host.attribution, |k| format!("task {} attribution of pair {}", k.0, k.1))?;
     if device.preds.len() != host.preds.len()
         || device.stream.len() != host.stream.len()
         || device.attribution.len() != host.attribution.len()
@@ -227,6 +182,24 @@ pub fn compare_bits(device: &GoldenResults, host: &GoldenResults) -> Result<usiz
         return Err("the device reported a different number of values than the host computed".into());
     }
     Ok(checked)
+}
+
+/// How many of `host`'s values `device` has with the same bits, or the first that differs or is missing (named by
+/// `what`).
+fn same_bits<K: Ord>(
+    device: &BTreeMap<K, u32>,
+    host: &BTreeMap<K, u32>,
+    what: impl Fn(&K) -> String,
+) -> Result<usize, String> {
+    let show = |b: u32| format!("{:#010x} ({})", b, f32::from_bits(b));
+    for (key, h) in host {
+        match device.get(key) {
+            Some(d) if d == h => {}
+            Some(d) => return Err(format!("{}: device {} vs host {}", what(key), show(*d), show(*h))),
+            None => return Err(format!("{}: missing from the device output", what(key))),
+        }
+    }
+    Ok(host.len())
 }
 
 /// Builds the golden firmware in `dir` for `board`, runs it under QEMU and parses what it printed; an exit code

@@ -222,15 +222,20 @@ fn quick_dai() {
     }
     // Shuffled labels break the GD construction's agreement with the true labels' gradient.
     assert!(res.rows[5].scores.sensitivity_cos.mean.abs() < 0.2);
+    // Which demonstrations ICL draws on: the GD construction's are one GD step's exactly; the retrieval head's and
+    // random weights' are not, nor are GD's on shuffled labels.
+    assert!(gd.attribution_cos.mean > 1.0 - 1e-9, "{gd:?}");
+    assert!(retrieval.attribution_cos.mean < 0.8 && random.attribution_cos.mean.abs() < 0.3);
+    assert!(res.rows[5].scores.attribution_cos.mean.abs() < 0.2);
     let metrics: Vec<&str> = res.readings.iter().map(|x| x.metric.as_str()).collect();
-    assert_eq!(metrics.len(), 6);
+    assert_eq!(metrics.len(), 7);
     for m in metrics {
         assert!(r.verdict.text.contains(m), "{m}: {}", r.verdict.text);
     }
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["positive_is_gd", "trained_learns", "picker_learns", "scored"]);
     let csv = std::fs::read_to_string(quick_all().join("dai/scores.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 10 * 13);
+    assert_eq!(csv.lines().count(), 1 + 10 * 14);
 }
 
 /// The sine experiment: the trained model learns; GD on its features is tuned on other tasks (so it cannot beat
