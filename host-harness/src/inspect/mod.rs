@@ -9,7 +9,7 @@
 //! - Softmax attention: as `reproduce softmax` does, on behaviour alone (the weight rule reads LSA weights).
 //!
 //! The layouts it reads (this project's files, the reference layout, haiku / flax names; safetensors or `.npz`) are
-//! in [`load`].
+//! in [`mod@load`].
 
 pub mod deep;
 pub mod load;
