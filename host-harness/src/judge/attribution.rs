@@ -72,13 +72,13 @@ impl<'a> Attributor<'a> {
             Attributor::Gd { eta, steps } => gd_terms(ctx, query, &vec![eta; steps], out),
 
             Attributor::LeaveOneOut(p) => {
-                let (all, _) = p.predict_with_sensitivity(ctx, query, ws);
+                let all = p.predict(ctx, query, ws);
                 let mut rest = Vec::with_capacity(ctx.len());
                 for j in 0..n {
                     rest.clear();
                     rest.extend_from_slice(&ctx[..j * e]);
                     rest.extend_from_slice(&ctx[(j + 1) * e..]);
-                    let (without, _) = p.predict_with_sensitivity(&rest, query, ws);
+                    let without = p.predict(&rest, query, ws);
                     out.push(all - without);
                 }
             }

@@ -169,6 +169,8 @@ pub trait Sensitive: Sync {
     /// The prediction and its sensitivity to the query's `d` inputs; `ws` is a workspace of this model (another
     /// is replaced).
     fn sensitivity(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> (f64, Vec<f64>);
+    /// The prediction alone (the forward pass, no sensitivity); `ws` as for [`Sensitive::sensitivity`].
+    fn prediction(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> f64;
 }
 
 impl<F: Forward> Sensitive for F {
@@ -185,6 +187,14 @@ impl<F: Forward> Sensitive for F {
         let mut g = vec![0.0f32; e];
         let y = self.forward_backward(ctx, query, ws, |_| 1.0, None, Some(&mut g));
         (y as f64, g[..e - 1].iter().map(|v| *v as f64).collect())
+    }
+
+    fn prediction(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> f64 {
+        if !ws.is::<F::Workspace>() {
+            *ws = self.new_workspace(ctx.len() / self.width().max(1));
+        }
+        let Some(ws) = ws.downcast_mut::<F::Workspace>() else { return f64::NAN };
+        f64::from(self.predict(ctx, query, ws, None))
     }
 }
 
@@ -208,6 +218,20 @@ impl Predictor<'_> {
         match self {
             Predictor::Net(net) => Some(net.new_workspace(n)),
             Predictor::Ridge { .. } => None,
+        }
+    }
+
+    /// The prediction for one task (the forward pass alone).
+    pub fn predict(&self, ctx: &[f32], query: &[f32], ws: &mut Option<Box<dyn std::any::Any + Send>>) -> f64 {
+        match self {
+            Predictor::Net(net) => {
+                let ws = ws.get_or_insert_with(|| net.new_workspace(0));
+                net.prediction(ctx, query, ws)
+            }
+            Predictor::Ridge { lambda, d } => {
+                let w = ridge_weights(ctx, *d, *lambda);
+                (0..*d).map(|j| w[j] * query[j] as f64).sum()
+            }
         }
     }
 

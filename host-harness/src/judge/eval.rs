@@ -273,8 +273,7 @@ impl Metric for Products<'_> {
     fn measure(&self, scratch: &mut Scratch, ctx: &[f32], query: &[f32], _: f32, row: &mut Vec<f64>) {
         let spaces = scratch_as(scratch, || vec![None, None]);
         let (wa, wb) = spaces.split_at_mut(1);
-        let (ya, _) = self.a.predict_with_sensitivity(ctx, query, &mut wa[0]);
-        let (yb, _) = self.b.predict_with_sensitivity(ctx, query, &mut wb[0]);
+        let (ya, yb) = (self.a.predict(ctx, query, &mut wa[0]), self.b.predict(ctx, query, &mut wb[0]));
         row.extend([ya * yb, yb * yb]);
     }
 }
