@@ -50,12 +50,33 @@ impl FittedDepth {
         (trained, self.vs_trained.iter().map(|c| c.loss_b).collect())
     }
 
-    /// `(L_GD - L_GD++) / (L_GD - L_trained)` with `GD` the per-step references (`None` when the trained model does
-    /// not beat plain GD: then there is no advantage to explain).
+    /// `(L_GD - L_GD++) / (L_GD - L_trained)` with `GD` the per-step references (`None` when the trained model's
+    /// advantage over plain GD is not resolved: the two losses' intervals overlap, so the ratio's denominator could
+    /// be zero or negative).
     pub fn explained(&self) -> Option<f64> {
         let (t, r) = self.losses();
-        let (gd, pp) = (r.get(1)?.mean, r.get(2)?.mean);
-        (gd - t.mean > 0.0).then(|| (gd - pp) / (gd - t.mean))
+        let gd = r.get(1)?;
+        let pp = r.get(2)?.mean;
+        (gd.lo() > t.hi()).then(|| (gd.mean - pp) / (gd.mean - t.mean))
+    }
+
+    /// The share [`FittedDepth::explained`] in words, or the two gains over plain GD when it is not defined.
+    pub fn explained_text(&self) -> String {
+        if let Some(e) = self.explained() {
+            return format!("{:.0}%", 100.0 * e);
+        }
+        let (t, r) = self.losses();
+        match (r.get(1), r.get(2)) {
+            (Some(gd), Some(pp)) => format!(
+                "not resolved: the trained model gains {:.4} over plain GD, within the intervals (+-{:.4}, +-{:.4}); \
+                 GD++ gains {:.4}",
+                gd.mean - t.mean,
+                t.ci95,
+                gd.ci95,
+                gd.mean - pp.mean
+            ),
+            _ => "-".into(),
+        }
     }
 }
 
@@ -84,7 +105,7 @@ impl Tables for Results {
                 tr.show(),
                 r.get(1).map_or("-".into(), Stat::show),
                 r.get(2).map_or("-".into(), Stat::show),
-                d.explained().map_or("no advantage".into(), |e| format!("{:.0}%", 100.0 * e)),
+                d.explained_text(),
                 r.first().map_or("-".into(), Stat::show),
             ]);
             if let [_, gd, pp] = &d.vs_trained[..] {
@@ -142,10 +163,10 @@ pub fn verdict(r: &Results) -> String {
                 t.mean,
                 refs.get(1).map_or(f64::NAN, |s| s.mean),
                 refs.get(2).map_or(f64::NAN, |s| s.mean),
-                d.explained().map_or("the trained model has no advantage over plain GD".into(), |e| format!(
-                    "GD++ achieves {:.0}% of the trained model's advantage",
-                    100.0 * e
-                ))
+                match d.explained() {
+                    Some(e) => format!("GD++ achieves {:.0}% of the trained model's advantage", 100.0 * e),
+                    None => format!("the share GD++ explains is {}", d.explained_text()),
+                }
             )
         })
         .collect::<Vec<_>>()

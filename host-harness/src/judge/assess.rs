@@ -9,7 +9,7 @@ use crate::judge::baselines::{diagonal, fit_m, m_net, tune_ridge, Class, Predict
 use crate::judge::eval::fit_scale;
 use crate::judge::eval::{evaluate, gd_net, tune_gd_rate, Agreement as EvalAgreement, Comparison, Metric};
 use crate::judge::stats::Stat;
-use crate::judge::verdict::{over_seeds, rule, Agreement, Outcome, Role, Ruling, MODEL_COS_BOUND, RESIDUAL_BOUND};
+use crate::judge::verdict::{over_seeds, rule, Agreement, Outcome, Role, Ruling, RESIDUAL_BOUND};
 use crate::model::Model;
 use crate::net::{Merged, Net};
 use crate::output::report::Check;
@@ -286,6 +286,7 @@ pub fn assess_predictors(
                         .map(|a| a.get(i).copied().unwrap_or_else(Stat::missing))
                         .collect::<Vec<_>>(),
                 ),
+                ref_scale: to_gd[i].scale_b,
                 ref_to_gd: to_gd[i].preds_diff,
                 ref_to_preconditioned: to_pgd[i].preds_diff,
             }
@@ -315,9 +316,8 @@ pub struct OtherRate {
     /// The assessment with the candidate at the model's rate in place of the tuned one (every other reference as
     /// before): its ruling identifies the candidate.
     pub assessment: Assessment,
-    /// That the direction is the candidate's, whatever the scale: the lower end of Model cos to the rescaled
-    /// candidate at least [`MODEL_COS_BOUND`], and the upper end of the relative Model diff at most
-    /// [`RESIDUAL_BOUND`] (all pass).
+    /// That the sensitivities are the rescaled candidate's in size as well as direction (rule 2 of the assessment
+    /// checks Model cos): the upper end of the relative Model diff at most [`RESIDUAL_BOUND`] (passes).
     pub direction: Vec<Check>,
 }
 
@@ -340,9 +340,8 @@ impl OtherRate {
 
 /// When `first` (the assessment of `models` against `refs`) identifies no candidate: plain GD, then preconditioned
 /// GD, each rescaled to the multiple of its predictions that fits the models' best on the tuning tasks, and the
-/// rules applied again with that candidate in place of the tuned one, with two more checks that the direction is
-/// the candidate's ([`OtherRate::direction`]; without them a model that predicts almost nothing would "implement" a
-/// candidate shrunk towards zero). The first candidate the models implement at their own rate, or `None` (also when
+/// rules applied again with that candidate in place of the tuned one (rule 2 asks for Model cos to it, whatever its
+/// scale), with one more check that the sensitivities have its size ([`OtherRate::direction`]). The first candidate the models implement at their own rate, or `None` (also when
 /// `first` already identifies one).
 pub fn at_own_rate(
     models: &[Subject<'_>],
@@ -372,20 +371,14 @@ pub fn at_own_rate(
         let rescaled = refs.rescaled(role, scale)?;
         let assessment = assess_predictors(models, weights, &rescaled, held);
         let Some(to) = assessment.agreements.iter().find(|a| a.role == role) else { continue };
-        let direction = vec![
-            Check::at_least(
-                &format!("model_cos_to_rescaled_{}", role.id()),
-                &format!("Model cos to {} at the model's rate (lower end)", to.reference),
-                to.model_cos.lo(),
-                MODEL_COS_BOUND,
-            ),
-            Check::at_most(
-                &format!("model_diff_rel_to_rescaled_{}", role.id()),
-                &format!("|g - g_ref| / |g_ref| to {} at the model's rate (upper end)", to.reference),
-                to.model_diff_rel.hi(),
-                RESIDUAL_BOUND,
-            ),
-        ];
+        // Rule 2 already asks for Model cos to the rescaled candidate; the relative Model diff adds that the
+        // sensitivities have the candidate's size as well as its direction.
+        let direction = vec![Check::at_most(
+            &format!("model_diff_rel_to_rescaled_{}", role.id()),
+            &format!("|g - g_ref| / |g_ref| to {} at the model's rate (upper end)", to.reference),
+            to.model_diff_rel.hi(),
+            RESIDUAL_BOUND,
+        )];
         if assessment.ruling.outcome == outcome && direction.iter().all(|c| c.passed) {
             let (rate, tuned) = match role {
                 Role::Gd => (rescaled.summary.gd_eta, refs.summary.gd_eta),

@@ -29,6 +29,10 @@ pub struct Comparison {
     pub model_diff: Stat,
     /// Model diff relative to `b`'s sensitivity, `|g_a - g_b| / |g_b|` (NaN where `g_b = 0`).
     pub model_diff_rel: Stat,
+    /// `|y_hat_b|`: the scale of `b`'s predictions, the yardstick of Preds diff (missing in reports written before
+    /// it was measured).
+    #[serde(default = "Stat::missing")]
+    pub scale_b: Stat,
 }
 
 /// `cos(a, b) = a . b / (|a| |b|)` (each sum in index order), or `None` when either is zero or the result is not
@@ -200,7 +204,7 @@ impl Metric for OlsLoss {
 }
 
 /// Predictor `a` against each of `refs` ([`Comparison`]): per task the loss of `a`, then per reference its loss,
-/// Preds diff, Model cos, Model diff and relative Model diff.
+/// Preds diff, Model cos, Model diff, relative Model diff and the size of its prediction.
 pub struct Agreement<'a> {
     /// The model compared.
     pub a: Predictor<'a>,
@@ -212,14 +216,15 @@ impl Agreement<'_> {
     /// The comparisons from the [`evaluate`] columns of this metric.
     pub fn comparisons(columns: &[Stat]) -> Vec<Comparison> {
         let col = |k: usize| columns[k];
-        (0..(columns.len().saturating_sub(1)) / 5)
+        (0..(columns.len().saturating_sub(1)) / 6)
             .map(|i| Comparison {
                 loss_a: col(0),
-                loss_b: col(1 + 5 * i),
-                preds_diff: col(2 + 5 * i),
-                model_cos: col(3 + 5 * i),
-                model_diff: col(4 + 5 * i),
-                model_diff_rel: col(5 + 5 * i),
+                loss_b: col(1 + 6 * i),
+                preds_diff: col(2 + 6 * i),
+                model_cos: col(3 + 6 * i),
+                model_diff: col(4 + 6 * i),
+                model_diff_rel: col(5 + 6 * i),
+                scale_b: col(6 + 6 * i),
             })
             .collect()
     }
@@ -227,7 +232,7 @@ impl Agreement<'_> {
 
 impl Metric for Agreement<'_> {
     fn columns(&self) -> usize {
-        1 + 5 * self.refs.len()
+        1 + 6 * self.refs.len()
     }
 
     fn scratch(&self, n: usize) -> Scratch {
@@ -247,7 +252,7 @@ impl Metric for Agreement<'_> {
             let cos = cosine(&ga, &gb).unwrap_or(0.0);
             let diff = ga.iter().zip(&gb).map(|(x, z)| (x - z).powi(2)).sum::<f64>().sqrt();
             let rel = if nb > 0.0 { diff / nb } else { f64::NAN };
-            row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel]);
+            row.extend([0.5 * (yb - y).powi(2), (ya - yb).abs(), cos, diff, rel, yb.abs()]);
         }
     }
 }

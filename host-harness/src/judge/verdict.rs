@@ -3,11 +3,15 @@
 //!
 //! A model **implements** a candidate algorithm C (plain GD, or preconditioned GD) when
 //! 1. its loss is within 3% of C's;
-//! 2. it agrees with C better than with every alternative, by more than the intervals: the upper end of the
+//! 2. it is close to C in absolute terms, by a yardstick that does not move with the model: the lower end of its
+//!    Model cos to C is at least 0.99, and the upper end of its Preds diff to C is at most a tenth of C's mean
+//!    absolute prediction (without this, a model far from C would have few alternatives left to beat in rule 3);
+//! 3. it agrees with C better than with every alternative, by more than the intervals: the upper end of the
 //!    interval of its Preds diff to C is below the lower end of its Preds diff to each alternative. Alternatives that
-//!    are themselves closer to C than the model is (their Preds diff to C below the upper end of the model's) cannot
-//!    be told apart from C at this precision and are set aside (they are listed in the verdict);
-//! 3. for plain GD only: its functional GD-family residual (the weight blocks that reach the prediction) is at most
+//!    are themselves closer to C than the model is (their Preds diff to C below the upper end of the model's, which
+//!    rule 2 caps at a tenth of C's predictions) cannot be told apart from C at this precision and are set aside
+//!    (they are listed in the verdict);
+//! 4. for plain GD only: its functional GD-family residual (the weight blocks that reach the prediction) is at most
 //!    0.1. This rule reads LSA weights; for a model that has none to read (softmax attention) it does not apply, and
 //!    the verdict says that its identification rests on behaviour alone.
 //!
@@ -58,6 +62,10 @@ pub struct Agreement {
     /// prediction draws on, and in what proportion; [`crate::judge::attribution`]).
     #[serde(default = "Stat::missing")]
     pub attribution_cos: Stat,
+    /// The reference's mean absolute prediction `|y_hat_ref|` (the yardstick of rule 2; missing in reports written
+    /// before it was measured, where rule 2 fails).
+    #[serde(default = "Stat::missing")]
+    pub ref_scale: Stat,
     /// Preds diff of the reference itself against plain GD (how distinct it is from GD).
     pub ref_to_gd: Stat,
     /// Preds diff of the reference against preconditioned GD.
@@ -113,13 +121,17 @@ pub fn matches(loss: f64, reference: f64, model_cos_lo: f64) -> bool {
     loss_gap(loss, reference) <= LOSS_TOLERANCE && model_cos_lo >= MODEL_COS_BOUND
 }
 
+/// Rule 2's bound on a model's Preds diff to a candidate (upper end), as a fraction of the candidate's mean absolute
+/// prediction.
+pub const CLOSENESS_BOUND: f64 = 0.1;
+
 /// The largest functional GD-family residual of a model that implements GD.
 pub const RESIDUAL_BOUND: f64 = 0.1;
 /// The class optimum's relative gain over GD below which GD counts as the optimum of its class.
 pub const OPTIMUM_GAIN: f64 = 0.01;
 
-/// The checks of candidate `role` (see the module docs): the loss, one per distinguishable alternative, and for
-/// GD the residual. Also returns the names of the alternatives set aside.
+/// The checks of candidate `role` (see the module docs): the loss, the absolute closeness, one per distinguishable
+/// alternative, and for GD the residual. Also returns the names of the alternatives set aside.
 fn candidate(
     role: Role,
     model_loss: &Stat,
@@ -134,6 +146,18 @@ fn candidate(
         loss_gap(model_loss.mean, c.loss.mean),
         LOSS_TOLERANCE,
     )];
+    checks.push(Check::at_least(
+        &format!("model_cos_to_{tag}"),
+        &format!("Model cos to {} (lower end)", c.reference),
+        c.model_cos.lo(),
+        MODEL_COS_BOUND,
+    ));
+    checks.push(Check::at_most(
+        &format!("preds_diff_to_{tag}_relative"),
+        &format!("Preds diff to {} (upper end) / its mean |prediction|", c.reference),
+        c.preds_diff.hi() / c.ref_scale.mean,
+        CLOSENESS_BOUND,
+    ));
     let mut set_aside = Vec::new();
     let to_c = |a: &Agreement| if role == Role::Gd { a.ref_to_gd } else { a.ref_to_preconditioned };
     for alt in agreements.iter().filter(|a| a.role != role) {
@@ -246,8 +270,12 @@ pub fn rule(model_loss: &Stat, agreements: &[Agreement], functional_residual: Op
     }
 }
 
-/// Per-seed task means and task intervals combined into one interval: the mean of the seeds' means, with the larger
-/// of the 95% half-width over seeds (Student t) and the seeds' mean task half-width.
+/// Per-seed task means and task intervals combined into one interval: the mean of the seeds' means, with the 95%
+/// half-widths of its two sources of error added in quadrature, `sqrt(s^2 + t^2)`: `s` over training seeds (Student
+/// t on the seeds' means, `k - 1` degrees of freedom), `t` over the held-out tasks (the seeds' mean task
+/// half-width; every seed is measured on the same tasks, so this part does not shrink with more seeds). The two are
+/// independent (which seeds were trained, which tasks were drawn), so their variances add; the result is at least
+/// the larger of the two and at most their sum. With one seed, the task interval alone.
 pub fn over_seeds(per_seed: &[Stat]) -> Stat {
     let k = per_seed.len();
     if k == 0 {
@@ -261,7 +289,7 @@ pub fn over_seeds(per_seed: &[Stat]) -> Stat {
     } else {
         0.0
     };
-    Stat { mean, ci95: seeds.max(task), n: k }
+    Stat { mean, ci95: seeds.hypot(task), n: k }
 }
 
 /// The two-sided 95% quantile of Student's t with `df` degrees of freedom.

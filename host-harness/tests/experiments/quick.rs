@@ -190,13 +190,13 @@ fn quick_dai() {
     let r: Report<dai::Settings, dai::Results> = report("dai");
     let res = &r.results;
     let roles: Vec<(dai::Role, bool)> = res.rows.iter().map(|x| (x.role, x.shuffled)).collect();
-    let kinds =
-        [dai::Role::Positive, dai::Role::Trained, dai::Role::Negative, dai::Role::Negative, dai::Role::Negative];
+    use dai::Role::{Negative, Positive, Trained};
+    let kinds = [Positive, Trained, Negative, Negative, Positive, Negative];
     let expected: Vec<(dai::Role, bool)> =
         [false, true].iter().flat_map(|&s| kinds.iter().map(move |&k| (k, s))).collect();
     assert_eq!(roles, expected);
     let row = |i: usize| &res.rows[i].scores;
-    let (gd, retrieval, random) = (row(0), row(2), row(4));
+    let (gd, retrieval, random) = (row(0), row(2), row(5));
     // The positive control: ICL is GD, by the relaxed map and by what the layer does; its prompt adds nothing.
     assert!(gd.readout_cos.mean > 1.0 - 1e-9 && gd.sensitivity_cos.mean > 1.0 - 1e-9, "{gd:?}");
     let zero = res.zero[0];
@@ -207,7 +207,17 @@ fn quick_dai() {
     // Dai's relaxation drops the softmax: the retrieval head's relaxed map is the GD direction, its function is not.
     assert!(retrieval.readout_cos.mean > 1.0 - 1e-9, "{retrieval:?}");
     assert!(retrieval.sensitivity_cos.mean < 0.8, "{retrieval:?}");
-    for (plain, shuffled) in res.rows[..5].iter().zip(&res.rows[5..]) {
+    // The picker and the GD construction are scored on the same pool of tasks, and compared there.
+    let (picker, pool_gd) = (&res.rows[3], &res.rows[4]);
+    assert!(picker.on_pool && pool_gd.on_pool && !res.rows[0].on_pool);
+    assert_eq!((pool_gd.scores.loss[0].mean, pool_gd.scores.loss[0].ci95), (res.zero[1].mean, res.zero[1].ci95));
+    for reading in &res.readings {
+        assert_eq!(reading.negatives.len(), 5, "three negatives and GD on shuffled labels, twice");
+        let vs = reading.negatives.iter().find(|n| n.negative == picker.model).unwrap();
+        assert_ne!(vs.positive, reading.positive, "{}: the picker is read against GD on its pool", reading.metric);
+        assert_eq!(reading.separates, reading.negatives.iter().all(|n| n.positive.lo() > n.value.hi()));
+    }
+    for (plain, shuffled) in res.rows[..6].iter().zip(&res.rows[6..]) {
         let (p, s) = (&plain.scores, &shuffled.scores);
         assert_eq!(plain.model, shuffled.model);
         // Shuffling touches ICL only.
@@ -221,12 +231,12 @@ fn quick_dai() {
         assert_eq!(p.scored + p.skipped, r.config.shared.eval.eval_tasks * p.ft_lr.len(), "{}", plain.model);
     }
     // Shuffled labels break the GD construction's agreement with the true labels' gradient.
-    assert!(res.rows[5].scores.sensitivity_cos.mean.abs() < 0.2);
+    assert!(res.rows[6].scores.sensitivity_cos.mean.abs() < 0.2);
     // Which demonstrations ICL draws on: the GD construction's are one GD step's exactly; the retrieval head's and
     // random weights' are not, nor are GD's on shuffled labels.
     assert!(gd.attribution_cos.mean > 1.0 - 1e-9, "{gd:?}");
     assert!(retrieval.attribution_cos.mean < 0.8 && random.attribution_cos.mean.abs() < 0.3);
-    assert!(res.rows[5].scores.attribution_cos.mean.abs() < 0.2);
+    assert!(res.rows[6].scores.attribution_cos.mean.abs() < 0.2);
     let metrics: Vec<&str> = res.readings.iter().map(|x| x.metric.as_str()).collect();
     assert_eq!(metrics.len(), 7);
     for m in metrics {
@@ -235,7 +245,7 @@ fn quick_dai() {
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["positive_is_gd", "trained_learns", "picker_learns", "scored"]);
     let csv = std::fs::read_to_string(quick_all().join("dai/scores.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 10 * 14);
+    assert_eq!(csv.lines().count(), 1 + 12 * 20);
 }
 
 /// The sine experiment: the trained model learns; GD on its features is tuned on other tasks (so it cannot beat

@@ -30,6 +30,16 @@ fn a_gdpp_reference_with_its_rates_off_by_two_is_detected() {
     assert!(checks(&right)[0].passed, "{:?}", checks(&right));
     let explained = right.depths[0].explained();
     assert!(explained.is_some_and(|e| (e - 1.0).abs() < 1e-9), "{explained:?}: {:?}", right.depths[0].losses());
+    // A trained model whose advantage over plain GD is within the intervals: no share, but both gains.
+    let mut unresolved = right.clone();
+    let c = &mut unresolved.depths[0].vs_trained;
+    let gd = c[1].loss_b;
+    for x in c.iter_mut() {
+        x.loss_a = dualform_harness::judge::stats::Stat { mean: gd.mean - 0.5 * gd.ci95, ..gd };
+    }
+    assert_eq!(unresolved.depths[0].explained(), None);
+    let text = unresolved.depths[0].explained_text();
+    assert!(text.starts_with("not resolved") && text.contains("GD++ gains"), "{text}");
     let mut wrong = refs[2].model.clone();
     let p: Vec<f32> = wrong.params().iter().enumerate().map(|(i, v)| if i < 2 { 2.0 * v } else { *v }).collect();
     wrong.set_params(&p);

@@ -26,5 +26,5 @@ fn an_iterated_reference_at_twice_the_rate_is_detected() {
 
 fn dummy() -> Comparison {
     let s = Stat { mean: 0.0, ci95: 0.0, n: 1 };
-    Comparison { loss_a: s, loss_b: s, preds_diff: s, model_cos: s, model_diff: s, model_diff_rel: s }
+    Comparison { loss_a: s, loss_b: s, preds_diff: s, model_cos: s, model_diff: s, model_diff_rel: s, scale_b: s }
 }

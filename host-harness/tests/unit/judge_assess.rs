@@ -97,3 +97,96 @@ fn tuned_scale(s: &TaskSampler, gamma: &[f64]) -> Vec<f64> {
     let c = dualform_harness::judge::eval::best_scale(&m_net(6, &diagonal(gamma), s.n), s, 11, streams::TUNE, 20_000);
     gamma.iter().map(|g| g * c).collect()
 }
+
+/// Predictors built from GD and least squares on the context, for the closeness rule: each is far from GD in a
+/// way that an alternative-relative rule alone can miss.
+enum Far {
+    /// `2 y_LS - y_GD`: GD reflected through least squares (at N = d without noise, exactly GD's loss).
+    Reflected,
+    /// GD's prediction times a factor.
+    Scaled(f64),
+    /// GD on the tasks whose query has a positive first input, least squares on the others.
+    Half,
+}
+
+struct FarFromGd<'a> {
+    gd: &'a Net,
+    d: usize,
+    kind: Far,
+}
+
+impl dualform_harness::judge::baselines::Sensitive for FarFromGd<'_> {
+    fn new_workspace(&self, n: usize) -> Box<dyn std::any::Any + Send> {
+        self.gd.new_workspace(n)
+    }
+
+    fn sensitivity(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> (f64, Vec<f64>) {
+        let (y_gd, g_gd) = self.gd.sensitivity(ctx, query, ws);
+        let w = dualform_harness::judge::baselines::ridge_weights(ctx, self.d, 0.0);
+        let y_ls: f64 = (0..self.d).map(|j| w[j] * query[j] as f64).sum();
+        match self.kind {
+            Far::Reflected => (2.0 * y_ls - y_gd, (0..self.d).map(|j| 2.0 * w[j] - g_gd[j]).collect()),
+            Far::Scaled(c) => (c * y_gd, g_gd.iter().map(|g| c * g).collect()),
+            Far::Half if query[0] > 0.0 => (y_gd, g_gd),
+            Far::Half => (y_ls, w.as_slice().to_vec()),
+        }
+    }
+
+    fn prediction(&self, ctx: &[f32], query: &[f32], ws: &mut Box<dyn std::any::Any + Send>) -> f64 {
+        self.sensitivity(ctx, query, ws).0
+    }
+}
+
+/// Rule 2's absolute closeness: models far from GD are never said to implement it, even judged on behaviour alone
+/// (no weights to read), where a rule that only asks to be closer to GD than to each alternative, with the
+/// alternatives closer to GD than the model set aside, says "implements GD" for the reflection `2 y_LS - y_GD`. GD
+/// scaled by 1.5 is GD at 1.5 times the rate (the rate-aware verdict says so); scaled by -1 it is nothing.
+#[test]
+fn models_far_from_gd_are_never_said_to_implement_it() {
+    use dualform_harness::judge::attribution::Subject;
+    let s = sampler(1.0);
+    let refs = References::build(&s, 11, 20_000).unwrap();
+    let held = Held { sampler: &s, seed: 11, count: 4000 };
+    let judge = |kind: Far| {
+        let model = FarFromGd { gd: refs.gd(), d: 6, kind };
+        let subjects = [Subject::any(Predictor::Net(&model))];
+        let a = assess_predictors(&subjects, None, &refs, held);
+        let other = at_own_rate(&subjects, None, &refs, held, &a).unwrap();
+        (a, other.map(|o| (o.role, o.scale)))
+    };
+    let failed =
+        |a: &Assessment| a.ruling.checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect::<Vec<_>>();
+
+    let (reflected, other) = judge(Far::Reflected);
+    let gd_loss = reflected.agreements[0].loss.mean;
+    eprintln!("reflected: loss {} (GD {gd_loss}): {}", reflected.loss.mean, reflected.ruling.sentence);
+    assert!((reflected.loss.mean - gd_loss).abs() / gd_loss < 0.03, "the reflection has GD's loss at N = d");
+    assert!(!reflected.ruling.identified(), "{:?}", reflected.ruling);
+    let f = failed(&reflected);
+    assert!(
+        f.contains(&"model_cos_to_gd".to_string()) && f.contains(&"preds_diff_to_gd_relative".to_string()),
+        "{f:?}"
+    );
+    assert!(other.is_none(), "{other:?}");
+
+    let (scaled, other) = judge(Far::Scaled(1.5));
+    eprintln!("GD x 1.5: {}", scaled.ruling.sentence);
+    assert!(!scaled.ruling.identified(), "{:?}", scaled.ruling);
+    assert!(failed(&scaled).contains(&"preds_diff_to_gd_relative".to_string()), "{:?}", failed(&scaled));
+    let (role, scale) = other.expect("GD at 1.5 times the tuned rate is GD at its own rate");
+    assert_eq!(role, dualform_harness::judge::verdict::Role::Gd);
+    assert!((scale - 1.5).abs() < 1e-3, "{scale}");
+
+    let (negated, other) = judge(Far::Scaled(-1.0));
+    eprintln!("GD x -1: {}", negated.ruling.sentence);
+    assert!(!negated.ruling.identified() && other.is_none(), "{:?} {other:?}", negated.ruling);
+    assert!(failed(&negated).contains(&"model_cos_to_gd".to_string()));
+
+    let (half, other) = judge(Far::Half);
+    eprintln!("half GD, half least squares: {}", half.ruling.sentence);
+    assert!(!half.ruling.identified() && other.is_none(), "{:?} {other:?}", half.ruling);
+
+    // GD itself, on behaviour alone, still implements GD.
+    let (gd, _) = judge(Far::Scaled(1.0));
+    assert_eq!(gd.ruling.outcome, Outcome::ImplementsGd, "{:?}", gd.ruling);
+}

@@ -16,7 +16,7 @@ fn one_pass_over_many_metrics_equals_a_pass_per_metric() {
     let (readout, loss_b, ols) = (Readout(&a), Loss(&b), OlsLoss(3));
     let metrics: [&dyn Metric; 5] = [&readout, &agreement, &ZeroLoss, &loss_b, &ols];
     let stats = evaluate(&metrics, &sampler, seed, streams::EVAL, count);
-    assert_eq!(stats.iter().map(Vec::len).collect::<Vec<_>>(), [2, 11, 1, 1, 1]);
+    assert_eq!(stats.iter().map(Vec::len).collect::<Vec<_>>(), [2, 13, 1, 1, 1]);
     assert_eq!(stats[0], readout_losses(&a, &sampler, seed, streams::EVAL, count));
     let together = Agreement::comparisons(&stats[1]);
     assert_eq!(together, compare_many(&a, &[&b, &a], &sampler, seed, streams::EVAL, count));
@@ -27,4 +27,10 @@ fn one_pass_over_many_metrics_equals_a_pass_per_metric() {
     assert_eq!(stats[4][0], ols_loss(&sampler, seed, streams::EVAL, count));
     assert_eq!(stats[3][0].n, count);
     assert_ne!(stats[3][0], stats[1][0], "a's loss and b's differ");
+    // The size of a reference's predictions: a one-step prediction from zero is linear in the rate, so doubling
+    // the rate doubles it.
+    let (g1, g2) = (gd_net(3, 0.9, 5).unwrap(), gd_net(3, 1.8, 5).unwrap());
+    let c = compare_many(&b, &[&g1, &g2], &sampler, seed, streams::EVAL, count);
+    assert!(c[0].scale_b.mean > 0.0, "{:?}", c[0].scale_b);
+    assert!((c[1].scale_b.mean / c[0].scale_b.mean - 2.0).abs() < 1e-5, "{:?}", c);
 }

@@ -81,3 +81,45 @@ fn fine_tuning_steps_down_the_zero_shot_gradient() {
         }
     }
 }
+
+/// Rec2FTP follows Dai et al.'s counting, `#(ZS wrong, FT right, ICL right) / #(ZS wrong, FT right)`, with "right"
+/// an error within `k` standard deviations of the labels, on eight hand-made tasks (labels +-1: sd sqrt(8/7), so
+/// the primary threshold is 0.5345). Task 2's ICL improves on ZS without being right: the earlier "improves"
+/// reading would have counted it.
+#[test]
+fn rec2ftp_counts_as_dai_count() {
+    // (ZS, ICL, FT) absolute errors.
+    let errs = [
+        (1.0, 0.2, 0.1), // ZS wrong, FT right, ICL right
+        (1.0, 0.9, 0.3), // ZS wrong, FT right, ICL wrong (but better than ZS)
+        (1.0, 0.1, 0.9), // ZS wrong, FT wrong, ICL right
+        (0.1, 0.1, 0.1), // ZS right
+        (2.0, 0.5, 0.5), // ZS wrong, FT right, ICL right (0.5 <= 0.5345)
+        (0.6, 0.1, 0.6), // ZS wrong, FT wrong, ICL right
+        (0.2, 3.0, 3.0), // ZS right
+        (3.0, 3.0, 0.0), // ZS wrong, FT right, ICL wrong
+    ];
+    let tasks: Vec<TaskScore> = errs
+        .iter()
+        .enumerate()
+        .map(|(i, &(z, c, f))| TaskScore {
+            errors: [z, c, f].map(|a: f64| 0.5 * a * a),
+            label: if i % 2 == 0 { 1.0 } else { -1.0 },
+            ..Default::default()
+        })
+        .collect();
+    let s = Scores::of_tasks(&tasks, 0, 1.0);
+    assert_eq!(RIGHT, 0.5);
+    // Denominator {1, 2, 5, 8}, ICL right in {1, 5}.
+    assert_eq!((s.rec2ftp.mean, s.rec2ftp.n), (0.5, 4));
+    // ZS wrong in {1, 2, 3, 5, 6, 8}, ICL right in {1, 3, 5, 6}.
+    assert_eq!(s.icl_right.n, 6);
+    assert!((s.icl_right.mean - 4.0 / 6.0).abs() < 1e-12);
+    assert!((s.lift() - 0.75).abs() < 1e-12);
+    let at = |k: f64| s.rec2ftp_sweep.iter().find(|x| x.0 == k).map(|x| (x.1.mean, x.1.n, x.2.mean, x.2.n)).unwrap();
+    assert_eq!(at(0.5), (s.rec2ftp.mean, 4, s.icl_right.mean, 6));
+    // Within 1.069: ZS wrong in {5, 8}, both FT right, ICL right in {5}.
+    assert_eq!(at(1.0), (0.5, 2, 0.5, 2));
+    // Within 0.267: ZS wrong in {1, 2, 3, 5, 6, 8}, FT right in {1, 8}, ICL right in {1, 3, 6}.
+    assert_eq!(at(0.25), (0.5, 2, 0.5, 6));
+}

@@ -3,12 +3,14 @@
 //! - positive control: the core's GD construction (linear attention), where ICL *is* one GD step;
 //! - trained: one softmax layer ([`SOFTMAX_HEADS`] heads) trained on the same tasks, several seeds;
 //! - negatives: a sharp softmax retrieval head (predicts the label of the demonstration most aligned with the query),
-//!   a softmax layer trained on a pool of M fixed tasks (and scored on them), random softmax weights (several seeds);
+//!   a softmax layer trained on a pool of M fixed tasks (and scored on them, as the GD construction is too, so that
+//!   the two are compared on the same tasks), random softmax weights (several seeds);
 //! - every model again with ICL on shuffled labels.
 //!
 //! The tasks are the regression task with a zero-shot prompt of `--prompt` unlabelled inputs after the `--n`
-//! demonstrations. A metric *detects GD here* when the positive control's interval lies above every negative's (the
-//! shuffled-label positive counting as a negative); the report says for each metric whether it does.
+//! demonstrations. A metric *detects GD here* when the positive control's interval lies above every negative's, each
+//! negative against the positive scored on the same tasks (the shuffled-label positives counting as negatives); the
+//! report says for each metric whether it does, by interval and by mean.
 //!
 //! Files: `report.json`, `scores.csv` (every model and metric), `dai.png`, `softmax.safetensors` and
 //! `picker.safetensors` (the first seed's weights, format `dualform-softmax-v1`).
@@ -130,11 +132,13 @@ impl Experiment for Dai {
         let softmax = |t: &[TrainedSoftmax]| -> Vec<Subject> {
             t.iter().map(|x| Subject::softmax(&x.model.net().layers()[0])).collect()
         };
+        let gd = || Subject::gd(d, eta, m);
         let kinds: Vec<(String, Role, Vec<Subject>, &TaskSampler)> = vec![
-            ("GD construction (positive control)".into(), Role::Positive, vec![Subject::gd(d, eta, m)?], &sampler),
+            ("GD construction (positive control)".into(), Role::Positive, vec![gd()?], &sampler),
             (format!("softmax, trained ({SOFTMAX_HEADS} heads)"), Role::Trained, softmax(&trained), &sampler),
             ("sharp retrieval head".into(), Role::Negative, vec![Subject::retrieval(e, beta)], &sampler),
             (format!("picker of {} tasks (scored on them)", s.pool), Role::Negative, softmax(&pickers), &pool),
+            (format!("GD construction on the picker's {} tasks", s.pool), Role::Positive, vec![gd()?], &pool),
             (
                 "random softmax weights".into(),
                 Role::Negative,
@@ -158,6 +162,7 @@ impl Experiment for Dai {
                     model: model.clone(),
                     role: *role,
                     shuffled,
+                    on_pool: std::ptr::eq(*smp, &pool),
                     scores: Scores::combine(&per),
                     icl_loss_per_seed,
                 });

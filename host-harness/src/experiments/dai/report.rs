@@ -7,7 +7,7 @@ use crate::fit::train::TrainTiming;
 use crate::judge::stats::Stat;
 use crate::output::plot::{Panel, Series};
 use crate::output::report::{naming_failures, Check, Table, Tables};
-use crate::probes::dai::Scores;
+use crate::probes::dai::{Scores, RIGHT, RIGHT_THRESHOLDS};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,9 @@ pub struct Row {
     pub role: Role,
     /// ICL on shuffled labels.
     pub shuffled: bool,
+    /// Scored on the picker's pool of tasks (else on the regression tasks).
+    #[serde(default)]
+    pub on_pool: bool,
     /// Every metric.
     pub scores: Scores,
     /// The in-context loss of each seed's model (one entry for a construction).
@@ -47,19 +50,43 @@ impl Row {
     }
 }
 
+/// One negative against the positive control scored on the same tasks, on one metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersusNegative {
+    /// The negative.
+    pub negative: String,
+    /// Its value.
+    pub value: Stat,
+    /// The positive control's value on the same tasks.
+    pub positive: Stat,
+    /// The positive's mean above the negative's.
+    pub by_mean: bool,
+    /// The positive's interval above the negative's (lower end above upper end).
+    pub by_interval: bool,
+}
+
 /// Whether one metric tells the positive control from the negatives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     /// The metric.
     pub metric: String,
-    /// The positive control's value.
+    /// The positive control's value (on the regression tasks).
     pub positive: Stat,
-    /// The highest-scoring negative and its value.
-    pub best_negative: (String, Stat),
+    /// Every negative against the positive on its tasks.
+    pub negatives: Vec<VersusNegative>,
     /// The positive's interval lies above every negative's.
     pub separates: bool,
+    /// The positive's mean lies above every negative's.
+    pub separates_by_mean: bool,
     /// The trained softmax model's value.
     pub trained: Stat,
+}
+
+impl Reading {
+    /// The negative with the highest mean relative to the positive on its tasks.
+    pub fn strongest(&self) -> Option<&VersusNegative> {
+        self.negatives.iter().max_by(|a, b| (a.value.mean - a.positive.mean).total_cmp(&(b.value.mean - b.positive.mean)))
+    }
 }
 
 /// What `reproduce dai` found.
@@ -105,8 +132,9 @@ impl Tables for Results {
         let mut behaviour = Table::new(
             format!(
                 "{} demonstrations, a prompt of {} unlabelled inputs: loss of zero-shot, in-context, fine-tuned \
-                 (W_K, W_V; SGD, batch 1, one pass); Rec2FTP and P(ICL improves | ZS bad)",
-                self.demos, self.prompt
+                 (W_K, W_V; SGD, batch 1, one pass); Rec2FTP as Dai count it (right: error at most {} label standard \
+                 deviations) and P(ICL right | ZS wrong)",
+                self.demos, self.prompt, RIGHT
             ),
             &[
                 "model",
@@ -116,9 +144,19 @@ impl Tables for Results {
                 "FT loss",
                 "FT rate",
                 "Rec2FTP",
-                "P(ICL improves | ZS bad)",
+                "P(ICL right | ZS wrong)",
                 "lift",
             ],
+        );
+        let mut sweep_head = vec!["model".to_string()];
+        for k in RIGHT_THRESHOLDS {
+            sweep_head.push(format!("Rec2FTP, right within {k} sd"));
+            sweep_head.push(format!("P(ICL right | ZS wrong), {k} sd"));
+        }
+        let sweep_head: Vec<&str> = sweep_head.iter().map(String::as_str).collect();
+        let mut sweep = Table::new(
+            "Rec2FTP at every threshold of \"right\" (error at most k standard deviations of the labels)",
+            &sweep_head,
         );
         let mut similarity = Table::new(
             "Dai's similarities (per task, 95% CI): SimAOU and its random baselines, SimAM and its baseline",
@@ -149,9 +187,15 @@ impl Tables for Results {
                 s.loss[2].show(),
                 rates.join(", "),
                 s.rec2ftp.show(),
-                s.icl_improves.show(),
+                s.icl_right.show(),
                 format!("{:.3}", s.lift()),
             ]);
+            let mut cells = vec![r.name()];
+            for (_, rec, icl) in &s.rec2ftp_sweep {
+                cells.push(rec.show());
+                cells.push(icl.show());
+            }
+            sweep.row(cells);
             similarity.row(vec![
                 r.name(),
                 s.sim_aou.show(),
@@ -170,47 +214,78 @@ impl Tables for Results {
             ]);
         }
         let mut reading = Table::new(
-            "does the metric tell GD from the negatives? (the positive control's interval above every negative's)",
-            &["metric", "GD construction", "highest negative", "separates", "trained softmax"],
+            "does the metric tell GD from the negatives? (the positive control's mean, and its interval, above every \
+             negative's, each against GD scored on the same tasks)",
+            &["metric", "GD construction", "strongest negative (GD on its tasks)", "by mean", "by interval", "trained softmax"],
         );
+        let mut versus = Table::new(
+            "every negative against GD scored on the same tasks, per metric",
+            &["metric", "negative", "its value", "GD on its tasks", "GD above by mean", "by interval"],
+        );
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
         for r in &self.readings {
+            let strongest = r.strongest().map_or("none".into(), |n| {
+                format!("{} ({}; GD {})", n.value.show(), n.negative, n.positive.show())
+            });
             reading.row(vec![
                 r.metric.clone(),
                 r.positive.show(),
-                format!("{} ({})", r.best_negative.1.show(), r.best_negative.0),
-                if r.separates { "yes" } else { "no" }.into(),
+                strongest,
+                yes(r.separates_by_mean),
+                yes(r.separates),
                 r.trained.show(),
             ]);
+            for n in &r.negatives {
+                versus.row(vec![
+                    r.metric.clone(),
+                    n.negative.clone(),
+                    n.value.show(),
+                    n.positive.show(),
+                    yes(n.by_mean),
+                    yes(n.by_interval),
+                ]);
+            }
         }
         let mut base = Table::new("baselines", &["tasks", "predict 0"]);
         base.row(vec!["regression tasks".into(), self.zero[0].show()]);
         base.row(vec![format!("the picker's {} tasks", self.pool), self.zero[1].show()]);
-        vec![behaviour, similarity, weights, reading, base]
+        vec![behaviour, sweep, similarity, weights, reading, versus, base]
     }
 }
 
-/// Per metric: the positive control (true labels) against every negative and the positive on shuffled labels.
+/// Per metric: every negative (and the positive on shuffled labels) against the positive control with true labels
+/// scored on the same tasks (the picker on its pool, against GD on that pool).
 pub fn readings(rows: &[Row]) -> Vec<Reading> {
-    let find = |role: Role| rows.iter().find(|r| r.role == role && !r.shuffled);
-    let (Some(pos), Some(trained)) = (find(Role::Positive), find(Role::Trained)) else { return Vec::new() };
-    let negatives: Vec<&Row> = rows
+    let positive_on = |pool: bool| rows.iter().find(|r| r.role == Role::Positive && !r.shuffled && r.on_pool == pool);
+    let trained = rows.iter().find(|r| r.role == Role::Trained && !r.shuffled);
+    let (Some(pos), Some(trained)) = (positive_on(false), trained) else { return Vec::new() };
+    let negatives: Vec<(&Row, &Row)> = rows
         .iter()
         .filter(|r| r.role == Role::Negative && !r.shuffled || r.role == Role::Positive && r.shuffled)
+        .filter_map(|r| Some((r, positive_on(r.on_pool)?)))
         .collect();
     METRICS
         .iter()
         .map(|(name, f)| {
-            let best = negatives
+            let negatives: Vec<VersusNegative> = negatives
                 .iter()
-                .map(|r| (r.name(), f(&r.scores)))
-                .max_by(|a, b| a.1.hi().total_cmp(&b.1.hi()))
-                .unwrap_or_else(|| ("none".into(), Stat { mean: f64::NAN, ci95: f64::NAN, n: 0 }));
-            let separates = f(&pos.scores).lo() > best.1.hi();
+                .map(|(r, p)| {
+                    let (value, positive) = (f(&r.scores), f(&p.scores));
+                    VersusNegative {
+                        negative: r.name(),
+                        value,
+                        positive,
+                        by_mean: positive.mean > value.mean,
+                        by_interval: positive.lo() > value.hi(),
+                    }
+                })
+                .collect();
             Reading {
                 metric: name.to_string(),
                 positive: f(&pos.scores),
-                best_negative: best,
-                separates,
+                separates: negatives.iter().all(|n| n.by_interval),
+                separates_by_mean: negatives.iter().all(|n| n.by_mean),
+                negatives,
                 trained: f(&trained.scores),
             }
         })
@@ -265,10 +340,15 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
         .readings
         .iter()
         .map(|x| {
+            let names = |keep: fn(&VersusNegative) -> bool| {
+                x.negatives.iter().filter(|n| !keep(n)).map(|n| n.negative.clone()).collect::<Vec<_>>().join(", ")
+            };
             let how = if x.separates {
                 "separates GD from the negatives".to_string()
+            } else if x.separates_by_mean {
+                format!("separates GD from the negatives by mean only (intervals overlap for {})", names(|n| n.by_interval))
             } else {
-                format!("does NOT separate GD from {}", x.best_negative.0)
+                format!("does NOT separate GD from {} (mean at or above GD's on the same tasks)", names(|n| n.by_mean))
             };
             format!("{}: {how} (GD {:.3}, trained softmax {:.3})", x.metric, x.positive.mean, x.trained.mean)
         })
@@ -290,14 +370,17 @@ pub(super) fn write_files(run: &mut Run<'_>, r: &Results) -> Result<(), HarnessE
             ("sim_am", s.sim_am),
             ("sim_am_zs", s.sim_am_zs),
             ("rec2ftp", s.rec2ftp),
-            ("icl_improves_zs_bad", s.icl_improves),
+            ("icl_right_zs_wrong", s.icl_right),
             ("map_cos", s.map_cos),
             ("readout_cos", s.readout_cos),
             ("sensitivity_cos", s.sensitivity_cos),
             ("attribution_cos", s.attribution_cos),
         ];
-        for (m, v) in named {
-            csv.row(cells![row.model, format!("{:?}", row.role), row.shuffled, m, v.mean, v.ci95, v.n]);
+        let swept = s.rec2ftp_sweep.iter().flat_map(|(k, rec, icl)| {
+            [(format!("rec2ftp_{k}sd"), *rec), (format!("icl_right_zs_wrong_{k}sd"), *icl)]
+        });
+        for (m, v) in named.into_iter().map(|(m, v)| (m.to_string(), v)).chain(swept) {
+            csv.row(cells![row.name(), format!("{:?}", row.role), row.shuffled, m, v.mean, v.ci95, v.n]);
         }
     }
     run.csv("scores.csv", &csv)?;

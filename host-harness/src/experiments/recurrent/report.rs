@@ -35,6 +35,12 @@ pub struct Iterated {
 }
 
 impl Iterated {
+    /// `(L_trained(k) - L_GD(k)) / L_GD(k)` at application `k` (from 1), signed.
+    pub fn gap(&self, k: usize) -> Option<f64> {
+        let (t, g) = (self.trained.get(k.checked_sub(1)?)?, self.gd.get(k - 1)?);
+        Some((t.mean - g.mean) / g.mean)
+    }
+
     /// The largest `|L_trained(k) - L_GD(k)| / L_GD(k)` over the applications.
     pub fn worst_gap(&self) -> f64 {
         self.trained.iter().zip(&self.gd).map(|(t, g)| (t.mean - g.mean).abs() / g.mean).fold(0.0, f64::max)
@@ -86,18 +92,27 @@ impl Tables for Results {
                 it.damping,
                 it.damping as f64 * it.eta
             ),
-            &["application", "trained layer", "GD", "authors: trained / GD"],
+            &["application", "trained layer", "GD", "gap (trained - GD) / GD", "authors: trained / GD", "authors' gap"],
         );
         let shown = [1usize, 2, 5, 10, 20, 30, 40, 48, 50];
         for &k in shown.iter().filter(|&&k| k <= it.trained.len()) {
-            let authors = AUTHORS.iter().find(|a| a.0 == k).map_or("-".into(), |a| format!("{:.3} / {:.3}", a.1, a.2));
-            t.row(vec![k.to_string(), it.trained[k - 1].show(), it.gd[k - 1].show(), authors]);
+            let authors = AUTHORS.iter().find(|a| a.0 == k);
+            t.row(vec![
+                k.to_string(),
+                it.trained[k - 1].show(),
+                it.gd[k - 1].show(),
+                it.gap(k).map_or("-".into(), |g| format!("{:+.1}%", 100.0 * g)),
+                authors.map_or("-".into(), |a| format!("{:.3} / {:.3}", a.1, a.2)),
+                authors.map_or("-".into(), |a| format!("{:+.1}%", 100.0 * (a.1 - a.2) / a.2)),
+            ]);
         }
         let c = &it.final_vs_gd;
         t.row(vec![
             "after the last: preds diff / model cos".into(),
             format!("{:.4}", c.preds_diff.mean),
             format!("{:.4}", c.model_cos.mean),
+            String::new(),
+            String::new(),
             String::new(),
         ]);
         let lp = &self.looped;
@@ -169,14 +184,23 @@ pub fn verdict(r: &Results) -> String {
     let k = lp.applications;
     let matched: Vec<&str> =
         lp.references.iter().zip(&lp.matched).filter(|(_, m)| **m).map(|(p, _)| p.name.as_str()).collect();
+    let gaps: Vec<String> = AUTHORS
+        .iter()
+        .filter_map(|a| {
+            let ours = it.gap(a.0)?;
+            Some(format!("{:+.1}% (theirs {:+.1}%) at {}", 100.0 * ours, 100.0 * (a.1 - a.2) / a.2, a.0))
+        })
+        .collect();
     format!(
         "the trained layer applied {} times tracks GD at {} x eta within {:.1}% at every application ({:.4} vs {:.4} \
-         after the last); a layer trained with {k} applications in the loop reaches {:.4} ({}{})",
+         after the last; its gap to GD by application: {}); a layer trained with {k} applications in the loop \
+         reaches {:.4} ({}{})",
         it.trained.len(),
         it.damping,
         100.0 * it.worst_gap(),
         it.trained.last().map_or(f64::NAN, |s| s.mean),
         it.gd.last().map_or(f64::NAN, |s| s.mean),
+        gaps.join(", "),
         lp.readout[k - 1].mean,
         lp.references
             .iter()

@@ -16,9 +16,10 @@
 //! - SimAM: per head, the cosine of the query's pre-softmax scores to the prompt tokens, ICL against FT, and their
 //!   baseline ICL against ZS. In one layer the prompt's keys do not depend on the demonstrations, so ICL's scores to
 //!   them are ZS's and the baseline is 1 by construction; it is computed, not assumed;
-//! - Rec2FTP for regression: among the tasks where ZS is bad (squared error above the median over tasks) and FT
-//!   improves on ZS (a smaller squared error), the fraction where ICL improves too; beside it the fraction where ICL
-//!   improves among all tasks where ZS is bad, and the lift (their ratio);
+//! - Rec2FTP as Dai et al. count it, `#(ZS wrong, FT right, ICL right) / #(ZS wrong, FT right)`, with "right" for
+//!   regression: an error `|y_hat - y|` of at most half the labels' standard deviation over the tasks scored
+//!   ([`RIGHT`]; also at a quarter and at one, [`RIGHT_THRESHOLDS`]); beside it `P(ICL right | ZS wrong)`, the rate
+//!   to read it against, and the lift (their ratio);
 //! - the weight-space comparison Dai et al. did not make: the map the demonstrations add to the query's output in
 //!   their relaxation, `M_ICL = sum_h P_h (sum_i (W_V e_i)(W_K e_i)^T) W_Q` over the demonstrations, against the
 //!   change FT makes to the zero-shot map, `M_FT = sum_h P_h (sum_z (W_V' z)(W_K' z)^T) W_Q - (the same before FT)`
@@ -43,7 +44,7 @@ use dualform::{linear_ref, softmax_ref};
 use serde::{Deserialize, Serialize};
 
 mod scores;
-pub use scores::{evaluate, rate_grid, score_task, tune_ft_rate, Scores, TaskScore, Tasks};
+pub use scores::{evaluate, rate_grid, score_task, tune_ft_rate, Scores, TaskScore, Tasks, RIGHT, RIGHT_THRESHOLDS};
 
 /// One layer under Dai's method: [`SOFTMAX_HEADS`] heads in f64 (a one-head construction leaves the second zero).
 pub type DaiLayer = SoftmaxLayer<f64>;

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct TaskScore {
     /// Squared errors / 2 of ZS, ICL, FT.
     pub errors: [f64; 3],
+    /// The query's label (the yardstick of "right" in Rec2FTP is the labels' spread over the tasks scored).
+    pub label: f64,
     /// SimAOU, and its uniform and Gaussian random baselines.
     pub sim_aou: [Option<f64>; 3],
     /// Per head with scores: SimAM ICL-FT and ICL-ZS.
@@ -118,6 +120,7 @@ pub fn score_task(
     let gd_terms: Vec<f64> = demos.chunks_exact(e).map(|t| t[e - 1] * dot(&t[..e - 1], &q[..e - 1])).collect();
     Some(TaskScore {
         errors,
+        label: y,
         attribution_cos: cosine(&attribution, &gd_terms),
         sensitivity_cos: cosine(&sensitivity, &gradient),
         sim_aou,
@@ -142,10 +145,15 @@ pub struct Scores {
     pub sim_am: Stat,
     /// SimAM, ICL against ZS (their baseline).
     pub sim_am_zs: Stat,
-    /// Rec2FTP: `P(ICL improves | FT improves, ZS bad)`.
+    /// Rec2FTP as Dai et al. count it, at [`RIGHT`]: `#(ZS wrong, FT right, ICL right) / #(ZS wrong, FT right)`,
+    /// a prediction "right" when its error is at most [`RIGHT`] times the labels' standard deviation.
     pub rec2ftp: Stat,
-    /// `P(ICL improves | ZS bad)`.
-    pub icl_improves: Stat,
+    /// `#(ZS wrong, ICL right) / #(ZS wrong)` at [`RIGHT`]: how often ICL is right where ZS is wrong whatever FT
+    /// does (the rate Rec2FTP is read against).
+    pub icl_right: Stat,
+    /// Both at every threshold of [`RIGHT_THRESHOLDS`]: `(threshold, Rec2FTP, P(ICL right | ZS wrong))`.
+    #[serde(default)]
+    pub rec2ftp_sweep: Vec<(f64, Stat, Stat)>,
     /// `cos(M_ICL, M_FT)`.
     pub map_cos: Stat,
     /// `cos(ICL's implied predictor, minus the least-squares gradient)`.
@@ -163,22 +171,39 @@ pub struct Scores {
     pub skipped: usize,
 }
 
+/// Rec2FTP's primary threshold: a prediction is "right" when `|y_hat - y|` is at most this many standard deviations
+/// of the labels (over the tasks scored).
+pub const RIGHT: f64 = 0.5;
+/// The thresholds of the sweep ([`Scores::rec2ftp_sweep`]).
+pub const RIGHT_THRESHOLDS: [f64; 3] = [0.25, 0.5, 1.0];
+
 impl Scores {
-    /// Rec2FTP over `P(ICL improves | ZS bad)`.
+    /// Rec2FTP over `P(ICL right | ZS wrong)`: above 1 when ICL is right more often where FT is.
     pub fn lift(&self) -> f64 {
-        self.rec2ftp.mean / self.icl_improves.mean
+        self.rec2ftp.mean / self.icl_right.mean
     }
 
-    fn of(tasks: &[TaskScore], skipped: usize, lr: f64) -> Self {
+    /// Every metric over `tasks` (one model), with `skipped` tasks left out and FT rate `lr`.
+    pub fn of_tasks(tasks: &[TaskScore], skipped: usize, lr: f64) -> Self {
         let stat = |f: &dyn Fn(&TaskScore) -> Option<f64>| {
             let v: Vec<f64> = tasks.iter().filter_map(f).collect();
             Stat::of(v.iter().copied())
         };
-        let mut zs: Vec<f64> = tasks.iter().map(|t| t.errors[0]).collect();
-        zs.sort_by(f64::total_cmp);
-        let median = zs.get(zs.len() / 2).copied().unwrap_or(f64::NAN);
-        let improves = |t: &TaskScore, i: usize| f64::from(u8::from(t.errors[i] < t.errors[0]));
-        let bad = |t: &TaskScore| t.errors[0] > median;
+        let spread = Stat::of(tasks.iter().map(|t| t.label));
+        let sd = if tasks.len() > 1 {
+            (tasks.iter().map(|t| (t.label - spread.mean).powi(2)).sum::<f64>() / (tasks.len() - 1) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        // Dai's counting with "right" = error within `k` label standard deviations (`errors` are squared / 2).
+        let counted = |k: f64| {
+            let right = |t: &TaskScore, i: usize| (2.0 * t.errors[i]).sqrt() <= k * sd;
+            let indicator = |b: bool| f64::from(u8::from(b));
+            let rec = stat(&|t| (!right(t, 0) && right(t, 2)).then(|| indicator(right(t, 1))));
+            let icl = stat(&|t| (!right(t, 0)).then(|| indicator(right(t, 1))));
+            (rec, icl)
+        };
+        let (rec2ftp, icl_right) = counted(RIGHT);
         let pairs = |f: &dyn Fn((f64, f64)) -> f64| {
             let v: Vec<f64> = tasks.iter().flat_map(|t| t.sim_am.iter().map(|&p| f(p))).collect();
             Stat::of(v.iter().copied())
@@ -190,8 +215,15 @@ impl Scores {
             sim_aou_gaussian: stat(&|t| t.sim_aou[2]),
             sim_am: pairs(&|p| p.0),
             sim_am_zs: pairs(&|p| p.1),
-            rec2ftp: stat(&|t| (bad(t) && improves(t, 2) > 0.0).then(|| improves(t, 1))),
-            icl_improves: stat(&|t| bad(t).then(|| improves(t, 1))),
+            rec2ftp,
+            icl_right,
+            rec2ftp_sweep: RIGHT_THRESHOLDS
+                .iter()
+                .map(|&k| {
+                    let (r, i) = counted(k);
+                    (k, r, i)
+                })
+                .collect(),
             map_cos: stat(&|t| t.map_cos),
             readout_cos: stat(&|t| t.readout_cos),
             sensitivity_cos: stat(&|t| t.sensitivity_cos),
@@ -213,7 +245,17 @@ impl Scores {
             sim_am: over(&|s| s.sim_am),
             sim_am_zs: over(&|s| s.sim_am_zs),
             rec2ftp: over(&|s| s.rec2ftp),
-            icl_improves: over(&|s| s.icl_improves),
+            icl_right: over(&|s| s.icl_right),
+            rec2ftp_sweep: RIGHT_THRESHOLDS
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    let at = |f: fn(&(f64, Stat, Stat)) -> Stat| {
+                        over(&|s| s.rec2ftp_sweep.get(i).map_or_else(Stat::missing, f))
+                    };
+                    (k, at(|x| x.1), at(|x| x.2))
+                })
+                .collect(),
             map_cos: over(&|s| s.map_cos),
             readout_cos: over(&|s| s.readout_cos),
             sensitivity_cos: over(&|s| s.sensitivity_cos),
@@ -253,7 +295,7 @@ pub fn evaluate(subject: &Subject, tasks: Tasks<'_>, lr: f64, shuffled: bool) ->
     );
     let skipped = parts.iter().map(|p| p.1).sum();
     let all: Vec<TaskScore> = parts.into_iter().flat_map(|p| p.0).collect();
-    Scores::of(&all, skipped, lr)
+    Scores::of_tasks(&all, skipped, lr)
 }
 
 /// The FT rates tried: `10^(k/2)` for `k = -10..=4`.
