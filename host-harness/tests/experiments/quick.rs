@@ -243,9 +243,22 @@ fn quick_dai() {
         assert!(r.verdict.text.contains(m), "{m}: {}", r.verdict.text);
     }
     let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["positive_is_gd", "trained_learns", "picker_learns", "scored"]);
+    assert_eq!(
+        names,
+        [
+            "positive_is_gd",
+            "trained_learns",
+            "picker_learns",
+            "picker_uses_its_pool",
+            "retrieval_retrieves",
+            "random_is_not_gd",
+            "scored"
+        ]
+    );
+    // The retrieval head retrieves; GD does not.
+    assert!(retrieval.retrieves.mean > 3.0 * gd.retrieves.mean, "{:?} {:?}", retrieval.retrieves, gd.retrieves);
     let csv = std::fs::read_to_string(quick_all().join("dai/scores.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 12 * 20);
+    assert_eq!(csv.lines().count(), 1 + 12 * 21);
 }
 
 /// The sine experiment: the trained model learns; GD on its features is tuned on other tasks (so it cannot beat

@@ -12,8 +12,15 @@ use crate::output::report::{naming_failures, Check, Table, Tables};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
-/// The authors' figures on this distribution (their released code: K-step GD with one tuned rate, and GD++),
-/// for comparison in the tables: `(K, GD low, GD high, GD++)`.
+/// The authors' figures on this distribution, for comparison in the tables: `(K, GD low, GD high, GD++)`.
+///
+/// Source: their released notebook `constructed_token_setup.ipynb` (google-research/self-organising-systems,
+/// `transformers_learn_icl_by_gd`), cell "Config" with `recurrent_Transformer = False`, `num_layers = K`,
+/// `num_heads = 1`, `config.seed = 0`; the GD figure is what cell "Training" prints as "Best lr found for K steps of
+/// gradient descent: ... with loss ..." (`scan_lrs`, one shared rate on a grid, 10 000 tasks of `PRNGKey(5)`, the
+/// tasks it also evaluates on), a range where runs differed; GD++ (K = 2 only) is the final held-out loss of the GD++
+/// model that cell trains (`pre_train_gd`, `train_gd_whitening`, 30 000 steps). The notebook is published without
+/// outputs: these are from running it, not from the paper's text; they are figures of one seed without intervals.
 pub const AUTHORS: [(usize, f64, f64, Option<f64>); 4] =
     [(2, 0.157, 0.160, Some(0.110)), (3, 0.132, 0.138, None), (4, 0.122, 0.122, None), (5, 0.113, 0.113, None)];
 

@@ -28,6 +28,8 @@
 //!   relaxation drops the softmax, so beside it what the layer actually does: the sensitivity of the
 //!   demonstrations' effect on the prediction to the query's input, `d(ICL - ZS)/dx_q` (central differences),
 //!   against the same gradient (for one GD step from 0 the two are the same vector);
+//! - what the controls compute, checked rather than assumed: how often ICL predicts the label of the context token
+//!   most aligned with the query (within a tenth of the labels' standard deviation: [`Scores::retrieves`]);
 //! - which demonstrations ICL draws on ([`crate::judge::attribution`]): per demonstration, the prediction with all of
 //!   them minus the prediction without it (the prompt kept), against one GD step's terms `y_i (x_i . x_q)`: cosine
 //!   over the demonstrations.
@@ -44,7 +46,9 @@ use dualform::{linear_ref, softmax_ref};
 use serde::{Deserialize, Serialize};
 
 mod scores;
-pub use scores::{evaluate, rate_grid, score_task, tune_ft_rate, Scores, TaskScore, Tasks, RIGHT, RIGHT_THRESHOLDS};
+pub use scores::{
+    evaluate, rate_grid, score_task, tune_ft_rate, Scores, TaskScore, Tasks, RETRIEVAL_WITHIN, RIGHT, RIGHT_THRESHOLDS,
+};
 
 /// One layer under Dai's method: [`SOFTMAX_HEADS`] heads in f64 (a one-head construction leaves the second zero).
 pub type DaiLayer = SoftmaxLayer<f64>;

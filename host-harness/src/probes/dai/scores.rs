@@ -17,6 +17,11 @@ pub struct TaskScore {
     pub errors: [f64; 3],
     /// The query's label (the yardstick of "right" in Rec2FTP is the labels' spread over the tasks scored).
     pub label: f64,
+    /// ICL's prediction.
+    pub icl: f64,
+    /// The label of the context token (ICL's, prompt included) whose input is most aligned with the query's: what
+    /// a retrieval mechanism predicts.
+    pub nearest_label: f64,
     /// SimAOU, and its uniform and Gaussian random baselines.
     pub sim_aou: [Option<f64>; 3],
     /// Per head with scores: SimAM ICL-FT and ICL-ZS.
@@ -118,9 +123,17 @@ pub fn score_task(
         attribution.push(all - subject.predict(layer, &rest, &q)?);
     }
     let gd_terms: Vec<f64> = demos.chunks_exact(e).map(|t| t[e - 1] * dot(&t[..e - 1], &q[..e - 1])).collect();
+    // What retrieval would predict: the label of the most aligned context token (ICL's labels; the prompt's are 0).
+    let nearest_label = icl_ctx
+        .chunks_exact(e)
+        .map(|t| (dot(&t[..e - 1], &q[..e - 1]), t[e - 1]))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(f64::NAN, |(_, label)| label);
     Some(TaskScore {
         errors,
         label: y,
+        icl: -(q[e - 1] + outs[1][e - 1]),
+        nearest_label,
         attribution_cos: cosine(&attribution, &gd_terms),
         sensitivity_cos: cosine(&sensitivity, &gradient),
         sim_aou,
@@ -154,6 +167,10 @@ pub struct Scores {
     /// Both at every threshold of [`RIGHT_THRESHOLDS`]: `(threshold, Rec2FTP, P(ICL right | ZS wrong))`.
     #[serde(default)]
     pub rec2ftp_sweep: Vec<(f64, Stat, Stat)>,
+    /// The fraction of tasks where ICL predicts the label of the most aligned context token, within
+    /// [`RETRIEVAL_WITHIN`] label standard deviations (what a retrieval mechanism does; a check of the controls).
+    #[serde(default = "Stat::missing")]
+    pub retrieves: Stat,
     /// `cos(M_ICL, M_FT)`.
     pub map_cos: Stat,
     /// `cos(ICL's implied predictor, minus the least-squares gradient)`.
@@ -176,6 +193,9 @@ pub struct Scores {
 pub const RIGHT: f64 = 0.5;
 /// The thresholds of the sweep ([`Scores::rec2ftp_sweep`]).
 pub const RIGHT_THRESHOLDS: [f64; 3] = [0.25, 0.5, 1.0];
+/// How close, in label standard deviations, ICL's prediction must be to the most aligned token's label to count as
+/// retrieving it ([`Scores::retrieves`]).
+pub const RETRIEVAL_WITHIN: f64 = 0.1;
 
 impl Scores {
     /// Rec2FTP over `P(ICL right | ZS wrong)`: above 1 when ICL is right more often where FT is.
@@ -204,6 +224,7 @@ impl Scores {
             (rec, icl)
         };
         let (rec2ftp, icl_right) = counted(RIGHT);
+        let retrieves = stat(&|t| Some(f64::from(u8::from((t.icl - t.nearest_label).abs() <= RETRIEVAL_WITHIN * sd))));
         let pairs = |f: &dyn Fn((f64, f64)) -> f64| {
             let v: Vec<f64> = tasks.iter().flat_map(|t| t.sim_am.iter().map(|&p| f(p))).collect();
             Stat::of(v.iter().copied())
@@ -217,6 +238,7 @@ impl Scores {
             sim_am_zs: pairs(&|p| p.1),
             rec2ftp,
             icl_right,
+            retrieves,
             rec2ftp_sweep: RIGHT_THRESHOLDS
                 .iter()
                 .map(|&k| {
@@ -246,6 +268,7 @@ impl Scores {
             sim_am_zs: over(&|s| s.sim_am_zs),
             rec2ftp: over(&|s| s.rec2ftp),
             icl_right: over(&|s| s.icl_right),
+            retrieves: over(&|s| s.retrieves),
             rec2ftp_sweep: RIGHT_THRESHOLDS
                 .iter()
                 .enumerate()
