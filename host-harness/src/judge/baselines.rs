@@ -121,10 +121,14 @@ fn gradient_at_zero(ctx: &[f32], d: usize) -> Vec<f64> {
 }
 
 /// Ridge regression on one task's context, `w = (X^T X + lambda I)^-1 X^T y` in f64 (`lambda = 0`: least squares,
-/// the minimum-norm solution when N < d). Returns `w`, which is also the prediction's sensitivity to `x_q`.
+/// the minimum-norm solution when N < d). Returns `w`, which is also the prediction's sensitivity to `x_q`; with no
+/// pairs (a context of one demonstration left out of itself) `w = 0`.
 pub fn ridge_weights(ctx: &[f32], d: usize, lambda: f64) -> DVector<f64> {
     let e = d + 1;
     let n = ctx.len() / e;
+    if n == 0 || d == 0 {
+        return DVector::zeros(d);
+    }
     let x = DMatrix::from_fn(n, d, |i, j| ctx[i * e + j] as f64);
     let t = DVector::from_iterator(n, ctx.chunks_exact(e).map(|tok| tok[e - 1] as f64));
     if lambda == 0.0 {

@@ -84,3 +84,22 @@ fn k_gd_steps_dual_form_and_leave_one_out_differ_from_the_second_step() {
         eprintln!("d = N = 10, {k} steps at {eta}: leave-one-out against the dual form, cosine {:?}", cos[0]);
     }
 }
+
+/// One demonstration: leaving it out leaves no pairs at all, and least squares on no pairs predicts 0 (it panicked
+/// in the linear algebra before), so its one term is its whole prediction, as GD's is.
+#[test]
+fn one_demonstration_leaves_nothing_to_regress_on() {
+    let s = TaskArgs::anisotropic(2, 1, 1.0).sampler();
+    let ls = Predictor::Ridge { lambda: 0.0, d: 2 };
+    assert_eq!(dualform_harness::judge::baselines::ridge_weights(&[], 2, 0.0).as_slice(), [0.0, 0.0]);
+    assert_eq!(dualform_harness::judge::baselines::ridge_weights(&[], 2, 0.5).as_slice(), [0.0, 0.0]);
+    let (mut ctx, mut query, mut w) = (vec![0.0f32; 3], vec![0.0f32; 3], vec![0.0f32; 3]);
+    s.sample_into(&mut dualform_harness::tasks::stream_rng(1, streams::EVAL), &mut ctx, &mut query, &mut w);
+    let (mut terms, mut ws) = (Vec::new(), None);
+    Attributor::LeaveOneOut(ls).attribute(&ctx, &query, &mut terms, &mut ws);
+    assert_eq!(terms.len(), 1);
+    assert_eq!(terms[0], ls.predict(&ctx, &query, &mut None));
+    let cos =
+        attribution_agreement(Attributor::LeaveOneOut(ls), vec![Attributor::Gd { eta: 1.0, steps: 1 }], &s, 3, 0, 200);
+    assert!(cos[0].mean.is_finite(), "{:?}", cos[0]);
+}
