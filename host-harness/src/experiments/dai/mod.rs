@@ -27,10 +27,12 @@ use crate::tasks::{streams, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 
+mod readings;
 mod report;
 
 use report::write_files;
-pub use report::{checks, readings, verdict, Reading, Results, Role, Row};
+pub use readings::{readings, Reading, VersusNegative};
+pub use report::{checks, verdict, Results, Role, Row};
 
 /// The experiment.
 pub struct Dai;
