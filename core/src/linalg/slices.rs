@@ -141,18 +141,6 @@ fn lanes_block<T: Real, const B: usize>(y: &mut [T], at: &[T], x: &[T], rows: us
     let k = x.len().min(at.len() / rows);
     let (at, x) = (at.get(..k * rows).unwrap_or_default(), x.get(..k).unwrap_or_default());
     let (mut l0, mut l1, mut l2, mut l3) = ([T::ZERO; B], [T::ZERO; B], [T::ZERO; B], [T::ZERO; B]);
-    let part = |col: &[T]| -> [T; B] {
-        let mut p = [T::ZERO; B];
-        if let Some(src) = col.get(r0..r0 + B) {
-            p.copy_from_slice(src);
-        }
-        p
-    };
-    let add = |lane: &mut [T; B], xk: T, col: &[T]| {
-        for (s, v) in lane.iter_mut().zip(part(col)) {
-            *s += xk * v;
-        }
-    };
     let groups = at.chunks_exact(4 * rows);
     let (rest_cols, xs) = (groups.remainder(), x.chunks_exact(4));
     let rest_x = xs.remainder();
@@ -160,19 +148,32 @@ fn lanes_block<T: Real, const B: usize>(y: &mut [T], at: &[T], x: &[T], rows: us
         let (c01, c23) = group.split_at(2 * rows);
         let ((c0, c1), (c2, c3)) = (c01.split_at(rows), c23.split_at(rows));
         if let [x0, x1, x2, x3] = *xg {
-            add(&mut l0, x0, c0);
-            add(&mut l1, x1, c1);
-            add(&mut l2, x2, c2);
-            add(&mut l3, x3, c3);
+            add_rows(&mut l0, x0, c0, r0);
+            add_rows(&mut l1, x1, c1, r0);
+            add_rows(&mut l2, x2, c2, r0);
+            add_rows(&mut l3, x3, c3, r0);
         }
     }
     for ((lane, col), &xk) in [&mut l0, &mut l1, &mut l2].into_iter().zip(rest_cols.chunks_exact(rows)).zip(rest_x) {
-        add(lane, xk, col);
+        add_rows(lane, xk, col, r0);
     }
     if let Some(out) = y.get_mut(r0..r0 + B) {
         for ((((yi, a), b), c), d) in out.iter_mut().zip(l0).zip(l1).zip(l2).zip(l3) {
             *yi = (a + b) + (c + d);
         }
+    }
+}
+
+/// `lane[i] += xk * col[r0 + i]` (`col` read as zeros where it is too short). A function, not a closure: closures
+/// may stay out of line, and a kernel inlined into a caller compiled for a wider vector unit must be inlined whole.
+#[inline(always)]
+fn add_rows<T: Real, const B: usize>(lane: &mut [T; B], xk: T, col: &[T], r0: usize) {
+    let mut p = [T::ZERO; B];
+    if let Some(src) = col.get(r0..r0 + B) {
+        p.copy_from_slice(src);
+    }
+    for (s, v) in lane.iter_mut().zip(p) {
+        *s += xk * v;
     }
 }
 

@@ -220,6 +220,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
     .map_err(clap_error)?;
     let out = matches.get_one::<PathBuf>("out").cloned().unwrap_or_default();
     s.validate()?;
+    crate::net::simd::chosen().map_err(HarnessError::Usage)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(s.common().threads)
         .build()
@@ -240,6 +241,7 @@ pub fn run_experiment<X: Experiment>(args: &[String], cache: &mut Cache) -> Resu
         checks,
         verdict: Verdict { passed, text: verdict },
         wall_seconds: started.elapsed().as_secs_f64(),
+        simd: crate::net::simd::current().name().to_string(),
         files,
     };
     report::write(&report, &staged.path().join("report.json"))?;

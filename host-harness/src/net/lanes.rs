@@ -8,6 +8,7 @@
 //! only the vector units are fuller. A group the lanes refuse (a non-finite value in some lane) goes task by task.
 
 use super::merged::{cache_mut, cache_ref, Merged, Net};
+use super::simd::{self, Simd};
 use super::softmax::{backward_layers, run_layers, SoftmaxWorkspace};
 use super::zoo::{Stack, PERFORMER_FEATURES, ZOO_HEADS};
 use super::{Forward, SoftmaxLayer, SoftmaxNet, Workspace, ZooLayer, ZooNet};
@@ -16,28 +17,29 @@ use dualform::lanes::Lanes;
 use dualform::merged_ref::GradMut;
 use dualform::{Head, Layer, MergedRef, PositiveRandomFeatures, Real, Update};
 
-/// Tasks per group: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
+/// Tasks per group on the portable build: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
 pub const LANES: usize = 8;
 type V = Lanes<LANES>;
 
 /// The lanes' scratch: broadcast weights, tokens after every application, caches, token gradients, each
 /// application's weight gradient, and the kernels' scratch. It grows to the shapes it meets.
 #[derive(Clone, Debug, Default)]
-pub struct LaneWorkspace {
-    heads: Vec<V>,
-    tokens: Vec<V>,
-    caches: Vec<V>,
-    grads: Vec<V>,
-    per_app: Vec<V>,
-    mats: Vec<V>,
-    vecs: Vec<V>,
+pub struct LaneWorkspace<const L: usize> {
+    heads: Vec<Lanes<L>>,
+    tokens: Vec<Lanes<L>>,
+    caches: Vec<Lanes<L>>,
+    grads: Vec<Lanes<L>>,
+    per_app: Vec<Lanes<L>>,
+    mats: Vec<Lanes<L>>,
+    vecs: Vec<Lanes<L>>,
 }
 
 /// Task `l`'s context and query into lane `l` of `tokens` (`(n + 1) * e` values); lanes past the group's tasks get
 /// zeros (their results are never read).
-fn load(group: &Group, tokens: &mut [V]) {
+#[inline(always)]
+fn load<const L: usize>(group: &Group, tokens: &mut [Lanes<L>]) {
     let ne = group.shape().0 * group.shape().1;
-    for l in 0..LANES {
+    for l in 0..L {
         let (ctx, query, _) = if l < group.count { group.task(l) } else { (&[][..], &[][..], 0.0) };
         for (i, t) in tokens.iter_mut().enumerate() {
             t.0[l] = if i < ne { ctx.get(i) } else { query.get(i - ne) }.copied().unwrap_or(0.0);
@@ -47,52 +49,75 @@ fn load(group: &Group, tokens: &mut [V]) {
 
 /// The seed `dL/dy_hat = y_hat - y` of each task, negated (the prediction is `-h_query[last]`), in its lane; 0 in the
 /// lanes past the group's tasks.
-fn seeds(group: &Group, y_hat: &[f32; LANES]) -> V {
+#[inline(always)]
+fn seeds<const L: usize>(group: &Group, y_hat: &[f32; L]) -> Lanes<L> {
     Lanes(core::array::from_fn(|l| if l < group.count { -(y_hat[l] - group.task(l).2) } else { 0.0 }))
 }
 
-fn sized(v: &mut Vec<V>, len: usize) -> &mut [V] {
-    v.resize(len, V::ZERO);
+#[inline(always)]
+fn sized<const L: usize>(v: &mut Vec<Lanes<L>>, len: usize) -> &mut [Lanes<L>] {
+    v.resize(len, Lanes::ZERO);
     v
 }
 
 impl Net {
-    /// [`super::Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width.
-    /// Returns false, having added nothing, when the group does not fit (then the caller goes task by task).
-    pub fn lanes_gradient(&self, group: &Group, ws: &mut LaneWorkspace, grads: &mut [Merged], loss: &mut f64) -> bool {
+    /// [`super::Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width, on
+    /// the vector unit `simd` (the same bits on every unit). Returns false, having added nothing, when the group does not fit (then the caller
+    /// goes task by task).
+    pub fn lanes_gradient(
+        &self,
+        simd: Simd,
+        group: &Group,
+        ws: &mut LaneWorkspace<LANES>,
+        grads: &mut [Merged],
+        loss: &mut f64,
+    ) -> bool {
+        simd::run(simd, group.shape().1, NetGroup { net: self, group, ws, grads, loss })
+    }
+
+    /// [`Net::lanes_gradient`] on `L` lanes at the token width `W` (0: the run-time width), inlined into the caller.
+    #[inline(always)]
+    fn lanes_gradient_on<const L: usize, const W: usize>(
+        &self,
+        group: &Group,
+        ws: &mut LaneWorkspace<L>,
+        grads: &mut [Merged],
+        loss: &mut f64,
+    ) -> bool {
         let (n, e) = group.shape();
         let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
-        if e != heads[0].width() || group.count == 0 || group.count > LANES || grads.len() != heads.len() {
+        if e != heads[0].width() || group.count == 0 || group.count > L || grads.len() != heads.len() {
             return false;
         }
         let (ee, stride) = (e * e, (n + 1) * e);
-        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
+        let (ms, vs) = MergedRef::<Lanes<L>>::layer_backward_scratch(e);
         let w = sized(&mut ws.heads, 2 * ee * heads.len());
         for (h, m) in w.chunks_exact_mut(2 * ee).zip(heads) {
             for (x, &v) in h.iter_mut().zip(m.a.iter().chain(&m.b)) {
-                *x = V::splat(v);
+                *x = Lanes::<L>::splat(v);
             }
         }
         let tokens = sized(&mut ws.tokens, (k + 1) * stride);
         load(group, &mut tokens[..stride]);
         let u = self.update();
-        let upd = Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) };
+        let upd = Update { scale: Lanes::<L>::splat(u.scale), first: u.first, clip: u.clip.map(Lanes::<L>::splat) };
         let caches = sized(&mut ws.caches, 3 * ee * k);
         let vecs = sized(&mut ws.vecs, vs.max(e));
-        let view = |h: usize| MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]);
         for (app, &h) in schedule.iter().enumerate() {
             let (done, rest) = tokens.split_at_mut((app + 1) * stride);
             let next = &mut rest[..stride];
             next.copy_from_slice(&done[app * stride..]);
             let (c, q) = next.split_at_mut(n * e);
-            let ok = view(h).and_then(|head| head.layer_forward(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]));
-            if ok.is_err() {
+            // No closures on this path: a closure is a function of its own, which the compiler may keep out of line,
+            // and then compile for the baseline unit instead of the caller's (simd.rs).
+            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
+            if head.layer_forward_inlined::<W>(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]).is_err() {
                 return false;
             }
         }
-        let y_hat: [f32; LANES] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
+        let y_hat: [f32; L] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
         let g = sized(&mut ws.grads, stride);
-        g.fill(V::ZERO);
+        g.fill(Lanes::<L>::ZERO);
         g[stride - 1] = seeds(group, &y_hat);
         let per_app = sized(&mut ws.per_app, 2 * ee * k);
         let mats = sized(&mut ws.mats, ms);
@@ -101,12 +126,12 @@ impl Net {
             let (gc, gq) = g.split_at_mut(n * e);
             let cache = cache_ref(caches, e, app);
             let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
-            da.fill(V::ZERO);
-            db.fill(V::ZERO);
+            da.fill(Lanes::<L>::ZERO);
+            db.fill(Lanes::<L>::ZERO);
             let grad = GradMut { a: da, b: db };
-            let ok = view(schedule[app])
-                .and_then(|head| head.layer_backward(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]));
-            if ok.is_err() {
+            let h = schedule[app];
+            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
+            if head.layer_backward_inlined::<W>(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]).is_err() {
                 return false;
             }
         }
@@ -114,14 +139,35 @@ impl Net {
         for (l, (y_hat, &y)) in y_hat.iter().zip(&group.y).enumerate().take(group.count) {
             for app in (0..k).rev() {
                 let into = &mut grads[schedule[app]];
-                let d = &per_app[2 * ee * app..][..2 * ee];
-                for (acc, v) in into.a.iter_mut().chain(into.b.iter_mut()).zip(d) {
+                let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at(ee);
+                // Two plain loops, not one over a chain of both: a chained iterator is not vectorised.
+                for (acc, v) in into.a.iter_mut().zip(da) {
+                    *acc += v.0[l];
+                }
+                for (acc, v) in into.b.iter_mut().zip(db) {
                     *acc += v.0[l];
                 }
             }
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         }
         true
+    }
+}
+
+/// One group's gradient of a [`Net`] as work on lanes ([`simd::InLanes`]).
+struct NetGroup<'a> {
+    net: &'a Net,
+    group: &'a Group,
+    ws: &'a mut LaneWorkspace<LANES>,
+    grads: &'a mut [Merged],
+    loss: &'a mut f64,
+}
+
+impl simd::InLanes for NetGroup<'_> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const W: usize>(self) -> bool {
+        self.net.lanes_gradient_on::<LANES, W>(self.group, self.ws, self.grads, self.loss)
     }
 }
 

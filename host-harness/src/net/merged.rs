@@ -15,6 +15,7 @@
 //! `dL/dy_hat`, so the sensitivity `d y_hat / d x_q` of the reference's metrics is its first d entries for seed 1.
 
 use super::lanes::{LaneWorkspace, LANES};
+use super::simd;
 use super::{tasks_gradient, Forward};
 use crate::tasks::Group;
 use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
@@ -103,7 +104,7 @@ pub struct NetWorkspace {
     spare: Vec<Merged>,
     mats: Vec<f32>,
     vecs: Vec<f32>,
-    lanes: LaneWorkspace,
+    lanes: LaneWorkspace<LANES>,
 }
 
 impl NetWorkspace {
@@ -358,7 +359,7 @@ impl Forward for Net {
         y_hat
     }
 
-    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`]); the single layer's query-only
+    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`], on the unit [`simd::current`]) ([`super::lanes`]); the single layer's query-only
     /// kernel one at a time.
     fn group_size(&self) -> usize {
         if self.query_only() {
@@ -369,7 +370,7 @@ impl Forward for Net {
     }
 
     fn group_gradient(&self, group: &Group, ws: &mut NetWorkspace, grads: &mut [Merged], loss: &mut f64) {
-        if self.query_only() || !self.lanes_gradient(group, &mut ws.lanes, grads, loss) {
+        if self.query_only() || !self.lanes_gradient(simd::current(), group, &mut ws.lanes, grads, loss) {
             tasks_gradient(self, group, ws, grads, loss);
         }
     }

@@ -16,6 +16,7 @@ pub mod lanes;
 pub mod merged;
 pub mod mlp;
 pub mod mlp_zoo;
+pub mod simd;
 pub mod softmax;
 pub mod zoo;
 

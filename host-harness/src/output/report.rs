@@ -221,6 +221,10 @@ pub struct Report<S, R> {
     pub verdict: Verdict,
     /// Wall time of the whole run in seconds.
     pub wall_seconds: f64,
+    /// The vector unit the training kernels ran on (`portable` or `avx2`, see `net::simd`): it changes the
+    /// times, never the results.
+    #[serde(default)]
+    pub simd: String,
     /// The files written beside the report.
     pub files: Vec<String>,
 }

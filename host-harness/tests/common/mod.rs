@@ -7,7 +7,7 @@ pub fn without_timings(mut v: Value) -> Value {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(m) => {
-                m.retain(|k, _| !k.contains("seconds") && k != "ms_per_step" && k != "threads");
+                m.retain(|k, _| !k.contains("seconds") && k != "ms_per_step" && k != "threads" && k != "simd");
                 m.values_mut().for_each(strip);
             }
             Value::Array(a) => a.iter_mut().for_each(strip),

@@ -28,6 +28,7 @@ fn a_report_round_trips_and_renders_its_checks() {
         checks,
         verdict: Verdict { passed: false, text: "DOES NOT".into() },
         wall_seconds: 1.0,
+        simd: "avx2".into(),
         files: vec!["a.csv".into()],
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,175 @@
+//! The vector unit training runs on, chosen at run time: the widest this CPU has ([`Simd::widest`]), or the one
+//! `DUALFORM_SIMD` names (`portable` or `avx2`; a unit the CPU lacks, or another name, is refused).
+//!
+//! The lane kernels of the deep and recurrent LSA models ([`super::lanes`]) are inlined to the bottom (the core's
+//! `*_inlined` kernels, no closures on the path), so one source is compiled twice: for the x86-64 baseline (SSE2,
+//! eight lanes in two 128-bit registers) and inside functions compiled for AVX2 (eight lanes in one 256-bit
+//! register), one per token width 2 to 17 so that the short loops are unrolled. Every lane performs its task's `f32`
+//! operations in the documented order with unfused IEEE arithmetic (Rust never contracts a multiply and an add into
+//! a fused one, and AVX2 does not imply FMA), so the bits of every task are the same on both units; only the speed
+//! differs. The tests compare both units with the task-by-task path, and `reproduce all --quick` on both.
+//!
+//! AVX-512 with sixteen lanes was tried and is not offered: LLVM vectorises the loops over a kernel's entries a
+//! second time, across entries, with gather instructions, and the deep-model step ran seven times slower than on
+//! AVX2 (docs/benchmarks.md). Softmax and attention-zoo models, and the single layer, still run the portable build.
+//!
+//! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
+//! it, which [`Simd::available`] checks at run time before every call.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A vector unit the training kernels can be compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Simd {
+    /// The x86-64 baseline (SSE2, 128 bits), or any other architecture's default build.
+    Portable,
+    /// AVX2 (256 bits).
+    Avx2,
+}
+
+impl Simd {
+    /// Every unit, narrowest first.
+    pub const ALL: [Simd; 2] = [Simd::Portable, Simd::Avx2];
+
+    /// The name `DUALFORM_SIMD` takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2",
+        }
+    }
+
+    /// Whether this CPU can run code compiled for the unit.
+    pub fn available(self) -> bool {
+        match self {
+            Simd::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The units this CPU has, narrowest first.
+    pub fn on_this_cpu() -> Vec<Simd> {
+        Self::ALL.into_iter().filter(|s| s.available()).collect()
+    }
+
+    /// The widest unit this CPU has.
+    pub fn widest() -> Simd {
+        Self::on_this_cpu().last().copied().unwrap_or(Simd::Portable)
+    }
+
+    /// The unit a name selects, if this CPU has it.
+    pub fn parse(name: &str) -> Result<Simd, String> {
+        let simd = Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name.trim())
+            .ok_or_else(|| format!("DUALFORM_SIMD must be portable or avx2 (got {name:?})"))?;
+        if !simd.available() {
+            return Err(format!("DUALFORM_SIMD={name}: this CPU has no {name} unit (it has {})", names()));
+        }
+        Ok(simd)
+    }
+}
+
+fn names() -> String {
+    Simd::on_this_cpu().iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// 0 until the first call of [`chosen`], then the chosen unit's index in [`Simd::ALL`] plus 1.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+/// The unit training runs on: `DUALFORM_SIMD` if set (an invalid value is an error), else the widest the CPU has.
+/// Read once per process.
+pub fn chosen() -> Result<Simd, String> {
+    if let Some(s) = from_index(CHOSEN.load(Ordering::Relaxed)) {
+        return Ok(s);
+    }
+    let simd = match std::env::var("DUALFORM_SIMD") {
+        Ok(name) => Simd::parse(&name)?,
+        Err(_) => Simd::widest(),
+    };
+    choose(simd)?;
+    Ok(simd)
+}
+
+/// The unit training runs on from now on in this process (the tests run every unit in turn). Refused when the CPU
+/// lacks it.
+pub fn choose(simd: Simd) -> Result<(), String> {
+    if !simd.available() {
+        return Err(format!("this CPU has no {} unit (it has {})", simd.name(), names()));
+    }
+    let index = Simd::ALL.iter().position(|&s| s == simd).unwrap_or(0);
+    CHOSEN.store(index as u8 + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn from_index(i: u8) -> Option<Simd> {
+    Simd::ALL.get(usize::from(i).checked_sub(1)?).copied()
+}
+
+/// The unit for a training step: [`chosen`], or the portable build if `DUALFORM_SIMD` is invalid (the commands
+/// check it first and stop with its message).
+pub fn current() -> Simd {
+    chosen().unwrap_or(Simd::Portable)
+}
+
+/// Work on the lanes ([`super::lanes::LANES`] tasks) for tokens of width `W` (0: the run-time width), for any `W`.
+/// `run` must be `#[inline(always)]`, and so must everything it calls on the lanes (no closures), so that the body
+/// is compiled for the unit of the function that calls it.
+pub trait InLanes {
+    /// What the work returns.
+    type Out;
+    /// The work at width `W`.
+    fn run<const W: usize>(self) -> Self::Out;
+}
+
+/// Calls `$unit::<_, W>(work)` with the token width `W` a constant for the widths 2 to 17 (the kernels' short loops
+/// unrolled, as the core's own width dispatch does), 0 otherwise.
+macro_rules! at_width {
+    ($unit:ident, $width:expr, $work:expr) => {
+        match $width {
+            2 => $unit::<_, 2>($work),
+            3 => $unit::<_, 3>($work),
+            4 => $unit::<_, 4>($work),
+            5 => $unit::<_, 5>($work),
+            6 => $unit::<_, 6>($work),
+            7 => $unit::<_, 7>($work),
+            8 => $unit::<_, 8>($work),
+            9 => $unit::<_, 9>($work),
+            10 => $unit::<_, 10>($work),
+            11 => $unit::<_, 11>($work),
+            12 => $unit::<_, 12>($work),
+            13 => $unit::<_, 13>($work),
+            14 => $unit::<_, 14>($work),
+            15 => $unit::<_, 15>($work),
+            16 => $unit::<_, 16>($work),
+            17 => $unit::<_, 17>($work),
+            _ => $unit::<_, 0>($work),
+        }
+    };
+}
+
+/// `work` for tokens of width `width`, compiled for `simd` (the portable build when this CPU lacks it).
+pub fn run<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx2 && simd.available() {
+        // SAFETY: `avx2` is compiled for AVX2, which `available` just found on this CPU.
+        return unsafe { at_width!(avx2, width, work) };
+    }
+    let _ = simd;
+    at_width!(portable, width, work)
+}
+
+#[inline(never)]
+fn portable<K: InLanes, const W: usize>(work: K) -> K::Out {
+    work.run::<W>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn avx2<K: InLanes, const W: usize>(work: K) -> K::Out {
+    work.run::<W>()
+}
