@@ -95,7 +95,9 @@ def main():
                 versions.add(v)
             print(f"round {r + 1}: {m}: " + ", ".join(f"{k} {t[-1]:.2f} ms" for k, t in times[m].items() if t),
                   file=sys.stderr)
-    print(f"machine: {machine()}; peers: {', '.join(sorted(versions))}; {a.threads} threads; batch 2048, d = N = 10\n")
+    unit = os.environ.get("DUALFORM_SIMD", "the widest this CPU has")
+    print(f"machine: {machine()}; peers: {', '.join(sorted(versions))}; {a.threads} threads; batch 2048, d = N = 10; "
+          f"dualform's vector unit (DUALFORM_SIMD): {unit}\n")
     print("| model | PyTorch (ms/step) | JAX (ms/step) | dualform (ms/step) | faster peer / dualform (median) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs) or "-"

@@ -106,6 +106,38 @@ pub struct TrainTiming {
     pub wall_seconds: f64,
     /// Milliseconds per step (`step_seconds` over the steps).
     pub ms_per_step: f64,
+    /// How the training loss ended.
+    #[serde(default)]
+    pub convergence: Convergence,
+}
+
+/// How training ended: the mean batch loss over the last tenth of the steps and over the tenth before it. A loss
+/// still falling between the two says that training had not converged when it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// Steps in a tenth of the run (at least 1).
+    pub tenth: u64,
+    /// Mean batch loss over the last tenth of the steps.
+    pub last_tenth: f64,
+    /// Mean batch loss over the tenth before it (NaN when the run was shorter than two steps).
+    pub previous_tenth: f64,
+}
+
+impl Convergence {
+    /// The relative change from the tenth before to the last tenth: negative while the loss still falls.
+    pub fn change(&self) -> f64 {
+        self.last_tenth / self.previous_tenth - 1.0
+    }
+
+    /// The change as a signed percentage, for tables ("-3.1%"), or "-" when there is none.
+    pub fn change_text(&self) -> String {
+        let c = self.change();
+        if c.is_finite() {
+            format!("{:+.1}%", 100.0 * c)
+        } else {
+            "-".into()
+        }
+    }
 }
 
 /// Trains `model` for `spec.steps` steps. After every step `on_step(step, &model, loss)` is called (1-based step);
@@ -121,11 +153,19 @@ pub fn train<M: Model>(
     let mut adam = AdamState::new(params.len());
     let mut step_time = Duration::ZERO;
     let start = Instant::now();
+    let tenth = (spec.steps / 10).max(1);
+    let (mut last, mut previous) = ((0.0f64, 0u64), (0.0f64, 0u64));
     for step in 0..spec.steps {
         let t0 = Instant::now();
         let (mut grad, loss) = batch_gradient(model, sampler, spec.seed, step, spec.batch);
         if !loss.is_finite() {
             return Err(HarnessError::NonFinite { step: step + 1 });
+        }
+        let from_end = spec.steps - step;
+        let tally = if from_end <= tenth { &mut last } else { &mut previous };
+        if from_end <= 2 * tenth {
+            tally.0 += loss;
+            tally.1 += 1;
         }
         clip_global_norm(&mut grad, spec.clip);
         adam.step(&mut params, &grad, &spec.adam);
@@ -138,5 +178,10 @@ pub fn train<M: Model>(
         step_seconds,
         wall_seconds: start.elapsed().as_secs_f64(),
         ms_per_step: step_seconds * 1e3 / spec.steps.max(1) as f64,
+        convergence: Convergence {
+            tenth,
+            last_tenth: last.0 / last.1 as f64,
+            previous_tenth: if previous.1 == 0 { f64::NAN } else { previous.0 / previous.1 as f64 },
+        },
     })
 }

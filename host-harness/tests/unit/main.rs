@@ -16,6 +16,7 @@ mod firmware_measure;
 mod firmware_qemu;
 mod fit_optim;
 mod fit_references;
+mod fit_train;
 mod judge_assess;
 mod judge_attribution;
 mod judge_baselines;

@@ -141,15 +141,31 @@ impl Tables for Results {
                 readout.row(vec![d.layers.to_string(), r.params.name.clone(), list(&r.readout)]);
             }
         }
-        let mut time =
-            Table::new("training", &["K", "steps x batch", "lr", "grad clip", "token clip", "ms/step", "seconds"]);
+        let mut time = Table::new(
+            "training (the batch loss over the last tenth of the steps, and its change from the tenth before: a loss \
+             still falling means training stopped before it converged)",
+            &[
+                "K",
+                "steps x batch",
+                "lr",
+                "grad clip",
+                "token clip",
+                "loss, last tenth",
+                "change from the tenth before",
+                "ms/step",
+                "seconds",
+            ],
+        );
         for d in &self.depths {
+            let c = d.timing.convergence;
             time.row(vec![
                 d.layers.to_string(),
                 format!("{} x {}", d.training.steps, d.training.batch),
                 format!("{}", d.training.adam.lr),
                 format!("{}", d.training.clip),
                 d.token_clip.map_or("none".into(), |c| c.to_string()),
+                format!("{:.4}", c.last_tenth),
+                c.change_text(),
                 format!("{:.2}", d.timing.ms_per_step),
                 format!("{:.1}", d.timing.step_seconds),
             ]);

@@ -157,7 +157,12 @@ impl Tables for Results {
             format!("{} x {}", lp.training.steps, lp.training.batch),
             format!("lr {}", lp.training.adam.lr),
             format!("clip {}", lp.training.clip),
-            format!("token clip {}", lp.token_clip.map_or("none".into(), |c| c.to_string())),
+            format!(
+                "token clip {}; loss over the last tenth {:.4}, {} from the tenth before",
+                lp.token_clip.map_or("none".into(), |c| c.to_string()),
+                lp.timing.convergence.last_tenth,
+                lp.timing.convergence.change_text()
+            ),
         ]);
         vec![t, u]
     }

@@ -1,0 +1,34 @@
+//! Unit tests of `fit::train` (`src/fit/train.rs`).
+
+use dualform::Update;
+use dualform_harness::fit::optim::AdamW;
+use dualform_harness::fit::train::{train, TrainSpec};
+use dualform_harness::model::Lsa;
+use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
+
+/// The convergence readout is the mean batch loss over the last tenth of the steps and over the tenth before,
+/// checked against the losses the run reports step by step (23 steps: tenths of 2, the last two steps and the two
+/// before them).
+#[test]
+fn the_convergence_readout_averages_the_last_two_tenths_of_the_batch_losses() {
+    let sampler = TaskSampler::new(3, 5, 1.0);
+    let mut model = Lsa::init(&mut stream_rng(1, streams::INIT), 4, 2, vec![0, 1], Update::residual()).unwrap();
+    let spec = TrainSpec { steps: 23, batch: 64, seed: 4, adam: AdamW::reference(1e-2), clip: 10.0 };
+    let mut losses = Vec::new();
+    let timing = train(&mut model, &sampler, &spec, |_, _, loss| {
+        losses.push(loss);
+        Ok(())
+    })
+    .unwrap();
+    let c = timing.convergence;
+    assert_eq!(c.tenth, 2);
+    assert_eq!(c.last_tenth, (losses[21] + losses[22]) / 2.0);
+    assert_eq!(c.previous_tenth, (losses[19] + losses[20]) / 2.0);
+    assert_eq!(c.change(), c.last_tenth / c.previous_tenth - 1.0);
+    assert_eq!(c.change_text(), format!("{:+.1}%", 100.0 * c.change()));
+    // One step: no tenth before the last.
+    let one = TrainSpec { steps: 1, ..spec };
+    let c = train(&mut model, &sampler, &one, |_, _, _| Ok(())).unwrap().convergence;
+    assert!(c.last_tenth.is_finite() && c.previous_tenth.is_nan());
+    assert_eq!(c.change_text(), "-");
+}
