@@ -109,6 +109,8 @@ struct GoldenArgs {
 }
 
 fn run(command: Command) -> Result<(), HarnessError> {
+    // The vector unit of the training kernels: an unknown or unavailable DUALFORM_SIMD stops every command here.
+    dualform_harness::net::simd::chosen().map_err(HarnessError::Usage)?;
     match command {
         Command::Reproduce { experiment, args } => {
             let all = experiment == "all";

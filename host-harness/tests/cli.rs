@@ -251,7 +251,8 @@ fn a_single_layer_at_d_24_and_n_48_runs_and_its_gd_reference_is_the_closed_form(
     assert!(out.join("single-layer/weights.safetensors").exists());
 }
 
-/// An unknown vector unit in `DUALFORM_SIMD` stops a run before it starts: exit 2, one line naming the variable.
+/// An unknown vector unit in `DUALFORM_SIMD` stops a run before it starts: exit 2, one line naming the variable;
+/// `inspect` too.
 #[test]
 fn an_unknown_vector_unit_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,4 +267,13 @@ fn an_unknown_vector_unit_is_a_usage_error() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("DUALFORM_SIMD") && err.contains("avx9"), "{err}");
     assert!(!out.exists(), "nothing written");
+    // The same for a command that trains no model of its own.
+    let o = Command::new(env!("CARGO_BIN_EXE_dualform"))
+        .args(["inspect", "no-such-file.safetensors"])
+        .env("DUALFORM_SIMD", "avx9")
+        .output()
+        .expect("the dualform binary runs");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("DUALFORM_SIMD"), "inspect checks the unit first: {err}");
 }
