@@ -218,51 +218,6 @@ impl<'w, T: Real> MergedRef<'w, T> {
         self.at::<W>().layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
     }
 
-    /// [`MergedRef::layer_forward`] with the width a compile-time constant `W` (0: the run-time width), inlined into
-    /// the caller, so that a caller compiled for a wider vector unit compiles the kernel for it too. `W` other than 0
-    /// and the view's width is a length error. The same operations as [`MergedRef::layer_forward`], the same bits.
-    #[inline(always)]
-    pub fn layer_forward_inlined<const W: usize>(
-        &self,
-        upd: &Update<T>,
-        ctx: &mut [T],
-        query: &mut [T],
-        cache: CacheMut<'_, T>,
-        u: &mut [T],
-    ) -> Result<(), Error> {
-        self.expect_width::<W>()?;
-        self.at::<W>().layer_forward_at(upd, ctx, query, cache, u)
-    }
-
-    /// [`MergedRef::layer_backward`] inlined at the compile-time width `W`, as
-    /// [`MergedRef::layer_forward_inlined`].
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    pub fn layer_backward_inlined<const W: usize>(
-        &self,
-        upd: &Update<T>,
-        cache: CacheRef<'_, T>,
-        ctx_in: &[T],
-        query_in: &[T],
-        g_ctx: &mut [T],
-        g_query: &mut [T],
-        grad: GradMut<'_, T>,
-        mats: &mut [T],
-        vecs: &mut [T],
-    ) -> Result<(), Error> {
-        self.expect_width::<W>()?;
-        self.at::<W>().layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
-    }
-
-    #[inline(always)]
-    fn expect_width<const W: usize>(&self) -> Result<(), Error> {
-        if W == 0 {
-            Ok(())
-        } else {
-            expect_len(self.e, W)
-        }
-    }
-
     /// The query's update `u = B z` with `z = sum_j e_j (e_j . A h)` over the tokens of `ctx`; `saved` (at least
     /// `2 e` values) receives `A h` and `z` for [`MergedRef::query_backward`].
     pub fn query_update(&self, ctx: &[T], h: &[T], u: &mut [T], saved: &mut [T]) -> Result<(), Error> {
