@@ -205,16 +205,33 @@ impl<const L: usize> Real for Lanes<L> {
     #[inline(always)]
     fn if_gt(self, other: Self, then: impl FnOnce() -> Self, otherwise: impl FnOnce() -> Self) -> Self {
         let gt: [bool; L] = core::array::from_fn(|i| self.0.get(i) > other.0.get(i));
-        if gt.iter().all(|&g| g) {
-            then()
-        } else if !gt.iter().any(|&g| g) {
-            otherwise()
-        } else {
-            let (a, b) = (then(), otherwise());
-            Self(core::array::from_fn(|i| {
-                if gt.get(i) == Some(&true) { a.0.get(i) } else { b.0.get(i) }.copied().unwrap_or(0.0)
-            }))
+        // Each closure has one call site, so that the compiler inlines it (a closure called from two places may be
+        // kept out of line, and then compiled for the baseline unit inside a caller built for a wider one).
+        let a = if gt.contains(&true) { Some(then()) } else { None };
+        let b = if gt.contains(&false) { Some(otherwise()) } else { None };
+        match (a, b) {
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (a, b) => {
+                let (a, b) = (a.unwrap_or(Self::ZERO), b.unwrap_or(Self::ZERO));
+                Self(core::array::from_fn(|i| {
+                    if gt.get(i) == Some(&true) { a.0.get(i) } else { b.0.get(i) }.copied().unwrap_or(0.0)
+                }))
+            }
         }
+    }
+    #[inline(always)]
+    fn pick_gt(self, other: Self, then: Self, otherwise: Self) -> Self {
+        let at = |v: &[f32; L], i: usize| v.get(i).copied().unwrap_or(0.0);
+        Self(core::array::from_fn(
+            |i| {
+                if at(&self.0, i) > at(&other.0, i) {
+                    at(&then.0, i)
+                } else {
+                    at(&otherwise.0, i)
+                }
+            },
+        ))
     }
     /// Zero in any lane.
     #[inline(always)]

@@ -79,6 +79,17 @@ pub trait Real:
         }
     }
 
+    /// `then` where `self > other`, else `otherwise`, per element: [`Real::if_gt`] for values already computed, with
+    /// no closures (a closure inlined in several places may be kept out of line, see `crate::lanes`).
+    #[inline(always)]
+    fn pick_gt(self, other: Self, then: Self, otherwise: Self) -> Self {
+        if self > other {
+            then
+        } else {
+            otherwise
+        }
+    }
+
     /// `self` where it is finite, else `alt()`, per element (see [`Real::if_gt`]).
     #[inline(always)]
     fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {

@@ -8,6 +8,7 @@
 use crate::features::{FeatureMap, SoftmaxFeatures};
 use crate::layer::{Layer, Update};
 use crate::linalg::{add_outer, matvec, matvec_acc, zeros};
+use crate::softmax_ref::max_sum_step;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
@@ -33,10 +34,8 @@ impl<T: Real, const DK: usize, const DV: usize, const H: usize> EfficientState<T
                     if !kf.is_finite() {
                         return Err(Error::NonFinite);
                     }
-                    // Per element (see `Real::if_gt`): the same choice as a branch, lane by lane.
-                    let (mm, ll) = (*mf, *lf);
-                    *lf = kf.if_gt(mm, || ll * (mm - kf).exp() + T::ONE, || ll + (kf - mm).exp());
-                    *mf = kf.if_gt(mm, || kf, || mm);
+                    // Per element: the same choice as a branch, lane by lane.
+                    (*mf, *lf) = max_sum_step(*mf, *lf, kf);
                 }
             }
             // Pass 2: S = sum_j v_j rho_k(k_j)^T.

@@ -32,8 +32,10 @@ pub fn token_backward<T: Real>(
 /// [`token_backward`] over a context whose keys and values were projected once by [`project`](super::project), with `weights` (`N`
 /// values) to keep the softmax weights between the passes: the same bits, with no projection and one exponential
 /// fewer per key. Errors: those of [`token_backward`], and [`Error::LengthMismatch`] for a projection of other
-/// widths, heads or length, or `weights` of another length.
+/// widths, heads or length, or `weights` of another length. Inlined into its caller, as is everything it calls
+/// (see [`token_update_projected`](super::token_update_projected)).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn token_backward_projected<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -53,6 +55,24 @@ pub fn token_backward_projected<T: Real>(
     token_backward_from(w, heads, Some(proj), ctx, h, g, grads, dh, g_ctx, weights, vecs)
 }
 
+/// Head `hd`'s key of context token `j` in `proj`, if there is one.
+#[inline(always)]
+fn stored_key<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Option<&'p [T]> {
+    match proj {
+        Some(p) => Some(p.key(hd, j)),
+        None => None,
+    }
+}
+
+/// Head `hd`'s value of context token `j` in `proj`, if there is one.
+#[inline(always)]
+fn stored_value<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Option<&'p [T]> {
+    match proj {
+        Some(p) => Some(p.value(hd, j)),
+        None => None,
+    }
+}
+
 /// A key or value read from a projection (`stored`), or projected from `tok` through `m` into `scratch`.
 #[inline(always)]
 fn or_project<'s, T: Real>(stored: Option<&'s [T]>, m: &[T], tok: &[T], scratch: &'s mut [T]) -> &'s [T] {
@@ -66,8 +86,9 @@ fn or_project<'s, T: Real>(stored: Option<&'s [T]>, m: &[T], tok: &[T], scratch:
 }
 
 /// [`token_backward`] with keys and values from `proj` when given (else projected token by token) and the weights
-/// kept in `weights` where it has room (else computed again).
+/// kept in `weights` where it has room (else computed again). No closures: see [`token_backward_projected`].
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn token_backward_from<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -101,7 +122,7 @@ fn token_backward_from<T: Real>(
         matvec(q, head.w_q, h);
         let mut acc = MaxSum::new();
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            acc.push(dot(q, or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k)) * c)?;
+            acc.push(dot(q, or_project(stored_key(proj, hd, j), head.w_k, tok, k)) * c)?;
         }
         st.copy_from_slice(&[acc.m, acc.l]);
     }
@@ -115,23 +136,23 @@ fn token_backward_from<T: Real>(
         // o = sum_j a_j v_j, in context order (each token's key, value and weight as in the first pass).
         o.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let a = (dot(q, or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k)) * c - m).exp() / l;
+            let a = (dot(q, or_project(stored_key(proj, hd, j), head.w_k, tok, k)) * c - m).exp() / l;
             if let Some(kept) = weights.get_mut(j) {
                 *kept = a;
             }
-            axpy(o, a, or_project(proj.map(|p| p.value(hd, j)), head.w_v, tok, v));
+            axpy(o, a, or_project(stored_value(proj, hd, j), head.w_v, tok, v));
         }
         add_outer(gh.p, g, o);
         matvec_t(g_o, head.p, g);
         let g_dot_o = dot(g_o, o);
         g_q.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let kj = or_project(proj.map(|p| p.key(hd, j)), head.w_k, tok, k);
+            let kj = or_project(stored_key(proj, hd, j), head.w_k, tok, k);
             let a = match weights.get(j) {
                 Some(&a) => a,
                 None => (dot(q, kj) * c - m).exp() / l,
             };
-            let vj = or_project(proj.map(|p| p.value(hd, j)), head.w_v, tok, v);
+            let vj = or_project(stored_value(proj, hd, j), head.w_v, tok, v);
             let g_s = a * (dot(g_o, vj) - g_dot_o);
             axpy(g_q, g_s * c, kj);
             for (d, &x) in g_k.iter_mut().zip(q.iter()) {
@@ -142,10 +163,10 @@ fn token_backward_from<T: Real>(
             }
             add_outer(gh.w_k, g_k, tok);
             add_outer(gh.w_v, g_v, tok);
-            if let Some(gj) = g_ctx.as_deref_mut().and_then(|gc| gc.get_mut(j * e..(j + 1) * e)) {
+            if let Some(gc) = g_ctx.as_deref_mut() {
                 matvec_t(de_k, head.w_k, g_k);
                 matvec_t(de_v, head.w_v, g_v);
-                for ((d, &x), &y) in gj.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
+                for ((d, &x), &y) in row_mut(gc, j, e).iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
                     *d += x + y;
                 }
             }
@@ -165,6 +186,7 @@ fn token_backward_from<T: Real>(
 /// Errors: lengths (see the module docs), [`Error::NonFinite`] (then `g_ctx`, `g_query` and `grads` may be partly
 /// updated).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn backward<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -193,57 +215,20 @@ pub fn backward<T: Real>(
     let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
     let c = logit_scale::<T>(w.dk);
     let Work { keys, values, g_keys, g_values, weights } = work;
-    // One token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`.
-    let mut token = |h: &[T], g: &mut [T], seen: usize, grads: &mut [HeadMut<'_, T>]| {
-        dh.copy_from_slice(g);
-        for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
-            let at = hd * n;
-            if seen == 0 {
-                continue;
-            }
-            let key = |j: usize| row(keys, at + j, w.dk);
-            matvec(q, head.w_q, h);
-            let mut acc = MaxSum::new();
-            for j in 0..seen {
-                acc.push(dot(q, key(j)) * c)?;
-            }
-            let weight = |q: &[T], k: &[T]| (dot(q, k) * c - acc.m).exp() / acc.l;
-            o.fill(T::ZERO);
-            for j in 0..seen {
-                let a = weight(q, key(j));
-                if let Some(kept) = weights.get_mut(j) {
-                    *kept = a;
-                }
-                axpy(o, a, row(values, at + j, w.dv));
-            }
-            add_outer(gh.p, g, o);
-            matvec_t(g_o, head.p, g);
-            let g_dot_o = dot(g_o, o);
-            g_q.fill(T::ZERO);
-            for j in 0..seen {
-                let (k, v) = (key(j), row(values, at + j, w.dv));
-                let a = match weights.get(j) {
-                    Some(&a) => a,
-                    None => weight(q, k),
-                };
-                let g_s = a * (dot(g_o, v) - g_dot_o) * c;
-                axpy(g_q, g_s, k);
-                axpy(row_mut(g_keys, at + j, w.dk), g_s, q);
-                axpy(row_mut(g_values, at + j, w.dv), a, g_o);
-            }
-            add_outer(gh.w_q, g_q, h);
-            matvec_t(de_k, head.w_q, g_q);
-            for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
-                *d += x;
-            }
-        }
-        g.copy_from_slice(dh);
-        Ok::<_, Error>(())
-    };
+    let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values, weights };
     for (t, (h, g)) in ctx.chunks_exact(e).zip(g_ctx.chunks_exact_mut(e)).enumerate() {
-        token(h, g, visible(mask, t, n).min(n), grads)?;
+        tok.run(
+            h,
+            g,
+            visible(mask, t, n).min(n),
+            grads,
+            [&mut *q, &mut *g_q],
+            [&mut *o, &mut *g_o],
+            [&mut *dh, &mut *de_k],
+        )?;
     }
-    token(query, g_query, n, grads)?;
+    tok.run(query, g_query, n, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
+    let (g_keys, g_values) = (&*tok.g_keys, &*tok.g_values);
     // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
     for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
         let at = hd * n;
@@ -259,4 +244,86 @@ pub fn backward<T: Real>(
         }
     }
     Ok(())
+}
+
+/// One token's part of [`backward`]: the layer's projected keys and values, their gradients (added to) and the
+/// kept weights.
+struct TokenBackward<'a, 'h, T> {
+    w: Widths,
+    heads: &'a [HeadRef<'h, T>],
+    n: usize,
+    c: T,
+    keys: &'a [T],
+    values: &'a [T],
+    g_keys: &'a mut [T],
+    g_values: &'a mut [T],
+    weights: &'a mut [T],
+}
+
+impl<T: Real> TokenBackward<'_, '_, T> {
+    /// The weight of key `k` for query `q` from the logits' maximum and sum.
+    #[inline(always)]
+    fn weight(&self, q: &[T], k: &[T], acc: MaxSum<T>) -> T {
+        (dot(q, k) * self.c - acc.m).exp() / acc.l
+    }
+
+    /// Token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`, and
+    /// the parameter gradients added into `grads` (`q, g_q`: key-width scratch, `o, g_o`: value-width, `dh, de`:
+    /// token-width).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run(
+        &mut self,
+        h: &[T],
+        g: &mut [T],
+        seen: usize,
+        grads: &mut [HeadMut<'_, T>],
+        [q, g_q]: [&mut [T]; 2],
+        [o, g_o]: [&mut [T]; 2],
+        [dh, de_k]: [&mut [T]; 2],
+    ) -> Result<(), Error> {
+        let (w, n, c) = (self.w, self.n, self.c);
+        dh.copy_from_slice(g);
+        for (hd, (head, gh)) in self.heads.iter().zip(grads.iter_mut()).enumerate() {
+            let at = hd * n;
+            if seen == 0 {
+                continue;
+            }
+            matvec(q, head.w_q, h);
+            let mut acc = MaxSum::new();
+            for j in 0..seen {
+                acc.push(dot(q, row(self.keys, at + j, w.dk)) * c)?;
+            }
+            o.fill(T::ZERO);
+            for j in 0..seen {
+                let a = self.weight(q, row(self.keys, at + j, w.dk), acc);
+                if let Some(kept) = self.weights.get_mut(j) {
+                    *kept = a;
+                }
+                axpy(o, a, row(self.values, at + j, w.dv));
+            }
+            add_outer(gh.p, g, o);
+            matvec_t(g_o, head.p, g);
+            let g_dot_o = dot(g_o, o);
+            g_q.fill(T::ZERO);
+            for j in 0..seen {
+                let (k, v) = (row(self.keys, at + j, w.dk), row(self.values, at + j, w.dv));
+                let a = match self.weights.get(j) {
+                    Some(&a) => a,
+                    None => self.weight(q, k, acc),
+                };
+                let g_s = a * (dot(g_o, v) - g_dot_o) * c;
+                axpy(g_q, g_s, k);
+                axpy(row_mut(self.g_keys, at + j, w.dk), g_s, q);
+                axpy(row_mut(self.g_values, at + j, w.dv), a, g_o);
+            }
+            add_outer(gh.w_q, g_q, h);
+            matvec_t(de_k, head.w_q, g_q);
+            for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
+                *d += x;
+            }
+        }
+        g.copy_from_slice(dh);
+        Ok(())
+    }
 }

@@ -52,11 +52,18 @@ impl<T: Real> MaxSum<T> {
         if !x.is_finite() {
             return Err(Error::NonFinite);
         }
-        let (m, l) = (self.m, self.l);
-        self.l = x.if_gt(m, || l * (m - x).exp() + T::ONE, || l + (x - m).exp());
-        self.m = x.if_gt(m, || x, || m);
+        (self.m, self.l) = max_sum_step(self.m, self.l, x);
         Ok(())
     }
+}
+
+/// The running maximum and sum `(m, l)` after finite logit `x`: `(x, l e^(m - x) + 1)` for a new maximum, else
+/// `(m, l + e^(x - m))`, per element, with one exponential (of `-|x - m|`; `m - x` and `x - m` are exact negatives),
+/// so that lanes that disagree do not compute both sides.
+#[inline(always)]
+pub(crate) fn max_sum_step<T: Real>(m: T, l: T, x: T) -> (T, T) {
+    let e = x.pick_gt(m, m - x, x - m).exp();
+    (x.pick_gt(m, x, m), x.pick_gt(m, l * e + T::ONE, l + e))
 }
 
 /// The running state of one-pass softmax: maximum `m`, normaliser `l` relative to `m`, and the weighted sum in
@@ -66,18 +73,20 @@ pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v:
     if !s.is_finite() {
         return Err(Error::NonFinite);
     }
-    // A new maximum rescales what was summed. Per element (a lane whose maximum stays scales by 1, which changes
-    // no finite value), and skipped when no element needs it.
+    // A new maximum rescales what was summed by `c = e^(old - s)` and takes weight `e^(s - s) = 1`; otherwise `c = 1`
+    // and the weight is `e^(s - old)`: one exponential of `-|s - old|` either way (per element; a lane whose maximum
+    // stays scales by 1, which changes no finite value, and the rescaling is skipped when no element needs it).
     let old = *m;
-    let c = s.if_gt(old, || (old - s).exp(), || T::ONE);
+    let e = s.pick_gt(old, old - s, s - old).exp();
+    let c = s.pick_gt(old, e, T::ONE);
     if c != T::ONE {
         for a in acc.iter_mut() {
             *a *= c;
         }
         *l *= c;
     }
-    *m = s.if_gt(old, || s, || old);
-    let w = (s - *m).exp();
+    *m = s.pick_gt(old, s, old);
+    let w = s.pick_gt(old, T::ONE, e);
     *l += w;
     axpy(acc, w, v);
     Ok(())
@@ -86,7 +95,7 @@ pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v:
 /// `acc /= l` where some term was added (`l > 0`; per element, see [`Real::if_gt`]).
 #[inline(always)]
 pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
-    let d = l.if_gt(T::ZERO, || l, || T::ONE);
+    let d = l.pick_gt(T::ZERO, l, T::ONE);
     if d != T::ONE {
         for a in acc.iter_mut() {
             *a /= d;
@@ -143,6 +152,13 @@ impl<T: Real> Pairs<T> for OnTheFly<'_, T> {
     }
 }
 
+/// The logit `scale q . k`. One whose unscaled dot product overflows but whose scaled value is finite is computed
+/// again with `q` scaled first (`qs`; only then, so ordinary logits keep their bits).
+#[inline(always)]
+fn logit<T: Real>(q: &[T], qs: &[T], k: &[T], scale: T) -> T {
+    (dot(q, k) * scale).finite_or(|| dot(qs, k))
+}
+
 /// `acc = sum_j softmax_j(scale q . k_j) v_j` over `pairs` (zeros for none), by the contract of
 /// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch.
 #[inline(always)]
@@ -157,14 +173,11 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     for (s, &x) in qs.iter_mut().zip(q) {
         *s = x * scale;
     }
-    // A logit whose unscaled dot product overflows but whose scaled value is finite: the dot again with `q` scaled
-    // first (only then, so ordinary logits keep their bits).
-    let logit = |k: &[T], qs: &[T]| (dot(q, k) * scale).finite_or(|| dot(qs, k));
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     acc.fill(T::ZERO);
     for j in 0..pairs.count() {
         let (k, v) = pairs.pair(j);
-        online_push(&mut m, &mut l, acc, logit(k, qs), v)?;
+        online_push(&mut m, &mut l, acc, logit(q, qs, k, scale), v)?;
     }
     online_finish(l, acc);
     if acc.iter().all(|v| v.is_finite()) {
@@ -194,7 +207,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
         for (d, &x) in vs.iter_mut().zip(v) {
             *d = x / s;
         }
-        online_push(&mut m, &mut l, acc, logit(k, qs), vs)?;
+        online_push(&mut m, &mut l, acc, logit(q, qs, k, scale), vs)?;
     }
     online_finish(l, acc);
     for a in acc.iter_mut() {
@@ -233,6 +246,11 @@ pub fn token_update<T: Real>(
 
 /// [`token_update`] over a context whose keys and values were projected once by [`project`] (the same bits).
 /// Errors: those of [`token_update`], and [`Error::LengthMismatch`] for a projection of other widths or heads.
+///
+/// Inlined into its caller, as is everything it calls (no closures on the path), so that a caller compiled for a
+/// wider vector unit runs it on that unit; so are [`project`], [`attention`], [`backward`] and
+/// [`token_backward_projected`].
+#[inline(always)]
 pub fn token_update_projected<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -254,6 +272,7 @@ pub fn token_update_projected<T: Real>(
 /// `u` = the update of token `h` over the first `seen` projected pairs, every head, logits scaled by `scale`
 /// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn update_projected<T: Real>(
     heads: &[HeadRef<'_, T>],
     proj: &Projection<'_, T>,
@@ -303,6 +322,7 @@ pub struct Work<'a, T> {
 impl<T: Real> Work<'_, T> {
     /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
     /// head's keys and values of `ctx`.
+    #[inline(always)]
     fn project(
         &mut self,
         w: Widths,
@@ -325,6 +345,7 @@ impl<T: Real> Work<'_, T> {
 /// are projected once into `work`. The contract of [`crate::softmax_attention_slices`].
 /// Errors: lengths (see the module docs), [`Error::NonFinite`], an invalid rule.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn attention<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -350,15 +371,13 @@ pub fn attention<T: Real>(
     let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
     let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
     let scale = logit_scale::<T>(w.dk);
-    let mut update = |h: &[T], seen: usize, u: &mut [T]| {
-        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])
-    };
     for (t, (h, out)) in ctx.chunks_exact(w.e.max(1)).zip(ctx_out.chunks_exact_mut(w.e.max(1))).enumerate() {
-        update(h, visible(mask, t, n).min(n), u)?;
+        let seen = visible(mask, t, n).min(n);
+        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])?;
         out.copy_from_slice(h);
         upd.apply_slice(out, u);
     }
-    update(query, n, u)?;
+    update_projected(heads, &proj, n, scale, query, u, [q, qs], [acc, vs])?;
     query_out.copy_from_slice(query);
     upd.apply_slice(query_out, u);
     Ok(())

@@ -21,6 +21,7 @@ impl<'a, T> Projection<'a, T> {
     /// The projection that [`project`] wrote into `keys` and `values` for `heads` heads of widths `w` over `n`
     /// tokens, read again: the lengths are checked, the contents are the caller's word.
     /// Errors: [`Error::LengthMismatch`] for buffers of other lengths.
+    #[inline(always)]
     pub fn written(w: Widths, heads: usize, n: usize, keys: &'a [T], values: &'a [T]) -> Result<Self, Error> {
         let entries = heads.saturating_mul(n);
         expect_len(entries.saturating_mul(w.dk), keys.len())?;
@@ -61,7 +62,9 @@ impl<'a, T> Projection<'a, T> {
 }
 
 /// Projects every head's keys and values of `ctx` (`N * e`) into `keys` (`H * N * dk`, head-major: head `h`'s token
-/// `j` at `(h * N + j) * dk..`) and `values` (`H * N * dv`). Errors: lengths (see the module docs).
+/// `j` at `(h * N + j) * dk..`) and `values` (`H * N * dv`). Errors: lengths (see the module docs). Inlined into
+/// its caller (see [`token_update_projected`](super::token_update_projected)).
+#[inline(always)]
 pub fn project<'a, T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
@@ -77,6 +80,7 @@ pub fn project<'a, T: Real>(
 }
 
 /// Checks the lengths of `keys` and `values` for `heads.len() * n` entries and writes the projections.
+#[inline(always)]
 pub(super) fn project_into<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],

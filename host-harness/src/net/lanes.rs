@@ -181,11 +181,24 @@ pub struct SoftmaxLanes {
 }
 
 impl SoftmaxNet {
-    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width: each task's
-    /// gradient from zero, added into `grads` task by task, layer by layer (the order of
-    /// [`super::tasks_gradient_from_zero`]). Returns false, having added nothing, when the group does not fit or some
-    /// lane meets a non-finite logit.
+    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width, on the vector
+    /// unit `simd` (the same bits on every unit): each task's gradient from zero, added into `grads` task by task,
+    /// layer by layer (the order of [`super::tasks_gradient_from_zero`]). Returns false, having added nothing, when
+    /// the group does not fit or some lane meets a non-finite logit.
     pub fn lanes_gradient(
+        &self,
+        simd: Simd,
+        group: &Group,
+        ws: &mut SoftmaxLanes,
+        grads: &mut [SoftmaxLayer],
+        loss: &mut f64,
+    ) -> bool {
+        simd::run_any_width(simd, SoftmaxGroup { net: self, group, ws, grads, loss })
+    }
+
+    /// [`SoftmaxNet::lanes_gradient`], inlined into the caller.
+    #[inline(always)]
+    fn lanes_gradient_in(
         &self,
         group: &Group,
         ws: &mut SoftmaxLanes,
@@ -233,6 +246,23 @@ impl SoftmaxNet {
             *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
         }
         true
+    }
+}
+
+/// One group's gradient of a [`SoftmaxNet`] as work on lanes ([`simd::InLanes`]; the widths are run-time ones).
+struct SoftmaxGroup<'a> {
+    net: &'a SoftmaxNet,
+    group: &'a Group,
+    ws: &'a mut SoftmaxLanes,
+    grads: &'a mut [SoftmaxLayer],
+    loss: &'a mut f64,
+}
+
+impl simd::InLanes for SoftmaxGroup<'_> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const W: usize>(self) -> bool {
+        self.net.lanes_gradient_in(self.group, self.ws, self.grads, self.loss)
     }
 }
 

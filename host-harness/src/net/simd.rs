@@ -11,7 +11,9 @@
 //!
 //! AVX-512 with sixteen lanes was tried and is not offered: LLVM vectorises the loops over a kernel's entries a
 //! second time, across entries, with gather instructions, and the deep-model step ran seven times slower than on
-//! AVX2 (docs/benchmarks.md). Softmax and attention-zoo models, and the single layer, still run the portable build.
+//! AVX2 (docs/benchmarks.md). The softmax models' lanes ([`super::lanes`], the core's `softmax_ref` kernels, likewise
+//! inlined whole) run on the chosen unit too, at run-time widths ([`run_any_width`]); the attention-zoo models and the
+//! single layer still run the portable build.
 //!
 //! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
 //! it, which [`Simd::available`] checks at run time before every call.
@@ -161,6 +163,18 @@ pub fn run<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
     }
     let _ = simd;
     at_width!(portable, width, work)
+}
+
+/// `work` compiled for `simd` once, for run-time widths only (`W = 0`): for kernels whose loops take their lengths at
+/// run time anyway (softmax layers), where one instance per width would only cost compile time.
+pub fn run_any_width<K: InLanes>(simd: Simd, work: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx2 && simd.available() {
+        // SAFETY: `avx2` is compiled for AVX2, which `available` just found on this CPU.
+        return unsafe { avx2::<K, 0>(work) };
+    }
+    let _ = simd;
+    portable::<K, 0>(work)
 }
 
 #[inline(never)]

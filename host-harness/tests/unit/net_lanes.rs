@@ -64,12 +64,13 @@ fn vector_units_are_named_and_other_names_refused() {
 }
 
 /// A softmax net's group in lanes against the same group task by task (a full group and a partial one, two layers,
-/// two context lengths): the same gradient bits and loss; and a lane with a non-finite input refuses the group.
+/// two context lengths), on every vector unit this CPU has: the same gradient bits and loss; and a lane with a
+/// non-finite input refuses the group.
 #[test]
-fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
+fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
     use dualform_harness::model::Softmax;
     use dualform_harness::net::SoftmaxLayer;
-    for (d, n) in [(10, 10), (4, 2)] {
+    for (simd, (d, n)) in Simd::on_this_cpu().into_iter().flat_map(|s| [(s, (10, 10)), (s, (4, 2))]) {
         let e = d + 1;
         let model = Softmax::init(&mut stream_rng(4, 0), e, 2);
         let net = model.net();
@@ -79,7 +80,7 @@ fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
             let (mut lanes, mut one) = (net.zero_grads(), net.zero_grads());
             let (mut loss_lanes, mut loss_one) = (0.5, 0.5);
             let mut ws = net.workspace(n);
-            assert!(net.lanes_gradient(group, &mut SoftmaxLanes::default(), &mut lanes, &mut loss_lanes));
+            assert!(net.lanes_gradient(simd, group, &mut SoftmaxLanes::default(), &mut lanes, &mut loss_lanes));
             tasks_gradient_from_zero(net, group, &mut ws, &mut one, &mut loss_one);
             // Through the trait, twice on one workspace: the second run reuses the lanes the first one kept.
             let (mut again, mut loss_again) = (net.zero_grads(), 0.5);
@@ -87,14 +88,15 @@ fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
             net.group_gradient(group, &mut ws, &mut again, &mut loss_again);
             let mut bad = group.clone();
             bad.ctx[(bad.count - 1) * n * e] = f32::NAN;
-            let refused = !net.lanes_gradient(&bad, &mut SoftmaxLanes::default(), &mut net.zero_grads(), &mut 0.0);
+            let refused =
+                !net.lanes_gradient(simd, &bad, &mut SoftmaxLanes::default(), &mut net.zero_grads(), &mut 0.0);
             out.push((group.count, lanes, one, again, [loss_lanes, loss_one, loss_again], refused));
         });
         let runs: Vec<_> = runs.into_iter().flatten().collect();
         assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [LANES, 3]);
         let bits = |g: &[SoftmaxLayer]| g.iter().flat_map(|l| l.params()).map(|v| v.to_bits()).collect::<Vec<_>>();
         for (count, lanes, one, again, losses, refused) in runs {
-            let at = format!("d {d}, {count} tasks");
+            let at = format!("{}, d {d}, {count} tasks", simd.name());
             assert_eq!(losses.map(f64::to_bits), [losses[1].to_bits(); 3], "{at}: loss");
             assert_eq!(bits(&lanes), bits(&one), "{at}: gradients");
             assert_eq!(bits(&again), bits(&one), "{at}: gradients through the trait");

@@ -224,14 +224,15 @@ impl Forward for SoftmaxNet {
         SoftmaxWorkspace::new(self.e, self.layers.len(), n)
     }
 
-    /// Training runs [`super::lanes::LANES`] tasks side by side ([`super::lanes`]).
+    /// Training runs [`super::lanes::LANES`] tasks side by side ([`super::lanes`], on the unit
+    /// [`super::simd::current`]).
     fn group_size(&self) -> usize {
         super::lanes::LANES
     }
 
     fn group_gradient(&self, group: &Group, ws: &mut SoftmaxWorkspace, grads: &mut [SoftmaxLayer], loss: &mut f64) {
         let mut lanes = ws.lanes.take().unwrap_or_default();
-        let done = self.lanes_gradient(group, &mut lanes, grads, loss);
+        let done = self.lanes_gradient(super::simd::current(), group, &mut lanes, grads, loss);
         ws.lanes = Some(lanes);
         if !done {
             super::tasks_gradient_from_zero(self, group, ws, grads, loss);

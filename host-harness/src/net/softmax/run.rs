@@ -3,9 +3,9 @@
 //! [`crate::net::lanes`] on eight tasks side by side (`Lanes<8>`).
 
 use super::{SoftmaxLayer, VectorsBuf, SOFTMAX_HEADS};
-use dualform::head_ref::Widths;
+use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
 use dualform::softmax_ref::{self, Projection, Work};
-use dualform::{Mask, Real, Update};
+use dualform::{Error, Mask, Real, Update};
 
 /// Per-task scratch of a [`SoftmaxNet`](super::SoftmaxNet) (`T = f32`), or of eight tasks in lanes (`T = Lanes<8>`, inside the
 /// `f32` one): the tokens after every application, token gradients, every head's projected keys and values and
@@ -79,7 +79,9 @@ impl<T: Real> SoftmaxWorkspace<T> {
 /// Runs every layer but the last on all tokens and the last on the query, from the input in `ws` (sized by
 /// [`SoftmaxWorkspace::fit`]); afterwards layer `k`'s output tokens are `ws.tokens[(k + 1) * stride..][..stride]` with
 /// `stride = (n + 1) * e` (for the last, only the query). False on a non-finite logit. Generic over the scalar:
-/// the `f32` net and eight tasks in lanes run this same code.
+/// the `f32` net and eight tasks in lanes run this same code. Inlined whole into its caller, no closures on the path
+/// (see [`crate::net::simd`]).
+#[inline(always)]
 pub(in crate::net) fn run_layers<T: Real>(
     layers: &[SoftmaxLayer<T>],
     e: usize,
@@ -96,14 +98,7 @@ pub(in crate::net) fn run_layers<T: Real>(
         let ok = if app + 1 == k {
             // The last layer updates the query only; its keys and values stay in `keys` and `values` for the
             // backward.
-            softmax_ref::project(layer.widths(), &hs, c_in, keys, values)
-                .and_then(|p| {
-                    softmax_ref::token_update_projected(layer.widths(), &hs, &p, q_in, u, &mut vecs.vectors())
-                })
-                .map(|()| {
-                    q_out.copy_from_slice(q_in);
-                    Update::residual().apply_slice(q_out, u);
-                })
+            last_forward(layer.widths(), &hs, c_in, q_in, q_out, keys, values, u, &mut vecs.vectors())
         } else {
             let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [] };
             let upd = Update::residual();
@@ -119,7 +114,8 @@ pub(in crate::net) fn run_layers<T: Real>(
 
 /// The backward of [`run_layers`] (which ran last on `ws`) from the gradient set by [`SoftmaxWorkspace::seed`]:
 /// each layer's parameter gradients added into `grads` (last layer first); afterwards `ws.grads[n * e..][..e]` is
-/// `dL/dh_query`. False on a non-finite logit.
+/// `dL/dh_query`. False on a non-finite logit. Inlined whole, as [`run_layers`].
+#[inline(always)]
 pub(in crate::net) fn backward_layers<T: Real>(
     layers: &[SoftmaxLayer<T>],
     e: usize,
@@ -142,24 +138,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
             // Only the query's output carries a gradient: the context's comes through keys and values alone
             // (projected by the forward, which ran this layer last).
             gc.fill(T::ZERO);
-            Projection::written(w, SOFTMAX_HEADS, n, keys, values)
-                .and_then(|p| {
-                    let ws = &mut *weights;
-                    softmax_ref::token_backward_projected(
-                        w,
-                        &hs,
-                        &p,
-                        c_in,
-                        q_in,
-                        gq,
-                        &mut gh,
-                        u,
-                        Some(gc),
-                        ws,
-                        &mut vecs,
-                    )
-                })
-                .map(|()| gq.copy_from_slice(u))
+            last_backward(w, &hs, [c_in, q_in], [gc, gq], &mut gh, [keys, values], weights, u, &mut vecs)
         } else {
             let mut work = Work { keys, values, g_keys, g_values, weights };
             softmax_ref::backward(w, &hs, Mask::Full, c_in, q_in, gc, gq, &mut gh, &mut work, &mut vecs)
@@ -169,4 +148,48 @@ pub(in crate::net) fn backward_layers<T: Real>(
         }
     }
     true
+}
+
+/// The last layer's forward: `q_out = q_in` updated over the context `c_in`, whose keys and values are projected into
+/// `keys` and `values` (kept for the backward); `u` is scratch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn last_forward<T: Real>(
+    w: Widths,
+    hs: &[HeadRef<'_, T>],
+    c_in: &[T],
+    q_in: &[T],
+    q_out: &mut [T],
+    keys: &mut [T],
+    values: &mut [T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    let p = softmax_ref::project(w, hs, c_in, keys, values)?;
+    softmax_ref::token_update_projected(w, hs, &p, q_in, u, vecs)?;
+    q_out.copy_from_slice(q_in);
+    Update::residual().apply_slice(q_out, u);
+    Ok(())
+}
+
+/// The last layer's backward over the keys and values [`last_forward`] kept: the query's output gradient `gq`
+/// becomes its input gradient, the context's is added into `gc`, the parameters' into `gh`; `u` is scratch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn last_backward<T: Real>(
+    w: Widths,
+    hs: &[HeadRef<'_, T>],
+    [c_in, q_in]: [&[T]; 2],
+    [gc, gq]: [&mut [T]; 2],
+    gh: &mut [HeadMut<'_, T>],
+    [keys, values]: [&[T]; 2],
+    weights: &mut [T],
+    u: &mut [T],
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    let n = c_in.len() / w.e.max(1);
+    let p = Projection::written(w, SOFTMAX_HEADS, n, keys, values)?;
+    softmax_ref::token_backward_projected(w, hs, &p, c_in, q_in, gq, gh, u, Some(gc), weights, vecs)?;
+    gq.copy_from_slice(u);
+    Ok(())
 }
