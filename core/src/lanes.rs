@@ -212,12 +212,7 @@ impl<const L: usize> Real for Lanes<L> {
         match (a, b) {
             (Some(a), None) => a,
             (None, Some(b)) => b,
-            (a, b) => {
-                let (a, b) = (a.unwrap_or(Self::ZERO), b.unwrap_or(Self::ZERO));
-                Self(core::array::from_fn(|i| {
-                    if gt.get(i) == Some(&true) { a.0.get(i) } else { b.0.get(i) }.copied().unwrap_or(0.0)
-                }))
-            }
+            (a, b) => self.pick_gt(other, a.unwrap_or(Self::ZERO), b.unwrap_or(Self::ZERO)),
         }
     }
     #[inline(always)]
