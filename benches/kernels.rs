@@ -177,6 +177,7 @@ fn train(c: &mut Criterion) {
     use dualform::Update;
     use dualform_harness::fit::train::{reference, train, TrainSpec};
     use dualform_harness::model::Lsa;
+    use dualform_harness::net::Attention;
     use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
     let mut group = c.benchmark_group("train");
     group.sample_size(20);
@@ -218,6 +219,17 @@ fn train(c: &mut Criterion) {
             black_box(train(&mut m, &sampler, &spec, |_, _, _| Ok(())).ok())
         })
     });
+    // The attention zoo's 2-layer models of the kinds that are not LSA or softmax (two heads per layer, every token
+    // updated by the first layer, the query by the second), on the zoo's linear task, learning rate 0.01.
+    for kind in [Attention::EluPlusOne, Attention::Performer, Attention::Efficient] {
+        let init = dualform_harness::model::Zoo::<11>::init(&mut stream_rng(0, streams::INIT), kind, 2);
+        group.bench_function(format!("step_batch_2048_d10_n10_zoo_{}_layers_2", kind.name()), |b| {
+            b.iter(|| {
+                let mut m = init.clone();
+                black_box(train(&mut m, &sampler, &spec, |_, _, _| Ok(())).ok())
+            })
+        });
+    }
     group.finish();
 }
 

@@ -82,10 +82,14 @@ impl<T: Real, const D: usize> FeatureVjp<T, D, D> for EluPlusOne {
 pub struct SoftmaxFeatures;
 
 impl<T: Real, const D: usize> FeatureMap<T, D, D> for SoftmaxFeatures {
+    #[inline(always)]
     fn map(&self, x: &[T; D]) -> [T; D] {
         let mut out = [T::ZERO; D];
         // Infallible here: an array of finite values has a finite max; NaN input propagates as NaN.
-        let m = x.iter().fold(-T::INFINITY, |m, &v| m.max(v));
+        let mut m = -T::INFINITY;
+        for &v in x {
+            m = m.max(v);
+        }
         let mut sum = T::ZERO;
         for (o, &xi) in out.iter_mut().zip(x.iter()) {
             *o = (xi - m).exp();
@@ -100,6 +104,7 @@ impl<T: Real, const D: usize> FeatureMap<T, D, D> for SoftmaxFeatures {
 
 /// With `p = phi(x)`: `p * (g - p . g)`.
 impl<T: Real, const D: usize> FeatureVjp<T, D, D> for SoftmaxFeatures {
+    #[inline(always)]
     fn vjp(&self, x: &[T; D], g: &[T; D]) -> [T; D] {
         let p = self.map(x);
         let pg = dot(&p, g);
@@ -135,6 +140,7 @@ impl<T: Real, const D: usize, const F: usize> PositiveRandomFeatures<T, D, F> {
 }
 
 impl<T: Real, const D: usize, const F: usize> FeatureMap<T, D, F> for PositiveRandomFeatures<T, D, F> {
+    #[inline(always)]
     fn map(&self, x: &[T; D]) -> [T; F] {
         let mut xs = *x;
         for v in xs.iter_mut() {
@@ -152,6 +158,7 @@ impl<T: Real, const D: usize, const F: usize> FeatureMap<T, D, F> for PositiveRa
 
 /// With `xs = s x` and `p = phi(x)`: `s sum_i g_i p_i (w_i - xs)` (the projection is fixed, not trained).
 impl<T: Real, const D: usize, const F: usize> FeatureVjp<T, D, F> for PositiveRandomFeatures<T, D, F> {
+    #[inline(always)]
     fn vjp(&self, x: &[T; D], g: &[T; F]) -> [T; D] {
         let p = self.map(x);
         let mut xs = *x;

@@ -24,10 +24,11 @@ use crate::attention::{AssociativeState, EfficientState, Normalise};
 use crate::backward::LayerGrad;
 use crate::features::{FeatureMap, FeatureVjp, SoftmaxFeatures};
 use crate::layer::Layer;
-use crate::linalg::{add_outer, axpy, dot, matvec, matvec_t, zeros};
+use crate::linalg::{add_outer, all_finite, axpy, dot, matvec, matvec_t, zeros};
 use crate::{Error, Real};
 use nalgebra::SMatrix;
 
+#[inline(always)]
 fn check_lengths<T, const E: usize>(
     ctx: &[[T; E]],
     tokens: &[[T; E]],
@@ -69,6 +70,7 @@ fn context_token<T: Real, const E: usize, const DK: usize, const DV: usize>(
 /// Errors: [`Error::LengthMismatch`] for mismatched slices; [`Error::ZeroNormaliser`] when a token's normaliser is
 /// zero or not finite under [`Normalise::Sum`] (then the gradients may be partly updated).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn linear_attention_backward<
     T,
     M,
@@ -123,7 +125,10 @@ where
             let g_o = matvec_t(&head.p, gt);
             let mut g_q;
             if sum {
-                let g_r = g_o.map(|x| x / den);
+                let mut g_r = g_o;
+                for x in g_r.iter_mut() {
+                    *x /= den;
+                }
                 let g_den = -dot(&g_o, &o) / den;
                 add_outer(&mut d_s, &g_r, &q);
                 axpy(&mut d_z, g_den, &q);
@@ -161,6 +166,7 @@ where
 /// Errors: [`Error::LengthMismatch`] for mismatched slices; [`Error::NonFinite`] for a non-finite key or query
 /// feature (then the gradients may be partly updated).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn efficient_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     ctx: &[[T; E]],
@@ -181,7 +187,7 @@ pub fn efficient_backward<T: Real, const E: usize, const DK: usize, const DV: us
         let mut d_s: SMatrix<T, DV, DK> = zeros();
         for ((h, gt), dh) in tokens.iter().zip(g.iter()).zip(g_tokens.iter_mut()) {
             let a = matvec(&head.w_q, h);
-            if a.iter().any(|v| !v.is_finite()) {
+            if !all_finite(&a) {
                 return Err(Error::NonFinite);
             }
             let q = SoftmaxFeatures.map(&a);

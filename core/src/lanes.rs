@@ -58,45 +58,41 @@ fn exp_lanes<const L: usize>(x: [f32; L]) -> [f32; L] {
     const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
     const P1: f32 = f32::from_bits(0x3e2a_aa8f);
     const P2: f32 = f32::from_bits(0xbb35_5215);
-    let at = |v: &[f32; L], i: usize| v.get(i).copied().unwrap_or(0.0);
-    let hx: [u32; L] = core::array::from_fn(|i| at(&x, i).to_bits() & 0x7fff_ffff);
-    let neg: [bool; L] = core::array::from_fn(|i| at(&x, i).is_sign_negative());
-    let h = |i: usize| hx.get(i).copied().unwrap_or(0);
-    let n = |i: usize| neg.get(i).copied().unwrap_or(false);
-    let k: [i32; L] = core::array::from_fn(|i| {
-        if h(i) > 0x3f85_1592 {
-            (INV_LN2 * at(&x, i) + if n(i) { -0.5 } else { 0.5 }) as i32
-        } else if h(i) > 0x3eb1_7218 {
-            if n(i) {
-                -1
-            } else {
-                1
-            }
-        } else {
-            0
-        }
-    });
-    let kk = |i: usize| k.get(i).copied().unwrap_or(0);
-    let out: [f32; L] = core::array::from_fn(|i| {
-        let (xi, kf) = (at(&x, i), kk(i) as f32);
+    // One loop over the lanes with no branch and no call in its body: every choice is a mask on the bits, so LLVM
+    // turns it into vector instructions wherever it is inlined.
+    let mask = |c: bool| (c as u32).wrapping_neg();
+    let pick = |m: u32, a: u32, b: u32| (a & m) | (b & !m);
+    let mut out = [0.0f32; L];
+    let mut rare = 0u32;
+    for (o, &xi) in out.iter_mut().zip(x.iter()) {
+        let h = xi.to_bits() & 0x7fff_ffff;
+        let neg = mask(xi.is_sign_negative());
+        let half = f32::from_bits(pick(neg, (-0.5f32).to_bits(), 0.5f32.to_bits()));
+        let rounded = (INV_LN2 * xi + half) as i32 as u32;
+        let one = pick(neg, (-1i32) as u32, 1);
+        let k = pick(mask(h > 0x3f85_1592), rounded, pick(mask(h > 0x3eb1_7218), one, 0)) as i32;
+        let kf = k as f32;
         let hi = xi - kf * LN2_HI;
         let lo = kf * LN2_LO;
         let r = hi - lo;
         let rr = r * r;
         let c = r - rr * (P1 + rr * P2);
         let y = 1.0 + (r * c / (2.0 - c) - lo + hi);
-        let scale = f32::from_bits(((127 + kk(i).clamp(-126, 127)) as u32) << 23);
-        if h(i) <= 0x3900_0000 {
-            1.0 + xi
-        } else if n(i) && h(i) >= 0x42cf_f1b5 && h(i) <= 0x7f80_0000 {
-            0.0
-        } else {
-            y * scale
+        let scale = f32::from_bits(((127 + k.clamp(-126, 127)) as u32) << 23);
+        let underflow = neg & mask(h >= 0x42cf_f1b5) & mask(h <= 0x7f80_0000);
+        let tiny = mask(h <= 0x3900_0000);
+        let general = pick(underflow, 0, (y * scale).to_bits());
+        *o = f32::from_bits(pick(tiny, (1.0 + xi).to_bits(), general));
+        rare |= mask(h >= 0x42ae_ac50) & !underflow;
+    }
+    if rare != 0 {
+        for (o, &xi) in out.iter_mut().zip(x.iter()) {
+            let h = xi.to_bits() & 0x7fff_ffff;
+            let underflow = xi.is_sign_negative() && (0x42cf_f1b5..=0x7f80_0000).contains(&h);
+            if h >= 0x42ae_ac50 && !underflow {
+                *o = <f32 as Real>::exp(xi);
+            }
         }
-    });
-    let rare = |i: usize| h(i) >= 0x42ae_ac50 && !(n(i) && h(i) >= 0x42cf_f1b5 && h(i) <= 0x7f80_0000);
-    if (0..L).any(rare) {
-        return core::array::from_fn(|i| if rare(i) { <f32 as Real>::exp(at(&x, i)) } else { at(&out, i) });
     }
     out
 }

@@ -66,6 +66,7 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     /// Written out rather than as `add_projection(&project(..))`: the same operations, but building the
     /// intermediate [`Projection`] cost 1% more instructions for the full layer and 7% for a streaming push on the
     /// Cortex-M4 (measured with `dualform firmware-report`).
+    #[inline(always)]
     pub fn add<M, const E: usize, const DK: usize>(
         &mut self,
         layer: &Layer<T, E, DK, DV, H>,
@@ -163,6 +164,7 @@ impl<T: Real, const F: usize, const DV: usize, const H: usize> AssociativeState<
     }
 
     /// The layer's update for token `h` from the current sums: `sum_heads P (S q) [/ (z . q)]`.
+    #[inline(always)]
     pub fn update<M, const E: usize, const DK: usize>(
         &self,
         layer: &Layer<T, E, DK, DV, H>,

@@ -7,7 +7,7 @@
 
 use crate::features::{FeatureMap, SoftmaxFeatures};
 use crate::layer::{Layer, Update};
-use crate::linalg::{add_outer, matvec, matvec_acc, zeros};
+use crate::linalg::{add_outer, all_finite, matvec, matvec_acc, zeros};
 use crate::softmax_ref::max_sum_step;
 use crate::{Error, Real};
 use nalgebra::SMatrix;
@@ -24,8 +24,9 @@ pub struct EfficientState<T: Real, const DK: usize, const DV: usize, const H: us
 
 impl<T: Real, const DK: usize, const DV: usize, const H: usize> EfficientState<T, DK, DV, H> {
     /// The two passes over `ctx` of every head. Errors: [`Error::NonFinite`] for a NaN or infinite key feature.
+    #[inline(always)]
     pub fn new<const E: usize>(layer: &Layer<T, E, DK, DV, H>, ctx: &[[T; E]]) -> Result<Self, Error> {
-        let mut st = Self { m: [[-T::INFINITY; DK]; H], l: [[T::ZERO; DK]; H], s: core::array::from_fn(|_| zeros()) };
+        let mut st = Self { m: [[-T::INFINITY; DK]; H], l: [[T::ZERO; DK]; H], s: [zeros(); H] };
         for (head, ((m, l), s)) in layer.heads.iter().zip(st.m.iter_mut().zip(st.l.iter_mut()).zip(st.s.iter_mut())) {
             // Pass 1: per-feature online max and sum of exponentials over positions.
             for e in ctx.iter() {
@@ -53,11 +54,12 @@ impl<T: Real, const DK: usize, const DV: usize, const H: usize> EfficientState<T
 
     /// The update `sum_heads P S rho_q(W_Q h)` of token `h` (heads in order). Errors: [`Error::NonFinite`] for a
     /// NaN or infinite query feature.
+    #[inline(always)]
     pub fn update<const E: usize>(&self, layer: &Layer<T, E, DK, DV, H>, h: &[T; E]) -> Result<[T; E], Error> {
         let mut u = [T::ZERO; E];
         for (head, s) in layer.heads.iter().zip(self.s.iter()) {
             let logits = matvec(&head.w_q, h);
-            if logits.iter().any(|v| !v.is_finite()) {
+            if !all_finite(&logits) {
                 return Err(Error::NonFinite);
             }
             let q = SoftmaxFeatures.map(&logits);

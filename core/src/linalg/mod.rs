@@ -27,6 +27,17 @@ pub mod slices;
 use crate::Real;
 use nalgebra::SMatrix;
 
+/// Whether every element of `x` is finite (in every lane): a plain loop, no closure, so that it inlines into a
+/// kernel compiled for a wider vector unit.
+#[inline(always)]
+pub fn all_finite<T: Real, const N: usize>(x: &[T; N]) -> bool {
+    let mut finite = true;
+    for v in x {
+        finite &= v.is_finite();
+    }
+    finite
+}
+
 /// `y += a * x`, element by element (two roundings per element; never fused).
 #[inline(always)]
 pub fn axpy<T: Real, const N: usize>(y: &mut [T; N], a: T, x: &[T; N]) {

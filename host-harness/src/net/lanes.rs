@@ -295,11 +295,24 @@ fn broadcast<const E: usize>(layer: &ZooLayer<E>) -> Layer<V, E, E, E, ZOO_HEADS
 }
 
 impl<const E: usize> ZooNet<E> {
-    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of width `E`: each task's
-    /// gradient from zero, added into `grads` task by task (the order of [`super::tasks_gradient_from_zero`]). Returns false,
-    /// having added nothing, when the group does not fit or some lane meets a kernel error (a non-finite logit, a zero
-    /// normaliser).
+    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of width `E`, on the vector unit
+    /// `simd` (the same bits on every unit): each task's gradient from zero, added into `grads` task by task (the
+    /// order of [`super::tasks_gradient_from_zero`]). Returns false, having added nothing, when the group does not
+    /// fit or some lane meets a kernel error (a non-finite logit, a zero normaliser).
     pub fn lanes_gradient(
+        &self,
+        simd: Simd,
+        group: &Group,
+        ws: &mut ZooLanes<E>,
+        grads: &mut [ZooLayer<E>],
+        loss: &mut f64,
+    ) -> bool {
+        simd::run_any_width(simd, ZooGroup { net: self, group, ws, grads, loss })
+    }
+
+    /// [`ZooNet::lanes_gradient`], inlined into the caller.
+    #[inline(always)]
+    fn lanes_gradient_in(
         &self,
         group: &Group,
         ws: &mut ZooLanes<E>,
@@ -341,5 +354,22 @@ impl<const E: usize> ZooNet<E> {
             *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
         }
         true
+    }
+}
+
+/// One group's gradient of a [`ZooNet`] as work on lanes ([`simd::InLanes`]; its width is the net's constant `E`).
+struct ZooGroup<'a, const E: usize> {
+    net: &'a ZooNet<E>,
+    group: &'a Group,
+    ws: &'a mut ZooLanes<E>,
+    grads: &'a mut [ZooLayer<E>],
+    loss: &'a mut f64,
+}
+
+impl<const E: usize> simd::InLanes for ZooGroup<'_, E> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const W: usize>(self) -> bool {
+        self.net.lanes_gradient_in(self.group, self.ws, self.grads, self.loss)
     }
 }

@@ -12,8 +12,9 @@
 //! AVX-512 with sixteen lanes was tried and is not offered: LLVM vectorises the loops over a kernel's entries a
 //! second time, across entries, with gather instructions, and the deep-model step ran seven times slower than on
 //! AVX2 (docs/benchmarks.md). The softmax models' lanes ([`super::lanes`], the core's `softmax_ref` kernels, likewise
-//! inlined whole) run on the chosen unit too, at run-time widths ([`run_any_width`]); the attention-zoo models and the
-//! single layer still run the portable build.
+//! inlined whole) and the attention-zoo models' (every kind: the feature maps, the associative sums, Efficient
+//! attention, their backward kernels, all inlined) run on the chosen unit too, at run-time widths
+//! ([`run_any_width`]); the single layer and the zoo's feature-map (`sine+mlp`) models still run the portable build.
 //!
 //! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
 //! it, which [`Simd::available`] checks at run time before every call.

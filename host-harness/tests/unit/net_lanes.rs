@@ -106,13 +106,14 @@ fn a_softmax_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit(
     }
 }
 
-/// Every attention kind of the zoo, one and two layers: a group in lanes against the same group task by task (a
-/// full group and a partial one), the same gradient bits and loss; a lane with a NaN refuses the group.
+/// Every attention kind of the zoo, one and two layers, on every vector unit of this CPU: a group in lanes against
+/// the same group task by task (a full group and a partial one), the same gradient bits and loss; a lane with a NaN
+/// refuses the group.
 #[test]
-fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
+fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
     use dualform_harness::model::Zoo;
     use dualform_harness::net::{Attention, ZooLayer};
-    fn check<const E: usize>(n: usize) {
+    fn check<const E: usize>(simd: Simd, n: usize) {
         let sampler = TaskSampler::new(E - 1, n, 1.0);
         for kind in Attention::ALL {
             for layers in [1, 2] {
@@ -123,13 +124,14 @@ fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
                     let (mut lanes, mut one, mut again) = (net.zero_grads(), net.zero_grads(), net.zero_grads());
                     let mut losses = [0.5; 3];
                     let mut ws = net.workspace(n);
-                    assert!(net.lanes_gradient(group, &mut ZooLanes::default(), &mut lanes, &mut losses[0]));
+                    assert!(net.lanes_gradient(simd, group, &mut ZooLanes::default(), &mut lanes, &mut losses[0]));
                     tasks_gradient_from_zero(net, group, &mut ws, &mut one, &mut losses[1]);
                     net.group_gradient(group, &mut ws, &mut net.zero_grads(), &mut 0.0);
                     net.group_gradient(group, &mut ws, &mut again, &mut losses[2]);
                     let mut bad = group.clone();
                     bad.query[0] = f32::NAN;
-                    let refused = !net.lanes_gradient(&bad, &mut ZooLanes::default(), &mut net.zero_grads(), &mut 0.0);
+                    let refused =
+                        !net.lanes_gradient(simd, &bad, &mut ZooLanes::default(), &mut net.zero_grads(), &mut 0.0);
                     out.push((group.count, lanes, one, again, losses, refused));
                 });
                 let runs: Vec<_> = runs.into_iter().flatten().collect();
@@ -142,7 +144,7 @@ fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
                         .collect::<Vec<_>>()
                 };
                 for (count, lanes, one, again, losses, refused) in runs {
-                    let at = format!("{} x {layers}, E {E}, N {n}, {count} tasks", kind.name());
+                    let at = format!("{} x {layers}, E {E}, N {n}, {count} tasks, {}", kind.name(), simd.name());
                     assert_eq!(losses.map(f64::to_bits), [losses[1].to_bits(); 3], "{at}: loss");
                     assert_eq!(bits(&lanes), bits(&one), "{at}: gradients");
                     assert_eq!(bits(&again), bits(&one), "{at}: gradients through the trait");
@@ -152,6 +154,8 @@ fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one() {
             }
         }
     }
-    check::<11>(10);
-    check::<5>(3);
+    for simd in Simd::on_this_cpu() {
+        check::<11>(simd, 10);
+        check::<5>(simd, 3);
+    }
 }

@@ -82,6 +82,7 @@ pub trait KindVisitor<T: Real, const E: usize> {
 impl Attention {
     /// Visits this kind's shape with its kernel: LSA is identity features with no normaliser, elu+1 and the
     /// Performer (its fixed projection `performer`) are feature maps with the sum normaliser.
+    #[inline(always)]
     pub fn dispatch<T: Real, const E: usize, V: KindVisitor<T, E>>(
         self,
         performer: &PositiveRandomFeatures<T, E, PERFORMER_FEATURES>,
@@ -105,6 +106,7 @@ pub struct ZooNet<const E: usize> {
     features: PositiveRandomFeatures<f32, E, PERFORMER_FEATURES>,
 }
 
+#[inline(always)]
 fn kernel_updates<T: Real, M: FeatureVjp<T, E, F>, const E: usize, const F: usize>(
     layer: &Layer<T, E, E, E, ZOO_HEADS>,
     phi: &M,
@@ -143,6 +145,7 @@ impl<T: Real> SoftmaxScratch<T> {
 }
 
 /// The widths and borrowed heads of a zoo layer, as the run-time softmax kernels take them.
+#[inline(always)]
 fn softmax_heads<T: Real, const E: usize>(
     layer: &Layer<T, E, E, E, ZOO_HEADS>,
 ) -> (Widths, [HeadRef<'_, T>; ZOO_HEADS]) {
@@ -159,6 +162,7 @@ pub(super) struct Stack<'a, T: Real, const E: usize> {
 
 impl<T: Real, const E: usize> Stack<'_, T, E> {
     /// The updates `u_t` of `tokens` attending over `ctx` through `layer` (the residual is the caller's).
+    #[inline(always)]
     fn updates(
         &self,
         layer: &Layer<T, E, E, E, ZOO_HEADS>,
@@ -173,6 +177,7 @@ impl<T: Real, const E: usize> Stack<'_, T, E> {
     /// `g_tokens[t] = dL/dh_t` through the residual and the query path, for `g[t] = dL/dh'_t`; the key and value
     /// paths are added into `g_ctx`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn layer_backward(
         &self,
         layer: &Layer<T, E, E, E, ZOO_HEADS>,
@@ -201,6 +206,7 @@ impl<T: Real, const E: usize> Stack<'_, T, E> {
     /// Runs every layer but the last on all tokens and the last on the query, from the input written through
     /// [`Stack::input`]; layer `k`'s output tokens are then `ws.tokens[(k + 1) * (n + 1)..][..n + 1]` (for the last,
     /// only the query). False on a kernel error (a non-finite logit, a zero normaliser).
+    #[inline(always)]
     pub(super) fn forward(&self, n: usize, ws: &mut Workspace<E, T>) -> bool {
         let stride = n + 1;
         let k = self.layers.len();
@@ -224,6 +230,7 @@ impl<T: Real, const E: usize> Stack<'_, T, E> {
     }
 
     /// The final query's last coordinate (`-y_hat`) after [`Stack::forward`].
+    #[inline(always)]
     pub(super) fn last(&self, n: usize, ws: &Workspace<E, T>) -> T {
         ws.tokens[(self.layers.len() + 1) * (n + 1) - 1][E - 1]
     }
@@ -231,6 +238,7 @@ impl<T: Real, const E: usize> Stack<'_, T, E> {
     /// The backward of [`Stack::forward`] (which ran last on `ws`) for the output gradient `g` of the final query's
     /// last coordinate: each layer's parameter gradients added into `grads`; afterwards `ws.grads[..n + 1]` holds
     /// `dL/d(input token)` (context, then query). `None` on a kernel error.
+    #[inline(always)]
     pub(super) fn backward(
         &self,
         n: usize,
@@ -351,7 +359,7 @@ impl<const E: usize> FixedForward<E> for ZooNet<E> {
 
     fn group_gradient(&self, group: &Group, ws: &mut Workspace<E>, grads: &mut [ZooLayer<E>], loss: &mut f64) -> bool {
         let mut lanes = ws.lanes.take().unwrap_or_default();
-        let done = self.lanes_gradient(group, &mut lanes, grads, loss);
+        let done = self.lanes_gradient(crate::net::simd::current(), group, &mut lanes, grads, loss);
         ws.lanes = Some(lanes);
         if !done {
             super::tasks_gradient_from_zero(self, group, ws, grads, loss);

@@ -20,10 +20,12 @@ pub(super) struct Updates<'a, T: Real, const E: usize> {
 impl<T: Real, const E: usize> KindVisitor<T, E> for Updates<'_, T, E> {
     type Output = Result<(), Error>;
 
+    #[inline(always)]
     fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
         kernel_updates(self.layer, phi, norm, self.ctx, self.tokens, self.out)
     }
 
+    #[inline(always)]
     fn efficient(self) -> Self::Output {
         let state = EfficientState::new(self.layer, self.ctx)?;
         for (h, o) in self.tokens.iter().zip(self.out.iter_mut()) {
@@ -32,6 +34,7 @@ impl<T: Real, const E: usize> KindVisitor<T, E> for Updates<'_, T, E> {
         Ok(())
     }
 
+    #[inline(always)]
     fn softmax(self) -> Self::Output {
         let (w, heads) = softmax_heads(self.layer);
         self.scratch.fit(w, self.ctx.len());
@@ -60,18 +63,21 @@ pub(super) struct LayerBackward<'a, T: Real, const E: usize> {
 impl<T: Real, const E: usize> KindVisitor<T, E> for LayerBackward<'_, T, E> {
     type Output = Result<(), Error>;
 
+    #[inline(always)]
     fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output {
         let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
         g_tokens.copy_from_slice(g);
         linear_attention_backward(layer, phi, norm, ctx, tokens, g, grad, g_ctx, g_tokens)
     }
 
+    #[inline(always)]
     fn efficient(self) -> Self::Output {
         let Self { layer, ctx, tokens, g, grad, g_ctx, g_tokens, .. } = self;
         g_tokens.copy_from_slice(g);
         efficient_backward(layer, ctx, tokens, g, grad, g_ctx, g_tokens)
     }
 
+    #[inline(always)]
     fn softmax(self) -> Self::Output {
         let (w, heads) = softmax_heads(self.layer);
         let mut gh = self.grad.heads.each_mut().map(HeadMut::from);
