@@ -28,10 +28,11 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let (a, b) = (a.get(..n).unwrap_or(a), b.get(..n).unwrap_or(b));
     let mut lanes = [T::ZERO; 4];
-    let ca = a.chunks_exact(4);
-    let cb = b.chunks_exact(4);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
+    // Arrays of four (`as_chunks`), not `chunks_exact(4)`: zipping two `ChunksExact` computes their lengths by
+    // division, and in a large caller LLVM may leave that constructor as a call (two divisions per dot product).
+    let (ca, ra) = a.as_chunks::<4>();
+    let (cb, rb) = b.as_chunks::<4>();
+    for (x, y) in ca.iter().zip(cb) {
         for ((l, &xi), &yi) in lanes.iter_mut().zip(x).zip(y) {
             *l += xi * yi;
         }
