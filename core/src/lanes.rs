@@ -43,6 +43,18 @@ impl<const L: usize> Lanes<L> {
     }
 }
 
+/// All ones where `c`, else zero: a choice as a bit mask.
+#[inline(always)]
+fn mask(c: bool) -> u32 {
+    (c as u32).wrapping_neg()
+}
+
+/// `a` where `m` is all ones, `b` where it is zero (bit by bit).
+#[inline(always)]
+fn pick(m: u32, a: u32, b: u32) -> u32 {
+    (a & m) | (b & !m)
+}
+
 /// `libm::expf` (0.2, FreeBSD's `e_expf.c`) of every lane, the same bits, with its branches turned into per-lane
 /// choices so that the lanes run as vector instructions: the reduction `x = k ln2 + r` (`k` from `x / ln2` rounded
 /// for `|x| > 1.5 ln2`, `+-1` down to `0.5 ln2`, `0` below; `k = 0` gives `hi = x`, `lo = 0` through the same
@@ -60,8 +72,6 @@ fn exp_lanes<const L: usize>(x: [f32; L]) -> [f32; L] {
     const P2: f32 = f32::from_bits(0xbb35_5215);
     // One loop over the lanes with no branch and no call in its body: every choice is a mask on the bits, so LLVM
     // turns it into vector instructions wherever it is inlined.
-    let mask = |c: bool| (c as u32).wrapping_neg();
-    let pick = |m: u32, a: u32, b: u32| (a & m) | (b & !m);
     let mut out = [0.0f32; L];
     let mut rare = 0u32;
     for (o, &xi) in out.iter_mut().zip(x.iter()) {
