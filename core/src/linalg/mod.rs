@@ -27,15 +27,10 @@ pub mod slices;
 use crate::Real;
 use nalgebra::SMatrix;
 
-/// Whether every element of `x` is finite (in every lane): a plain loop, no closure, so that it inlines into a
-/// kernel compiled for a wider vector unit.
+/// Whether every element of `x` is finite (in every lane; [`slices::all_finite`]).
 #[inline(always)]
 pub fn all_finite<T: Real, const N: usize>(x: &[T; N]) -> bool {
-    let mut finite = true;
-    for v in x {
-        finite &= v.is_finite();
-    }
-    finite
+    slices::all_finite(x)
 }
 
 /// `y += a * x`, element by element (two roundings per element; never fused).

@@ -11,6 +11,17 @@
 
 use crate::Real;
 
+/// Whether every element of `x` is finite (in every lane): a plain loop, no closure, so that it inlines into a
+/// kernel compiled for a wider vector unit.
+#[inline(always)]
+pub fn all_finite<T: Real>(x: &[T]) -> bool {
+    let mut finite = true;
+    for v in x {
+        finite &= v.is_finite();
+    }
+    finite
+}
+
 /// `y += a * x` over the common length (two roundings per element; never fused).
 #[inline(always)]
 pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {

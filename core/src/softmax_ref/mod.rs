@@ -13,7 +13,7 @@
 use crate::attention::visible;
 use crate::head_ref::{carve, check_heads, expect_len, row, HeadRef, Vectors, Widths};
 use crate::layer::{Mask, Update};
-use crate::linalg::slices::{axpy, dot, matvec, matvec_acc};
+use crate::linalg::slices::{all_finite, axpy, dot, matvec, matvec_acc};
 use crate::{Error, Real};
 
 mod backward;
@@ -180,7 +180,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
         online_push(&mut m, &mut l, acc, logit(q, qs, k, scale), v)?;
     }
     online_finish(l, acc);
-    if acc.iter().all(|v| v.is_finite()) {
+    if all_finite(acc) {
         return Ok(());
     }
     if T::LANES > 1 {
