@@ -5,7 +5,7 @@
 //! [`crate::backward::lsa_query_backward`], in the same order (a test holds both to the same bits).
 
 use crate::head_ref::{carve, check_grads, check_heads, expect_len, HeadMut, HeadRef, Vectors, Widths};
-use crate::linalg::slices::{add_outer, axpy, dot, matvec, matvec_acc, matvec_t};
+use crate::linalg::slices::{add_outer, axpy, chunk_pairs, dot, matvec, matvec_acc, matvec_t};
 use crate::{Error, Real};
 
 /// `S = sum_j (W_V e_j)(W_K e_j)^T` of one head over `ctx` into `map` (`dv x dk`), tokens in order; `k`, `v` scratch.
@@ -103,7 +103,7 @@ pub fn token_backward<T: Real>(
         add_outer(gh.w_v, gr, ca);
         add_outer(gh.w_k, q, cb);
         if let Some(gc) = g_ctx.as_deref_mut() {
-            for (gj, tok) in gc.chunks_exact_mut(e).zip(ctx.chunks_exact(e)) {
+            for (gj, tok) in chunk_pairs(gc, e, ctx, e) {
                 axpy(gj, dot(a, tok), b);
                 axpy(gj, dot(b, tok), a);
             }

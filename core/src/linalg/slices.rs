@@ -11,6 +11,39 @@
 
 use crate::Real;
 
+/// The pairs `(a[k m..(k + 1) m], b[k n..(k + 1) n])` for `k = 0, 1, ...` while both slices hold a whole chunk: what
+/// `a.chunks_exact_mut(m).zip(b.chunks_exact(n))` visits, without the two integer divisions with which that zip's
+/// constructor computes its length (LLVM kept the constructor out of line inside the kernels: a call and two
+/// divisions per matrix product or per token loop). Nothing when `m` or `n` is zero.
+#[inline(always)]
+pub fn chunk_pairs<'a, 'b, T>(a: &'a mut [T], m: usize, b: &'b [T], n: usize) -> ChunkPairs<'a, 'b, T> {
+    ChunkPairs { a, b, m, n }
+}
+
+/// The iterator of [`chunk_pairs`].
+#[derive(Debug)]
+pub struct ChunkPairs<'a, 'b, T> {
+    a: &'a mut [T],
+    b: &'b [T],
+    m: usize,
+    n: usize,
+}
+
+impl<'a, 'b, T> Iterator for ChunkPairs<'a, 'b, T> {
+    type Item = (&'a mut [T], &'b [T]);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.m == 0 || self.n == 0 {
+            return None;
+        }
+        let (x, a) = core::mem::take(&mut self.a).split_at_mut_checked(self.m)?;
+        let (y, b) = self.b.split_at_checked(self.n)?;
+        (self.a, self.b) = (a, b);
+        Some((x, y))
+    }
+}
+
 /// Whether every element of `x` is finite (in every lane): a plain loop, no closure, so that it inlines into a
 /// kernel compiled for a wider vector unit.
 #[inline(always)]
@@ -221,7 +254,7 @@ pub fn matmul<T: Real>(out: &mut [T], a: &[T], b: &[T], rows: usize, inner: usiz
         out.fill(T::ZERO);
         return;
     }
-    for (oc, bc) in out.chunks_exact_mut(rows).zip(b.chunks_exact(inner)) {
+    for (oc, bc) in chunk_pairs(out, rows, b, inner) {
         matvec(oc, a, bc);
     }
 }
@@ -236,7 +269,7 @@ pub fn matmul_tn<T: Real>(out: &mut [T], a: &[T], b: &[T], rows: usize, inner: u
         return;
     }
     transpose(at, a, inner, rows);
-    for (oc, bc) in out.chunks_exact_mut(rows).zip(b.chunks_exact(inner)) {
+    for (oc, bc) in chunk_pairs(out, rows, b, inner) {
         matvec_t_of_transpose(oc, at, bc);
     }
 }
@@ -253,7 +286,7 @@ pub fn matmul_nt<T: Real>(out: &mut [T], a: &[T], b: &[T], rows: usize, inner: u
     }
     let cols = out.len() / rows;
     transpose(bt, b, cols, inner);
-    for (oc, bc) in out.chunks_exact_mut(rows).zip(bt.chunks_exact(inner)) {
+    for (oc, bc) in chunk_pairs(out, rows, bt, inner) {
         matvec(oc, a, bc);
     }
 }

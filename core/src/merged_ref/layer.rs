@@ -4,7 +4,7 @@
 
 use crate::layer::Update;
 use crate::linalg::slices::{add_outer, gram, matmul, matmul_nt, matmul_tn, matvec};
-use crate::linalg::slices::{matvec_t_of_transpose, transpose};
+use crate::linalg::slices::{chunk_pairs, matvec_t_of_transpose, transpose};
 use crate::{Error, Real};
 
 use super::{expect_len, expect_room, token_count, CacheMut, CacheRef, GradMut, MergedRef};
@@ -196,7 +196,7 @@ impl<T: Real> MergedRef<'_, T> {
                 }
             }
         }
-        for (gj, tok) in g_ctx.chunks_exact_mut(e).zip(ctx_in.chunks_exact(e)) {
+        for (gj, tok) in chunk_pairs(g_ctx, e, ctx_in, e) {
             matvec(back, m3, tok);
             for (gi, v) in gj.iter_mut().zip(back.iter()) {
                 *gi += *v;

@@ -12,7 +12,7 @@
 //! operation; the tests of those modules hold both forms to the same bits.
 
 use crate::layer::Update;
-use crate::linalg::slices::{add_outer, axpy, dot, matvec, matvec_t};
+use crate::linalg::slices::{add_outer, axpy, chunk_pairs, dot, matvec, matvec_t};
 use crate::{Error, Real};
 
 mod layer;
@@ -369,7 +369,7 @@ impl<'w, T: Real> MergedRef<'w, T> {
         gather(ga, ctx, gz);
         add_outer(grad.a, ga, h);
         if let Some(gc) = g_ctx {
-            for (gj, tok) in gc.chunks_exact_mut(e).zip(ctx.chunks_exact(e)) {
+            for (gj, tok) in chunk_pairs(gc, e, ctx, e) {
                 axpy(gj, dot(tok, a), gz);
                 axpy(gj, dot(tok, gz), a);
             }

@@ -5,7 +5,7 @@ use super::{logit_scale, MaxSum};
 use crate::attention::visible;
 use crate::head_ref::{carve, check_grads, check_heads, expect_len, row, row_mut, HeadMut, HeadRef, Vectors, Widths};
 use crate::layer::Mask;
-use crate::linalg::slices::{add_outer, axpy, dot, matvec, matvec_t};
+use crate::linalg::slices::{add_outer, axpy, chunk_pairs, dot, matvec, matvec_t};
 use crate::{Error, Real};
 
 use super::{Projection, Work};
@@ -216,7 +216,7 @@ pub fn backward<T: Real>(
     let c = logit_scale::<T>(w.dk);
     let Work { keys, values, g_keys, g_values, weights } = work;
     let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values, weights };
-    for (t, (h, g)) in ctx.chunks_exact(e).zip(g_ctx.chunks_exact_mut(e)).enumerate() {
+    for (t, (g, h)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
         tok.run(
             h,
             g,
@@ -232,7 +232,7 @@ pub fn backward<T: Real>(
     // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
     for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
         let at = hd * n;
-        for (j, (tok, ge)) in ctx.chunks_exact(e).zip(g_ctx.chunks_exact_mut(e)).enumerate() {
+        for (j, (ge, tok)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
             let (gk, gv) = (row(g_keys, at + j, w.dk), row(g_values, at + j, w.dv));
             add_outer(gh.w_k, gk, tok);
             add_outer(gh.w_v, gv, tok);

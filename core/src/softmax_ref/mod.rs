@@ -13,7 +13,7 @@
 use crate::attention::visible;
 use crate::head_ref::{carve, check_heads, expect_len, row, HeadRef, Vectors, Widths};
 use crate::layer::{Mask, Update};
-use crate::linalg::slices::{all_finite, axpy, dot, matvec, matvec_acc};
+use crate::linalg::slices::{all_finite, axpy, chunk_pairs, dot, matvec, matvec_acc};
 use crate::{Error, Real};
 
 mod backward;
@@ -371,7 +371,7 @@ pub fn attention<T: Real>(
     let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
     let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
     let scale = logit_scale::<T>(w.dk);
-    for (t, (h, out)) in ctx.chunks_exact(w.e.max(1)).zip(ctx_out.chunks_exact_mut(w.e.max(1))).enumerate() {
+    for (t, (out, h)) in chunk_pairs(ctx_out, w.e, ctx, w.e).enumerate() {
         let seen = visible(mask, t, n).min(n);
         update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])?;
         out.copy_from_slice(h);

@@ -196,6 +196,32 @@ fn helper_contracts_hold_at_their_edges() {
     assert!(phi[0] > 0.0 && phi[1] == 0.0, "{phi:?}");
 }
 
+/// `chunk_pairs` visits exactly the pairs `a.chunks_exact_mut(m).zip(b.chunks_exact(n))` visits, stopping at the
+/// shorter side, and nothing for a zero chunk size (where `chunks_exact` would panic).
+#[test]
+fn chunk_pairs_visit_what_a_zip_of_exact_chunks_visits() {
+    use dualform::linalg::slices::chunk_pairs;
+    let b: Vec<u32> = (100..117).collect();
+    for (len_a, m, n) in [(12, 3, 4), (12, 3, 5), (7, 2, 3), (0, 2, 3), (5, 6, 1), (9, 3, 0), (9, 0, 3), (20, 1, 1)] {
+        let mut a: Vec<u32> = (0..len_a).collect();
+        let mut want = a.clone();
+        let expected: Vec<(Vec<u32>, Vec<u32>)> = if m == 0 || n == 0 {
+            Vec::new()
+        } else {
+            want.chunks_exact_mut(m).zip(b.chunks_exact(n)).map(|(x, y)| (x.to_vec(), y.to_vec())).collect()
+        };
+        let got: Vec<(Vec<u32>, Vec<u32>)> = chunk_pairs(&mut a, m, &b, n)
+            .map(|(x, y)| {
+                x.iter_mut().for_each(|v| *v += 1000);
+                (x.iter().map(|v| v - 1000).collect(), y.to_vec())
+            })
+            .collect();
+        assert_eq!(got, expected, "a of {len_a}, chunks of {m} and {n}");
+        let touched = expected.len() * m;
+        assert!(a.iter().take(touched).all(|&v| v >= 1000) && a.iter().skip(touched).all(|&v| v < 1000));
+    }
+}
+
 /// A stack over an empty context returns at once at a fixed point, whatever the number of repeats, with every
 /// readout row filled; a non-empty context still runs every application.
 #[test]
