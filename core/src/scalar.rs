@@ -48,9 +48,9 @@ pub trait Real:
     fn abs(self) -> Self;
     /// `true` unless NaN or infinite.
     fn is_finite(self) -> bool;
-    /// The larger of two values; if one is NaN, the other is returned (IEEE `maxNum`, by `libm`).
+    /// The larger of two values; if one is NaN, the other is returned (IEEE `maxNum`, `libm`'s rule).
     fn max(self, other: Self) -> Self;
-    /// The smaller of two values; if one is NaN, the other is returned (IEEE `minNum`, by `libm`).
+    /// The smaller of two values; if one is NaN, the other is returned (IEEE `minNum`, `libm`'s rule).
     fn min(self, other: Self) -> Self;
 
     /// `self` clamped to `[-c, c]` by comparisons, not `max`/`min`: a NaN stays NaN (IEEE `maxNum` would replace it
@@ -124,7 +124,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $exp:path, $ln:path, $cos:path, $sqrt:path, $abs:path, $max:path, $min:path) => {
+    ($t:ty, $exp:path, $ln:path, $cos:path, $sqrt:path, $abs:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -158,13 +158,26 @@ macro_rules! impl_real {
             fn abs(self) -> Self {
                 $abs(self)
             }
+            // `libm`'s `fmax`/`fmin` rule (its generic `maxNum`/`minNum`: the other value if one is NaN, else the
+            // larger/smaller; on a tie `self` for the maximum, `other` for the minimum, so `min(-0, +0)` is `+0`),
+            // written here so that it inlines: `libm`'s function was called out of
+            // line, compiled for the baseline unit, inside kernels built for a wider one. `libm` multiplies the
+            // result by one to quieten a signalling NaN; nothing here depends on NaN payloads.
             #[inline(always)]
             fn max(self, other: Self) -> Self {
-                $max(self, other)
+                if self.is_nan() || self < other {
+                    other
+                } else {
+                    self
+                }
             }
             #[inline(always)]
             fn min(self, other: Self) -> Self {
-                $min(self, other)
+                if other.is_nan() || self < other {
+                    self
+                } else {
+                    other
+                }
             }
             #[inline(always)]
             fn is_finite(self) -> bool {
@@ -174,5 +187,28 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, libm::expf, libm::logf, libm::cosf, libm::sqrtf, libm::fabsf, libm::fmaxf, libm::fminf);
-impl_real!(f64, libm::exp, libm::log, libm::cos, libm::sqrt, libm::fabs, libm::fmax, libm::fmin);
+impl_real!(f32, libm::expf, libm::logf, libm::cosf, libm::sqrtf, libm::fabsf);
+impl_real!(f64, libm::exp, libm::log, libm::cos, libm::sqrt, libm::fabs);
+
+#[cfg(test)]
+mod tests {
+    use super::Real;
+
+    /// `max`/`min` give `libm`'s `fmax`/`fmin` bits, signed zeros, infinities and NaN included.
+    #[test]
+    fn max_and_min_are_libms_bit_for_bit() {
+        let specials = [0.0f32, -0.0, 1.0, -1.0, 2.5, -3.75, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, -1e-40];
+        for &x in &specials {
+            for &y in &specials {
+                let (mx, mn) = (<f32 as Real>::max(x, y), <f32 as Real>::min(x, y));
+                let (lx, ln) = (libm::fmaxf(x, y), libm::fminf(x, y));
+                assert!(mx.to_bits() == lx.to_bits() || (mx.is_nan() && lx.is_nan()), "max({x}, {y})");
+                assert!(mn.to_bits() == ln.to_bits() || (mn.is_nan() && ln.is_nan()), "min({x}, {y})");
+                let (x, y) = (f64::from(x), f64::from(y));
+                let (mx, mn) = (<f64 as Real>::max(x, y), <f64 as Real>::min(x, y));
+                assert!(mx.to_bits() == libm::fmax(x, y).to_bits() || mx.is_nan(), "max({x}, {y})");
+                assert!(mn.to_bits() == libm::fmin(x, y).to_bits() || mn.is_nan(), "min({x}, {y})");
+            }
+        }
+    }
+}
