@@ -51,6 +51,34 @@ fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
     }
 }
 
+/// One lane workspace reused across nets of the same shape (as a thread reuses it across a batch's groups, and a
+/// caller may across steps): each call gives its own net's gradient bits, those of a fresh workspace.
+#[test]
+fn a_lane_workspace_reused_across_nets_gives_each_nets_own_gradient() {
+    let (d, n) = (10, 10);
+    let mut rng = stream_rng(4, 0);
+    let models: Vec<Lsa> =
+        (0..2).map(|_| Lsa::init(&mut rng, d + 1, 2, vec![0, 1], Update::residual()).unwrap()).collect();
+    let sampler = TaskSampler::new(d, n, 1.0);
+    let bits = |g: &[Merged]| g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect::<Vec<_>>();
+    let checked = sampler.par_groups(6, 0, LANES, LANES, || 0, |checked, group| {
+        for simd in Simd::on_this_cpu() {
+            let mut shared = LaneWorkspace::default();
+            for i in [0, 1, 1, 0] {
+                let net = models[i].net();
+                let (mut reused, mut fresh) = (net.zero_grads(), net.zero_grads());
+                let (mut loss_reused, mut loss_fresh) = (0.0, 0.0);
+                assert!(net.lanes_gradient(simd, group, &mut shared, &mut reused, &mut loss_reused));
+                assert!(net.lanes_gradient(simd, group, &mut LaneWorkspace::default(), &mut fresh, &mut loss_fresh));
+                assert_eq!(bits(&reused), bits(&fresh), "{}, net {i}", simd.name());
+                assert_eq!(loss_reused.to_bits(), loss_fresh.to_bits());
+                *checked += 1;
+            }
+        }
+    });
+    assert_eq!(checked.iter().sum::<usize>(), 4 * Simd::on_this_cpu().len());
+}
+
 /// `DUALFORM_SIMD` names: the units, and a clear refusal of any other name.
 #[test]
 fn vector_units_are_named_and_other_names_refused() {
