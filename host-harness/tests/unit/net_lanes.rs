@@ -6,7 +6,7 @@ use dualform_harness::net::lanes::*;
 use dualform_harness::net::merged::Merged;
 use dualform_harness::net::simd::Simd;
 use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, Forward};
-use dualform_harness::tasks::{stream_rng, TaskSampler};
+use dualform_harness::tasks::{stream_rng, Group, TaskSampler};
 
 /// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits and
 /// the same loss, for distinct clipped layers and for one damped layer looped three times, on every vector unit
@@ -60,23 +60,29 @@ fn a_lane_workspace_reused_across_nets_gives_each_nets_own_gradient() {
     let models: Vec<Lsa> =
         (0..2).map(|_| Lsa::init(&mut rng, d + 1, 2, vec![0, 1], Update::residual()).unwrap()).collect();
     let sampler = TaskSampler::new(d, n, 1.0);
-    let bits = |g: &[Merged]| g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect::<Vec<_>>();
-    let checked = sampler.par_groups(6, 0, LANES, LANES, || 0, |checked, group| {
-        for simd in Simd::on_this_cpu() {
-            let mut shared = LaneWorkspace::default();
-            for i in [0, 1, 1, 0] {
-                let net = models[i].net();
-                let (mut reused, mut fresh) = (net.zero_grads(), net.zero_grads());
-                let (mut loss_reused, mut loss_fresh) = (0.0, 0.0);
-                assert!(net.lanes_gradient(simd, group, &mut shared, &mut reused, &mut loss_reused));
-                assert!(net.lanes_gradient(simd, group, &mut LaneWorkspace::default(), &mut fresh, &mut loss_fresh));
-                assert_eq!(bits(&reused), bits(&fresh), "{}, net {i}", simd.name());
-                assert_eq!(loss_reused.to_bits(), loss_fresh.to_bits());
-                *checked += 1;
-            }
-        }
-    });
+    let checked = sampler.par_groups(6, 0, LANES, LANES, || 0, |checked, group| *checked += reuse(&models, group));
     assert_eq!(checked.iter().sum::<usize>(), 4 * Simd::on_this_cpu().len());
+}
+
+/// The gradients of `models` 0, 1, 1, 0 on `group` through one shared workspace against a fresh one each, on every
+/// unit: the number of comparisons.
+fn reuse(models: &[Lsa], group: &Group) -> usize {
+    let bits = |g: &[Merged]| g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect::<Vec<_>>();
+    let mut checked = 0;
+    for simd in Simd::on_this_cpu() {
+        let mut shared = LaneWorkspace::default();
+        for i in [0, 1, 1, 0] {
+            let net = models[i].net();
+            let (mut reused, mut fresh) = (net.zero_grads(), net.zero_grads());
+            let (mut loss_reused, mut loss_fresh) = (0.0, 0.0);
+            assert!(net.lanes_gradient(simd, group, &mut shared, &mut reused, &mut loss_reused));
+            assert!(net.lanes_gradient(simd, group, &mut LaneWorkspace::default(), &mut fresh, &mut loss_fresh));
+            assert_eq!(bits(&reused), bits(&fresh), "{}, net {i}", simd.name());
+            assert_eq!(loss_reused.to_bits(), loss_fresh.to_bits());
+            checked += 1;
+        }
+    }
+    checked
 }
 
 /// `DUALFORM_SIMD` names: the units, and a clear refusal of any other name.
