@@ -245,6 +245,16 @@ impl<const L: usize> Real for Lanes<L> {
         }
         Self(out)
     }
+    /// Both sides in every lane, then each lane's own (see the trait).
+    #[inline(always)]
+    fn elu_plus_one(self) -> Self {
+        self.pick_gt(Self::ZERO, self + Self::ONE, self.exp())
+    }
+    /// Both sides in every lane, then each lane's own (see the trait).
+    #[inline(always)]
+    fn elu_plus_one_vjp(self, g: Self) -> Self {
+        self.pick_gt(Self::ZERO, g, g * self.exp())
+    }
     /// Zero in any lane.
     #[inline(always)]
     fn has_zero(self) -> bool {

@@ -90,6 +90,29 @@ pub trait Real:
         }
     }
 
+    /// `self + 1` where `self > 0`, else `exp(self)`, per element: elu+1 ([`crate::features::EluPlusOne`]), with no
+    /// closures. A scalar computes only the side it takes; lanes compute both (one vector exponential) and pick per
+    /// lane ([`Real::pick_gt`]), the same bits.
+    #[inline(always)]
+    fn elu_plus_one(self) -> Self {
+        if self > Self::ZERO {
+            self + Self::ONE
+        } else {
+            self.exp()
+        }
+    }
+
+    /// `g` where `self > 0`, else `g exp(self)`, per element: `g` times the derivative of
+    /// [`Real::elu_plus_one`] at `self`, computed as that method is.
+    #[inline(always)]
+    fn elu_plus_one_vjp(self, g: Self) -> Self {
+        if self > Self::ZERO {
+            g
+        } else {
+            g * self.exp()
+        }
+    }
+
     /// `self` where it is finite, else `alt()`, per element (see [`Real::if_gt`]).
     #[inline(always)]
     fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {
