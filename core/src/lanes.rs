@@ -29,10 +29,11 @@ impl<const L: usize> Lanes<L> {
         Self([v; L])
     }
 
-    // Lane-wise operations update a copy of the array in place, in a loop over slice iterators (which inline whole).
-    // Not `array::from_fn`: LLVM left its inner `try_from_fn` out of line, compiled for the baseline unit even inside
-    // a function built for a wider one (a call, two 128-bit halves and a store-forwarding stall per lane-wise
-    // addition: a tenth of the two-layer training step on AVX2).
+    // The arithmetic is an index loop over a copy of the array (`i < L`: no bounds check is left). Not
+    // `array::from_fn`: LLVM left its inner `try_from_fn` out of line, compiled for the baseline unit even inside a
+    // function built for a wider one (a call, two 128-bit halves and a store-forwarding stall per lane-wise addition:
+    // a tenth of the two-layer training step on AVX2). Not a loop over zipped iterators either: LLVM scalarised it
+    // (the two-layer step three times slower).
     #[inline(always)]
     #[allow(clippy::needless_range_loop, clippy::indexing_slicing)] // `i < L`
     fn map(self, f: impl Fn(f32) -> f32) -> Self {

@@ -183,9 +183,9 @@ macro_rules! impl_real {
             }
             // `libm`'s `fmax`/`fmin` rule (its generic `maxNum`/`minNum`: the other value if one is NaN, else the
             // larger/smaller; on a tie `self` for the maximum, `other` for the minimum, so `min(-0, +0)` is `+0`),
-            // written here so that it inlines: `libm`'s function was called out of
-            // line, compiled for the baseline unit, inside kernels built for a wider one. `libm` multiplies the
-            // result by one to quieten a signalling NaN; nothing here depends on NaN payloads.
+            // written here so that it inlines: `libm`'s function was called out of line, compiled for the baseline
+            // unit, inside kernels built for a wider one. `libm` multiplies the result by one to quieten a
+            // signalling NaN; nothing here depends on NaN payloads.
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 if self.is_nan() || self < other {
