@@ -1,25 +1,25 @@
 //! Training gradients with [`LANES`] tasks side by side: the core's kernels instantiated on [`Lanes`] (a [`Net`]'s
-//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]; a [`ZooNet`]'s
-//! layers of every attention kind), tokens stored
-//! lane-minor (coordinate `i` of every task in one vector), the weights broadcast to every lane. Lane `l` performs
-//! exactly the `f32` kernel's operations on task `l` (the core's tests hold the lanes to those bits), and each
-//! task's gradient is added to the sum in the order the one-task path adds it (task by task; for a `Net`
-//! applications last to first, for the others each task's gradient from zero, then added layer by layer), so a training step gives the same bits either way;
-//! only the vector units are fuller. A group the lanes refuse (a non-finite value in some lane) goes task by task.
+//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]; a
+//! [`ZooNet`](super::ZooNet)'s layers of every attention kind, in `zoo/lanes.rs`), tokens stored lane-minor
+//! (coordinate `i` of every task in one vector), the weights broadcast to every lane. Lane `l` performs exactly the
+//! `f32` kernel's operations on task `l` (the core's tests hold the lanes to those bits), and each task's gradient
+//! is added to the sum in the order the one-task path adds it (task by task; for a `Net` applications last to
+//! first, for the others each task's gradient from zero, then added layer by layer), so a training step gives the
+//! same bits either way; only the vector units are fuller. A group the lanes refuse (a non-finite value in some
+//! lane) goes task by task.
 
 use super::merged::{cache_mut, cache_ref, Merged, Net};
 use super::simd::{self, Simd};
 use super::softmax::{backward_layers, run_layers, SoftmaxWorkspace};
-use super::zoo::{Stack, PERFORMER_FEATURES, ZOO_HEADS};
-use super::{Forward, SoftmaxLayer, SoftmaxNet, Workspace, ZooLayer, ZooNet};
+use super::{Forward, SoftmaxLayer, SoftmaxNet};
 use crate::tasks::Group;
 use dualform::lanes::Lanes;
 use dualform::merged_ref::GradMut;
-use dualform::{Head, Layer, MergedRef, PositiveRandomFeatures, Real, Update};
+use dualform::{MergedRef, Real, Update};
 
 /// Tasks per group on the portable build: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
 pub const LANES: usize = 8;
-type V = Lanes<LANES>;
+pub(super) type V = Lanes<LANES>;
 
 /// The lanes' scratch: broadcast weights, tokens after every application, caches, token gradients, each
 /// application's weight gradient, and the kernels' scratch. It grows to the shapes it meets.
@@ -39,7 +39,7 @@ pub struct LaneWorkspace<const L: usize> {
 /// Task `l`'s context and query into lane `l` of `tokens` (`(n + 1) * e` values); lanes past the group's tasks get
 /// zeros (their results are never read).
 #[inline(always)]
-fn load<const L: usize>(group: &Group, tokens: &mut [Lanes<L>]) {
+pub(super) fn load<const L: usize>(group: &Group, tokens: &mut [Lanes<L>]) {
     let ne = group.shape().0 * group.shape().1;
     for l in 0..L {
         let (ctx, query, _) = if l < group.count { group.task(l) } else { (&[][..], &[][..], 0.0) };
@@ -52,7 +52,7 @@ fn load<const L: usize>(group: &Group, tokens: &mut [Lanes<L>]) {
 /// The seed `dL/dy_hat = y_hat - y` of each task, negated (the prediction is `-h_query[last]`), in its lane; 0 in the
 /// lanes past the group's tasks.
 #[inline(always)]
-fn seeds<const L: usize>(group: &Group, y_hat: &[f32; L]) -> Lanes<L> {
+pub(super) fn seeds<const L: usize>(group: &Group, y_hat: &[f32; L]) -> Lanes<L> {
     Lanes(core::array::from_fn(|l| if l < group.count { -(y_hat[l] - group.task(l).2) } else { 0.0 }))
 }
 
@@ -280,114 +280,6 @@ struct SoftmaxGroup<'a> {
 }
 
 impl simd::InLanes for SoftmaxGroup<'_> {
-    type Out = bool;
-    #[inline(always)]
-    fn run<const W: usize>(self) -> bool {
-        self.net.lanes_gradient_in(self.group, self.ws, self.grads, self.loss)
-    }
-}
-
-/// Eight tasks of a [`ZooNet`] in lanes: its layers and Performer projection broadcast to every lane, their
-/// gradients per lane, the lane workspace. Kept in the net's `f32` workspace, made on first use.
-#[derive(Clone, Debug)]
-pub struct ZooLanes<const E: usize> {
-    layers: Vec<Layer<V, E, E, E, ZOO_HEADS>>,
-    grads: Vec<Layer<V, E, E, E, ZOO_HEADS>>,
-    features: PositiveRandomFeatures<V, E, PERFORMER_FEATURES>,
-    ws: Workspace<E, V>,
-}
-
-impl<const E: usize> Default for ZooLanes<E> {
-    fn default() -> Self {
-        let features = PositiveRandomFeatures { w: [[V::ZERO; E]; PERFORMER_FEATURES], scale: V::ZERO };
-        Self { layers: Vec::new(), grads: Vec::new(), features, ws: Workspace::default() }
-    }
-}
-
-/// `layer` in every lane.
-fn broadcast<const E: usize>(layer: &ZooLayer<E>) -> Layer<V, E, E, E, ZOO_HEADS> {
-    let head = |h: &Head<f32, E, E, E>| Head {
-        w_q: h.w_q.map(V::splat),
-        w_k: h.w_k.map(V::splat),
-        w_v: h.w_v.map(V::splat),
-        p: h.p.map(V::splat),
-    };
-    Layer { heads: layer.heads.each_ref().map(head) }
-}
-
-impl<const E: usize> ZooNet<E> {
-    /// [`Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of width `E`, on the vector unit
-    /// `simd` (the same bits on every unit): each task's gradient from zero, added into `grads` task by task (the
-    /// order of [`super::tasks_gradient_from_zero`]). Returns false, having added nothing, when the group does not
-    /// fit or some lane meets a kernel error (a non-finite logit, a zero normaliser).
-    pub fn lanes_gradient(
-        &self,
-        simd: Simd,
-        group: &Group,
-        ws: &mut ZooLanes<E>,
-        grads: &mut [ZooLayer<E>],
-        loss: &mut f64,
-    ) -> bool {
-        simd::run_any_width(simd, ZooGroup { net: self, group, ws, grads, loss })
-    }
-
-    /// [`ZooNet::lanes_gradient`], inlined into the caller.
-    #[inline(always)]
-    fn lanes_gradient_in(
-        &self,
-        group: &Group,
-        ws: &mut ZooLanes<E>,
-        grads: &mut [ZooLayer<E>],
-        loss: &mut f64,
-    ) -> bool {
-        let (n, e) = group.shape();
-        let k = self.layers().len();
-        if e != E || group.count == 0 || group.count > LANES || grads.len() != k {
-            return false;
-        }
-        ws.layers.clear();
-        ws.layers.extend(self.layers().iter().map(broadcast));
-        ws.grads.clear();
-        ws.grads.resize(k, Layer::zeros());
-        let f = self.features();
-        ws.features = PositiveRandomFeatures { w: f.w.map(|row| row.map(V::splat)), scale: V::splat(f.scale) };
-        let stack = Stack { kind: self.kind(), layers: &ws.layers, features: &ws.features };
-        load(group, stack.input(n, &mut ws.ws).as_flattened_mut());
-        if !stack.forward(n, &mut ws.ws) {
-            return false;
-        }
-        let last = stack.last(n, &ws.ws);
-        let y_hat: [f32; LANES] = core::array::from_fn(|l| -last.0[l]);
-        if stack.backward(n, &mut ws.ws, seeds(group, &y_hat), &mut ws.grads).is_none() {
-            return false;
-        }
-        for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
-            for (into, from) in grads.iter_mut().zip(&ws.grads) {
-                for (a, b) in into.heads.iter_mut().zip(&from.heads) {
-                    let pairs = [(&mut a.w_q, &b.w_q), (&mut a.w_k, &b.w_k), (&mut a.w_v, &b.w_v), (&mut a.p, &b.p)];
-                    for (m, d) in pairs {
-                        for (acc, v) in m.iter_mut().zip(d.iter()) {
-                            *acc += v.0[l];
-                        }
-                    }
-                }
-            }
-            *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
-        }
-        true
-    }
-}
-
-/// One group's gradient of a [`ZooNet`] as work on lanes ([`simd::InLanes`]; its width is the net's constant `E`).
-struct ZooGroup<'a, const E: usize> {
-    net: &'a ZooNet<E>,
-    group: &'a Group,
-    ws: &'a mut ZooLanes<E>,
-    grads: &'a mut [ZooLayer<E>],
-    loss: &'a mut f64,
-}
-
-impl<const E: usize> simd::InLanes for ZooGroup<'_, E> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {

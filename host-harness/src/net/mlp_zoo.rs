@@ -1,10 +1,14 @@
 //! [`MlpZooNet`]: layers of one attention kind ([`ZooNet`]) behind a learned feature map of scalar inputs (the
 //! core's [`ScalarMlp`]), for the `sine+mlp` task of `attention-zoo`. The feature map's backward reaches every token
-//! through the input gradients [`ZooNet`] leaves in its workspace.
+//! through the input gradients [`ZooNet`] leaves in its workspace. Training runs the attention layers on tasks in
+//! vector lanes ([`ZooNet::lanes_gradient_inputs`]) and the feature map task by task, each task's gradient from zero
+//! (the order of [`super::tasks_gradient_from_zero`], which gives the same bits and is the fallback).
 
+use super::lanes::LANES;
 use super::mlp::{add_mlp, embed, Embedded};
-use super::zoo::{ZooLayer, ZooNet};
+use super::zoo::{ZooLanes, ZooLayer, ZooNet};
 use super::{FixedForward, Workspace};
+use crate::tasks::Group;
 use dualform::mlp::ScalarMlp;
 
 /// A learned feature map of width F (hidden width M) in front of a [`ZooNet`] on tokens of width `W = F + 1`: raw
@@ -36,6 +40,44 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
     fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
         (ctx.iter().map(|t| embed(&self.mlp, t)).collect(), embed(&self.mlp, query))
     }
+
+    /// [`FixedForward::group_gradient`] with the attention layers in lanes: every task embedded, the layers' gradients
+    /// and each task's input-token gradients from the lanes, then each task's feature-map gradient from zero, added
+    /// task by task. False, having added nothing, when the group does not fit or the lanes refuse it.
+    fn lanes_gradient(&self, group: &Group, grad: &mut MlpZooGrad<F, M, W>, loss: &mut f64) -> bool {
+        let (n, e) = group.shape();
+        if e != 2 || group.count == 0 || group.count > LANES || grad.layers.len() != self.net.layers().len() {
+            return false;
+        }
+        let raw = |t| {
+            let (ctx, query, y) = group.task(t);
+            Some((ctx.as_chunks::<2>().0, <&[f32; 2]>::try_from(query).ok()?, y))
+        };
+        let mut tokens = Group::zeros(n, W, LANES);
+        let mut embedded = Vec::with_capacity(group.count);
+        for t in 0..group.count {
+            let Some((ctx, query, y)) = raw(t) else { return false };
+            let emb = Embedded::<F, M, W>::new(&self.mlp, ctx, query);
+            tokens.ctx[t * n * W..(t + 1) * n * W].copy_from_slice(emb.ctx.as_flattened());
+            tokens.query[t * W..(t + 1) * W].copy_from_slice(&emb.query);
+            tokens.y[t] = y;
+            embedded.push(emb);
+        }
+        tokens.count = group.count;
+        let (simd, mut inputs) = (super::simd::current(), Vec::new());
+        let mut lanes = ZooLanes::default();
+        if !self.net.lanes_gradient_inputs(simd, &tokens, &mut lanes, &mut grad.layers, loss, &mut inputs) {
+            return false;
+        }
+        for (t, (emb, g)) in embedded.iter().zip(inputs.chunks_exact(n + 1)).enumerate() {
+            let Some((ctx, query, _)) = raw(t) else { continue };
+            let mut one = ScalarMlp::zeros();
+            emb.backward_ctx(&self.mlp, ctx, &g[..n], &mut one);
+            emb.backward_query(&self.mlp, query, &g[n], &mut one);
+            add_mlp(&mut grad.mlp, &one);
+        }
+        true
+    }
 }
 
 impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooNet<F, M, W> {
@@ -58,6 +100,22 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooN
 
     fn workspace(&self, _n: usize) -> Workspace<2> {
         Workspace::default()
+    }
+
+    /// Training runs [`LANES`] tasks side by side (the attention layers; the feature map task by task).
+    fn group_size(&self) -> usize {
+        LANES
+    }
+
+    fn group_gradient(&self, group: &Group, ws: &mut Workspace<2>, grads: &mut [Self::Grad], loss: &mut f64) -> bool {
+        let done = match grads {
+            [grad] => self.lanes_gradient(group, grad, loss),
+            _ => false,
+        };
+        if !done {
+            super::tasks_gradient_from_zero(self, group, ws, grads, loss);
+        }
+        true
     }
 
     fn predict(&self, ctx: &[[f32; 2]], query: &[f32; 2], _ws: &mut Workspace<2>, readout: Option<&mut [f32]>) -> f32 {

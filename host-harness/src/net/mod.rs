@@ -253,7 +253,7 @@ pub struct Workspace<const E: usize, T = f32> {
     /// The softmax kind's projected keys and values.
     softmax: zoo::SoftmaxScratch<T>,
     /// A [`ZooNet`]'s training scratch for tasks in lanes, made on first use.
-    lanes: Option<Box<lanes::ZooLanes<E>>>,
+    lanes: Option<Box<zoo::ZooLanes<E>>>,
 }
 
 impl<const E: usize, T: Real> Workspace<E, T> {

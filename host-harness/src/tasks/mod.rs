@@ -38,6 +38,11 @@ pub struct Group {
 }
 
 impl Group {
+    /// Room for `size` tasks of `n` pairs of width `e`, every value zero, no task yet (`count` 0).
+    pub fn zeros(n: usize, e: usize, size: usize) -> Self {
+        Group { count: 0, ctx: vec![0.0; size * n * e], query: vec![0.0; size * e], y: vec![0.0; size], n, e }
+    }
+
     /// Context pairs N and token width E.
     pub fn shape(&self) -> (usize, usize) {
         (self.n, self.e)
@@ -333,14 +338,7 @@ impl TaskSampler {
             .into_par_iter()
             .map(|c| {
                 let mut rng = stream_rng(seed, first_stream + c as u64);
-                let mut group = Group {
-                    count: 0,
-                    ctx: vec![0.0; size * self.n * e],
-                    query: vec![0.0; size * e],
-                    y: vec![0.0; size],
-                    n: self.n,
-                    e,
-                };
+                let mut group = Group::zeros(self.n, e, size);
                 let mut w = vec![0.0f32; e];
                 let mut acc = init();
                 let mut left = CHUNK.min(count - c * CHUNK);

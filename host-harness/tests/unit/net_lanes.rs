@@ -5,6 +5,7 @@ use dualform_harness::model::{Lsa, Model};
 use dualform_harness::net::lanes::*;
 use dualform_harness::net::merged::Merged;
 use dualform_harness::net::simd::Simd;
+use dualform_harness::net::zoo::ZooLanes;
 use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, Forward};
 use dualform_harness::tasks::{stream_rng, Group, TaskSampler};
 

@@ -34,3 +34,53 @@ fn mlp_zoo_net_gradients_match_finite_differences() {
         }
     }
 }
+
+/// Every attention kind behind the feature map, one and two layers, on every vector unit of this CPU: a group with
+/// the layers in lanes (through the trait) against the same group task by task, each task's gradient from zero
+/// (a full group and a partial one), the same gradient bits (feature map and layers) and the same loss; the
+/// feature map gets a gradient.
+#[test]
+fn an_mlp_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
+    use dualform_harness::model::{MlpZoo, Model};
+    use dualform_harness::net::lanes::LANES;
+    use dualform_harness::net::simd::{self, Simd};
+    use dualform_harness::net::{tasks_gradient_from_zero, Forward};
+    use dualform_harness::tasks::{stream_rng, Family, TaskSampler};
+    let sampler = TaskSampler { family: Family::Sine, ..TaskSampler::new(1, 6, 5.0) };
+    let bits = |g: &[MlpZooGrad<3, 4, 4>]| {
+        let mlp = g.iter().flat_map(|g| {
+            let m = &g.mlp;
+            m.w_e.iter().chain(&m.b_e).chain(m.w_1.iter()).chain(&m.b_1).chain(m.w_2.iter()).chain(&m.b_2).copied()
+        });
+        let heads = g.iter().flat_map(|g| g.layers.iter().flat_map(|l| l.heads.iter()));
+        let layers = heads.flat_map(|h| h.w_q.iter().chain(&h.w_k).chain(&h.w_v).chain(&h.p).copied());
+        (mlp.map(f32::to_bits).collect::<Vec<_>>(), layers.map(f32::to_bits).collect::<Vec<_>>())
+    };
+    for unit in Simd::on_this_cpu() {
+        simd::choose(unit).unwrap();
+        for kind in Attention::ALL {
+            for layers in [1, 2] {
+                let model = MlpZoo::<3, 4, 4>::init(&mut stream_rng(9, layers as u64), kind, layers, 3.0);
+                let net = model.net();
+                assert_eq!(Forward::group_size(net), LANES);
+                let runs = sampler.par_groups(4, 0, LANES + 3, LANES, Vec::new, |out, group| {
+                    let (mut lanes, mut one) = (Forward::zero_grads(net), Forward::zero_grads(net));
+                    let mut losses = [0.5; 2];
+                    let mut ws = Forward::workspace(net, 6);
+                    Forward::group_gradient(net, group, &mut ws, &mut lanes, &mut losses[0]);
+                    tasks_gradient_from_zero(net, group, &mut ws, &mut one, &mut losses[1]);
+                    out.push((group.count, lanes, one, losses));
+                });
+                let runs: Vec<_> = runs.into_iter().flatten().collect();
+                assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), [LANES, 3]);
+                for (count, lanes, one, losses) in runs {
+                    let at = format!("{} x {layers}, {count} tasks, {}", kind.name(), unit.name());
+                    assert_eq!(losses[0].to_bits(), losses[1].to_bits(), "{at}: loss");
+                    assert_eq!(bits(&lanes), bits(&one), "{at}: gradients");
+                    assert!(bits(&lanes).0.iter().any(|&b| b != 0), "{at}: no feature-map gradient");
+                }
+            }
+        }
+    }
+    simd::choose(Simd::widest()).unwrap();
+}

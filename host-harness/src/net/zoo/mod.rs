@@ -10,8 +10,9 @@
 //! [`token_backward_projected`](dualform::softmax_ref::token_backward_projected) over keys and values projected once
 //! per layer ([`project`](dualform::softmax_ref::project); the bits of `softmax_token_update` and
 //! `softmax_token_backward`, which project them for every token). The one `match` on the kind is
-//! [`Attention::dispatch`]; `visits.rs` holds this net's visits.
+//! [`Attention::dispatch`]; `visits.rs` holds this net's visits, `lanes.rs` its training in vector lanes.
 
+mod lanes;
 mod visits;
 
 use super::{FixedForward, VectorsBuf, Workspace};
@@ -20,6 +21,7 @@ use dualform::head_ref::{HeadRef, Widths};
 use dualform::{
     AssociativeState, EluPlusOne, Error, FeatureVjp, Identity, Layer, Normalise, PositiveRandomFeatures, Real,
 };
+pub use lanes::ZooLanes;
 use visits::{LayerBackward, Updates};
 
 /// Heads per layer, every kind.
@@ -49,6 +51,19 @@ pub enum Attention {
     Efficient,
 }
 
+/// What is done with one kind of attention, given its kernel. The kinds come in three shapes, and
+/// [`Attention::dispatch`] is the one `match` that maps a kind to its shape.
+pub trait KindVisitor<T: Real, const E: usize> {
+    /// What the visit returns.
+    type Output;
+    /// Kernelised linear attention with feature map `phi` and normaliser `norm` (LSA, elu+1, Performer).
+    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output;
+    /// Efficient Attention.
+    fn efficient(self) -> Self::Output;
+    /// Softmax attention.
+    fn softmax(self) -> Self::Output;
+}
+
 impl Attention {
     /// Every kind, in report order.
     pub const ALL: [Attention; 5] =
@@ -64,22 +79,7 @@ impl Attention {
             Attention::Efficient => "efficient",
         }
     }
-}
 
-/// What is done with one kind of attention, given its kernel. The kinds come in three shapes, and
-/// [`Attention::dispatch`] is the one `match` that maps a kind to its shape.
-pub trait KindVisitor<T: Real, const E: usize> {
-    /// What the visit returns.
-    type Output;
-    /// Kernelised linear attention with feature map `phi` and normaliser `norm` (LSA, elu+1, Performer).
-    fn linear<M: FeatureVjp<T, E, F>, const F: usize>(self, phi: &M, norm: Normalise) -> Self::Output;
-    /// Efficient Attention.
-    fn efficient(self) -> Self::Output;
-    /// Softmax attention.
-    fn softmax(self) -> Self::Output;
-}
-
-impl Attention {
     /// Visits this kind's shape with its kernel: LSA is identity features with no normaliser, elu+1 and the
     /// Performer (its fixed projection `performer`) are feature maps with the sum normaliser.
     #[inline(always)]
