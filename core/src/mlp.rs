@@ -11,11 +11,13 @@ use crate::Real;
 use nalgebra::SMatrix;
 
 /// `tanh(u) = 1 - 2 / (exp(2u) + 1)` (exact limits: `exp` overflowing to infinity gives 1, underflowing gives -1).
+#[inline(always)]
 fn tanh<T: Real>(u: T) -> T {
     T::ONE - T::from_f64(2.0) / ((u + u).exp() + T::ONE)
 }
 
 /// `sqrt(2/pi)` and the cubic coefficient of the tanh form of GELU.
+#[inline(always)]
 fn gelu_parts<T: Real>(a: T) -> (T, T, T) {
     let c = T::from_f64(0.797_884_560_802_865_4);
     let k = T::from_f64(0.044_715);
@@ -81,6 +83,7 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
         }
     }
 
+    #[inline(always)]
     fn hidden(&self, x: T) -> ([T; F], [T; M]) {
         let mut h0 = self.b_e;
         for (h, w) in h0.iter_mut().zip(self.w_e.iter()) {
@@ -94,24 +97,31 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
     }
 
     /// `phi(x)`.
+    #[inline(always)]
     pub fn forward(&self, x: T) -> [T; F] {
-        let (h0, a) = self.hidden(x);
-        self.output(&h0, &a.map(gelu))
+        self.forward_cached(x).0
     }
 
     /// `phi(x)` and what the backward needs of it (the same bits as [`ScalarMlp::forward`]; one `exp` per hidden
-    /// unit serves both).
+    /// unit serves both). Inlined whole, as are the backward's parts: the harness runs them on tasks in vector lanes.
+    #[inline(always)]
     pub fn forward_cached(&self, x: T) -> ([T; F], MlpCache<T, F, M>) {
         let c = self.cache(x);
         (self.output(&c.h0, &c.act), c)
     }
 
+    #[inline(always)]
     fn cache(&self, x: T) -> MlpCache<T, F, M> {
         let (h0, a) = self.hidden(x);
-        let act_slope = a.map(gelu_and_grad);
-        MlpCache { h0, act: act_slope.map(|(act, _)| act), slope: act_slope.map(|(_, slope)| slope) }
+        let (mut act, mut slope) = ([T::ZERO; M], [T::ZERO; M]);
+        // Index loops: an array `map` is left out of line, compiled for the baseline unit.
+        for ((ai, act), slope) in a.iter().zip(act.iter_mut()).zip(slope.iter_mut()) {
+            (*act, *slope) = gelu_and_grad(*ai);
+        }
+        MlpCache { h0, act, slope }
     }
 
+    #[inline(always)]
     fn output(&self, h0: &[T; F], act: &[T; M]) -> [T; F] {
         let mut out = matvec(&self.w_2, act);
         for ((o, h), b) in out.iter_mut().zip(h0.iter()).zip(self.b_2.iter()) {
@@ -127,6 +137,7 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
     }
 
     /// [`ScalarMlp::backward`] from the cache of [`ScalarMlp::forward_cached`] at the same `x` (the same bits).
+    #[inline(always)]
     pub fn backward_cached(&self, x: T, cache: &MlpCache<T, F, M>, g: &[T; F], grad: &mut Self) -> T {
         let MlpCache { h0, act, slope } = cache;
         add_outer(&mut grad.w_2, g, act);
