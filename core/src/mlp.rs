@@ -103,7 +103,8 @@ impl<T: Real, const F: usize, const M: usize> ScalarMlp<T, F, M> {
     }
 
     /// `phi(x)` and what the backward needs of it (the same bits as [`ScalarMlp::forward`]; one `exp` per hidden
-    /// unit serves both). Inlined whole, as are the backward's parts: the harness runs them on tasks in vector lanes.
+    /// unit serves both). Inlined whole, as are the backward's parts: a part left out of line is compiled for the
+    /// baseline vector unit, whatever unit its caller was compiled for.
     #[inline(always)]
     pub fn forward_cached(&self, x: T) -> ([T; F], MlpCache<T, F, M>) {
         let c = self.cache(x);

@@ -61,7 +61,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
             tokens.ctx[t * n * W..(t + 1) * n * W].copy_from_slice(emb.ctx.as_flattened());
             tokens.query[t * W..(t + 1) * W].copy_from_slice(&emb.query);
             tokens.y[t] = y;
-            embedded.push(emb);
+            embedded.push((ctx, query, emb));
         }
         tokens.count = group.count;
         let (simd, mut inputs) = (super::simd::current(), Vec::new());
@@ -69,8 +69,7 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
         if !self.net.lanes_gradient_inputs(simd, &tokens, &mut lanes, &mut grad.layers, loss, &mut inputs) {
             return false;
         }
-        for (t, (emb, g)) in embedded.iter().zip(inputs.chunks_exact(n + 1)).enumerate() {
-            let Some((ctx, query, _)) = raw(t) else { continue };
+        for ((ctx, query, emb), g) in embedded.iter().zip(inputs.chunks_exact(n + 1)) {
             let mut one = ScalarMlp::zeros();
             emb.backward_ctx(&self.mlp, ctx, &g[..n], &mut one);
             emb.backward_query(&self.mlp, query, &g[n], &mut one);
