@@ -40,6 +40,7 @@ pub type LayerGrad<T, const E: usize, const DK: usize, const DV: usize, const H:
 /// when only the query's output carries the gradient `g = dL/dh'`. `state` must be [`context_state`] of `ctx`.
 /// Adds into `grad` and `g_ctx`; returns `dL/dh`. Errors: [`Error::LengthMismatch`] when `g_ctx` (if given) or
 /// `state.count()` differs from the number of context tokens (checked before anything is accumulated).
+#[inline(always)]
 pub fn lsa_query_backward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     ctx: &[[T; E]],

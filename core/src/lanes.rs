@@ -119,6 +119,19 @@ fn exp_lanes<const L: usize>(x: [f32; L]) -> [f32; L] {
     out
 }
 
+/// `libm::expf` of every element in place, the bits of `<f32 as Real>::exp`: eight at a time through [`exp_lanes`],
+/// the rest one by one (`f32`'s [`Real::exp_each`]).
+#[inline(always)]
+pub(crate) fn exp_each_f32(xs: &mut [f32]) {
+    let (eights, rest) = xs.as_chunks_mut::<8>();
+    for x in eights.iter_mut() {
+        *x = exp_lanes(*x);
+    }
+    for x in rest.iter_mut() {
+        *x = libm::expf(*x);
+    }
+}
+
 impl<const L: usize> Default for Lanes<L> {
     fn default() -> Self {
         Self::splat(0.0)
@@ -329,6 +342,22 @@ mod tests {
             }
         }
         assert!(checked > 70_000_000);
+    }
+
+    /// `f32`'s `exp_each` over slices of every length from 0 to 27 (whole eights and remainders), with ordinary,
+    /// tiny, overflowing, subnormal-result and NaN arguments mixed in: the bits of `expf` element by element.
+    #[test]
+    fn exp_each_is_expf_element_by_element() {
+        let pool = [-3.5f32, 0.25, 1e-9, -100.0, 88.9, -90.0, f32::NAN, 2.0, -0.75, 41.0, f32::NEG_INFINITY, 0.0];
+        for len in 0..28 {
+            let xs: Vec<f32> = (0..len).map(|i| pool[(i * 7 + len) % pool.len()] * (1.0 + i as f32 / 64.0)).collect();
+            let mut got = xs.clone();
+            <f32 as Real>::exp_each(&mut got);
+            for (x, g) in xs.iter().zip(&got) {
+                let want = libm::expf(*x);
+                assert!(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()), "len {len}: exp({x:e})");
+            }
+        }
     }
 
     #[test]

@@ -113,6 +113,16 @@ pub trait Real:
         }
     }
 
+    /// [`Real::exp`] of every element of `xs`, in place, the same bits. `f32` takes eight elements at a time through
+    /// the branchless form of [`crate::lanes::Lanes`]' `exp` (vector instructions wherever the caller is compiled
+    /// for them) and the rest one by one; the others one by one.
+    #[inline(always)]
+    fn exp_each(xs: &mut [Self]) {
+        for x in xs.iter_mut() {
+            *x = x.exp();
+        }
+    }
+
     /// `self` where it is finite, else `alt()`, per element (see [`Real::if_gt`]).
     #[inline(always)]
     fn finite_or(self, alt: impl FnOnce() -> Self) -> Self {
@@ -147,7 +157,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $exp:path, $ln:path, $cos:path, $sqrt:path, $abs:path) => {
+    ($t:ty, $exp:path, $ln:path, $cos:path, $sqrt:path, $abs:path $(, $exp_each:path)?) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -165,6 +175,12 @@ macro_rules! impl_real {
             fn exp(self) -> Self {
                 $exp(self)
             }
+            $(
+            #[inline(always)]
+            fn exp_each(xs: &mut [Self]) {
+                $exp_each(xs)
+            }
+            )?
             #[inline(always)]
             fn ln(self) -> Self {
                 $ln(self)
@@ -210,7 +226,7 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, libm::expf, libm::logf, libm::cosf, libm::sqrtf, libm::fabsf);
+impl_real!(f32, libm::expf, libm::logf, libm::cosf, libm::sqrtf, libm::fabsf, crate::lanes::exp_each_f32);
 impl_real!(f64, libm::exp, libm::log, libm::cos, libm::sqrt, libm::fabs);
 
 #[cfg(test)]

@@ -269,7 +269,10 @@ pub fn lsa_associative<T: Real, const E: usize, const DK: usize, const DV: usize
     linear_attention_associative(layer, &Identity, Normalise::None, mask, upd, ctx, query)
 }
 
-/// The running sums `S` of a layer's context given as a slice (N known at run time).
+/// The running sums `S` of a layer's context given as a slice (N known at run time). Inlined into its caller, as
+/// are [`query_forward`] and [`lsa_query_backward`](crate::backward::lsa_query_backward), so that a caller compiled for
+/// a wider vector unit runs them on it (the harness's feature-map model).
+#[inline(always)]
 pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     ctx: &[[T; E]],
@@ -283,6 +286,7 @@ pub fn context_state<T: Real, const E: usize, const DK: usize, const DV: usize, 
 
 /// The query's output `h + sum_heads P S W_Q h` for a context state (the forward of
 /// [`lsa_query_backward`](crate::backward::lsa_query_backward)).
+#[inline(always)]
 pub fn query_forward<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize>(
     layer: &Layer<T, E, DK, DV, H>,
     state: &AssociativeState<T, DK, DV, H>,

@@ -2,9 +2,13 @@
 //! (`mlp-sine`). Raw tokens `(x, y)` (width 2) become `(phi(x), y)` (width `W = F + 1`) through the core's
 //! [`ScalarMlp`]; one LSA head (the core's unmerged [`LsaLayer`]) then updates the query, whose last entry is
 //! minus the prediction. Forward and backward run on the core's kernels (`context_state`, `query_forward`,
-//! `lsa_query_backward`, `ScalarMlp::forward` / `backward`).
+//! `lsa_query_backward`, `ScalarMlp::forward` / `backward`). Training runs task by task, in a function compiled for
+//! the chosen vector unit ([`crate::net::simd`]; the same bits on every unit): the feature map's loops over its
+//! units run on the unit's registers, and its exponentials eight at a time.
 
+use super::simd::{self, InLanes};
 use super::{FixedForward, Workspace};
+use crate::tasks::Group;
 use dualform::attention::{context_state, query_forward};
 use dualform::backward::lsa_query_backward;
 use dualform::mlp::{MlpCache, ScalarMlp};
@@ -34,6 +38,13 @@ impl<const F: usize, const M: usize, const W: usize> MlpLsaNet<F, M, W> {
         embed(&self.mlp, raw)
     }
 
+    /// The prediction at `query` over `ctx` and its gradient with respect to the raw query `(x, y)`: the bits of
+    /// [`FixedForward::forward_backward`] seeded with 1 and no parameter gradients, compiled for the chosen vector
+    /// unit ([`crate::net::simd`]).
+    pub fn prediction_and_slope(&self, ctx: &[[f32; 2]], query: &[f32; 2], ws: &mut Workspace<2>) -> (f32, [f32; 2]) {
+        simd::run_any_width(simd::current(), Slope { net: self, ctx, query, ws })
+    }
+
     fn tokens(&self, ctx: &[[f32; 2]], query: &[f32; 2]) -> (Vec<[f32; W]>, [f32; W]) {
         (ctx.iter().map(|t| self.embed(t)).collect(), self.embed(query))
     }
@@ -49,14 +60,22 @@ pub(crate) struct Embedded<const F: usize, const M: usize, const W: usize> {
 
 impl<const F: usize, const M: usize, const W: usize> Embedded<F, M, W> {
     /// Every token through `mlp` (the bits of [`embed`]).
+    #[inline(always)]
     pub(crate) fn new(mlp: &ScalarMlp<f32, F, M>, ctx: &[[f32; 2]], query: &[f32; 2]) -> Self {
-        let (ctx, ctx_caches) = ctx.iter().map(|t| embed_cached(mlp, t)).unzip();
+        // A loop, not `map(..).unzip()`: the closure was left out of line, compiled for the baseline unit.
+        let (mut tokens, mut ctx_caches) = (Vec::with_capacity(ctx.len()), Vec::with_capacity(ctx.len()));
+        for t in ctx {
+            let (token, cache) = embed_cached(mlp, t);
+            tokens.push(token);
+            ctx_caches.push(cache);
+        }
         let (query, query_cache) = embed_cached(mlp, query);
-        Self { ctx, ctx_caches, query, query_cache }
+        Self { ctx: tokens, ctx_caches, query, query_cache }
     }
 
     /// Adds the feature map's gradients for the context tokens' gradients `g_ctx` (their first F entries) into
     /// `grad`, token by token.
+    #[inline(always)]
     pub(crate) fn backward_ctx(
         &self,
         mlp: &ScalarMlp<f32, F, M>,
@@ -70,6 +89,7 @@ impl<const F: usize, const M: usize, const W: usize> Embedded<F, M, W> {
     }
 
     /// Adds the feature map's gradient for the query's gradient `g_query` into `grad`; returns `dL/dx` of the query.
+    #[inline(always)]
     pub(crate) fn backward_query(
         &self,
         mlp: &ScalarMlp<f32, F, M>,
@@ -82,11 +102,13 @@ impl<const F: usize, const M: usize, const W: usize> Embedded<F, M, W> {
 }
 
 /// The first F entries of a token (its features).
+#[inline(always)]
 fn head<const F: usize, const W: usize>(t: &[f32; W]) -> [f32; F] {
     core::array::from_fn(|i| t[i])
 }
 
 /// [`embed`] with the feature map's cache.
+#[inline(always)]
 fn embed_cached<const F: usize, const M: usize, const W: usize>(
     mlp: &ScalarMlp<f32, F, M>,
     raw: &[f32; 2],
@@ -160,6 +182,12 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpLsaN
         y
     }
 
+    /// Task by task ([`super::tasks_gradient`]'s order and bits), compiled for the chosen vector unit.
+    fn group_gradient(&self, group: &Group, ws: &mut Workspace<2>, grads: &mut [Self::Grad], loss: &mut f64) -> bool {
+        simd::run_any_width(simd::current(), Tasks { net: self, group, ws, grads, loss })
+    }
+
+    #[inline(always)]
     fn forward_backward(
         &self,
         ctx: &[[f32; 2]],
@@ -193,3 +221,50 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpLsaN
 }
 
 super::forward_from_fixed!([const F: usize, const M: usize, const W: usize] MlpLsaNet<F, M, W>, 2);
+
+/// A group's gradient of an [`MlpLsaNet`], task by task, as work for [`simd::run_any_width`]: the loop of
+/// [`super::tasks_gradient`] (each task's gradient added into `grads`, its loss into `loss`, in task order) with the
+/// net's forward and backward inlined into it.
+struct Tasks<'a, const F: usize, const M: usize, const W: usize> {
+    net: &'a MlpLsaNet<F, M, W>,
+    group: &'a Group,
+    ws: &'a mut Workspace<2>,
+    grads: &'a mut [MlpLsaGrad<F, M, W>],
+    loss: &'a mut f64,
+}
+
+impl<const F: usize, const M: usize, const W: usize> InLanes for Tasks<'_, F, M, W> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const X: usize>(self) -> bool {
+        if self.group.shape().1 != 2 {
+            // Raw tokens of another width: task by task through `Forward`, which predicts NaN for them.
+            return false;
+        }
+        for t in 0..self.group.count {
+            let (ctx, query, y) = self.group.task(t);
+            let Ok(q) = <&[f32; 2]>::try_from(query) else { break };
+            let seed = |y_hat: f32| y_hat - y;
+            let grads = Some(&mut *self.grads);
+            let (y_hat, _) = FixedForward::forward_backward(self.net, ctx.as_chunks().0, q, self.ws, seed, grads);
+            *self.loss += 0.5 * ((y_hat - y) as f64).powi(2);
+        }
+        true
+    }
+}
+
+/// [`MlpLsaNet::prediction_and_slope`] as work for [`simd::run_any_width`].
+struct Slope<'a, const F: usize, const M: usize, const W: usize> {
+    net: &'a MlpLsaNet<F, M, W>,
+    ctx: &'a [[f32; 2]],
+    query: &'a [f32; 2],
+    ws: &'a mut Workspace<2>,
+}
+
+impl<const F: usize, const M: usize, const W: usize> InLanes for Slope<'_, F, M, W> {
+    type Out = (f32, [f32; 2]);
+    #[inline(always)]
+    fn run<const X: usize>(self) -> (f32, [f32; 2]) {
+        FixedForward::forward_backward(self.net, self.ctx, self.query, self.ws, |_| 1.0, None)
+    }
+}

@@ -43,8 +43,15 @@ impl<const F: usize, const M: usize, const W: usize> MlpZooNet<F, M, W> {
 
     /// [`FixedForward::group_gradient`] with the attention layers in lanes: every task embedded, the layers' gradients
     /// and each task's input-token gradients from the lanes, then each task's feature-map gradient from zero, added
-    /// task by task. False, having added nothing, when the group does not fit or the lanes refuse it.
+    /// task by task. False, having added nothing, when the group does not fit or the lanes refuse it. The feature
+    /// map runs in a function compiled for the chosen vector unit ([`super::simd`]; the same bits on every unit).
     fn lanes_gradient(&self, group: &Group, grad: &mut MlpZooGrad<F, M, W>, loss: &mut f64) -> bool {
+        super::simd::run_any_width(super::simd::current(), MlpZooGroup { net: self, group, grad, loss })
+    }
+
+    /// [`MlpZooNet::lanes_gradient`], inlined into the caller.
+    #[inline(always)]
+    fn lanes_gradient_in(&self, group: &Group, grad: &mut MlpZooGrad<F, M, W>, loss: &mut f64) -> bool {
         let (n, e) = group.shape();
         if e != 2 || group.count == 0 || group.count > LANES || grad.layers.len() != self.net.layers().len() {
             return false;
@@ -151,3 +158,19 @@ impl<const F: usize, const M: usize, const W: usize> FixedForward<2> for MlpZooN
 }
 
 super::forward_from_fixed!([const F: usize, const M: usize, const W: usize] MlpZooNet<F, M, W>, 2);
+
+/// One group's gradient of an [`MlpZooNet`] as work for [`super::simd::run_any_width`].
+struct MlpZooGroup<'a, const F: usize, const M: usize, const W: usize> {
+    net: &'a MlpZooNet<F, M, W>,
+    group: &'a Group,
+    grad: &'a mut MlpZooGrad<F, M, W>,
+    loss: &'a mut f64,
+}
+
+impl<const F: usize, const M: usize, const W: usize> super::simd::InLanes for MlpZooGroup<'_, F, M, W> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const X: usize>(self) -> bool {
+        self.net.lanes_gradient_in(self.group, self.grad, self.loss)
+    }
+}

@@ -14,8 +14,9 @@
 //! AVX2 (docs/benchmarks.md). The softmax models' lanes ([`super::lanes`], the core's `softmax_ref` kernels, likewise
 //! inlined whole) and the attention-zoo models' (every kind: the feature maps, the associative sums, Efficient
 //! attention, their backward kernels, all inlined) run on the chosen unit too, at run-time widths
-//! ([`run_any_width`]), the zoo's feature-map (`sine+mlp`) models' attention layers included; the single layer, the
-//! feature maps themselves (task by task) and `mlp-sine`'s model still run the portable build.
+//! ([`run_any_width`]), the zoo's feature-map (`sine+mlp`) models included (their feature maps task by task). So does
+//! `mlp-sine`'s model, task by task ([`super::MlpLsaNet`]: the feature map's loops over its units on the unit's
+//! registers, its exponentials eight at a time). The single layer still runs the portable build.
 //!
 //! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
 //! it, which [`Simd::available`] checks at run time before every call.

@@ -47,3 +47,53 @@ fn mlp_lsa_net_gradients_match_finite_differences() {
         assert!((num - f64::from(analytic)).abs() < 2e-3 * (1.0 + num.abs()), "probe {i}: {analytic} vs {num}");
     }
 }
+
+/// A group's gradient (compiled for each vector unit this CPU has) adds the bits of the tasks one by one through
+/// `Forward` (the portable build), loss included, at a hidden width of 12 (the feature map's exponentials eight at
+/// once and four one by one); the prediction and slope of `prediction_and_slope` are those of `forward_backward`.
+#[test]
+fn a_group_on_every_unit_adds_the_bits_of_its_tasks_one_by_one() {
+    use dualform_harness::net::simd::{self, Simd};
+    use dualform_harness::net::{tasks_gradient, Forward};
+    use dualform_harness::tasks::{Family, TaskSampler};
+    let mut s = SplitMix64::new(5);
+    let mut net = MlpLsaNet::<4, 12, 5>::zeros();
+    let mut fill = |v: &mut f32| *v = (s.next_normal() * 0.6) as f32;
+    net.mlp.w_e.iter_mut().chain(net.mlp.b_e.iter_mut()).chain(net.mlp.b_1.iter_mut()).for_each(&mut fill);
+    net.mlp.w_1.iter_mut().chain(net.mlp.w_2.iter_mut()).chain(net.mlp.b_2.iter_mut()).for_each(&mut fill);
+    let h = &mut net.layer.heads[0];
+    h.w_q.iter_mut().chain(h.w_k.iter_mut()).chain(h.w_v.iter_mut()).chain(h.p.iter_mut()).for_each(&mut fill);
+    let sampler = TaskSampler { family: Family::Sine, ..TaskSampler::new(1, 7, 5.0) };
+    let bits = |g: &[MlpLsaGrad<4, 12, 5>]| {
+        let m = &g[0].mlp;
+        let mlp = m.w_e.iter().chain(&m.b_e).chain(m.w_1.iter()).chain(&m.b_1).chain(m.w_2.iter()).chain(&m.b_2);
+        let l = &g[0].layer.heads[0];
+        let layer = l.w_q.iter().chain(l.w_k.iter()).chain(l.w_v.iter()).chain(l.p.iter());
+        mlp.chain(layer).map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    for unit in Simd::on_this_cpu() {
+        simd::choose(unit).unwrap();
+        let runs = sampler.par_groups(3, 0, 5, 5, Vec::new, |out, group| {
+            let (mut fast, mut one) = (Forward::zero_grads(&net), Forward::zero_grads(&net));
+            let mut losses = [0.25; 2];
+            let mut ws = Forward::workspace(&net, 7);
+            Forward::group_gradient(&net, group, &mut ws, &mut fast, &mut losses[0]);
+            tasks_gradient(&net, group, &mut ws, &mut one, &mut losses[1]);
+            let (ctx, query, _) = group.task(2);
+            let (ctx, query) = (ctx.as_chunks::<2>().0, <&[f32; 2]>::try_from(query).unwrap());
+            let slope = net.prediction_and_slope(ctx, query, &mut ws);
+            let plain = FixedForward::forward_backward(&net, ctx, query, &mut ws, |_| 1.0, None);
+            out.push((fast, one, losses, slope, plain));
+        });
+        let runs: Vec<_> = runs.into_iter().flatten().collect();
+        assert_eq!(runs.len(), 1, "one group of five tasks");
+        for (fast, one, losses, slope, plain) in runs {
+            assert_eq!(losses[0].to_bits(), losses[1].to_bits(), "{}: loss", unit.name());
+            assert_eq!(bits(&fast), bits(&one), "{}: gradients", unit.name());
+            assert!(bits(&fast).iter().any(|&b| b != 0), "{}: no gradient", unit.name());
+            let b = |(y, g): (f32, [f32; 2])| (y.to_bits(), g.map(f32::to_bits));
+            assert_eq!(b(slope), b(plain), "{}: prediction and slope", unit.name());
+        }
+    }
+    simd::choose(Simd::widest()).unwrap();
+}

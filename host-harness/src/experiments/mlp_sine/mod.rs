@@ -18,7 +18,7 @@ use crate::judge::eval::{best_scale, loss, zero_loss};
 use crate::judge::stats::Stat;
 use crate::judge::verdict::over_seeds;
 use crate::model::{save, MlpLsa, Model};
-use crate::net::{FixedForward, MlpLsaNet, Workspace};
+use crate::net::{MlpLsaNet, Workspace};
 use crate::tasks::{stream_rng, streams, Family, TaskSampler};
 use crate::HarnessError;
 use dualform::{read_gd, GdFit};
@@ -82,7 +82,7 @@ fn gd_on_features(net: &SineNet, eta: f32, n: usize) -> Result<SineNet, dualform
 
 /// Prediction and sensitivity `d y_hat / d x_q` of `net` at `x` for `ctx`.
 fn probe(net: &SineNet, ctx: &[[f32; 2]], x: f32, ws: &mut Workspace<2>) -> (f64, f64) {
-    let (y, g) = FixedForward::<2>::forward_backward(net, ctx, &[x, 0.0], ws, |_| 1.0, None);
+    let (y, g) = net.prediction_and_slope(ctx, &[x, 0.0], ws);
     (f64::from(y), f64::from(g[0]))
 }
 
