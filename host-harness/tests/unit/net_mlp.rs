@@ -5,8 +5,13 @@ use dualform_harness::net::mlp::*;
 use dualform_harness::net::{FixedForward, Workspace};
 
 pub(crate) fn random(seed: u64) -> MlpLsaNet<3, 4, 4> {
+    random_net(seed)
+}
+
+/// A net of any widths, every weight normal with standard deviation 0.5.
+fn random_net<const F: usize, const M: usize, const W: usize>(seed: u64) -> MlpLsaNet<F, M, W> {
     let mut s = SplitMix64::new(seed);
-    let mut n = MlpLsaNet::<3, 4, 4>::zeros();
+    let mut n = MlpLsaNet::<F, M, W>::zeros();
     let mut fill = |v: &mut f32| *v = (s.next_normal() * 0.5) as f32;
     n.mlp.w_e.iter_mut().chain(n.mlp.b_e.iter_mut()).chain(n.mlp.b_1.iter_mut()).for_each(&mut fill);
     n.mlp.w_1.iter_mut().chain(n.mlp.w_2.iter_mut()).chain(n.mlp.b_2.iter_mut()).for_each(&mut fill);
@@ -56,13 +61,7 @@ fn a_group_on_every_unit_adds_the_bits_of_its_tasks_one_by_one() {
     use dualform_harness::net::simd::{self, Simd};
     use dualform_harness::net::{tasks_gradient, Forward};
     use dualform_harness::tasks::{Family, TaskSampler};
-    let mut s = SplitMix64::new(5);
-    let mut net = MlpLsaNet::<4, 12, 5>::zeros();
-    let mut fill = |v: &mut f32| *v = (s.next_normal() * 0.6) as f32;
-    net.mlp.w_e.iter_mut().chain(net.mlp.b_e.iter_mut()).chain(net.mlp.b_1.iter_mut()).for_each(&mut fill);
-    net.mlp.w_1.iter_mut().chain(net.mlp.w_2.iter_mut()).chain(net.mlp.b_2.iter_mut()).for_each(&mut fill);
-    let h = &mut net.layer.heads[0];
-    h.w_q.iter_mut().chain(h.w_k.iter_mut()).chain(h.w_v.iter_mut()).chain(h.p.iter_mut()).for_each(&mut fill);
+    let net = random_net::<4, 12, 5>(5);
     let sampler = TaskSampler { family: Family::Sine, ..TaskSampler::new(1, 7, 5.0) };
     let bits = |g: &[MlpLsaGrad<4, 12, 5>]| {
         let m = &g[0].mlp;
