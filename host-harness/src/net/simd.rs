@@ -18,6 +18,10 @@
 //! `mlp-sine`'s model, task by task ([`super::MlpLsaNet`]: the feature map's loops over its units on the unit's
 //! registers, its exponentials eight at a time). The single layer still runs the portable build.
 //!
+//! The training tasks' random streams are stepped here too, four side by side ([`xoshiro4`]): on AVX2 as four 64-bit
+//! lanes of one register (written with the unit's intrinsics, because LLVM keeps 64-bit rotations in general
+//! registers), otherwise one stream after another; the numbers are the same.
+//!
 //! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
 //! it, which [`Simd::available`] checks at run time before every call.
 #![allow(unsafe_code)]
@@ -189,4 +193,59 @@ fn portable<K: InLanes, const W: usize>(work: K) -> K::Out {
 #[target_feature(enable = "avx2")]
 fn avx2<K: InLanes, const W: usize>(work: K) -> K::Out {
     work.run::<W>()
+}
+
+/// `out.len()` steps of four xoshiro256++ generators side by side, word `k` of generator `l` at `state[k][l]`: step
+/// `i`'s four outputs into `out[i]`, each generator's numbers those of `Xoshiro256PlusPlus::next_u64`. On AVX2 the
+/// four generators are the four lanes of one register; the numbers are the same on every unit.
+pub fn xoshiro4(simd: Simd, state: &mut [[u64; 4]; 4], out: &mut [[u64; 4]]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx2 && simd.available() {
+        // SAFETY: `xoshiro4_avx2` is compiled for AVX2, which `available` just found on this CPU.
+        return unsafe { xoshiro4_avx2(state, out) };
+    }
+    let _ = simd;
+    let [s0, s1, s2, s3] = state;
+    for o in out {
+        for l in 0..4 {
+            o[l] = s0[l].wrapping_add(s3[l]).rotate_left(23).wrapping_add(s0[l]);
+            let t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = s3[l].rotate_left(45);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn xoshiro4_avx2(state: &mut [[u64; 4]; 4], out: &mut [[u64; 4]]) {
+    use std::arch::x86_64::*;
+    let load = |w: [u64; 4]| _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64);
+    let store = |m: __m256i| -> [u64; 4] {
+        let lane = |v: i64| v as u64;
+        [
+            lane(_mm256_extract_epi64::<0>(m)),
+            lane(_mm256_extract_epi64::<1>(m)),
+            lane(_mm256_extract_epi64::<2>(m)),
+            lane(_mm256_extract_epi64::<3>(m)),
+        ]
+    };
+    let [mut s0, mut s1, mut s2, mut s3] = state.map(load);
+    for o in out {
+        // rotl(s0 + s3, 23) + s0, then the state's step; rotl(x, k) = (x << k) | (x >> (64 - k)).
+        let a = _mm256_add_epi64(s0, s3);
+        *o = store(_mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64::<23>(a), _mm256_srli_epi64::<41>(a)), s0));
+        let t = _mm256_slli_epi64::<17>(s1);
+        s2 = _mm256_xor_si256(s2, s0);
+        s3 = _mm256_xor_si256(s3, s1);
+        s1 = _mm256_xor_si256(s1, s2);
+        s0 = _mm256_xor_si256(s0, s3);
+        s2 = _mm256_xor_si256(s2, t);
+        s3 = _mm256_or_si256(_mm256_slli_epi64::<45>(s3), _mm256_srli_epi64::<19>(s3));
+    }
+    *state = [store(s0), store(s1), store(s2), store(s3)];
 }

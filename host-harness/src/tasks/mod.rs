@@ -7,7 +7,8 @@
 //!
 //! Determinism: tasks come in chunks of [`CHUNK`]; chunk `c` of a batch draws from its own Xoshiro256++ stream seeded
 //! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
-//! in chunk order. Which stream ids a run uses for what is decided in one place, [`streams`].
+//! in chunk order. [`TaskSampler::par_groups`] draws up to four chunks side by side, their generators stepped
+//! together on the vector unit (`lockstep`), with the numbers and tasks of one chunk at a time. Which stream ids a run uses for what is decided in one place, [`streams`].
 
 use dualform::linalg::dot_slice;
 use rand::{Rng, SeedableRng};
@@ -15,7 +16,10 @@ use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod closed_form;
+mod lockstep;
 pub use closed_form::ClosedForm;
+use lockstep::Side;
+pub use lockstep::{Lane, Xoshiro4, STREAMS};
 
 /// Tasks per random stream and per parallel work unit.
 pub const CHUNK: usize = 64;
@@ -197,17 +201,18 @@ impl TaskSampler {
     /// The task vector `w` of a task into `w` (its first d entries; the rest are left at 0): d standard normals
     /// (ziggurat) times the weight scale, from `rng`, or with a pool, the vector of a uniformly chosen index (one
     /// draw from `rng`) from that index's own stream.
-    pub fn task_vector(&self, rng: &mut Xoshiro256PlusPlus, w: &mut [f32]) {
+    pub fn task_vector<R: Rng + ?Sized>(&self, rng: &mut R, w: &mut [f32]) {
         w.fill(0.0);
-        let mut pooled;
-        let source = if self.pool == 0 {
-            rng
+        if self.pool == 0 {
+            self.normals_into(rng, w);
         } else {
-            pooled = stream_rng(self.pool_seed, rng.next_u64() % self.pool as u64);
-            &mut pooled
-        };
+            self.normals_into(&mut stream_rng(self.pool_seed, rng.next_u64() % self.pool as u64), w);
+        }
+    }
+
+    fn normals_into<R: Rng + ?Sized>(&self, rng: &mut R, w: &mut [f32]) {
         for wi in w.iter_mut().take(self.d) {
-            let z: f32 = StandardNormal.sample(source);
+            let z: f32 = StandardNormal.sample(rng);
             *wi = if self.weight_scale == 1.0 { z } else { z * self.weight_scale };
         }
     }
@@ -217,7 +222,7 @@ impl TaskSampler {
     /// first (`w`, from the pool if there is one; for sine tasks, amplitude and phase from one draw of 64 bits,
     /// [`sine_parameters`]), then the inputs token by token, two per 64 random bits ([`uniform_pair`]); the labels of
     /// the last `hidden` context tokens are drawn and then set to 0.
-    pub fn sample_into(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [f32], query: &mut [f32], w: &mut [f32]) -> f32 {
+    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, ctx: &mut [f32], query: &mut [f32], w: &mut [f32]) -> f32 {
         let e = self.width();
         let sine = match self.family {
             Family::Linear => {
@@ -277,7 +282,7 @@ impl TaskSampler {
 
     /// An associative-recall task ([`Family::Recall`]): every pair's key then value, in order, then the index of
     /// the queried pair (one draw of 64 bits, modulo N).
-    fn recall(&self, rng: &mut Xoshiro256PlusPlus, ctx: &mut [f32], query: &mut [f32]) -> f32 {
+    fn recall<R: Rng + ?Sized>(&self, rng: &mut R, ctx: &mut [f32], query: &mut [f32]) -> f32 {
         let e = self.width();
         for tok in ctx.chunks_exact_mut(e) {
             tok.fill(0.0);
@@ -334,24 +339,42 @@ impl TaskSampler {
     ) -> Vec<A> {
         use rayon::prelude::*;
         let (size, e) = (size.max(1), self.width());
-        (0..count.div_ceil(CHUNK))
+        let chunks = count.div_ceil(CHUNK);
+        // Up to STREAMS chunks at a time, their generators stepped together (`lockstep`), each chunk with its own
+        // accumulator; fewer per block when there would otherwise be fewer blocks than threads. A lane past the
+        // block's chunks draws from a stream nobody reads.
+        let per_block = STREAMS.min(chunks.div_ceil(rayon::current_num_threads()).max(1));
+        (0..chunks.div_ceil(per_block))
             .into_par_iter()
-            .map(|c| {
-                let mut rng = stream_rng(seed, first_stream + c as u64);
-                let mut group = Group::zeros(self.n, e, size);
-                let mut w = vec![0.0f32; e];
-                let mut acc = init();
-                let mut left = CHUNK.min(count - c * CHUNK);
-                while left > 0 {
-                    group.count = size.min(left);
-                    let tasks = group.ctx.chunks_exact_mut(self.n * e).zip(group.query.chunks_exact_mut(e));
-                    for ((ctx, query), y) in tasks.zip(group.y.iter_mut()).take(group.count) {
-                        *y = self.sample_into(&mut rng, ctx, query, &mut w);
+            .flat_map_iter(|block| {
+                let first = block * per_block;
+                let lanes = per_block.min(chunks - first);
+                let rngs = core::array::from_fn(|l| stream_rng(seed, first_stream + (first + l) as u64));
+                let mut rng = Xoshiro4::new(&rngs);
+                let mut groups = vec![Group::zeros(self.n, e, size); STREAMS];
+                let mut side = Side::new(self.n, e);
+                let mut left: [usize; STREAMS] = core::array::from_fn(|l| {
+                    if l < lanes {
+                        count.saturating_sub((first + l) * CHUNK).min(CHUNK)
+                    } else {
+                        0
                     }
-                    f(&mut acc, &group);
-                    left -= group.count;
+                });
+                let mut accs: Vec<A> = (0..lanes).map(|_| init()).collect();
+                while let Some(&most) = left.iter().max().filter(|&&m| m > 0) {
+                    let simd = crate::net::simd::current();
+                    let work =
+                        lockstep::Draw { sampler: self, rng: &mut rng, groups: &mut groups, side: &mut side, simd };
+                    crate::net::simd::run_any_width(simd, work.tasks(size.min(most)));
+                    for ((acc, group), left) in accs.iter_mut().zip(&mut groups).zip(&mut left) {
+                        group.count = size.min(*left);
+                        if group.count > 0 {
+                            f(acc, group);
+                            *left -= group.count;
+                        }
+                    }
                 }
-                acc
+                accs
             })
             .collect()
     }

@@ -1,5 +1,6 @@
 //! Unit tests of `tasks` (`src/tasks/mod.rs`, `src/tasks/closed_form.rs`).
 
+use dualform_harness::net::simd::{self, Simd};
 use dualform_harness::tasks::*;
 use rand::Rng;
 
@@ -117,4 +118,111 @@ fn tasks_follow_the_distribution() {
     let (q3, _) = s.sample(&mut stream_rng(5, 8), &mut ctx);
     assert_eq!((q1, y1), (q2, y2));
     assert_ne!(q1, q3);
+}
+
+/// Four generators stepped together give each stream exactly the numbers of its own generator, whether all four
+/// step at once or one lane draws alone (words, half words, bytes of odd lengths, normals).
+#[test]
+fn four_streams_side_by_side_give_each_stream_its_own_numbers() {
+    use rand::RngExt;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut alone: [_; STREAMS] = std::array::from_fn(|l| stream_rng(3, 10 + l as u64));
+    let mut together = Xoshiro4::new(&alone);
+    for round in 0..200usize {
+        let both = together.next_u64s();
+        for (l, rng) in alone.iter_mut().enumerate() {
+            assert_eq!(both[l], rng.next_u64(), "round {round}, stream {l}");
+        }
+        let l = round % STREAMS;
+        let mut lane = together.lane(l);
+        match round % 4 {
+            0 => assert_eq!(lane.next_u32(), alone[l].next_u32()),
+            1 => {
+                let (mut a, mut b) = ([0u8; 13], [0u8; 13]);
+                lane.fill_bytes(&mut a);
+                alone[l].fill_bytes(&mut b);
+                assert_eq!(a, b);
+            }
+            2 => {
+                let (a, b): (f32, f32) = (StandardNormal.sample(&mut lane), StandardNormal.sample(&mut alone[l]));
+                assert_eq!(a.to_bits(), b.to_bits());
+            }
+            _ => assert_eq!(lane.random::<u64>(), alone[l].random::<u64>()),
+        }
+    }
+    for (l, rng) in alone.iter().enumerate() {
+        assert_eq!(&together.stream(l), rng, "stream {l}");
+    }
+    // Many steps at once, on every vector unit this CPU has.
+    for unit in Simd::on_this_cpu() {
+        let mut alone: [_; STREAMS] = std::array::from_fn(|l| stream_rng(8, l as u64));
+        let mut together = Xoshiro4::new(&alone);
+        for len in [0, 1, 2, 7, 55, 300] {
+            let mut out = vec![[0u64; STREAMS]; len];
+            together.fill(unit, &mut out);
+            for (i, step) in out.iter().enumerate() {
+                for (l, rng) in alone.iter_mut().enumerate() {
+                    assert_eq!(step[l], rng.next_u64(), "{}, {len} steps, step {i}, stream {l}", unit.name());
+                }
+            }
+        }
+    }
+}
+
+/// Every task `par_groups` hands out, chunk by chunk and group by group, is the task `sample_into` draws from the
+/// chunk's stream one task after another, to the bit: for every family and option that changes what is drawn, and
+/// for counts, group sizes and thread counts that leave the last chunk, the last group and the last block of chunks
+/// short, in blocks of one to four chunks.
+#[test]
+fn par_groups_hands_out_the_tasks_of_sample_into_to_the_bit() {
+    let linear = TaskSampler::new(10, 10, 1.0);
+    let mut shaped = TaskSampler { mean: 0.25, noise: 0.1, hidden: 2, ..TaskSampler::new(3, 6, 2.0) };
+    shaped.scales[..3].copy_from_slice(&[0.5, 1.0, 2.0]);
+    let samplers = [
+        linear,
+        shaped,
+        TaskSampler { pool: 4, pool_seed: 7, weight_scale: 0.5, ..TaskSampler::new(1, 4, 1.0) },
+        TaskSampler { family: Family::Sine, noise: 0.2, ..TaskSampler::new(1, 10, 10.0) },
+        TaskSampler { family: Family::Recall, ..TaskSampler::new(4, 5, 1.0) },
+    ];
+    type Task = (Vec<u32>, Vec<u32>, u32);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let units = Simd::on_this_cpu();
+    for ((i, sampler), unit) in samplers.iter().enumerate().flat_map(|s| units.iter().map(move |&u| (s, u))) {
+        simd::choose(unit).unwrap();
+        let e = sampler.width();
+        for (count, size) in [(1, 1), (64, 8), (65, 3), (300, 8), (520, 1), (700, 8)] {
+            // Blocks of 1 to 4 chunks, with 1 and 3 threads.
+            let threads = 1 + (count + size) % 3;
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let chunks = pool.install(|| {
+                sampler.par_groups(11, 40, count, size, Vec::<(usize, Vec<Task>)>::new, |acc, group| {
+                    let tasks =
+                        (0..group.count).map(|t| group.task(t)).map(|(c, q, y)| (bits(c), bits(q), y.to_bits()));
+                    acc.push((group.count, tasks.collect()));
+                })
+            });
+            assert_eq!(chunks.len(), count.div_ceil(CHUNK), "sampler {i}, count {count}");
+            for (c, groups) in chunks.iter().enumerate() {
+                let in_chunk = CHUNK.min(count - c * CHUNK);
+                let counts: Vec<usize> = groups.iter().map(|g| g.0).collect();
+                let expected: Vec<usize> =
+                    (0..in_chunk.div_ceil(size)).map(|g| size.min(in_chunk - g * size)).collect();
+                assert_eq!(counts, expected, "sampler {i}, count {count}, chunk {c}");
+                let mut rng = stream_rng(11, 40 + c as u64);
+                let (mut ctx, mut query, mut w) = (vec![0.0f32; sampler.n * e], vec![0.0f32; e], vec![0.0f32; e]);
+                for (t, got) in groups.iter().flat_map(|g| &g.1).enumerate() {
+                    let y = sampler.sample_into(&mut rng, &mut ctx, &mut query, &mut w);
+                    let want = (bits(&ctx), bits(&query), y.to_bits());
+                    assert_eq!(
+                        got,
+                        &want,
+                        "{}, sampler {i}, count {count}, size {size}, chunk {c}, task {t}",
+                        unit.name()
+                    );
+                }
+            }
+        }
+    }
+    simd::choose(Simd::widest()).unwrap();
 }
