@@ -239,7 +239,7 @@ impl TaskSampler {
                 Family::Sine => core::array::from_fn(|l| sine[l].0 * (x[0][l] + sine[l].1).sin()),
                 _ => dot_lanes(w, x),
             };
-            if self.noise != 0.0 {
+            if noisy {
                 for (l, yl) in y.iter_mut().enumerate() {
                     let z: f32 = StandardNormal.sample(&mut rng.lane(l));
                     *yl += self.noise * z;
