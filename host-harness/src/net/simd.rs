@@ -16,7 +16,7 @@
 //! attention, their backward kernels, all inlined) run on the chosen unit too, at run-time widths
 //! ([`run_any_width`]), the zoo's feature-map (`sine+mlp`) models included (their feature maps task by task). So does
 //! `mlp-sine`'s model, task by task ([`super::MlpLsaNet`]: the feature map's loops over its units on the unit's
-//! registers, its exponentials eight at a time). The single layer still runs the portable build.
+//! registers, its exponentials eight at a time). The single layer's kernels still run the portable build.
 //!
 //! The training tasks' random streams are stepped here too, four side by side ([`xoshiro4`]): on AVX2 as four 64-bit
 //! lanes of one register (written with the unit's intrinsics, because LLVM keeps 64-bit rotations in general

@@ -125,9 +125,9 @@ impl Side {
     }
 }
 
-/// The next tasks of the [`STREAMS`] groups of a block of chunks, drawn on the vector unit of the caller
-/// ([`crate::net::simd::run_any_width`]: the generators' steps are 64-bit integer operations on four lanes, one
-/// 256-bit register under AVX2).
+/// The next tasks of the [`STREAMS`] groups of a block of chunks, as work for [`crate::net::simd::run_any_width`]:
+/// the inputs' conversion, the label sums and the transposes compiled for the chosen unit, the generators stepped by
+/// [`simd::xoshiro4`] on it.
 pub(super) struct Draw<'a> {
     pub(super) sampler: &'a TaskSampler,
     pub(super) rng: &'a mut Xoshiro4,
