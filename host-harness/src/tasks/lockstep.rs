@@ -125,36 +125,25 @@ impl Side {
     }
 }
 
-/// The next tasks of the [`STREAMS`] groups of a block of chunks, as work for [`crate::net::simd::run_any_width`]:
-/// the inputs' conversion, the label sums and the transposes compiled for the chosen unit, the generators stepped by
-/// [`simd::xoshiro4`] on it.
+/// Tasks `0..tasks` of the [`STREAMS`] groups of a block of chunks, as work for
+/// [`crate::net::simd::run_any_width`]: the inputs' conversion, the label sums and the transposes compiled for the
+/// chosen unit, the generators stepped by [`simd::xoshiro4`] on it.
 pub(super) struct Draw<'a> {
     pub(super) sampler: &'a TaskSampler,
     pub(super) rng: &'a mut Xoshiro4,
     pub(super) groups: &'a mut [Group],
     pub(super) side: &'a mut Side,
     pub(super) simd: Simd,
+    pub(super) tasks: usize,
 }
 
-impl<'a> Draw<'a> {
-    /// The work of drawing tasks `0..tasks` into every group.
-    pub(super) fn tasks(self, tasks: usize) -> DrawTasks<'a> {
-        DrawTasks { draw: self, tasks }
-    }
-}
-
-pub(super) struct DrawTasks<'a> {
-    draw: Draw<'a>,
-    tasks: usize,
-}
-
-impl crate::net::simd::InLanes for DrawTasks<'_> {
+impl crate::net::simd::InLanes for Draw<'_> {
     type Out = ();
 
     #[inline(always)]
     fn run<const W: usize>(self) {
-        let Draw { sampler, rng, groups, side, simd } = self.draw;
-        for t in 0..self.tasks {
+        let Draw { sampler, rng, groups, side, simd, tasks } = self;
+        for t in 0..tasks {
             sampler.sample_side_by_side(simd, rng, groups, t, side);
         }
     }
@@ -175,8 +164,8 @@ impl TaskSampler {
         let e = self.width();
         let Side { w, x, scratch, bits } = side;
         let mut sine = [(0.0f32, 0.0f32); STREAMS];
+        let n = self.n;
         for (l, group) in groups.iter_mut().enumerate().take(STREAMS) {
-            let n = group.n;
             let (Some(ctx), Some(query), Some(y)) = (
                 group.ctx.get_mut(t * n * e..(t + 1) * n * e),
                 group.query.get_mut(t * e..(t + 1) * e),

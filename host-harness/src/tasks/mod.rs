@@ -8,7 +8,8 @@
 //! Determinism: tasks come in chunks of [`CHUNK`]; chunk `c` of a batch draws from its own Xoshiro256++ stream seeded
 //! from `(seed, stream id)`, so a batch is the same whatever the number of threads, and reductions over chunks run
 //! in chunk order. [`TaskSampler::par_groups`] draws up to four chunks side by side, their generators stepped
-//! together on the vector unit (`lockstep`), with the numbers and tasks of one chunk at a time. Which stream ids a run uses for what is decided in one place, [`streams`].
+//! together on the vector unit (`lockstep`), with the numbers and tasks of one chunk at a time. Which stream ids a
+//! run uses for what is decided in one place, [`streams`].
 
 use dualform::linalg::dot_slice;
 use rand::{Rng, SeedableRng};
@@ -346,7 +347,7 @@ impl TaskSampler {
         let per_block = STREAMS.min(chunks.div_ceil(rayon::current_num_threads()).max(1));
         (0..chunks.div_ceil(per_block))
             .into_par_iter()
-            .flat_map_iter(|block| {
+            .map(|block| {
                 let first = block * per_block;
                 let lanes = per_block.min(chunks - first);
                 let rngs = core::array::from_fn(|l| stream_rng(seed, first_stream + (first + l) as u64));
@@ -361,11 +362,18 @@ impl TaskSampler {
                     }
                 });
                 let mut accs: Vec<A> = (0..lanes).map(|_| init()).collect();
+                let simd = crate::net::simd::current();
                 while let Some(&most) = left.iter().max().filter(|&&m| m > 0) {
-                    let simd = crate::net::simd::current();
-                    let work =
-                        lockstep::Draw { sampler: self, rng: &mut rng, groups: &mut groups, side: &mut side, simd };
-                    crate::net::simd::run_any_width(simd, work.tasks(size.min(most)));
+                    let tasks = size.min(most);
+                    let draw = lockstep::Draw {
+                        sampler: self,
+                        rng: &mut rng,
+                        groups: &mut groups,
+                        side: &mut side,
+                        simd,
+                        tasks,
+                    };
+                    crate::net::simd::run_any_width(simd, draw);
                     for ((acc, group), left) in accs.iter_mut().zip(&mut groups).zip(&mut left) {
                         group.count = size.min(*left);
                         if group.count > 0 {
@@ -376,6 +384,9 @@ impl TaskSampler {
                 }
                 accs
             })
+            .collect::<Vec<Vec<A>>>()
+            .into_iter()
+            .flatten()
             .collect()
     }
 
