@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 /// The experiment.
 pub struct GdPlusPlus;
 
-/// Settings of `reproduce gd-plus-plus`: those of `multi-layer`, whose deep models and fits it uses (within one
-/// `reproduce all` they are trained and fitted once).
+/// Settings of `reproduce gd-plus-plus`: those of `multi-layer`, with its defaults
+/// ([`super::multi_layer::DEEP_DEFAULTS`]), whose deep models and fits it uses (within one `reproduce all` they are
+/// trained and fitted once).
 pub type Settings = super::multi_layer::Settings;
 
 /// One depth.
@@ -175,6 +176,7 @@ pub fn verdict(r: &Results) -> String {
 
 impl Experiment for GdPlusPlus {
     const NAME: &'static str = "gd-plus-plus";
+    const DEFAULTS: &'static [(&'static str, &'static str)] = super::multi_layer::DEEP_DEFAULTS;
     const ABOUT: &'static str =
         "GD++ fitted per layer: how much of a trained deep model's advantage over plain GD it explains";
     type Settings = Settings;

@@ -124,6 +124,23 @@ pub struct Convergence {
 }
 
 impl Convergence {
+    /// How far the mean batch loss of the last tenth may move from the tenth before's for training to count as
+    /// settled: 2%. Each tenth averages thousands of batches of fresh tasks, so batch noise moves it far less.
+    pub const SETTLED: f64 = 0.02;
+
+    /// For a verdict, when training had not settled (the change from the tenth before to the last tenth beyond
+    /// [`Self::SETTLED`] either way): "training not settled (batch loss over the last tenth +5.9% from the tenth
+    /// before)". `None` when it had, or when the run was too short to tell.
+    pub fn unsettled(&self) -> Option<String> {
+        let c = self.change();
+        (c.is_finite() && c.abs() > Self::SETTLED).then(|| {
+            format!(
+                "training not settled (batch loss over the last tenth {} from the tenth before)",
+                self.change_text()
+            )
+        })
+    }
+
     /// The relative change from the tenth before to the last tenth: negative while the loss still falls.
     pub fn change(&self) -> f64 {
         self.last_tenth / self.previous_tenth - 1.0

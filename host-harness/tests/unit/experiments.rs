@@ -40,3 +40,24 @@ fn a_value_given_with_quick_wins_over_the_quick_default() {
     assert_eq!(s.shared.train.steps, 7);
     assert_eq!(s.shared.eval.eval_tasks, 2000, "the other quick defaults still apply");
 }
+
+/// The deep models train for the authors' 50 000 steps by default: `multi-layer` and `gd-plus-plus` agree on every
+/// default, with and without `--quick` (so that `reproduce all` trains and fits each deep model once), and
+/// `recurrent` trains its looped layer that long while part 1 keeps `single-layer`'s layer (the same training
+/// defaults, so the same cached layer).
+#[test]
+fn the_deep_models_train_for_the_authors_50000_steps() {
+    let entry = |name: &str| REGISTRY.iter().find(|e| e.name() == name).unwrap();
+    for quick in [false, true] {
+        let deep = entry("multi-layer").defaults(quick).unwrap();
+        assert_eq!(deep, entry("gd-plus-plus").defaults(quick).unwrap(), "quick {quick}");
+        let recurrent = entry("recurrent").defaults(quick).unwrap();
+        assert_eq!(recurrent["train"], entry("single-layer").defaults(quick).unwrap()["train"], "quick {quick}");
+    }
+    let full = |name: &str| entry(name).defaults(false).unwrap();
+    assert_eq!(full("multi-layer")["train"]["steps"], 50_000);
+    assert_eq!(full("recurrent")["loop_steps"], 50_000);
+    assert_eq!(full("single-layer")["train"]["steps"], 5000);
+    let quick = entry("multi-layer").defaults(true).unwrap();
+    assert_eq!(quick["train"]["steps"], 300, "--quick still wins over the experiment's own defaults");
+}

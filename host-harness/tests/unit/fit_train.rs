@@ -2,7 +2,7 @@
 
 use dualform::Update;
 use dualform_harness::fit::optim::AdamW;
-use dualform_harness::fit::train::{train, TrainSpec};
+use dualform_harness::fit::train::{train, Convergence, TrainSpec};
 use dualform_harness::model::Lsa;
 use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
 
@@ -31,4 +31,19 @@ fn the_convergence_readout_averages_the_last_two_tenths_of_the_batch_losses() {
     let c = train(&mut model, &sampler, &one, |_, _, _| Ok(())).unwrap().convergence;
     assert!(c.last_tenth.is_finite() && c.previous_tenth.is_nan());
     assert_eq!(c.change_text(), "-");
+}
+
+/// Training counts as settled when the last tenth's mean batch loss is within 2% of the tenth before's, either way;
+/// the verdicts' clause names the change otherwise, and says nothing when there is no tenth before.
+#[test]
+fn training_is_unsettled_beyond_two_per_cent_either_way() {
+    let c = |last: f64, previous: f64| Convergence { tenth: 100, last_tenth: last, previous_tenth: previous };
+    assert_eq!(c(1.019, 1.0).unsettled(), None);
+    assert_eq!(c(0.981, 1.0).unsettled(), None);
+    assert_eq!(
+        c(1.059, 1.0).unsettled().as_deref(),
+        Some("training not settled (batch loss over the last tenth +5.9% from the tenth before)")
+    );
+    assert!(c(0.5, 1.0).unsettled().unwrap().contains("-50.0%"));
+    assert_eq!(c(1.0, f64::NAN).unsettled(), None);
 }

@@ -3,9 +3,10 @@
 //! layers of GD++ with tuned (eta, gamma) per layer; losses, Preds diff and Model cos against each, and the
 //! per-layer readout (the query's prediction after each layer) beside the loss after each GD / GD++ step.
 //!
-//! Training follows the reference rules by depth (docs/conventions.md): AdamW lr 1e-3 (5e-4 beyond 3 layers), global
-//! norm clip 1e-3 up to 2 layers and 10 beyond, tokens clipped to +-10 after every layer beyond 3 layers,
-//! initialisation variance 0.002 / K. The references are fitted on tuning tasks ([`crate::fit::references`]).
+//! Training follows the reference rules by depth (docs/conventions.md): the authors' 50 000 steps of 2048 tasks
+//! ([`DEEP_DEFAULTS`]), AdamW lr 1e-3 (5e-4 beyond 3 layers), global norm clip 1e-3 up to 2 layers and 10 beyond,
+//! tokens clipped to +-10 after every layer beyond 3 layers, initialisation variance 0.002 / K. The references are
+//! fitted on tuning tasks ([`crate::fit::references`]).
 //!
 //! Files: `report.json`, `depths.csv` (one row per depth and model), `readout.csv` (loss after each layer),
 //! `curves.csv` (probe loss during training), `multi-layer.png`, `stack-K.safetensors` (trained weights),
@@ -31,6 +32,10 @@ pub use report::{checks, verdict, TrainedDepth, ReferenceResult, Results, AUTHOR
 
 /// The experiment.
 pub struct MultiLayer;
+
+/// The defaults `multi-layer` and `gd-plus-plus` set over their settings type's: the authors train the deep models
+/// for 50 000 steps. Both experiments share them, so that `reproduce all` trains each deep model once.
+pub const DEEP_DEFAULTS: &[(&str, &str)] = &[("steps", "50000")];
 
 /// Settings of `reproduce multi-layer`.
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +84,7 @@ impl Settings {
 
 impl Experiment for MultiLayer {
     const NAME: &'static str = "multi-layer";
+    const DEFAULTS: &'static [(&'static str, &'static str)] = DEEP_DEFAULTS;
     const ABOUT: &'static str =
         "K = 2..5 distinct LSA layers, against K steps of GD (shared rate, rate per step) and K layers of GD++";
     type Settings = Settings;

@@ -216,8 +216,9 @@ pub fn verdict(r: &Results, checks: &[Check]) -> String {
                 .iter()
                 .min_by(|a, b| a.vs_trained.preds_diff.mean.total_cmp(&b.vs_trained.preds_diff.mean))
                 .map_or("-", |x| x.params.name.as_str());
+            let unsettled = d.timing.convergence.unsettled().map_or(String::new(), |u| format!("; {u}"));
             format!(
-                "K = {}: trained {:.4}, {}; closest by preds diff: {best}",
+                "K = {}: trained {:.4}, {}; closest by preds diff: {best}{unsettled}",
                 d.layers,
                 d.trained_loss().mean,
                 if matched.is_empty() {

@@ -6,7 +6,8 @@
 //! 2. A layer trained *with* the recurrence in the loop: one layer applied K times (every token and coordinate
 //!    updated: the reference's looped model) and trained on the loss after the K-th application; against repeated
 //!    GD (one rate, fitted for K steps) and repeated GD++ (one rate and one gamma, fitted for K steps), with the
-//!    loss after every application up to 2K to see what it does beyond the depth it was trained at.
+//!    loss after every application up to 2K to see what it does beyond the depth it was trained at. It trains for
+//!    the authors' 50 000 steps (`--loop-steps`), like the deep models of `multi-layer`.
 //!
 //! Files: `report.json`, `iterated.csv`, `looped.csv`, `recurrent.png`, `looped.safetensors`.
 
@@ -16,7 +17,7 @@ use super::{Experiment, Groups, QuickSet, Run};
 use crate::output::report::Check;
 use crate::experiments::settings::{in_range, Shared, TaskArgs};
 use crate::fit::references::{fit_looped, FitSpec, FittedParams};
-use crate::fit::train::reference;
+use crate::fit::train::{reference, TrainSpec};
 use crate::judge::baselines::Predictor;
 use crate::judge::eval::{compare_many, evaluate, gd_net, matches, readout_losses, tune_gd_rate, Agreement, Metric, Readout};
 use crate::judge::stats::Stat;
@@ -50,13 +51,17 @@ pub struct Settings {
     /// Applications K of the layer trained with the recurrence in the loop (part 2).
     #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub loop_applications: usize,
+    /// Training steps of the layer trained with the recurrence in the loop (part 2): the authors' 50 000, as for the
+    /// deep models of `multi-layer`. Part 1's layer is `single-layer`'s, trained for `--steps`.
+    #[arg(long, default_value_t = 50_000, allow_negative_numbers = true)]
+    pub loop_steps: u64,
     /// Gauss-Newton iterations per reference fit.
     #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     pub fit_iters: usize,
 }
 
 impl super::Settings for Settings {
-    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("loop_applications", "3"), ("fit_iters", "10")]];
+    const QUICK: &'static [QuickSet] = &[QUICK_LAYER, &[("loop_applications", "3"), ("loop_steps", "600"), ("fit_iters", "10")]];
 
     fn groups(&self) -> Groups<'_> {
         Groups::with_task(&self.shared, &self.task)
@@ -68,6 +73,7 @@ impl super::Settings for Settings {
             return Err(HarnessError::Usage(format!("--damping must be in (0, 1] (got {})", self.damping)));
         }
         in_range("--loop-applications", self.loop_applications, 2..=16)?;
+        in_range("--loop-steps", self.loop_steps, 1..=10_000_000)?;
         in_range("--fit-iters", self.fit_iters, 1..=1000)?;
         Ok(())
     }
@@ -109,7 +115,7 @@ impl Experiment for Recurrent {
         let iterated = Iterated { eta, damping: s.damping, trained, gd, final_vs_gd };
         // Part 2.
         let k = s.loop_applications;
-        let training = s.shared.train.spec(k, s.shared.common.seed);
+        let training = TrainSpec { steps: s.loop_steps, ..s.shared.train.spec(k, s.shared.common.seed) };
         let token_clip = reference::token_clip(k);
         let key = format!("looped|{k}|{:?}|{training:?}|{token_clip:?}", s.task);
         let (looped, timing) = run.cached(&key, |run| {

@@ -205,7 +205,7 @@ pub fn verdict(r: &Results) -> String {
     format!(
         "the trained layer applied {} times tracks GD at {} x eta within {:.1}% at every application ({:.4} vs {:.4} \
          after the last; its gap to GD by application: {}); a layer trained with {k} applications in the loop \
-         reaches {:.4} ({}{})",
+         reaches {:.4} ({}{}{})",
         it.trained.len(),
         it.damping,
         100.0 * it.worst_gap(),
@@ -229,7 +229,8 @@ pub fn verdict(r: &Results) -> String {
             format!("; it matches neither, and is closest to {closest} by preds diff")
         } else {
             format!("; it matches {}", matched.join(" and "))
-        }
+        },
+        lp.timing.convergence.unsettled().map_or(String::new(), |u| format!("; its {u}"))
     )
 }
 
