@@ -88,31 +88,33 @@ impl Net {
         grads: &mut [Merged],
         loss: &mut f64,
     ) -> bool {
-        simd::run(simd, group.shape().1, NetGroup { net: self, group, ws, grads, loss })
+        simd::run(simd, group.shape().1, NetGroup { simd, net: self, group, ws, grads, loss })
     }
 
     /// [`Net::lanes_gradient`] on `L` lanes at the token width `W` (0: the run-time width), inlined into the caller.
     #[inline(always)]
-    fn lanes_gradient_on<const L: usize, const W: usize>(
+    fn lanes_gradient_on<const W: usize>(
         &self,
+        simd: Simd,
         group: &Group,
-        ws: &mut LaneWorkspace<L>,
+        ws: &mut LaneWorkspace<LANES>,
         grads: &mut [Merged],
         loss: &mut f64,
     ) -> bool {
         let (n, e) = group.shape();
         let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
-        if e != heads[0].width() || group.count == 0 || group.count > L || grads.len() != heads.len() {
+        let fits = group.count > 0 && group.count <= LANES && grads.len() == heads.len() && k <= simd::MOST_SOURCES;
+        if e != heads[0].width() || !fits {
             return false;
         }
         let (ee, stride) = (e * e, (n + 1) * e);
-        let (ms, vs) = MergedRef::<Lanes<L>>::layer_backward_scratch(e);
+        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
         let w = sized(&mut ws.heads, 2 * ee * heads.len());
         if !same_weights(&ws.source, heads) {
             ws.source.clear();
             for (h, m) in w.chunks_exact_mut(2 * ee).zip(heads) {
                 for (x, &v) in h.iter_mut().zip(m.a.iter().chain(&m.b)) {
-                    *x = Lanes::<L>::splat(v);
+                    *x = V::splat(v);
                 }
                 ws.source.extend_from_slice(&m.a);
                 ws.source.extend_from_slice(&m.b);
@@ -121,7 +123,7 @@ impl Net {
         let tokens = sized(&mut ws.tokens, (k + 1) * stride);
         load(group, &mut tokens[..stride]);
         let u = self.update();
-        let upd = Update { scale: Lanes::<L>::splat(u.scale), first: u.first, clip: u.clip.map(Lanes::<L>::splat) };
+        let upd = Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) };
         let caches = sized(&mut ws.caches, 3 * ee * k);
         let vecs = sized(&mut ws.vecs, vs.max(e));
         for (app, &h) in schedule.iter().enumerate() {
@@ -136,9 +138,9 @@ impl Net {
                 return false;
             }
         }
-        let y_hat: [f32; L] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
+        let y_hat: [f32; LANES] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
         let g = sized(&mut ws.grads, stride);
-        g.fill(Lanes::<L>::ZERO);
+        g.fill(V::ZERO);
         g[stride - 1] = seeds(group, &y_hat);
         let per_app = sized(&mut ws.per_app, 2 * ee * k);
         let mats = sized(&mut ws.mats, ms);
@@ -147,8 +149,8 @@ impl Net {
             let (gc, gq) = g.split_at_mut(n * e);
             let cache = cache_ref(caches, e, app);
             let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
-            da.fill(Lanes::<L>::ZERO);
-            db.fill(Lanes::<L>::ZERO);
+            da.fill(V::ZERO);
+            db.fill(V::ZERO);
             let grad = GradMut { a: da, b: db };
             let h = schedule[app];
             let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
@@ -156,19 +158,23 @@ impl Net {
                 return false;
             }
         }
-        // Task by task, applications last to first: the order of the one-task path.
-        for (l, (y_hat, &y)) in y_hat.iter().zip(&group.y).enumerate().take(group.count) {
-            for app in (0..k).rev() {
-                let into = &mut grads[schedule[app]];
+        // Task by task, applications last to first: the order of the one-task path for every entry of every head
+        // (for each task in turn, the head's own applications, last to first; heads are independent of each other).
+        let no_part: &[V] = &[];
+        for (h, into) in grads.iter_mut().enumerate() {
+            let (mut a, mut b, mut count) = ([no_part; simd::MOST_SOURCES], [no_part; simd::MOST_SOURCES], 0);
+            for app in (0..k).rev().filter(|&app| schedule[app] == h) {
                 let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at(ee);
-                // Two plain loops, not one over a chain of both: a chained iterator is not vectorised.
-                for (acc, v) in into.a.iter_mut().zip(da) {
-                    *acc += v.0[l];
+                if let (Some(sa), Some(sb)) = (a.get_mut(count), b.get_mut(count)) {
+                    (*sa, *sb) = (da, db);
                 }
-                for (acc, v) in into.b.iter_mut().zip(db) {
-                    *acc += v.0[l];
-                }
+                count += 1;
             }
+            // At most `k <= MOST_SOURCES` applications (checked above), so neither call refuses.
+            simd::add_lanes(simd, &mut into.a, &a[..count], group.count);
+            simd::add_lanes(simd, &mut into.b, &b[..count], group.count);
+        }
+        for (y_hat, &y) in y_hat.iter().zip(&group.y).take(group.count) {
             *loss += 0.5 * ((y_hat - y) as f64).powi(2);
         }
         true
@@ -177,6 +183,7 @@ impl Net {
 
 /// One group's gradient of a [`Net`] as work on lanes ([`simd::InLanes`]).
 struct NetGroup<'a> {
+    simd: Simd,
     net: &'a Net,
     group: &'a Group,
     ws: &'a mut LaneWorkspace<LANES>,
@@ -188,7 +195,7 @@ impl simd::InLanes for NetGroup<'_> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        self.net.lanes_gradient_on::<LANES, W>(self.group, self.ws, self.grads, self.loss)
+        self.net.lanes_gradient_on::<W>(self.simd, self.group, self.ws, self.grads, self.loss)
     }
 }
 
@@ -214,13 +221,14 @@ impl SoftmaxNet {
         grads: &mut [SoftmaxLayer],
         loss: &mut f64,
     ) -> bool {
-        simd::run_any_width(simd, SoftmaxGroup { net: self, group, ws, grads, loss })
+        simd::run_any_width(simd, SoftmaxGroup { simd, net: self, group, ws, grads, loss })
     }
 
     /// [`SoftmaxNet::lanes_gradient`], inlined into the caller.
     #[inline(always)]
     fn lanes_gradient_in(
         &self,
+        simd: Simd,
         group: &Group,
         ws: &mut SoftmaxLanes,
         grads: &mut [SoftmaxLayer],
@@ -258,12 +266,12 @@ impl SoftmaxNet {
         if !backward_layers(&ws.layers, e, n, &mut ws.ws, &mut ws.grads) {
             return false;
         }
+        // Task by task into every layer's sum (the layers' sums are independent of each other; each layer's
+        // gradient has its layer's shape, so none is refused).
+        for (into, from) in grads.iter_mut().zip(&ws.grads) {
+            simd::add_lanes(simd, into.params_mut(), &[from.params()], group.count);
+        }
         for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
-            for (into, from) in grads.iter_mut().zip(&ws.grads) {
-                for (acc, v) in into.params_mut().iter_mut().zip(from.params()) {
-                    *acc += v.0[l];
-                }
-            }
             *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
         }
         true
@@ -272,6 +280,7 @@ impl SoftmaxNet {
 
 /// One group's gradient of a [`SoftmaxNet`] as work on lanes ([`simd::InLanes`]; the widths are run-time ones).
 struct SoftmaxGroup<'a> {
+    simd: Simd,
     net: &'a SoftmaxNet,
     group: &'a Group,
     ws: &'a mut SoftmaxLanes,
@@ -283,6 +292,6 @@ impl simd::InLanes for SoftmaxGroup<'_> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        self.net.lanes_gradient_in(self.group, self.ws, self.grads, self.loss)
+        self.net.lanes_gradient_in(self.simd, self.group, self.ws, self.grads, self.loss)
     }
 }

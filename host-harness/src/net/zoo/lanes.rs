@@ -55,7 +55,7 @@ impl<const E: usize> ZooNet<E> {
         grads: &mut [ZooLayer<E>],
         loss: &mut f64,
     ) -> bool {
-        simd::run_any_width(simd, ZooGroup { net: self, group, ws, grads, loss, inputs: None })
+        simd::run_any_width(simd, ZooGroup { simd, net: self, group, ws, grads, loss, inputs: None })
     }
 
     /// [`ZooNet::lanes_gradient`], and each task's gradient with respect to its input tokens (`dL/dh` of its N
@@ -71,13 +71,14 @@ impl<const E: usize> ZooNet<E> {
         inputs: &mut Vec<[f32; E]>,
     ) -> bool {
         inputs.clear();
-        simd::run_any_width(simd, ZooGroup { net: self, group, ws, grads, loss, inputs: Some(inputs) })
+        simd::run_any_width(simd, ZooGroup { simd, net: self, group, ws, grads, loss, inputs: Some(inputs) })
     }
 
     /// [`ZooNet::lanes_gradient_inputs`], inlined into the caller.
     #[inline(always)]
     fn lanes_gradient_in(
         &self,
+        simd: Simd,
         group: &Group,
         ws: &mut ZooLanes<E>,
         grads: &mut [ZooLayer<E>],
@@ -105,17 +106,17 @@ impl<const E: usize> ZooNet<E> {
         if stack.backward(n, &mut ws.ws, seeds(group, &y_hat), &mut ws.grads).is_none() {
             return false;
         }
-        for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
-            for (into, from) in grads.iter_mut().zip(&ws.grads) {
-                for (a, b) in into.heads.iter_mut().zip(&from.heads) {
-                    let pairs = [(&mut a.w_q, &b.w_q), (&mut a.w_k, &b.w_k), (&mut a.w_v, &b.w_v), (&mut a.p, &b.p)];
-                    for (m, d) in pairs {
-                        for (acc, v) in m.iter_mut().zip(d.iter()) {
-                            *acc += v.0[l];
-                        }
-                    }
-                }
+        // Task by task into every matrix's sum (the sums are independent of each other; the shapes match, so none
+        // is refused).
+        for (into, from) in grads.iter_mut().zip(&ws.grads) {
+            for (a, b) in into.heads.iter_mut().zip(&from.heads) {
+                simd::add_lanes(simd, a.w_q.as_mut_slice(), &[b.w_q.as_slice()], group.count);
+                simd::add_lanes(simd, a.w_k.as_mut_slice(), &[b.w_k.as_slice()], group.count);
+                simd::add_lanes(simd, a.w_v.as_mut_slice(), &[b.w_v.as_slice()], group.count);
+                simd::add_lanes(simd, a.p.as_mut_slice(), &[b.p.as_slice()], group.count);
             }
+        }
+        for (l, y_hat) in y_hat.iter().enumerate().take(group.count) {
             *loss += 0.5 * ((y_hat - group.task(l).2) as f64).powi(2);
         }
         if let Some(out) = inputs {
@@ -130,6 +131,7 @@ impl<const E: usize> ZooNet<E> {
 
 /// One group's gradient of a [`ZooNet`] as work on lanes ([`simd::InLanes`]; its width is the net's constant `E`).
 struct ZooGroup<'a, const E: usize> {
+    simd: Simd,
     net: &'a ZooNet<E>,
     group: &'a Group,
     ws: &'a mut ZooLanes<E>,
@@ -142,6 +144,6 @@ impl<const E: usize> simd::InLanes for ZooGroup<'_, E> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        self.net.lanes_gradient_in(self.group, self.ws, self.grads, self.loss, self.inputs)
+        self.net.lanes_gradient_in(self.simd, self.group, self.ws, self.grads, self.loss, self.inputs)
     }
 }
