@@ -91,7 +91,8 @@ impl Net {
         simd::run(simd, group.shape().1, NetGroup { simd, net: self, group, ws, grads, loss })
     }
 
-    /// [`Net::lanes_gradient`] on `L` lanes at the token width `W` (0: the run-time width), inlined into the caller.
+    /// [`Net::lanes_gradient`] on [`LANES`] lanes at the token width `W` (0: the run-time width), inlined into the
+    /// caller.
     #[inline(always)]
     fn lanes_gradient_on<const W: usize>(
         &self,
