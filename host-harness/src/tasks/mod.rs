@@ -18,8 +18,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod closed_form;
 mod lockstep;
+mod parallel;
 pub use closed_form::ClosedForm;
-use lockstep::Side;
 pub use lockstep::{Lane, Xoshiro4, STREAMS};
 
 /// Tasks per random stream and per parallel work unit.
@@ -308,101 +308,5 @@ impl TaskSampler {
         let y = query[e - 1];
         query[e - 1] = 0.0;
         y
-    }
-
-    /// Visits the `count` tasks of the stream family `(seed, first_stream + chunk)`, chunk by chunk in parallel,
-    /// calling `f(acc, ctx, query, y)` with the context as N tokens of width `E = d + 1` in one slice and reducing
-    /// the per-chunk results in order.
-    pub fn par_chunks<A: Send>(
-        &self,
-        seed: u64,
-        first_stream: u64,
-        count: usize,
-        init: impl Fn() -> A + Sync,
-        f: impl Fn(&mut A, &[f32], &[f32], f32) + Sync,
-    ) -> Vec<A> {
-        self.par_groups(seed, first_stream, count, 1, init, |acc, group| {
-            let (ctx, query, y) = group.task(0);
-            f(acc, ctx, query, y)
-        })
-    }
-
-    /// [`TaskSampler::par_chunks`] a group of up to `size` consecutive tasks at a time: the same tasks in the same
-    /// order, `f(acc, group)` called once per group (groups never span two chunks).
-    pub fn par_groups<A: Send>(
-        &self,
-        seed: u64,
-        first_stream: u64,
-        count: usize,
-        size: usize,
-        init: impl Fn() -> A + Sync,
-        f: impl Fn(&mut A, &Group) + Sync,
-    ) -> Vec<A> {
-        use rayon::prelude::*;
-        let (size, e) = (size.max(1), self.width());
-        let chunks = count.div_ceil(CHUNK);
-        // Up to STREAMS chunks at a time, their generators stepped together (`lockstep`), each chunk with its own
-        // accumulator; fewer per block when there would otherwise be fewer blocks than threads. A lane past the
-        // block's chunks draws from a stream nobody reads.
-        let per_block = STREAMS.min(chunks.div_ceil(rayon::current_num_threads()).max(1));
-        (0..chunks.div_ceil(per_block))
-            .into_par_iter()
-            .map(|block| {
-                let first = block * per_block;
-                let lanes = per_block.min(chunks - first);
-                let rngs = core::array::from_fn(|l| stream_rng(seed, first_stream + (first + l) as u64));
-                let mut rng = Xoshiro4::new(&rngs);
-                let mut groups = vec![Group::zeros(self.n, e, size); STREAMS];
-                let mut side = Side::new(self.n, e);
-                let mut left: [usize; STREAMS] = core::array::from_fn(|l| {
-                    if l < lanes {
-                        count.saturating_sub((first + l) * CHUNK).min(CHUNK)
-                    } else {
-                        0
-                    }
-                });
-                let mut accs: Vec<A> = (0..lanes).map(|_| init()).collect();
-                let simd = crate::net::simd::current();
-                while let Some(&most) = left.iter().max().filter(|&&m| m > 0) {
-                    let tasks = size.min(most);
-                    let draw = lockstep::Draw {
-                        sampler: self,
-                        rng: &mut rng,
-                        groups: &mut groups,
-                        side: &mut side,
-                        simd,
-                        tasks,
-                    };
-                    crate::net::simd::run_any_width(simd, draw);
-                    for ((acc, group), left) in accs.iter_mut().zip(&mut groups).zip(&mut left) {
-                        group.count = size.min(*left);
-                        if group.count > 0 {
-                            f(acc, group);
-                            *left -= group.count;
-                        }
-                    }
-                }
-                accs
-            })
-            .collect::<Vec<Vec<A>>>()
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    /// [`TaskSampler::par_chunks`] with tokens of a width fixed at compile time (`E = d + 1`).
-    pub fn par_chunks_fixed<const E: usize, A: Send>(
-        &self,
-        seed: u64,
-        first_stream: u64,
-        count: usize,
-        init: impl Fn() -> A + Sync,
-        f: impl Fn(&mut A, &[[f32; E]], &[f32; E], f32) + Sync,
-    ) -> Vec<A> {
-        self.par_chunks(seed, first_stream, count, init, |acc, ctx, query, y| {
-            if let Ok(q) = <&[f32; E]>::try_from(query) {
-                f(acc, ctx.as_chunks::<E>().0, q, y);
-            }
-        })
     }
 }
