@@ -148,6 +148,8 @@ impl<T: Real> MergedRef<'_, T> {
         let tokens = ctx_in.chunks_exact(e).chain(core::iter::once(query_in));
         let grads = g_ctx.chunks_exact_mut(e).chain(core::iter::once(&mut *g_query));
         let first = upd.first.min(e);
+        // Decided once: on lanes the comparison is one per lane, and LLVM kept it inside the loop below.
+        let unit_scale = upd.scale == T::ONE;
         for (h, g) in tokens.zip(grads) {
             if let Some(c) = upd.clip {
                 // The coordinates the rule clamped pass no gradient.
@@ -163,7 +165,7 @@ impl<T: Real> MergedRef<'_, T> {
             gu.fill(T::ZERO);
             if let (Some((_, o)), Some((_, gs))) = (gu.split_at_mut_checked(first), g.split_at_checked(first)) {
                 for (o, &gi) in o.iter_mut().zip(gs) {
-                    *o = if upd.scale == T::ONE { gi } else { upd.scale * gi };
+                    *o = if unit_scale { gi } else { upd.scale * gi };
                 }
             }
             add_outer(dc, gu, h);

@@ -95,12 +95,20 @@ pub struct FitReport {
 /// Mean loss of `model` on the tasks `(seed, stream..)`, `count` of them.
 pub fn mean_loss<M: Model>(model: &M, sampler: &TaskSampler, seed: u64, stream: u64, count: usize) -> f64 {
     let net = model.net();
-    let parts = sampler.par_chunks::<(f64, <M::Net as Forward>::Workspace)>(
+    // A group at a time (tasks side by side where the net can), the losses summed task by task in order.
+    let size = net.group_size();
+    let parts = sampler.par_groups::<(f64, <M::Net as Forward>::Workspace, Vec<f32>)>(
         seed,
         stream,
         count,
-        || (0.0, net.workspace(sampler.n)),
-        |(l, ws), c, q, y| *l += 0.5 * ((net.predict(c, q, ws, None) - y) as f64).powi(2),
+        size,
+        || (0.0, net.workspace(sampler.n), vec![0.0; size]),
+        |(l, ws, y_hat), group| {
+            net.group_predict(group, ws, y_hat);
+            for (&p, &y) in y_hat.iter().zip(&group.y).take(group.count) {
+                *l += 0.5 * ((p - y) as f64).powi(2);
+            }
+        },
     );
     parts.iter().map(|p| p.0).sum::<f64>() / count as f64
 }

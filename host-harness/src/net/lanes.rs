@@ -91,25 +91,27 @@ impl Net {
         simd::run(simd, group.shape().1, NetGroup { simd, net: self, group, ws, grads, loss })
     }
 
-    /// [`Net::lanes_gradient`] on [`LANES`] lanes at the token width `W` (0: the run-time width), inlined into the
-    /// caller.
+    /// [`Forward::group_predict`] in lanes for a group of at most [`LANES`] tasks of
+    /// this net's width, on the vector unit `simd`: each task's prediction into `out` (the bits of
+    /// [`Forward::predict`]). Returns false, having written nothing, when the group does
+    /// not fit or a kernel refused (then the caller goes task by task).
+    pub fn lanes_predict(&self, simd: Simd, group: &Group, ws: &mut LaneWorkspace<LANES>, out: &mut [f32]) -> bool {
+        simd::run(simd, group.shape().1, NetPredict { net: self, group, ws, out })
+    }
+
+    /// The forward of [`Net::lanes_gradient_on`] and [`Net::lanes_predict`] at the token width `W` (0: the run-time
+    /// width), inlined into the caller: the heads broadcast into `ws.heads` (unless they already hold these
+    /// weights), the group's tasks loaded into `ws.tokens`, every application run (its tokens and cache kept). The
+    /// predictions, or `None` when the group does not fit or a kernel refused.
     #[inline(always)]
-    fn lanes_gradient_on<const W: usize>(
-        &self,
-        simd: Simd,
-        group: &Group,
-        ws: &mut LaneWorkspace<LANES>,
-        grads: &mut [Merged],
-        loss: &mut f64,
-    ) -> bool {
+    fn lanes_forward_on<const W: usize>(&self, group: &Group, ws: &mut LaneWorkspace<LANES>) -> Option<[f32; LANES]> {
         let (n, e) = group.shape();
         let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
-        let fits = group.count > 0 && group.count <= LANES && grads.len() == heads.len() && k <= simd::MOST_SOURCES;
-        if e != heads[0].width() || !fits {
-            return false;
+        if e != heads[0].width() || group.count == 0 || group.count > LANES {
+            return None;
         }
         let (ee, stride) = (e * e, (n + 1) * e);
-        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
+        let (_, vs) = MergedRef::<V>::layer_backward_scratch(e);
         let w = sized(&mut ws.heads, 2 * ee * heads.len());
         if !same_weights(&ws.source, heads) {
             ws.source.clear();
@@ -123,8 +125,7 @@ impl Net {
         }
         let tokens = sized(&mut ws.tokens, (k + 1) * stride);
         load(group, &mut tokens[..stride]);
-        let u = self.update();
-        let upd = Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) };
+        let upd = self.lane_update();
         let caches = sized(&mut ws.caches, 3 * ee * k);
         let vecs = sized(&mut ws.vecs, vs.max(e));
         for (app, &h) in schedule.iter().enumerate() {
@@ -134,12 +135,40 @@ impl Net {
             let (c, q) = next.split_at_mut(n * e);
             // No closures on this path: a closure is a function of its own, which the compiler may keep out of line,
             // and then compile for the baseline unit instead of the caller's (simd.rs).
-            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
-            if head.layer_forward_inlined::<W>(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]).is_err() {
-                return false;
-            }
+            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]).ok()?;
+            head.layer_forward_inlined::<W>(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]).ok()?;
         }
-        let y_hat: [f32; LANES] = core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]);
+        Some(core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]))
+    }
+
+    /// The net's update rule broadcast to every lane.
+    #[inline(always)]
+    fn lane_update(&self) -> Update<V> {
+        let u = self.update();
+        Update { scale: V::splat(u.scale), first: u.first, clip: u.clip.map(V::splat) }
+    }
+
+    /// [`Net::lanes_gradient`] on [`LANES`] lanes at the token width `W` (0: the run-time width), inlined into the
+    /// caller.
+    #[inline(always)]
+    fn lanes_gradient_on<const W: usize>(
+        &self,
+        simd: Simd,
+        group: &Group,
+        ws: &mut LaneWorkspace<LANES>,
+        grads: &mut [Merged],
+        loss: &mut f64,
+    ) -> bool {
+        let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
+        if grads.len() != heads.len() || k > simd::MOST_SOURCES {
+            return false;
+        }
+        let Some(y_hat) = self.lanes_forward_on::<W>(group, ws) else { return false };
+        let (n, e) = group.shape();
+        let (ee, stride) = (e * e, (n + 1) * e);
+        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
+        let upd = self.lane_update();
+        let (w, tokens, caches, vecs) = (&ws.heads, &ws.tokens, &ws.caches, &mut ws.vecs);
         let g = sized(&mut ws.grads, stride);
         g.fill(V::ZERO);
         g[stride - 1] = seeds(group, &y_hat);
@@ -197,6 +226,26 @@ impl simd::InLanes for NetGroup<'_> {
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
         self.net.lanes_gradient_on::<W>(self.simd, self.group, self.ws, self.grads, self.loss)
+    }
+}
+
+/// One group's predictions of a [`Net`] as work on lanes ([`simd::InLanes`]).
+struct NetPredict<'a> {
+    net: &'a Net,
+    group: &'a Group,
+    ws: &'a mut LaneWorkspace<LANES>,
+    out: &'a mut [f32],
+}
+
+impl simd::InLanes for NetPredict<'_> {
+    type Out = bool;
+    #[inline(always)]
+    fn run<const W: usize>(self) -> bool {
+        let Some(y_hat) = self.net.lanes_forward_on::<W>(self.group, self.ws) else { return false };
+        for (o, y) in self.out.iter_mut().zip(y_hat).take(self.group.count) {
+            *o = y;
+        }
+        true
     }
 }
 

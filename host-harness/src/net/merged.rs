@@ -16,7 +16,7 @@
 
 use super::lanes::{LaneWorkspace, LANES};
 use super::simd;
-use super::{tasks_gradient, Forward};
+use super::{tasks_gradient, tasks_predict, Forward};
 use crate::tasks::Group;
 use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
 use dualform::{MergedHead, MergedRef, Update};
@@ -359,8 +359,8 @@ impl Forward for Net {
         y_hat
     }
 
-    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`], on the unit [`simd::current`]) ([`super::lanes`]); the single layer's query-only
-    /// kernel one at a time.
+    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`], on the unit [`simd::current`]);
+    /// the single layer's query-only kernel one at a time.
     fn group_size(&self) -> usize {
         if self.query_only() {
             1
@@ -372,6 +372,12 @@ impl Forward for Net {
     fn group_gradient(&self, group: &Group, ws: &mut NetWorkspace, grads: &mut [Merged], loss: &mut f64) {
         if self.query_only() || !self.lanes_gradient(simd::current(), group, &mut ws.lanes, grads, loss) {
             tasks_gradient(self, group, ws, grads, loss);
+        }
+    }
+
+    fn group_predict(&self, group: &Group, ws: &mut NetWorkspace, out: &mut [f32]) {
+        if self.query_only() || !self.lanes_predict(simd::current(), group, &mut ws.lanes, out) {
+            tasks_predict(self, group, ws, out);
         }
     }
 }

@@ -86,6 +86,20 @@ pub trait Forward: Clone + Send + Sync {
     fn group_gradient(&self, group: &Group, ws: &mut Self::Workspace, grads: &mut [Self::Grad], loss: &mut f64) {
         tasks_gradient(self, group, ws, grads, loss);
     }
+
+    /// The prediction of each task of `group` into `out` (its first `group.count` entries), the bits of
+    /// [`Forward::predict`]. By default task by task; a net that runs tasks side by side gives the same bits.
+    fn group_predict(&self, group: &Group, ws: &mut Self::Workspace, out: &mut [f32]) {
+        tasks_predict(self, group, ws, out);
+    }
+}
+
+/// [`Forward::group_predict`] task by task.
+pub fn tasks_predict<F: Forward>(net: &F, group: &Group, ws: &mut F::Workspace, out: &mut [f32]) {
+    for (t, o) in out.iter_mut().enumerate().take(group.count) {
+        let (ctx, query, _) = group.task(t);
+        *o = net.predict(ctx, query, ws, None);
+    }
 }
 
 /// [`Forward::group_gradient`] task by task.

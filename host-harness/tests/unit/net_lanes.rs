@@ -9,8 +9,8 @@ use dualform_harness::net::zoo::ZooLanes;
 use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, Forward};
 use dualform_harness::tasks::{stream_rng, Group, TaskSampler};
 
-/// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits and
-/// the same loss, for distinct clipped layers and for one damped layer looped three times, on every vector unit
+/// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits, the
+/// same loss and the same predictions (`lanes_predict` against `predict`), for distinct clipped layers and for one damped layer looped three times, on every vector unit
 /// this CPU has (the portable build and AVX2), at token widths compiled as constants (6, 11) and at one past them
 /// (21, the run-time width).
 #[test]
@@ -34,6 +34,14 @@ fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
                     let mut lane_ws = LaneWorkspace::default();
                     assert!(net.lanes_gradient(simd, group, &mut lane_ws, &mut lanes, &mut loss_lanes));
                     tasks_gradient(net, group, &mut ws, &mut one, &mut loss_one);
+                    let mut predicted = vec![f32::NAN; LANES];
+                    assert!(net.lanes_predict(simd, group, &mut lane_ws, &mut predicted));
+                    let one_by_one = (0..group.count).map(|t| {
+                        let (ctx, query, _) = group.task(t);
+                        net.predict(ctx, query, &mut ws, None).to_bits()
+                    });
+                    let predicted: Vec<u32> = predicted.iter().take(group.count).map(|v| v.to_bits()).collect();
+                    assert_eq!(predicted, one_by_one.collect::<Vec<_>>(), "{}, d {d}: predictions", simd.name());
                     out.push((group.count, lanes, one, loss_lanes, loss_one));
                 });
                 let runs: Vec<_> = runs.into_iter().flatten().collect();
