@@ -153,24 +153,31 @@ pub fn fit_least_squares<M: Model>(
         // Normal equations in f64, per chunk, summed in chunk order.
         let net = model.net();
         let m = &*model;
-        // Per chunk: J^T J, J^T r, and the per-task buffers (no allocation per task).
-        type Acc<F> = (Vec<f64>, Vec<f64>, <F as Forward>::Workspace, Vec<<F as Forward>::Grad>, Vec<f32>);
-        let parts = sampler.par_chunks::<Acc<M::Net>>(
+        // Per chunk: J^T J, J^T r, and the per-group buffers (no allocation per task): a group of tasks at a time
+        // (side by side where the net can), each task's row added in task order.
+        let (size, g) = (net.group_size(), zero.len());
+        type Acc<F> = (Vec<f64>, Vec<f64>, <F as Forward>::Workspace, Vec<<F as Forward>::Grad>, Vec<f32>, Vec<f32>);
+        let parts = sampler.par_groups::<Acc<M::Net>>(
             seed,
             stream,
             count,
-            || (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n), zero.clone(), vec![0.0; p]),
-            |(jtj, jtr, ws, merged, row), c, q, y| {
-                merged.clone_from_slice(&zero);
-                row.fill(0.0);
-                let y_hat = net.forward_backward(c, q, ws, |_| 1.0, Some(merged), None);
-                m.pullback(merged, row);
-                let r = (y_hat - y) as f64;
-                for i in 0..p {
-                    let ri = row[i] as f64;
-                    jtr[i] += ri * r;
-                    for j in 0..p {
-                        jtj[i * p + j] += ri * row[j] as f64;
+            size,
+            || {
+                let grads: Vec<_> = (0..size).flat_map(|_| zero.iter().cloned()).collect();
+                (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n), grads, vec![0.0; size], vec![0.0; p])
+            },
+            |(jtj, jtr, ws, merged, y_hat, row), group| {
+                net.group_prediction_grads(group, ws, y_hat, merged);
+                for (t, (&y_hat, &y)) in y_hat.iter().zip(&group.y).take(group.count).enumerate() {
+                    row.fill(0.0);
+                    m.pullback(&merged[t * g..][..g], row);
+                    let r = (y_hat - y) as f64;
+                    for i in 0..p {
+                        let ri = row[i] as f64;
+                        jtr[i] += ri * r;
+                        for j in 0..p {
+                            jtj[i * p + j] += ri * row[j] as f64;
+                        }
                     }
                 }
             },

@@ -17,6 +17,8 @@ use dualform::lanes::Lanes;
 use dualform::merged_ref::GradMut;
 use dualform::{MergedRef, Real, Update};
 
+mod per_task;
+
 /// Tasks per group on the portable build: eight `f32` lanes, one 256-bit vector or two 128-bit ones.
 pub const LANES: usize = 8;
 pub(super) type V = Lanes<LANES>;
@@ -91,14 +93,6 @@ impl Net {
         simd::run(simd, group.shape().1, NetGroup { simd, net: self, group, ws, grads, loss })
     }
 
-    /// [`Forward::group_predict`] in lanes for a group of at most [`LANES`] tasks of
-    /// this net's width, on the vector unit `simd`: each task's prediction into `out` (the bits of
-    /// [`Forward::predict`]). Returns false, having written nothing, when the group does
-    /// not fit or a kernel refused (then the caller goes task by task).
-    pub fn lanes_predict(&self, simd: Simd, group: &Group, ws: &mut LaneWorkspace<LANES>, out: &mut [f32]) -> bool {
-        simd::run(simd, group.shape().1, NetPredict { net: self, group, ws, out })
-    }
-
     /// The forward of [`Net::lanes_gradient_on`] and [`Net::lanes_predict`] at the token width `W` (0: the run-time
     /// width), inlined into the caller: the heads broadcast into `ws.heads` (unless they already hold these
     /// weights), the group's tasks loaded into `ws.tokens`, every application run (its tokens and cache kept). The
@@ -141,6 +135,39 @@ impl Net {
         Some(core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]))
     }
 
+    /// The backward of [`Net::lanes_gradient_on`] after [`Net::lanes_forward_on`] (whose tokens and caches it reads),
+    /// from `dL/d(query's last coordinate) = seed` per lane: each application's `(dA, dB)` from zero into
+    /// `ws.per_app` (application `a` at `2 e^2 a..`). False when a kernel refused.
+    #[inline(always)]
+    fn lanes_backward_on<const W: usize>(&self, group: &Group, ws: &mut LaneWorkspace<LANES>, seed: V) -> bool {
+        let (n, e) = group.shape();
+        let (schedule, k) = (self.schedule(), self.schedule().len());
+        let (ee, stride) = (e * e, (n + 1) * e);
+        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
+        let upd = self.lane_update();
+        let (w, tokens, caches, vecs) = (&ws.heads, &ws.tokens, &ws.caches, &mut ws.vecs);
+        let g = sized(&mut ws.grads, stride);
+        g.fill(V::ZERO);
+        g[stride - 1] = seed;
+        let per_app = sized(&mut ws.per_app, 2 * ee * k);
+        let mats = sized(&mut ws.mats, ms);
+        for app in (0..k).rev() {
+            let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
+            let (gc, gq) = g.split_at_mut(n * e);
+            let cache = cache_ref(caches, e, app);
+            let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
+            da.fill(V::ZERO);
+            db.fill(V::ZERO);
+            let grad = GradMut { a: da, b: db };
+            let h = schedule[app];
+            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
+            if head.layer_backward_inlined::<W>(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The net's update rule broadcast to every lane.
     #[inline(always)]
     fn lane_update(&self) -> Update<V> {
@@ -164,30 +191,12 @@ impl Net {
             return false;
         }
         let Some(y_hat) = self.lanes_forward_on::<W>(group, ws) else { return false };
-        let (n, e) = group.shape();
-        let (ee, stride) = (e * e, (n + 1) * e);
-        let (ms, vs) = MergedRef::<V>::layer_backward_scratch(e);
-        let upd = self.lane_update();
-        let (w, tokens, caches, vecs) = (&ws.heads, &ws.tokens, &ws.caches, &mut ws.vecs);
-        let g = sized(&mut ws.grads, stride);
-        g.fill(V::ZERO);
-        g[stride - 1] = seeds(group, &y_hat);
-        let per_app = sized(&mut ws.per_app, 2 * ee * k);
-        let mats = sized(&mut ws.mats, ms);
-        for app in (0..k).rev() {
-            let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
-            let (gc, gq) = g.split_at_mut(n * e);
-            let cache = cache_ref(caches, e, app);
-            let (da, db) = per_app[2 * ee * app..][..2 * ee].split_at_mut(ee);
-            da.fill(V::ZERO);
-            db.fill(V::ZERO);
-            let grad = GradMut { a: da, b: db };
-            let h = schedule[app];
-            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
-            if head.layer_backward_inlined::<W>(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]).is_err() {
-                return false;
-            }
+        if !self.lanes_backward_on::<W>(group, ws, seeds(group, &y_hat)) {
+            return false;
         }
+        let e = group.shape().1;
+        let ee = e * e;
+        let per_app = &ws.per_app;
         // Task by task, applications last to first: the order of the one-task path for every entry of every head
         // (for each task in turn, the head's own applications, last to first; heads are independent of each other).
         let no_part: &[V] = &[];
@@ -226,26 +235,6 @@ impl simd::InLanes for NetGroup<'_> {
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
         self.net.lanes_gradient_on::<W>(self.simd, self.group, self.ws, self.grads, self.loss)
-    }
-}
-
-/// One group's predictions of a [`Net`] as work on lanes ([`simd::InLanes`]).
-struct NetPredict<'a> {
-    net: &'a Net,
-    group: &'a Group,
-    ws: &'a mut LaneWorkspace<LANES>,
-    out: &'a mut [f32],
-}
-
-impl simd::InLanes for NetPredict<'_> {
-    type Out = bool;
-    #[inline(always)]
-    fn run<const W: usize>(self) -> bool {
-        let Some(y_hat) = self.net.lanes_forward_on::<W>(self.group, self.ws) else { return false };
-        for (o, y) in self.out.iter_mut().zip(y_hat).take(self.group.count) {
-            *o = y;
-        }
-        true
     }
 }
 

@@ -16,7 +16,7 @@
 
 use super::lanes::{LaneWorkspace, LANES};
 use super::simd;
-use super::{tasks_gradient, tasks_predict, Forward};
+use super::{tasks_gradient, tasks_predict, tasks_prediction_grads, Forward};
 use crate::tasks::Group;
 use dualform::merged_ref::{CacheMut, CacheRef, GradMut};
 use dualform::{MergedHead, MergedRef, Update};
@@ -378,6 +378,12 @@ impl Forward for Net {
     fn group_predict(&self, group: &Group, ws: &mut NetWorkspace, out: &mut [f32]) {
         if self.query_only() || !self.lanes_predict(simd::current(), group, &mut ws.lanes, out) {
             tasks_predict(self, group, ws, out);
+        }
+    }
+
+    fn group_prediction_grads(&self, group: &Group, ws: &mut NetWorkspace, y_hat: &mut [f32], grads: &mut [Merged]) {
+        if self.query_only() || !self.lanes_prediction_grads(simd::current(), group, &mut ws.lanes, y_hat, grads) {
+            tasks_prediction_grads(self, group, ws, y_hat, grads);
         }
     }
 }

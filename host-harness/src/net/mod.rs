@@ -92,6 +92,36 @@ pub trait Forward: Clone + Send + Sync {
     fn group_predict(&self, group: &Group, ws: &mut Self::Workspace, out: &mut [f32]) {
         tasks_predict(self, group, ws, out);
     }
+
+    /// For each task `t` of `group`: its prediction into `y_hat[t]` and the gradient of that prediction alone into
+    /// `grads[t * g..][..g]` (`g` parameter groups): what [`Forward::forward_backward`] with seed 1 adds into zero
+    /// gradients. By default task by task; a net that runs tasks side by side gives the same bits.
+    fn group_prediction_grads(
+        &self,
+        group: &Group,
+        ws: &mut Self::Workspace,
+        y_hat: &mut [f32],
+        grads: &mut [Self::Grad],
+    ) {
+        tasks_prediction_grads(self, group, ws, y_hat, grads);
+    }
+}
+
+/// [`Forward::group_prediction_grads`] task by task.
+pub fn tasks_prediction_grads<F: Forward>(
+    net: &F,
+    group: &Group,
+    ws: &mut F::Workspace,
+    y_hat: &mut [f32],
+    grads: &mut [F::Grad],
+) {
+    let zero = net.zero_grads();
+    let tasks = grads.chunks_exact_mut(zero.len().max(1)).zip(y_hat.iter_mut());
+    for (t, (one, y)) in tasks.take(group.count).enumerate() {
+        let (ctx, query, _) = group.task(t);
+        one.clone_from_slice(&zero);
+        *y = net.forward_backward(ctx, query, ws, |_| 1.0, Some(one), None);
+    }
 }
 
 /// [`Forward::group_predict`] task by task.

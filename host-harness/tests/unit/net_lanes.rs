@@ -6,11 +6,12 @@ use dualform_harness::net::lanes::*;
 use dualform_harness::net::merged::Merged;
 use dualform_harness::net::simd::Simd;
 use dualform_harness::net::zoo::ZooLanes;
-use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, Forward};
+use dualform_harness::net::{tasks_gradient, tasks_gradient_from_zero, tasks_prediction_grads, Forward};
 use dualform_harness::tasks::{stream_rng, Group, TaskSampler};
 
 /// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits, the
-/// same loss and the same predictions (`lanes_predict` against `predict`), for distinct clipped layers and for one damped layer looped three times, on every vector unit
+/// same loss, the same predictions (`lanes_predict` against `predict`) and each task's own gradient of its
+/// prediction (`lanes_prediction_grads`, what the fits use), for distinct clipped layers and for one damped layer looped three times, on every vector unit
 /// this CPU has (the portable build and AVX2), at token widths compiled as constants (6, 11) and at one past them
 /// (21, the run-time width).
 #[test]
@@ -42,6 +43,17 @@ fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
                     });
                     let predicted: Vec<u32> = predicted.iter().take(group.count).map(|v| v.to_bits()).collect();
                     assert_eq!(predicted, one_by_one.collect::<Vec<_>>(), "{}, d {d}: predictions", simd.name());
+                    let heads = net.zero_grads().len();
+                    let (mut y_lanes, mut y_one) = (vec![f32::NAN; LANES], vec![f32::NAN; LANES]);
+                    let (mut g_lanes, mut g_one) = (vec![net.zero_grads()[0].clone(); LANES * heads], Vec::new());
+                    g_one.clone_from(&g_lanes);
+                    assert!(net.lanes_prediction_grads(simd, group, &mut lane_ws, &mut y_lanes, &mut g_lanes));
+                    tasks_prediction_grads(net, group, &mut ws, &mut y_one, &mut g_one);
+                    let k = group.count;
+                    assert_eq!(bits_of(&y_lanes[..k]), bits_of(&y_one[..k]), "{}: predictions", simd.name());
+                    let (gl, go) = (&g_lanes[..k * heads], &g_one[..k * heads]);
+                    assert_eq!(grad_bits(gl), grad_bits(go), "{}, d {d}: each task's gradient", simd.name());
+                    assert!(go.iter().all(|m| m.a.iter().any(|&v| v != 0.0)), "every task has a gradient");
                     out.push((group.count, lanes, one, loss_lanes, loss_one));
                 });
                 let runs: Vec<_> = runs.into_iter().flatten().collect();
@@ -201,4 +213,12 @@ fn a_zoo_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
         check::<11>(simd, 10);
         check::<5>(simd, 3);
     }
+}
+
+fn bits_of(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn grad_bits(g: &[Merged]) -> Vec<u32> {
+    g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect()
 }
