@@ -186,20 +186,23 @@ fn lanes_block<T: Real, const B: usize>(y: &mut [T], at: &[T], x: &[T], rows: us
     let k = x.len().min(at.len() / rows);
     let (at, x) = (at.get(..k * rows).unwrap_or_default(), x.get(..k).unwrap_or_default());
     let (mut l0, mut l1, mut l2, mut l3) = ([T::ZERO; B], [T::ZERO; B], [T::ZERO; B], [T::ZERO; B]);
-    let groups = at.chunks_exact(4 * rows);
-    let (rest_cols, xs) = (groups.remainder(), x.chunks_exact(4));
-    let rest_x = xs.remainder();
-    for (group, xg) in groups.zip(xs) {
+    // Groups of four columns split off one after another, not a zip of `chunks_exact` iterators: that zip's
+    // constructor divides by the run-time chunk size, and LLVM has kept it out of line inside the kernels.
+    let (xs, rest_x) = x.as_chunks::<4>();
+    let (mut groups, mut rest_cols) = at.split_at_checked(4 * rows * xs.len()).unwrap_or((at, &[]));
+    for &[x0, x1, x2, x3] in xs {
+        let Some((group, next)) = groups.split_at_checked(4 * rows) else { break };
+        groups = next;
         let (c01, c23) = group.split_at(2 * rows);
         let ((c0, c1), (c2, c3)) = (c01.split_at(rows), c23.split_at(rows));
-        if let [x0, x1, x2, x3] = *xg {
-            add_rows(&mut l0, x0, c0, r0);
-            add_rows(&mut l1, x1, c1, r0);
-            add_rows(&mut l2, x2, c2, r0);
-            add_rows(&mut l3, x3, c3, r0);
-        }
+        add_rows(&mut l0, x0, c0, r0);
+        add_rows(&mut l1, x1, c1, r0);
+        add_rows(&mut l2, x2, c2, r0);
+        add_rows(&mut l3, x3, c3, r0);
     }
-    for ((lane, col), &xk) in [&mut l0, &mut l1, &mut l2].into_iter().zip(rest_cols.chunks_exact(rows)).zip(rest_x) {
+    for (lane, &xk) in [&mut l0, &mut l1, &mut l2].into_iter().zip(rest_x) {
+        let Some((col, next)) = rest_cols.split_at_checked(rows) else { break };
+        rest_cols = next;
         add_rows(lane, xk, col, r0);
     }
     if let Some(out) = y.get_mut(r0..r0 + B) {

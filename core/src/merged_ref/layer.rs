@@ -1,6 +1,6 @@
 //! The merged kernels over every token of a layer: the layer matrix `C = B F` of a context, the forward of every
-//! token and its VJP, and their entry points inlined at a compile-time width for callers compiled for a wider
-//! vector unit.
+//! token and its VJP, and their entry points (and the query-only kernel's) inlined at a compile-time width for
+//! callers compiled for a wider vector unit.
 
 use crate::layer::Update;
 use crate::linalg::slices::{add_outer, gram, matmul, matmul_nt, matmul_tn, matvec};
@@ -58,6 +58,39 @@ impl<T: Real> MergedRef<'_, T> {
     ) -> Result<(), Error> {
         self.expect_width::<W>()?;
         self.at::<W>().layer_backward_at(upd, cache, ctx_in, query_in, g_ctx, g_query, grad, mats, vecs)
+    }
+
+    /// [`MergedRef::query_forward`] inlined at the compile-time width `W`, as [`MergedRef::layer_forward_inlined`]:
+    /// the same operations, the same bits.
+    #[inline(always)]
+    pub fn query_forward_inlined<const W: usize>(
+        &self,
+        ctx: &[T],
+        h: &[T],
+        out: &mut [T],
+        saved: &mut [T],
+    ) -> Result<(), Error> {
+        self.expect_width::<W>()?;
+        self.at::<W>().query_forward_at(ctx, h, out, saved)
+    }
+
+    /// [`MergedRef::query_backward`] inlined at the compile-time width `W`, as
+    /// [`MergedRef::layer_forward_inlined`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn query_backward_inlined<const W: usize>(
+        &self,
+        ctx: &[T],
+        h: &[T],
+        saved: &[T],
+        g: &[T],
+        grad: GradMut<'_, T>,
+        g_ctx: Option<&mut [T]>,
+        dh: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<(), Error> {
+        self.expect_width::<W>()?;
+        self.at::<W>().query_backward_at(ctx, h, saved, g, grad, g_ctx, dh, scratch)
     }
 
     #[inline(always)]

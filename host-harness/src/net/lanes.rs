@@ -1,7 +1,8 @@
 //! Training gradients with [`LANES`] tasks side by side: the core's kernels instantiated on [`Lanes`] (a [`Net`]'s
-//! merged layers, [`dualform::MergedRef`]; a [`SoftmaxNet`]'s layers, [`dualform::softmax_ref`]; a
-//! [`ZooNet`](super::ZooNet)'s layers of every attention kind, in `zoo/lanes.rs`), tokens stored lane-minor
-//! (coordinate `i` of every task in one vector), the weights broadcast to every lane. Lane `l` performs exactly the
+//! merged layers, [`dualform::MergedRef`], or for the single layer its query-only kernel; a [`SoftmaxNet`]'s
+//! layers, [`dualform::softmax_ref`]; a [`ZooNet`](super::ZooNet)'s layers of every attention kind, in
+//! `zoo/lanes.rs`), tokens stored lane-minor (coordinate `i` of every task in one vector, loaded by
+//! [`simd::load_tasks`]), the weights broadcast to every lane. Lane `l` performs exactly the
 //! `f32` kernel's operations on task `l` (the core's tests hold the lanes to those bits), and each task's gradient
 //! is added to the sum in the order the one-task path adds it (task by task; for a `Net` applications last to
 //! first, for the others each task's gradient from zero, then added layer by layer), so a training step gives the
@@ -38,19 +39,6 @@ pub struct LaneWorkspace<const L: usize> {
     source: Vec<f32>,
 }
 
-/// Task `l`'s context and query into lane `l` of `tokens` (`(n + 1) * e` values); lanes past the group's tasks get
-/// zeros (their results are never read).
-#[inline(always)]
-pub(super) fn load<const L: usize>(group: &Group, tokens: &mut [Lanes<L>]) {
-    let ne = group.shape().0 * group.shape().1;
-    for l in 0..L {
-        let (ctx, query, _) = if l < group.count { group.task(l) } else { (&[][..], &[][..], 0.0) };
-        for (i, t) in tokens.iter_mut().enumerate() {
-            t.0[l] = if i < ne { ctx.get(i) } else { query.get(i - ne) }.copied().unwrap_or(0.0);
-        }
-    }
-}
-
 /// The seed `dL/dy_hat = y_hat - y` of each task, negated (the prediction is `-h_query[last]`), in its lane; 0 in the
 /// lanes past the group's tasks.
 #[inline(always)]
@@ -80,8 +68,9 @@ fn sized<const L: usize>(v: &mut Vec<Lanes<L>>, len: usize) -> &mut [Lanes<L>] {
 
 impl Net {
     /// [`super::Forward::group_gradient`] in lanes for a group of at most [`LANES`] tasks of this net's width, on
-    /// the vector unit `simd` (the same bits on every unit). Returns false, having added nothing, when the group does not fit (then the caller
-    /// goes task by task).
+    /// the vector unit `simd` (the same bits on every unit): deep and looped nets layer by layer, the single layer
+    /// (one application of the plain residual rule) through the query-only kernel. Returns false, having added
+    /// nothing, when the group does not fit (then the caller goes task by task).
     pub fn lanes_gradient(
         &self,
         simd: Simd,
@@ -98,7 +87,12 @@ impl Net {
     /// weights), the group's tasks loaded into `ws.tokens`, every application run (its tokens and cache kept). The
     /// predictions, or `None` when the group does not fit or a kernel refused.
     #[inline(always)]
-    fn lanes_forward_on<const W: usize>(&self, group: &Group, ws: &mut LaneWorkspace<LANES>) -> Option<[f32; LANES]> {
+    fn lanes_forward_on<const W: usize>(
+        &self,
+        simd: Simd,
+        group: &Group,
+        ws: &mut LaneWorkspace<LANES>,
+    ) -> Option<[f32; LANES]> {
         let (n, e) = group.shape();
         let (heads, schedule, k) = (self.heads(), self.schedule(), self.schedule().len());
         if e != heads[0].width() || group.count == 0 || group.count > LANES {
@@ -118,10 +112,17 @@ impl Net {
             }
         }
         let tokens = sized(&mut ws.tokens, (k + 1) * stride);
-        load(group, &mut tokens[..stride]);
+        simd::load_tasks(simd, group, &mut tokens[..stride]);
         let upd = self.lane_update();
         let caches = sized(&mut ws.caches, 3 * ee * k);
         let vecs = sized(&mut ws.vecs, vs.max(e));
+        if self.query_only() {
+            // The single layer's query-only kernel (the one-task path's): `A h` and `z` kept for the backward.
+            let (c, q) = tokens[..stride].split_at(n * e);
+            let head = MergedRef::new(e, &w[..ee], &w[ee..2 * ee]).ok()?;
+            head.query_forward_inlined::<W>(c, q, &mut vecs[..e], &mut caches[..2 * e]).ok()?;
+            return Some(core::array::from_fn(|l| -vecs[e - 1].0[l]));
+        }
         for (app, &h) in schedule.iter().enumerate() {
             let (done, rest) = tokens.split_at_mut((app + 1) * stride);
             let next = &mut rest[..stride];
@@ -150,6 +151,19 @@ impl Net {
         g.fill(V::ZERO);
         g[stride - 1] = seed;
         let per_app = sized(&mut ws.per_app, 2 * ee * k);
+        if self.query_only() {
+            let (c, q) = tokens[..stride].split_at(n * e);
+            let (da, db) = per_app.split_at_mut(ee);
+            da.fill(V::ZERO);
+            db.fill(V::ZERO);
+            let (Ok(head), Some(v)) = (MergedRef::new(e, &w[..ee], &w[ee..2 * ee]), vecs.get_mut(..3 * e)) else {
+                return false;
+            };
+            let (dh, scratch) = v.split_at_mut(e);
+            let g = &g[n * e..];
+            let grad = GradMut { a: da, b: db };
+            return head.query_backward_inlined::<W>(c, q, &caches[..2 * e], g, grad, None, dh, scratch).is_ok();
+        }
         let mats = sized(&mut ws.mats, ms);
         for app in (0..k).rev() {
             let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
@@ -190,7 +204,7 @@ impl Net {
         if grads.len() != heads.len() || k > simd::MOST_SOURCES {
             return false;
         }
-        let Some(y_hat) = self.lanes_forward_on::<W>(group, ws) else { return false };
+        let Some(y_hat) = self.lanes_forward_on::<W>(simd, group, ws) else { return false };
         if !self.lanes_backward_on::<W>(group, ws, seeds(group, &y_hat)) {
             return false;
         }
@@ -295,7 +309,7 @@ impl SoftmaxNet {
         }
         let stride = (n + 1) * e;
         ws.ws.fit(e, k, n);
-        load(group, ws.ws.input(stride));
+        simd::load_tasks(simd, group, ws.ws.input(stride));
         if !run_layers(&ws.layers, e, n, &mut ws.ws) {
             return false;
         }

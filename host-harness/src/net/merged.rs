@@ -175,7 +175,9 @@ impl Net {
         Self::new(self.heads.clone(), schedule, update)
     }
 
-    fn query_only(&self) -> bool {
+    /// One application of the plain residual rule: only the query's prediction is read, so the query-only kernel
+    /// runs.
+    pub(super) fn query_only(&self) -> bool {
         self.schedule.len() == 1 && self.update == Update::residual()
     }
 
@@ -359,30 +361,26 @@ impl Forward for Net {
         y_hat
     }
 
-    /// Deep and recurrent nets run [`LANES`] tasks side by side ([`super::lanes`], on the unit [`simd::current`]);
-    /// the single layer's query-only kernel one at a time.
+    /// [`LANES`] tasks side by side ([`super::lanes`], on the unit [`simd::current`]), the single layer's
+    /// query-only kernel as the deep and recurrent nets' layers.
     fn group_size(&self) -> usize {
-        if self.query_only() {
-            1
-        } else {
-            LANES
-        }
+        LANES
     }
 
     fn group_gradient(&self, group: &Group, ws: &mut NetWorkspace, grads: &mut [Merged], loss: &mut f64) {
-        if self.query_only() || !self.lanes_gradient(simd::current(), group, &mut ws.lanes, grads, loss) {
+        if !self.lanes_gradient(simd::current(), group, &mut ws.lanes, grads, loss) {
             tasks_gradient(self, group, ws, grads, loss);
         }
     }
 
     fn group_predict(&self, group: &Group, ws: &mut NetWorkspace, out: &mut [f32]) {
-        if self.query_only() || !self.lanes_predict(simd::current(), group, &mut ws.lanes, out) {
+        if !self.lanes_predict(simd::current(), group, &mut ws.lanes, out) {
             tasks_predict(self, group, ws, out);
         }
     }
 
     fn group_prediction_grads(&self, group: &Group, ws: &mut NetWorkspace, y_hat: &mut [f32], grads: &mut [Merged]) {
-        if self.query_only() || !self.lanes_prediction_grads(simd::current(), group, &mut ws.lanes, y_hat, grads) {
+        if !self.lanes_prediction_grads(simd::current(), group, &mut ws.lanes, y_hat, grads) {
             tasks_prediction_grads(self, group, ws, y_hat, grads);
         }
     }

@@ -16,20 +16,24 @@
 //! attention, their backward kernels, all inlined) run on the chosen unit too, at run-time widths
 //! ([`run_any_width`]), the zoo's feature-map (`sine+mlp`) models included (their feature maps task by task). So does
 //! `mlp-sine`'s model, task by task ([`super::MlpLsaNet`]: the feature map's loops over its units on the unit's
-//! registers, its exponentials eight at a time). The single layer's kernels still run the portable build.
+//! registers, its exponentials eight at a time). So does the single layer's query-only kernel, eight tasks side by
+//! side (the core's `query_*_inlined` kernels).
 //!
 //! The training tasks' random streams are stepped here too, four side by side ([`xoshiro4`]): on AVX2 as four 64-bit
 //! lanes of one register (written with the unit's intrinsics, because LLVM keeps 64-bit rotations in general
 //! registers), otherwise one stream after another; the numbers are the same.
 //!
-//! So is the sum of the lanes' gradients into the batch's, task by task ([`add_lanes`]): on AVX2 eight entries at a
-//! time through an 8 x 8 transpose (written with the unit's intrinsics), the same additions in the same order.
+//! So is the sum of the lanes' gradients into the batch's, task by task ([`add_lanes`]), and the loading of a group's
+//! tasks into lane-minor tokens ([`load_tasks`]): on AVX2 eight values at a time through an 8 x 8 transpose (written
+//! with the unit's intrinsics), the same additions in the same order, the same copies.
 //!
 //! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
 //! it, which [`Simd::available`] checks at run time before every call.
 #![allow(unsafe_code)]
 
-use dualform::lanes::Lanes;
+mod transpose;
+pub use transpose::{add_lanes, load_tasks};
+
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A vector unit the training kernels can be compiled for.
@@ -256,123 +260,3 @@ fn xoshiro4_avx2(state: &mut [[u64; 4]; 4], out: &mut [[u64; 4]]) {
 
 /// Applications of one head [`add_lanes`] takes at once.
 pub const MOST_SOURCES: usize = 16;
-
-/// Adds the lanes `0..count` of every source into `into`, task after task: for each entry `i`, for `l = 0, 1, ...`,
-/// for each source in order, `into[i] += source[i].0[l]`, the additions the task-by-task path makes into that entry,
-/// in its order (entries are independent of each other, so the bits are the same on every unit). On AVX2 eight
-/// entries at a time: each source's eight vectors turned into eight vectors of one lane each by an 8 x 8 transpose,
-/// then added as vectors. Refused (false, nothing added) with more than [`MOST_SOURCES`] sources or a source shorter
-/// than `into`.
-pub fn add_lanes(simd: Simd, into: &mut [f32], sources: &[&[Lanes<8>]], count: usize) -> bool {
-    if sources.len() > MOST_SOURCES || sources.iter().any(|s| s.len() < into.len()) {
-        return false;
-    }
-    let count = count.min(8);
-    #[cfg(target_arch = "x86_64")]
-    if simd == Simd::Avx2 && simd.available() {
-        // SAFETY: `add_lanes_avx2` is compiled for AVX2, which `available` just found on this CPU.
-        unsafe { add_lanes_avx2(into, sources, count) };
-        return true;
-    }
-    let _ = simd;
-    add_lanes_from(into, 0, sources, count);
-    true
-}
-
-/// [`add_lanes`] one entry at a time, from entry `from` on.
-#[inline(always)]
-fn add_lanes_from(into: &mut [f32], from: usize, sources: &[&[Lanes<8>]], count: usize) {
-    for (i, acc) in into.iter_mut().enumerate().skip(from) {
-        for l in 0..count {
-            for s in sources {
-                *acc += s[i].0[l];
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn add_lanes_avx2(into: &mut [f32], sources: &[&[Lanes<8>]], count: usize) {
-    use std::arch::x86_64::*;
-    let (blocks, _) = into.as_chunks_mut::<8>();
-    let done = blocks.len() * 8;
-    if let [source] = sources {
-        for (acc, rows) in blocks.iter_mut().zip(source.as_chunks::<8>().0) {
-            let columns = transpose8(rows);
-            let mut sum = load8(acc);
-            for column in &columns[..count] {
-                sum = _mm256_add_ps(sum, *column);
-            }
-            store8(acc, sum);
-        }
-    } else {
-        let mut columns = [[_mm256_setzero_ps(); 8]; MOST_SOURCES];
-        for (b, acc) in blocks.iter_mut().enumerate() {
-            for (c, s) in columns.iter_mut().zip(sources) {
-                if let Some(rows) = s.as_chunks::<8>().0.get(b) {
-                    *c = transpose8(rows);
-                }
-            }
-            let mut sum = load8(acc);
-            for l in 0..count {
-                for c in &columns[..sources.len()] {
-                    sum = _mm256_add_ps(sum, c[l]);
-                }
-            }
-            store8(acc, sum);
-        }
-    }
-    add_lanes_from(into, done, sources, count);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn load8(v: &[f32; 8]) -> std::arch::x86_64::__m256 {
-    // SAFETY: `v` is eight readable `f32`s; the load takes any alignment.
-    unsafe { std::arch::x86_64::_mm256_loadu_ps(v.as_ptr()) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn store8(v: &mut [f32; 8], x: std::arch::x86_64::__m256) {
-    // SAFETY: `v` is eight writable `f32`s; the store takes any alignment.
-    unsafe { std::arch::x86_64::_mm256_storeu_ps(v.as_mut_ptr(), x) }
-}
-
-/// Eight entries' lanes (row `j`: entry `j`'s eight lanes) as eight vectors of one lane each (vector `l`: lane `l`
-/// of the eight entries).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn transpose8(rows: &[Lanes<8>; 8]) -> [std::arch::x86_64::__m256; 8] {
-    use std::arch::x86_64::*;
-    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
-    let r = [
-        load8(&r0.0),
-        load8(&r1.0),
-        load8(&r2.0),
-        load8(&r3.0),
-        load8(&r4.0),
-        load8(&r5.0),
-        load8(&r6.0),
-        load8(&r7.0),
-    ];
-    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
-    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
-    let (t4, t5) = (_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]));
-    let (t6, t7) = (_mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7]));
-    let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
-    let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
-    let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
-    let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
-}

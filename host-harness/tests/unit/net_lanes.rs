@@ -11,7 +11,8 @@ use dualform_harness::tasks::{stream_rng, Group, TaskSampler};
 
 /// Lanes against task by task, on the same groups (a full one and a partial one): the same gradient bits, the
 /// same loss, the same predictions (`lanes_predict` against `predict`) and each task's own gradient of its
-/// prediction (`lanes_prediction_grads`, what the fits use), for distinct clipped layers and for one damped layer looped three times, on every vector unit
+/// prediction (`lanes_prediction_grads`, what the fits use), for distinct clipped layers, for one damped layer looped
+/// three times and for the single layer (the query-only kernel), on every vector unit
 /// this CPU has (the portable build and AVX2), at token widths compiled as constants (6, 11) and at one past them
 /// (21, the run-time width).
 #[test]
@@ -24,7 +25,8 @@ fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
             let mut rng = stream_rng(3, 0);
             let deep = Lsa::init(&mut rng, e, 3, vec![0, 1, 2], Update { scale: 1.0, first: 0, clip: Some(0.7) });
             let looped = Lsa::init(&mut rng, e, 1, vec![0; 3], Update { scale: 0.5, first: e - 1, clip: None });
-            for model in [deep.unwrap(), looped.unwrap()] {
+            let single = Lsa::init(&mut rng, e, 1, vec![0], Update::residual());
+            for model in [deep.unwrap(), looped.unwrap(), single.unwrap()] {
                 let net = model.net();
                 assert_eq!(net.group_size(), LANES);
                 let sampler = TaskSampler::new(d, n, 1.0);
@@ -72,27 +74,29 @@ fn a_group_in_lanes_adds_the_bits_of_its_tasks_one_by_one_on_every_unit() {
     }
 }
 
-/// One lane workspace reused across nets of the same shape (as a thread reuses it across a batch's groups, and a
-/// caller may across steps): each call gives its own net's gradient bits, those of a fresh workspace.
+/// One lane workspace reused across nets of the same width (as a thread reuses it across a batch's groups, and a
+/// caller may across steps), deep and single-layer in turn: each call gives its own net's gradient bits, those of
+/// a fresh workspace.
 #[test]
 fn a_lane_workspace_reused_across_nets_gives_each_nets_own_gradient() {
     let (d, n) = (10, 10);
     let mut rng = stream_rng(4, 0);
-    let models: Vec<Lsa> =
+    let mut models: Vec<Lsa> =
         (0..2).map(|_| Lsa::init(&mut rng, d + 1, 2, vec![0, 1], Update::residual()).unwrap()).collect();
+    models.push(Lsa::init(&mut rng, d + 1, 1, vec![0], Update::residual()).unwrap());
     let sampler = TaskSampler::new(d, n, 1.0);
     let checked = sampler.par_groups(6, 0, LANES, LANES, || 0, |checked, group| *checked += reuse(&models, group));
-    assert_eq!(checked.iter().sum::<usize>(), 4 * Simd::on_this_cpu().len());
+    assert_eq!(checked.iter().sum::<usize>(), 6 * Simd::on_this_cpu().len());
 }
 
-/// The gradients of `models` 0, 1, 1, 0 on `group` through one shared workspace against a fresh one each, on every
-/// unit: the number of comparisons.
+/// The gradients of `models` 0, 1, 1, 2, 0, 2 (two deep nets, then a single layer) on `group` through one shared
+/// workspace against a fresh one each, on every unit: the number of comparisons.
 fn reuse(models: &[Lsa], group: &Group) -> usize {
     let bits = |g: &[Merged]| g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect::<Vec<_>>();
     let mut checked = 0;
     for simd in Simd::on_this_cpu() {
         let mut shared = LaneWorkspace::default();
-        for i in [0, 1, 1, 0] {
+        for i in [0, 1, 1, 2, 0, 2] {
             let net = models[i].net();
             let (mut reused, mut fresh) = (net.zero_grads(), net.zero_grads());
             let (mut loss_reused, mut loss_fresh) = (0.0, 0.0);
@@ -221,4 +225,41 @@ fn bits_of(v: &[f32]) -> Vec<u32> {
 
 fn grad_bits(g: &[Merged]) -> Vec<u32> {
     g.iter().flat_map(|m| m.a.iter().chain(&m.b)).map(|v| v.to_bits()).collect()
+}
+
+/// `load_tasks` on every unit, full and partial groups, widths with and without a remainder of eight: lane `l` of
+/// token `i` is value `i` of task `l`'s context, then of its query, and zero in the lanes past the group's tasks.
+#[test]
+fn a_groups_tasks_load_into_lanes_value_for_value_on_every_unit() {
+    use dualform::lanes::Lanes;
+    use dualform_harness::net::simd::load_tasks;
+    for simd in Simd::on_this_cpu() {
+        for (d, n) in [(10, 10), (5, 3), (15, 8)] {
+            let sampler = TaskSampler::new(d, n, 1.0);
+            let checked = sampler.par_groups(
+                7,
+                0,
+                LANES + 3,
+                LANES,
+                || 0,
+                |checked, group| {
+                    let e = d + 1;
+                    let mut tokens = vec![Lanes::<8>([f32::NAN; 8]); (n + 1) * e];
+                    load_tasks(simd, group, &mut tokens);
+                    for l in 0..LANES {
+                        let (ctx, query, _) = group.task(l);
+                        let expected: Vec<u32> = if l < group.count {
+                            ctx.iter().chain(query).map(|v| v.to_bits()).collect()
+                        } else {
+                            vec![0; (n + 1) * e]
+                        };
+                        let got: Vec<u32> = tokens.iter().map(|t| t.0[l].to_bits()).collect();
+                        assert_eq!(got, expected, "{}, d {d}, n {n}, lane {l} of {}", simd.name(), group.count);
+                    }
+                    *checked += 1;
+                },
+            );
+            assert_eq!(checked.iter().sum::<usize>(), 2);
+        }
+    }
 }

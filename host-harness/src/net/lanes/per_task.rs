@@ -15,7 +15,7 @@ impl Net {
     /// [`Forward::predict`](crate::net::Forward::predict)). Returns false, having written nothing, when the group
     /// does not fit or a kernel refused (then the caller goes task by task).
     pub fn lanes_predict(&self, simd: Simd, group: &Group, ws: &mut LaneWorkspace<LANES>, out: &mut [f32]) -> bool {
-        simd::run(simd, group.shape().1, NetPredict { net: self, group, ws, out })
+        simd::run(simd, group.shape().1, NetPredict { simd, net: self, group, ws, out })
     }
 
     /// [`Forward::group_prediction_grads`](crate::net::Forward::group_prediction_grads) in lanes for a group of
@@ -31,12 +31,13 @@ impl Net {
         y_hat: &mut [f32],
         grads: &mut [Merged],
     ) -> bool {
-        simd::run(simd, group.shape().1, NetTaskGrads { net: self, group, ws, y_hat, grads })
+        simd::run(simd, group.shape().1, NetTaskGrads { simd, net: self, group, ws, y_hat, grads })
     }
 }
 
 /// One group's predictions of a [`Net`] as work on lanes ([`simd::InLanes`]).
 struct NetPredict<'a> {
+    simd: Simd,
     net: &'a Net,
     group: &'a Group,
     ws: &'a mut LaneWorkspace<LANES>,
@@ -47,7 +48,7 @@ impl simd::InLanes for NetPredict<'_> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        let Some(y_hat) = self.net.lanes_forward_on::<W>(self.group, self.ws) else { return false };
+        let Some(y_hat) = self.net.lanes_forward_on::<W>(self.simd, self.group, self.ws) else { return false };
         for (o, y) in self.out.iter_mut().zip(y_hat).take(self.group.count) {
             *o = y;
         }
@@ -57,6 +58,7 @@ impl simd::InLanes for NetPredict<'_> {
 
 /// Each task's gradient of its prediction, of a [`Net`], as work on lanes ([`simd::InLanes`]).
 struct NetTaskGrads<'a> {
+    simd: Simd,
     net: &'a Net,
     group: &'a Group,
     ws: &'a mut LaneWorkspace<LANES>,
@@ -68,12 +70,12 @@ impl simd::InLanes for NetTaskGrads<'_> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        let Self { net, group, ws, y_hat, grads } = self;
+        let Self { simd, net, group, ws, y_hat, grads } = self;
         let (heads, schedule, count) = (net.heads().len(), net.schedule(), group.count);
         if grads.len() < count * heads || y_hat.len() < count {
             return false;
         }
-        let Some(predicted) = net.lanes_forward_on::<W>(group, ws) else { return false };
+        let Some(predicted) = net.lanes_forward_on::<W>(simd, group, ws) else { return false };
         // `dL/dy_hat = 1`; the prediction is minus the query's last coordinate.
         let seed = Lanes(core::array::from_fn(|l| if l < count { -1.0 } else { 0.0 }));
         if !net.lanes_backward_on::<W>(group, ws, seed) {

@@ -7,7 +7,7 @@
 //! to its input tokens, which the feature map's backward reads.
 
 use super::{Stack, PERFORMER_FEATURES, ZOO_HEADS};
-use crate::net::lanes::{load, seeds, LANES, V};
+use crate::net::lanes::{seeds, LANES, V};
 use crate::net::simd::{self, Simd};
 use crate::net::{Workspace, ZooLayer, ZooNet};
 use crate::tasks::Group;
@@ -97,7 +97,7 @@ impl<const E: usize> ZooNet<E> {
         let f = self.features();
         ws.features = PositiveRandomFeatures { w: f.w.map(|row| row.map(V::splat)), scale: V::splat(f.scale) };
         let stack = Stack { kind: self.kind(), layers: &ws.layers, features: &ws.features };
-        load(group, stack.input(n, &mut ws.ws).as_flattened_mut());
+        simd::load_tasks(simd, group, stack.input(n, &mut ws.ws).as_flattened_mut());
         if !stack.forward(n, &mut ws.ws) {
             return false;
         }
