@@ -118,8 +118,8 @@ impl Net {
         let vecs = sized(&mut ws.vecs, vs.max(e));
         if self.query_only() {
             // The single layer's query-only kernel (the one-task path's): `A h` and `z` kept for the backward.
-            let (c, q) = tokens[..stride].split_at(n * e);
-            let head = MergedRef::new(e, &w[..ee], &w[ee..2 * ee]).ok()?;
+            let (c, q, h) = (&tokens[..n * e], &tokens[n * e..stride], schedule[0]);
+            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]).ok()?;
             head.query_forward_inlined::<W>(c, q, &mut vecs[..e], &mut caches[..2 * e]).ok()?;
             return Some(core::array::from_fn(|l| -vecs[e - 1].0[l]));
         }
@@ -152,13 +152,12 @@ impl Net {
         g[stride - 1] = seed;
         let per_app = sized(&mut ws.per_app, 2 * ee * k);
         if self.query_only() {
-            let (c, q) = tokens[..stride].split_at(n * e);
+            let (c, q, h) = (&tokens[..n * e], &tokens[n * e..stride], schedule[0]);
             let (da, db) = per_app.split_at_mut(ee);
             da.fill(V::ZERO);
             db.fill(V::ZERO);
-            let (Ok(head), Some(v)) = (MergedRef::new(e, &w[..ee], &w[ee..2 * ee]), vecs.get_mut(..3 * e)) else {
-                return false;
-            };
+            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]);
+            let (Ok(head), Some(v)) = (head, vecs.get_mut(..3 * e)) else { return false };
             let (dh, scratch) = v.split_at_mut(e);
             let g = &g[n * e..];
             let grad = GradMut { a: da, b: db };

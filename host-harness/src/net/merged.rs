@@ -175,8 +175,8 @@ impl Net {
         Self::new(self.heads.clone(), schedule, update)
     }
 
-    /// One application of the plain residual rule: only the query's prediction is read, so the query-only kernel
-    /// runs.
+    /// One application (of the head `schedule[0]`) with the plain residual rule: only the query's prediction is
+    /// read, so the query-only kernel runs.
     pub(super) fn query_only(&self) -> bool {
         self.schedule.len() == 1 && self.update == Update::residual()
     }
@@ -276,7 +276,7 @@ impl Forward for Net {
                 ws.vecs = vec![0.0; 4 * e];
             }
             let (out, saved) = ws.vecs.split_at_mut(e);
-            if self.heads[0].view().query_forward(ctx, query, out, saved).is_err() {
+            if self.heads[self.schedule[0]].view().query_forward(ctx, query, out, saved).is_err() {
                 return f32::NAN;
             }
             let y = -out[e - 1];
@@ -305,11 +305,12 @@ impl Forward for Net {
     ) -> f32 {
         let e = self.e;
         if self.query_only() {
-            if ws.vecs.len() < 6 * e || ws.spare.is_empty() {
+            let h = self.schedule[0];
+            if ws.vecs.len() < 6 * e || ws.spare.len() < self.heads.len() {
                 ws.vecs = vec![0.0; 6 * e];
                 ws.spare = self.zero_grads();
             }
-            let head = self.heads[0].view();
+            let head = self.heads[h].view();
             let (out, rest) = ws.vecs.split_at_mut(e);
             let (saved, rest) = rest.split_at_mut(2 * e);
             let (d, scratch) = rest.split_at_mut(e);
@@ -319,9 +320,9 @@ impl Forward for Net {
             let y_hat = -out[e - 1];
             out.fill(0.0);
             out[e - 1] = -seed(y_hat);
-            let into = match grads.and_then(|g| g.first_mut()) {
+            let into = match grads.and_then(|g| g.get_mut(h)) {
                 Some(g) => g,
-                None => &mut ws.spare[0],
+                None => &mut ws.spare[h],
             };
             if head.query_backward(ctx, query, saved, out, into.grad_mut(), None, d, scratch).is_err() {
                 return f32::NAN;

@@ -69,6 +69,48 @@ fn the_single_layer_path_is_the_query_output_of_the_full_layer() {
     assert!(net.predict(ctx.as_flattened(), &query[1..], &mut net.workspace(5), None).is_nan());
 }
 
+/// A single application of the second of two heads runs that head (task by task and in lanes, on every unit): the
+/// predictions and gradient bits of the net of that head alone, its gradient in the second slot, none in the first.
+#[test]
+fn a_single_application_of_another_head_runs_that_head() {
+    use dualform_harness::net::lanes::LaneWorkspace;
+    use dualform_harness::net::simd::Simd;
+    use dualform_harness::tasks::TaskSampler;
+    let (h0, h1) = (merged(&random_layer(6)), merged(&random_layer(7)));
+    let two = Net::new(vec![h0, h1.clone()], vec![1], Update::residual()).unwrap();
+    let one = Net::single(h1).unwrap();
+    let bits = |m: &Merged| m.a.iter().chain(&m.b).map(|v| v.to_bits()).collect::<Vec<_>>();
+    let (ctx, query) = tokens(8);
+    let (ctx, query) = (ctx.as_flattened(), &query[..]);
+    let (mut g_two, mut g_one) = (two.zero_grads(), one.zero_grads());
+    let y_two = two.forward_backward(ctx, query, &mut two.workspace(5), |y| y - 0.5, Some(&mut g_two), None);
+    let y_one = one.forward_backward(ctx, query, &mut one.workspace(5), |y| y - 0.5, Some(&mut g_one), None);
+    assert_eq!(y_two.to_bits(), y_one.to_bits());
+    assert_eq!(bits(&g_two[1]), bits(&g_one[0]));
+    assert!(g_two[0].a.iter().chain(&g_two[0].b).all(|&v| v == 0.0));
+    let sampler = TaskSampler::new(3, 5, 1.0);
+    for simd in Simd::on_this_cpu() {
+        let checked = sampler.par_groups(
+            2,
+            0,
+            8,
+            8,
+            || 0,
+            |checked, group| {
+                let (mut g_two, mut g_one) = (two.zero_grads(), one.zero_grads());
+                let (mut l_two, mut l_one) = (0.0, 0.0);
+                assert!(two.lanes_gradient(simd, group, &mut LaneWorkspace::default(), &mut g_two, &mut l_two));
+                assert!(one.lanes_gradient(simd, group, &mut LaneWorkspace::default(), &mut g_one, &mut l_one));
+                assert_eq!(l_two.to_bits(), l_one.to_bits(), "{}", simd.name());
+                assert_eq!(bits(&g_two[1]), bits(&g_one[0]), "{}", simd.name());
+                assert!(g_two[0].a.iter().chain(&g_two[0].b).all(|&v| v == 0.0), "{}", simd.name());
+                *checked += 1;
+            },
+        );
+        assert_eq!(checked.iter().sum::<usize>(), 1);
+    }
+}
+
 #[test]
 fn gradients_of_shared_heads_add_up_and_match_finite_differences() {
     // Two applications of one head: dL/dB must be the sum over both applications, checked numerically.
