@@ -60,6 +60,17 @@ fn same_weights(source: &[f32], heads: &[Merged]) -> bool {
     same && at == source.len()
 }
 
+/// Head `h`'s broadcast `A` and `B` in `w` (every head's `A` then `B`, `2 e^2` lane vectors per head) as a kernel
+/// view; a length error when `w` has no such head.
+#[inline(always)]
+fn head_at(w: &[V], e: usize, h: usize) -> Result<MergedRef<'_, V>, dualform::Error> {
+    // No closure here: a closure may be kept out of line and compiled for the baseline unit (simd.rs).
+    let ee = e * e;
+    let a = w.get(2 * ee * h..2 * ee * h + ee).unwrap_or_default();
+    let b = w.get(2 * ee * h + ee..2 * ee * (h + 1)).unwrap_or_default();
+    MergedRef::new(e, a, b)
+}
+
 #[inline(always)]
 fn sized<const L: usize>(v: &mut Vec<Lanes<L>>, len: usize) -> &mut [Lanes<L>] {
     v.resize(len, Lanes::ZERO);
@@ -119,7 +130,7 @@ impl Net {
         if self.query_only() {
             // The single layer's query-only kernel (the one-task path's): `A h` and `z` kept for the backward.
             let (c, q, h) = (&tokens[..n * e], &tokens[n * e..stride], schedule[0]);
-            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]).ok()?;
+            let head = head_at(w, e, h).ok()?;
             head.query_forward_inlined::<W>(c, q, &mut vecs[..e], &mut caches[..2 * e]).ok()?;
             return Some(core::array::from_fn(|l| -vecs[e - 1].0[l]));
         }
@@ -130,7 +141,7 @@ impl Net {
             let (c, q) = next.split_at_mut(n * e);
             // No closures on this path: a closure is a function of its own, which the compiler may keep out of line,
             // and then compile for the baseline unit instead of the caller's (simd.rs).
-            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]).ok()?;
+            let head = head_at(w, e, h).ok()?;
             head.layer_forward_inlined::<W>(&upd, c, q, cache_mut(caches, e, app), &mut vecs[..e]).ok()?;
         }
         Some(core::array::from_fn(|l| -tokens[(k + 1) * stride - 1].0[l]))
@@ -156,8 +167,7 @@ impl Net {
             let (da, db) = per_app.split_at_mut(ee);
             da.fill(V::ZERO);
             db.fill(V::ZERO);
-            let head = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]);
-            let (Ok(head), Some(v)) = (head, vecs.get_mut(..3 * e)) else { return false };
+            let (Ok(head), Some(v)) = (head_at(w, e, h), vecs.get_mut(..3 * e)) else { return false };
             let (dh, scratch) = v.split_at_mut(e);
             let g = &g[n * e..];
             let grad = GradMut { a: da, b: db };
@@ -173,7 +183,7 @@ impl Net {
             db.fill(V::ZERO);
             let grad = GradMut { a: da, b: db };
             let h = schedule[app];
-            let Ok(head) = MergedRef::new(e, &w[2 * ee * h..][..ee], &w[2 * ee * h + ee..][..ee]) else { return false };
+            let Ok(head) = head_at(w, e, h) else { return false };
             if head.layer_backward_inlined::<W>(&upd, cache, c_in, q_in, gc, gq, grad, mats, &mut vecs[..vs]).is_err() {
                 return false;
             }
