@@ -4,7 +4,7 @@
 
 use crate::model::Model;
 use crate::net::Forward;
-use crate::tasks::TaskSampler;
+use crate::tasks::{Pool, TaskSampler};
 use serde::{Deserialize, Serialize};
 
 /// AdamW settings. [`AdamW::reference`] holds the reference constants (docs/conventions.md).
@@ -97,20 +97,22 @@ pub fn mean_loss<M: Model>(model: &M, sampler: &TaskSampler, seed: u64, stream: 
     let net = model.net();
     // A group at a time (tasks side by side where the net can), the losses summed task by task in order.
     let size = net.group_size();
-    let parts = sampler.par_groups::<(f64, <M::Net as Forward>::Workspace, Vec<f32>)>(
+    let pool = Pool::new();
+    let parts = sampler.par_groups_in::<f64, _>(
         seed,
         stream,
         count,
         size,
-        || (0.0, net.workspace(sampler.n), vec![0.0; size]),
-        |(l, ws, y_hat), group| {
+        (&pool, || (net.workspace(sampler.n), vec![0.0; size])),
+        || 0.0,
+        |l, (ws, y_hat), group| {
             net.group_predict(group, ws, y_hat);
             for (&p, &y) in y_hat.iter().zip(&group.y).take(group.count) {
                 *l += 0.5 * ((p - y) as f64).powi(2);
             }
         },
     );
-    parts.iter().map(|p| p.0).sum::<f64>() / count as f64
+    parts.iter().sum::<f64>() / count as f64
 }
 
 /// Validation of a fit: `count` tasks from stream `stream` of the same seed, disjoint from the fitting tasks.
@@ -142,6 +144,8 @@ pub fn fit_least_squares<M: Model>(
 ) -> FitReport {
     let p = model.params().len();
     let zero = model.net().zero_grads();
+    // The workspaces and per-task buffers, one per block of chunks, kept from one iteration to the next.
+    let pool = Pool::new();
     let initial_loss = mean_loss(model, sampler, seed, stream, count);
     let mut loss = initial_loss;
     let mut trajectory = vec![(model.params(), loss)];
@@ -156,17 +160,18 @@ pub fn fit_least_squares<M: Model>(
         // Per chunk: J^T J, J^T r, and the per-group buffers (no allocation per task): a group of tasks at a time
         // (side by side where the net can), each task's row added in task order.
         let (size, g) = (net.group_size(), zero.len());
-        type Acc<F> = (Vec<f64>, Vec<f64>, <F as Forward>::Workspace, Vec<<F as Forward>::Grad>, Vec<f32>, Vec<f32>);
-        let parts = sampler.par_groups::<Acc<M::Net>>(
+        let make = || {
+            let grads: Vec<_> = (0..size).flat_map(|_| zero.iter().cloned()).collect();
+            (net.workspace(sampler.n), grads, vec![0.0; size], vec![0.0; p])
+        };
+        let parts = sampler.par_groups_in::<(Vec<f64>, Vec<f64>), _>(
             seed,
             stream,
             count,
             size,
-            || {
-                let grads: Vec<_> = (0..size).flat_map(|_| zero.iter().cloned()).collect();
-                (vec![0.0; p * p], vec![0.0; p], net.workspace(sampler.n), grads, vec![0.0; size], vec![0.0; p])
-            },
-            |(jtj, jtr, ws, merged, y_hat, row), group| {
+            (&pool, make),
+            || (vec![0.0; p * p], vec![0.0; p]),
+            |(jtj, jtr), (ws, merged, y_hat, row), group| {
                 net.group_prediction_grads(group, ws, y_hat, merged);
                 for (t, (&y_hat, &y)) in y_hat.iter().zip(&group.y).take(group.count).enumerate() {
                     row.fill(0.0);
@@ -183,7 +188,7 @@ pub fn fit_least_squares<M: Model>(
             },
         );
         let (mut jtj, mut jtr) = (vec![0.0; p * p], vec![0.0; p]);
-        for (a, b, ..) in &parts {
+        for (a, b) in &parts {
             jtj.iter_mut().zip(a).for_each(|(x, y)| *x += y);
             jtr.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }

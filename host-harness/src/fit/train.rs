@@ -6,7 +6,7 @@
 //! is mapped to the model's parameters once ([`Model::pullback`]) and divided by the batch size. The single layer
 //! takes the core's query-only kernel one task at a time; deep and recurrent models the full-layer kernel with eight
 //! tasks in the lanes of a vector ([`crate::net::lanes`], the same bits as one at a time); per-task work is
-//! allocation-free (one workspace per chunk).
+//! allocation-free (one workspace per block of chunks, kept from step to step).
 //!
 //! Determinism: the batch of step `s` is chunks `streams::batch(s) + c` of the training seed
 //! ([`crate::tasks`]); each chunk sums its tasks in task order, chunks are summed in chunk order, so the weights
@@ -15,7 +15,7 @@
 use crate::fit::optim::{clip_global_norm, AdamState, AdamW};
 use crate::model::Model;
 use crate::net::Forward;
-use crate::tasks::{streams, TaskSampler};
+use crate::tasks::{streams, Pool, TaskSampler};
 use crate::HarnessError;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -61,28 +61,34 @@ pub mod reference {
     }
 }
 
-/// The mean parameter gradient and mean loss `0.5 (y_hat - y)^2` of the batch of `step`.
+/// The workspaces of a model's net, kept from one training step to the next.
+pub type Workspaces<M> = Pool<<<M as Model>::Net as Forward>::Workspace>;
+
+/// The mean parameter gradient and mean loss `0.5 (y_hat - y)^2` of the batch of `step`; the net's workspaces come
+/// from `pool` (one per block of chunks) and go back to it.
 pub fn batch_gradient<M: Model>(
     model: &M,
     sampler: &TaskSampler,
     seed: u64,
     step: u64,
     batch: usize,
+    pool: &Workspaces<M>,
 ) -> (Vec<f32>, f64) {
     let net = model.net();
     let zero = net.zero_grads();
-    type Part<M> = (Vec<<<M as Model>::Net as Forward>::Grad>, f64, <<M as Model>::Net as Forward>::Workspace);
-    let parts = sampler.par_groups::<Part<M>>(
+    type Part<M> = (Vec<<<M as Model>::Net as Forward>::Grad>, f64);
+    let parts = sampler.par_groups_in::<Part<M>, _>(
         seed,
         streams::batch(step, batch),
         batch,
         net.group_size(),
-        || (zero.clone(), 0.0, net.workspace(sampler.n)),
-        |(g, loss, ws), group| net.group_gradient(group, ws, g, loss),
+        (pool, || net.workspace(sampler.n)),
+        || (zero.clone(), 0.0),
+        |(g, loss), ws, group| net.group_gradient(group, ws, g, loss),
     );
     let mut merged = zero;
     let mut loss = 0.0f64;
-    for (g, l, _) in &parts {
+    for (g, l) in &parts {
         for (m, p) in merged.iter_mut().zip(g) {
             <M::Net as Forward>::add_grad(m, p);
         }
@@ -168,13 +174,14 @@ pub fn train<M: Model>(
 ) -> Result<TrainTiming, HarnessError> {
     let mut params = model.params();
     let mut adam = AdamState::new(params.len());
+    let pool = Workspaces::<M>::new();
     let mut step_time = Duration::ZERO;
     let start = Instant::now();
     let tenth = (spec.steps / 10).max(1);
     let (mut last, mut previous) = ((0.0f64, 0u64), (0.0f64, 0u64));
     for step in 0..spec.steps {
         let t0 = Instant::now();
-        let (mut grad, loss) = batch_gradient(model, sampler, spec.seed, step, spec.batch);
+        let (mut grad, loss) = batch_gradient(model, sampler, spec.seed, step, spec.batch, &pool);
         if !loss.is_finite() {
             return Err(HarnessError::NonFinite { step: step + 1 });
         }

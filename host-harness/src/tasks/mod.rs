@@ -21,6 +21,7 @@ mod lockstep;
 mod parallel;
 pub use closed_form::ClosedForm;
 pub use lockstep::{Lane, Xoshiro4, STREAMS};
+pub use parallel::Pool;
 
 /// Tasks per random stream and per parallel work unit.
 pub const CHUNK: usize = 64;

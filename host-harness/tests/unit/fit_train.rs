@@ -2,8 +2,8 @@
 
 use dualform::Update;
 use dualform_harness::fit::optim::AdamW;
-use dualform_harness::fit::train::{train, Convergence, TrainSpec};
-use dualform_harness::model::Lsa;
+use dualform_harness::fit::train::{batch_gradient, train, Convergence, TrainSpec, Workspaces};
+use dualform_harness::model::{Lsa, Model, Softmax};
 use dualform_harness::tasks::{stream_rng, streams, TaskSampler};
 
 /// The convergence readout is the mean batch loss over the last tenth of the steps and over the tenth before,
@@ -46,4 +46,33 @@ fn training_is_unsettled_beyond_two_per_cent_either_way() {
     );
     assert!(c(0.5, 1.0).unsettled().unwrap().contains("-50.0%"));
     assert_eq!(c(1.0, f64::NAN).unsettled(), None);
+}
+
+/// A batch's gradient and loss with workspaces that earlier steps used (kept in the pool from step to step, as
+/// `train` does) are those with fresh ones, bit for bit: for the single layer, a deep net of distinct layers, a looped
+/// one and the softmax model, with 1 and 2 threads (blocks of four chunks and of two). The pool ends with at most one
+/// workspace per thread and makes none after the first step.
+#[test]
+fn a_batch_gradient_with_used_workspaces_is_the_one_with_fresh_workspaces() {
+    fn check<M: Model>(name: &str, model: &M, sampler: &TaskSampler) {
+        let bits = |(g, l): (Vec<f32>, f64)| (g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), l.to_bits());
+        for threads in [1, 2] {
+            let rayon = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            rayon.install(|| {
+                let used = Workspaces::<M>::new();
+                for step in 0..3 {
+                    let fresh = bits(batch_gradient(model, sampler, 5, step, 500, &Workspaces::<M>::new()));
+                    let reused = bits(batch_gradient(model, sampler, 5, step, 500, &used));
+                    assert_eq!(fresh, reused, "{name}, {threads} threads, step {step}");
+                    assert!((1..=threads).contains(&used.len()), "{name}: {} workspaces", used.len());
+                }
+            });
+        }
+    }
+    let sampler = TaskSampler::new(4, 6, 1.0);
+    let mut rng = stream_rng(3, streams::INIT);
+    check("single layer", &Lsa::init(&mut rng, 5, 1, vec![0], Update::residual()).unwrap(), &sampler);
+    check("three layers", &Lsa::init(&mut rng, 5, 3, vec![0, 1, 2], Update::residual()).unwrap(), &sampler);
+    check("looped", &Lsa::init(&mut rng, 5, 1, vec![0, 0, 0], Update::residual()).unwrap(), &sampler);
+    check("softmax", &Softmax::init(&mut rng, 5, 2), &sampler);
 }

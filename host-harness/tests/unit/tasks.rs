@@ -226,3 +226,29 @@ fn par_groups_hands_out_the_tasks_of_sample_into_to_the_bit() {
     }
     simd::choose(Simd::widest()).unwrap();
 }
+
+/// `par_groups_in` hands every chunk the tasks `par_groups` hands it, with one scratch value per block of chunks from
+/// the pool: made only when the pool has none free (at most one per thread), put back afterwards, and taken again by
+/// the next call rather than made anew.
+#[test]
+fn par_groups_in_takes_its_scratch_from_the_pool_and_puts_it_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sampler = TaskSampler::new(3, 5, 1.0);
+    let labels = |acc: &mut Vec<u32>, group: &Group| acc.extend(group.y[..group.count].iter().map(|y| y.to_bits()));
+    for threads in [1, 2, 3] {
+        let rayon = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        rayon.install(|| {
+            let want = sampler.par_groups(2, 9, 700, 8, Vec::new, labels);
+            let (pool, made) = (Pool::new(), AtomicUsize::new(0));
+            for call in 0..3 {
+                let make = || made.fetch_add(1, Ordering::Relaxed);
+                let got =
+                    sampler.par_groups_in(2, 9, 700, 8, (&pool, make), Vec::new, |acc, _, group| labels(acc, group));
+                assert_eq!(got, want, "{threads} threads, call {call}");
+                let n = made.load(Ordering::Relaxed);
+                assert!((1..=threads).contains(&n), "{threads} threads, call {call}: {n} made");
+                assert_eq!(pool.len(), n, "{threads} threads, call {call}: every value put back");
+            }
+        });
+    }
+}
