@@ -168,6 +168,8 @@ impl<T: Real, const DK: usize, const DV: usize> SoftmaxWork<'_, T, DK, DV> {
             g_keys: self.g_keys.as_flattened_mut(),
             g_values: self.g_values.as_flattened_mut(),
             weights: &mut [],
+            stats: &mut [],
+            kept: false,
         }
     }
 }

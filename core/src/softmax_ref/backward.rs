@@ -207,27 +207,41 @@ pub fn backward<T: Real>(
     expect_len(w.e, g_query.len())?;
     let e = w.e.max(1);
     let n = ctx.len() / e;
-    work.project(w, heads, ctx, n, true)?;
+    let per_token = 2 * heads.len();
+    if work.kept {
+        let entries = heads.len().saturating_mul(n);
+        for (want, len) in [(w.dk, work.keys.len()), (w.dv, work.values.len()), (w.dk, work.g_keys.len())] {
+            expect_len(entries.saturating_mul(want), len)?;
+        }
+        expect_len(entries.saturating_mul(w.dv), work.g_values.len())?;
+        expect_len((n + 1).saturating_mul(per_token), work.stats.len())?;
+    } else {
+        work.project(w, heads, ctx, n, true)?;
+    }
     work.g_keys.fill(T::ZERO);
     work.g_values.fill(T::ZERO);
     let [q, g_q, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
     let [o, g_o, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
     let c = logit_scale::<T>(w.dk);
-    let Work { keys, values, g_keys, g_values, weights } = work;
+    let Work { keys, values, g_keys, g_values, weights, stats, kept } = work;
+    let stats: &[T] = if *kept { stats } else { &[] };
     let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values, weights };
+    let mut kept_stats = stats.chunks_exact(per_token.max(1));
     for (t, (g, h)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
         tok.run(
             h,
             g,
             visible(mask, t, n).min(n),
+            kept_stats.next().unwrap_or_default(),
             grads,
             [&mut *q, &mut *g_q],
             [&mut *o, &mut *g_o],
             [&mut *dh, &mut *de_k],
         )?;
     }
-    tok.run(query, g_query, n, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
+    let st = kept_stats.next().unwrap_or_default();
+    tok.run(query, g_query, n, st, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
     let (g_keys, g_values) = (&*tok.g_keys, &*tok.g_values);
     // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
     for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
@@ -269,7 +283,8 @@ impl<T: Real> TokenBackward<'_, '_, T> {
 
     /// Token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`, and
     /// the parameter gradients added into `grads` (`q, g_q`: key-width scratch, `o, g_o`: value-width, `dh, de`:
-    /// token-width).
+    /// token-width). Head `hd`'s logits' maximum and sum are taken from `stats[2 hd..][..2]` where the forward kept
+    /// a finite maximum there, else computed.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn run(
@@ -277,6 +292,7 @@ impl<T: Real> TokenBackward<'_, '_, T> {
         h: &[T],
         g: &mut [T],
         seen: usize,
+        stats: &[T],
         grads: &mut [HeadMut<'_, T>],
         [q, g_q]: [&mut [T]; 2],
         [o, g_o]: [&mut [T]; 2],
@@ -290,10 +306,16 @@ impl<T: Real> TokenBackward<'_, '_, T> {
                 continue;
             }
             matvec(q, head.w_q, h);
-            let mut acc = MaxSum::new();
-            for j in 0..seen {
-                acc.push(dot(q, row(self.keys, at + j, w.dk)) * c)?;
-            }
+            let acc = match stats.get(2 * hd..).and_then(|s| s.first_chunk::<2>()) {
+                Some(&[m, l]) if m.is_finite() => MaxSum { m, l },
+                _ => {
+                    let mut acc = MaxSum::new();
+                    for j in 0..seen {
+                        acc.push(dot(q, row(self.keys, at + j, w.dk)) * c)?;
+                    }
+                    acc
+                }
+            };
             o.fill(T::ZERO);
             for j in 0..seen {
                 let a = self.weight(q, row(self.keys, at + j, w.dk), acc);

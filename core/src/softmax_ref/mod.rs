@@ -10,19 +10,17 @@
 //! sum), operation for operation. Every length is checked before anything is written: [`Error::LengthMismatch`] for
 //! a token, context, gradient or weight of the wrong length, [`Error::BufferTooSmall`] for short scratch.
 
-use crate::attention::visible;
 use crate::head_ref::{carve, check_heads, expect_len, row, HeadRef, Vectors, Widths};
-use crate::layer::{Mask, Update};
-use crate::linalg::slices::{all_finite, axpy, chunk_pairs, dot, matvec, matvec_acc};
+use crate::linalg::slices::{all_finite, axpy, dot, matvec, matvec_acc};
 use crate::{Error, Real};
 
 mod backward;
+mod layer;
 mod projection;
 
 pub use backward::{backward, token_backward, token_backward_projected};
+pub use layer::{attention, Work};
 pub use projection::{project, Projection};
-
-use projection::project_into;
 
 /// The logit scale of softmax attention with key width `dk`: `1/sqrt(dk)`, or 0 for `dk = 0` (every logit is the
 /// empty dot product 0, so the weights are uniform, not `0 / sqrt(0)`).
@@ -42,6 +40,9 @@ pub(crate) struct MaxSum<T> {
 }
 
 impl<T: Real> MaxSum<T> {
+    /// Statistics a backward must compute itself: a non-finite maximum.
+    pub(crate) const UNKNOWN: Self = Self { m: T::INFINITY, l: T::ZERO };
+
     pub(crate) fn new() -> Self {
         Self { m: -T::INFINITY, l: T::ZERO }
     }
@@ -160,7 +161,10 @@ fn logit<T: Real>(q: &[T], qs: &[T], k: &[T], scale: T) -> T {
 }
 
 /// `acc = sum_j softmax_j(scale q . k_j) v_j` over `pairs` (zeros for none), by the contract of
-/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch.
+/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch. Returns the
+/// logits' maximum and sum, the bits [`MaxSum`] gives over `scale q . k_j` (the one-pass update takes the same
+/// steps), or `None` when some logit (in some lane) was recomputed from the scaled query: a backward must then
+/// compute them itself.
 #[inline(always)]
 pub(crate) fn attend<T: Real, P: Pairs<T>>(
     q: &[T],
@@ -169,19 +173,23 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     qs: &mut [T],
     acc: &mut [T],
     vs: &mut [T],
-) -> Result<(), Error> {
+) -> Result<Option<MaxSum<T>>, Error> {
     for (s, &x) in qs.iter_mut().zip(q) {
         *s = x * scale;
     }
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
+    let mut direct = true;
     acc.fill(T::ZERO);
     for j in 0..pairs.count() {
         let (k, v) = pairs.pair(j);
-        online_push(&mut m, &mut l, acc, logit(q, qs, k, scale), v)?;
+        let raw = dot(q, k) * scale;
+        direct &= raw.is_finite();
+        online_push(&mut m, &mut l, acc, raw.finite_or(|| dot(qs, k)), v)?;
     }
+    let stats = direct.then_some(MaxSum { m, l });
     online_finish(l, acc);
     if all_finite(acc) {
-        return Ok(());
+        return Ok(stats);
     }
     if T::LANES > 1 {
         // The recovery below compares magnitudes across the context: not decided per lane (see [`Real::LANES`]).
@@ -198,7 +206,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
         }
     }
     if !s.is_finite() || s == T::ZERO {
-        return Ok(());
+        return Ok(stats);
     }
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     acc.fill(T::ZERO);
@@ -213,7 +221,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     for a in acc.iter_mut() {
         *a *= s;
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// The softmax-attention update of one token `h` (`e` values) over `ctx` (`N * e`), every head, keys and values
@@ -266,14 +274,15 @@ pub fn token_update_projected<T: Real>(
     let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
     let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let scale = logit_scale::<T>(w.dk);
-    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs])
+    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs], &mut [])
 }
 
 /// `u` = the update of token `h` over the first `seen` projected pairs, every head, logits scaled by `scale`
-/// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch).
+/// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch); head `hd`'s logits' maximum and sum into
+/// `stats[2 hd..][..2]` where it has room ([`MaxSum::UNKNOWN`] where [`attend`] gives none).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn update_projected<T: Real>(
+pub(super) fn update_projected<T: Real>(
     heads: &[HeadRef<'_, T>],
     proj: &Projection<'_, T>,
     seen: usize,
@@ -282,6 +291,7 @@ fn update_projected<T: Real>(
     u: &mut [T],
     [q, qs]: [&mut [T]; 2],
     [acc, vs]: [&mut [T]; 2],
+    stats: &mut [T],
 ) -> Result<(), Error> {
     let (w, n) = (proj.w, proj.n);
     u.fill(T::ZERO);
@@ -295,90 +305,11 @@ fn update_projected<T: Real>(
             count: seen,
         };
         matvec(q, head.w_q, h);
-        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        let kept = attend(q, &mut pairs, scale, qs, acc, vs)?.unwrap_or(MaxSum::UNKNOWN);
+        if let Some([m, l]) = stats.get_mut(2 * hd..).and_then(|s| s.first_chunk_mut::<2>()) {
+            (*m, *l) = (kept.m, kept.l);
+        }
         matvec_acc(u, head.p, acc);
     }
-    Ok(())
-}
-
-/// Caller-provided buffers of [`attention`] and [`backward`]: every head's projected keys and values (head-major:
-/// head `h`'s token `j` at `(h * N + j) * dk..`, `H * N * dk` and `H * N * dv` values), and for the backward their
-/// gradients (likewise; may be empty for the forward).
-#[derive(Debug)]
-pub struct Work<'a, T> {
-    /// `W_K e_j` per head and token.
-    pub keys: &'a mut [T],
-    /// `W_V e_j` per head and token.
-    pub values: &'a mut [T],
-    /// `dL/dk_j` per head and token.
-    pub g_keys: &'a mut [T],
-    /// `dL/dv_j` per head and token.
-    pub g_values: &'a mut [T],
-    /// `N` values for the backward to keep one token's softmax weights between its two passes over the keys, or
-    /// empty to compute them twice (the same bits either way).
-    pub weights: &'a mut [T],
-}
-
-impl<T: Real> Work<'_, T> {
-    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
-    /// head's keys and values of `ctx`.
-    #[inline(always)]
-    fn project(
-        &mut self,
-        w: Widths,
-        heads: &[HeadRef<'_, T>],
-        ctx: &[T],
-        n: usize,
-        backward: bool,
-    ) -> Result<(), Error> {
-        if backward {
-            let entries = heads.len().saturating_mul(n);
-            expect_len(entries.saturating_mul(w.dk), self.g_keys.len())?;
-            expect_len(entries.saturating_mul(w.dv), self.g_values.len())?;
-        }
-        project_into(w, heads, ctx, n, self.keys, self.values)
-    }
-}
-
-/// A softmax attention layer on run-time shapes, out of place: `ctx_out[t] = ctx[t]` updated over the context tokens
-/// it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input, keys and values
-/// are projected once into `work`. The contract of [`crate::softmax_attention_slices`].
-/// Errors: lengths (see the module docs), [`Error::NonFinite`], an invalid rule.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn attention<T: Real>(
-    w: Widths,
-    heads: &[HeadRef<'_, T>],
-    mask: Mask,
-    upd: &Update<T>,
-    ctx: &[T],
-    query: &[T],
-    ctx_out: &mut [T],
-    query_out: &mut [T],
-    work: &mut Work<'_, T>,
-    vecs: &mut Vectors<'_, T>,
-) -> Result<(), Error> {
-    upd.validate(w.e)?;
-    check_heads(w, heads)?;
-    expect_len(0, ctx.len() % w.e.max(1))?;
-    expect_len(ctx.len(), ctx_out.len())?;
-    expect_len(w.e, query.len())?;
-    expect_len(w.e, query_out.len())?;
-    let n = ctx.len() / w.e.max(1);
-    work.project(w, heads, ctx, n, false)?;
-    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
-    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
-    let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
-    let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
-    let scale = logit_scale::<T>(w.dk);
-    for (t, (out, h)) in chunk_pairs(ctx_out, w.e, ctx, w.e).enumerate() {
-        let seen = visible(mask, t, n).min(n);
-        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs])?;
-        out.copy_from_slice(h);
-        upd.apply_slice(out, u);
-    }
-    update_projected(heads, &proj, n, scale, query, u, [q, qs], [acc, vs])?;
-    query_out.copy_from_slice(query);
-    upd.apply_slice(query_out, u);
     Ok(())
 }

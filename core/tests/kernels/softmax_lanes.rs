@@ -43,6 +43,7 @@ fn run<T: Real>(
     let (mut keys, mut values, mut g_keys, mut g_values) =
         (z(entries * w.dk), z(entries * w.dv), z(entries * w.dk), z(entries * w.dv));
     let mut weights = z(n);
+    let mut kept_stats = z((n + 1) * heads * 2);
     let (mut c_out, mut q_out) = (z(n * e), z(e));
     let mut work = Work {
         keys: &mut keys,
@@ -50,8 +51,12 @@ fn run<T: Real>(
         g_keys: &mut g_keys,
         g_values: &mut g_values,
         weights: &mut weights,
+        stats: &mut kept_stats,
+        kept: false,
     };
     attention(w, &refs, mask, &Update::residual(), ctx, query, &mut c_out, &mut q_out, &mut work, &mut vecs)?;
+    // The backward from the forward's projection and logit statistics.
+    work.kept = true;
     let (mut gc, mut gq) = (g[..n * e].to_vec(), g[n * e..].to_vec());
     let zero_grads = || -> Vec<[Vec<T>; 4]> { hs.iter().map(|m| [0, 1, 2, 3].map(|i| z(m[i].len()))).collect() };
     let mut grads = zero_grads();

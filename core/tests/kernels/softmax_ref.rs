@@ -8,9 +8,10 @@ use dualform::backward::{lsa_query_backward, LayerGrad};
 use dualform::head_ref::{HeadMut, HeadRef, Vectors, Widths};
 use dualform::linear_ref::{token_backward as linear_token_backward, token_update as linear_token_update};
 use dualform::softmax_ref::{
-    backward, project, token_backward, token_backward_projected, token_update, token_update_projected, Projection, Work,
+    attention, backward, project, token_backward, token_backward_projected, token_update, token_update_projected,
+    Projection, Work,
 };
-use dualform::{Error, Mask};
+use dualform::{Error, Mask, Update};
 
 /// Owned scratch and weights at run-time widths.
 struct Setup {
@@ -165,25 +166,41 @@ fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
         }
         for mask in [Mask::Full, Mask::Causal] {
             let mut outs = Vec::new();
-            for keep in [false, true] {
+            // Weights computed twice or kept; then also the forward's keys, values and logit statistics kept (the
+            // keys and values first spoiled, so that only the forward's projection can give the bits).
+            for (keep, from_forward) in [(false, false), (true, false), (true, true)] {
                 let mut gr = zero_grads();
                 let mut gm: Vec<HeadMut<'_, f32>> =
                     gr.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
                 let (mut gc, mut gq) = (g_ctx_out.clone(), r.clone());
                 let (mut gk, mut gv) = (vec![0.0f32; entries * w.dk], vec![0.0f32; entries * w.dv]);
                 let mut kept = vec![0.0f32; if keep { n } else { 0 }];
+                let mut st = vec![f32::NAN; if from_forward { (n + 1) * heads * 2 } else { 0 }];
+                keys.fill(7.0);
+                values.fill(-3.0);
                 let mut work = Work {
                     keys: &mut keys,
                     values: &mut values,
                     g_keys: &mut gk,
                     g_values: &mut gv,
                     weights: &mut kept,
+                    stats: &mut st,
+                    kept: false,
                 };
+                if from_forward {
+                    let (mut c_out, mut q_out) = (vec![0.0f32; n * w.e], vec![0.0f32; w.e]);
+                    let upd = Update::residual();
+                    attention(w, &refs, mask, &upd, &ctx, &h, &mut c_out, &mut q_out, &mut work, &mut vecs).unwrap();
+                    let written = work.stats.iter().all(|v| v.is_finite());
+                    assert!(n == 0 || mask != Mask::Full || written, "every statistic written at {w:?}");
+                    work.kept = true;
+                }
                 backward(w, &refs, mask, &ctx, &h, &mut gc, &mut gq, &mut gm, &mut work, &mut vecs).unwrap();
                 drop(gm);
                 outs.push([bits(&gc), bits(&gq), flat_grads(&gr)]);
             }
             assert_eq!(outs[0], outs[1], "full layer backward at {w:?}, {mask:?}");
+            assert_eq!(outs[0], outs[2], "full layer backward from the forward's projection at {w:?}, {mask:?}");
         }
     }
 }

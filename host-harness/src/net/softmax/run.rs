@@ -8,14 +8,18 @@ use dualform::softmax_ref::{self, Projection, Work};
 use dualform::{Error, Mask, Real, Update};
 
 /// Per-task scratch of a [`SoftmaxNet`](super::SoftmaxNet) (`T = f32`), or of eight tasks in lanes (`T = Lanes<8>`, inside the
-/// `f32` one): the tokens after every application, token gradients, every head's projected keys and values and
-/// their gradients, and the kernels' small vectors. It grows to any context length it meets.
+/// `f32` one): the tokens after every application, token gradients, every layer's projected keys and values (and
+/// every layer's but the last's logit maxima and sums, all kept by the forward for the backward), their gradients,
+/// and the kernels' small vectors. It grows to any context length it meets.
 #[derive(Clone, Debug, Default)]
 pub struct SoftmaxWorkspace<T = f32> {
     pub(super) tokens: Vec<T>,
     pub(super) grads: Vec<T>,
+    /// Layer after layer, `SOFTMAX_HEADS * n * e` values each.
     keys: Vec<T>,
     values: Vec<T>,
+    /// Layer after layer, `(n + 1) * SOFTMAX_HEADS * 2` values each.
+    stats: Vec<T>,
     g_keys: Vec<T>,
     g_values: Vec<T>,
     /// One token's softmax weights (kept between the backward's passes).
@@ -33,8 +37,9 @@ impl<T: Real> SoftmaxWorkspace<T> {
         Self {
             tokens: vec![T::ZERO; (layers + 1) * (n + 1) * e],
             grads: vec![T::ZERO; (n + 1) * e],
-            keys: vec![T::ZERO; entries],
-            values: vec![T::ZERO; entries],
+            keys: vec![T::ZERO; layers * entries],
+            values: vec![T::ZERO; layers * entries],
+            stats: vec![T::ZERO; layers * (n + 1) * SOFTMAX_HEADS * 2],
             g_keys: vec![T::ZERO; entries],
             g_values: vec![T::ZERO; entries],
             weights: vec![T::ZERO; n],
@@ -49,7 +54,9 @@ impl<T: Real> SoftmaxWorkspace<T> {
         let stride = (n + 1) * e;
         if self.tokens.len() < (layers + 1) * stride
             || self.grads.len() < stride
-            || self.keys.len() != SOFTMAX_HEADS * n * e
+            || self.g_keys.len() != SOFTMAX_HEADS * n * e
+            || self.keys.len() < layers * SOFTMAX_HEADS * n * e
+            || self.stats.len() < layers * (n + 1) * SOFTMAX_HEADS * 2
         {
             let lanes = self.lanes.take();
             *self = Self::new(e, layers, n);
@@ -88,19 +95,25 @@ pub(in crate::net) fn run_layers<T: Real>(
     n: usize,
     ws: &mut SoftmaxWorkspace<T>,
 ) -> bool {
-    let (k, stride) = (layers.len(), (n + 1) * e);
-    let SoftmaxWorkspace { tokens, keys, values, vecs, u, .. } = ws;
-    for (app, layer) in layers.iter().enumerate() {
+    let (k, stride, entries, per_layer) =
+        (layers.len(), (n + 1) * e, SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    let SoftmaxWorkspace { tokens, keys, values, stats, vecs, u, .. } = ws;
+    let kept = keys.chunks_exact_mut(entries.max(1)).zip(values.chunks_exact_mut(entries.max(1)));
+    for ((app, layer), ((keys, values), stats)) in
+        layers.iter().enumerate().zip(kept.zip(stats.chunks_exact_mut(per_layer)))
+    {
         let (done, rest) = tokens.split_at_mut((app + 1) * stride);
         let (c_in, q_in) = done[app * stride..].split_at(n * e);
         let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
         let hs = layer.heads();
         let ok = if app + 1 == k {
-            // The last layer updates the query only; its keys and values stay in `keys` and `values` for the
+            // The last layer updates the query only; its keys and values stay in its `keys` and `values` for the
             // backward.
             last_forward(layer.widths(), &hs, c_in, q_in, q_out, keys, values, u, &mut vecs.vectors())
         } else {
-            let mut work = Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [] };
+            // Its keys, values and logit statistics stay for the backward.
+            let mut work =
+                Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [], stats, kept: false };
             let upd = Update::residual();
             let (w, vecs) = (layer.widths(), &mut vecs.vectors());
             softmax_ref::attention(w, &hs, Mask::Full, &upd, c_in, q_in, c_out, q_out, &mut work, vecs)
@@ -123,13 +136,21 @@ pub(in crate::net) fn backward_layers<T: Real>(
     ws: &mut SoftmaxWorkspace<T>,
     grads: &mut [SoftmaxLayer<T>],
 ) -> bool {
-    let (k, stride) = (layers.len(), (n + 1) * e);
-    let SoftmaxWorkspace { tokens, grads: g, keys, values, g_keys, g_values, weights, vecs, u, .. } = ws;
+    let (k, stride, entries, per_layer) =
+        (layers.len(), (n + 1) * e, SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    let SoftmaxWorkspace { tokens, grads: g, keys, values, stats, g_keys, g_values, weights, vecs, u, .. } = ws;
     let g = &mut g[..stride];
     for app in (0..k).rev() {
         let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
         let (gc, gq) = g.split_at_mut(n * e);
         let (Some(grad), Some(layer)) = (grads.get_mut(app), layers.get(app)) else {
+            return false;
+        };
+        let (Some(keys), Some(values), Some(stats)) = (
+            keys.get_mut(app * entries..(app + 1) * entries),
+            values.get_mut(app * entries..(app + 1) * entries),
+            stats.get_mut(app * per_layer..(app + 1) * per_layer),
+        ) else {
             return false;
         };
         let (w, hs, mut gh) = (layer.widths(), layer.heads(), grad.heads_mut());
@@ -140,7 +161,8 @@ pub(in crate::net) fn backward_layers<T: Real>(
             gc.fill(T::ZERO);
             last_backward(w, &hs, [c_in, q_in], [gc, gq], &mut gh, [keys, values], weights, u, &mut vecs)
         } else {
-            let mut work = Work { keys, values, g_keys, g_values, weights };
+            // The forward's keys, values and logit statistics of this layer (`run_layers` ran last on `ws`).
+            let mut work = Work { keys, values, g_keys, g_values, weights, stats, kept: true };
             softmax_ref::backward(w, &hs, Mask::Full, c_in, q_in, gc, gq, &mut gh, &mut work, &mut vecs)
         };
         if ok.is_err() {

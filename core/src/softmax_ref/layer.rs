@@ -1,0 +1,106 @@
+//! A softmax attention layer over every token of a context ([`attention`]) and the buffers it shares with its
+//! backward ([`Work`]).
+
+use super::projection::project_into;
+use super::{logit_scale, update_projected, Projection};
+use crate::attention::visible;
+use crate::head_ref::{carve, check_heads, expect_len, HeadRef, Vectors, Widths};
+use crate::layer::{Mask, Update};
+use crate::linalg::slices::chunk_pairs;
+use crate::{Error, Real};
+
+/// Caller-provided buffers of [`attention`] and [`backward`](super::backward): every head's projected keys and
+/// values (head-major: head `h`'s token `j` at `(h * N + j) * dk..`, `H * N * dk` and `H * N * dv` values), and for
+/// the backward their gradients (likewise; may be empty for the forward).
+#[derive(Debug)]
+pub struct Work<'a, T> {
+    /// `W_K e_j` per head and token.
+    pub keys: &'a mut [T],
+    /// `W_V e_j` per head and token.
+    pub values: &'a mut [T],
+    /// `dL/dk_j` per head and token.
+    pub g_keys: &'a mut [T],
+    /// `dL/dv_j` per head and token.
+    pub g_values: &'a mut [T],
+    /// `N` values for the backward to keep one token's softmax weights between its two passes over the keys, or
+    /// empty to compute them twice (the same bits either way).
+    pub weights: &'a mut [T],
+    /// `(N + 1) * H * 2` values that [`attention`] fills with each token's logits' maximum and sum per head (token
+    /// `t`'s head `h` at `(t * H + h) * 2..`, the query as token `N`), or empty.
+    pub stats: &'a mut [T],
+    /// Set by the caller of [`backward`](super::backward) when `keys`, `values` and `stats` hold what [`attention`]
+    /// wrote for the same weights and inputs: the backward then takes them (the same bits) rather than projecting
+    /// the keys and values and computing every token's maximum and sum again. The contents are the caller's word.
+    pub kept: bool,
+}
+
+impl<T: Real> Work<'_, T> {
+    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
+    /// head's keys and values of `ctx`.
+    #[inline(always)]
+    pub(super) fn project(
+        &mut self,
+        w: Widths,
+        heads: &[HeadRef<'_, T>],
+        ctx: &[T],
+        n: usize,
+        backward: bool,
+    ) -> Result<(), Error> {
+        if backward {
+            let entries = heads.len().saturating_mul(n);
+            expect_len(entries.saturating_mul(w.dk), self.g_keys.len())?;
+            expect_len(entries.saturating_mul(w.dv), self.g_values.len())?;
+        }
+        project_into(w, heads, ctx, n, self.keys, self.values)
+    }
+}
+
+/// A softmax attention layer on run-time shapes, out of place: `ctx_out[t] = ctx[t]` updated over the context tokens
+/// it sees under `mask`, `query_out` updated over all of `ctx`; every update reads the layer's input, keys and values
+/// are projected once into `work`. The contract of [`crate::softmax_attention_slices`].
+/// Errors: lengths (see the module docs), [`Error::NonFinite`], an invalid rule.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn attention<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    mask: Mask,
+    upd: &Update<T>,
+    ctx: &[T],
+    query: &[T],
+    ctx_out: &mut [T],
+    query_out: &mut [T],
+    work: &mut Work<'_, T>,
+    vecs: &mut Vectors<'_, T>,
+) -> Result<(), Error> {
+    upd.validate(w.e)?;
+    check_heads(w, heads)?;
+    expect_len(0, ctx.len() % w.e.max(1))?;
+    expect_len(ctx.len(), ctx_out.len())?;
+    expect_len(w.e, query.len())?;
+    expect_len(w.e, query_out.len())?;
+    let n = ctx.len() / w.e.max(1);
+    work.project(w, heads, ctx, n, false)?;
+    let per_token = 2 * heads.len();
+    if !work.stats.is_empty() {
+        expect_len((n + 1).saturating_mul(per_token), work.stats.len())?;
+    }
+    let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;
+    let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
+    let scale = logit_scale::<T>(w.dk);
+    let mut stats = work.stats.chunks_exact_mut(per_token.max(1));
+    for (t, (out, h)) in chunk_pairs(ctx_out, w.e, ctx, w.e).enumerate() {
+        let seen = visible(mask, t, n).min(n);
+        let st = stats.next().unwrap_or_default();
+        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs], st)?;
+        out.copy_from_slice(h);
+        upd.apply_slice(out, u);
+    }
+    let st = stats.next().unwrap_or_default();
+    update_projected(heads, &proj, n, scale, query, u, [q, qs], [acc, vs], st)?;
+    query_out.copy_from_slice(query);
+    upd.apply_slice(query_out, u);
+    Ok(())
+}
