@@ -208,16 +208,7 @@ pub fn backward<T: Real>(
     let e = w.e.max(1);
     let n = ctx.len() / e;
     let per_token = 2 * heads.len();
-    if work.kept {
-        let entries = heads.len().saturating_mul(n);
-        for (want, len) in [(w.dk, work.keys.len()), (w.dv, work.values.len()), (w.dk, work.g_keys.len())] {
-            expect_len(entries.saturating_mul(want), len)?;
-        }
-        expect_len(entries.saturating_mul(w.dv), work.g_values.len())?;
-        expect_len((n + 1).saturating_mul(per_token), work.stats.len())?;
-    } else {
-        work.project(w, heads, ctx, n, true)?;
-    }
+    work.project(w, heads, ctx, n, true)?;
     work.g_keys.fill(T::ZERO);
     work.g_values.fill(T::ZERO);
     let [q, g_q, _, _] = carve::<T, 4>(vecs.key, w.dk)?;

@@ -35,8 +35,9 @@ pub struct Work<'a, T> {
 }
 
 impl<T: Real> Work<'_, T> {
-    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`) and projects every
-    /// head's keys and values of `ctx`.
+    /// Checks the lengths for `h` heads over `n` tokens (the gradients too when `backward`, the statistics when
+    /// given or `kept`) and projects every head's keys and values of `ctx`, except for a backward whose caller
+    /// says they are `kept` from the forward.
     #[inline(always)]
     pub(super) fn project(
         &mut self,
@@ -46,10 +47,18 @@ impl<T: Real> Work<'_, T> {
         n: usize,
         backward: bool,
     ) -> Result<(), Error> {
+        let entries = heads.len().saturating_mul(n);
         if backward {
-            let entries = heads.len().saturating_mul(n);
             expect_len(entries.saturating_mul(w.dk), self.g_keys.len())?;
             expect_len(entries.saturating_mul(w.dv), self.g_values.len())?;
+        }
+        let kept = backward && self.kept;
+        if kept || !self.stats.is_empty() {
+            expect_len((n + 1).saturating_mul(2 * heads.len()), self.stats.len())?;
+        }
+        if kept {
+            expect_len(entries.saturating_mul(w.dk), self.keys.len())?;
+            return expect_len(entries.saturating_mul(w.dv), self.values.len());
         }
         project_into(w, heads, ctx, n, self.keys, self.values)
     }
@@ -82,9 +91,6 @@ pub fn attention<T: Real>(
     let n = ctx.len() / w.e.max(1);
     work.project(w, heads, ctx, n, false)?;
     let per_token = 2 * heads.len();
-    if !work.stats.is_empty() {
-        expect_len((n + 1).saturating_mul(per_token), work.stats.len())?;
-    }
     let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
     let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let [u, _, _] = carve::<T, 3>(vecs.token, w.e)?;

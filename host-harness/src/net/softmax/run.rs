@@ -95,13 +95,12 @@ pub(in crate::net) fn run_layers<T: Real>(
     n: usize,
     ws: &mut SoftmaxWorkspace<T>,
 ) -> bool {
-    let (k, stride, entries, per_layer) =
-        (layers.len(), (n + 1) * e, SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    let (k, stride) = (layers.len(), (n + 1) * e);
     let SoftmaxWorkspace { tokens, keys, values, stats, vecs, u, .. } = ws;
-    let kept = keys.chunks_exact_mut(entries.max(1)).zip(values.chunks_exact_mut(entries.max(1)));
-    for ((app, layer), ((keys, values), stats)) in
-        layers.iter().enumerate().zip(kept.zip(stats.chunks_exact_mut(per_layer)))
-    {
+    for (app, layer) in layers.iter().enumerate() {
+        let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
+            return false;
+        };
         let (done, rest) = tokens.split_at_mut((app + 1) * stride);
         let (c_in, q_in) = done[app * stride..].split_at(n * e);
         let (c_out, q_out) = rest[..stride].split_at_mut(n * e);
@@ -136,8 +135,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
     ws: &mut SoftmaxWorkspace<T>,
     grads: &mut [SoftmaxLayer<T>],
 ) -> bool {
-    let (k, stride, entries, per_layer) =
-        (layers.len(), (n + 1) * e, SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    let (k, stride) = (layers.len(), (n + 1) * e);
     let SoftmaxWorkspace { tokens, grads: g, keys, values, stats, g_keys, g_values, weights, vecs, u, .. } = ws;
     let g = &mut g[..stride];
     for app in (0..k).rev() {
@@ -146,11 +144,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
         let (Some(grad), Some(layer)) = (grads.get_mut(app), layers.get(app)) else {
             return false;
         };
-        let (Some(keys), Some(values), Some(stats)) = (
-            keys.get_mut(app * entries..(app + 1) * entries),
-            values.get_mut(app * entries..(app + 1) * entries),
-            stats.get_mut(app * per_layer..(app + 1) * per_layer),
-        ) else {
+        let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
             return false;
         };
         let (w, hs, mut gh) = (layer.widths(), layer.heads(), grad.heads_mut());
@@ -170,6 +164,18 @@ pub(in crate::net) fn backward_layers<T: Real>(
         }
     }
     true
+}
+
+/// Layer `app`'s part of the workspace's keys, values and logit statistics (laid out layer after layer, for tokens
+/// of width `e` over `n` pairs), if the workspace has room for it.
+#[inline(always)]
+fn kept_by_layer<T>([keys, values, stats]: [&mut [T]; 3], app: usize, e: usize, n: usize) -> Option<[&mut [T]; 3]> {
+    let (entries, per_layer) = (SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    Some([
+        keys.get_mut(app * entries..(app + 1) * entries)?,
+        values.get_mut(app * entries..(app + 1) * entries)?,
+        stats.get_mut(app * per_layer..(app + 1) * per_layer)?,
+    ])
 }
 
 /// The last layer's forward: `q_out = q_in` updated over the context `c_in`, whose keys and values are projected into
