@@ -99,10 +99,11 @@ cargo "+$msrv" check -p dualform --locked --target thumbv7em-none-eabihf --featu
 # the binary they run and the benches (without overflow checks; no code here relies on them, and the core's integer
 # arithmetic is on sizes or saturating).
 # Every target in one build: libraries, binaries, integration tests, examples, and the benches, each bench run once as
-# a test (they are timed by hand: cargo bench -p dualform-benches); then the doc examples, which --all-targets leaves
-# out.
+# a test (they are timed by hand: cargo bench -p dualform-benches); then the doc examples, which these flags leave
+# out. Not --all-targets: it also builds the targets marked `test = false` as tests, among them the harness library,
+# which has none (a second full compile of the harness).
 step "cargo test --release (core, harness, firmware under QEMU against the host, benches once each)"
-cargo test --workspace --locked --release --all-targets
+cargo test --workspace --locked --release --tests --benches --examples
 step "doc examples"
 cargo test --workspace --locked --release --doc
 # A sweep as a Slurm array job on a single-node Slurm started here, against the same sweep unsharded.
