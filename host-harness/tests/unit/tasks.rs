@@ -180,6 +180,10 @@ fn par_groups_hands_out_the_tasks_of_sample_into_to_the_bit() {
     shaped.scales[..3].copy_from_slice(&[0.5, 1.0, 2.0]);
     let samplers = [
         linear,
+        // An odd d without noise (a last input alone, the whole task drawn at once), and tokens of width 4 (no
+        // entries past the last block of four).
+        TaskSampler::new(7, 5, 1.0),
+        TaskSampler::new(3, 4, 1.5),
         shaped,
         TaskSampler { pool: 4, pool_seed: 7, weight_scale: 0.5, ..TaskSampler::new(1, 4, 1.0) },
         TaskSampler { family: Family::Sine, noise: 0.2, ..TaskSampler::new(1, 10, 10.0) },
