@@ -185,6 +185,23 @@ mod tests {
     use nalgebra::SMatrix;
 
     #[test]
+    fn axpy_adds_over_the_common_length_only_in_blocks_and_rest_alike() {
+        for ny in 0..10 {
+            for nx in 0..10 {
+                let x: Vec<f32> = (0..nx).map(|i| (i as f32 * 0.61).sin()).collect();
+                let mut y: Vec<f32> = (0..ny).map(|i| (i as f32 * 1.7).cos()).collect();
+                let mut want = y.clone();
+                for (w, &v) in want.iter_mut().zip(&x) {
+                    *w += 0.3 * v;
+                }
+                slices::axpy(&mut y, 0.3, &x);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want), "{ny} and {nx} elements");
+            }
+        }
+    }
+
+    #[test]
     fn dot_matches_plain_sum_and_its_documented_order() {
         let a: [f64; 11] = core::array::from_fn(|i| (i as f64 * 0.37).sin());
         let b: [f64; 11] = core::array::from_fn(|i| (i as f64 * 1.3).cos());

@@ -58,7 +58,18 @@ pub fn all_finite<T: Real>(x: &[T]) -> bool {
 /// `y += a * x` over the common length (two roundings per element; never fused).
 #[inline(always)]
 pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
-    for (yi, &xi) in y.iter_mut().zip(x.iter()) {
+    // In blocks of four (`as_chunks`), then the rest: a run-time length would otherwise pay the loop's counting and
+    // branching once per element. The same operation per element either way.
+    let n = y.len().min(x.len());
+    let (y, x) = (y.split_at_mut_checked(n).map_or(&mut [][..], |(h, _)| h), x.get(..n).unwrap_or(x));
+    let (cy, ry) = y.as_chunks_mut::<4>();
+    let (cx, rx) = x.as_chunks::<4>();
+    for (yb, xb) in cy.iter_mut().zip(cx) {
+        for (yi, &xi) in yb.iter_mut().zip(xb) {
+            *yi += a * xi;
+        }
+    }
+    for (yi, &xi) in ry.iter_mut().zip(rx) {
         *yi += a * xi;
     }
 }

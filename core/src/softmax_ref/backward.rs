@@ -1,7 +1,7 @@
 //! The VJPs of softmax attention on run-time shapes: one token ([`token_backward`], over a projection
 //! [`token_backward_projected`]) and every token of a layer ([`backward`]).
 
-use super::{logit_scale, MaxSum};
+use super::{logit_scale, weights_block, MaxSum, BLOCK};
 use crate::attention::visible;
 use crate::head_ref::{carve, check_grads, check_heads, expect_len, row, row_mut, HeadMut, HeadRef, Vectors, Widths};
 use crate::layer::Mask;
@@ -121,8 +121,13 @@ fn token_backward_from<T: Real>(
     for (hd, (head, st)) in heads.iter().zip(stats.chunks_exact_mut(2)).enumerate() {
         matvec(q, head.w_q, h);
         let mut acc = MaxSum::new();
-        for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            acc.push(dot(q, or_project(stored_key(proj, hd, j), head.w_k, tok, k)) * c)?;
+        for (j0, block) in ctx.chunks(e * BLOCK).enumerate() {
+            let mut s = [T::ZERO; BLOCK];
+            let b = block.len() / e;
+            for (t, (tok, st)) in block.chunks_exact(e).zip(s.iter_mut()).enumerate() {
+                *st = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t), head.w_k, tok, k)) * c;
+            }
+            acc.push_block(&s, b)?;
         }
         st.copy_from_slice(&[acc.m, acc.l]);
     }
@@ -135,12 +140,20 @@ fn token_backward_from<T: Real>(
         matvec(q, head.w_q, h);
         // o = sum_j a_j v_j, in context order (each token's key, value and weight as in the first pass).
         o.fill(T::ZERO);
-        for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let a = (dot(q, or_project(stored_key(proj, hd, j), head.w_k, tok, k)) * c - m).exp() / l;
-            if let Some(kept) = weights.get_mut(j) {
-                *kept = a;
+        for (j0, block) in ctx.chunks(e * BLOCK).enumerate() {
+            let mut a = [T::ZERO; BLOCK];
+            let b = block.len() / e;
+            for (t, (tok, at)) in block.chunks_exact(e).zip(a.iter_mut()).enumerate() {
+                *at = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t), head.w_k, tok, k)) * c - m;
             }
-            axpy(o, a, or_project(stored_value(proj, hd, j), head.w_v, tok, v));
+            weights_block(&mut a, b, l);
+            for (t, (tok, &at)) in block.chunks_exact(e).zip(a.iter()).enumerate() {
+                let j = j0 * BLOCK + t;
+                if let Some(kept) = weights.get_mut(j) {
+                    *kept = at;
+                }
+                axpy(o, at, or_project(stored_value(proj, hd, j), head.w_v, tok, v));
+            }
         }
         add_outer(gh.p, g, o);
         matvec_t(g_o, head.p, g);
@@ -301,19 +314,35 @@ impl<T: Real> TokenBackward<'_, '_, T> {
                 Some(&[m, l]) if m.is_finite() => MaxSum { m, l },
                 _ => {
                     let mut acc = MaxSum::new();
-                    for j in 0..seen {
-                        acc.push(dot(q, row(self.keys, at + j, w.dk)) * c)?;
+                    let mut j0 = 0;
+                    while j0 < seen {
+                        let b = (seen - j0).min(BLOCK);
+                        let mut s = [T::ZERO; BLOCK];
+                        for (t, st) in s.iter_mut().enumerate().take(b) {
+                            *st = dot(q, row(self.keys, at + j0 + t, w.dk)) * c;
+                        }
+                        acc.push_block(&s, b)?;
+                        j0 += b;
                     }
                     acc
                 }
             };
             o.fill(T::ZERO);
-            for j in 0..seen {
-                let a = self.weight(q, row(self.keys, at + j, w.dk), acc);
-                if let Some(kept) = self.weights.get_mut(j) {
-                    *kept = a;
+            let mut j0 = 0;
+            while j0 < seen {
+                let b = (seen - j0).min(BLOCK);
+                let mut a = [T::ZERO; BLOCK];
+                for (t, x) in a.iter_mut().enumerate().take(b) {
+                    *x = dot(q, row(self.keys, at + j0 + t, w.dk)) * c - acc.m;
                 }
-                axpy(o, a, row(self.values, at + j, w.dv));
+                weights_block(&mut a, b, acc.l);
+                for (t, &x) in a.iter().enumerate().take(b) {
+                    if let Some(kept) = self.weights.get_mut(j0 + t) {
+                        *kept = x;
+                    }
+                    axpy(o, x, row(self.values, at + j0 + t, w.dv));
+                }
+                j0 += b;
             }
             add_outer(gh.p, g, o);
             matvec_t(g_o, head.p, g);

@@ -17,6 +17,8 @@ use crate::{Error, Real};
 mod backward;
 mod layer;
 mod projection;
+#[cfg(test)]
+mod tests;
 
 pub use backward::{backward, token_backward, token_backward_projected};
 pub use layer::{attention, Work};
@@ -58,6 +60,55 @@ impl<T: Real> MaxSum<T> {
     }
 }
 
+/// Logits per block of the kernels' loops over keys: a block's logits are computed first, then their
+/// exponentials (independent of each other, so that they overlap in the CPU rather than wait on one another), then
+/// what depends on them, in key order. Every value takes the same operations as one key at a time: the same bits.
+pub(crate) const BLOCK: usize = 4;
+
+/// For logits `s[..b]` met in order after the running maximum `m`: the exponential [`max_sum_step`] and
+/// [`online_push`] take for each, `exp(-|s_t - m_t|)` with `m_t` the maximum before it, computed together.
+/// [`Error::NonFinite`] for a NaN or infinite logit.
+#[inline(always)]
+fn block_exps<T: Real>(m: T, s: &[T; BLOCK], b: usize) -> Result<[T; BLOCK], Error> {
+    let mut x = [T::ZERO; BLOCK];
+    let mut run = m;
+    for (&st, xt) in s.iter().zip(x.iter_mut()).take(b) {
+        if !st.is_finite() {
+            return Err(Error::NonFinite);
+        }
+        *xt = st.pick_gt(run, run - st, st - run);
+        run = st.pick_gt(run, st, run);
+    }
+    for xt in x.iter_mut().take(b) {
+        *xt = xt.exp();
+    }
+    Ok(x)
+}
+
+impl<T: Real> MaxSum<T> {
+    /// [`MaxSum::push`] of `s[..b]` in order (the same bits), the block's exponentials computed together.
+    #[inline(always)]
+    pub(crate) fn push_block(&mut self, s: &[T; BLOCK], b: usize) -> Result<(), Error> {
+        let e = block_exps(self.m, s, b)?;
+        for (&st, &et) in s.iter().zip(e.iter()).take(b) {
+            let m = self.m;
+            (self.m, self.l) = (st.pick_gt(m, st, m), st.pick_gt(m, self.l * et + T::ONE, self.l + et));
+        }
+        Ok(())
+    }
+}
+
+/// `a[t] = exp(a[t]) / l` for `t < b`: the softmax weights of a block of logits already shifted by their maximum.
+#[inline(always)]
+pub(crate) fn weights_block<T: Real>(a: &mut [T; BLOCK], b: usize, l: T) {
+    for at in a.iter_mut().take(b) {
+        *at = at.exp();
+    }
+    for at in a.iter_mut().take(b) {
+        *at /= l;
+    }
+}
+
 /// The running maximum and sum `(m, l)` after finite logit `x`: `(x, l e^(m - x) + 1)` for a new maximum, else
 /// `(m, l + e^(x - m))`, per element, with one exponential (of `-|x - m|`; `m - x` and `x - m` are exact negatives),
 /// so that lanes that disagree do not compute both sides.
@@ -74,11 +125,18 @@ pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v:
     if !s.is_finite() {
         return Err(Error::NonFinite);
     }
+    let old = *m;
+    online_push_exp(m, l, acc, s, s.pick_gt(old, old - s, s - old).exp(), v);
+    Ok(())
+}
+
+/// [`online_push`] of finite logit `s` given `e = exp(-|s - m|)`, computed ahead.
+#[inline(always)]
+fn online_push_exp<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, e: T, v: &[T]) {
     // A new maximum rescales what was summed by `c = e^(old - s)` and takes weight `e^(s - s) = 1`; otherwise `c = 1`
     // and the weight is `e^(s - old)`: one exponential of `-|s - old|` either way (per element; a lane whose maximum
     // stays scales by 1, which changes no finite value, and the rescaling is skipped when no element needs it).
     let old = *m;
-    let e = s.pick_gt(old, old - s, s - old).exp();
     let c = s.pick_gt(old, e, T::ONE);
     if c != T::ONE {
         for a in acc.iter_mut() {
@@ -90,7 +148,6 @@ pub(crate) fn online_push<T: Real>(m: &mut T, l: &mut T, acc: &mut [T], s: T, v:
     let w = s.pick_gt(old, T::ONE, e);
     *l += w;
     axpy(acc, w, v);
-    Ok(())
 }
 
 /// `acc /= l` where some term was added (`l > 0`; per element, see [`Real::if_gt`]).
@@ -104,12 +161,14 @@ pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
     }
 }
 
-/// A source of `(key, value)` pairs, visited in order by [`attend`] (once per pass).
+/// A source of `(key, value)` pairs, visited in order by [`attend`] (each key once and each value once per pass).
 pub(crate) trait Pairs<T> {
     /// Number of pairs.
     fn count(&self) -> usize;
-    /// Pair `j` (`j < count()`).
-    fn pair(&mut self, j: usize) -> (&[T], &[T]);
+    /// Key `j` (`j < count()`).
+    fn key(&mut self, j: usize) -> &[T];
+    /// Value `j` (`j < count()`).
+    fn value(&mut self, j: usize) -> &[T];
 }
 
 /// Keys and values already projected: `count` rows of `dk` and `dv` values.
@@ -126,8 +185,12 @@ impl<T> Pairs<T> for Projected<'_, T> {
         self.count
     }
     #[inline(always)]
-    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
-        (row(self.keys, j, self.dk), row(self.values, j, self.dv))
+    fn key(&mut self, j: usize) -> &[T] {
+        row(self.keys, j, self.dk)
+    }
+    #[inline(always)]
+    fn value(&mut self, j: usize) -> &[T] {
+        row(self.values, j, self.dv)
     }
 }
 
@@ -145,11 +208,14 @@ impl<T: Real> Pairs<T> for OnTheFly<'_, T> {
         self.ctx.len().checked_div(self.e).unwrap_or(0)
     }
     #[inline(always)]
-    fn pair(&mut self, j: usize) -> (&[T], &[T]) {
-        let tok = row(self.ctx, j, self.e);
-        matvec(self.k, self.head.w_k, tok);
-        matvec(self.v, self.head.w_v, tok);
-        (self.k, self.v)
+    fn key(&mut self, j: usize) -> &[T] {
+        matvec(self.k, self.head.w_k, row(self.ctx, j, self.e));
+        self.k
+    }
+    #[inline(always)]
+    fn value(&mut self, j: usize) -> &[T] {
+        matvec(self.v, self.head.w_v, row(self.ctx, j, self.e));
+        self.v
     }
 }
 
@@ -180,11 +246,23 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     let mut direct = true;
     acc.fill(T::ZERO);
-    for j in 0..pairs.count() {
-        let (k, v) = pairs.pair(j);
-        let raw = dot(q, k) * scale;
-        direct &= raw.is_finite();
-        online_push(&mut m, &mut l, acc, raw.finite_or(|| dot(qs, k)), v)?;
+    // Keys in blocks of `BLOCK` (see there): the same bits as one key at a time.
+    let count = pairs.count();
+    let mut j0 = 0;
+    while j0 < count {
+        let b = (count - j0).min(BLOCK);
+        let mut s = [T::ZERO; BLOCK];
+        for (t, st) in s.iter_mut().enumerate().take(b) {
+            let k = pairs.key(j0 + t);
+            let raw = dot(q, k) * scale;
+            direct &= raw.is_finite();
+            *st = raw.finite_or(|| dot(qs, k));
+        }
+        let e = block_exps(m, &s, b)?;
+        for (t, (&st, &et)) in s.iter().zip(e.iter()).enumerate().take(b) {
+            online_push_exp(&mut m, &mut l, acc, st, et, pairs.value(j0 + t));
+        }
+        j0 += b;
     }
     let stats = direct.then_some(MaxSum { m, l });
     online_finish(l, acc);
@@ -199,7 +277,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
     let mut s = T::ZERO;
     for j in 0..pairs.count() {
-        for &x in pairs.pair(j).1 {
+        for &x in pairs.value(j) {
             if x.abs() > s {
                 s = x.abs();
             }
@@ -211,11 +289,11 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     acc.fill(T::ZERO);
     for j in 0..pairs.count() {
-        let (k, v) = pairs.pair(j);
-        for (d, &x) in vs.iter_mut().zip(v) {
+        let s_j = logit(q, qs, pairs.key(j), scale);
+        for (d, &x) in vs.iter_mut().zip(pairs.value(j)) {
             *d = x / s;
         }
-        online_push(&mut m, &mut l, acc, logit(q, qs, k, scale), vs)?;
+        online_push(&mut m, &mut l, acc, s_j, vs)?;
     }
     online_finish(l, acc);
     for a in acc.iter_mut() {

@@ -283,12 +283,12 @@ impl SoftmaxNet {
         grads: &mut [SoftmaxLayer],
         loss: &mut f64,
     ) -> bool {
-        simd::run_any_width(simd, SoftmaxGroup { simd, net: self, group, ws, grads, loss })
+        simd::run_at_main_widths(simd, group.shape().1, SoftmaxGroup { simd, net: self, group, ws, grads, loss })
     }
 
-    /// [`SoftmaxNet::lanes_gradient`], inlined into the caller.
+    /// [`SoftmaxNet::lanes_gradient`] at the token width `W` (0: the run-time width), inlined into the caller.
     #[inline(always)]
-    fn lanes_gradient_in(
+    fn lanes_gradient_in<const W: usize>(
         &self,
         simd: Simd,
         group: &Group,
@@ -298,9 +298,11 @@ impl SoftmaxNet {
     ) -> bool {
         let (n, e) = group.shape();
         let (layers, k) = (self.layers(), self.layers().len());
-        if e != self.width() || group.count == 0 || group.count > LANES || grads.len() != k {
+        if e != self.width() || group.count == 0 || group.count > LANES || grads.len() != k || (W != 0 && e != W) {
             return false;
         }
+        // The same value, a constant in an instance compiled for one width.
+        let e = if W == 0 { e } else { W };
         if layers.iter().chain(grads.iter()).any(|l| l.width() != e) {
             return false;
         }
@@ -354,6 +356,6 @@ impl simd::InLanes for SoftmaxGroup<'_> {
     type Out = bool;
     #[inline(always)]
     fn run<const W: usize>(self) -> bool {
-        self.net.lanes_gradient_in(self.simd, self.group, self.ws, self.grads, self.loss)
+        self.net.lanes_gradient_in::<W>(self.simd, self.group, self.ws, self.grads, self.loss)
     }
 }

@@ -96,6 +96,9 @@ pub(in crate::net) fn run_layers<T: Real>(
     ws: &mut SoftmaxWorkspace<T>,
 ) -> bool {
     let (k, stride) = (layers.len(), (n + 1) * e);
+    // The widths from `e`, not from each layer (a layer of another width is refused by the kernels either way): a
+    // caller that passes a constant `e` gets loops of constant length.
+    let w = Widths { e, dk: e, dv: e };
     let SoftmaxWorkspace { tokens, keys, values, stats, vecs, u, .. } = ws;
     for (app, layer) in layers.iter().enumerate() {
         let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
@@ -108,13 +111,13 @@ pub(in crate::net) fn run_layers<T: Real>(
         let ok = if app + 1 == k {
             // The last layer updates the query only; its keys and values stay in its `keys` and `values` for the
             // backward.
-            last_forward(layer.widths(), &hs, c_in, q_in, q_out, keys, values, u, &mut vecs.vectors())
+            last_forward(w, &hs, c_in, q_in, q_out, keys, values, u, &mut vecs.vectors())
         } else {
             // Its keys, values and logit statistics stay for the backward.
             let mut work =
                 Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [], stats, kept: false };
             let upd = Update::residual();
-            let (w, vecs) = (layer.widths(), &mut vecs.vectors());
+            let vecs = &mut vecs.vectors();
             softmax_ref::attention(w, &hs, Mask::Full, &upd, c_in, q_in, c_out, q_out, &mut work, vecs)
         };
         if ok.is_err() {
@@ -136,6 +139,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
     grads: &mut [SoftmaxLayer<T>],
 ) -> bool {
     let (k, stride) = (layers.len(), (n + 1) * e);
+    let w = Widths { e, dk: e, dv: e };
     let SoftmaxWorkspace { tokens, grads: g, keys, values, stats, g_keys, g_values, weights, vecs, u, .. } = ws;
     let g = &mut g[..stride];
     for app in (0..k).rev() {
@@ -147,7 +151,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
         let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
             return false;
         };
-        let (w, hs, mut gh) = (layer.widths(), layer.heads(), grad.heads_mut());
+        let (hs, mut gh) = (layer.heads(), grad.heads_mut());
         let mut vecs = vecs.vectors();
         let ok = if app + 1 == k {
             // Only the query's output carries a gradient: the context's comes through keys and values alone
