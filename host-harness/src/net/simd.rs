@@ -13,7 +13,8 @@
 //! second time, across entries, with gather instructions, and the deep-model step ran seven times slower than on
 //! AVX2 (docs/benchmarks.md). The softmax models' lanes ([`super::lanes`], the core's `softmax_ref` kernels, likewise
 //! inlined whole) and the attention-zoo models' (every kind: the feature maps, the associative sums, Efficient
-//! attention, their backward kernels, all inlined) run on the chosen unit too, at run-time widths
+//! attention, their backward kernels, all inlined) run on the chosen unit too, the softmax models at the constant
+//! width 11 where their tasks have it ([`run_at_main_widths`]), everything else at run-time widths
 //! ([`run_any_width`]), the zoo's feature-map (`sine+mlp`) models included (their feature maps task by task). So does
 //! `mlp-sine`'s model, task by task ([`super::MlpLsaNet`]: the feature map's loops over its units on the unit's
 //! registers, its exponentials eight at a time). So does the single layer's query-only kernel, eight tasks side by
