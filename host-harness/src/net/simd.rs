@@ -195,7 +195,8 @@ pub fn run_any_width<K: InLanes>(simd: Simd, work: K) -> K::Out {
 
 /// The token widths [`run_at_main_widths`] compiles as constants: 11, the width of every experiment's linear
 /// regression tasks (`d = 10`). A loop whose length is a constant is unrolled whole, with no counting, branching or
-/// bounds checks per element: on softmax layers that is 1.5 times fewer instructions than at run-time widths.
+/// bounds checks per element: a copy of the softmax kernels took 1.5 times the instructions at run-time widths
+/// (docs/benchmarks.md has the counts).
 pub const MAIN_WIDTHS: [usize; 1] = [11];
 
 /// `work` compiled for `simd`, with the token width `W` a constant for the widths of [`MAIN_WIDTHS`] and `W = 0`
