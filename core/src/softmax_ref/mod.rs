@@ -91,8 +91,7 @@ impl<T: Real> MaxSum<T> {
     pub(crate) fn push_block(&mut self, s: &[T; BLOCK], b: usize) -> Result<(), Error> {
         let e = block_exps(self.m, s, b)?;
         for (&st, &et) in s.iter().zip(e.iter()).take(b) {
-            let m = self.m;
-            (self.m, self.l) = (st.pick_gt(m, st, m), st.pick_gt(m, self.l * et + T::ONE, self.l + et));
+            (self.m, self.l) = max_sum_given(self.m, self.l, st, et);
         }
         Ok(())
     }
@@ -114,7 +113,12 @@ pub(crate) fn weights_block<T: Real>(a: &mut [T; BLOCK], b: usize, l: T) {
 /// so that lanes that disagree do not compute both sides.
 #[inline(always)]
 pub(crate) fn max_sum_step<T: Real>(m: T, l: T, x: T) -> (T, T) {
-    let e = x.pick_gt(m, m - x, x - m).exp();
+    max_sum_given(m, l, x, x.pick_gt(m, m - x, x - m).exp())
+}
+
+/// [`max_sum_step`] given its exponential `e = exp(-|x - m|)`, computed ahead.
+#[inline(always)]
+fn max_sum_given<T: Real>(m: T, l: T, x: T, e: T) -> (T, T) {
     (x.pick_gt(m, x, m), x.pick_gt(m, l * e + T::ONE, l + e))
 }
 

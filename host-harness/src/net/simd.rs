@@ -184,24 +184,14 @@ pub fn run<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
 /// `work` compiled for `simd` once, for run-time widths only (`W = 0`): for kernels whose loops take their lengths at
 /// run time anyway (softmax layers), where one instance per width would only cost compile time.
 pub fn run_any_width<K: InLanes>(simd: Simd, work: K) -> K::Out {
-    #[cfg(target_arch = "x86_64")]
-    if simd == Simd::Avx2 && simd.available() {
-        // SAFETY: `avx2` is compiled for AVX2, which `available` just found on this CPU.
-        return unsafe { avx2::<K, 0>(work) };
-    }
-    let _ = simd;
-    portable::<K, 0>(work)
+    run_at::<K, 0>(simd, work)
 }
 
-/// The token widths [`run_at_main_widths`] compiles as constants: 11, the width of every experiment's linear
-/// regression tasks (`d = 10`). A loop whose length is a constant is unrolled whole, with no counting, branching or
-/// bounds checks per element: a copy of the softmax kernels took 1.5 times the instructions at run-time widths
-/// (docs/benchmarks.md has the counts).
-pub const MAIN_WIDTHS: [usize; 1] = [11];
-
-/// `work` compiled for `simd`, with the token width `W` a constant for the widths of [`MAIN_WIDTHS`] and `W = 0`
-/// (run-time widths, the same bits) for every other: for kernels too large to compile once per width 2 to 17, as
-/// [`run`] does for the LSA layers.
+/// `work` compiled for `simd`, with the token width `W` the constant 11 for tokens of width 11 (every experiment's
+/// linear regression tasks, `d = 10`) and `W = 0` (run-time widths, the same bits) for every other: for kernels too
+/// large to compile once per width 2 to 17, as [`run`] does for the LSA layers. A loop whose length is a constant is
+/// unrolled whole, with no counting, branching or bounds checks per element: a copy of the softmax kernels took 1.5
+/// times the instructions at run-time widths (docs/benchmarks.md has the counts).
 pub fn run_at_main_widths<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
     match width {
         11 => run_at::<K, 11>(simd, work),
