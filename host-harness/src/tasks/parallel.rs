@@ -132,7 +132,7 @@ impl TaskSampler {
                         simd,
                         tasks,
                     };
-                    crate::net::simd::run_any_width(simd, draw);
+                    crate::net::simd::run_at_main_widths(simd, e, draw);
                     for ((acc, group), left) in accs.iter_mut().zip(&mut groups).zip(&mut left) {
                         group.count = size.min(*left);
                         if group.count > 0 {

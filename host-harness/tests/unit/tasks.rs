@@ -180,6 +180,11 @@ fn par_groups_hands_out_the_tasks_of_sample_into_to_the_bit() {
     shaped.scales[..3].copy_from_slice(&[0.5, 1.0, 2.0]);
     let samplers = [
         linear,
+        // Token width 11 (the width whose drawing is compiled apart): hidden labels and another input range on the
+        // plain linear path; a shifted mean and label noise on the general one.
+        TaskSampler { hidden: 3, ..TaskSampler::new(10, 7, 2.0) },
+        TaskSampler { mean: 0.5, ..TaskSampler::new(10, 4, 1.0) },
+        TaskSampler { noise: 0.1, ..TaskSampler::new(10, 5, 1.0) },
         // An odd d without noise (a last input alone, the whole task drawn at once), and tokens of width 4 (no
         // entries past the last block of four).
         TaskSampler::new(7, 5, 1.0),
