@@ -301,6 +301,15 @@ impl TaskSampler {
         let Some(w) = w.get(..W).and_then(|w| <&[[f32; STREAMS]; W]>::try_from(w).ok()) else {
             return;
         };
+        // Each group's task `t`: its context as N tokens, its query and its label.
+        let mut outs: [Option<TaskOut<'_, W>>; STREAMS] = [None, None, None, None];
+        for (out, group) in outs.iter_mut().zip(groups.iter_mut()) {
+            let ctx = group.ctx.get_mut(t * n * W..(t + 1) * n * W).map(|c| c.as_chunks_mut::<W>().0);
+            let query = group.query.get_mut(t * W..(t + 1) * W).and_then(|q| <&mut [f32; W]>::try_from(q).ok());
+            if let (Some(ctx), Some(query), Some(y)) = (ctx, query, group.y.get_mut(t)) {
+                *out = Some((ctx, query, y));
+            }
+        }
         for j in 0..=n {
             let Some(drawn) = bits.get(j * per_token..(j + 1) * per_token) else {
                 return;
@@ -322,27 +331,29 @@ impl TaskSampler {
                 p[d % 4][l] += w[d][l] * 0.0;
             }
             let y: [f32; STREAMS] = core::array::from_fn(|l| (p[0][l] + p[1][l]) + (p[2][l] + p[3][l]));
-            for (l, group) in groups.iter_mut().enumerate().take(STREAMS) {
+            for (l, out) in outs.iter_mut().enumerate() {
+                let Some((ctx, query, label)) = out.as_mut() else { continue };
                 let token = if j < n {
-                    group.ctx.get_mut((t * n + j) * W..(t * n + j + 1) * W)
+                    let Some(token) = ctx.get_mut(j) else { continue };
+                    token
                 } else {
-                    group.query.get_mut(t * W..(t + 1) * W)
-                };
-                let Some(token) = token.and_then(|tok| <&mut [f32; W]>::try_from(tok).ok()) else {
-                    continue;
+                    &mut **query
                 };
                 for (v, xi) in token.iter_mut().zip(&x) {
                     *v = xi[l];
                 }
                 if j < n {
                     token[W - 1] = if j < labelled { y[l] } else { 0.0 };
-                } else if let Some(slot) = group.y.get_mut(t) {
-                    *slot = y[l];
+                } else {
+                    **label = y[l];
                 }
             }
         }
     }
 }
+
+/// Where one task of a group goes: its context as N tokens of width `W`, its query and its label.
+type TaskOut<'a, const W: usize> = (&'a mut [[f32; W]], &'a mut [f32; W], &'a mut f32);
 
 /// `w . x` in every lane, each in the order of [`dualform::linalg::dot_slice`]: partial sum `i mod 4` takes the
 /// products of the indices `i` in increasing order, the result is `(p0 + p1) + (p2 + p3)`.
