@@ -182,14 +182,16 @@ pub fn run<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
 }
 
 /// `work` compiled for `simd` once, for run-time widths only (`W = 0`): for kernels whose loops take their lengths at
-/// run time anyway (softmax layers), where one instance per width would only cost compile time.
+/// run time anyway or whose width is already in their type (`mlp-sine`'s model, the attention zoo's lanes), where one
+/// instance per width would only cost compile time.
 pub fn run_any_width<K: InLanes>(simd: Simd, work: K) -> K::Out {
     run_at::<K, 0>(simd, work)
 }
 
 /// `work` compiled for `simd`, with the token width `W` the constant 11 for tokens of width 11 (every experiment's
 /// linear regression tasks, `d = 10`) and `W = 0` (run-time widths, the same bits) for every other: for kernels too
-/// large to compile once per width 2 to 17, as [`run`] does for the LSA layers. A loop whose length is a constant is
+/// large to compile once per width 2 to 17, as [`run`] does for the LSA layers (here: the softmax lanes and the
+/// tasks' drawing). A loop whose length is a constant is
 /// unrolled whole, with no counting, branching or bounds checks per element: a copy of the softmax kernels took 1.5
 /// times the instructions at run-time widths (docs/benchmarks.md has the counts).
 pub fn run_at_main_widths<K: InLanes>(simd: Simd, width: usize, work: K) -> K::Out {
