@@ -132,16 +132,33 @@ pub(crate) fn carve<T, const K: usize>(s: &mut [T], n: usize) -> Result<[&mut [T
     Ok(out)
 }
 
-/// Row `j` of `w` values of `s` (empty when out of range).
+/// Row `j` of `w` values of `s`, exactly `w` long, or [`Error::BufferTooSmall`] when `s` has no such row. The
+/// length is `w` on every path that returns a row (never an empty fallback), so a kernel whose widths are constants
+/// (an instance compiled for one token width) gets loops of constant length over its rows.
 #[inline(always)]
-pub(crate) fn row<T>(s: &[T], j: usize, w: usize) -> &[T] {
-    s.get(j * w..(j + 1) * w).unwrap_or_default()
+pub(crate) fn row<T>(s: &[T], j: usize, w: usize) -> Result<&[T], Error> {
+    let found = s.len();
+    match s.get(j.saturating_mul(w)..).and_then(|r| r.get(..w)) {
+        Some(r) => Ok(r),
+        None => Err(no_row(j, w, found)),
+    }
 }
 
-/// Mutable row `j` of `w` values of `s` (empty when out of range).
+/// Mutable [`row`].
 #[inline(always)]
-pub(crate) fn row_mut<T>(s: &mut [T], j: usize, w: usize) -> &mut [T] {
-    s.get_mut(j * w..(j + 1) * w).unwrap_or_default()
+pub(crate) fn row_mut<T>(s: &mut [T], j: usize, w: usize) -> Result<&mut [T], Error> {
+    let found = s.len();
+    match s.get_mut(j.saturating_mul(w)..).and_then(|r| r.get_mut(..w)) {
+        Some(r) => Ok(r),
+        None => Err(no_row(j, w, found)),
+    }
+}
+
+/// The error of [`row`] and [`row_mut`] (kept off their path: it is never taken once a kernel has checked its
+/// lengths). A product `j * w` that overflows saturates, so it is refused rather than wrapped to another row.
+#[cold]
+fn no_row(j: usize, w: usize, found: usize) -> Error {
+    Error::BufferTooSmall { needed: j.saturating_add(1).saturating_mul(w), found }
 }
 
 pub(crate) fn expect_len(expected: usize, found: usize) -> Result<(), Error> {

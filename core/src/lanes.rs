@@ -18,7 +18,7 @@ use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAss
 
 /// `L` values, one per lane (see the module docs). Aligned to 32 bytes, so that LLVM treats eight lanes as one
 /// vector register (or two) rather than as separate values.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C, align(32))]
 pub struct Lanes<const L: usize>(pub [f32; L]);
 
@@ -154,6 +154,21 @@ impl<const L: usize> Default for Lanes<L> {
     }
 }
 
+/// Equal when every lane is (`f32`'s `==` per lane: a NaN lane is unequal, zeros of either sign equal), as a mask
+/// over all lanes rather than a loop that stops at the first difference (see [`Real::is_finite`] below; the softmax
+/// kernels compare on every key).
+impl<const L: usize> PartialEq for Lanes<L> {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop, clippy::indexing_slicing)] // `i < L`
+    fn eq(&self, other: &Self) -> bool {
+        let mut differ = 0u32;
+        for i in 0..L {
+            differ |= mask(self.0[i] != other.0[i]);
+        }
+        differ == 0
+    }
+}
+
 impl<const L: usize> PartialOrd for Lanes<L> {
     /// The ordering every lane agrees on, or `None`.
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -231,9 +246,16 @@ impl<const L: usize> Real for Lanes<L> {
     fn abs(self) -> Self {
         self.map(<f32 as Real>::abs)
     }
+    /// Every lane finite, as a mask over all lanes: no early exit, which compiled to a compare and branch per lane
+    /// (and shuffles to reach each lane) on every logit of the softmax kernels.
     #[inline(always)]
+    #[allow(clippy::needless_range_loop, clippy::indexing_slicing)] // `i < L`
     fn is_finite(self) -> bool {
-        self.0.iter().all(|v| v.is_finite())
+        let mut bad = 0u32;
+        for i in 0..L {
+            bad |= mask(!self.0[i].is_finite());
+        }
+        bad == 0
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {

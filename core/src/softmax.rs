@@ -102,7 +102,7 @@ pub fn attend_softmax<T: Real, const DK: usize, const DV: usize>(
     let (k, v) = (keys.as_flattened(), values.as_flattened());
     let mut pairs = Projected { keys: k, values: v, dk: DK, dv: DV, count: keys.len() };
     let (mut qs, mut acc, mut vs) = ([T::ZERO; DK], [T::ZERO; DV], [T::ZERO; DV]);
-    attend(q, &mut pairs, scale, &mut qs, &mut acc, &mut vs)?;
+    attend(q, &mut pairs, scale, &mut qs, &mut acc, &mut vs, &mut [])?;
     Ok(acc)
 }
 
@@ -169,6 +169,7 @@ impl<T: Real, const DK: usize, const DV: usize> SoftmaxWork<'_, T, DK, DV> {
             g_values: self.g_values.as_flattened_mut(),
             weights: &mut [],
             stats: &mut [],
+            scores: &mut [],
             kept: false,
         }
     }

@@ -10,6 +10,29 @@ fn comparisons_answer_only_when_every_lane_agrees() {
     assert!(!Lanes([1.0, f32::NAN]).is_finite() && a.is_finite());
 }
 
+/// Equality and finiteness look at every lane, wherever the odd one is (they are computed without branches, as
+/// masks over all lanes, so a lane left out of the mask would go unnoticed by the tests above).
+#[test]
+fn equality_and_finiteness_take_every_lane() {
+    let base = Lanes::<8>(core::array::from_fn(|i| i as f32 - 3.5));
+    assert!(base.is_finite() && base == base);
+    for i in 0..8 {
+        for odd in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = base;
+            x.0[i] = odd;
+            assert!(!x.is_finite(), "{odd} in lane {i}");
+            assert!(x != base, "{odd} in lane {i} against a finite value");
+        }
+        let mut nan = base;
+        nan.0[i] = f32::NAN;
+        assert!(nan != nan, "NaN in lane {i} is unequal to itself, as in f32");
+        let mut other = base;
+        other.0[i] += 1.0;
+        assert!(other != base, "lane {i} differs");
+    }
+    assert_eq!(Lanes([0.0, 1.0]), Lanes([-0.0, 1.0]), "zeros of either sign are equal, as in f32");
+}
+
 #[test]
 fn selections_decide_per_lane_and_evaluate_only_what_lanes_need() {
     let (a, b) = (Lanes([1.0, 5.0, f32::NAN, 2.0]), Lanes::splat(2.0));

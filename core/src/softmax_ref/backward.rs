@@ -57,19 +57,19 @@ pub fn token_backward_projected<T: Real>(
 
 /// Head `hd`'s key of context token `j` in `proj`, if there is one.
 #[inline(always)]
-fn stored_key<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Option<&'p [T]> {
+fn stored_key<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Result<Option<&'p [T]>, Error> {
     match proj {
-        Some(p) => Some(p.key(hd, j)),
-        None => None,
+        Some(p) => p.key(hd, j).map(Some),
+        None => Ok(None),
     }
 }
 
 /// Head `hd`'s value of context token `j` in `proj`, if there is one.
 #[inline(always)]
-fn stored_value<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Option<&'p [T]> {
+fn stored_value<'p, T>(proj: Option<&'p Projection<'_, T>>, hd: usize, j: usize) -> Result<Option<&'p [T]>, Error> {
     match proj {
-        Some(p) => Some(p.value(hd, j)),
-        None => None,
+        Some(p) => p.value(hd, j).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -125,7 +125,7 @@ fn token_backward_from<T: Real>(
             let mut s = [T::ZERO; BLOCK];
             let b = block.len() / e;
             for (t, (tok, st)) in block.chunks_exact(e).zip(s.iter_mut()).enumerate() {
-                *st = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t), head.w_k, tok, k)) * c;
+                *st = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t)?, head.w_k, tok, k)) * c;
             }
             acc.push_block(&s, b)?;
         }
@@ -144,7 +144,7 @@ fn token_backward_from<T: Real>(
             let mut a = [T::ZERO; BLOCK];
             let b = block.len() / e;
             for (t, (tok, at)) in block.chunks_exact(e).zip(a.iter_mut()).enumerate() {
-                *at = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t), head.w_k, tok, k)) * c - m;
+                *at = dot(q, or_project(stored_key(proj, hd, j0 * BLOCK + t)?, head.w_k, tok, k)) * c - m;
             }
             weights_block(&mut a, b, l);
             for (t, (tok, &at)) in block.chunks_exact(e).zip(a.iter()).enumerate() {
@@ -152,7 +152,7 @@ fn token_backward_from<T: Real>(
                 if let Some(kept) = weights.get_mut(j) {
                     *kept = at;
                 }
-                axpy(o, at, or_project(stored_value(proj, hd, j), head.w_v, tok, v));
+                axpy(o, at, or_project(stored_value(proj, hd, j)?, head.w_v, tok, v));
             }
         }
         add_outer(gh.p, g, o);
@@ -160,12 +160,12 @@ fn token_backward_from<T: Real>(
         let g_dot_o = dot(g_o, o);
         g_q.fill(T::ZERO);
         for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let kj = or_project(stored_key(proj, hd, j), head.w_k, tok, k);
+            let kj = or_project(stored_key(proj, hd, j)?, head.w_k, tok, k);
             let a = match weights.get(j) {
                 Some(&a) => a,
                 None => (dot(q, kj) * c - m).exp() / l,
             };
-            let vj = or_project(stored_value(proj, hd, j), head.w_v, tok, v);
+            let vj = or_project(stored_value(proj, hd, j)?, head.w_v, tok, v);
             let g_s = a * (dot(g_o, vj) - g_dot_o);
             axpy(g_q, g_s * c, kj);
             for (d, &x) in g_k.iter_mut().zip(q.iter()) {
@@ -179,7 +179,7 @@ fn token_backward_from<T: Real>(
             if let Some(gc) = g_ctx.as_deref_mut() {
                 matvec_t(de_k, head.w_k, g_k);
                 matvec_t(de_v, head.w_v, g_v);
-                for ((d, &x), &y) in row_mut(gc, j, e).iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
+                for ((d, &x), &y) in row_mut(gc, j, e)?.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
                     *d += x + y;
                 }
             }
@@ -228,30 +228,31 @@ pub fn backward<T: Real>(
     let [o, g_o, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
     let c = logit_scale::<T>(w.dk);
-    let Work { keys, values, g_keys, g_values, weights, stats, kept } = work;
-    let stats: &[T] = if *kept { stats } else { &[] };
+    let Work { keys, values, g_keys, g_values, weights, stats, scores, kept } = work;
+    let (stats, scores): (&[T], &[T]) = if *kept { (stats, scores) } else { (&[], &[]) };
     let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values, weights };
     let mut kept_stats = stats.chunks_exact(per_token.max(1));
+    let mut kept_scores = scores.chunks_exact(heads.len().saturating_mul(w.dk + n).max(1));
     for (t, (g, h)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
         tok.run(
             h,
             g,
             visible(mask, t, n).min(n),
-            kept_stats.next().unwrap_or_default(),
+            [kept_stats.next().unwrap_or_default(), kept_scores.next().unwrap_or_default()],
             grads,
             [&mut *q, &mut *g_q],
             [&mut *o, &mut *g_o],
             [&mut *dh, &mut *de_k],
         )?;
     }
-    let st = kept_stats.next().unwrap_or_default();
-    tok.run(query, g_query, n, st, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
+    let kept = [kept_stats.next().unwrap_or_default(), kept_scores.next().unwrap_or_default()];
+    tok.run(query, g_query, n, kept, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
     let (g_keys, g_values) = (&*tok.g_keys, &*tok.g_values);
     // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
     for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
         let at = hd * n;
         for (j, (ge, tok)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
-            let (gk, gv) = (row(g_keys, at + j, w.dk), row(g_values, at + j, w.dv));
+            let (gk, gv) = (row(g_keys, at + j, w.dk)?, row(g_values, at + j, w.dv)?);
             add_outer(gh.w_k, gk, tok);
             add_outer(gh.w_v, gv, tok);
             matvec_t(de_k, head.w_k, gk);
@@ -288,7 +289,8 @@ impl<T: Real> TokenBackward<'_, '_, T> {
     /// Token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`, and
     /// the parameter gradients added into `grads` (`q, g_q`: key-width scratch, `o, g_o`: value-width, `dh, de`:
     /// token-width). Head `hd`'s logits' maximum and sum are taken from `stats[2 hd..][..2]` where the forward kept
-    /// a finite maximum there, else computed.
+    /// a finite maximum there, else computed; with them, its query and logits from `scores` where that holds the
+    /// head's (see [`Work::scores`]), else computed.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn run(
@@ -296,7 +298,7 @@ impl<T: Real> TokenBackward<'_, '_, T> {
         h: &[T],
         g: &mut [T],
         seen: usize,
-        stats: &[T],
+        [stats, scores]: [&[T]; 2],
         grads: &mut [HeadMut<'_, T>],
         [q, g_q]: [&mut [T]; 2],
         [o, g_o]: [&mut [T]; 2],
@@ -309,17 +311,39 @@ impl<T: Real> TokenBackward<'_, '_, T> {
             if seen == 0 {
                 continue;
             }
-            matvec(q, head.w_q, h);
-            let acc = match stats.get(2 * hd..).and_then(|s| s.first_chunk::<2>()) {
-                Some(&[m, l]) if m.is_finite() => MaxSum { m, l },
-                _ => {
+            // The forward's statistics where it kept a finite maximum, and with them its query and logits where it
+            // kept those too (the same bits as computing them here).
+            let from_forward = match stats.get(2 * hd..).and_then(|s| s.first_chunk::<2>()) {
+                Some(&[m, l]) if m.is_finite() => Some(MaxSum { m, l }),
+                _ => None,
+            };
+            let kept = match (from_forward, scores.get(hd * (w.dk + n)..)) {
+                (Some(_), Some(sc)) => match sc.split_at_checked(w.dk) {
+                    Some((kept_q, logits)) => logits.get(..seen).map(|l| (kept_q, l)),
+                    None => None,
+                },
+                _ => None,
+            };
+            let logits: &[T] = match kept {
+                Some((kept_q, logits)) => {
+                    q.copy_from_slice(kept_q);
+                    logits
+                }
+                None => {
+                    matvec(q, head.w_q, h);
+                    &[]
+                }
+            };
+            let acc = match from_forward {
+                Some(acc) => acc,
+                None => {
                     let mut acc = MaxSum::new();
                     let mut j0 = 0;
                     while j0 < seen {
                         let b = (seen - j0).min(BLOCK);
                         let mut s = [T::ZERO; BLOCK];
                         for (t, st) in s.iter_mut().enumerate().take(b) {
-                            *st = dot(q, row(self.keys, at + j0 + t, w.dk)) * c;
+                            *st = dot(q, row(self.keys, at + j0 + t, w.dk)?) * c;
                         }
                         acc.push_block(&s, b)?;
                         j0 += b;
@@ -333,14 +357,18 @@ impl<T: Real> TokenBackward<'_, '_, T> {
                 let b = (seen - j0).min(BLOCK);
                 let mut a = [T::ZERO; BLOCK];
                 for (t, x) in a.iter_mut().enumerate().take(b) {
-                    *x = dot(q, row(self.keys, at + j0 + t, w.dk)) * c - acc.m;
+                    let s = match logits.get(j0 + t) {
+                        Some(&s) => s,
+                        None => dot(q, row(self.keys, at + j0 + t, w.dk)?) * c,
+                    };
+                    *x = s - acc.m;
                 }
                 weights_block(&mut a, b, acc.l);
                 for (t, &x) in a.iter().enumerate().take(b) {
                     if let Some(kept) = self.weights.get_mut(j0 + t) {
                         *kept = x;
                     }
-                    axpy(o, x, row(self.values, at + j0 + t, w.dv));
+                    axpy(o, x, row(self.values, at + j0 + t, w.dv)?);
                 }
                 j0 += b;
             }
@@ -349,15 +377,15 @@ impl<T: Real> TokenBackward<'_, '_, T> {
             let g_dot_o = dot(g_o, o);
             g_q.fill(T::ZERO);
             for j in 0..seen {
-                let (k, v) = (row(self.keys, at + j, w.dk), row(self.values, at + j, w.dv));
+                let (k, v) = (row(self.keys, at + j, w.dk)?, row(self.values, at + j, w.dv)?);
                 let a = match self.weights.get(j) {
                     Some(&a) => a,
                     None => self.weight(q, k, acc),
                 };
                 let g_s = a * (dot(g_o, v) - g_dot_o) * c;
                 axpy(g_q, g_s, k);
-                axpy(row_mut(self.g_keys, at + j, w.dk), g_s, q);
-                axpy(row_mut(self.g_values, at + j, w.dv), a, g_o);
+                axpy(row_mut(self.g_keys, at + j, w.dk)?, g_s, q);
+                axpy(row_mut(self.g_values, at + j, w.dv)?, a, g_o);
             }
             add_outer(gh.w_q, g_q, h);
             matvec_t(de_k, head.w_q, g_q);

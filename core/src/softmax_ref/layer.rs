@@ -28,6 +28,11 @@ pub struct Work<'a, T> {
     /// `(N + 1) * H * 2` values that [`attention`] fills with each token's logits' maximum and sum per head (token
     /// `t`'s head `h` at `(t * H + h) * 2..`, the query as token `N`), or empty.
     pub stats: &'a mut [T],
+    /// `(N + 1) * H * (dk + N)` values that [`attention`] fills with each token's query `W_Q h` and its logits
+    /// `scale q . k_j` per head (token `t`'s head `h` at `(t * H + h) * (dk + N)..`: the query's `dk` values, then
+    /// one logit per key it sees), or empty. With `stats` and `kept`, the backward takes them rather than
+    /// projecting each token's query and taking every dot product with the keys again (the same bits).
+    pub scores: &'a mut [T],
     /// Set by the caller of [`backward`](super::backward) when `keys`, `values` and `stats` hold what [`attention`]
     /// wrote for the same weights and inputs: the backward then takes them (the same bits) rather than projecting
     /// the keys and values and computing every token's maximum and sum again. The contents are the caller's word.
@@ -55,6 +60,10 @@ impl<T: Real> Work<'_, T> {
         let kept = backward && self.kept;
         if kept || !self.stats.is_empty() {
             expect_len((n + 1).saturating_mul(2 * heads.len()), self.stats.len())?;
+        }
+        if !self.scores.is_empty() {
+            let per_token = heads.len().saturating_mul(w.dk.saturating_add(n));
+            expect_len((n + 1).saturating_mul(per_token), self.scores.len())?;
         }
         if kept {
             expect_len(entries.saturating_mul(w.dk), self.keys.len())?;
@@ -97,15 +106,16 @@ pub fn attention<T: Real>(
     let proj = Projection { keys: &*work.keys, values: &*work.values, w, heads: heads.len(), n };
     let scale = logit_scale::<T>(w.dk);
     let mut stats = work.stats.chunks_exact_mut(per_token.max(1));
+    let mut scores = work.scores.chunks_exact_mut(heads.len().saturating_mul(w.dk + n).max(1));
     for (t, (out, h)) in chunk_pairs(ctx_out, w.e, ctx, w.e).enumerate() {
         let seen = visible(mask, t, n).min(n);
-        let st = stats.next().unwrap_or_default();
-        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs], st)?;
+        let kept = [stats.next().unwrap_or_default(), scores.next().unwrap_or_default()];
+        update_projected(heads, &proj, seen, scale, h, u, [&mut *q, &mut *qs], [&mut *acc, &mut *vs], kept)?;
         out.copy_from_slice(h);
         upd.apply_slice(out, u);
     }
-    let st = stats.next().unwrap_or_default();
-    update_projected(heads, &proj, n, scale, query, u, [q, qs], [acc, vs], st)?;
+    let kept = [stats.next().unwrap_or_default(), scores.next().unwrap_or_default()];
+    update_projected(heads, &proj, n, scale, query, u, [q, qs], [acc, vs], kept)?;
     query_out.copy_from_slice(query);
     upd.apply_slice(query_out, u);
     Ok(())

@@ -169,10 +169,10 @@ pub(crate) fn online_finish<T: Real>(l: T, acc: &mut [T]) {
 pub(crate) trait Pairs<T> {
     /// Number of pairs.
     fn count(&self) -> usize;
-    /// Key `j` (`j < count()`).
-    fn key(&mut self, j: usize) -> &[T];
-    /// Value `j` (`j < count()`).
-    fn value(&mut self, j: usize) -> &[T];
+    /// Key `j` (`j < count()`; [`Error::BufferTooSmall`] when it is not there).
+    fn key(&mut self, j: usize) -> Result<&[T], Error>;
+    /// Value `j` (`j < count()`; likewise).
+    fn value(&mut self, j: usize) -> Result<&[T], Error>;
 }
 
 /// Keys and values already projected: `count` rows of `dk` and `dv` values.
@@ -189,11 +189,11 @@ impl<T> Pairs<T> for Projected<'_, T> {
         self.count
     }
     #[inline(always)]
-    fn key(&mut self, j: usize) -> &[T] {
+    fn key(&mut self, j: usize) -> Result<&[T], Error> {
         row(self.keys, j, self.dk)
     }
     #[inline(always)]
-    fn value(&mut self, j: usize) -> &[T] {
+    fn value(&mut self, j: usize) -> Result<&[T], Error> {
         row(self.values, j, self.dv)
     }
 }
@@ -212,14 +212,14 @@ impl<T: Real> Pairs<T> for OnTheFly<'_, T> {
         self.ctx.len().checked_div(self.e).unwrap_or(0)
     }
     #[inline(always)]
-    fn key(&mut self, j: usize) -> &[T] {
-        matvec(self.k, self.head.w_k, row(self.ctx, j, self.e));
-        self.k
+    fn key(&mut self, j: usize) -> Result<&[T], Error> {
+        matvec(self.k, self.head.w_k, row(self.ctx, j, self.e)?);
+        Ok(self.k)
     }
     #[inline(always)]
-    fn value(&mut self, j: usize) -> &[T] {
-        matvec(self.v, self.head.w_v, row(self.ctx, j, self.e));
-        self.v
+    fn value(&mut self, j: usize) -> Result<&[T], Error> {
+        matvec(self.v, self.head.w_v, row(self.ctx, j, self.e)?);
+        Ok(self.v)
     }
 }
 
@@ -231,7 +231,8 @@ fn logit<T: Real>(q: &[T], qs: &[T], k: &[T], scale: T) -> T {
 }
 
 /// `acc = sum_j softmax_j(scale q . k_j) v_j` over `pairs` (zeros for none), by the contract of
-/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch. Returns the
+/// [`crate::softmax::attend_softmax`]; `qs` (width of `q`) and `vs` (width of `acc`) are scratch; logit `j` is also
+/// written to `logits[j]` where `logits` has room (it may be empty). Returns the
 /// logits' maximum and sum, the bits [`MaxSum`] gives over `scale q . k_j` (the one-pass update takes the same
 /// steps), or `None` when some logit (in some lane) was recomputed from the scaled query: a backward must then
 /// compute them itself.
@@ -243,6 +244,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     qs: &mut [T],
     acc: &mut [T],
     vs: &mut [T],
+    logits: &mut [T],
 ) -> Result<Option<MaxSum<T>>, Error> {
     for (s, &x) in qs.iter_mut().zip(q) {
         *s = x * scale;
@@ -257,14 +259,17 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
         let b = (count - j0).min(BLOCK);
         let mut s = [T::ZERO; BLOCK];
         for (t, st) in s.iter_mut().enumerate().take(b) {
-            let k = pairs.key(j0 + t);
+            let k = pairs.key(j0 + t)?;
             let raw = dot(q, k) * scale;
             direct &= raw.is_finite();
             *st = raw.finite_or(|| dot(qs, k));
+            if let Some(x) = logits.get_mut(j0 + t) {
+                *x = *st;
+            }
         }
         let e = block_exps(m, &s, b)?;
         for (t, (&st, &et)) in s.iter().zip(e.iter()).enumerate().take(b) {
-            online_push_exp(&mut m, &mut l, acc, st, et, pairs.value(j0 + t));
+            online_push_exp(&mut m, &mut l, acc, st, et, pairs.value(j0 + t)?);
         }
         j0 += b;
     }
@@ -281,7 +286,7 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     // by their largest magnitude, then scaled back (non-finite values still give a non-finite result).
     let mut s = T::ZERO;
     for j in 0..pairs.count() {
-        for &x in pairs.value(j) {
+        for &x in pairs.value(j)? {
             if x.abs() > s {
                 s = x.abs();
             }
@@ -293,8 +298,8 @@ pub(crate) fn attend<T: Real, P: Pairs<T>>(
     let (mut m, mut l) = (-T::INFINITY, T::ZERO);
     acc.fill(T::ZERO);
     for j in 0..pairs.count() {
-        let s_j = logit(q, qs, pairs.key(j), scale);
-        for (d, &x) in vs.iter_mut().zip(pairs.value(j)) {
+        let s_j = logit(q, qs, pairs.key(j)?, scale);
+        for (d, &x) in vs.iter_mut().zip(pairs.value(j)?) {
             *d = x / s;
         }
         online_push(&mut m, &mut l, acc, s_j, vs)?;
@@ -328,7 +333,7 @@ pub fn token_update<T: Real>(
     for head in heads {
         matvec(q, head.w_q, h);
         let mut pairs = OnTheFly { head: *head, ctx, e: w.e, k: &mut *k, v: &mut *v };
-        attend(q, &mut pairs, scale, qs, acc, vs)?;
+        attend(q, &mut pairs, scale, qs, acc, vs, &mut [])?;
         matvec_acc(u, head.p, acc);
     }
     Ok(())
@@ -356,12 +361,13 @@ pub fn token_update_projected<T: Real>(
     let [q, qs, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
     let [acc, vs, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
     let scale = logit_scale::<T>(w.dk);
-    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs], &mut [])
+    update_projected(heads, proj, proj.n, scale, h, u, [q, qs], [acc, vs], [&mut [], &mut []])
 }
 
 /// `u` = the update of token `h` over the first `seen` projected pairs, every head, logits scaled by `scale`
 /// (`q, qs`: key-width scratch, `acc, vs`: value-width scratch); head `hd`'s logits' maximum and sum into
-/// `stats[2 hd..][..2]` where it has room ([`MaxSum::UNKNOWN`] where [`attend`] gives none).
+/// `stats[2 hd..][..2]` where it has room ([`MaxSum::UNKNOWN`] where [`attend`] gives none), and its query and
+/// logits into `scores[hd (dk + n)..][..dk + n]` where that has room (see [`Work::scores`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn update_projected<T: Real>(
@@ -373,7 +379,7 @@ pub(super) fn update_projected<T: Real>(
     u: &mut [T],
     [q, qs]: [&mut [T]; 2],
     [acc, vs]: [&mut [T]; 2],
-    stats: &mut [T],
+    [stats, scores]: [&mut [T]; 2],
 ) -> Result<(), Error> {
     let (w, n) = (proj.w, proj.n);
     u.fill(T::ZERO);
@@ -387,7 +393,12 @@ pub(super) fn update_projected<T: Real>(
             count: seen,
         };
         matvec(q, head.w_q, h);
-        let kept = attend(q, &mut pairs, scale, qs, acc, vs)?.unwrap_or(MaxSum::UNKNOWN);
+        let mut logits: &mut [T] = &mut [];
+        if let Some((kept_q, rest)) = scores.get_mut(hd * (w.dk + n)..).and_then(|s| s.split_at_mut_checked(w.dk)) {
+            kept_q.copy_from_slice(q);
+            logits = rest.get_mut(..n).unwrap_or_default();
+        }
+        let kept = attend(q, &mut pairs, scale, qs, acc, vs, logits)?.unwrap_or(MaxSum::UNKNOWN);
         if let Some([m, l]) = stats.get_mut(2 * hd..).and_then(|s| s.first_chunk_mut::<2>()) {
             (*m, *l) = (kept.m, kept.l);
         }

@@ -41,13 +41,13 @@ impl<'a, T> Projection<'a, T> {
 
     /// Head `hd`'s key of context token `j`.
     #[inline(always)]
-    pub(super) fn key(&self, hd: usize, j: usize) -> &[T] {
+    pub(super) fn key(&self, hd: usize, j: usize) -> Result<&[T], Error> {
         row(self.keys, hd * self.n + j, self.w.dk)
     }
 
     /// Head `hd`'s value of context token `j`.
     #[inline(always)]
-    pub(super) fn value(&self, hd: usize, j: usize) -> &[T] {
+    pub(super) fn value(&self, hd: usize, j: usize) -> Result<&[T], Error> {
         row(self.values, hd * self.n + j, self.w.dv)
     }
 
@@ -94,9 +94,9 @@ pub(super) fn project_into<T: Real>(
     expect_len(entries.saturating_mul(w.dv), values.len())?;
     for (hd, head) in heads.iter().enumerate() {
         for j in 0..n {
-            let tok = row(ctx, j, w.e);
-            matvec(row_mut(keys, hd * n + j, w.dk), head.w_k, tok);
-            matvec(row_mut(values, hd * n + j, w.dv), head.w_v, tok);
+            let tok = row(ctx, j, w.e)?;
+            matvec(row_mut(keys, hd * n + j, w.dk)?, head.w_k, tok);
+            matvec(row_mut(values, hd * n + j, w.dv)?, head.w_v, tok);
         }
     }
     Ok(())

@@ -44,7 +44,7 @@ fn attend_matches<T: Real>(lift: impl Fn(&mut dyn FnMut() -> f32) -> T, lane_bit
             let scale = lift(&mut || 0.57);
             let mut pairs = Projected { keys: &keys, values: &values, dk, dv, count };
             let (mut qs, mut acc, mut vs) = (vec![T::ZERO; dk], vec![T::ZERO; dv], vec![T::ZERO; dv]);
-            let stats = attend(&q, &mut pairs, scale, &mut qs, &mut acc, &mut vs).expect("finite logits");
+            let stats = attend(&q, &mut pairs, scale, &mut qs, &mut acc, &mut vs, &mut []).expect("finite logits");
             let (mut m, mut l, mut want) = (-T::INFINITY, T::ZERO, vec![T::ZERO; dv]);
             for j in 0..count {
                 let s = dot(&q, &keys[j * dk..][..dk]) * scale;

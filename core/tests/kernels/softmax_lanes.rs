@@ -44,6 +44,7 @@ fn run<T: Real>(
         (z(entries * w.dk), z(entries * w.dv), z(entries * w.dk), z(entries * w.dv));
     let mut weights = z(n);
     let mut kept_stats = z((n + 1) * heads * 2);
+    let mut scores = z((n + 1) * heads * (w.dk + n));
     let (mut c_out, mut q_out) = (z(n * e), z(e));
     let mut work = Work {
         keys: &mut keys,
@@ -52,10 +53,11 @@ fn run<T: Real>(
         g_values: &mut g_values,
         weights: &mut weights,
         stats: &mut kept_stats,
+        scores: &mut scores,
         kept: false,
     };
     attention(w, &refs, mask, &Update::residual(), ctx, query, &mut c_out, &mut q_out, &mut work, &mut vecs)?;
-    // The backward from the forward's projection and logit statistics.
+    // The backward from the forward's projection, logit statistics, queries and logits.
     work.kept = true;
     let (mut gc, mut gq) = (g[..n * e].to_vec(), g[n * e..].to_vec());
     let zero_grads = || -> Vec<[Vec<T>; 4]> { hs.iter().map(|m| [0, 1, 2, 3].map(|i| z(m[i].len()))).collect() };

@@ -167,8 +167,11 @@ fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
         for mask in [Mask::Full, Mask::Causal] {
             let mut outs = Vec::new();
             // Weights computed twice or kept; then also the forward's keys, values and logit statistics kept (the
-            // keys and values first spoiled, so that only the forward's projection can give the bits).
-            for (keep, from_forward) in [(false, false), (true, false), (true, true)] {
+            // keys and values first spoiled, so that only the forward's projection can give the bits); then its
+            // queries and logits too (NaN where the forward wrote none, which would spoil the gradients).
+            for (keep, from_forward, with_scores) in
+                [(false, false, false), (true, false, false), (true, true, false), (true, true, true)]
+            {
                 let mut gr = zero_grads();
                 let mut gm: Vec<HeadMut<'_, f32>> =
                     gr.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
@@ -176,6 +179,7 @@ fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
                 let (mut gk, mut gv) = (vec![0.0f32; entries * w.dk], vec![0.0f32; entries * w.dv]);
                 let mut kept = vec![0.0f32; if keep { n } else { 0 }];
                 let mut st = vec![f32::NAN; if from_forward { (n + 1) * heads * 2 } else { 0 }];
+                let mut sc = vec![f32::NAN; if with_scores { (n + 1) * heads * (w.dk + n) } else { 0 }];
                 keys.fill(7.0);
                 values.fill(-3.0);
                 let mut work = Work {
@@ -185,6 +189,7 @@ fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
                     g_values: &mut gv,
                     weights: &mut kept,
                     stats: &mut st,
+                    scores: &mut sc,
                     kept: false,
                 };
                 if from_forward {
@@ -201,6 +206,10 @@ fn projected_kernels_and_kept_weights_give_the_bits_of_the_token_kernels() {
             }
             assert_eq!(outs[0], outs[1], "full layer backward at {w:?}, {mask:?}");
             assert_eq!(outs[0], outs[2], "full layer backward from the forward's projection at {w:?}, {mask:?}");
+            assert_eq!(
+                outs[0], outs[3],
+                "full layer backward from the forward's queries and logits at {w:?}, {mask:?}"
+            );
         }
     }
 }

@@ -9,8 +9,8 @@ use dualform::{Error, Mask, Real, Update};
 
 /// Per-task scratch of a [`SoftmaxNet`](super::SoftmaxNet) (`T = f32`), or of eight tasks in lanes (`T = Lanes<8>`, inside the
 /// `f32` one): the tokens after every application, token gradients, every layer's projected keys and values (and
-/// every layer's but the last's logit maxima and sums, all kept by the forward for the backward), their gradients,
-/// and the kernels' small vectors. It grows to any context length it meets.
+/// every layer's but the last's logit maxima and sums, queries and logits, all kept by the forward for the
+/// backward), their gradients, and the kernels' small vectors. It grows to any context length it meets.
 #[derive(Clone, Debug, Default)]
 pub struct SoftmaxWorkspace<T = f32> {
     pub(super) tokens: Vec<T>,
@@ -20,6 +20,8 @@ pub struct SoftmaxWorkspace<T = f32> {
     values: Vec<T>,
     /// Layer after layer, `(n + 1) * SOFTMAX_HEADS * 2` values each.
     stats: Vec<T>,
+    /// Layer after layer, `(n + 1) * SOFTMAX_HEADS * (e + n)` values each (core `softmax_ref::Work::scores`).
+    scores: Vec<T>,
     g_keys: Vec<T>,
     g_values: Vec<T>,
     /// One token's softmax weights (kept between the backward's passes).
@@ -40,6 +42,7 @@ impl<T: Real> SoftmaxWorkspace<T> {
             keys: vec![T::ZERO; layers * entries],
             values: vec![T::ZERO; layers * entries],
             stats: vec![T::ZERO; layers * (n + 1) * SOFTMAX_HEADS * 2],
+            scores: vec![T::ZERO; layers * (n + 1) * SOFTMAX_HEADS * (e + n)],
             g_keys: vec![T::ZERO; entries],
             g_values: vec![T::ZERO; entries],
             weights: vec![T::ZERO; n],
@@ -57,6 +60,7 @@ impl<T: Real> SoftmaxWorkspace<T> {
             || self.g_keys.len() != SOFTMAX_HEADS * n * e
             || self.keys.len() < layers * SOFTMAX_HEADS * n * e
             || self.stats.len() < layers * (n + 1) * SOFTMAX_HEADS * 2
+            || self.scores.len() < layers * (n + 1) * SOFTMAX_HEADS * (e + n)
         {
             let lanes = self.lanes.take();
             *self = Self::new(e, layers, n);
@@ -99,9 +103,9 @@ pub(in crate::net) fn run_layers<T: Real>(
     // The widths from `e`, not from each layer (a layer of another width is refused by the kernels either way): a
     // caller that passes a constant `e` gets loops of constant length.
     let w = Widths { e, dk: e, dv: e };
-    let SoftmaxWorkspace { tokens, keys, values, stats, vecs, u, .. } = ws;
+    let SoftmaxWorkspace { tokens, keys, values, stats, scores, vecs, u, .. } = ws;
     for (app, layer) in layers.iter().enumerate() {
-        let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
+        let Some([keys, values, stats, scores]) = kept_by_layer([keys, values, stats, scores], app, e, n) else {
             return false;
         };
         let (done, rest) = tokens.split_at_mut((app + 1) * stride);
@@ -113,9 +117,9 @@ pub(in crate::net) fn run_layers<T: Real>(
             // backward.
             last_forward(w, &hs, c_in, q_in, q_out, keys, values, u, &mut vecs.vectors())
         } else {
-            // Its keys, values and logit statistics stay for the backward.
-            let mut work =
-                Work { keys, values, g_keys: &mut [], g_values: &mut [], weights: &mut [], stats, kept: false };
+            // Its keys, values, logit statistics, queries and logits stay for the backward.
+            let (g_keys, g_values, weights) = (&mut [][..], &mut [][..], &mut [][..]);
+            let mut work = Work { keys, values, g_keys, g_values, weights, stats, scores, kept: false };
             let upd = Update::residual();
             let vecs = &mut vecs.vectors();
             softmax_ref::attention(w, &hs, Mask::Full, &upd, c_in, q_in, c_out, q_out, &mut work, vecs)
@@ -140,7 +144,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
 ) -> bool {
     let (k, stride) = (layers.len(), (n + 1) * e);
     let w = Widths { e, dk: e, dv: e };
-    let SoftmaxWorkspace { tokens, grads: g, keys, values, stats, g_keys, g_values, weights, vecs, u, .. } = ws;
+    let SoftmaxWorkspace { tokens, grads: g, keys, values, stats, scores, g_keys, g_values, weights, vecs, u, .. } = ws;
     let g = &mut g[..stride];
     for app in (0..k).rev() {
         let (c_in, q_in) = tokens[app * stride..(app + 1) * stride].split_at(n * e);
@@ -148,7 +152,7 @@ pub(in crate::net) fn backward_layers<T: Real>(
         let (Some(grad), Some(layer)) = (grads.get_mut(app), layers.get(app)) else {
             return false;
         };
-        let Some([keys, values, stats]) = kept_by_layer([keys, values, stats], app, e, n) else {
+        let Some([keys, values, stats, scores]) = kept_by_layer([keys, values, stats, scores], app, e, n) else {
             return false;
         };
         let (hs, mut gh) = (layer.heads(), grad.heads_mut());
@@ -159,8 +163,9 @@ pub(in crate::net) fn backward_layers<T: Real>(
             gc.fill(T::ZERO);
             last_backward(w, &hs, [c_in, q_in], [gc, gq], &mut gh, [keys, values], weights, u, &mut vecs)
         } else {
-            // The forward's keys, values and logit statistics of this layer (`run_layers` ran last on `ws`).
-            let mut work = Work { keys, values, g_keys, g_values, weights, stats, kept: true };
+            // The forward's keys, values, logit statistics, queries and logits of this layer (`run_layers` ran last
+            // on `ws`).
+            let mut work = Work { keys, values, g_keys, g_values, weights, stats, scores, kept: true };
             softmax_ref::backward(w, &hs, Mask::Full, c_in, q_in, gc, gq, &mut gh, &mut work, &mut vecs)
         };
         if ok.is_err() {
@@ -170,15 +175,22 @@ pub(in crate::net) fn backward_layers<T: Real>(
     true
 }
 
-/// Layer `app`'s part of the workspace's keys, values and logit statistics (laid out layer after layer, for tokens
-/// of width `e` over `n` pairs), if the workspace has room for it.
+/// Layer `app`'s part of the workspace's keys, values, logit statistics and scores (laid out layer after layer, for
+/// tokens of width `e` over `n` pairs), if the workspace has room for it.
 #[inline(always)]
-fn kept_by_layer<T>([keys, values, stats]: [&mut [T]; 3], app: usize, e: usize, n: usize) -> Option<[&mut [T]; 3]> {
+fn kept_by_layer<T>(
+    [keys, values, stats, scores]: [&mut [T]; 4],
+    app: usize,
+    e: usize,
+    n: usize,
+) -> Option<[&mut [T]; 4]> {
     let (entries, per_layer) = (SOFTMAX_HEADS * n * e, (n + 1) * SOFTMAX_HEADS * 2);
+    let per_scores = (n + 1) * SOFTMAX_HEADS * (e + n);
     Some([
         keys.get_mut(app * entries..(app + 1) * entries)?,
         values.get_mut(app * entries..(app + 1) * entries)?,
         stats.get_mut(app * per_layer..(app + 1) * per_layer)?,
+        scores.get_mut(app * per_scores..(app + 1) * per_scores)?,
     ])
 }
 
