@@ -62,6 +62,15 @@ impl Xoshiro4 {
         simd::xoshiro4(simd, &mut self.s, out);
     }
 
+    /// Stream `l` put back where it stood in `earlier` (the other streams as they are).
+    pub(super) fn put_back(&mut self, l: usize, earlier: &Xoshiro4) {
+        for (word, old) in self.s.iter_mut().zip(&earlier.s) {
+            if let (Some(w), Some(&o)) = (word.get_mut(l), old.get(l)) {
+                *w = o;
+            }
+        }
+    }
+
     /// Stream `l` alone, as a generator the `rand` distributions can draw from.
     pub fn lane(&mut self, l: usize) -> Lane<'_> {
         Lane { s: &mut self.s, l: l % STREAMS }
@@ -171,6 +180,15 @@ impl TaskSampler {
         };
         let mut sine = [(0.0f32, 0.0f32); STREAMS];
         let n = self.n;
+        // Plain task vectors of all four tasks together when all four are drawn (see `ziggurat`).
+        let together = self.family == Family::Linear
+            && self.pool == 0
+            && groups.len() >= STREAMS
+            && groups
+                .iter()
+                .take(STREAMS)
+                .all(|g| g.ctx.len() >= (t + 1) * n * e && g.query.len() >= (t + 1) * e && g.y.len() > t)
+            && super::ziggurat::normals_side_by_side(simd, rng, w, bits, d, self.weight_scale);
         for (l, group) in groups.iter_mut().enumerate().take(STREAMS) {
             let (Some(ctx), Some(query), Some(y)) = (
                 group.ctx.get_mut(t * n * e..(t + 1) * n * e),
@@ -181,6 +199,7 @@ impl TaskSampler {
             };
             match self.family {
                 Family::Recall => *y = self.sample_into(&mut rng.lane(l), ctx, query, scratch),
+                Family::Linear if together => {}
                 Family::Linear => {
                     self.task_vector(&mut rng.lane(l), scratch);
                     for (wi, &v) in w.iter_mut().zip(scratch.iter()) {

@@ -19,6 +19,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 mod closed_form;
 mod lockstep;
 mod parallel;
+mod ziggurat;
 pub use closed_form::ClosedForm;
 pub use lockstep::{Lane, Xoshiro4, STREAMS};
 pub use parallel::Pool;

@@ -185,6 +185,8 @@ fn par_groups_hands_out_the_tasks_of_sample_into_to_the_bit() {
         TaskSampler { hidden: 3, ..TaskSampler::new(10, 7, 2.0) },
         TaskSampler { mean: 0.5, ..TaskSampler::new(10, 4, 1.0) },
         TaskSampler { noise: 0.1, ..TaskSampler::new(10, 5, 1.0) },
+        // Task vectors scaled (drawn four tasks at a time, as every plain linear task's without a pool).
+        TaskSampler { weight_scale: 0.5, ..TaskSampler::new(10, 6, 1.0) },
         // An odd d without noise (a last input alone, the whole task drawn at once), and tokens of width 4 (no
         // entries past the last block of four).
         TaskSampler::new(7, 5, 1.0),
