@@ -28,12 +28,13 @@
 //! tasks into lane-minor tokens ([`load_tasks`]): on AVX2 eight values at a time through an 8 x 8 transpose (written
 //! with the unit's intrinsics), the same additions in the same order, the same copies.
 //!
-//! The one `unsafe` of the harness is here: calling a function compiled for AVX2 is sound only on a CPU that has
-//! it, which [`Simd::available`] checks at run time before every call.
+//! The harness's `unsafe` is here: calling a function compiled for AVX2 is sound only on a CPU that has it, which
+//! [`Simd::available`] checks at run time before every call; the 4 x 4 transpose ([`transpose4`]) takes the
+//! baseline SSE's unpacks, which every x86-64 CPU has.
 #![allow(unsafe_code)]
 
 mod transpose;
-pub use transpose::{add_lanes, load_tasks};
+pub use transpose::{add_lanes, load_tasks, transpose4};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -10,6 +10,8 @@
 //! stream therefore gives out the same numbers in the same order as [`TaskSampler::sample_into`] called task by
 //! task on it, and every task has the same bits (the tests compare the two).
 
+mod tokens;
+
 use super::{sine_parameters, uniform_pair, Family, Group, TaskSampler};
 use crate::net::simd::{self, Simd};
 use rand::rand_core::utils::fill_bytes_via_next_word;
@@ -273,8 +275,7 @@ impl TaskSampler {
             }
             let (blocks, rest) = x.as_chunks::<4>();
             for (b, block) in blocks.iter().enumerate() {
-                let rows: [[f32; 4]; STREAMS] = core::array::from_fn(|l| core::array::from_fn(|k| block[k][l]));
-                for (token, row) in tokens.iter_mut().zip(&rows) {
+                for (token, row) in tokens.iter_mut().zip(&simd::transpose4(block)) {
                     if let Some(four) = token.as_deref_mut().and_then(|tok| tok.get_mut(4 * b..4 * b + 4)) {
                         four.copy_from_slice(row);
                     }
@@ -299,80 +300,6 @@ impl TaskSampler {
         }
     }
 }
-
-impl TaskSampler {
-    /// The tokens of task `t` of each group, as the loop of [`TaskSampler::sample_side_by_side`] writes them, for
-    /// tasks of plain linear regression (inputs neither scaled nor shifted, no label noise) at the constant token
-    /// width `W`: each token's inputs held in registers, their label's partial sums taken as they are converted (in
-    /// the order of [`dualform::linalg::dot_slice`], as [`dot_lanes`]), then each lane's token stored whole. The same
-    /// bits as the general loop, in about half its instructions (the tests compare both with task-by-task drawing).
-    #[inline(always)]
-    fn linear_tokens<const W: usize>(
-        &self,
-        w: &[[f32; STREAMS]],
-        bits: &[[u64; STREAMS]],
-        groups: &mut [Group],
-        t: usize,
-    ) {
-        let (n, d, range) = (self.n, W - 1, self.input_range);
-        let labelled = n.saturating_sub(self.hidden);
-        let per_token = d.div_ceil(2);
-        let Some(w) = w.get(..W).and_then(|w| <&[[f32; STREAMS]; W]>::try_from(w).ok()) else {
-            return;
-        };
-        // Each group's task `t`: its context as N tokens, its query and its label.
-        let mut outs: [Option<TaskOut<'_, W>>; STREAMS] = [None, None, None, None];
-        for (out, group) in outs.iter_mut().zip(groups.iter_mut()) {
-            let ctx = group.ctx.get_mut(t * n * W..(t + 1) * n * W).map(|c| c.as_chunks_mut::<W>().0);
-            let query = group.query.get_mut(t * W..(t + 1) * W).and_then(|q| <&mut [f32; W]>::try_from(q).ok());
-            if let (Some(ctx), Some(query), Some(y)) = (ctx, query, group.y.get_mut(t)) {
-                *out = Some((ctx, query, y));
-            }
-        }
-        for j in 0..=n {
-            let Some(drawn) = bits.get(j * per_token..(j + 1) * per_token) else {
-                return;
-            };
-            let mut x = [[0.0f32; STREAMS]; W];
-            let mut p = [[0.0f32; STREAMS]; 4];
-            for (i, (xi, wi)) in x.iter_mut().zip(w).enumerate().take(d) {
-                let Some(b) = drawn.get(i / 2) else { return };
-                *xi = core::array::from_fn(|l| {
-                    let (u, v) = uniform_pair(b[l]);
-                    (if i % 2 == 0 { u } else { v }) * range
-                });
-                for l in 0..STREAMS {
-                    p[i % 4][l] += wi[l] * xi[l];
-                }
-            }
-            // The last entry, the label's slot, is 0: its product is still added, as `dot_lanes` does.
-            for l in 0..STREAMS {
-                p[d % 4][l] += w[d][l] * 0.0;
-            }
-            let y: [f32; STREAMS] = core::array::from_fn(|l| (p[0][l] + p[1][l]) + (p[2][l] + p[3][l]));
-            for (l, out) in outs.iter_mut().enumerate() {
-                let Some((ctx, query, label)) = out.as_mut() else { continue };
-                let token = if j < n {
-                    let Some(token) = ctx.get_mut(j) else { continue };
-                    token
-                } else {
-                    &mut **query
-                };
-                for (v, xi) in token.iter_mut().zip(&x) {
-                    *v = xi[l];
-                }
-                if j < n {
-                    token[W - 1] = if j < labelled { y[l] } else { 0.0 };
-                } else {
-                    **label = y[l];
-                }
-            }
-        }
-    }
-}
-
-/// Where one task of a group goes: its context as N tokens of width `W`, its query and its label.
-type TaskOut<'a, const W: usize> = (&'a mut [[f32; W]], &'a mut [f32; W], &'a mut f32);
 
 /// `w . x` in every lane, each in the order of [`dualform::linalg::dot_slice`]: partial sum `i mod 4` takes the
 /// products of the indices `i` in increasing order, the result is `(p0 + p1) + (p2 + p3)`.

@@ -7,6 +7,25 @@ use super::{Simd, MOST_SOURCES};
 use crate::tasks::Group;
 use dualform::lanes::Lanes;
 
+/// The 4 x 4 transpose, `out[l][k] = rows[k][l]`: copies only, the same bits on every unit. On x86-64 the
+/// baseline's unpacks and moves (LLVM, left to itself, extracts most values one at a time).
+#[inline(always)]
+pub fn transpose4(rows: &[[f32; 4]; 4]) -> [[f32; 4]; 4] {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of every x86-64 CPU (the baseline these functions are compiled for); `__m128` and
+    // `[f32; 4]` are both 16 bytes, and every bit pattern is valid in each.
+    unsafe {
+        use std::arch::x86_64::*;
+        let v = rows.map(|r| _mm_set_ps(r[3], r[2], r[1], r[0]));
+        let (t0, t1) = (_mm_unpacklo_ps(v[0], v[1]), _mm_unpackhi_ps(v[0], v[1]));
+        let (t2, t3) = (_mm_unpacklo_ps(v[2], v[3]), _mm_unpackhi_ps(v[2], v[3]));
+        let out = [_mm_movelh_ps(t0, t2), _mm_movehl_ps(t2, t0), _mm_movelh_ps(t1, t3), _mm_movehl_ps(t3, t1)];
+        out.map(|m| core::mem::transmute::<__m128, [f32; 4]>(m))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    core::array::from_fn(|l| core::array::from_fn(|k| rows[k][l]))
+}
+
 /// Task `l`'s context and query into lane `l` of `tokens` (`(n + 1) * e` lane vectors: the context's tokens, then
 /// the query's); lanes past the group's tasks, and values past a task's, get zeros (their results are never read).
 /// On AVX2 a full group eight values at a time through an 8 x 8 transpose.
@@ -70,7 +89,19 @@ fn transpose_into_avx2(into: &mut [Lanes<8>], rows: &[&[f32]; 8]) {
             store8(&mut t.0, c);
         }
     }
-    transpose_into_from(into, done, rows);
+    // The last values every row has (fewer than eight), through the same transpose from zero-padded copies.
+    let mut padded = [[0.0f32; 8]; 8];
+    for (p, row) in padded.iter_mut().zip(rows) {
+        if let (Some(p), Some(r)) = (p.get_mut(..shortest - done), row.get(done..shortest)) {
+            p.copy_from_slice(r);
+        }
+    }
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = &padded;
+    let columns = transpose8_of([p0, p1, p2, p3, p4, p5, p6, p7]);
+    for (t, c) in into[done..shortest].iter_mut().zip(columns) {
+        store8(&mut t.0, c);
+    }
+    transpose_into_from(into, shortest, rows);
 }
 
 /// Adds the lanes `0..count` of every source into `into`, task after task: for each entry `i`, for `l = 0, 1, ...`,
