@@ -77,16 +77,10 @@ fn transpose_into_avx2(into: &mut [Lanes<8>], rows: &[&[f32]; 8]) {
     let (blocks, _) = into[..shortest].as_chunks_mut::<8>();
     let done = blocks.len() * 8;
     let empty = [0.0f32; 8];
-    // Every row cut to the same whole blocks first, so that a block's eight rows are found by one index each. (Loops,
-    // not `array::from_fn`: its closure may stay out of line, compiled for the baseline unit, see simd.rs.)
-    let mut chunked: [&[[f32; 8]]; 8] = [&[]; 8];
-    for (c, row) in chunked.iter_mut().zip(rows) {
-        *c = row.get(..done).unwrap_or_default().as_chunks().0;
-    }
     for (b, block) in blocks.iter_mut().enumerate() {
         let mut eight = [&empty; 8];
-        for (e, c) in eight.iter_mut().zip(&chunked) {
-            if let Some(v) = c.get(b) {
+        for (e, row) in eight.iter_mut().zip(rows) {
+            if let Some(v) = row.get(8 * b..).and_then(|r| r.first_chunk::<8>()) {
                 *e = v;
             }
         }
