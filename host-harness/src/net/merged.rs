@@ -53,9 +53,13 @@ impl Merged {
         MergedRef::new(self.e, &self.a, &self.b).unwrap_or_else(|_| unreachable!("a merged head of width {}", self.e))
     }
 
-    /// `self += other` entry by entry.
+    /// `self += other` entry by entry. (Two loops: one over a chain of the two would not be vectorised, and the
+    /// batch's chunk gradients are summed with it one after another, outside the parallel part of a step.)
     pub fn add(&mut self, other: &Merged) {
-        for (x, y) in self.a.iter_mut().zip(&other.a).chain(self.b.iter_mut().zip(&other.b)) {
+        for (x, y) in self.a.iter_mut().zip(&other.a) {
+            *x += *y;
+        }
+        for (x, y) in self.b.iter_mut().zip(&other.b) {
             *x += *y;
         }
     }

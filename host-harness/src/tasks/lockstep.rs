@@ -154,8 +154,10 @@ impl crate::net::simd::InLanes for Draw<'_> {
     #[inline(always)]
     fn run<const W: usize>(self) {
         let Draw { sampler, rng, groups, side, simd, tasks } = self;
+        // Inputs scaled or shifted: decided once here, not once per task.
+        let shaped = !sampler.isotropic() || sampler.mean != 0.0;
         for t in 0..tasks {
-            sampler.sample_side_by_side::<W>(simd, rng, groups, t, side);
+            sampler.sample_side_by_side::<W>(simd, rng, groups, t, side, shaped);
         }
     }
 }
@@ -163,7 +165,8 @@ impl crate::net::simd::InLanes for Draw<'_> {
 impl TaskSampler {
     /// Task `t` of each of the [`STREAMS`] groups, group `l` from stream `l` of `rng`: the tasks
     /// [`TaskSampler::sample_into`] would draw from each stream in turn, with the same bits. `W` is the token width
-    /// when it is a constant (it must then be [`TaskSampler::width`]), 0 when it is read at run time.
+    /// when it is a constant (it must then be [`TaskSampler::width`]), 0 when it is read at run time. `shaped`: the
+    /// inputs are scaled or shifted (not [`TaskSampler::isotropic`], or a mean other than 0).
     #[inline(always)]
     pub(super) fn sample_side_by_side<const W: usize>(
         &self,
@@ -172,6 +175,7 @@ impl TaskSampler {
         groups: &mut [Group],
         t: usize,
         side: &mut Side,
+        shaped: bool,
     ) {
         let e = if W == 0 { self.width() } else { W };
         let d = e - 1;
@@ -215,7 +219,6 @@ impl TaskSampler {
             return;
         }
         let range = self.input_range;
-        let shaped = !self.isotropic() || self.mean != 0.0;
         let labelled = self.n.saturating_sub(self.hidden);
         // Two inputs per 64 bits: a token's draws in one go, the whole task's when no noise is drawn between tokens.
         let per_token = d.div_ceil(2);
