@@ -90,16 +90,18 @@ fn transpose_into_avx2(into: &mut [Lanes<8>], rows: &[&[f32]; 8]) {
         }
     }
     // The last values every row has (fewer than eight), through the same transpose from zero-padded copies.
-    let mut padded = [[0.0f32; 8]; 8];
-    for (p, row) in padded.iter_mut().zip(rows) {
-        if let (Some(p), Some(r)) = (p.get_mut(..shortest - done), row.get(done..shortest)) {
-            p.copy_from_slice(r);
+    if shortest > done {
+        let mut padded = [[0.0f32; 8]; 8];
+        for (p, row) in padded.iter_mut().zip(rows) {
+            if let (Some(p), Some(r)) = (p.get_mut(..shortest - done), row.get(done..shortest)) {
+                p.copy_from_slice(r);
+            }
         }
-    }
-    let [p0, p1, p2, p3, p4, p5, p6, p7] = &padded;
-    let columns = transpose8_of([p0, p1, p2, p3, p4, p5, p6, p7]);
-    for (t, c) in into[done..shortest].iter_mut().zip(columns) {
-        store8(&mut t.0, c);
+        let [p0, p1, p2, p3, p4, p5, p6, p7] = &padded;
+        let columns = transpose8_of([p0, p1, p2, p3, p4, p5, p6, p7]);
+        for (t, c) in into[done..shortest].iter_mut().zip(columns) {
+            store8(&mut t.0, c);
+        }
     }
     transpose_into_from(into, shortest, rows);
 }
