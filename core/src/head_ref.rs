@@ -83,18 +83,18 @@ pub struct Vectors<'s, T> {
 
 impl<T> Vectors<'_, T> {
     /// Vectors of width `dk` needed.
-    pub const KEY: usize = 4;
+    pub const KEY: usize = 5;
     /// Vectors of width `dv` needed.
-    pub const VALUE: usize = 4;
+    pub const VALUE: usize = 5;
     /// Vectors of width `e` needed.
     pub const TOKEN: usize = 5;
 }
 
 /// [`Vectors`] on the stack for fixed widths (the const-generic kernels' scratch).
 pub(crate) struct FixedVectors<T, const E: usize, const DK: usize, const DV: usize, const H: usize> {
-    key: [[T; DK]; 4],
-    value: [[T; DV]; 4],
-    token: [[T; E]; 5],
+    key: [[T; DK]; Vectors::<'static, ()>::KEY],
+    value: [[T; DV]; Vectors::<'static, ()>::VALUE],
+    token: [[T; E]; Vectors::<'static, ()>::TOKEN],
     heads: [[T; 2]; H],
 }
 
@@ -102,7 +102,12 @@ impl<T: Real, const E: usize, const DK: usize, const DV: usize, const H: usize> 
     pub(crate) const WIDTHS: Widths = Widths { e: E, dk: DK, dv: DV };
 
     pub(crate) fn new() -> Self {
-        Self { key: [[T::ZERO; DK]; 4], value: [[T::ZERO; DV]; 4], token: [[T::ZERO; E]; 5], heads: [[T::ZERO; 2]; H] }
+        Self {
+            key: [[T::ZERO; DK]; Vectors::<'static, ()>::KEY],
+            value: [[T::ZERO; DV]; Vectors::<'static, ()>::VALUE],
+            token: [[T::ZERO; E]; Vectors::<'static, ()>::TOKEN],
+            heads: [[T::ZERO; 2]; H],
+        }
     }
 
     pub(crate) fn vectors(&mut self) -> Vectors<'_, T> {

@@ -13,6 +13,7 @@
 //!   lane3)`; it runs along contiguous columns and vectorises across the outputs, where a [`dot`] per output ends
 //!   in a horizontal sum.
 //! - [`add_outer`] / [`sub_outer`] (`S +-= u v^T`): one `axpy` per column, no reduction.
+//!   [`pairs`] adds two such terms (or two `axpy`s) in one pass with the bits of adding them one after the other.
 //! - [`matmul`] (`A B`): one [`matvec`] per column of `B`; [`matmul_tn`] (`A^T B`): one [`dot`] per entry
 //!   (computed as [`matvec_t_of_transpose`] per column of `B`, the same bits);
 //!   [`matmul_nt`] (`A B^T`): the rank-one updates `A[:, k] B[:, k]^T` added for `k = 0, 1, ...` in order (computed
@@ -22,6 +23,7 @@
 //! over its run-time-shape twin in [`slices`] (the one implementation), so a kernel has the same bits with constant
 //! and with run-time sizes.
 
+pub mod pairs;
 pub mod slices;
 
 use crate::Real;

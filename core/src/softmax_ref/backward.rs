@@ -8,7 +8,10 @@ use crate::layer::Mask;
 use crate::linalg::slices::{add_outer, axpy, chunk_pairs, dot, matvec, matvec_t};
 use crate::{Error, Real};
 
+use super::tokens::{Scratch, Tok, TokenBackward};
 use super::{Projection, Work};
+use crate::linalg::pairs::add_outer2;
+use core::slice::ChunksExact;
 
 /// The VJP of [`token_update`](super::token_update) with the residual (one token `h` whose output gradient is `g`): adds the parameter
 /// gradients into `grads` (one per head), writes `dL/dh` into `dh` and, when given, adds `dL/de_j` into `g_ctx`
@@ -26,7 +29,7 @@ pub fn token_backward<T: Real>(
     g_ctx: Option<&mut [T]>,
     vecs: &mut Vectors<'_, T>,
 ) -> Result<(), Error> {
-    token_backward_from(w, heads, None, ctx, h, g, grads, dh, g_ctx, &mut [], vecs)
+    token_backward_from(w, heads, None, ctx, h, g, grads, dh, g_ctx, &mut [], vecs, true)
 }
 
 /// [`token_backward`] over a context whose keys and values were projected once by [`project`](super::project), with `weights` (`N`
@@ -52,7 +55,7 @@ pub fn token_backward_projected<T: Real>(
     let n = ctx.len() / w.e.max(1);
     proj.check(w, heads.len(), n)?;
     expect_len(n, weights.len())?;
-    token_backward_from(w, heads, Some(proj), ctx, h, g, grads, dh, g_ctx, weights, vecs)
+    token_backward_from(w, heads, Some(proj), ctx, h, g, grads, dh, g_ctx, weights, vecs, true)
 }
 
 /// Head `hd`'s key of context token `j` in `proj`, if there is one.
@@ -86,10 +89,12 @@ fn or_project<'s, T: Real>(stored: Option<&'s [T]>, m: &[T], tok: &[T], scratch:
 }
 
 /// [`token_backward`] with keys and values from `proj` when given (else projected token by token) and the weights
-/// kept in `weights` where it has room (else computed again). No closures: see [`token_backward_projected`].
+/// kept in `weights` where it has room (else computed again); the keys two at a time when `pairs` (its callers'
+/// way), else one at a time (the same bits; the tests compare the two). No closures: see
+/// [`token_backward_projected`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn token_backward_from<T: Real>(
+pub(super) fn token_backward_from<T: Real>(
     w: Widths,
     heads: &[HeadRef<'_, T>],
     proj: Option<&Projection<'_, T>>,
@@ -101,6 +106,7 @@ fn token_backward_from<T: Real>(
     mut g_ctx: Option<&mut [T]>,
     weights: &mut [T],
     vecs: &mut Vectors<'_, T>,
+    pairs: bool,
 ) -> Result<(), Error> {
     check_heads(w, heads)?;
     check_grads(w, heads.len(), grads)?;
@@ -111,8 +117,8 @@ fn token_backward_from<T: Real>(
     if let Some(gc) = g_ctx.as_deref() {
         expect_len(ctx.len(), gc.len())?;
     }
-    let [q, k, g_q, g_k] = carve::<T, 4>(vecs.key, w.dk)?;
-    let [v, o, g_o, g_v] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [q, k, g_q, g_k, g_k2] = carve::<T, 5>(vecs.key, w.dk)?;
+    let [v, o, g_o, g_v, g_v2] = carve::<T, 5>(vecs.value, w.dv)?;
     let [de_k, de_v, _] = carve::<T, 3>(vecs.token, w.e)?;
     let [stats] = carve::<T, 1>(vecs.heads, 2 * heads.len())?;
     let c = logit_scale::<T>(w.dk);
@@ -159,35 +165,92 @@ fn token_backward_from<T: Real>(
         matvec_t(g_o, head.p, g);
         let g_dot_o = dot(g_o, o);
         g_q.fill(T::ZERO);
-        for (j, tok) in ctx.chunks_exact(e).enumerate() {
-            let kj = or_project(stored_key(proj, hd, j)?, head.w_k, tok, k);
-            let a = match weights.get(j) {
-                Some(&a) => a,
-                None => (dot(q, kj) * c - m).exp() / l,
-            };
-            let vj = or_project(stored_value(proj, hd, j)?, head.w_v, tok, v);
-            let g_s = a * (dot(g_o, vj) - g_dot_o);
-            axpy(g_q, g_s * c, kj);
-            for (d, &x) in g_k.iter_mut().zip(q.iter()) {
-                *d = x * (g_s * c);
-            }
-            for (d, &x) in g_v.iter_mut().zip(g_o.iter()) {
-                *d = x * a;
-            }
+        // Two keys at a time into the key and value weights' gradients (the first's term, then the second's).
+        let (shared, weights) = ((head, proj, hd), &*weights);
+        let (qo, sums) = ([&*q, &*g_o], [g_dot_o, m, l, c]);
+        let paired = if pairs { ctx.len() / (2 * e) } else { 0 };
+        let (two_by_two, rest) = ctx.split_at(paired * 2 * e);
+        for (p, two) in two_by_two.chunks_exact(2 * e).enumerate() {
+            let (t0, t1) = two.split_at(e);
+            key_terms(shared, 2 * p, t0, qo, sums, weights, [&mut *k, &mut *v], [&mut *g_q, &mut *g_k, &mut *g_v])?;
+            key_terms(
+                shared,
+                2 * p + 1,
+                t1,
+                qo,
+                sums,
+                weights,
+                [&mut *k, &mut *v],
+                [&mut *g_q, &mut *g_k2, &mut *g_v2],
+            )?;
+            add_outer2(gh.w_k, g_k, t0, g_k2, t1);
+            add_outer2(gh.w_v, g_v, t0, g_v2, t1);
+            to_context(g_ctx.as_deref_mut(), 2 * p, head, [&*g_k, &*g_v], [&mut *de_k, &mut *de_v])?;
+            to_context(g_ctx.as_deref_mut(), 2 * p + 1, head, [&*g_k2, &*g_v2], [&mut *de_k, &mut *de_v])?;
+        }
+        for (i, tok) in rest.chunks_exact(e).enumerate() {
+            let j = 2 * paired + i;
+            key_terms(shared, j, tok, qo, sums, weights, [&mut *k, &mut *v], [&mut *g_q, &mut *g_k, &mut *g_v])?;
             add_outer(gh.w_k, g_k, tok);
             add_outer(gh.w_v, g_v, tok);
-            if let Some(gc) = g_ctx.as_deref_mut() {
-                matvec_t(de_k, head.w_k, g_k);
-                matvec_t(de_v, head.w_v, g_v);
-                for ((d, &x), &y) in row_mut(gc, j, e)?.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
-                    *d += x + y;
-                }
-            }
+            to_context(g_ctx.as_deref_mut(), j, head, [&*g_k, &*g_v], [&mut *de_k, &mut *de_v])?;
         }
         add_outer(gh.w_q, g_q, h);
         matvec_t(de_k, head.w_q, g_q);
         for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
             *d += x;
+        }
+    }
+    Ok(())
+}
+
+/// Key `j` (context token `tok`) of head `hd` for the query `q` of [`token_backward_from`] (`g_o` its output's
+/// gradient, `g_dot_o = g_o . o`, `(m, l)` its logits' maximum and sum, `c` the logit scale): the gradient of its logit
+/// into `g_q`, its key's gradient `q (g_s c)` into `g_k` and its value's `a g_o` into `g_v` (`k` and `v` scratch for
+/// the key and value when `proj` has none).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn key_terms<T: Real>(
+    (head, proj, hd): (&HeadRef<'_, T>, Option<&Projection<'_, T>>, usize),
+    j: usize,
+    tok: &[T],
+    [q, g_o]: [&[T]; 2],
+    [g_dot_o, m, l, c]: [T; 4],
+    weights: &[T],
+    [k, v]: [&mut [T]; 2],
+    [g_q, g_k, g_v]: [&mut [T]; 3],
+) -> Result<(), Error> {
+    let kj = or_project(stored_key(proj, hd, j)?, head.w_k, tok, k);
+    let a = match weights.get(j) {
+        Some(&a) => a,
+        None => (dot(q, kj) * c - m).exp() / l,
+    };
+    let vj = or_project(stored_value(proj, hd, j)?, head.w_v, tok, v);
+    let g_s = a * (dot(g_o, vj) - g_dot_o);
+    axpy(g_q, g_s * c, kj);
+    for (d, &x) in g_k.iter_mut().zip(q.iter()) {
+        *d = x * (g_s * c);
+    }
+    for (d, &x) in g_v.iter_mut().zip(g_o.iter()) {
+        *d = x * a;
+    }
+    Ok(())
+}
+
+/// `g_ctx[j] += W_K^T g_k + W_V^T g_v` when there is a `g_ctx` (through the scratch `de_k`, `de_v`).
+#[inline(always)]
+fn to_context<T: Real>(
+    g_ctx: Option<&mut [T]>,
+    j: usize,
+    head: &HeadRef<'_, T>,
+    [g_k, g_v]: [&[T]; 2],
+    [de_k, de_v]: [&mut [T]; 2],
+) -> Result<(), Error> {
+    if let Some(gc) = g_ctx {
+        matvec_t(de_k, head.w_k, g_k);
+        matvec_t(de_v, head.w_v, g_v);
+        for ((d, &x), &y) in row_mut(gc, j, de_k.len())?.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
+            *d += x + y;
         }
     }
     Ok(())
@@ -212,6 +275,24 @@ pub fn backward<T: Real>(
     work: &mut Work<'_, T>,
     vecs: &mut Vectors<'_, T>,
 ) -> Result<(), Error> {
+    backward_in(w, heads, mask, [ctx, query], [g_ctx, g_query], grads, work, vecs, true)
+}
+
+/// [`backward`], the context's tokens two at a time when `pairs` (its way), else one at a time (the same bits; the
+/// tests compare the two).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn backward_in<T: Real>(
+    w: Widths,
+    heads: &[HeadRef<'_, T>],
+    mask: Mask,
+    [ctx, query]: [&[T]; 2],
+    [g_ctx, g_query]: [&mut [T]; 2],
+    grads: &mut [HeadMut<'_, T>],
+    work: &mut Work<'_, T>,
+    vecs: &mut Vectors<'_, T>,
+    pairs: bool,
+) -> Result<(), Error> {
     check_heads(w, heads)?;
     check_grads(w, heads.len(), grads)?;
     expect_len(0, ctx.len() % w.e.max(1))?;
@@ -224,37 +305,56 @@ pub fn backward<T: Real>(
     work.project(w, heads, ctx, n, true)?;
     work.g_keys.fill(T::ZERO);
     work.g_values.fill(T::ZERO);
-    let [q, g_q, _, _] = carve::<T, 4>(vecs.key, w.dk)?;
-    let [o, g_o, _, _] = carve::<T, 4>(vecs.value, w.dv)?;
-    let [dh, de_k, de_v] = carve::<T, 3>(vecs.token, w.e)?;
+    let [q_a, g_q_a, q_b, g_q_b] = carve::<T, 4>(vecs.key, w.dk)?;
+    let [o_a, g_o_a, o_b, g_o_b] = carve::<T, 4>(vecs.value, w.dv)?;
+    let [dh_a, dh_b, de] = carve::<T, 3>(vecs.token, w.e)?;
     let c = logit_scale::<T>(w.dk);
     let Work { keys, values, g_keys, g_values, weights, stats, scores, kept } = work;
     let (stats, scores): (&[T], &[T]) = if *kept { (stats, scores) } else { (&[], &[]) };
-    let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values, weights };
-    let mut kept_stats = stats.chunks_exact(per_token.max(1));
-    let mut kept_scores = scores.chunks_exact(heads.len().saturating_mul(w.dk + n).max(1));
-    for (t, (g, h)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
-        tok.run(
-            h,
-            g,
-            visible(mask, t, n).min(n),
-            [kept_stats.next().unwrap_or_default(), kept_scores.next().unwrap_or_default()],
-            grads,
-            [&mut *q, &mut *g_q],
-            [&mut *o, &mut *g_o],
-            [&mut *dh, &mut *de_k],
-        )?;
+    // Two tokens' weights where there is room for them (else the second token's are computed again).
+    let (w_a, w_b) = match weights.len() >= 2 * n {
+        true => weights.split_at_mut(n),
+        false => (&mut weights[..], &mut [][..]),
+    };
+    let mut sa = Scratch { q: q_a, g_q: g_q_a, o: o_a, g_o: g_o_a, dh: dh_a, weights: w_a };
+    let mut sb = Scratch { q: q_b, g_q: g_q_b, o: o_b, g_o: g_o_b, dh: dh_b, weights: w_b };
+    let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values };
+    let per_scores = heads.len().saturating_mul(w.dk + n);
+    // The context's tokens two at a time (with `pairs`), the rest one at a time, then the query.
+    let (mut ks, mut sc) = (stats.chunks_exact(per_token.max(1)), scores.chunks_exact(per_scores.max(1)));
+    let paired = if pairs { n / 2 } else { 0 };
+    let (g_pairs, g_rest) = g_ctx.split_at_mut(paired * 2 * e);
+    let (c_pairs, c_rest) = ctx.split_at(g_pairs.len());
+    for (p, (g2, h2)) in chunk_pairs(g_pairs, 2 * e, c_pairs, 2 * e).enumerate() {
+        let ((g, g_next), (h, h_next)) = (g2.split_at_mut(e), h2.split_at(e));
+        let a = Tok { h, g, seen: visible(mask, 2 * p, n).min(n), kept: next_kept(&mut ks, &mut sc) };
+        let b =
+            Tok { h: h_next, g: g_next, seen: visible(mask, 2 * p + 1, n).min(n), kept: next_kept(&mut ks, &mut sc) };
+        tok.run(a, Some(b), grads, &mut sa, &mut sb, &mut *de)?;
     }
-    let kept = [kept_stats.next().unwrap_or_default(), kept_scores.next().unwrap_or_default()];
-    tok.run(query, g_query, n, kept, grads, [&mut *q, &mut *g_q], [&mut *o, &mut *g_o], [&mut *dh, &mut *de_k])?;
+    for (i, (g, h)) in chunk_pairs(g_rest, e, c_rest, e).enumerate() {
+        let a = Tok { h, g, seen: visible(mask, 2 * paired + i, n).min(n), kept: next_kept(&mut ks, &mut sc) };
+        tok.run(a, None, grads, &mut sa, &mut sb, &mut *de)?;
+    }
+    let a = Tok { h: query, g: g_query, seen: n, kept: next_kept(&mut ks, &mut sc) };
+    tok.run(a, None, grads, &mut sa, &mut sb, &mut *de)?;
     let (g_keys, g_values) = (&*tok.g_keys, &*tok.g_values);
-    // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens.
+    let [de_k, de_v] = [de, sb.dh];
+    // The keys' and values' gradients, summed over every token that saw them, to the weights and the tokens: two
+    // keys at a time into the weights' gradients (the first's term, then the second's), each key to its token.
     for (hd, (head, gh)) in heads.iter().zip(grads.iter_mut()).enumerate() {
         let at = hd * n;
         for (j, (ge, tok)) in chunk_pairs(g_ctx, e, ctx, e).enumerate() {
             let (gk, gv) = (row(g_keys, at + j, w.dk)?, row(g_values, at + j, w.dv)?);
-            add_outer(gh.w_k, gk, tok);
-            add_outer(gh.w_v, gv, tok);
+            if pairs && j % 2 == 1 {
+                let (gk0, gv0) = (row(g_keys, at + j - 1, w.dk)?, row(g_values, at + j - 1, w.dv)?);
+                let tok0 = row(ctx, j - 1, e)?;
+                add_outer2(gh.w_k, gk0, tok0, gk, tok);
+                add_outer2(gh.w_v, gv0, tok0, gv, tok);
+            } else if !pairs || j + 1 == n {
+                add_outer(gh.w_k, gk, tok);
+                add_outer(gh.w_v, gv, tok);
+            }
             matvec_t(de_k, head.w_k, gk);
             matvec_t(de_v, head.w_v, gv);
             for ((d, &x), &y) in ge.iter_mut().zip(de_k.iter()).zip(de_v.iter()) {
@@ -265,135 +365,8 @@ pub fn backward<T: Real>(
     Ok(())
 }
 
-/// One token's part of [`backward`]: the layer's projected keys and values, their gradients (added to) and the
-/// kept weights.
-struct TokenBackward<'a, 'h, T> {
-    w: Widths,
-    heads: &'a [HeadRef<'h, T>],
-    n: usize,
-    c: T,
-    keys: &'a [T],
-    values: &'a [T],
-    g_keys: &'a mut [T],
-    g_values: &'a mut [T],
-    weights: &'a mut [T],
-}
-
-impl<T: Real> TokenBackward<'_, '_, T> {
-    /// The weight of key `k` for query `q` from the logits' maximum and sum.
-    #[inline(always)]
-    fn weight(&self, q: &[T], k: &[T], acc: MaxSum<T>) -> T {
-        (dot(q, k) * self.c - acc.m).exp() / acc.l
-    }
-
-    /// Token `h` with output gradient `g` seeing the first `seen` keys: its input gradient, written over `g`, and
-    /// the parameter gradients added into `grads` (`q, g_q`: key-width scratch, `o, g_o`: value-width, `dh, de`:
-    /// token-width). Head `hd`'s logits' maximum and sum are taken from `stats[2 hd..][..2]` where the forward kept
-    /// a finite maximum there, else computed; with them, its query and logits from `scores` where that holds the
-    /// head's (see [`Work::scores`]), else computed.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn run(
-        &mut self,
-        h: &[T],
-        g: &mut [T],
-        seen: usize,
-        [stats, scores]: [&[T]; 2],
-        grads: &mut [HeadMut<'_, T>],
-        [q, g_q]: [&mut [T]; 2],
-        [o, g_o]: [&mut [T]; 2],
-        [dh, de_k]: [&mut [T]; 2],
-    ) -> Result<(), Error> {
-        let (w, n, c) = (self.w, self.n, self.c);
-        dh.copy_from_slice(g);
-        for (hd, (head, gh)) in self.heads.iter().zip(grads.iter_mut()).enumerate() {
-            let at = hd * n;
-            if seen == 0 {
-                continue;
-            }
-            // The forward's statistics where it kept a finite maximum, and with them its query and logits where it
-            // kept those too (the same bits as computing them here).
-            let from_forward = match stats.get(2 * hd..).and_then(|s| s.first_chunk::<2>()) {
-                Some(&[m, l]) if m.is_finite() => Some(MaxSum { m, l }),
-                _ => None,
-            };
-            let kept = match (from_forward, scores.get(hd * (w.dk + n)..)) {
-                (Some(_), Some(sc)) => match sc.split_at_checked(w.dk) {
-                    Some((kept_q, logits)) => logits.get(..seen).map(|l| (kept_q, l)),
-                    None => None,
-                },
-                _ => None,
-            };
-            let logits: &[T] = match kept {
-                Some((kept_q, logits)) => {
-                    q.copy_from_slice(kept_q);
-                    logits
-                }
-                None => {
-                    matvec(q, head.w_q, h);
-                    &[]
-                }
-            };
-            let acc = match from_forward {
-                Some(acc) => acc,
-                None => {
-                    let mut acc = MaxSum::new();
-                    let mut j0 = 0;
-                    while j0 < seen {
-                        let b = (seen - j0).min(BLOCK);
-                        let mut s = [T::ZERO; BLOCK];
-                        for (t, st) in s.iter_mut().enumerate().take(b) {
-                            *st = dot(q, row(self.keys, at + j0 + t, w.dk)?) * c;
-                        }
-                        acc.push_block(&s, b)?;
-                        j0 += b;
-                    }
-                    acc
-                }
-            };
-            o.fill(T::ZERO);
-            let mut j0 = 0;
-            while j0 < seen {
-                let b = (seen - j0).min(BLOCK);
-                let mut a = [T::ZERO; BLOCK];
-                for (t, x) in a.iter_mut().enumerate().take(b) {
-                    let s = match logits.get(j0 + t) {
-                        Some(&s) => s,
-                        None => dot(q, row(self.keys, at + j0 + t, w.dk)?) * c,
-                    };
-                    *x = s - acc.m;
-                }
-                weights_block(&mut a, b, acc.l);
-                for (t, &x) in a.iter().enumerate().take(b) {
-                    if let Some(kept) = self.weights.get_mut(j0 + t) {
-                        *kept = x;
-                    }
-                    axpy(o, x, row(self.values, at + j0 + t, w.dv)?);
-                }
-                j0 += b;
-            }
-            add_outer(gh.p, g, o);
-            matvec_t(g_o, head.p, g);
-            let g_dot_o = dot(g_o, o);
-            g_q.fill(T::ZERO);
-            for j in 0..seen {
-                let (k, v) = (row(self.keys, at + j, w.dk)?, row(self.values, at + j, w.dv)?);
-                let a = match self.weights.get(j) {
-                    Some(&a) => a,
-                    None => self.weight(q, k, acc),
-                };
-                let g_s = a * (dot(g_o, v) - g_dot_o) * c;
-                axpy(g_q, g_s, k);
-                axpy(row_mut(self.g_keys, at + j, w.dk)?, g_s, q);
-                axpy(row_mut(self.g_values, at + j, w.dv)?, a, g_o);
-            }
-            add_outer(gh.w_q, g_q, h);
-            matvec_t(de_k, head.w_q, g_q);
-            for (d, &x) in dh.iter_mut().zip(de_k.iter()) {
-                *d += x;
-            }
-        }
-        g.copy_from_slice(dh);
-        Ok(())
-    }
+/// The next token's kept statistics and scores (empty when the forward kept none).
+#[inline(always)]
+fn next_kept<'k, T>(stats: &mut ChunksExact<'k, T>, scores: &mut ChunksExact<'k, T>) -> [&'k [T]; 2] {
+    [stats.next().unwrap_or_default(), scores.next().unwrap_or_default()]
 }

@@ -22,8 +22,9 @@ pub struct Work<'a, T> {
     pub g_keys: &'a mut [T],
     /// `dL/dv_j` per head and token.
     pub g_values: &'a mut [T],
-    /// `N` values for the backward to keep one token's softmax weights between its two passes over the keys, or
-    /// empty to compute them twice (the same bits either way).
+    /// `2 N` values for the backward to keep the softmax weights of the two tokens it runs together between its
+    /// two passes over the keys, `N` for one token's (the other's computed twice), or empty to compute them all
+    /// twice (the same bits either way).
     pub weights: &'a mut [T],
     /// `(N + 1) * H * 2` values that [`attention`] fills with each token's logits' maximum and sum per head (token
     /// `t`'s head `h` at `(t * H + h) * 2..`, the query as token `N`), or empty.

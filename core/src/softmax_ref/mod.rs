@@ -19,6 +19,7 @@ mod layer;
 mod projection;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod update;
 
 pub use backward::{backward, token_backward, token_backward_projected};

@@ -115,3 +115,74 @@ fn blocked_maxima_sums_and_weights_give_the_bits_of_one_logit_at_a_time() {
     blocks_match(|next| next(), f32_bits);
     blocks_match(|next| Lanes(core::array::from_fn(|_| next())), lanes_bits);
 }
+
+/// The layer's backward and the query's, which run tokens and keys two at a time into the shared gradients, against
+/// the same kernels one at a time: every gradient bit for bit, under both masks, for even and odd contexts, with
+/// the weights computed twice or kept for one or two tokens.
+#[test]
+fn pairs_give_the_bits_of_one_at_a_time() {
+    use super::backward::{backward_in, token_backward_from};
+    use super::Work;
+    use crate::head_ref::{HeadMut, HeadRef, Vectors, Widths};
+    use crate::Mask;
+    let mut state = 11;
+    for (w, heads, n) in [
+        (Widths { e: 11, dk: 11, dv: 11 }, 2, 10),
+        (Widths { e: 5, dk: 3, dv: 4 }, 3, 7),
+        (Widths { e: 4, dk: 3, dv: 2 }, 1, 1),
+        (Widths { e: 4, dk: 3, dv: 2 }, 1, 0),
+    ] {
+        let mut m = |len: usize| (0..len).map(|_| uniform(&mut state) * 1.3).collect::<Vec<f32>>();
+        let hs: Vec<[Vec<f32>; 4]> =
+            (0..heads).map(|_| [m(w.dk * w.e), m(w.dk * w.e), m(w.dv * w.e), m(w.e * w.dv)]).collect();
+        let (ctx, query, g_ctx, g_query) = (m(n * w.e), m(w.e), m(n * w.e), m(w.e));
+        let refs: Vec<HeadRef<'_, f32>> = hs.iter().map(|[w_q, w_k, w_v, p]| HeadRef { w_q, w_k, w_v, p }).collect();
+        let zeros =
+            || -> Vec<[Vec<f32>; 4]> { hs.iter().map(|m| [0, 1, 2, 3].map(|i| vec![0.0; m[i].len()])).collect() };
+        let flat = |gr: &[[Vec<f32>; 4]]| -> Vec<u32> { gr.iter().flatten().flatten().map(|x| x.to_bits()).collect() };
+        let mut vecs =
+            [w.dk * Vectors::<f32>::KEY, w.dv * Vectors::<f32>::VALUE, w.e * Vectors::<f32>::TOKEN, 2 * heads]
+                .map(|len| vec![0.0f32; len]);
+        for mask in [Mask::Full, Mask::Causal] {
+            for keep in [0, 1, 2] {
+                let mut outs = Vec::new();
+                for pairs in [true, false] {
+                    let mut gr = zeros();
+                    let mut gm: Vec<HeadMut<'_, f32>> =
+                        gr.iter_mut().map(|[w_q, w_k, w_v, p]| HeadMut { w_q, w_k, w_v, p }).collect();
+                    let (mut gc, mut gq) = (g_ctx.clone(), g_query.clone());
+                    let [key, value, token, hd] = &mut vecs;
+                    let mut v = Vectors { key, value, token, heads: hd };
+                    let entries = heads * n;
+                    let [mut keys, mut values, mut g_keys, mut g_values] =
+                        [w.dk, w.dv, w.dk, w.dv].map(|x| vec![0.0f32; entries * x]);
+                    let mut kept = vec![0.0f32; keep * n];
+                    let mut work = Work {
+                        keys: &mut keys,
+                        values: &mut values,
+                        g_keys: &mut g_keys,
+                        g_values: &mut g_values,
+                        weights: &mut kept,
+                        stats: &mut [],
+                        scores: &mut [],
+                        kept: false,
+                    };
+                    let (c, q) = (&ctx[..], &query[..]);
+                    backward_in(w, &refs, mask, [c, q], [&mut gc, &mut gq], &mut gm, &mut work, &mut v, pairs).unwrap();
+                    // The query alone (the last layer's backward), its context's gradient added into `gc`.
+                    let mut dh = vec![0.0f32; w.e];
+                    let mut kept = vec![0.0f32; keep.min(1) * n];
+                    let gcm = Some(&mut gc[..]);
+                    token_backward_from(
+                        w, &refs, None, c, q, &g_query, &mut gm, &mut dh, gcm, &mut kept, &mut v, pairs,
+                    )
+                    .unwrap();
+                    drop(gm);
+                    let b = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                    outs.push([b(&gc), b(&gq), b(&dh), flat(&gr)]);
+                }
+                assert_eq!(outs[0], outs[1], "{w:?}, {heads} heads, {n} tokens, {mask:?}, weights kept x{keep}");
+            }
+        }
+    }
+}

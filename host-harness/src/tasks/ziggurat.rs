@@ -3,8 +3,9 @@
 //! `StandardNormal` samples by the ziggurat method: one 64-bit draw gives a layer `i` (its low 8 bits) and a
 //! uniform `u` in [-1, 1) (its high 52 bits), and `x = u X[i]` is the sample whenever `|x| < X[i + 1]`, about 99% of
 //! draws; otherwise more draws decide. Here the quick case runs for all four streams from one step of the stepped
-//! generators ([`Xoshiro4`]), and a stream that meets any other case is put back and draws all of the task's
-//! normals with `StandardNormal` itself, so every stream gives out the same numbers in the same order as before.
+//! generators ([`Xoshiro4`]), and a stream that meets any other case is put back, keeps the quick normals before
+//! that draw (skipping their draws) and draws the rest of the task's normals with `StandardNormal` itself, so every
+//! stream gives out the same numbers in the same order as before.
 //!
 //! The abscissae `X` are `rand_distr`'s own, read from the distribution once ([`abscissae`]) rather than copied:
 //! with `u = 2^-20` exactly, layer `i` returns `u X[i]` (the quick case holds for every layer but the last), which
@@ -91,21 +92,26 @@ pub(super) fn normals_side_by_side(
         *row = [0.0; STREAMS];
     }
     for l in 0..STREAMS {
-        let mut quick_all = true;
-        for (wi, b) in w.iter_mut().zip(bits.iter()) {
+        let mut slow = None;
+        for (i, (wi, b)) in w.iter_mut().zip(bits.iter()).enumerate() {
             match quick(b[l], x) {
                 Some(v) => wi[l] = scaled(v, scale),
                 None => {
-                    quick_all = false;
+                    slow = Some(i);
                     break;
                 }
             }
         }
-        if !quick_all {
-            // This stream again from where it stood, every normal from `StandardNormal` (the same numbers).
+        if let Some(k) = slow {
+            // This stream again from where it stood: the first `k` normals are the quick case's (one 64-bit draw
+            // each, as `StandardNormal` takes them), so it skips their draws; the rest from `StandardNormal` itself
+            // (the same numbers).
             rng.put_back(l, &before);
             let mut lane = rng.lane(l);
-            for wi in w.iter_mut().take(d) {
+            for _ in 0..k {
+                let _ = lane.try_next_u64();
+            }
+            for wi in w.iter_mut().take(d).skip(k) {
                 let z: f64 = StandardNormal.sample(&mut lane);
                 wi[l] = scaled(z, scale);
             }

@@ -24,7 +24,7 @@ pub struct SoftmaxWorkspace<T = f32> {
     scores: Vec<T>,
     g_keys: Vec<T>,
     g_values: Vec<T>,
-    /// One token's softmax weights (kept between the backward's passes).
+    /// Two tokens' softmax weights (kept between the backward's passes; it runs tokens in pairs).
     weights: Vec<T>,
     vecs: VectorsBuf<T>,
     u: Vec<T>,
@@ -45,7 +45,7 @@ impl<T: Real> SoftmaxWorkspace<T> {
             scores: vec![T::ZERO; layers * (n + 1) * SOFTMAX_HEADS * (e + n)],
             g_keys: vec![T::ZERO; entries],
             g_values: vec![T::ZERO; entries],
-            weights: vec![T::ZERO; n],
+            weights: vec![T::ZERO; 2 * n],
             vecs: VectorsBuf::new(Widths { e, dk: e, dv: e }, SOFTMAX_HEADS),
             u: vec![T::ZERO; e],
             lanes: None,
@@ -233,6 +233,9 @@ fn last_backward<T: Real>(
 ) -> Result<(), Error> {
     let n = c_in.len() / w.e.max(1);
     let p = Projection::written(w, SOFTMAX_HEADS, n, keys, values)?;
+    // One token here: the first `n` of the workspace's weights.
+    let found = weights.len();
+    let weights = weights.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n, found })?;
     softmax_ref::token_backward_projected(w, hs, &p, c_in, q_in, gq, gh, u, Some(gc), weights, vecs)?;
     gq.copy_from_slice(u);
     Ok(())
