@@ -51,15 +51,20 @@ pub(super) fn abscissae() -> &'static [f64; 257] {
     })
 }
 
-/// The quick case of the ziggurat for one draw: `Some(u X[i])` when it holds (the sample `StandardNormal` returns for
-/// a draw that starts with `bits`), else `None`.
+/// The quick case of the ziggurat for one draw per stream: each stream's `u X[i]` (the sample `StandardNormal`
+/// returns for a draw that starts with those bits, where the quick case holds) and whether it holds. Branch-free
+/// over the four streams, so that their draws share vector instructions.
 #[inline(always)]
-fn quick(bits: u64, x: &[f64; 257]) -> Option<f64> {
-    let i = (bits & 0xff) as usize;
-    let u = f64::from_bits((bits >> 12) | (1024 << 52)) - 3.0;
-    let (Some(&xi), Some(&next)) = (x.get(i), x.get(i + 1)) else { return None };
-    let v = u * xi;
-    (v.abs() < next).then_some(v)
+fn quick(bits: &[u64; STREAMS], x: &[f64; 257]) -> ([f64; STREAMS], [bool; STREAMS]) {
+    let (mut v, mut holds) = ([0.0; STREAMS], [false; STREAMS]);
+    for ((b, vl), hl) in bits.iter().zip(v.iter_mut()).zip(holds.iter_mut()) {
+        // `i <= 255`: both reads are inside the 257 abscissae.
+        let i = (b & 0xff) as usize;
+        let u = f64::from_bits((b >> 12) | (1024 << 52)) - 3.0;
+        *vl = u * x[i];
+        *hl = vl.abs() < x[i + 1];
+    }
+    (v, holds)
 }
 
 /// A normal as `TaskSampler::task_vector` stores it: rounded to `f32`, then scaled unless the scale is 1.
@@ -91,21 +96,20 @@ pub(super) fn normals_side_by_side(
     for row in w.iter_mut().skip(d) {
         *row = [0.0; STREAMS];
     }
-    for l in 0..STREAMS {
-        let mut slow = None;
-        for (i, (wi, b)) in w.iter_mut().zip(bits.iter()).enumerate() {
-            match quick(b[l], x) {
-                Some(v) => wi[l] = scaled(v, scale),
-                None => {
-                    slow = Some(i);
-                    break;
-                }
-            }
+    // Every row through the quick case for all four streams; each stream's first row where it does not hold.
+    let mut slow = [usize::MAX; STREAMS];
+    for (i, (wi, b)) in w.iter_mut().zip(bits.iter()).enumerate() {
+        let (v, holds) = quick(b, x);
+        for l in 0..STREAMS {
+            wi[l] = scaled(v[l], scale);
+            slow[l] = if holds[l] { slow[l] } else { slow[l].min(i) };
         }
-        if let Some(k) = slow {
+    }
+    for (l, &k) in slow.iter().enumerate() {
+        if k < d {
             // This stream again from where it stood: the first `k` normals are the quick case's (one 64-bit draw
             // each, as `StandardNormal` takes them), so it skips their draws; the rest from `StandardNormal` itself
-            // (the same numbers).
+            // (the same numbers), over what the quick case wrote there.
             rng.put_back(l, &before);
             let mut lane = rng.lane(l);
             for _ in 0..k {
