@@ -312,10 +312,7 @@ pub(super) fn backward_in<T: Real>(
     let Work { keys, values, g_keys, g_values, weights, stats, scores, kept } = work;
     let (stats, scores): (&[T], &[T]) = if *kept { (stats, scores) } else { (&[], &[]) };
     // Two tokens' weights where there is room for them (else the second token's are computed again).
-    let (w_a, w_b) = match weights.len() >= 2 * n {
-        true => weights.split_at_mut(n),
-        false => (&mut weights[..], &mut [][..]),
-    };
+    let (w_a, w_b) = if weights.len() >= 2 * n { weights.split_at_mut(n) } else { (&mut weights[..], &mut [][..]) };
     let mut sa = Scratch { q: q_a, g_q: g_q_a, o: o_a, g_o: g_o_a, dh: dh_a, weights: w_a };
     let mut sb = Scratch { q: q_b, g_q: g_q_b, o: o_b, g_o: g_o_b, dh: dh_b, weights: w_b };
     let mut tok = TokenBackward { w, heads, n, c, keys, values, g_keys, g_values };
